@@ -1,0 +1,127 @@
+"""Read settings from the environment, failing loudly on a bad value.
+
+Every helper raises ``ImproperlyConfigured`` naming the variable and what it
+expected, so a typo in a deployment stops the process at start-up instead of
+running with a silently wrong default.
+"""
+
+import os
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _raw(name: str, environ: Mapping[str, str] | None) -> str | None:
+    return (os.environ if environ is None else environ).get(name)
+
+
+def env_str(name: str, default: str | None = None, *, environ: Mapping[str, str] | None = None) -> str:
+    value = _raw(name, environ)
+    if value is None:
+        if default is None:
+            raise ImproperlyConfigured(f"Set the environment variable {name}.")
+        return default
+    return value
+
+
+def env_bool(name: str, default: bool, *, environ: Mapping[str, str] | None = None) -> bool:
+    value = _raw(name, environ)
+    if value is None:
+        return default
+    normalized = value.strip().lower()
+    if normalized in _TRUE:
+        return True
+    if normalized in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off.")
+
+
+def env_int(
+    name: str,
+    default: int,
+    *,
+    min_value: int | None = None,
+    max_value: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    value = _raw(name, environ)
+    if value is None:
+        return default
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an integer.") from None
+    if min_value is not None and number < min_value:
+        raise ImproperlyConfigured(f"{name}={number} is below the minimum {min_value}.")
+    if max_value is not None and number > max_value:
+        raise ImproperlyConfigured(f"{name}={number} is above the maximum {max_value}.")
+    return number
+
+
+def env_decimal(
+    name: str,
+    default: Decimal,
+    *,
+    min_value: Decimal | None = None,
+    max_value: Decimal | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Decimal:
+    value = _raw(name, environ)
+    if value is None:
+        return default
+    try:
+        number = Decimal(value.strip())
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a decimal number.") from None
+    if not number.is_finite():
+        raise ImproperlyConfigured(f"{name}={value!r} is not a finite number.")
+    if min_value is not None and number < min_value:
+        raise ImproperlyConfigured(f"{name}={number} is below the minimum {min_value}.")
+    if max_value is not None and number > max_value:
+        raise ImproperlyConfigured(f"{name}={number} is above the maximum {max_value}.")
+    return number
+
+
+def env_list(name: str, default: list[str], *, environ: Mapping[str, str] | None = None) -> list[str]:
+    value = _raw(name, environ)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_choice(name: str, default: str, choices: set[str], *, environ: Mapping[str, str] | None = None) -> str:
+    value = _raw(name, environ)
+    if value is None:
+        return default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r} is not one of {sorted(choices)}.")
+    return value
+
+
+def env_database(name: str, default: str, *, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A Django DATABASES entry from a URL such as ``postgres://user@host:5432/db``."""
+    value = _raw(name, environ) or default
+    if not value.startswith(("postgres://", "postgresql://", "sqlite://")):
+        raise ImproperlyConfigured(f"{name}={value!r}: use a postgres:// or sqlite:// URL.")
+    try:
+        config = dict(dj_database_url.parse(value, conn_max_age=60, conn_health_checks=True))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a database URL: {exc}") from None
+    if not config.get("NAME"):
+        raise ImproperlyConfigured(f"{name}={value!r} names no database.")
+    return config
+
+
+def env_redis_url(name: str, *, environ: Mapping[str, str] | None = None) -> str | None:
+    value = _raw(name, environ)
+    if not value:
+        return None
+    if not value.startswith(("redis://", "rediss://")):
+        raise ImproperlyConfigured(f"{name}={value!r}: use a redis:// or rediss:// URL.")
+    return value

@@ -1,0 +1,10 @@
+from django.conf import settings
+from rest_framework import pagination
+
+
+class PageNumberPagination(pagination.PageNumberPagination):
+    """``?page=`` and ``?page_size=`` (capped at API_MAX_PAGE_SIZE)."""
+
+    page_size = settings.API_PAGE_SIZE
+    page_size_query_param = "page_size"
+    max_page_size = settings.API_MAX_PAGE_SIZE

@@ -1,0 +1,56 @@
+from dataclasses import dataclass
+from typing import Any
+
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from organizations.models import ApiKey, Organization
+from organizations.services import api_key_authenticate
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an organization, through one of its API keys."""
+
+    organization: Organization
+    api_key: ApiKey
+
+    is_authenticated = True
+    is_anonymous = False
+
+    @property
+    def organization_id(self) -> Any:
+        return self.organization.pk
+
+    @property
+    def pk(self) -> Any:
+        return self.api_key.pk
+
+    @property
+    def kind(self) -> str:
+        return self.organization.kind
+
+    def __str__(self) -> str:
+        return f"{self.organization.slug}/{self.api_key.prefix}"
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer cg_<prefix>_<secret>``."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[Principal, ApiKey] | None:
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        scheme, _, raw_key = header.partition(" ")
+        if scheme.lower() != self.keyword.lower() or not raw_key.strip():
+            raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <api key>'.")
+        api_key = api_key_authenticate(raw_key=raw_key.strip())
+        if api_key is None:
+            raise exceptions.AuthenticationFailed("This API key is unknown or revoked.")
+        request._request.organization = api_key.organization  # type: ignore[attr-defined]
+        return Principal(organization=api_key.organization, api_key=api_key), api_key
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword

@@ -1,0 +1,94 @@
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from core.exceptions import ConflictError, NotFoundError
+from organizations.models import ApiKey, Organization
+
+KEY_PREFIX_BYTES = 6
+KEY_SECRET_BYTES = 32
+# last_used_at is written at most this often per key, not on every request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def hash_secret(secret: str) -> str:
+    # The secret is 256 random bits, so a fast hash suffices: nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@transaction.atomic
+def organization_create(
+    *,
+    kind: str,
+    slug: str,
+    legal_name: str,
+    credit_code: str,
+    province: str,
+    city: str = "",
+    is_sme: bool = False,
+    parent: Organization | None = None,
+) -> Organization:
+    organization = Organization(
+        kind=kind,
+        slug=slug,
+        legal_name=legal_name,
+        credit_code=credit_code,
+        province=province,
+        city=city,
+        is_sme=is_sme,
+        parent=parent,
+    )
+    organization.full_clean()
+    organization.save()
+    return organization
+
+
+@transaction.atomic
+def api_key_create(
+    *, organization: Organization, name: str, role: str = ApiKey.Role.ADMIN, created_by: str = ""
+) -> tuple[ApiKey, str]:
+    """Make a key; the clear key is returned once and never stored."""
+    prefix = secrets.token_hex(KEY_PREFIX_BYTES)
+    secret = secrets.token_urlsafe(KEY_SECRET_BYTES)
+    api_key = ApiKey.objects.create(
+        organization=organization,
+        name=name,
+        role=role,
+        prefix=prefix,
+        secret_hash=hash_secret(secret),
+        created_by=created_by,
+    )
+    return api_key, f"cg_{prefix}_{secret}"
+
+
+@transaction.atomic
+def api_key_revoke(*, organization: Organization, key_id: str) -> ApiKey:
+    api_key = ApiKey.objects.select_for_update().filter(organization=organization, pk=key_id).first()
+    if api_key is None:
+        raise NotFoundError("No such API key in your organization.")
+    if api_key.revoked_at is not None:
+        raise ConflictError("This API key is already revoked.", code="already_revoked")
+    api_key.revoked_at = timezone.now()
+    api_key.save(update_fields=["revoked_at"])
+    return api_key
+
+
+def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
+    """The active key for ``cg_<prefix>_<secret>``, or None; records when it was last used."""
+    parts = raw_key.split("_", 2)
+    if len(parts) != 3 or parts[0] != "cg":
+        return None
+    _, prefix, secret = parts
+    api_key = ApiKey.objects.select_related("organization").filter(prefix=prefix).first()
+    if api_key is None or not api_key.is_active:
+        return None
+    if not secrets.compare_digest(api_key.secret_hash, hash_secret(secret)):
+        return None
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+    return api_key

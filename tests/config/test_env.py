@@ -1,0 +1,126 @@
+import os
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_database, env_decimal, env_int, env_redis_url, env_str
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "tru", "yes please"])
+def test_env_bool_refuses_a_value_that_is_not_a_boolean(value: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="DEBUG"):
+        env_bool("DEBUG", False, environ={"DEBUG": value})
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("TRUE", True), ("off", False), ("", False)])
+def test_env_bool_reads_the_usual_spellings(value: str, expected: bool) -> None:
+    assert env_bool("DEBUG", not expected, environ={"DEBUG": value}) is expected
+
+
+def test_env_bool_falls_back_to_the_default_when_unset() -> None:
+    assert env_bool("DEBUG", True, environ={}) is True
+
+
+@pytest.mark.parametrize("value", ["ten", "1.5", "", "0x10"])
+def test_env_int_refuses_a_non_integer(value: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="API_PAGE_SIZE"):
+        env_int("API_PAGE_SIZE", 50, environ={"API_PAGE_SIZE": value})
+
+
+def test_env_int_refuses_a_value_outside_its_range() -> None:
+    with pytest.raises(ImproperlyConfigured, match="minimum 1"):
+        env_int("API_PAGE_SIZE", 50, min_value=1, environ={"API_PAGE_SIZE": "0"})
+    with pytest.raises(ImproperlyConfigured, match="maximum 1000"):
+        env_int("API_PAGE_SIZE", 50, max_value=1000, environ={"API_PAGE_SIZE": "1001"})
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "ten percent", "1.5"])
+def test_env_decimal_refuses_non_finite_garbage_or_out_of_range(value: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="PLATFORM_COMMISSION_RATE"):
+        env_decimal(
+            "PLATFORM_COMMISSION_RATE",
+            Decimal("0.1"),
+            min_value=Decimal(0),
+            max_value=Decimal(1),
+            environ={"PLATFORM_COMMISSION_RATE": value},
+        )
+
+
+def test_env_str_without_default_requires_the_variable() -> None:
+    with pytest.raises(ImproperlyConfigured, match="Set the environment variable SECRET_KEY"):
+        env_str("SECRET_KEY", environ={})
+
+
+@pytest.mark.parametrize("value", ["mysql://root@localhost/db", "postgres://", "not a url"])
+def test_env_database_refuses_unsupported_or_incomplete_urls(value: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL"):
+        env_database("DATABASE_URL", "sqlite:///x.db", environ={"DATABASE_URL": value})
+
+
+def test_env_database_reads_a_postgres_url() -> None:
+    config = env_database("DATABASE_URL", "", environ={"DATABASE_URL": "postgres://app@db:5433/grid"})
+    assert config["ENGINE"] == "django.db.backends.postgresql"
+    assert (config["HOST"], config["PORT"], config["NAME"], config["USER"]) == ("db", 5433, "grid", "app")
+
+
+def test_env_redis_url_refuses_another_scheme() -> None:
+    with pytest.raises(ImproperlyConfigured, match="REDIS_URL"):
+        env_redis_url("REDIS_URL", environ={"REDIS_URL": "http://127.0.0.1:6379"})
+
+
+def _start_django(env_overrides: dict[str, str], settings_module: str = "config.settings.base") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "DEBUG"}}
+    env.update({"DJANGO_SETTINGS_MODULE": settings_module, "SECRET_KEY": "x" * 50, **env_overrides})
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_the_service_refuses_to_start_with_a_bad_setting() -> None:
+    result = _start_django({"DEBUG": "perhaps"})
+    assert result.returncode != 0
+    assert "DEBUG='perhaps' is not a boolean" in result.stderr
+
+
+def test_the_service_refuses_to_start_without_a_secret_key() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "Set the environment variable SECRET_KEY" in result.stderr
+
+
+def test_without_database_and_redis_urls_the_service_uses_sqlite_and_the_filesystem_broker(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.DATABASES['default']['ENGINE'], settings.CELERY_BROKER_URL)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update({"DJANGO_SETTINGS_MODULE": "config.settings.dev", "DATA_DIR": str(tmp_path)})
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["django.db.backends.sqlite3", "filesystem://"]
+
+
+def test_production_settings_pass_the_deployment_checks() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in {"DEBUG"}}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings.production",
+            "SECRET_KEY": "k3y-" + "a9Zq7Lm2Xc5Vb8Nw" * 4,
+            "ALLOWED_HOSTS": "grid.example.com",
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,67 @@
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+def test_malformed_json_is_a_400_with_the_error_body(buyer_client) -> None:
+    response = buyer_client.post("/api/v1/api-keys/", data='{"name": ', content_type="application/json")
+
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"]["code"] == "malformed_json"
+    assert "not valid JSON" in body["error"]["message"]
+    assert body["error"]["fields"] == {}
+
+
+def test_unknown_fields_are_refused_by_name(buyer_client) -> None:
+    response = buyer_client.post("/api/v1/api-keys/", {"name": "ci", "organization": "x", "rol": "admin"}, format="json")
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "unknown_field"
+    assert set(error["fields"]) == {"organization", "rol"}
+    assert error["fields"]["rol"][0]["code"] == "unknown_field"
+
+
+def test_wrong_types_are_a_validation_error_per_field(buyer_client) -> None:
+    response = buyer_client.post("/api/v1/api-keys/", {"name": ["a"], "role": 7}, format="json")
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert set(error["fields"]) == {"name", "role"}
+    assert error["fields"]["role"][0]["code"] == "invalid_choice"
+
+
+def test_a_body_that_is_not_an_object_is_a_400(buyer_client) -> None:
+    response = buyer_client.post("/api/v1/api-keys/", data="[1, 2]", content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+
+
+def test_an_unsupported_media_type_is_a_415(buyer_client) -> None:
+    response = buyer_client.post("/api/v1/api-keys/", data="name=x", content_type="text/plain")
+
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_an_unknown_api_path_is_a_json_404(buyer_client) -> None:
+    response = buyer_client.get("/api/v1/no-such-thing/")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_a_wrong_method_is_a_405(buyer_client) -> None:
+    response = buyer_client.put("/api/v1/organizations/me/", {}, format="json")
+
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_responses_carry_a_request_id(buyer_client) -> None:
+    assert len(buyer_client.get("/api/v1/organizations/me/")["X-Request-ID"]) == 32
+    echoed = buyer_client.get("/api/v1/organizations/me/", HTTP_X_REQUEST_ID="agent-42.retry-1")
+    assert echoed["X-Request-ID"] == "agent-42.retry-1"
