@@ -48,16 +48,13 @@ def _field_errors(detail: Any) -> dict[str, Any]:
 def _validation_response(exc: exceptions.ValidationError) -> Response:
     detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
     fields = _field_errors(detail)
-    codes = {
-        error["code"]
-        for errors in fields.values()
-        if isinstance(errors, list)
-        for error in errors
-    }
+    codes = {error["code"] for errors in fields.values() if isinstance(errors, list) for error in errors}
     code = "unknown_field" if codes == {"unknown_field"} else "validation_error"
     names = ", ".join(name for name in fields if name != "non_field_errors")
-    message = f"Some fields are invalid ({names}); see 'fields' for each problem." if names else (
-        _first_message(fields) or "The request is invalid."
+    message = (
+        f"Some fields are invalid ({names}); see 'fields' for each problem."
+        if names
+        else (_first_message(fields) or "The request is invalid.")
     )
     return Response(error_body(code, message, fields), status=400)
 
@@ -79,9 +76,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, RequestDataTooBig):
         set_rollback()
-        return Response(
-            error_body("payload_too_large", f"The request body is too large: {exc}"), status=413
-        )
+        return Response(error_body("payload_too_large", f"The request body is too large: {exc}"), status=413)
     if not isinstance(exc, exceptions.APIException):
         return None  # a bug: Django answers 500 and logs it
 

@@ -38,7 +38,7 @@ def _scope(request: Request) -> str:
 
 def _fingerprint(request: Request) -> str:
     digest = hashlib.sha256()
-    digest.update(request.method.encode())
+    digest.update((request.method or "").encode())
     digest.update(b"\0")
     digest.update(request.path.encode())
     digest.update(b"\0")
@@ -49,8 +49,7 @@ def _fingerprint(request: Request) -> str:
 def _replay(record: IdempotencyRecord, fingerprint: str) -> Response:
     if record.request_hash != fingerprint:
         raise ConflictError(
-            f"The {HEADER} {record.key!r} was already used for a different request. "
-            "Use a new key for a new request.",
+            f"The {HEADER} {record.key!r} was already used for a different request. Use a new key for a new request.",
             code="idempotency_key_reused",
         )
     return Response(record.response_body, status=record.status_code, headers={"Idempotent-Replayed": "true"})
@@ -66,7 +65,7 @@ def _claim(*, scope: str, key: str, request: Request, fingerprint: str) -> Idemp
             return IdempotencyRecord.objects.create(
                 scope=scope,
                 key=key,
-                method=request.method,
+                method=request.method or "",
                 path=request.path[:500],
                 request_hash=fingerprint,
                 status_code=0,

@@ -27,13 +27,18 @@ class RequestIdMiddleware:
         try:
             response = self.get_response(request)
             response["X-Request-ID"] = request_id
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
             logger.info(
-                "request",
+                "%s %s %s %sms",
+                request.method,
+                request.path,
+                response.status_code,
+                duration_ms,
                 extra={
                     "method": request.method,
                     "path": request.path,
                     "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": duration_ms,
                     "organization": getattr(getattr(request, "organization", None), "slug", None),
                 },
             )

@@ -17,9 +17,7 @@ class Organization(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices)
     slug = models.SlugField(max_length=64, unique=True)
     legal_name = models.CharField(max_length=200)
-    credit_code = models.CharField(
-        "unified social credit code", max_length=18, validators=[validate_credit_code]
-    )
+    credit_code = models.CharField("unified social credit code", max_length=18, validators=[validate_credit_code])
     province = models.CharField(max_length=32)
     city = models.CharField(max_length=64, blank=True)
     is_sme = models.BooleanField("small or medium enterprise", default=False)

@@ -5,11 +5,22 @@ from organizations.models import ApiKey, Organization
 
 
 class OrganizationSerializer(StrictModelSerializer):
-    parent = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    parent = serializers.SlugRelatedField(slug_field="slug", read_only=True)  # type: ignore[assignment,var-annotated]
 
     class Meta:
         model = Organization
-        fields = ["id", "kind", "slug", "legal_name", "credit_code", "province", "city", "is_sme", "parent", "created_at"]
+        fields = [
+            "id",
+            "kind",
+            "slug",
+            "legal_name",
+            "credit_code",
+            "province",
+            "city",
+            "is_sme",
+            "parent",
+            "created_at",
+        ]
         read_only_fields = fields
 
 

@@ -25,8 +25,7 @@ def validate_credit_code(value: str) -> None:
     bad = sorted({char for char in value if char not in ALPHABET})
     if bad:
         raise ValidationError(
-            "A unified social credit code uses digits and capital letters other than I, O, Z, S, V; "
-            "found %(bad)s.",
+            "A unified social credit code uses digits and capital letters other than I, O, Z, S, V; found %(bad)s.",
             code="invalid_credit_code",
             params={"bad": ", ".join(bad)},
         )

@@ -8,7 +8,18 @@ class HubSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Hub
-        fields = ["code", "name", "name_zh", "region", "cluster", "provinces", "electricity", "pue", "green_share", "latency_ms"]
+        fields = [
+            "code",
+            "name",
+            "name_zh",
+            "region",
+            "cluster",
+            "provinces",
+            "electricity",
+            "pue",
+            "green_share",
+            "latency_ms",
+        ]
 
 
 class GpuModelSerializer(serializers.ModelSerializer):

@@ -6,4 +6,4 @@ os.environ.setdefault("SECRET_KEY", "dev-insecure-secret-key-do-not-use-in-produ
 os.environ.setdefault("DEBUG", "true")
 os.environ.setdefault("LOG_FORMAT", "text")
 
-from config.settings.base import *  # noqa: E402,F403
+from config.settings.base import *  # noqa: F403

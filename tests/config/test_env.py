@@ -72,7 +72,9 @@ def test_env_redis_url_refuses_another_scheme() -> None:
         env_redis_url("REDIS_URL", environ={"REDIS_URL": "http://127.0.0.1:6379"})
 
 
-def _start_django(env_overrides: dict[str, str], settings_module: str = "config.settings.base") -> subprocess.CompletedProcess[str]:
+def _start_django(
+    env_overrides: dict[str, str], settings_module: str = "config.settings.base"
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "DEBUG"}}
     env.update({"DJANGO_SETTINGS_MODULE": settings_module, "SECRET_KEY": "x" * 50, **env_overrides})
     return subprocess.run(
@@ -124,3 +126,15 @@ def test_production_settings_pass_the_deployment_checks() -> None:
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_env_example_lists_every_variable_the_settings_read() -> None:
+    import re
+
+    read = set()
+    for path in (REPO / "config" / "settings").glob("*.py"):
+        read |= set(re.findall(r'env_\w+\(\s*"([A-Z_]+)"', path.read_text()))
+        read |= set(re.findall(r'os\.environ\.setdefault\("([A-Z_]+)"', path.read_text()))
+    listed = set(re.findall(r"^([A-Z_]+)=", (REPO / ".env.example").read_text(), flags=re.MULTILINE))
+
+    assert read - listed == set(), "add these to .env.example"

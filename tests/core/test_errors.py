@@ -14,7 +14,9 @@ def test_malformed_json_is_a_400_with_the_error_body(buyer_client) -> None:
 
 
 def test_unknown_fields_are_refused_by_name(buyer_client) -> None:
-    response = buyer_client.post("/api/v1/api-keys/", {"name": "ci", "organization": "x", "rol": "admin"}, format="json")
+    response = buyer_client.post(
+        "/api/v1/api-keys/", {"name": "ci", "organization": "x", "rol": "admin"}, format="json"
+    )
 
     assert response.status_code == 400
     error = response.json()["error"]

@@ -42,7 +42,7 @@ def test_a_wrong_or_malformed_key_gets_401(buyer, header: str) -> None:
 
 
 def test_a_right_prefix_with_a_wrong_secret_gets_401(buyer) -> None:
-    api_key, raw_key = api_key_create(organization=buyer, name="real")
+    api_key, _raw_key = api_key_create(organization=buyer, name="real")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer cg_{api_key.prefix}_{'x' * 43}")
 

@@ -43,6 +43,6 @@ class Command(BaseCommand):
         keys_file = settings.DATA_DIR / "demo-keys.txt"
         keys_file.parent.mkdir(parents=True, exist_ok=True)
         keys_file.write_text("\n".join(lines) + "\n")
-        self.stdout.write("Demo organizations and their new API keys (also in %s):" % keys_file)
+        self.stdout.write(f"Demo organizations and their new API keys (also in {keys_file}):")
         for line in lines:
             self.stdout.write("  " + line)
