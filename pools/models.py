@@ -1,4 +1,15 @@
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
 from django.db import models
+from django.db.models import F, Q, Value
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from pools.tariffs import local_hour
+
+MAX_POOL_CARDS = 100_000
 
 
 class Hub(models.Model):
@@ -47,3 +58,144 @@ class GpuModel(models.Model):
 
     def __str__(self) -> str:
         return self.code
+
+
+class ResourcePool(models.Model):
+    """A provider's pool of GPU cards of one model in one hub.
+
+    Capacity: ``reserved_cards`` are held by scheduled or running leases,
+    ``healthy_cards`` come from the provider agent's heartbeats, and
+    ``free_cards`` (computed by the database) is what new placements may take.
+    Both counters change only under a row lock (see ``pools.services``).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending approval"
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+        RETIRED = "retired", "Retired"
+
+    class Interconnect(models.TextChoices):
+        NVLINK = "nvlink", "NVLink"
+        INFINIBAND = "infiniband", "InfiniBand"
+        ROCE = "roce", "RoCE"
+        HCCS = "hccs", "HCCS"
+        ETHERNET = "ethernet", "Ethernet"
+        PCIE = "pcie", "PCIe"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    provider = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="pools")
+    name = models.CharField(max_length=100)
+    hub = models.ForeignKey(Hub, on_delete=models.PROTECT, related_name="pools")
+    province = models.CharField(max_length=32)
+    city = models.CharField(max_length=64, blank=True)
+    gpu_model = models.ForeignKey(GpuModel, on_delete=models.PROTECT, related_name="pools")
+    cards = models.PositiveIntegerField()
+    pue = models.DecimalField(max_digits=4, decimal_places=2)
+    green_share = models.DecimalField(max_digits=4, decimal_places=3)
+    interconnect = models.CharField(max_length=16, choices=Interconnect.choices, default=Interconnect.ETHERNET)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    status_changed_at = models.DateTimeField(default=timezone.now)
+    status_changed_by = models.CharField(max_length=200, blank=True)
+    reserved_cards = models.PositiveIntegerField(default=0)
+    healthy_cards = models.PositiveIntegerField()
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    free_cards = models.GeneratedField(
+        expression=Greatest(F("healthy_cards") - F("reserved_cards"), Value(0)),
+        output_field=models.IntegerField(),
+        db_persist=True,
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            models.Index(fields=["status", "gpu_model", "hub"], name="pool_offer_idx"),
+            models.Index(fields=["provider", "status"], name="pool_provider_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(cards__gte=1, cards__lte=MAX_POOL_CARDS), name="pool_cards_range"),
+            models.CheckConstraint(condition=Q(reserved_cards__lte=F("cards")), name="pool_reserved_within_cards"),
+            models.CheckConstraint(condition=Q(healthy_cards__lte=F("cards")), name="pool_healthy_within_cards"),
+            models.CheckConstraint(condition=Q(pue__gte=1), name="pool_pue_at_least_one"),
+            models.CheckConstraint(condition=Q(green_share__gte=0, green_share__lte=1), name="pool_green_share_range"),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "active", "suspended", "retired"]), name="pool_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.hub_id}, {self.gpu_model_id} x{self.cards})"
+
+
+class PricePlan(models.Model):
+    """One version of a pool's prices, in force from ``effective_from`` until the next.
+
+    ``hour_prices`` holds the price per card-hour for each local hour 0..23,
+    derived once from the base price, the time-of-use factors and the hub's
+    bands, so that offers and rating read a rate without recomputing it.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    pool = models.ForeignKey(ResourcePool, on_delete=models.CASCADE, related_name="price_plans")
+    version = models.PositiveIntegerField()
+    effective_from = models.DateTimeField()
+    price_per_card_hour = models.DecimalField(max_digits=12, decimal_places=4)
+    currency = models.CharField(max_length=3, default="CNY")
+    time_of_use = models.JSONField(help_text='Factor per band, e.g. {"peak": "1.05", "flat": "1", "valley": "0.9"}.')
+    time_of_use_custom = models.BooleanField(
+        default=False, help_text="Set by the provider; otherwise derived from the hub's tariff and kept so."
+    )
+    hour_prices = models.JSONField(help_text="Price per card-hour for each local hour 0..23.")
+    token_prices = models.JSONField(
+        default=dict, blank=True, help_text='Per million tokens: {"model": {"input": "2.00", "output": "8.00"}}.'
+    )
+    created_by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pool", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "version"], name="price_plan_version_unique"),
+            models.UniqueConstraint(fields=["pool", "effective_from"], name="price_plan_effective_unique"),
+            models.CheckConstraint(condition=Q(price_per_card_hour__gt=0), name="price_plan_price_positive"),
+        ]
+        indexes = [models.Index(fields=["pool", "-effective_from"], name="price_plan_lookup_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.pool_id} v{self.version} from {self.effective_from:%Y-%m-%d %H:%M}"
+
+    def rate_at(self, at: datetime) -> Decimal:
+        """The price per card-hour in force at ``at`` under this plan."""
+        return Decimal(self.hour_prices[local_hour(at)])
+
+
+class PoolStatusChange(models.Model):
+    pool = models.ForeignKey(ResourcePool, on_delete=models.CASCADE, related_name="status_changes")
+    from_status = models.CharField(max_length=16, choices=ResourcePool.Status.choices)
+    to_status = models.CharField(max_length=16, choices=ResourcePool.Status.choices)
+    changed_by = models.CharField(max_length=200)
+    reason = models.CharField(max_length=500, blank=True)
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["changed_at"]
+
+    def __str__(self) -> str:
+        return f"{self.pool_id}: {self.from_status} -> {self.to_status}"
+
+
+class Heartbeat(models.Model):
+    """What a provider's agent reported, kept for the operations view of each pool."""
+
+    id = models.BigAutoField(primary_key=True)
+    pool = models.ForeignKey(ResourcePool, on_delete=models.CASCADE, related_name="heartbeats")
+    healthy_cards = models.PositiveIntegerField()
+    observed_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["pool", "observed_at"], name="heartbeat_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.pool_id} {self.healthy_cards} at {self.observed_at:%H:%M:%S}"

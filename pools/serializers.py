@@ -1,6 +1,16 @@
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
 from rest_framework import serializers
 
-from pools.models import GpuModel, Hub
+from core.serializers import StrictSerializer
+from pools.models import MAX_POOL_CARDS, GpuModel, Hub, ResourcePool
+from pools.reference_data import HUBS
+from pools.selectors import pool_is_stale, price_plan_at
+
+PROVINCES = sorted({province for hub in HUBS for province in hub["provinces"]})
+MAX_TOKEN_MODELS = 100
 
 
 class HubSerializer(serializers.ModelSerializer):
@@ -26,3 +36,181 @@ class GpuModelSerializer(serializers.ModelSerializer):
     class Meta:
         model = GpuModel
         fields = ["code", "name", "vendor", "memory_gb", "fp16_tflops", "power_watts"]
+
+
+def _price_field(**kwargs: Any) -> serializers.DecimalField:
+    return serializers.DecimalField(
+        max_digits=12, decimal_places=4, min_value=Decimal("0.0001"), max_value=Decimal("100000"), **kwargs
+    )
+
+
+class TokenPriceSerializer(StrictSerializer):
+    input = serializers.DecimalField(
+        max_digits=12, decimal_places=4, min_value=Decimal(0), max_value=Decimal(10000), help_text="Per million."
+    )
+    output = serializers.DecimalField(
+        max_digits=12, decimal_places=4, min_value=Decimal(0), max_value=Decimal(10000), help_text="Per million."
+    )
+
+
+class TokenPricesField(serializers.DictField):
+    child = TokenPriceSerializer()
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value = super().to_internal_value(data)
+        if len(value) > MAX_TOKEN_MODELS:
+            raise serializers.ValidationError(f"At most {MAX_TOKEN_MODELS} models.", code="too_many_models")
+        if any(not name or len(name) > 100 for name in value):
+            raise serializers.ValidationError("Model names have 1 to 100 characters.", code="invalid_model_name")
+        return value
+
+
+class TimeOfUseField(serializers.DictField):
+    child = serializers.DecimalField(max_digits=8, decimal_places=6, min_value=Decimal("0.1"), max_value=Decimal("10"))
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value = super().to_internal_value(data)
+        if not value or len(value) > 24:
+            raise serializers.ValidationError("Give a factor for 1 to 24 bands.", code="invalid_bands")
+        return value
+
+
+class PoolCreateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=100)
+    hub = serializers.SlugRelatedField(slug_field="code", queryset=Hub.objects.all())
+    province = serializers.ChoiceField(choices=PROVINCES)
+    city = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+    gpu_model = serializers.SlugRelatedField(slug_field="code", queryset=GpuModel.objects.all())
+    cards = serializers.IntegerField(min_value=1, max_value=MAX_POOL_CARDS)
+    price_per_card_hour = _price_field(help_text="Base (flat-hour) price per card-hour, CNY.")
+    time_of_use = TimeOfUseField(
+        required=False, help_text="Price factor per tariff band; default: the hub's tariff passed through."
+    )
+    token_prices = TokenPricesField(required=False, help_text="Per million input/output tokens by model name.")
+    pue = serializers.DecimalField(max_digits=4, decimal_places=2, min_value=Decimal("1.0"), max_value=Decimal("3"))
+    green_share = serializers.DecimalField(max_digits=4, decimal_places=3, min_value=Decimal(0), max_value=Decimal(1))
+    interconnect = serializers.ChoiceField(
+        choices=ResourcePool.Interconnect.choices, default=ResourcePool.Interconnect.ETHERNET
+    )
+
+
+class PoolUpdateSerializer(StrictSerializer):
+    """Description fields change at once; price fields make a new price version."""
+
+    name = serializers.CharField(max_length=100, required=False)
+    city = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    cards = serializers.IntegerField(min_value=1, max_value=MAX_POOL_CARDS, required=False)
+    pue = serializers.DecimalField(
+        max_digits=4, decimal_places=2, min_value=Decimal("1.0"), max_value=Decimal("3"), required=False
+    )
+    green_share = serializers.DecimalField(
+        max_digits=4, decimal_places=3, min_value=Decimal(0), max_value=Decimal(1), required=False
+    )
+    interconnect = serializers.ChoiceField(choices=ResourcePool.Interconnect.choices, required=False)
+    price_per_card_hour = _price_field(required=False)
+    time_of_use = TimeOfUseField(required=False)
+    token_prices = TokenPricesField(required=False)
+    effective_from = serializers.DateTimeField(
+        required=False, help_text="When the new prices take effect: now (default) or later, never earlier."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError("Nothing to change.", code="empty_update")
+        if "effective_from" in attrs and not any(
+            field in attrs for field in ("price_per_card_hour", "time_of_use", "token_prices")
+        ):
+            raise serializers.ValidationError(
+                {"effective_from": ["Give the prices that take effect then."]}, code="effective_from_without_prices"
+            )
+        return attrs
+
+
+class HeartbeatSerializer(StrictSerializer):
+    healthy_cards = serializers.IntegerField(min_value=0, max_value=MAX_POOL_CARDS)
+    observed_at = serializers.DateTimeField()
+
+
+class PoolActionSerializer(StrictSerializer):
+    reason = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+
+
+class PoolSerializer(serializers.ModelSerializer):
+    provider = serializers.SlugRelatedField(slug_field="slug", read_only=True)  # type: ignore[var-annotated]
+    hub = serializers.CharField(source="hub_id", read_only=True)
+    region = serializers.CharField(source="hub.region", read_only=True)
+    gpu_model = serializers.CharField(source="gpu_model_id", read_only=True)
+    stale = serializers.SerializerMethodField()
+    price_per_card_hour = serializers.SerializerMethodField(help_text="Base price of the version in force now.")
+    time_of_use = serializers.SerializerMethodField()
+    token_prices = serializers.SerializerMethodField()
+    price_version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ResourcePool
+        fields = [
+            "id",
+            "name",
+            "provider",
+            "hub",
+            "region",
+            "province",
+            "city",
+            "gpu_model",
+            "cards",
+            "reserved_cards",
+            "healthy_cards",
+            "free_cards",
+            "pue",
+            "green_share",
+            "interconnect",
+            "status",
+            "status_changed_at",
+            "status_changed_by",
+            "last_heartbeat_at",
+            "stale",
+            "price_version",
+            "price_per_card_hour",
+            "time_of_use",
+            "token_prices",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def _plan(self, pool: ResourcePool) -> Any:
+        """The version in force now; lists pass them in bulk as ``context["plans"]``."""
+        plans = self.context.setdefault("plans", {})  # type: ignore[attr-defined]
+        if pool.pk not in plans:
+            plans[pool.pk] = price_plan_at(pool_id=pool.pk, at=timezone.now())
+        return plans[pool.pk]
+
+    def get_stale(self, pool: ResourcePool) -> bool:
+        return pool_is_stale(pool)
+
+    def get_price_version(self, pool: ResourcePool) -> int | None:
+        plan = self._plan(pool)
+        return plan.version if plan else None
+
+    def get_price_per_card_hour(self, pool: ResourcePool) -> str | None:
+        plan = self._plan(pool)
+        return str(plan.price_per_card_hour) if plan else None
+
+    def get_time_of_use(self, pool: ResourcePool) -> dict[str, str]:
+        plan = self._plan(pool)
+        return plan.time_of_use if plan else {}
+
+    def get_token_prices(self, pool: ResourcePool) -> dict[str, Any]:
+        plan = self._plan(pool)
+        return plan.token_prices if plan else {}
+
+
+class PricePlanSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    effective_from = serializers.DateTimeField()
+    price_per_card_hour = serializers.DecimalField(max_digits=12, decimal_places=4)
+    currency = serializers.CharField()
+    time_of_use = serializers.JSONField()
+    hour_prices = serializers.JSONField(help_text="Price per card-hour for each local (Asia/Shanghai) hour 0..23.")
+    token_prices = serializers.JSONField()
+    created_by = serializers.CharField()
+    created_at = serializers.DateTimeField()

@@ -12,6 +12,8 @@ from rest_framework.test import APIClient
 
 from organizations.models import ApiKey, Organization
 from organizations.services import api_key_create
+from pools.models import GpuModel, Hub
+from pools.reference import load_reference_data
 from tests.factories import BuyerFactory, IssuerFactory, OperatorFactory, ProviderFactory
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,6 +27,16 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("Tests need PostgreSQL: set DATABASE_URL=postgres://...")
     if not settings.REDIS_URL:
         raise pytest.UsageError("Tests need Redis: set REDIS_URL=redis://...")
+
+
+@pytest.fixture(autouse=True)
+def _reference_data_in_transactional_tests(request: pytest.FixtureRequest) -> None:
+    """Transactional tests flush the database after each test, data migrations
+    included; load the hubs and GPU models again before each of them."""
+    marker = request.node.get_closest_marker("django_db")
+    if "transactional_db" in request.fixturenames or (marker and marker.kwargs.get("transaction")):
+        request.getfixturevalue("transactional_db")
+        load_reference_data(Hub, GpuModel)
 
 
 @pytest.fixture

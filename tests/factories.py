@@ -36,3 +36,35 @@ class IssuerFactory(OrganizationFactory):
 
 class OperatorFactory(OrganizationFactory):
     kind = Organization.Kind.OPERATOR
+
+
+def pool_factory(**overrides):  # type: ignore[no-untyped-def]
+    """A pool registered through the service (so it has its first price plan), made
+    active with a fresh heartbeat unless told otherwise."""
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from pools.models import GpuModel, ResourcePool
+    from pools.services import pool_register
+
+    status = overrides.pop("status", ResourcePool.Status.ACTIVE)
+    heartbeat_at = overrides.pop("last_heartbeat_at", timezone.now())
+    fields = {
+        "name": "pool",
+        "hub_id": "ningxia",
+        "province": "Ningxia",
+        "gpu_model": GpuModel.objects.get(code="H100-80G"),
+        "cards": 100,
+        "price_per_card_hour": Decimal("15.0000"),
+        "pue": Decimal("1.20"),
+        "green_share": Decimal("0.500"),
+        "by": "test",
+        **overrides,
+    }
+    if "provider" not in fields:
+        fields["provider"] = ProviderFactory()
+    pool = pool_register(**fields)
+    ResourcePool.objects.filter(pk=pool.pk).update(status=status, last_heartbeat_at=heartbeat_at)
+    pool.refresh_from_db()
+    return pool

@@ -238,3 +238,11 @@ LOGGING = {
         "celery": {"level": LOG_LEVEL},
     },
 }
+
+# --- Pools -----------------------------------------------------------------
+
+# A pool whose last heartbeat is older than this is stale: shown as such and
+# given no new placements.
+POOL_HEARTBEAT_STALE_SECONDS = env_int("POOL_HEARTBEAT_STALE_SECONDS", 300, min_value=10)
+# How far ahead of the server's clock a heartbeat's observed_at may be (clock skew).
+POOL_HEARTBEAT_MAX_SKEW_SECONDS = env_int("POOL_HEARTBEAT_MAX_SKEW_SECONDS", 30, min_value=0)

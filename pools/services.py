@@ -1,0 +1,328 @@
+"""Every write to pools: registration, prices, status, heartbeats and capacity."""
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from core.exceptions import ApplicationError, ConflictError, RuleViolation
+from organizations.models import Organization
+from pools.models import GpuModel, Heartbeat, PoolStatusChange, PricePlan, ResourcePool
+from pools.selectors import pool_is_stale
+from pools.signals import pool_status_changed
+from pools.tariffs import default_factors, hour_bands, hour_prices
+
+# A price version may start this long before the request arrives (clock skew),
+# never earlier: nobody changes a price retroactively.
+PRICE_CHANGE_SKEW = timedelta(seconds=60)
+
+Status = ResourcePool.Status
+
+
+def _plan_prices(
+    *, pool: ResourcePool, price_per_card_hour: Decimal, time_of_use: Mapping[str, Decimal] | None
+) -> tuple[dict[str, str], list[str]]:
+    tariff = pool.hub.tariff
+    bands = hour_bands(tariff)
+    if time_of_use:
+        unknown = sorted(set(time_of_use) - set(bands))
+        if unknown:
+            raise ApplicationError(
+                f"Hub {pool.hub_id} has no time-of-use band {', '.join(unknown)}; its bands are "
+                f"{', '.join(sorted(set(bands)))}.",
+                code="unknown_band",
+                fields={"time_of_use": [{"code": "unknown_band", "message": "Unknown band."}]},
+            )
+        factors = {band: Decimal(time_of_use.get(band, 1)) for band in set(bands)}
+    else:
+        factors = default_factors(
+            tariff=tariff, base_price=price_per_card_hour, power_watts=pool.gpu_model.power_watts, pue=pool.pue
+        )
+    prices = hour_prices(base_price=price_per_card_hour, factors=factors, bands=bands)
+    return {band: str(factor) for band, factor in sorted(factors.items())}, [str(price) for price in prices]
+
+
+def _token_prices_json(token_prices: Mapping[str, Mapping[str, Decimal]] | None) -> dict[str, dict[str, str]]:
+    return {model: {side: str(price) for side, price in sides.items()} for model, sides in (token_prices or {}).items()}
+
+
+@transaction.atomic
+def pool_register(
+    *,
+    provider: Organization,
+    name: str,
+    hub_id: str,
+    province: str,
+    gpu_model: GpuModel,
+    cards: int,
+    price_per_card_hour: Decimal,
+    pue: Decimal,
+    green_share: Decimal,
+    city: str = "",
+    interconnect: str = ResourcePool.Interconnect.ETHERNET,
+    time_of_use: Mapping[str, Decimal] | None = None,
+    token_prices: Mapping[str, Mapping[str, Decimal]] | None = None,
+    by: str,
+) -> ResourcePool:
+    """A provider lists a pool; it waits for an operator's approval as ``pending``."""
+    if provider.kind != Organization.Kind.PROVIDER:
+        raise RuleViolation("Only a provider organization can register pools.", code="not_a_provider")
+    pool = ResourcePool(
+        provider=provider,
+        name=name,
+        hub_id=hub_id,
+        province=province,
+        city=city,
+        gpu_model=gpu_model,
+        cards=cards,
+        healthy_cards=cards,
+        pue=pue,
+        green_share=green_share,
+        interconnect=interconnect,
+        status=Status.PENDING,
+        status_changed_by=by,
+    )
+    if province not in pool.hub.provinces:
+        raise ApplicationError(
+            f"{province} is not in the dispatch region of hub {pool.hub_id}; that hub serves "
+            f"{', '.join(pool.hub.provinces)}.",
+            code="province_not_in_hub",
+            fields={"province": [{"code": "province_not_in_hub", "message": "Not in this hub's region."}]},
+        )
+    pool.save()
+    now = timezone.now()
+    factors, prices = _plan_prices(pool=pool, price_per_card_hour=price_per_card_hour, time_of_use=time_of_use)
+    PricePlan.objects.create(
+        pool=pool,
+        version=1,
+        effective_from=now,
+        price_per_card_hour=price_per_card_hour,
+        time_of_use=factors,
+        time_of_use_custom=bool(time_of_use),
+        hour_prices=prices,
+        token_prices=_token_prices_json(token_prices),
+        created_by=by,
+    )
+    PoolStatusChange.objects.create(pool=pool, from_status="", to_status=Status.PENDING, changed_by=by, changed_at=now)
+    return pool
+
+
+@transaction.atomic
+def price_plan_create(
+    *,
+    pool: ResourcePool,
+    by: str,
+    price_per_card_hour: Decimal | None = None,
+    time_of_use: Mapping[str, Decimal] | None = None,
+    token_prices: Mapping[str, Mapping[str, Decimal]] | None = None,
+    effective_from: datetime | None = None,
+) -> PricePlan:
+    """A new price version from ``effective_from`` (now by default, never in the past).
+
+    What is not given carries over from the latest version. Usage keeps being
+    rated with the version in force when it happened.
+    """
+    locked = ResourcePool.objects.select_for_update().select_related("hub", "gpu_model").get(pk=pool.pk)
+    if locked.status == Status.RETIRED:
+        raise ConflictError("This pool is retired; its prices can no longer change.", code="pool_retired")
+    now = timezone.now()
+    effective_from = effective_from or now
+    if effective_from < now - PRICE_CHANGE_SKEW:
+        raise RuleViolation(
+            "A price change cannot take effect in the past; give an effective_from from now on.",
+            code="retroactive_price_change",
+        )
+    latest = locked.price_plans.order_by("-version").first()
+    assert latest is not None, "every pool is registered with a first price plan"
+    if effective_from <= latest.effective_from:
+        raise ConflictError(
+            f"Version {latest.version} already takes effect at {latest.effective_from.isoformat()}; "
+            "a new version must take effect after it.",
+            code="price_version_order",
+        )
+    base = price_per_card_hour if price_per_card_hour is not None else latest.price_per_card_hour
+    if time_of_use is None and latest.time_of_use_custom:
+        time_of_use = {band: Decimal(factor) for band, factor in latest.time_of_use.items()}
+    if time_of_use is None and price_per_card_hour is None:
+        factors, prices = dict(latest.time_of_use), list(latest.hour_prices)
+    else:
+        factors, prices = _plan_prices(pool=locked, price_per_card_hour=base, time_of_use=time_of_use)
+    return PricePlan.objects.create(
+        pool=locked,
+        version=latest.version + 1,
+        effective_from=effective_from,
+        price_per_card_hour=base,
+        time_of_use=factors,
+        time_of_use_custom=time_of_use is not None,
+        hour_prices=prices,
+        token_prices=_token_prices_json(token_prices) if token_prices is not None else latest.token_prices,
+        created_by=by,
+    )
+
+
+@transaction.atomic
+def pool_update(*, pool: ResourcePool, by: str, **changes: Any) -> ResourcePool:
+    """Change a pool's description. Total cards never drop below the cards leased."""
+    locked = ResourcePool.objects.select_for_update().get(pk=pool.pk)
+    if locked.status == Status.RETIRED:
+        raise ConflictError("This pool is retired and can no longer change.", code="pool_retired")
+    allowed = {"name", "city", "pue", "green_share", "interconnect", "cards"}
+    unexpected = set(changes) - allowed
+    if unexpected:
+        raise ValueError(f"pool_update cannot change {sorted(unexpected)}")
+    cards = changes.get("cards")
+    if cards is not None and cards < locked.reserved_cards:
+        raise ConflictError(
+            f"{locked.reserved_cards} cards of this pool are leased; total cards cannot go below that.",
+            code="cards_in_use",
+        )
+    for field, value in changes.items():
+        setattr(locked, field, value)
+    if cards is not None:
+        locked.healthy_cards = min(locked.healthy_cards, cards)
+    locked.save()
+    locked.refresh_from_db(fields=["free_cards"])
+    return locked
+
+
+def _transition(*, pool: ResourcePool, to: str, allowed_from: Iterable[str], by: str, reason: str) -> ResourcePool:
+    locked = ResourcePool.objects.select_for_update().get(pk=pool.pk)
+    if locked.status not in allowed_from:
+        raise ConflictError(
+            f"A {locked.status} pool cannot become {to}; only a pool that is {' or '.join(sorted(allowed_from))} can.",
+            code="invalid_transition",
+        )
+    previous = locked.status
+    now = timezone.now()
+    locked.status, locked.status_changed_at, locked.status_changed_by = to, now, by
+    locked.save(update_fields=["status", "status_changed_at", "status_changed_by"])
+    PoolStatusChange.objects.create(
+        pool=locked, from_status=previous, to_status=to, changed_by=by, reason=reason, changed_at=now
+    )
+    transaction.on_commit(
+        lambda: pool_status_changed.send(sender=ResourcePool, pool=locked, from_status=previous, to_status=to)
+    )
+    return locked
+
+
+@transaction.atomic
+def pool_approve(*, pool: ResourcePool, by: str, reason: str = "") -> ResourcePool:
+    """An operator admits a pending pool, or lifts a suspension."""
+    return _transition(
+        pool=pool, to=Status.ACTIVE, allowed_from={Status.PENDING, Status.SUSPENDED}, by=by, reason=reason
+    )
+
+
+@transaction.atomic
+def pool_suspend(*, pool: ResourcePool, by: str, reason: str = "") -> ResourcePool:
+    """An operator takes a pool out of the market; it gets no new placements."""
+    return _transition(
+        pool=pool, to=Status.SUSPENDED, allowed_from={Status.PENDING, Status.ACTIVE}, by=by, reason=reason
+    )
+
+
+@transaction.atomic
+def pool_retire(*, pool: ResourcePool, by: str, reason: str = "") -> ResourcePool:
+    """The provider withdraws a pool for good, once no lease holds any of its cards."""
+    locked = ResourcePool.objects.select_for_update().get(pk=pool.pk)
+    if locked.reserved_cards:
+        raise ConflictError(
+            f"{locked.reserved_cards} cards of this pool are held by scheduled or running leases; "
+            "retire it after they end.",
+            code="pool_in_use",
+        )
+    return _transition(
+        pool=locked,
+        to=Status.RETIRED,
+        allowed_from={Status.PENDING, Status.ACTIVE, Status.SUSPENDED},
+        by=by,
+        reason=reason,
+    )
+
+
+@transaction.atomic
+def pool_heartbeat(*, pool: ResourcePool, healthy_cards: int, observed_at: datetime) -> ResourcePool:
+    """Record what the provider's agent saw. An older heartbeat than the last one is
+    kept in the history but does not overwrite the newer state."""
+    now = timezone.now()
+    if observed_at > now + timedelta(seconds=settings.POOL_HEARTBEAT_MAX_SKEW_SECONDS):
+        raise ApplicationError(
+            f"observed_at {observed_at.isoformat()} is in the future; check the agent's clock (server time "
+            f"{now.isoformat()}).",
+            code="heartbeat_in_future",
+            fields={"observed_at": [{"code": "in_future", "message": "In the future."}]},
+        )
+    locked = ResourcePool.objects.select_for_update().get(pk=pool.pk)
+    if healthy_cards > locked.cards:
+        raise ApplicationError(
+            f"healthy_cards {healthy_cards} is more than the pool's {locked.cards} cards.",
+            code="too_many_healthy_cards",
+            fields={"healthy_cards": [{"code": "max_value", "message": f"At most {locked.cards}."}]},
+        )
+    if locked.status == Status.RETIRED:
+        raise ConflictError("This pool is retired; its agent should stop reporting.", code="pool_retired")
+    Heartbeat.objects.bulk_create(
+        [Heartbeat(pool=locked, healthy_cards=healthy_cards, observed_at=observed_at)], ignore_conflicts=True
+    )
+    if locked.last_heartbeat_at is None or observed_at > locked.last_heartbeat_at:
+        locked.healthy_cards, locked.last_heartbeat_at = healthy_cards, observed_at
+        locked.save(update_fields=["healthy_cards", "last_heartbeat_at"])
+        locked.refresh_from_db(fields=["free_cards"])
+    return locked
+
+
+def pools_lock(pool_ids: Iterable[Any]) -> list[ResourcePool]:
+    """Lock pools in primary-key order, the one order every writer uses."""
+    return list(ResourcePool.objects.select_for_update().filter(pk__in=list(pool_ids)).order_by("pk"))
+
+
+@transaction.atomic
+def pool_reserve_cards(*, pool: ResourcePool, cards: int, now: datetime | None = None) -> ResourcePool:
+    """Hold ``cards`` for a lease. Refused unless the pool is active, fresh and has them free."""
+    if cards <= 0:
+        raise ValueError("reserve a positive number of cards")
+    (locked,) = pools_lock([pool.pk])
+    if locked.status != Status.ACTIVE:
+        raise RuleViolation(f"Pool {locked.pk} is {locked.status}, not active.", code="no_capacity")
+    if pool_is_stale(locked, now):
+        raise RuleViolation(f"Pool {locked.pk} has not sent a heartbeat lately.", code="no_capacity")
+    if locked.free_cards < cards:
+        raise RuleViolation(
+            f"Pool {locked.pk} has {locked.free_cards} free cards, fewer than {cards}.", code="no_capacity"
+        )
+    ResourcePool.objects.filter(pk=locked.pk).update(reserved_cards=F("reserved_cards") + cards)
+    locked.refresh_from_db(fields=["reserved_cards", "free_cards"])
+    return locked
+
+
+@transaction.atomic
+def pool_release_cards(*, pool: ResourcePool, cards: int) -> ResourcePool:
+    """Give back cards a lease held. The database refuses to go below zero."""
+    if cards <= 0:
+        raise ValueError("release a positive number of cards")
+    (locked,) = pools_lock([pool.pk])
+    if locked.reserved_cards < cards:
+        raise ConflictError(
+            f"Pool {locked.pk} holds {locked.reserved_cards} reserved cards; cannot release {cards}.",
+            code="release_exceeds_reserved",
+        )
+    ResourcePool.objects.filter(pk=locked.pk).update(reserved_cards=F("reserved_cards") - cards)
+    locked.refresh_from_db(fields=["reserved_cards", "free_cards"])
+    return locked
+
+
+@transaction.atomic
+def pool_edit(*, pool: ResourcePool, by: str, **changes: Any) -> ResourcePool:
+    """One PATCH: description changes apply now, price changes become a new version."""
+    price_fields = {"price_per_card_hour", "time_of_use", "token_prices", "effective_from"}
+    prices = {field: changes.pop(field) for field in list(changes) if field in price_fields}
+    if changes:
+        pool = pool_update(pool=pool, by=by, **changes)
+    if prices:
+        price_plan_create(pool=pool, by=by, **prices)
+    return pool
