@@ -16,6 +16,7 @@ class ApplicationError(Exception):
         code: str | None = None,
         fields: dict[str, Any] | None = None,
         status_code: int | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -24,6 +25,8 @@ class ApplicationError(Exception):
         if status_code is not None:
             self.status_code = status_code
         self.fields = fields or {}
+        # More machine-readable context, merged into the error object (e.g. "reasons").
+        self.details = details or {}
 
 
 class NotFoundError(ApplicationError):

@@ -4,12 +4,27 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework.generics import ListAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from core.exceptions import NotFoundError
+from core.idempotency import idempotent
+from marketplace import services
+from marketplace.dispatch import Requirements
 from marketplace.filters import OfferFilter
-from marketplace.selectors import offers_list
-from marketplace.serializers import OfferSerializer
+from marketplace.models import Lease, Order
+from marketplace.selectors import lease_list, offers_list, order_list
+from marketplace.serializers import (
+    LeaseSerializer,
+    OfferSerializer,
+    OrderRequestSerializer,
+    OrderSerializer,
+    QuoteResponseSerializer,
+    QuoteSerializer,
+)
 from organizations.models import Organization
-from organizations.permissions import KeyRoleAllows, allow_kinds
+from organizations.permissions import IsBuyer, IsProvider, KeyRoleAllows, allow_kinds, organization_of
 from pools.models import ResourcePool
 from pools.reference_data import USER_REGIONS
 
@@ -38,3 +53,125 @@ class OfferListApi(ListAPIView):
     @extend_schema(summary="Find offers")
     def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         return super().get(request, *args, **kwargs)
+
+
+IsBuyerOrOperator = allow_kinds(Organization.Kind.BUYER, Organization.Kind.OPERATOR)
+IsParty = allow_kinds(Organization.Kind.BUYER, Organization.Kind.PROVIDER, Organization.Kind.OPERATOR)
+
+
+def _requirements(request: Request) -> tuple[OrderRequestSerializer, Requirements]:
+    body = OrderRequestSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    return body, body.requirements()
+
+
+class QuoteApi(APIView):
+    """Rank the placements for an order, with the reason each other pool was turned down. Nothing is reserved."""
+
+    permission_classes = [KeyRoleAllows, IsBuyer]
+
+    @extend_schema(request=OrderRequestSerializer, responses=QuoteResponseSerializer, summary="Get a quote")
+    def post(self, request: Request) -> Response:
+        _, requirements = _requirements(request)
+        result = services.quote(requirements=requirements)
+        return Response(QuoteSerializer.render(result, requirements))
+
+
+class OrderListCreateApi(ListAPIView):
+    serializer_class = OrderSerializer
+    filterset_fields = ["status", "workload"]
+
+    def get_permissions(self) -> list[Any]:
+        return [KeyRoleAllows(), (IsBuyer if self.request.method == "POST" else IsBuyerOrOperator)()]
+
+    def get_queryset(self) -> QuerySet[Order]:
+        if getattr(self, "swagger_fake_view", False):
+            return Order.objects.none()
+        return order_list(organization=organization_of(self.request))
+
+    @extend_schema(
+        request=OrderRequestSerializer,
+        responses={201: OrderSerializer},
+        summary="Place an order: the dispatcher reserves the best placement (422 no_capacity with reasons)",
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        _, requirements = _requirements(request)
+        order = services.order_place(buyer=organization_of(request), requirements=requirements)
+        return Response(OrderSerializer(order_list(organization=order.buyer).get(pk=order.pk)).data, status=201)
+
+
+def _order_for(request: Request, order_id: Any) -> Order:
+    order = order_list(organization=organization_of(request)).filter(pk=order_id).first()
+    if order is None:
+        raise NotFoundError("No such order.")
+    return order
+
+
+class OrderDetailApi(APIView):
+    permission_classes = [KeyRoleAllows, IsBuyerOrOperator]
+
+    @extend_schema(responses=OrderSerializer)
+    def get(self, request: Request, order_id: Any) -> Response:
+        return Response(OrderSerializer(_order_for(request, order_id)).data)
+
+
+class OrderCancelApi(APIView):
+    permission_classes = [KeyRoleAllows, IsBuyer]
+
+    @extend_schema(request=None, responses=OrderSerializer, summary="Cancel an order whose leases have not started")
+    def post(self, request: Request, order_id: Any) -> Response:
+        order = services.order_cancel(order=_order_for(request, order_id), by=str(request.user))
+        return Response(OrderSerializer(_order_for(request, order.pk)).data)
+
+
+def _lease_for(request: Request, lease_id: Any) -> Lease:
+    lease = lease_list(organization=organization_of(request)).filter(pk=lease_id).first()
+    if lease is None:
+        raise NotFoundError("No such lease.")
+    return lease
+
+
+class LeaseListApi(ListAPIView):
+    """Buyers: their leases. Providers: the leases on their pools."""
+
+    serializer_class = LeaseSerializer
+    permission_classes = [KeyRoleAllows, IsParty]
+    filterset_fields = ["status", "pool", "order"]
+
+    def get_queryset(self) -> QuerySet[Lease]:
+        if getattr(self, "swagger_fake_view", False):
+            return Lease.objects.none()
+        return lease_list(organization=organization_of(self.request))
+
+
+class LeaseDetailApi(APIView):
+    permission_classes = [KeyRoleAllows, IsParty]
+
+    @extend_schema(responses=LeaseSerializer)
+    def get(self, request: Request, lease_id: Any) -> Response:
+        return Response(LeaseSerializer(_lease_for(request, lease_id)).data)
+
+
+class LeaseStartApi(APIView):
+    """Provider: the cards are handed over; the lease runs."""
+
+    permission_classes = [KeyRoleAllows, IsProvider]
+
+    @extend_schema(request=None, responses=LeaseSerializer)
+    def post(self, request: Request, lease_id: Any) -> Response:
+        lease = services.lease_start(lease_id=_lease_for(request, lease_id).pk, by=str(request.user))
+        return Response(LeaseSerializer(_lease_for(request, lease.pk)).data)
+
+
+class LeaseTerminateApi(APIView):
+    """Buyer or provider: end the lease now; its cards go back to the pool."""
+
+    permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.BUYER, Organization.Kind.PROVIDER)]
+
+    @extend_schema(request=None, responses=LeaseSerializer)
+    def post(self, request: Request, lease_id: Any) -> Response:
+        lease = services.lease_terminate(
+            lease=_lease_for(request, lease_id), organization=organization_of(request), by=str(request.user)
+        )
+        return Response(LeaseSerializer(_lease_for(request, lease.pk)).data)

@@ -1,11 +1,19 @@
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.utils import timezone
 from rest_framework import serializers
 
-from pools.models import ResourcePool
+from core.serializers import StrictSerializer
+from marketplace.dispatch import DispatchResult, Requirements
+from marketplace.models import Lease, Order, Workload
+from pools.models import MAX_POOL_CARDS, GpuModel, Hub, ResourcePool
+from pools.reference_data import USER_REGIONS
 from pools.tariffs import hour_bands, local_hour, next_cheaper_window
+
+MAX_DURATION_HOURS = 24 * 366
+MAX_HORIZON_DAYS = 90
 
 
 class PriceWindowSerializer(serializers.Serializer):
@@ -78,3 +86,226 @@ class OfferSerializer(serializers.ModelSerializer):
         prices = [Decimal(price) for price in pool.hour_prices_now]  # type: ignore[attr-defined]
         window = next_cheaper_window(prices, self.now)
         return PriceWindowSerializer(window).data if window else None
+
+
+class OrderRequestSerializer(StrictSerializer):
+    """What a buyer needs; the same body for a quote and an order."""
+
+    gpu_model = serializers.SlugRelatedField(
+        slug_field="code", queryset=GpuModel.objects.all(), required=False, allow_null=True
+    )
+    min_memory_gb = serializers.IntegerField(min_value=1, max_value=4096, required=False, allow_null=True)
+    cards = serializers.IntegerField(min_value=1, max_value=MAX_POOL_CARDS * 10)
+    workload = serializers.ChoiceField(choices=Workload.choices)
+    user_region = serializers.ChoiceField(choices=USER_REGIONS, required=False, allow_null=True)
+    max_latency_ms = serializers.IntegerField(min_value=1, max_value=1000, required=False, allow_null=True)
+    duration_hours = serializers.DecimalField(
+        max_digits=8, decimal_places=2, min_value=Decimal("0.01"), max_value=Decimal(MAX_DURATION_HOURS)
+    )
+    earliest_start = serializers.DateTimeField(required=False, allow_null=True)
+    deadline = serializers.DateTimeField(required=False, allow_null=True)
+    max_price = serializers.DecimalField(
+        max_digits=12, decimal_places=4, min_value=Decimal("0.0001"), required=False, allow_null=True
+    )
+    min_green_share = serializers.DecimalField(
+        max_digits=4, decimal_places=3, min_value=Decimal(0), max_value=Decimal(1), required=False, allow_null=True
+    )
+    allowed_hubs = serializers.ListField(
+        child=serializers.SlugRelatedField(slug_field="code", queryset=Hub.objects.all()),
+        required=False,
+        max_length=8,
+    )
+    split = serializers.BooleanField(default=False, help_text="Allow several pools of one hub.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs.get("gpu_model") and not attrs.get("min_memory_gb"):
+            raise serializers.ValidationError(
+                {"gpu_model": ["Give a gpu_model or a min_memory_gb."]}, code="gpu_requirement_missing"
+            )
+        if attrs["workload"] == Workload.REALTIME_INFERENCE:
+            missing = [name for name in ("user_region", "max_latency_ms") if not attrs.get(name)]
+            if missing:
+                raise serializers.ValidationError(
+                    {name: ["Real-time inference needs this, to stay near its users."] for name in missing},
+                    code="required_for_realtime",
+                )
+        start, deadline = attrs.get("earliest_start"), attrs.get("deadline")
+        horizon = timezone.now() + timedelta(days=MAX_HORIZON_DAYS)
+        for name in ("earliest_start", "deadline"):
+            if attrs.get(name) and attrs[name] > horizon:
+                raise serializers.ValidationError({name: [f"At most {MAX_HORIZON_DAYS} days ahead."]})
+        if start and deadline and deadline <= start:
+            raise serializers.ValidationError({"deadline": ["The deadline must come after the earliest start."]})
+        if start and deadline and (deadline - start) < timedelta(hours=float(attrs["duration_hours"])):
+            raise serializers.ValidationError(
+                {"deadline": ["The window from earliest_start to deadline is shorter than duration_hours."]}
+            )
+        return attrs
+
+    def requirements(self) -> Requirements:
+        data = self.validated_data
+        return Requirements(
+            cards=data["cards"],
+            duration_hours=float(data["duration_hours"]),
+            workload=data["workload"],
+            gpu_model=data["gpu_model"].code if data.get("gpu_model") else None,
+            min_memory_gb=data.get("min_memory_gb"),
+            user_region=data.get("user_region"),
+            max_latency_ms=data.get("max_latency_ms"),
+            earliest_start=data.get("earliest_start"),
+            deadline=data.get("deadline"),
+            max_price=float(data["max_price"]) if data.get("max_price") is not None else None,
+            min_green_share=float(data["min_green_share"]) if data.get("min_green_share") is not None else None,
+            allowed_hubs=frozenset(hub.code for hub in data.get("allowed_hubs") or []) or None,
+            split=data["split"],
+        )
+
+
+def _money(value: float) -> str:
+    return str(Decimal(str(value)).quantize(Decimal("0.01")))
+
+
+class QuoteSerializer:
+    """The dispatcher's answer as the API shows it."""
+
+    @staticmethod
+    def render(result: DispatchResult, requirements: Requirements) -> dict[str, Any]:
+        return {
+            "placements": [
+                {
+                    "pool": str(placement.allocations[0].pool_id),
+                    "pools": [{"pool": str(a.pool_id), "cards": a.cards} for a in placement.allocations],
+                    "hub": placement.hub,
+                    "region": placement.region,
+                    "start_at": placement.start_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                    "end_at": placement.end_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                    "estimated_cost": _money(placement.estimated_cost),
+                    "average_price_per_card_hour": _money(
+                        placement.estimated_cost / placement.cards / requirements.duration_hours
+                    ),
+                    "estimated_electricity_cost": _money(placement.electricity_cost),
+                    "latency_ms": placement.latency_ms,
+                    "currency": "CNY",
+                }
+                for placement in result.placements
+            ],
+            "rejected": {
+                "summary": result.summary(requirements),
+                "message": result.summary_text(requirements),
+                "pools": [{"pool": str(pool_id), "reason": reason} for pool_id, reason in result.rejections.items()],
+            },
+            "warnings": result.warnings,
+        }
+
+
+class LeaseSerializer(serializers.ModelSerializer):
+    hub = serializers.CharField(source="pool.hub_id", read_only=True)
+    gpu_model = serializers.CharField(source="pool.gpu_model_id", read_only=True)
+    currency = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Lease
+        fields = [
+            "id",
+            "order",
+            "pool",
+            "hub",
+            "gpu_model",
+            "cards",
+            "workload",
+            "status",
+            "start_at",
+            "end_at",
+            "started_at",
+            "ended_at",
+            "end_reason",
+            "ended_by",
+            "estimated_cost",
+            "currency",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_currency(self, lease: Lease) -> str:
+        return "CNY"
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    gpu_model = serializers.CharField(source="gpu_model_id", allow_null=True, read_only=True)
+    leases = LeaseSerializer(many=True, read_only=True)
+    lease = serializers.SerializerMethodField(help_text="The order's first lease (the only one unless split).")
+
+    class Meta:
+        model = Order
+        fields = [
+            "id",
+            "status",
+            "gpu_model",
+            "min_memory_gb",
+            "cards",
+            "workload",
+            "user_region",
+            "max_latency_ms",
+            "duration_hours",
+            "earliest_start",
+            "deadline",
+            "max_price",
+            "min_green_share",
+            "allowed_hubs",
+            "split",
+            "estimated_cost",
+            "currency",
+            "warnings",
+            "lease",
+            "leases",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_lease(self, order: Order) -> str | None:
+        leases = sorted(order.leases.all(), key=lambda lease: str(lease.pk))
+        return str(leases[0].pk) if leases else None
+
+
+class _QuotePoolSerializer(serializers.Serializer):
+    pool = serializers.UUIDField()
+    cards = serializers.IntegerField()
+
+
+class _QuotePlacementSerializer(serializers.Serializer):
+    pool = serializers.UUIDField()
+    pools = _QuotePoolSerializer(many=True)
+    hub = serializers.CharField()
+    region = serializers.CharField()
+    start_at = serializers.DateTimeField()
+    end_at = serializers.DateTimeField()
+    estimated_cost = serializers.DecimalField(max_digits=18, decimal_places=2)
+    average_price_per_card_hour = serializers.DecimalField(max_digits=18, decimal_places=2)
+    estimated_electricity_cost = serializers.DecimalField(max_digits=18, decimal_places=2)
+    latency_ms = serializers.IntegerField(allow_null=True)
+    currency = serializers.CharField()
+
+
+class _RejectionSummarySerializer(serializers.Serializer):
+    reason = serializers.CharField()
+    message = serializers.CharField()
+    pools = serializers.IntegerField()
+
+
+class _RejectedPoolSerializer(serializers.Serializer):
+    pool = serializers.UUIDField()
+    reason = serializers.CharField()
+
+
+class _RejectedSerializer(serializers.Serializer):
+    summary = _RejectionSummarySerializer(many=True)
+    message = serializers.CharField()
+    pools = _RejectedPoolSerializer(many=True)
+
+
+class QuoteResponseSerializer(serializers.Serializer):
+    """The schema of a quote (rendered by ``QuoteSerializer.render``)."""
+
+    placements = _QuotePlacementSerializer(many=True)
+    rejected = _RejectedSerializer()
+    warnings = serializers.ListField(child=serializers.CharField())

@@ -246,3 +246,14 @@ LOGGING = {
 POOL_HEARTBEAT_STALE_SECONDS = env_int("POOL_HEARTBEAT_STALE_SECONDS", 300, min_value=10)
 # How far ahead of the server's clock a heartbeat's observed_at may be (clock skew).
 POOL_HEARTBEAT_MAX_SKEW_SECONDS = env_int("POOL_HEARTBEAT_MAX_SKEW_SECONDS", 30, min_value=0)
+
+# --- Marketplace -----------------------------------------------------------
+
+# A lease whose pool has sent no heartbeat for this long ends as failed.
+LEASE_POOL_LOST_SECONDS = env_int("LEASE_POOL_LOST_SECONDS", 900, min_value=60)
+
+CELERY_BEAT_SCHEDULE = {
+    "leases-start-due": {"task": "marketplace.tasks.leases_start_due", "schedule": 60.0},
+    "leases-end-expired": {"task": "marketplace.tasks.leases_end_expired", "schedule": 60.0},
+    "leases-fail-lost-pools": {"task": "marketplace.tasks.leases_fail_lost_pools", "schedule": 60.0},
+}

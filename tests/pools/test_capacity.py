@@ -3,6 +3,7 @@
 import random
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError, connection, transaction
@@ -70,9 +71,7 @@ def test_capacity_stays_consistent_when_heartbeats_and_reservations_race() -> No
         return job
 
     def heartbeat(healthy: int, seconds: int) -> Callable[[], None]:
-        return lambda: pool_heartbeat(
-            pool=pool, healthy_cards=healthy, observed_at=base + timezone.timedelta(seconds=seconds)
-        )
+        return lambda: pool_heartbeat(pool=pool, healthy_cards=healthy, observed_at=base + timedelta(seconds=seconds))
 
     jobs = [reserve(rng.randint(1, 9)) for _ in range(30)]
     jobs += [heartbeat(rng.randint(40, 100), seconds) for seconds in range(1, 16)]
@@ -82,7 +81,7 @@ def test_capacity_stays_consistent_when_heartbeats_and_reservations_race() -> No
     assert pool.reserved_cards == sum(won)
     assert pool.reserved_cards <= pool.cards
     assert pool.free_cards == max(pool.healthy_cards - pool.reserved_cards, 0) >= 0
-    assert pool.last_heartbeat_at == base + timezone.timedelta(seconds=15)
+    assert pool.last_heartbeat_at == base + timedelta(seconds=15)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,0 +1,356 @@
+"""The dispatcher: (requirements, pool snapshot, time) -> ranked placements.
+
+A pure function, like a cluster scheduler: a filter stage drops the pools that
+cannot take the order, each with a reason; a score stage prices the rest over
+the hours they would run and ranks them. Deferrable work (a deadline) is
+shifted to the cheapest window that still ends before the deadline, and may
+go west; real-time inference stays within ``max_latency_ms`` of its users.
+
+Prices and tariffs are per local (Asia/Shanghai) hour and repeat daily, so the
+cost of any run is the difference of a cumulative price function, computed in
+O(1); and the cheapest start of a run lies where its start or its end meets a
+price change, so only those starts are tried. Floats are used for ranking
+speed: these are estimates, never money; invoices are rated exactly elsewhere.
+"""
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+MAX_PLACEMENTS = 10
+
+REALTIME = "realtime_inference"
+
+# Score weights: the score is the expected cost, made worse by latency (for
+# real-time work), unreliability and brown power. Lower is better.
+LATENCY_WEIGHT_PER_MS = 0.005
+GREEN_WEIGHT = 0.05
+RELIABILITY_WEIGHT = 2.0
+
+REASONS = {
+    "stale": "no recent heartbeat",
+    "gpu_model": "other GPU model",
+    "memory": "too little GPU memory",
+    "hub_not_allowed": "hub not allowed",
+    "latency": "latency over {max_latency_ms} ms",
+    "green_share": "green share under {min_green_share}",
+    "free_cards": "not enough free cards",
+    "price": "price over {max_price} per card-hour",
+}
+
+
+@dataclass(frozen=True)
+class PoolSnapshot:
+    id: Any
+    provider_id: Any
+    hub: str
+    region: str
+    gpu_model: str
+    memory_gb: int
+    power_watts: int
+    free_cards: int
+    green_share: float
+    pue: float
+    stale: bool
+    hour_prices: Sequence[float]  # price per card-hour, by local hour 0..23
+    tariff_kwh: Sequence[float]  # the hub's electricity price, yuan per kWh, by local hour
+    latency_ms: Mapping[str, int]
+    reliability: float = 1.0
+
+
+@dataclass(frozen=True)
+class Requirements:
+    cards: int
+    duration_hours: float
+    workload: str
+    gpu_model: str | None = None
+    min_memory_gb: int | None = None
+    user_region: str | None = None
+    max_latency_ms: int | None = None
+    earliest_start: datetime | None = None
+    deadline: datetime | None = None
+    max_price: float | None = None
+    min_green_share: float | None = None
+    allowed_hubs: frozenset[str] | None = None
+    split: bool = False
+
+    @property
+    def deferrable(self) -> bool:
+        return self.workload != REALTIME and self.deadline is not None
+
+
+@dataclass(frozen=True)
+class Allocation:
+    pool_id: Any
+    cards: int
+    estimated_cost: float
+    electricity_cost: float
+
+
+@dataclass(frozen=True)
+class Placement:
+    hub: str
+    region: str
+    start_at: datetime
+    end_at: datetime
+    allocations: tuple[Allocation, ...]
+    estimated_cost: float
+    electricity_cost: float
+    latency_ms: int | None
+    score: float
+
+    @property
+    def cards(self) -> int:
+        return sum(allocation.cards for allocation in self.allocations)
+
+
+@dataclass
+class DispatchResult:
+    placements: list[Placement]
+    rejections: dict[Any, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self, requirements: Requirements) -> list[dict[str, Any]]:
+        """How many pools were turned down for each reason, most common first."""
+        counts = Counter(self.rejections.values())
+        return [
+            {"reason": reason, "message": reason_message(reason, requirements), "pools": count}
+            for reason, count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        ]
+
+    def summary_text(self, requirements: Requirements) -> str:
+        parts = [f"{row['pools']} pools: {row['message']}" for row in self.summary(requirements)]
+        return "; ".join(parts) if parts else "no pools in the market"
+
+
+def reason_message(reason: str, requirements: Requirements) -> str:
+    return REASONS[reason].format(
+        max_latency_ms=requirements.max_latency_ms,
+        min_green_share=requirements.min_green_share,
+        max_price=requirements.max_price,
+    )
+
+
+# --- time and cost -----------------------------------------------------------
+
+
+class _PriceCurve:
+    """The integral of an hourly, daily-repeating price from a reference midnight."""
+
+    __slots__ = ("breakpoints", "day_total", "prefix", "prices")
+
+    def __init__(self, prices: Sequence[float]) -> None:
+        self.prices = prices
+        prefix = [0.0]
+        for price in prices:
+            prefix.append(prefix[-1] + price)
+        self.prefix = prefix
+        self.day_total = prefix[24]
+        self.breakpoints = [hour for hour in range(24) if prices[hour] != prices[hour - 1]]
+
+    def cumulative(self, hours: float) -> float:
+        days, rest = divmod(hours, 24.0)
+        hour = int(rest)
+        return days * self.day_total + self.prefix[hour] + self.prices[hour] * (rest - hour)
+
+    def between(self, start: float, hours: float) -> float:
+        return self.cumulative(start + hours) - self.cumulative(start)
+
+
+def _breakpoints_between(curve: _PriceCurve, low: float, high: float) -> Iterable[float]:
+    day = math.floor(low / 24) * 24
+    while day <= high:
+        for hour in curve.breakpoints:
+            if low < day + hour < high:
+                yield day + hour
+        day += 24
+
+
+def _candidate_starts(curve: _PriceCurve, earliest: float, latest: float, duration: float) -> set[float]:
+    """Starts worth trying: the ends of the window, and where the run's start or
+    end meets a price change. Prices repeat daily, so one day of starts is enough."""
+    latest = min(latest, earliest + 24.0)
+    starts = {earliest, latest}
+    starts.update(_breakpoints_between(curve, earliest, latest))
+    starts.update(end - duration for end in _breakpoints_between(curve, earliest + duration, latest + duration))
+    return starts
+
+
+def _hours_since(reference: datetime, at: datetime) -> float:
+    return (at - reference).total_seconds() / 3600.0
+
+
+# --- the dispatcher ----------------------------------------------------------
+
+
+def _filter(pool: PoolSnapshot, req: Requirements) -> str | None:
+    """The first reason this pool cannot take the order, or None. Free cards are
+    checked later, since a split order may combine pools."""
+    if pool.stale:
+        return "stale"
+    if req.gpu_model is not None and pool.gpu_model != req.gpu_model:
+        return "gpu_model"
+    if req.min_memory_gb is not None and pool.memory_gb < req.min_memory_gb:
+        return "memory"
+    if req.allowed_hubs and pool.hub not in req.allowed_hubs:
+        return "hub_not_allowed"
+    if req.workload == REALTIME:
+        latency = pool.latency_ms.get(req.user_region or "")
+        if latency is None or req.max_latency_ms is None or latency > req.max_latency_ms:
+            return "latency"
+    if req.min_green_share is not None and pool.green_share < req.min_green_share:
+        return "green_share"
+    return None
+
+
+@dataclass
+class _Priced:
+    pool: PoolSnapshot
+    curve: _PriceCurve
+    tariff: _PriceCurve
+    start: float
+    price_integral: float  # sum of price per card-hour over the run, for one card
+    electricity_integral: float  # kWh price over the run, for one card
+    per_card_score: float
+
+    def at(self, start: float, req: Requirements) -> "_Priced":
+        """The same pool run from another start."""
+        price_integral = self.curve.between(start, req.duration_hours)
+        return _Priced(
+            pool=self.pool,
+            curve=self.curve,
+            tariff=self.tariff,
+            start=start,
+            price_integral=price_integral,
+            electricity_integral=self.tariff.between(start, req.duration_hours) * _kwh(self.pool),
+            per_card_score=price_integral * _weight(self.pool, req),
+        )
+
+
+def _kwh(pool: PoolSnapshot) -> float:
+    """Energy one card draws in an hour, at the pool's PUE."""
+    return pool.power_watts / 1000.0 * pool.pue
+
+
+def _weight(pool: PoolSnapshot, req: Requirements) -> float:
+    weight = (1 - GREEN_WEIGHT * pool.green_share) * (1 + RELIABILITY_WEIGHT * (1 - pool.reliability))
+    if req.workload == REALTIME and req.user_region:
+        weight *= 1 + LATENCY_WEIGHT_PER_MS * pool.latency_ms.get(req.user_region, 0)
+    return weight
+
+
+def _price(
+    pool: PoolSnapshot, curve: _PriceCurve, tariff: _PriceCurve, req: Requirements, window: tuple[float, float]
+) -> _Priced:
+    earliest, latest = window
+    start = earliest
+    if req.deferrable:
+        starts = _candidate_starts(curve, earliest, latest, req.duration_hours)
+        start = min(starts, key=lambda s: (curve.between(s, req.duration_hours), s))
+    unpriced = _Priced(pool, curve, tariff, start, 0.0, 0.0, 0.0)
+    return unpriced.at(start, req)
+
+
+def dispatch(req: Requirements, pools: Iterable[PoolSnapshot], now: datetime) -> DispatchResult:
+    """Rank the ways to place ``req`` on ``pools`` at ``now``; nothing is reserved."""
+    reference = now.astimezone(SHANGHAI).replace(hour=0, minute=0, second=0, microsecond=0)
+    earliest = _hours_since(reference, max(now, req.earliest_start or now))
+    latest = _hours_since(reference, req.deadline) - req.duration_hours if req.deadline else earliest
+    result = DispatchResult(placements=[])
+    if req.workload != REALTIME and req.max_latency_ms is not None:
+        result.warnings.append("max_latency_ms is ignored for batch and training work.")
+
+    curves: dict[tuple[float, ...], _PriceCurve] = {}
+
+    def curve_of(prices: Sequence[float]) -> _PriceCurve:
+        key = tuple(prices)
+        if key not in curves:
+            curves[key] = _PriceCurve(prices)
+        return curves[key]
+
+    eligible: list[_Priced] = []
+    for pool in pools:
+        reason = _filter(pool, req)
+        if reason is None:
+            priced = _price(pool, curve_of(pool.hour_prices), curve_of(pool.tariff_kwh), req, (earliest, latest))
+            if req.max_price is not None and priced.price_integral / req.duration_hours > req.max_price:
+                reason = "price"
+            elif not req.split and pool.free_cards < req.cards:
+                reason = "free_cards"
+            else:
+                eligible.append(priced)
+                continue
+        result.rejections[pool.id] = reason
+
+    if req.split:
+        placements, short = _split_placements(eligible, req, reference)
+        for priced in short:
+            result.rejections[priced.pool.id] = "free_cards"
+    else:
+        placements = [_placement([(priced, req.cards)], req, reference) for priced in eligible]
+    placements.sort(key=lambda placement: (placement.score, placement.start_at, str(placement.allocations[0].pool_id)))
+    result.placements = placements[:MAX_PLACEMENTS]
+    return result
+
+
+def _placement(parts: Sequence[tuple[_Priced, int]], req: Requirements, reference: datetime) -> Placement:
+    first = parts[0][0]
+    start_at = reference + timedelta(hours=first.start)
+    allocations = tuple(
+        Allocation(
+            pool_id=priced.pool.id,
+            cards=cards,
+            estimated_cost=priced.price_integral * cards,
+            electricity_cost=priced.electricity_integral * cards,
+        )
+        for priced, cards in parts
+    )
+    latency = first.pool.latency_ms.get(req.user_region) if req.user_region else None
+    return Placement(
+        hub=first.pool.hub,
+        region=first.pool.region,
+        start_at=start_at,
+        end_at=start_at + timedelta(hours=req.duration_hours),
+        allocations=allocations,
+        estimated_cost=sum(a.estimated_cost for a in allocations),
+        electricity_cost=sum(a.electricity_cost for a in allocations),
+        latency_ms=latency,
+        score=sum(priced.per_card_score * cards for priced, cards in parts),
+    )
+
+
+def _split_placements(
+    eligible: list[_Priced], req: Requirements, reference: datetime
+) -> tuple[list[Placement], list[_Priced]]:
+    """Whole-pool placements where one pool suffices, else the cheapest pools of one
+    hub combined, all starting together (at the cheapest start of the hub's best pool)."""
+    placements = [_placement([(p, req.cards)], req, reference) for p in eligible if p.pool.free_cards >= req.cards]
+    by_hub: dict[str, list[_Priced]] = {}
+    for priced in eligible:
+        by_hub.setdefault(priced.pool.hub, []).append(priced)
+    short: list[_Priced] = []
+    for hub_pools in by_hub.values():
+        hub_pools.sort(key=lambda p: (p.per_card_score, str(p.pool.id)))
+        start = hub_pools[0].start
+        parts: list[tuple[_Priced, int]] = []
+        needed = req.cards
+        for priced in hub_pools:
+            if needed == 0:
+                break
+            if priced.pool.free_cards <= 0:
+                continue
+            take = min(needed, priced.pool.free_cards)
+            parts.append((priced.at(start, req), take))
+            needed -= take
+        if needed == 0 and len(parts) > 1:
+            placements.append(_placement(parts, req, reference))
+        elif needed > 0:
+            short.extend(hub_pools)
+    if placements:
+        short = []
+    return placements, short

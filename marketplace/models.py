@@ -1,0 +1,109 @@
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+
+class Workload(models.TextChoices):
+    REALTIME_INFERENCE = "realtime_inference", "Real-time inference"
+    BATCH_INFERENCE = "batch_inference", "Batch inference"
+    TRAINING = "training", "Training"
+
+
+class Order(models.Model):
+    """A buyer's requirements, placed by the dispatcher on one pool or, split, on several of one hub."""
+
+    class Status(models.TextChoices):
+        PLACED = "placed", "Placed"
+        CANCELLED = "cancelled", "Cancelled"
+        ENDED = "ended", "Ended"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    buyer = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="orders")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PLACED)
+    gpu_model = models.ForeignKey("pools.GpuModel", null=True, blank=True, on_delete=models.PROTECT)
+    min_memory_gb = models.PositiveIntegerField(null=True, blank=True)
+    cards = models.PositiveIntegerField()
+    workload = models.CharField(max_length=32, choices=Workload.choices)
+    user_region = models.CharField(max_length=32, blank=True)
+    max_latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    duration_hours = models.DecimalField(max_digits=8, decimal_places=2)
+    earliest_start = models.DateTimeField(null=True, blank=True)
+    deadline = models.DateTimeField(null=True, blank=True)
+    max_price = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    min_green_share = models.DecimalField(max_digits=4, decimal_places=3, null=True, blank=True)
+    allowed_hubs = models.JSONField(default=list, blank=True)
+    split = models.BooleanField(default=False)
+    estimated_cost = models.DecimalField(max_digits=18, decimal_places=4)
+    currency = models.CharField(max_length=3, default="CNY")
+    warnings = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["buyer", "-created_at"], name="order_buyer_idx")]
+        constraints = [models.CheckConstraint(condition=Q(cards__gte=1), name="order_cards_positive")]
+
+    def __str__(self) -> str:
+        return f"order {self.pk} ({self.cards} cards, {self.workload})"
+
+
+class Lease(models.Model):
+    """Cards of one pool held for one order from ``start_at`` to the booked ``end_at``.
+
+    The cards are reserved on the pool from placement until the lease ends;
+    they are released exactly once, by the one transition out of an active
+    status (see ``marketplace.services.lease_end``).
+    """
+
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        CANCELLED = "cancelled", "Cancelled"
+        PREEMPTED = "preempted", "Preempted"
+        FAILED = "failed", "Failed"
+
+    ACTIVE = (Status.SCHEDULED, Status.RUNNING)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="leases")
+    buyer = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="leases")
+    provider = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="provided_leases")
+    pool = models.ForeignKey("pools.ResourcePool", on_delete=models.PROTECT, related_name="leases")
+    cards = models.PositiveIntegerField()
+    workload = models.CharField(max_length=32, choices=Workload.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCHEDULED)
+    start_at = models.DateTimeField(help_text="When the lease is booked to start.")
+    end_at = models.DateTimeField(help_text="When the booked time ends.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=64, blank=True)
+    ended_by = models.CharField(max_length=200, blank=True)
+    estimated_cost = models.DecimalField(max_digits=18, decimal_places=4)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["buyer", "-created_at"], name="lease_buyer_idx"),
+            models.Index(fields=["provider", "-created_at"], name="lease_provider_idx"),
+            models.Index(fields=["status", "start_at"], name="lease_due_idx"),
+            models.Index(fields=["pool", "status"], name="lease_pool_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(cards__gte=1), name="lease_cards_positive"),
+            models.CheckConstraint(condition=Q(end_at__gt=models.F("start_at")), name="lease_ends_after_start"),
+            models.CheckConstraint(
+                condition=Q(status__in=["scheduled", "running"], ended_at__isnull=True)
+                | Q(status__in=["completed", "cancelled", "preempted", "failed"], ended_at__isnull=False),
+                name="lease_ended_at_matches_status",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"lease {self.pk} ({self.cards} x {self.pool_id}, {self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE

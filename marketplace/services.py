@@ -1,0 +1,249 @@
+"""Every write of the marketplace: placing orders, starting and ending leases."""
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from core.exceptions import ApplicationError, ConflictError, RuleViolation
+from marketplace.dispatch import DispatchResult, Placement, Requirements, dispatch
+from marketplace.models import Lease, Order
+from marketplace.selectors import pool_snapshots
+from marketplace.signals import lease_ended, lease_started
+from organizations.models import Organization
+from pools.models import ResourcePool
+from pools.services import pools_lock
+
+logger = logging.getLogger(__name__)
+
+ESTIMATE_PLACES = Decimal("0.0001")
+
+
+def _requirements_fields(requirements: Requirements) -> dict[str, Any]:
+    return {
+        "gpu_model_id": requirements.gpu_model,
+        "min_memory_gb": requirements.min_memory_gb,
+        "cards": requirements.cards,
+        "workload": requirements.workload,
+        "user_region": requirements.user_region or "",
+        "max_latency_ms": requirements.max_latency_ms,
+        "duration_hours": Decimal(str(requirements.duration_hours)),
+        "earliest_start": requirements.earliest_start,
+        "deadline": requirements.deadline,
+        "max_price": Decimal(str(requirements.max_price)) if requirements.max_price is not None else None,
+        "min_green_share": (
+            Decimal(str(requirements.min_green_share)) if requirements.min_green_share is not None else None
+        ),
+        "allowed_hubs": sorted(requirements.allowed_hubs or []),
+        "split": requirements.split,
+    }
+
+
+def check_feasible(requirements: Requirements, now: datetime) -> None:
+    """Refuse a deadline that leaves no room for the run (a 400: the request is self-contradictory)."""
+    if requirements.deadline is None:
+        return
+    start = max(now, requirements.earliest_start or now)
+    room = (requirements.deadline - start).total_seconds() / 3600
+    if room < requirements.duration_hours:
+        raise ApplicationError(
+            f"The deadline leaves {max(room, 0):.2f} hours after the earliest start, less than the "
+            f"{requirements.duration_hours} hours the work needs; move the deadline or start earlier.",
+            code="deadline_too_soon",
+            fields={"deadline": [{"code": "deadline_too_soon", "message": "Too soon for the duration."}]},
+        )
+
+
+def quote(*, requirements: Requirements, now: datetime | None = None) -> DispatchResult:
+    """The dispatcher's ranking for these requirements; nothing is reserved."""
+    now = now or timezone.now()
+    check_feasible(requirements, now)
+    return dispatch(requirements, pool_snapshots(now=now), now)
+
+
+def _no_capacity(result: DispatchResult, requirements: Requirements) -> RuleViolation:
+    return RuleViolation(
+        f"No pool can take this order now: {result.summary_text(requirements)}.",
+        code="no_capacity",
+        details={"reasons": result.summary(requirements)},
+    )
+
+
+def _reserve(placement: Placement) -> bool:
+    """Take the placement's cards under the pools' locks; False if another order got them first."""
+    wanted = {allocation.pool_id: allocation.cards for allocation in placement.allocations}
+    locked = pools_lock(wanted)
+    if len(locked) != len(wanted) or any(
+        pool.status != ResourcePool.Status.ACTIVE or pool.free_cards < wanted[pool.pk] for pool in locked
+    ):
+        return False
+    for pool in locked:
+        ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=pool.reserved_cards + wanted[pool.pk])
+    return True
+
+
+@transaction.atomic
+def order_place(*, buyer: Organization, requirements: Requirements, now: datetime | None = None) -> Order:
+    """Place an order: the best placement whose cards are still free is reserved, with
+    its order and leases, in one transaction. A placement lost to a concurrent order
+    is skipped for the next one in rank."""
+    now = now or timezone.now()
+    result = quote(requirements=requirements, now=now)
+    for placement in result.placements:
+        with transaction.atomic():
+            if not _reserve(placement):
+                continue
+            order = Order.objects.create(
+                buyer=buyer,
+                estimated_cost=Decimal(str(placement.estimated_cost)).quantize(ESTIMATE_PLACES),
+                warnings=result.warnings,
+                **_requirements_fields(requirements),
+            )
+            providers = dict(
+                ResourcePool.objects.filter(pk__in=[a.pool_id for a in placement.allocations]).values_list(
+                    "pk", "provider_id"
+                )
+            )
+            Lease.objects.bulk_create(
+                [
+                    Lease(
+                        order=order,
+                        buyer=buyer,
+                        provider_id=providers[allocation.pool_id],
+                        pool_id=allocation.pool_id,
+                        cards=allocation.cards,
+                        workload=requirements.workload,
+                        start_at=placement.start_at,
+                        end_at=placement.end_at,
+                        estimated_cost=Decimal(str(allocation.estimated_cost)).quantize(ESTIMATE_PLACES),
+                    )
+                    for allocation in placement.allocations
+                ]
+            )
+            logger.info("order placed", extra={"order": str(order.pk), "hub": placement.hub, "cards": order.cards})
+            return order
+    raise _no_capacity(result, requirements)
+
+
+@transaction.atomic
+def lease_start(*, lease_id: Any, by: str, now: datetime | None = None) -> Lease:
+    lease = Lease.objects.select_for_update().get(pk=lease_id)
+    if lease.status != Lease.Status.SCHEDULED:
+        raise ConflictError(
+            f"This lease is {lease.status}; only a scheduled lease can start.", code="lease_not_scheduled"
+        )
+    lease.status, lease.started_at = Lease.Status.RUNNING, now or timezone.now()
+    lease.save(update_fields=["status", "started_at"])
+    transaction.on_commit(lambda: lease_started.send(sender=Lease, lease=lease))
+    return lease
+
+
+@transaction.atomic
+def lease_end(*, lease_id: Any, status: str, reason: str, by: str, now: datetime | None = None) -> Lease:
+    """End an active lease and give its cards back to the pool, exactly once:
+    the lease row is locked and only a scheduled or running lease can end."""
+    if status in Lease.ACTIVE:
+        raise ValueError(f"{status} is not an end status")
+    lease = Lease.objects.select_for_update().get(pk=lease_id)
+    if not lease.is_active:
+        raise ConflictError(
+            f"This lease already ended ({lease.status}, {lease.end_reason}).", code="lease_already_ended"
+        )
+    lease.status, lease.ended_at, lease.end_reason, lease.ended_by = status, now or timezone.now(), reason, by
+    lease.save(update_fields=["status", "ended_at", "end_reason", "ended_by"])
+    (pool,) = pools_lock([lease.pool_id])
+    ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=pool.reserved_cards - lease.cards)
+    if not Lease.objects.filter(order_id=lease.order_id, status__in=Lease.ACTIVE).exists():
+        Order.objects.filter(pk=lease.order_id, status=Order.Status.PLACED).update(status=Order.Status.ENDED)
+    transaction.on_commit(lambda: lease_ended.send(sender=Lease, lease=lease))
+    return lease
+
+
+@transaction.atomic
+def lease_terminate(*, lease: Lease, organization: Organization, by: str) -> Lease:
+    """The buyer ends its lease (completed, or cancelled if it never started); the
+    provider ends a lease on its pool (preempted)."""
+    if organization.kind == Organization.Kind.PROVIDER:
+        return lease_end(lease_id=lease.pk, status=Lease.Status.PREEMPTED, reason="terminated_by_provider", by=by)
+    current = Lease.objects.select_for_update().get(pk=lease.pk)
+    status = Lease.Status.COMPLETED if current.status == Lease.Status.RUNNING else Lease.Status.CANCELLED
+    return lease_end(lease_id=lease.pk, status=status, reason="terminated_by_buyer", by=by)
+
+
+@transaction.atomic
+def order_cancel(*, order: Order, by: str) -> Order:
+    """Cancel an order whose leases have not started; a running one is terminated instead."""
+    locked = Order.objects.select_for_update().get(pk=order.pk)
+    if locked.status != Order.Status.PLACED:
+        raise ConflictError(f"This order is already {locked.status}.", code="order_not_cancellable")
+    leases = list(locked.leases.order_by("pk"))
+    if any(lease.status == Lease.Status.RUNNING for lease in leases):
+        raise ConflictError("A lease of this order is running; terminate the lease instead.", code="order_running")
+    for lease in leases:
+        if lease.is_active:
+            lease_end(lease_id=lease.pk, status=Lease.Status.CANCELLED, reason="order_cancelled", by=by)
+    Order.objects.filter(pk=locked.pk).update(status=Order.Status.CANCELLED)
+    locked.refresh_from_db()
+    return locked
+
+
+def _end_each(lease_ids: Iterable[Any], **end: Any) -> int:
+    """End leases one transaction each; one already ended by another path is skipped."""
+    ended = 0
+    for lease_id in lease_ids:
+        try:
+            lease_end(lease_id=lease_id, **end)
+            ended += 1
+        except ConflictError:
+            continue
+    return ended
+
+
+def leases_start_due(*, now: datetime | None = None) -> int:
+    """Start the scheduled leases whose time has come (Celery beat, every minute)."""
+    now = now or timezone.now()
+    started = 0
+    due = Lease.objects.filter(status=Lease.Status.SCHEDULED, start_at__lte=now, end_at__gt=now)
+    for lease_id in due.values_list("pk", flat=True):
+        try:
+            lease_start(lease_id=lease_id, by="scheduler", now=now)
+            started += 1
+        except ConflictError:
+            continue
+    return started
+
+
+def leases_end_expired(*, now: datetime | None = None) -> int:
+    """End the leases past their booked end (Celery beat)."""
+    now = now or timezone.now()
+    running = Lease.objects.filter(status=Lease.Status.RUNNING, end_at__lte=now).values_list("pk", flat=True)
+    never_started = Lease.objects.filter(status=Lease.Status.SCHEDULED, end_at__lte=now).values_list("pk", flat=True)
+    return _end_each(
+        list(running), status=Lease.Status.COMPLETED, reason="booked_time_ended", by="scheduler", now=now
+    ) + _end_each(list(never_started), status=Lease.Status.CANCELLED, reason="never_started", by="scheduler", now=now)
+
+
+def leases_fail_lost_pools(*, now: datetime | None = None, lost_after_seconds: int) -> int:
+    """Fail the active leases of pools that were suspended, retired or went silent."""
+    now = now or timezone.now()
+    active = Lease.objects.filter(status__in=Lease.ACTIVE)
+    suspended = active.filter(pool__status__in=[ResourcePool.Status.SUSPENDED, ResourcePool.Status.RETIRED])
+    silent_since = now - timedelta(seconds=lost_after_seconds)
+    silent = active.filter(pool__status=ResourcePool.Status.ACTIVE, pool__last_heartbeat_at__lt=silent_since)
+    return _end_each(
+        list(suspended.values_list("pk", flat=True)),
+        status=Lease.Status.FAILED,
+        reason="pool_suspended",
+        by="system",
+        now=now,
+    ) + _end_each(
+        list(silent.values_list("pk", flat=True)),
+        status=Lease.Status.FAILED,
+        reason="pool_heartbeat_lost",
+        by="system",
+        now=now,
+    )
