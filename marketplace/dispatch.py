@@ -13,11 +13,13 @@ price change, so only those starts are tried. Floats are used for ranking
 speed: these are estimates, never money; invoices are rated exactly elsewhere.
 """
 
+import heapq
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -244,16 +246,23 @@ def _weight(pool: PoolSnapshot, req: Requirements) -> float:
     return weight
 
 
-def _price(
-    pool: PoolSnapshot, curve: _PriceCurve, tariff: _PriceCurve, req: Requirements, window: tuple[float, float]
-) -> _Priced:
+@lru_cache(maxsize=4096)
+def _curve(prices: tuple[float, ...]) -> _PriceCurve:
+    """Curves are shared by every pool, and every call, with the same hourly prices."""
+    return _PriceCurve(prices)
+
+
+@lru_cache(maxsize=65536)
+def _cheapest_start(curve: _PriceCurve, earliest: float, latest: float, duration: float) -> float:
+    starts = _candidate_starts(curve, earliest, latest, duration)
+    return min(starts, key=lambda start: (curve.between(start, duration), start))
+
+
+def _price(pool: PoolSnapshot, req: Requirements, window: tuple[float, float]) -> _Priced:
+    curve, tariff = _curve(tuple(pool.hour_prices)), _curve(tuple(pool.tariff_kwh))
     earliest, latest = window
-    start = earliest
-    if req.deferrable:
-        starts = _candidate_starts(curve, earliest, latest, req.duration_hours)
-        start = min(starts, key=lambda s: (curve.between(s, req.duration_hours), s))
-    unpriced = _Priced(pool, curve, tariff, start, 0.0, 0.0, 0.0)
-    return unpriced.at(start, req)
+    start = _cheapest_start(curve, earliest, latest, req.duration_hours) if req.deferrable else earliest
+    return _Priced(pool, curve, tariff, start, 0.0, 0.0, 0.0).at(start, req)
 
 
 def dispatch(req: Requirements, pools: Iterable[PoolSnapshot], now: datetime) -> DispatchResult:
@@ -265,19 +274,11 @@ def dispatch(req: Requirements, pools: Iterable[PoolSnapshot], now: datetime) ->
     if req.workload != REALTIME and req.max_latency_ms is not None:
         result.warnings.append("max_latency_ms is ignored for batch and training work.")
 
-    curves: dict[tuple[float, ...], _PriceCurve] = {}
-
-    def curve_of(prices: Sequence[float]) -> _PriceCurve:
-        key = tuple(prices)
-        if key not in curves:
-            curves[key] = _PriceCurve(prices)
-        return curves[key]
-
     eligible: list[_Priced] = []
     for pool in pools:
         reason = _filter(pool, req)
         if reason is None:
-            priced = _price(pool, curve_of(pool.hour_prices), curve_of(pool.tariff_kwh), req, (earliest, latest))
+            priced = _price(pool, req, (earliest, latest))
             if req.max_price is not None and priced.price_integral / req.duration_hours > req.max_price:
                 reason = "price"
             elif not req.split and pool.free_cards < req.cards:
@@ -292,7 +293,8 @@ def dispatch(req: Requirements, pools: Iterable[PoolSnapshot], now: datetime) ->
         for priced in short:
             result.rejections[priced.pool.id] = "free_cards"
     else:
-        placements = [_placement([(priced, req.cards)], req, reference) for priced in eligible]
+        best = heapq.nsmallest(MAX_PLACEMENTS, eligible, key=lambda p: (p.per_card_score, p.start, str(p.pool.id)))
+        placements = [_placement([(priced, req.cards)], req, reference) for priced in best]
     placements.sort(key=lambda placement: (placement.score, placement.start_at, str(placement.allocations[0].pool_id)))
     result.placements = placements[:MAX_PLACEMENTS]
     return result

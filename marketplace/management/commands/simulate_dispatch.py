@@ -1,0 +1,67 @@
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from marketplace.selectors import pool_snapshots
+from marketplace.simulation import PolicyResult, simulate
+
+ELECTRICITY_CUT_TARGET = 0.18
+
+
+class Command(BaseCommand):
+    help = (
+        "Replay a day of orders on the pools in the database (seed_national first) with the dispatcher and "
+        "with a naive baseline (nearest east hub, start at once), and compare them. Writes nothing."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--orders", type=int, default=20_000, help="Orders in the day (default 20,000).")
+        parser.add_argument("--seed", type=int, default=42)
+        parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["orders"] < 1:
+            raise CommandError("--orders must be at least 1.")
+        now = timezone.now()
+        pools = [pool for pool in pool_snapshots(now=now) if not pool.stale]
+        if not pools:
+            raise CommandError("No active pools with a fresh heartbeat: run `manage.py seed_national` first.")
+        self.stderr.write(f"Simulating {options['orders']:,} orders on {len(pools)} pools ...")
+
+        def progress(policy: str, done: int, total: int) -> None:
+            self.stderr.write(f"  {policy}: {done:,}/{total:,} orders")
+
+        grid, baseline = simulate(
+            pools=pools, day=now, seed=options["seed"], orders=options["orders"], progress=progress
+        )
+        electricity_cut = 1 - grid.electricity_per_card_hour / baseline.electricity_per_card_hour
+        cost_cut = 1 - grid.cost_per_card_hour / baseline.cost_per_card_hour
+        checks = {
+            f"electricity cost per card-hour cut >= {ELECTRICITY_CUT_TARGET:.0%}": electricity_cut
+            >= ELECTRICITY_CUT_TARGET,
+            "total buyer cost lower": grid.buyer_cost < baseline.buyer_cost,
+            "zero latency violations": grid.latency_violations == 0,
+        }
+        if options["json"]:
+            figures = {
+                "dispatcher": grid.as_dict(),
+                "baseline": baseline.as_dict(),
+                "electricity_cut": round(electricity_cut, 4),
+                "cost_per_card_hour_cut": round(cost_cut, 4),
+                "checks": checks,
+            }
+            self.stdout.write(json.dumps(figures, indent=2))
+        else:
+            self._table(grid, baseline)
+            self.stdout.write(f"\nelectricity cost per card-hour: {electricity_cut:+.1%} cut by the dispatcher")
+            self.stdout.write(f"buyer cost per card-hour:       {cost_cut:+.1%} cut by the dispatcher")
+            for check, passed in checks.items():
+                self.stdout.write(f"{'PASS' if passed else 'FAIL'}  {check}")
+
+    def _table(self, grid: PolicyResult, baseline: PolicyResult) -> None:
+        rows = list(grid.as_dict())
+        self.stdout.write(f"{'':28}{'dispatcher':>16}{'baseline':>16}")
+        for key in rows[1:]:
+            self.stdout.write(f"{key:28}{grid.as_dict()[key]!s:>16}{baseline.as_dict()[key]!s:>16}")

@@ -1,0 +1,58 @@
+import json
+from datetime import UTC, datetime
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from marketplace.dispatch import REALTIME, SHANGHAI
+from marketplace.selectors import pool_snapshots
+from marketplace.simulation import generate_orders, simulate
+
+DAY = datetime(2026, 3, 10, tzinfo=SHANGHAI)
+
+
+def test_generated_demand_is_three_parts_inference_to_one_of_training() -> None:
+    orders = generate_orders(day=DAY, seed=1, orders=20_000, models={"H20", "910B", "H800-80G", "H100-80G"})
+    card_hours = {"inference": 0.0, "training": 0.0}
+    for order in orders:
+        kind = "training" if order.requirements.workload == "training" else "inference"
+        card_hours[kind] += order.requirements.cards * order.requirements.duration_hours
+
+    assert 2.5 < card_hours["inference"] / card_hours["training"] < 3.6
+    assert all(o.requirements.user_region for o in orders if o.requirements.workload == REALTIME)
+    assert all(o.requirements.deadline for o in orders if o.requirements.workload != REALTIME)
+
+
+def test_generated_demand_is_deterministic_per_seed() -> None:
+    first = generate_orders(day=DAY, seed=3, orders=200, models={"H20"})
+
+    assert first == generate_orders(day=DAY, seed=3, orders=200, models={"H20"})
+    assert first != generate_orders(day=DAY, seed=4, orders=200, models={"H20"})
+
+
+@pytest.mark.django_db
+def test_on_the_national_pools_the_dispatcher_beats_the_baseline() -> None:
+    call_command("seed_national", "--seed", "5", "--scale", "0.2", stdout=StringIO(), stderr=StringIO())
+    pools = pool_snapshots(now=datetime.now(UTC))
+
+    grid, baseline = simulate(pools=pools, day=datetime.now(UTC), seed=5, orders=1500)
+
+    assert grid.latency_violations == 0
+    assert grid.electricity_per_card_hour <= 0.82 * baseline.electricity_per_card_hour
+    assert grid.cost_per_card_hour < baseline.cost_per_card_hour
+    assert grid.west_share > baseline.west_share == 0
+    assert grid.placed >= baseline.placed
+
+
+@pytest.mark.django_db
+def test_simulate_dispatch_prints_both_policies_and_its_checks() -> None:
+    call_command("seed_national", "--seed", "6", "--scale", "0.05", stdout=StringIO(), stderr=StringIO())
+    out = StringIO()
+
+    call_command("simulate_dispatch", "--orders", "300", "--json", stdout=out, stderr=StringIO())
+
+    figures = json.loads(out.getvalue())
+    assert set(figures) >= {"dispatcher", "baseline", "electricity_cut", "checks"}
+    assert figures["dispatcher"]["orders_placed"] + figures["dispatcher"]["orders_unplaced"] == 300
+    assert figures["checks"]["zero latency violations"] is True
