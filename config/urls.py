@@ -8,6 +8,7 @@ api_v1 = [
     path("", include("organizations.urls")),
     path("", include("pools.urls")),
     path("", include("marketplace.urls")),
+    path("", include("billing.urls")),
 ]
 
 urlpatterns = [

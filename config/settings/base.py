@@ -197,6 +197,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "billing.tasks.usage_*": {"queue": "ingest"},
+    "marketplace.tasks.*": {"queue": "default"},
     "billing.tasks.settle_*": {"queue": "settle"},
     "billing.tasks.invoice_*": {"queue": "settle"},
     "billing.tasks.payment_*": {"queue": "payments"},
@@ -256,4 +257,20 @@ CELERY_BEAT_SCHEDULE = {
     "leases-start-due": {"task": "marketplace.tasks.leases_start_due", "schedule": 60.0},
     "leases-end-expired": {"task": "marketplace.tasks.leases_end_expired", "schedule": 60.0},
     "leases-fail-lost-pools": {"task": "marketplace.tasks.leases_fail_lost_pools", "schedule": 60.0},
+}
+
+# --- Metering --------------------------------------------------------------
+
+# Usage may be reported this long before a lease started or after it ended (agents' clocks, late flushes).
+USAGE_TIME_GRACE_SECONDS = env_int("USAGE_TIME_GRACE_SECONDS", 600, min_value=0)
+# A lease may report up to its cards x 3,600 card-seconds an hour, times (1 + this tolerance).
+USAGE_HOURLY_TOLERANCE = env_decimal(
+    "USAGE_HOURLY_TOLERANCE", Decimal("0.01"), min_value=Decimal(0), max_value=Decimal("0.5")
+)
+# Usage batches are up to 10 MB (billing.cloudevents.MAX_BYTES); Django refuses larger bodies with a 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+CELERY_BEAT_SCHEDULE["usage-partitions-ensure"] = {
+    "task": "billing.tasks.usage_partitions_ensure",
+    "schedule": 24 * 3600.0,
 }

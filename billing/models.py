@@ -1,0 +1,91 @@
+from django.db import models
+from django.db.models import Q
+
+
+class UsageMetric(models.TextChoices):
+    GPU_SECONDS = "gpu_seconds", "Card-seconds"
+    INPUT_TOKENS = "input_tokens", "Input tokens"
+    OUTPUT_TOKENS = "output_tokens", "Output tokens"
+
+
+class UsageEventKey(models.Model):
+    """``source`` + ``id`` of every usage event ever accepted: the exactly-once guard.
+
+    The raw events live in a table partitioned by month, where PostgreSQL cannot
+    keep a unique index that omits the partition key; this table holds the key
+    forever, with a digest of the event's content to tell a replay (same content)
+    from a conflict (same key, other content).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    source = models.CharField(max_length=500)
+    event_id = models.CharField(max_length=200)
+    digest = models.CharField(max_length=64)
+    time = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "event_id"], name="usage_event_key_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.source}#{self.event_id}"
+
+
+class UsageEvent(models.Model):
+    """A usage event as it arrived: the audit trail. Partitioned by month of ``time``
+    on PostgreSQL (the table is created by migration SQL, not by Django)."""
+
+    id = models.BigIntegerField(primary_key=True)
+    source = models.CharField(max_length=500)
+    event_id = models.CharField(max_length=200)
+    type = models.CharField(max_length=64)
+    lease = models.ForeignKey("marketplace.Lease", on_delete=models.DO_NOTHING, db_constraint=False)
+    provider = models.ForeignKey("organizations.Organization", on_delete=models.DO_NOTHING, db_constraint=False)
+    time = models.DateTimeField()
+    quantity = models.DecimalField(max_digits=20, decimal_places=6, null=True)
+    cards = models.IntegerField(null=True)
+    model = models.CharField(max_length=100, blank=True)
+    input_tokens = models.BigIntegerField(null=True)
+    output_tokens = models.BigIntegerField(null=True)
+    data = models.JSONField()
+    received_at = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = "billing_usageevent"
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.source}#{self.event_id}"
+
+
+class UsageRollup(models.Model):
+    """Usage per lease, metric (and token model) and hour, summed from the raw events.
+
+    Rebuilt bucket by bucket from the raw events, so running the rollup twice,
+    or for a bucket that gets a late event, gives the same rows.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    lease = models.ForeignKey("marketplace.Lease", on_delete=models.PROTECT, related_name="usage_rollups")
+    pool = models.ForeignKey("pools.ResourcePool", on_delete=models.PROTECT, related_name="usage_rollups")
+    buyer = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="+")
+    provider = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="+")
+    metric = models.CharField(max_length=16, choices=UsageMetric.choices)
+    model = models.CharField(max_length=100, blank=True, help_text="The token model; empty for card-seconds.")
+    hour = models.DateTimeField(help_text="Start of the UTC hour.")
+    quantity = models.DecimalField(max_digits=24, decimal_places=6)
+    events = models.PositiveIntegerField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["lease", "metric", "model", "hour"], name="usage_rollup_bucket_unique"),
+            models.CheckConstraint(condition=Q(quantity__gte=0), name="usage_rollup_quantity_non_negative"),
+        ]
+        indexes = [
+            models.Index(fields=["buyer", "hour"], name="usage_rollup_buyer_idx"),
+            models.Index(fields=["provider", "hour"], name="usage_rollup_provider_idx"),
+            models.Index(fields=["pool", "hour"], name="usage_rollup_pool_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.lease_id} {self.metric} {self.hour:%Y-%m-%d %H}: {self.quantity}"

@@ -1,0 +1,80 @@
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from billing.models import UsageMetric
+from core.serializers import StrictSerializer
+
+MAX_USAGE_RANGE = {"hour": timedelta(days=31), "day": timedelta(days=366)}
+
+
+class IngestErrorSerializer(serializers.Serializer):
+    index = serializers.IntegerField(help_text="Position of the event in the request.")
+    id = serializers.CharField(allow_null=True)
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class IngestResultSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    errors = IngestErrorSerializer(many=True)  # type: ignore[assignment]  # a field, not Serializer.errors
+
+
+class UsageQuerySerializer(StrictSerializer):
+    lease = serializers.UUIDField(required=False)
+    pool = serializers.UUIDField(required=False)
+    metric = serializers.ChoiceField(choices=UsageMetric.choices, required=False)
+    granularity = serializers.ChoiceField(choices=["hour", "day"], default="hour")
+    start = serializers.DateTimeField(required=False, help_text="From (inclusive); default 24 hours ago.")
+    end = serializers.DateTimeField(required=False, help_text="To (exclusive); default now.")
+
+    def get_fields(self) -> dict[str, Any]:
+        fields = super().get_fields()
+        fields["from"], fields["to"] = fields.pop("start"), fields.pop("end")
+        return fields
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        end = attrs.pop("to", None) or timezone.now()
+        start = attrs.pop("from", None) or end - timedelta(days=1)
+        if start >= end:
+            raise serializers.ValidationError({"to": ["'to' must come after 'from'."]})
+        limit = MAX_USAGE_RANGE[attrs["granularity"]]
+        if end - start > limit:
+            raise serializers.ValidationError(
+                {"from": [f"At most {limit.days} days at {attrs['granularity']} granularity; narrow the range."]}
+            )
+        return {**attrs, "start": start, "end": end}
+
+
+class UsageRowSerializer(serializers.Serializer):
+    lease = serializers.UUIDField()
+    pool = serializers.UUIDField()
+    metric = serializers.CharField()
+    model = serializers.CharField(help_text="Token model; empty for card-seconds.")
+    period_start = serializers.DateTimeField()
+    quantity = serializers.DecimalField(max_digits=24, decimal_places=6)
+    events = serializers.IntegerField()
+
+
+class CloudEventDataSerializer(serializers.Serializer):
+    quantity = serializers.FloatField(required=False, help_text="compute.gpu_seconds: card-seconds used.")
+    cards = serializers.IntegerField(required=False, help_text="compute.gpu_seconds: cards in use (optional).")
+    model = serializers.CharField(required=False, help_text="compute.tokens: the model served.")
+    input_tokens = serializers.IntegerField(required=False)
+    output_tokens = serializers.IntegerField(required=False)
+
+
+class CloudEventSerializer(serializers.Serializer):
+    """A usage event, CloudEvents 1.0 (documentation only: events are checked one by one)."""
+
+    specversion = serializers.ChoiceField(choices=["1.0"])
+    id = serializers.CharField(max_length=200)
+    source = serializers.CharField(max_length=500)
+    type = serializers.ChoiceField(choices=["compute.gpu_seconds", "compute.tokens"])
+    subject = serializers.UUIDField(help_text="The lease id.")
+    time = serializers.DateTimeField(help_text="When the usage happened.")
+    data = CloudEventDataSerializer()

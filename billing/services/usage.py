@@ -1,0 +1,372 @@
+"""Usage ingestion (the hot path) and hourly rollups.
+
+``usage_events_ingest`` takes a batch of CloudEvents from a provider and keeps
+each good event exactly once: ``source`` + ``id`` is unique forever in
+``UsageEventKey``. Per batch it runs a fixed number of queries whatever its
+size: lock the batch's leases, look up known keys, sum the card-seconds already
+in the hours it touches, then COPY the new events into a staging table and
+move them with one ``INSERT ... ON CONFLICT DO NOTHING``. Rollups are rebuilt
+per (lease, hour) bucket by a Celery task after commit.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import orjson
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+
+from billing.cloudevents import GPU_SECONDS, Event, Rejected, parse_event
+from billing.models import UsageEvent, UsageMetric, UsageRollup
+from marketplace.models import Lease
+
+FUTURE_LIMIT = timedelta(minutes=5)
+SECONDS_PER_HOUR = 3600
+
+Bucket = tuple[UUID, datetime]  # (lease id, start of the UTC hour)
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    buckets: set[Bucket] = field(default_factory=set)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.errors)
+
+    def reject(self, index: int, event_id: Any, code: str, message: str) -> None:
+        self.errors.append(
+            {"index": index, "id": event_id if isinstance(event_id, str) else None, "code": code, "message": message}
+        )
+
+
+def _hour(time: datetime) -> datetime:
+    return time.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetime | None = None) -> IngestResult:
+    """Check and store a batch of usage events; the good rest of a batch is kept."""
+    now = now or timezone.now()
+    result = IngestResult()
+    parsed: list[Event] = []
+    in_batch: dict[tuple[str, str], str] = {}
+    for index, raw in enumerate(events):
+        try:
+            event = parse_event(index, raw)
+        except Rejected as exc:
+            result.reject(index, raw.get("id") if isinstance(raw, dict) else None, exc.code, exc.message)
+            continue
+        key = (event.source, event.id)
+        if key in in_batch:
+            if in_batch[key] == event.digest:
+                result.duplicates += 1
+            else:
+                result.reject(index, event.id, "conflict", "Another event of this batch has this source and id.")
+            continue
+        in_batch[key] = event.digest
+        parsed.append(event)
+
+    with transaction.atomic():
+        fresh, cards = _check_leases(parsed, provider_id=provider_id, now=now, result=result)
+        fresh = _drop_known(fresh, result)
+        fresh = _check_hourly_limits(fresh, cards, result)
+        stored = _store(fresh, provider_id=provider_id, now=now)
+        for event in fresh:
+            if (event.source, event.id) in stored:
+                result.accepted += 1
+                result.buckets.add((event.lease_id, _hour(event.time)))
+            else:  # a concurrent request stored the same key first
+                result.duplicates += 1
+        if result.buckets:
+            buckets = sorted(result.buckets)
+            transaction.on_commit(lambda: _queue_rollup(buckets))
+    result.errors.sort(key=lambda error: error["index"])
+    return result
+
+
+def _queue_rollup(buckets: list[Bucket]) -> None:
+    from billing.tasks import usage_rollup
+
+    usage_rollup.delay([[str(lease_id), hour.isoformat()] for lease_id, hour in buckets])
+
+
+def _check_leases(
+    events: list[Event], *, provider_id: Any, now: datetime, result: IngestResult
+) -> tuple[list[Event], dict[UUID, int]]:
+    """The lease must be the calling provider's, and the time within its run.
+    Returns the events kept and the cards of each lease."""
+    lease_ids = sorted({event.lease_id for event in events})
+    # Locked in primary-key order: concurrent batches for one lease take turns,
+    # so the hourly sums below count every committed event.
+    leases = {
+        row[0]: row
+        for row in Lease.objects.select_for_update()
+        .filter(pk__in=lease_ids, provider_id=provider_id)
+        .order_by("pk")
+        .values_list("id", "cards", "started_at", "ended_at")
+    }
+    grace = timedelta(seconds=settings.USAGE_TIME_GRACE_SECONDS)
+    kept = []
+    for event in events:
+        lease = leases.get(event.lease_id)
+        if lease is None:
+            result.reject(event.index, event.id, "unknown_lease", "No lease with this id runs on your pools.")
+            continue
+        _, cards, started_at, ended_at = lease
+        if event.time > now + FUTURE_LIMIT:
+            result.reject(event.index, event.id, "time_in_future", "'time' is more than 5 minutes in the future.")
+        elif started_at is None:
+            result.reject(event.index, event.id, "lease_not_started", "This lease has not started.")
+        elif not started_at - grace <= event.time <= (ended_at or now) + grace:
+            result.reject(event.index, event.id, "outside_lease", "'time' is outside the lease's run.")
+        elif event.cards is not None and event.cards > cards:
+            result.reject(event.index, event.id, "cards_exceed_lease", f"The lease has {cards} cards.")
+        elif event.quantity is not None and event.quantity > cards * SECONDS_PER_HOUR:
+            result.reject(
+                event.index,
+                event.id,
+                "quantity_implausible",
+                f"One event may report at most {cards * SECONDS_PER_HOUR:,} card-seconds (the lease's cards x 1 hour).",
+            )
+        else:
+            kept.append(event)
+    return kept, {lease_id: row[1] for lease_id, row in leases.items()}
+
+
+def _drop_known(events: list[Event], result: IngestResult) -> list[Event]:
+    """Events stored before: the same content is a duplicate, other content a conflict."""
+    if not events:
+        return events
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT k.source, k.event_id, k.digest FROM billing_usageeventkey k "
+                "JOIN unnest(%s::text[], %s::text[]) AS b(source, event_id) USING (source, event_id)",
+                [[e.source for e in events], [e.id for e in events]],
+            )
+            known = {(source, event_id): digest for source, event_id, digest in cursor.fetchall()}
+        else:
+            known = {}
+            for event in events:
+                cursor.execute(
+                    "SELECT digest FROM billing_usageeventkey WHERE source = %s AND event_id = %s",
+                    [event.source, event.id],
+                )
+                row = cursor.fetchone()
+                if row:
+                    known[(event.source, event.id)] = row[0]
+    kept = []
+    for event in events:
+        digest = known.get((event.source, event.id))
+        if digest is None:
+            kept.append(event)
+        elif digest == event.digest:
+            result.duplicates += 1
+        else:
+            result.reject(
+                event.index, event.id, "conflict", "An event with this source and id was stored with other content."
+            )
+    return kept
+
+
+def _check_hourly_limits(events: list[Event], cards: dict[UUID, int], result: IngestResult) -> list[Event]:
+    """A lease reports at most its cards x 3,600 card-seconds in any hour (plus the tolerance)."""
+    seconds = [event for event in events if event.type == GPU_SECONDS]
+    if not seconds:
+        return events
+    hours = sorted({_hour(event.time) for event in seconds})
+    used: dict[Bucket, Decimal] = defaultdict(Decimal)
+    rows = (
+        UsageEvent.objects.filter(
+            lease_id__in={event.lease_id for event in seconds},
+            type=GPU_SECONDS,
+            time__gte=hours[0],
+            time__lt=hours[-1] + timedelta(hours=1),
+        )
+        .annotate(bucket=TruncHour("time", tzinfo=UTC))
+        .values_list("lease_id", "bucket")
+        .annotate(total=Sum("quantity"))
+    )
+    for lease_id, bucket, total in rows:
+        used[(lease_id, bucket)] = total or Decimal(0)
+    tolerance = 1 + settings.USAGE_HOURLY_TOLERANCE
+    kept = []
+    for event in events:
+        if event.type == GPU_SECONDS:
+            bucket = (event.lease_id, _hour(event.time))
+            limit = cards[event.lease_id] * SECONDS_PER_HOUR * tolerance
+            if used[bucket] + event.quantity > limit:  # type: ignore[operator]
+                result.reject(
+                    event.index,
+                    event.id,
+                    "hourly_limit_exceeded",
+                    f"The lease would report more than {cards[event.lease_id]} cards x 3,600 card-seconds "
+                    "in this hour; you cannot bill more than you leased.",
+                )
+                continue
+            used[bucket] += event.quantity  # type: ignore[operator]
+        kept.append(event)
+    return kept
+
+
+_STAGE_COLUMNS = (
+    "source, event_id, digest, type, lease_id, time, quantity, cards, model, input_tokens, output_tokens, data"
+)
+
+
+def _rows(events: list[Event]) -> Iterable[tuple[Any, ...]]:
+    for e in events:
+        yield (
+            e.source,
+            e.id,
+            e.digest,
+            e.type,
+            e.lease_id,
+            e.time,
+            e.quantity,
+            e.cards,
+            e.model,
+            e.input_tokens,
+            e.output_tokens,
+            orjson.dumps(e.data).decode(),
+        )
+
+
+def _store(events: list[Event], *, provider_id: Any, now: datetime) -> set[tuple[str, str]]:
+    """Insert the events whose key is new; returns the keys inserted."""
+    if not events:
+        return set()
+    if connection.vendor != "postgresql":
+        return _store_portable(events, provider_id=provider_id, now=now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS usage_stage (source text, event_id text, digest text, type text, "
+            "lease_id uuid, time timestamptz, quantity numeric, cards integer, model text, input_tokens bigint, "
+            "output_tokens bigint, data jsonb) ON COMMIT DELETE ROWS"
+        )
+        with cursor.cursor.copy(f"COPY usage_stage ({_STAGE_COLUMNS}) FROM STDIN") as copy:
+            for row in _rows(events):
+                copy.write_row(row)
+        cursor.execute(
+            "WITH new_keys AS ("
+            "  INSERT INTO billing_usageeventkey (source, event_id, digest, time)"
+            "  SELECT source, event_id, digest, time FROM usage_stage"
+            "  ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id)"
+            " INSERT INTO billing_usageevent (source, event_id, type, lease_id, provider_id, time, quantity, cards,"
+            "  model, input_tokens, output_tokens, data, received_at)"
+            " SELECT s.source, s.event_id, s.type, s.lease_id, %s, s.time, s.quantity, s.cards, s.model,"
+            "  s.input_tokens, s.output_tokens, s.data, %s"
+            " FROM usage_stage s JOIN new_keys k USING (source, event_id)",
+            [provider_id, now],
+        )
+        if cursor.rowcount == len(events):
+            return {(e.source, e.id) for e in events}
+        cursor.execute(
+            "SELECT s.source, s.event_id FROM usage_stage s JOIN billing_usageevent e"
+            " ON e.source = s.source AND e.event_id = s.event_id AND e.received_at = %s",
+            [now],
+        )
+        return {(source, event_id) for source, event_id in cursor.fetchall()}
+
+
+def _store_portable(events: list[Event], *, provider_id: Any, now: datetime) -> set[tuple[str, str]]:
+    """The embedded (SQLite) path: one writer at a time, so the keys checked above are still new."""
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO billing_usageeventkey (source, event_id, digest, time) VALUES (%s, %s, %s, %s)",
+            [(e.source, e.id, e.digest, e.time) for e in events],
+        )
+        cursor.executemany(
+            "INSERT INTO billing_usageevent (source, event_id, type, lease_id, provider_id, time, quantity, cards,"
+            " model, input_tokens, output_tokens, data, received_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (e.source, e.id, e.type, e.lease_id.hex, UUID(str(provider_id)).hex, e.time,
+                 None if e.quantity is None else str(e.quantity), e.cards, e.model, e.input_tokens,
+                 e.output_tokens, orjson.dumps(e.data).decode(), now)
+                for e in events
+            ],
+        )  # fmt: skip
+    return {(e.source, e.id) for e in events}
+
+
+# --- rollups -----------------------------------------------------------------
+
+
+def usage_rollup_buckets(*, buckets: Iterable[Bucket]) -> int:
+    """Recompute the rollup rows of these (lease, hour) buckets from the raw events.
+
+    Idempotent: it sets each bucket to what the raw events say, so running it
+    twice, late or concurrently gives the same rows. Returns the rows written.
+    """
+    wanted = {(lease_id, hour.astimezone(UTC)) for lease_id, hour in buckets}
+    if not wanted:
+        return 0
+    leases = {
+        row[0]: row
+        for row in Lease.objects.filter(pk__in={lease_id for lease_id, _ in wanted}).values_list(
+            "id", "pool_id", "buyer_id", "provider_id"
+        )
+    }
+    hours = sorted(hour for _, hour in wanted)
+    sums = (
+        UsageEvent.objects.filter(lease_id__in=leases, time__gte=hours[0], time__lt=hours[-1] + timedelta(hours=1))
+        .annotate(bucket=TruncHour("time", tzinfo=UTC))
+        .values_list("lease_id", "bucket", "type", "model")
+        .annotate(seconds=Sum("quantity"), inputs=Sum("input_tokens"), outputs=Sum("output_tokens"), events=Count("id"))
+    )
+    rows: list[UsageRollup] = []
+    for lease_id, bucket, event_type, model, seconds, inputs, outputs, events in sums:
+        if (lease_id, bucket) not in wanted:
+            continue
+        _, pool_id, buyer_id, provider_id = leases[lease_id]
+        common = {"lease_id": lease_id, "pool_id": pool_id, "buyer_id": buyer_id, "provider_id": provider_id}
+        if event_type == GPU_SECONDS:
+            metrics = [(UsageMetric.GPU_SECONDS, "", seconds)]
+        else:
+            metrics = [(UsageMetric.INPUT_TOKENS, model, inputs), (UsageMetric.OUTPUT_TOKENS, model, outputs)]
+        rows.extend(
+            UsageRollup(**common, metric=metric, model=name, hour=bucket, quantity=quantity, events=events)
+            for metric, name, quantity in metrics
+        )
+    with transaction.atomic():
+        UsageRollup.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["lease", "metric", "model", "hour"],
+            update_fields=["quantity", "events", "updated_at"],
+            batch_size=2000,
+        )
+    return len(rows)
+
+
+def usage_rollups_rebuild(*, progress: Any = None) -> int:
+    """Rebuild every rollup from the raw events, lease by lease; drop rows no event backs."""
+    lease_ids = list(UsageEvent.objects.values_list("lease_id", flat=True).distinct().order_by("lease_id"))
+    written = 0
+    for done, lease_id in enumerate(lease_ids, start=1):
+        buckets = {
+            (lease_id, hour)
+            for hour in UsageEvent.objects.filter(lease_id=lease_id)
+            .annotate(bucket=TruncHour("time", tzinfo=UTC))
+            .values_list("bucket", flat=True)
+            .distinct()
+        }
+        with transaction.atomic():
+            UsageRollup.objects.filter(lease_id=lease_id).exclude(hour__in=[hour for _, hour in buckets]).delete()
+            written += usage_rollup_buckets(buckets=buckets)
+        if progress:
+            progress(done, len(lease_ids))
+    UsageRollup.objects.exclude(lease_id__in=lease_ids).delete()
+    return written

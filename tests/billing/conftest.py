@@ -1,0 +1,51 @@
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from marketplace.dispatch import Requirements
+from marketplace.models import Lease
+from marketplace.services import lease_start, order_place
+from tests.factories import pool_factory
+
+
+def running_lease(*, buyer: Any, provider: Any, cards: int = 8, started_hours_ago: float = 3) -> Lease:
+    """A lease of ``cards`` on a pool of ``provider``, running since some hours."""
+    pool_factory(provider=provider, cards=max(cards, 100))
+    order = order_place(
+        buyer=buyer,
+        requirements=Requirements(cards=cards, duration_hours=24, workload="training", gpu_model="H100-80G"),
+    )
+    lease = order.leases.get()
+    return lease_start(lease_id=lease.pk, by="test", now=timezone.now() - timedelta(hours=started_hours_ago))
+
+
+@pytest.fixture
+def lease(buyer, provider) -> Lease:  # type: ignore[no-untyped-def]
+    return running_lease(buyer=buyer, provider=provider)
+
+
+def gpu_event(lease: Lease, event_id: str, quantity: Any = 480, *, minutes_ago: float = 30, **changes: Any) -> dict:
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "agent://test/pool",
+        "type": "compute.gpu_seconds",
+        "subject": str(lease.pk),
+        "time": (timezone.now() - timedelta(minutes=minutes_ago)).isoformat(),
+        "data": {"quantity": quantity, "cards": lease.cards},
+        **changes,
+    }
+
+
+def token_event(lease: Lease, event_id: str, **data: Any) -> dict:
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "agent://test/pool",
+        "type": "compute.tokens",
+        "subject": str(lease.pk),
+        "time": (timezone.now() - timedelta(minutes=30)).isoformat(),
+        "data": {"model": "qwen3-72b", "input_tokens": 1000, "output_tokens": 200, **data},
+    }
