@@ -82,6 +82,7 @@ class Event:
     type: str
     lease_id: uuid.UUID
     time: datetime
+    hour: int  # hours since the epoch: the (lease, hour) bucket without datetime arithmetic
     quantity: Decimal | None
     cards: int | None
     model: str
@@ -156,18 +157,8 @@ def parse_event(index: int, event: Any) -> Event:
     digest = hashlib.sha256(
         orjson.dumps([event_type, str(lease_id), raw_time, data], option=orjson.OPT_SORT_KEYS)
     ).hexdigest()
+    hour = int(time.timestamp()) // 3600
     return Event(
-        index,
-        source,
-        event_id,
-        event_type,
-        lease_id,
-        time,
-        quantity,
-        cards,
-        model,
-        input_tokens,
-        output_tokens,
-        data,
-        digest,
-    )
+        index, source, event_id, event_type, lease_id, time, hour, quantity, cards, model, input_tokens, output_tokens,
+        data, digest,
+    )  # fmt: skip

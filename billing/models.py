@@ -22,6 +22,7 @@ class UsageEventKey(models.Model):
     event_id = models.CharField(max_length=200)
     digest = models.CharField(max_length=64)
     time = models.DateTimeField()
+    batch = models.UUIDField(help_text="The request that stored it.")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["source", "event_id"], name="usage_event_key_unique")]

@@ -1,4 +1,8 @@
-"""Monthly partitions of the raw usage events table (PostgreSQL only).
+"""The raw usage events table, and its monthly partitions (PostgreSQL only).
+
+The table is append-only and read by lease and time; it has no primary-key
+index to maintain on the hot path (``id`` is an identity for reference, and
+``UsageEventKey`` holds the unique key of every event).
 
 A DEFAULT partition catches events of a month without a partition of its own;
 ``usage_partitions_ensure`` creates the coming months ahead of time (daily, by
@@ -29,8 +33,7 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     input_tokens bigint,
     output_tokens bigint,
     data jsonb NOT NULL,
-    received_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (id, time)
+    received_at timestamptz NOT NULL DEFAULT now()
 ) PARTITION BY RANGE (time);
 CREATE INDEX IF NOT EXISTS {TABLE}_lease_time ON {TABLE} (lease_id, time);
 CREATE TABLE IF NOT EXISTS {TABLE}_default PARTITION OF {TABLE} DEFAULT;

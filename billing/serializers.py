@@ -73,8 +73,8 @@ class CloudEventSerializer(serializers.Serializer):
 
     specversion = serializers.ChoiceField(choices=["1.0"])
     id = serializers.CharField(max_length=200)
-    source = serializers.CharField(max_length=500)
+    source = serializers.CharField(max_length=500)  # type: ignore[assignment]  # a field, not Field.source
     type = serializers.ChoiceField(choices=["compute.gpu_seconds", "compute.tokens"])
     subject = serializers.UUIDField(help_text="The lease id.")
     time = serializers.DateTimeField(help_text="When the usage happened.")
-    data = CloudEventDataSerializer()
+    data = CloudEventDataSerializer()  # type: ignore[assignment]  # a field, not Serializer.data

@@ -3,10 +3,12 @@
 ``usage_events_ingest`` takes a batch of CloudEvents from a provider and keeps
 each good event exactly once: ``source`` + ``id`` is unique forever in
 ``UsageEventKey``. Per batch it runs a fixed number of queries whatever its
-size: lock the batch's leases, look up known keys, sum the card-seconds already
-in the hours it touches, then COPY the new events into a staging table and
-move them with one ``INSERT ... ON CONFLICT DO NOTHING``. Rollups are rebuilt
-per (lease, hour) bucket by a Celery task after commit.
+size: lock the batch's leases; COPY the events into a staging table and move
+the new ones with one ``INSERT ... ON CONFLICT DO NOTHING`` (the keys that
+already existed are looked up only when there are some); sum the card-seconds
+of the hours the batch touches and take back, in the same transaction, what
+goes over a lease's hourly limit. Rollups are rebuilt per (lease, hour) bucket
+by a Celery task after commit.
 """
 
 from collections import defaultdict
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import orjson
 from django.conf import settings
@@ -39,7 +41,7 @@ class IngestResult:
     accepted: int = 0
     duplicates: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
-    buckets: set[Bucket] = field(default_factory=set)
+    buckets: set[tuple[UUID, int]] = field(default_factory=set)  # (lease, hours since the epoch)
 
     @property
     def rejected(self) -> int:
@@ -51,8 +53,8 @@ class IngestResult:
         )
 
 
-def _hour(time: datetime) -> datetime:
-    return time.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+def _hour_start(hour: int) -> datetime:
+    return datetime.fromtimestamp(hour * 3600, UTC)
 
 
 def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetime | None = None) -> IngestResult:
@@ -79,17 +81,36 @@ def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetim
 
     with transaction.atomic():
         fresh, cards = _check_leases(parsed, provider_id=provider_id, now=now, result=result)
-        fresh = _drop_known(fresh, result)
-        fresh = _check_hourly_limits(fresh, cards, result)
-        stored = _store(fresh, provider_id=provider_id, now=now)
+        known = _insert(fresh, provider_id=provider_id, now=now)
+        new = []
         for event in fresh:
-            if (event.source, event.id) in stored:
-                result.accepted += 1
-                result.buckets.add((event.lease_id, _hour(event.time)))
-            else:  # a concurrent request stored the same key first
+            digest = known.get((event.source, event.id))
+            if digest is None:
+                new.append(event)
+            elif digest == event.digest:
                 result.duplicates += 1
+            else:
+                result.reject(
+                    event.index, event.id, "conflict", "An event with this source and id was stored with other content."
+                )
+        excess = _over_hourly_limits(new, cards)
+        if excess:
+            _delete(excess)
+            for event in excess:
+                result.reject(
+                    event.index,
+                    event.id,
+                    "hourly_limit_exceeded",
+                    f"The lease would report more than {cards[event.lease_id]} cards x 3,600 card-seconds "
+                    "in this hour; you cannot bill more than you leased.",
+                )
+        dropped = {event.index for event in excess}
+        for event in new:
+            if event.index not in dropped:
+                result.accepted += 1
+                result.buckets.add((event.lease_id, event.hour))
         if result.buckets:
-            buckets = sorted(result.buckets)
+            buckets = [(lease_id, _hour_start(hour)) for lease_id, hour in sorted(result.buckets)]
             transaction.on_commit(lambda: _queue_rollup(buckets))
     result.errors.sort(key=lambda error: error["index"])
     return result
@@ -144,80 +165,44 @@ def _check_leases(
     return kept, {lease_id: row[1] for lease_id, row in leases.items()}
 
 
-def _drop_known(events: list[Event], result: IngestResult) -> list[Event]:
-    """Events stored before: the same content is a duplicate, other content a conflict."""
-    if not events:
-        return events
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                "SELECT k.source, k.event_id, k.digest FROM billing_usageeventkey k "
-                "JOIN unnest(%s::text[], %s::text[]) AS b(source, event_id) USING (source, event_id)",
-                [[e.source for e in events], [e.id for e in events]],
-            )
-            known = {(source, event_id): digest for source, event_id, digest in cursor.fetchall()}
-        else:
-            known = {}
-            for event in events:
-                cursor.execute(
-                    "SELECT digest FROM billing_usageeventkey WHERE source = %s AND event_id = %s",
-                    [event.source, event.id],
-                )
-                row = cursor.fetchone()
-                if row:
-                    known[(event.source, event.id)] = row[0]
-    kept = []
-    for event in events:
-        digest = known.get((event.source, event.id))
-        if digest is None:
-            kept.append(event)
-        elif digest == event.digest:
-            result.duplicates += 1
-        else:
-            result.reject(
-                event.index, event.id, "conflict", "An event with this source and id was stored with other content."
-            )
-    return kept
-
-
-def _check_hourly_limits(events: list[Event], cards: dict[UUID, int], result: IngestResult) -> list[Event]:
-    """A lease reports at most its cards x 3,600 card-seconds in any hour (plus the tolerance)."""
+def _over_hourly_limits(events: list[Event], cards: dict[UUID, int]) -> list[Event]:
+    """The new events that take a lease past its cards x 3,600 card-seconds (plus the
+    tolerance) in an hour, later events of the batch first. Runs after the insert, so
+    the sums count this batch too; the leases are locked, so they count every other
+    committed batch and no concurrent one."""
     seconds = [event for event in events if event.type == GPU_SECONDS]
     if not seconds:
-        return events
-    hours = sorted({_hour(event.time) for event in seconds})
-    used: dict[Bucket, Decimal] = defaultdict(Decimal)
-    rows = (
-        UsageEvent.objects.filter(
+        return []
+    hours = sorted({event.hour for event in seconds})
+    totals = {
+        (lease_id, bucket): total
+        for lease_id, bucket, total in UsageEvent.objects.filter(
             lease_id__in={event.lease_id for event in seconds},
             type=GPU_SECONDS,
-            time__gte=hours[0],
-            time__lt=hours[-1] + timedelta(hours=1),
+            time__gte=_hour_start(hours[0]),
+            time__lt=_hour_start(hours[-1] + 1),
         )
         .annotate(bucket=TruncHour("time", tzinfo=UTC))
         .values_list("lease_id", "bucket")
         .annotate(total=Sum("quantity"))
-    )
-    for lease_id, bucket, total in rows:
-        used[(lease_id, bucket)] = total or Decimal(0)
+    }
     tolerance = 1 + settings.USAGE_HOURLY_TOLERANCE
-    kept = []
-    for event in events:
-        if event.type == GPU_SECONDS:
-            bucket = (event.lease_id, _hour(event.time))
-            limit = cards[event.lease_id] * SECONDS_PER_HOUR * tolerance
-            if used[bucket] + event.quantity > limit:  # type: ignore[operator]
-                result.reject(
-                    event.index,
-                    event.id,
-                    "hourly_limit_exceeded",
-                    f"The lease would report more than {cards[event.lease_id]} cards x 3,600 card-seconds "
-                    "in this hour; you cannot bill more than you leased.",
-                )
-                continue
-            used[bucket] += event.quantity  # type: ignore[operator]
-        kept.append(event)
-    return kept
+    by_bucket: dict[tuple[UUID, int], list[Event]] = defaultdict(list)
+    for event in seconds:
+        by_bucket[(event.lease_id, event.hour)].append(event)
+    excess: list[Event] = []
+    for (lease_id, hour), bucket_events in by_bucket.items():
+        limit = cards[lease_id] * SECONDS_PER_HOUR * tolerance
+        total = totals.get((lease_id, _hour_start(hour)), Decimal(0))
+        if total <= limit:
+            continue
+        used = total - sum((event.quantity or Decimal(0) for event in bucket_events), Decimal(0))
+        for event in bucket_events:  # in batch order: the first ones fit
+            if used + (event.quantity or 0) > limit:
+                excess.append(event)
+            else:
+                used += event.quantity or 0
+    return excess
 
 
 _STAGE_COLUMNS = (
@@ -243,12 +228,14 @@ def _rows(events: list[Event]) -> Iterable[tuple[Any, ...]]:
         )
 
 
-def _store(events: list[Event], *, provider_id: Any, now: datetime) -> set[tuple[str, str]]:
-    """Insert the events whose key is new; returns the keys inserted."""
+def _insert(events: list[Event], *, provider_id: Any, now: datetime) -> dict[tuple[str, str], str]:
+    """Insert the events whose key is new. Returns the digest stored for each key
+    that already existed: those events were not inserted."""
     if not events:
-        return set()
+        return {}
+    batch = uuid4()
     if connection.vendor != "postgresql":
-        return _store_portable(events, provider_id=provider_id, now=now)
+        return _insert_portable(events, provider_id=provider_id, now=now, batch=batch)
     with connection.cursor() as cursor:
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS usage_stage (source text, event_id text, digest text, type text, "
@@ -260,32 +247,43 @@ def _store(events: list[Event], *, provider_id: Any, now: datetime) -> set[tuple
                 copy.write_row(row)
         cursor.execute(
             "WITH new_keys AS ("
-            "  INSERT INTO billing_usageeventkey (source, event_id, digest, time)"
-            "  SELECT source, event_id, digest, time FROM usage_stage"
+            "  INSERT INTO billing_usageeventkey (source, event_id, digest, time, batch)"
+            "  SELECT source, event_id, digest, time, %s FROM usage_stage"
             "  ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id)"
             " INSERT INTO billing_usageevent (source, event_id, type, lease_id, provider_id, time, quantity, cards,"
             "  model, input_tokens, output_tokens, data, received_at)"
             " SELECT s.source, s.event_id, s.type, s.lease_id, %s, s.time, s.quantity, s.cards, s.model,"
             "  s.input_tokens, s.output_tokens, s.data, %s"
             " FROM usage_stage s JOIN new_keys k USING (source, event_id)",
-            [provider_id, now],
+            [batch, provider_id, now],
         )
         if cursor.rowcount == len(events):
-            return {(e.source, e.id) for e in events}
+            return {}
         cursor.execute(
-            "SELECT s.source, s.event_id FROM usage_stage s JOIN billing_usageevent e"
-            " ON e.source = s.source AND e.event_id = s.event_id AND e.received_at = %s",
-            [now],
+            "SELECT k.source, k.event_id, k.digest FROM usage_stage s"
+            " JOIN billing_usageeventkey k USING (source, event_id) WHERE k.batch <> %s",
+            [batch],
         )
-        return {(source, event_id) for source, event_id in cursor.fetchall()}
+        return {(source, event_id): digest for source, event_id, digest in cursor.fetchall()}
 
 
-def _store_portable(events: list[Event], *, provider_id: Any, now: datetime) -> set[tuple[str, str]]:
-    """The embedded (SQLite) path: one writer at a time, so the keys checked above are still new."""
+def _insert_portable(
+    events: list[Event], *, provider_id: Any, now: datetime, batch: UUID
+) -> dict[tuple[str, str], str]:
+    """The embedded (SQLite) path: one writer at a time, so a key looked up here stays as it is."""
+    known: dict[tuple[str, str], str] = {}
     with connection.cursor() as cursor:
+        for event in events:
+            cursor.execute(
+                "SELECT digest FROM billing_usageeventkey WHERE source = %s AND event_id = %s", [event.source, event.id]
+            )
+            row = cursor.fetchone()
+            if row:
+                known[(event.source, event.id)] = row[0]
+        new = [event for event in events if (event.source, event.id) not in known]
         cursor.executemany(
-            "INSERT INTO billing_usageeventkey (source, event_id, digest, time) VALUES (%s, %s, %s, %s)",
-            [(e.source, e.id, e.digest, e.time) for e in events],
+            "INSERT INTO billing_usageeventkey (source, event_id, digest, time, batch) VALUES (%s, %s, %s, %s, %s)",
+            [(e.source, e.id, e.digest, e.time, batch.hex) for e in new],
         )
         cursor.executemany(
             "INSERT INTO billing_usageevent (source, event_id, type, lease_id, provider_id, time, quantity, cards,"
@@ -295,10 +293,18 @@ def _store_portable(events: list[Event], *, provider_id: Any, now: datetime) -> 
                 (e.source, e.id, e.type, e.lease_id.hex, UUID(str(provider_id)).hex, e.time,
                  None if e.quantity is None else str(e.quantity), e.cards, e.model, e.input_tokens,
                  e.output_tokens, orjson.dumps(e.data).decode(), now)
-                for e in events
+                for e in new
             ],
         )  # fmt: skip
-    return {(e.source, e.id) for e in events}
+    return known
+
+
+def _delete(events: list[Event]) -> None:
+    """Take back events inserted by this transaction (over the hourly limit)."""
+    keys = [(event.source, event.id) for event in events]
+    with connection.cursor() as cursor:
+        for table in ("billing_usageevent", "billing_usageeventkey"):
+            cursor.executemany(f"DELETE FROM {table} WHERE source = %s AND event_id = %s", keys)  # noqa: S608
 
 
 # --- rollups -----------------------------------------------------------------

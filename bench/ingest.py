@@ -1,0 +1,264 @@
+"""Benchmark usage ingestion through the real HTTP stack, beside a raw COPY of the same rows.
+
+    .venv/bin/python bench/ingest.py [--events 200000] [--batch 5000] [--workers 3] [--clients 3]
+
+On a fresh PostgreSQL database with the national data set, one provider gets
+running leases; ``--events`` card-second events over them are posted in batches
+of ``--batch`` to ``POST /api/v1/usage-events/`` on gunicorn (``--workers`` sync
+workers) by ``--clients`` concurrent clients. Then the whole run is sent again
+(it must add zero rows), and the same rows are written with a bare psycopg COPY
+into the same table: the physical limit. Prints events/s for both and their
+ratio, and PASS/FAIL against the targets (>= 25,000 events/s, >= 0.4 of COPY).
+"""
+
+import argparse
+import os
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import environment, free_port, national_database, print_machine, request, start_server, stop_server
+
+TARGET_RATE, TARGET_RATIO = 25_000, 0.4
+CARDS_PER_LEASE = 8
+EVENT_SECONDS = 60
+
+
+def make_leases(count: int) -> tuple[Any, str, list[Any], datetime]:
+    """``count`` running leases of 8 cards on one provider's pools; returns (provider id, key, lease ids, start)."""
+    import django
+
+    django.setup()
+    from django.db.models import Sum
+
+    from marketplace.models import Lease, Order
+    from organizations.models import Organization
+    from organizations.services import api_key_create
+    from pools.models import ResourcePool
+    from pools.services import pool_reserve_cards
+
+    buyer = Organization.objects.filter(kind="buyer").order_by("slug").first()
+    provider = (
+        Organization.objects.filter(kind="provider").annotate(free=Sum("pools__free_cards")).order_by("-free").first()
+    )
+    assert buyer and provider, "seed_national first"
+    pools = list(ResourcePool.objects.filter(provider=provider, status="active").order_by("-free_cards"))
+    started = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=20)
+    lease_ids = []
+    for n in range(count):
+        pool = next(p for p in pools if p.free_cards >= CARDS_PER_LEASE * (1 + n // len(pools)))
+        pool_reserve_cards(pool=pool, cards=CARDS_PER_LEASE)
+        order = Order.objects.create(
+            buyer=buyer, gpu_model_id=pool.gpu_model_id, cards=CARDS_PER_LEASE, workload="training",
+            duration_hours=24, estimated_cost=0,
+        )  # fmt: skip
+        lease = Lease.objects.create(
+            order=order, buyer=buyer, provider=provider, pool=pool, cards=CARDS_PER_LEASE, workload="training",
+            status="running", start_at=started, end_at=started + timedelta(hours=24), started_at=started,
+            estimated_cost=0,
+        )  # fmt: skip
+        lease_ids.append(lease.pk)
+    _, key = api_key_create(organization=provider, name="bench agent")
+    return provider.pk, key, lease_ids, started
+
+
+def make_batches(lease_ids: list[Any], started: datetime, events: int, batch: int, tag: str) -> list[bytes]:
+    """Each batch holds consecutive minutes of every lease; 60 events a lease-hour fill its cap exactly."""
+    per_lease = events // len(lease_ids)
+    rows = []
+    for minute in range(per_lease):
+        time = (started + timedelta(minutes=minute, seconds=30)).isoformat()
+        for lease_id in lease_ids:
+            rows.append(
+                {
+                    "specversion": "1.0",
+                    "id": f"{lease_id}-{minute}{tag}",
+                    "source": "agent://bench",
+                    "type": "compute.gpu_seconds",
+                    "subject": str(lease_id),
+                    "time": time,
+                    "data": {"quantity": CARDS_PER_LEASE * EVENT_SECONDS, "cards": CARDS_PER_LEASE},
+                }
+            )
+    return [orjson.dumps(rows[start : start + batch]) for start in range(0, len(rows), batch)]
+
+
+def post_all(port: int, key: str, batches: list[bytes], clients: int, label: str) -> tuple[dict[str, int], float]:
+    totals = {"accepted": 0, "duplicates": 0, "rejected": 0, "errors": 0}
+    lock = threading.Lock()
+    queue = list(enumerate(batches))
+    done = [0]
+
+    def client() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                _, body = queue.pop(0)
+            status, answer, _ = request(
+                port,
+                "POST",
+                "/api/v1/usage-events/",
+                key=key,
+                body=body,
+                content_type="application/cloudevents-batch+json",
+            )
+            with lock:
+                if status != 200:
+                    totals["errors"] += 1
+                    print(f"  HTTP {status}: {answer[:300]!r}")
+                else:
+                    result = orjson.loads(answer)
+                    for name in ("accepted", "duplicates", "rejected"):
+                        totals[name] += result[name]
+                done[0] += 1
+                if done[0] % 10 == 0 or done[0] == len(batches):
+                    print(f"  {label}: {done[0]}/{len(batches)} batches", flush=True)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return totals, time.perf_counter() - started
+
+
+def raw_copy(database_url: str, provider_id: Any, batches: list[bytes]) -> float:
+    """The same rows with a bare COPY into the same table (then deleted); returns rows per second."""
+    rows = [event for body in batches for event in orjson.loads(body)]
+    now = datetime.now(UTC)
+    with psycopg.connect(database_url) as connection, connection.cursor() as cursor:
+        started = time.perf_counter()
+        with cursor.copy(
+            "COPY billing_usageevent (source, event_id, type, lease_id, provider_id, time, quantity, cards, data,"
+            " received_at) FROM STDIN"
+        ) as copy:
+            for event in rows:
+                copy.write_row(
+                    (
+                        event["source"], event["id"] + "-copy", event["type"], uuid.UUID(event["subject"]),
+                        provider_id, event["time"], event["data"]["quantity"], event["data"]["cards"],
+                        orjson.dumps(event["data"]).decode(), now,
+                    )
+                )  # fmt: skip
+        connection.commit()
+        elapsed = time.perf_counter() - started
+        cursor.execute("DELETE FROM billing_usageevent WHERE event_id LIKE %s", ["%-copy"])
+        connection.commit()
+    return len(rows) / elapsed
+
+
+def staged_copy(database_url: str, provider_id: Any, batches: list[bytes]) -> float:
+    """The service's own SQL without Python: COPY into a staging table, then one
+    INSERT of keys ON CONFLICT DO NOTHING and of the events (then deleted); rows per second."""
+    rows = [event for body in batches for event in orjson.loads(body)]
+    batch = uuid.uuid4()
+    with psycopg.connect(database_url) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE stage (source text, event_id text, digest text, type text, lease_id uuid,"
+            " time timestamptz, quantity numeric, cards integer, data jsonb)"
+        )
+        started = time.perf_counter()
+        with cursor.copy("COPY stage FROM STDIN") as copy:
+            for event in rows:
+                copy.write_row(
+                    (
+                        event["source"], event["id"] + "-staged", "0" * 64, event["type"],
+                        uuid.UUID(event["subject"]), event["time"], event["data"]["quantity"],
+                        event["data"]["cards"], orjson.dumps(event["data"]).decode(),
+                    )
+                )  # fmt: skip
+        cursor.execute(
+            "WITH new_keys AS (INSERT INTO billing_usageeventkey (source, event_id, digest, time, batch)"
+            " SELECT source, event_id, digest, time, %s FROM stage ON CONFLICT (source, event_id) DO NOTHING"
+            " RETURNING source, event_id)"
+            " INSERT INTO billing_usageevent (source, event_id, type, lease_id, provider_id, time, quantity, cards,"
+            " data, received_at) SELECT s.source, s.event_id, s.type, s.lease_id, %s, s.time, s.quantity, s.cards,"
+            " s.data, now() FROM stage s JOIN new_keys USING (source, event_id)",
+            [batch, provider_id],
+        )
+        connection.commit()
+        elapsed = time.perf_counter() - started
+        cursor.execute("DELETE FROM billing_usageevent WHERE event_id LIKE %s", ["%-staged"])
+        cursor.execute("DELETE FROM billing_usageeventkey WHERE batch = %s", [batch])
+        connection.commit()
+    return len(rows) / elapsed
+
+
+def count_rows(database_url: str) -> int:
+    with psycopg.connect(database_url) as connection:
+        return connection.execute("SELECT count(*) FROM billing_usageevent").fetchone()[0]  # type: ignore[index]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=5_000)
+    parser.add_argument("--leases", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn sync workers (3).")
+    parser.add_argument("--clients", type=int, default=3, help="Concurrent clients (3).")
+    parser.add_argument("--database", default="compute_grid_bench_ingest")
+    args = parser.parse_args()
+
+    env = environment(args.database)
+    national_database(env, database=args.database)
+    os.environ.update(env)
+    provider_id, key, lease_ids, started = make_leases(args.leases)
+    batches = make_batches(lease_ids, started, args.events, args.batch, tag="")
+    events = sum(len(orjson.loads(body)) for body in batches)
+    print(f"==> {events:,} events in {len(batches)} batches of {args.batch:,} over {len(lease_ids)} leases")
+    print_machine(env["DATABASE_URL"])
+
+    port = free_port()
+    print(f"==> gunicorn on 127.0.0.1:{port}, {args.workers} sync workers, {args.clients} clients", flush=True)
+    start_server(env, port, workers=args.workers)
+    try:
+        warmup = make_batches(lease_ids[:10], started + timedelta(hours=22), 500, 500, tag="-warmup")
+        post_all(port, key, warmup, 1, "warm-up")
+        first, elapsed = post_all(port, key, batches, args.clients, "ingest")
+        rows_after_first = count_rows(env["DATABASE_URL"])
+        replay, replay_elapsed = post_all(port, key, batches, args.clients, "replay")
+        rows_after_replay = count_rows(env["DATABASE_URL"])
+    finally:
+        stop_server()
+    print("==> raw COPY of the same rows into the same table", flush=True)
+    copy_rate = raw_copy(env["DATABASE_URL"], provider_id, batches)
+    print("==> staged COPY + INSERT ... ON CONFLICT of the same rows (the dedupe path, no Python)", flush=True)
+    staged_rate = staged_copy(env["DATABASE_URL"], provider_id, batches)
+
+    rate = first["accepted"] / elapsed
+    print(f"\n{'':34}{'events':>10}{'seconds':>10}{'events/s':>12}")
+    table = [
+        ("HTTP ingest (gunicorn)", first["accepted"], elapsed),
+        ("HTTP replay (all duplicates)", replay["duplicates"], replay_elapsed),
+        ("raw psycopg COPY", events, events / copy_rate),
+        ("staged COPY + ON CONFLICT (SQL)", events, events / staged_rate),
+    ]
+    for label, count, seconds in table:
+        print(f"{label:34}{count:>10,}{seconds:>10.2f}{count / seconds:>12,.0f}")
+    print(f"\nratio HTTP ingest / raw COPY: {rate / copy_rate:.2f}")
+    print(f"ratio HTTP ingest / staged COPY + ON CONFLICT: {rate / staged_rate:.2f}")
+    checks = [
+        (f"every event accepted once ({first['accepted']:,}/{events:,})", first["accepted"] == events),
+        (f"{rate:,.0f} events/s >= {TARGET_RATE:,}", rate >= TARGET_RATE),
+        (f"ratio {rate / copy_rate:.2f} >= {TARGET_RATIO}", rate / copy_rate >= TARGET_RATIO),
+        (f"replay adds zero rows ({rows_after_replay - rows_after_first})", rows_after_replay == rows_after_first),
+        ("no HTTP errors", first["errors"] == replay["errors"] == 0),
+    ]  # fmt: skip
+    for text, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
