@@ -46,7 +46,7 @@ REASONS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PoolSnapshot:
     id: Any
     provider_id: Any
@@ -55,13 +55,14 @@ class PoolSnapshot:
     gpu_model: str
     memory_gb: int
     power_watts: int
-    free_cards: int
     green_share: float
     pue: float
-    stale: bool
     hour_prices: Sequence[float]  # price per card-hour, by local hour 0..23
     tariff_kwh: Sequence[float]  # the hub's electricity price, yuan per kWh, by local hour
     latency_ms: Mapping[str, int]
+    # What changes from one placement to the next comes last.
+    free_cards: int
+    stale: bool
     reliability: float = 1.0
 
 

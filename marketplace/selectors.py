@@ -1,8 +1,11 @@
 """Reads of the marketplace: offers, the dispatcher's snapshot, orders and leases."""
 
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import connection
 from django.db.models import Count, DecimalField, IntegerField, JSONField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.fields.json import KT, KeyTextTransform
 from django.db.models.functions import Cast
@@ -64,53 +67,96 @@ def provider_reliability(*, since: datetime) -> dict[Any, float]:
     return {row["provider_id"]: 1 - row["failed"] / row["total"] for row in rows if row["total"]}
 
 
-def pool_snapshots(*, now: datetime) -> list[PoolSnapshot]:
-    """Every active pool as the dispatcher sees it at ``now``, in three queries."""
-    hubs = {hub.code: (hub.region, _hourly_kwh_prices(hub.tariff), hub.latency_ms) for hub in Hub.objects.all()}
-    reliability = provider_reliability(since=now - RELIABILITY_WINDOW)
-    plan_in_force = PricePlan.objects.filter(pool=OuterRef("pk"), effective_from__lte=now).order_by("-effective_from")
-    rows = (
-        ResourcePool.objects.filter(status=ResourcePool.Status.ACTIVE)
-        .annotate(hour_prices_now=Subquery(plan_in_force.values("hour_prices")[:1], output_field=JSONField()))
-        .filter(hour_prices_now__isnull=False)
-        .values_list(
-            "id",
-            "provider_id",
-            "hub_id",
-            "gpu_model_id",
-            "gpu_model__memory_gb",
-            "gpu_model__power_watts",
-            "free_cards",
-            "green_share",
-            "pue",
-            "last_heartbeat_at",
-            "hour_prices_now",
-        )
-        .order_by("id")
+class _Memo:
+    """A value recomputed at most every ``seconds`` in this process."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.value, self.expires = seconds, None, 0.0
+
+    def get(self, compute: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        if now >= self.expires:
+            self.value, self.expires = compute(), now + self.seconds
+        return self.value
+
+
+# Hubs are reference data and reliability moves over weeks: both may be a minute old.
+_hubs = _Memo(60)
+_reliability = _Memo(60)
+# What does not change while a pool keeps its price version, PUE and green share,
+# as the leading arguments of a PoolSnapshot, by (pool, price plan, PUE, green
+# share). The other fields of a pool never change.
+_static_snapshots: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+MAX_STATIC_SNAPSHOTS = 20_000
+
+
+def _hub_facts() -> dict[str, tuple[str, tuple[float, ...], dict[str, int]]]:
+    return {hub.code: (hub.region, _hourly_kwh_prices(hub.tariff), hub.latency_ms) for hub in Hub.objects.all()}
+
+
+def _load_static(keys: list[tuple[Any, ...]]) -> None:
+    """The unchanging parts of these (pool, plan, PUE, green share) snapshots, in two queries."""
+    if len(_static_snapshots) + len(keys) > MAX_STATIC_SNAPSHOTS:
+        _static_snapshots.clear()
+    hubs = _hubs.get(_hub_facts)
+    plans = dict(PricePlan.objects.filter(pk__in=[key[1] for key in keys]).values_list("pk", "hour_prices"))
+    pools = ResourcePool.objects.filter(pk__in=[key[0] for key in keys]).values_list(
+        "id", "provider_id", "hub_id", "gpu_model_id", "gpu_model__memory_gb", "gpu_model__power_watts"
     )
-    fresh = fresh_after(now)
-    snapshots = []
-    for pool_id, provider_id, hub, gpu, memory, watts, free, green, pue, heartbeat, prices in rows:
+    facts = {row[0]: row for row in pools}
+    for key in keys:
+        pool_id, plan_id, pue, green = key
+        _, provider_id, hub, gpu, memory, watts = facts[pool_id]
         region, tariff, latency = hubs[hub]
-        snapshots.append(
-            PoolSnapshot(
-                id=pool_id,
-                provider_id=provider_id,
-                hub=hub,
-                region=region,
-                gpu_model=gpu,
-                memory_gb=memory,
-                power_watts=watts,
-                free_cards=free,
-                green_share=float(green),
-                pue=float(pue),
-                stale=heartbeat is None or heartbeat < fresh,
-                hour_prices=tuple(float(price) for price in prices),
-                tariff_kwh=tariff,
-                latency_ms=latency,
-                reliability=reliability.get(provider_id, 1.0),
-            )
+        prices = tuple(float(price) for price in plans[plan_id])
+        _static_snapshots[key] = (
+            pool_id,
+            provider_id,
+            hub,
+            region,
+            gpu,
+            memory,
+            watts,
+            green,
+            pue,
+            prices,
+            tariff,
+            latency,
         )
+
+
+_SNAPSHOT_SQL = """
+SELECT p.id, (
+        SELECT pp.id FROM pools_priceplan pp
+        WHERE pp.pool_id = p.id AND pp.effective_from <= %(now)s
+        ORDER BY pp.effective_from DESC LIMIT 1
+    ) AS plan_id,
+    p.pue::float8, p.green_share::float8, p.free_cards, p.last_heartbeat_at < %(fresh)s OR p.last_heartbeat_at IS NULL
+FROM pools_resourcepool p
+WHERE p.status = 'active'
+ORDER BY p.id
+"""
+
+
+def pool_snapshots(*, now: datetime) -> list[PoolSnapshot]:
+    """Every active pool as the dispatcher sees it at ``now``.
+
+    Free cards, heartbeats, the price version in force, PUE and green share are
+    read fresh in one query; the rest of each snapshot is kept in this process,
+    keyed by those, so a change to any of them is seen at once. This runs for
+    every quote and order, so it reads plain rows and builds no model objects.
+    """
+    reliability = _reliability.get(lambda: provider_reliability(since=now - RELIABILITY_WINDOW))
+    with connection.cursor() as cursor:
+        cursor.execute(_SNAPSHOT_SQL, {"now": now, "fresh": fresh_after(now)})
+        rows = [row for row in cursor.fetchall() if row[1] is not None]
+    missing = [row[:4] for row in rows if row[:4] not in _static_snapshots]
+    if missing:
+        _load_static(missing)
+    snapshots = []
+    for pool_id, plan_id, pue, green, free, stale in rows:
+        static = _static_snapshots[(pool_id, plan_id, pue, green)]
+        snapshots.append(PoolSnapshot(*static, free, stale, reliability.get(static[1], 1.0)))  # type: ignore[call-arg]  # static: the 12 leading fields
     return snapshots
 
 

@@ -73,17 +73,18 @@ def _no_capacity(result: DispatchResult, requirements: Requirements) -> RuleViol
     )
 
 
-def _reserve(placement: Placement) -> bool:
-    """Take the placement's cards under the pools' locks; False if another order got them first."""
+def _reserve(placement: Placement) -> dict[Any, Any] | None:
+    """Take the placement's cards under the pools' locks. Returns each pool's provider,
+    or None if another order got the cards first."""
     wanted = {allocation.pool_id: allocation.cards for allocation in placement.allocations}
     locked = pools_lock(wanted)
     if len(locked) != len(wanted) or any(
         pool.status != ResourcePool.Status.ACTIVE or pool.free_cards < wanted[pool.pk] for pool in locked
     ):
-        return False
+        return None
     for pool in locked:
         ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=pool.reserved_cards + wanted[pool.pk])
-    return True
+    return {pool.pk: pool.provider_id for pool in locked}
 
 
 @transaction.atomic
@@ -95,18 +96,14 @@ def order_place(*, buyer: Organization, requirements: Requirements, now: datetim
     result = quote(requirements=requirements, now=now)
     for placement in result.placements:
         with transaction.atomic():
-            if not _reserve(placement):
+            providers = _reserve(placement)
+            if providers is None:
                 continue
             order = Order.objects.create(
                 buyer=buyer,
                 estimated_cost=Decimal(str(placement.estimated_cost)).quantize(ESTIMATE_PLACES),
                 warnings=result.warnings,
                 **_requirements_fields(requirements),
-            )
-            providers = dict(
-                ResourcePool.objects.filter(pk__in=[a.pool_id for a in placement.allocations]).values_list(
-                    "pk", "provider_id"
-                )
             )
             Lease.objects.bulk_create(
                 [
