@@ -1,18 +1,31 @@
+from typing import Any
+
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework.generics import ListAPIView
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.cloudevents import BATCH, MAX_BYTES, STRUCTURED, events_from_request, too_large_message
-from billing.selectors import usage_series
+from billing.models import Invoice, ProviderStatement
+from billing.selectors import invoice_list, invoice_view, statement_list, usage_series
 from billing.serializers import (
+    BankTransferSerializer,
     CloudEventSerializer,
     IngestResultSerializer,
+    InvoicePaySerializer,
+    InvoiceSerializer,
+    InvoiceVoidSerializer,
+    StatementSerializer,
     UsageQuerySerializer,
     UsageRowSerializer,
 )
+from billing.services import invoices, payments
 from billing.services.usage import usage_events_ingest
-from core.exceptions import PayloadTooLarge
+from core.exceptions import NotFoundError, PayloadTooLarge
+from core.idempotency import idempotent
 from organizations.models import Organization
 from organizations.permissions import IsProvider, KeyRoleAllows, allow_kinds, organization_of
 
@@ -77,3 +90,113 @@ class UsageApi(APIView):
         query.is_valid(raise_exception=True)
         rows = usage_series(organization=organization_of(request), **query.validated_data)
         return Response(UsageRowSerializer(rows, many=True).data)
+
+
+IsBuyerOrOperator = allow_kinds(Organization.Kind.BUYER, Organization.Kind.OPERATOR)
+IsProviderOrOperator = allow_kinds(Organization.Kind.PROVIDER, Organization.Kind.OPERATOR)
+
+
+def _invoice_for(request: Request, invoice_id: Any) -> Invoice:
+    invoice = invoice_list(organization=organization_of(request)).filter(pk=invoice_id).first()
+    if invoice is None:
+        raise NotFoundError("No such invoice.")
+    return invoice
+
+
+def _invoice_data(invoice: Invoice) -> dict[str, Any]:
+    return InvoiceSerializer(invoice_view(invoice)).data
+
+
+class InvoiceListApi(ListAPIView):
+    """Buyers: their invoices, the current month's draft growing with usage. Operators: all."""
+
+    serializer_class = InvoiceSerializer
+    permission_classes = [KeyRoleAllows, IsBuyerOrOperator]
+    filterset_fields = ["status"]
+
+    def get_queryset(self) -> QuerySet[Invoice]:
+        if getattr(self, "swagger_fake_view", False):
+            return Invoice.objects.none()
+        return invoice_list(organization=organization_of(self.request)).prefetch_related("lines")
+
+    def get_serializer(self, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            args = ([invoice_view(invoice) for invoice in args[0]], *args[1:])
+        return super().get_serializer(*args, **kwargs)
+
+
+class InvoiceDetailApi(APIView):
+    permission_classes = [KeyRoleAllows, IsBuyerOrOperator]
+
+    @extend_schema(responses=InvoiceSerializer)
+    def get(self, request: Request, invoice_id: Any) -> Response:
+        return Response(_invoice_data(_invoice_for(request, invoice_id)))
+
+
+class InvoicePayApi(APIView):
+    """Buyer: collect what the invoice owes through Stripe now (optionally saving a new card first)."""
+
+    permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.BUYER)]
+
+    @extend_schema(request=InvoicePaySerializer, responses=InvoiceSerializer, summary="Pay an invoice")
+    @idempotent
+    def post(self, request: Request, invoice_id: Any) -> Response:
+        invoice = _invoice_for(request, invoice_id)
+        body = InvoicePaySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        payments.invoice_pay(invoice=invoice, payment_method=body.validated_data.get("payment_method"))
+        return Response(_invoice_data(_invoice_for(request, invoice_id)))
+
+
+class InvoiceVoidApi(APIView):
+    """Operator: void a finalized or paid invoice; everything it moved is reversed and refunded."""
+
+    permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.OPERATOR)]
+
+    @extend_schema(request=InvoiceVoidSerializer, responses=InvoiceSerializer, summary="Void an invoice")
+    def post(self, request: Request, invoice_id: Any) -> Response:
+        body = InvoiceVoidSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        invoice = _invoice_for(request, invoice_id)
+        invoices.invoice_void(invoice_id=invoice.pk, by=str(request.user), reason=body.validated_data["reason"])
+        return Response(_invoice_data(_invoice_for(request, invoice_id)))
+
+
+class InvoiceBankTransferApi(APIView):
+    """Operator: record a bank transfer received for an invoice."""
+
+    permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.OPERATOR)]
+
+    @extend_schema(request=BankTransferSerializer, responses=InvoiceSerializer, summary="Record a bank transfer")
+    @idempotent
+    def post(self, request: Request, invoice_id: Any) -> Response:
+        body = BankTransferSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        invoice = _invoice_for(request, invoice_id)
+        payments.bank_transfer_record(invoice=invoice, amount=body.validated_data["amount"], by=str(request.user))
+        return Response(_invoice_data(_invoice_for(request, invoice_id)))
+
+
+class StatementListApi(ListAPIView):
+    """Providers: gross usage, the platform's commission and net payable, per period."""
+
+    serializer_class = StatementSerializer
+    permission_classes = [KeyRoleAllows, IsProviderOrOperator]
+
+    def get_queryset(self) -> QuerySet[ProviderStatement]:
+        if getattr(self, "swagger_fake_view", False):
+            return ProviderStatement.objects.none()
+        return statement_list(organization=organization_of(self.request))
+
+
+class StripeWebhookApi(APIView):
+    """Stripe's events, signature checked; each event id is processed once."""
+
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=None, responses={200: None}, summary="Stripe webhook")
+    def post(self, request: Request) -> Response:
+        record = payments.webhook_receive(payload=request.body, signature=request.headers.get("Stripe-Signature"))
+        payments.webhook_process(event_id=record.pk)
+        return Response({"received": True})

@@ -1,12 +1,13 @@
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import F, Sum
+from django.db.models import F, QuerySet, Sum
 from django.db.models.functions import TruncDay
 
-from billing.models import UsageRollup
+from billing.models import Invoice, ProviderStatement, UsageRollup
 from organizations.models import Organization
 
 
@@ -51,3 +52,46 @@ def usage_series(
         }
         for row in rows.order_by("period_start", "lease_id", "metric", "model")
     ]
+
+
+def invoice_list(*, organization: Organization) -> QuerySet[Invoice]:
+    invoices = Invoice.objects.select_related("buyer")
+    if organization.kind == Organization.Kind.OPERATOR:
+        return invoices
+    return invoices.filter(buyer=organization)
+
+
+def statement_list(*, organization: Organization) -> QuerySet[ProviderStatement]:
+    statements = ProviderStatement.objects.all()
+    if organization.kind == Organization.Kind.OPERATOR:
+        return statements
+    return statements.filter(provider=organization)
+
+
+def invoice_view(invoice: Invoice) -> Invoice:
+    """The invoice as shown: a draft gets its lines and totals rated live from the usage so far."""
+    if invoice.status != Invoice.Status.DRAFT:
+        invoice.shown_lines = list(invoice.lines.all())  # type: ignore[attr-defined]
+        return invoice
+    from billing.services.invoices import draft_lines
+
+    rated = draft_lines(invoice)
+    invoice.shown_lines = [  # type: ignore[attr-defined]
+        SimpleNamespace(
+            id=None,
+            kind=line.kind,
+            lease_id=line.lease_id,
+            pool_id=line.pool_id,
+            metric=line.metric,
+            model=line.model,
+            band=line.band,
+            unit=line.unit,
+            quantity=line.quantity,
+            rate=line.rate,
+            amount=line.amount,
+            voucher_amount=0,
+        )
+        for line in rated
+    ]
+    invoice.subtotal = invoice.amount_due = sum(line.amount for line in rated)
+    return invoice

@@ -1,11 +1,12 @@
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
 from rest_framework import serializers
 
 from billing.models import UsageMetric
-from core.serializers import StrictSerializer
+from core.serializers import CurrencyField, MoneyField, StrictSerializer
 
 MAX_USAGE_RANGE = {"hour": timedelta(days=31), "day": timedelta(days=366)}
 
@@ -78,3 +79,65 @@ class CloudEventSerializer(serializers.Serializer):
     subject = serializers.UUIDField(help_text="The lease id.")
     time = serializers.DateTimeField(help_text="When the usage happened.")
     data = CloudEventDataSerializer()  # type: ignore[assignment]  # a field, not Serializer.data
+
+
+class InvoiceLineSerializer(serializers.Serializer):
+    id = serializers.UUIDField(allow_null=True, help_text="Null on a draft: its lines are rated live.")
+    kind = serializers.CharField()
+    lease = serializers.UUIDField(source="lease_id")
+    pool = serializers.UUIDField(source="pool_id")
+    metric = serializers.CharField()
+    model = serializers.CharField()
+    band = serializers.CharField()
+    unit = serializers.CharField()
+    quantity = serializers.DecimalField(max_digits=24, decimal_places=10)
+    rate = serializers.DecimalField(max_digits=22, decimal_places=10)
+    amount = MoneyField()
+    voucher_amount = MoneyField()
+
+
+class InvoiceSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    number = serializers.CharField(allow_null=True)
+    buyer = serializers.CharField(source="buyer.slug")
+    period_start = serializers.DateTimeField()
+    period_end = serializers.DateTimeField()
+    status = serializers.CharField()
+    collection_method = serializers.CharField()
+    currency = serializers.CharField()
+    subtotal = MoneyField()
+    voucher_credit = MoneyField()
+    bank_credit = MoneyField()
+    amount_due = MoneyField()
+    amount_paid = MoneyField()
+    payment_attempts = serializers.IntegerField()
+    next_payment_attempt_at = serializers.DateTimeField(allow_null=True)
+    finalized_at = serializers.DateTimeField(allow_null=True)
+    paid_at = serializers.DateTimeField(allow_null=True)
+    voided_at = serializers.DateTimeField(allow_null=True)
+    lines = InvoiceLineSerializer(many=True, source="shown_lines")
+
+
+class InvoicePaySerializer(StrictSerializer):
+    payment_method = serializers.CharField(
+        max_length=100, required=False, help_text="A Stripe PaymentMethod id to save as the card on file first."
+    )
+
+
+class InvoiceVoidSerializer(StrictSerializer):
+    reason = serializers.CharField(max_length=300, required=False, default="", allow_blank=True)
+
+
+class BankTransferSerializer(StrictSerializer):
+    amount = MoneyField(min_value=Decimal("0.01"))
+    currency = CurrencyField()
+
+
+class StatementSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    period_start = serializers.DateTimeField()
+    period_end = serializers.DateTimeField()
+    currency = serializers.CharField()
+    gross = MoneyField()
+    commission = MoneyField()
+    net = MoneyField(help_text="Net payable to the provider.")

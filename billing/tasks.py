@@ -7,6 +7,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from billing.partitions import usage_partitions_ensure as _ensure_partitions
+from billing.services import invoices, payments
 from billing.services.usage import usage_rollup_buckets
 
 
@@ -20,3 +21,42 @@ def usage_rollup(buckets: list[list[str]]) -> int:
 def usage_partitions_ensure() -> list[str]:
     """Create the coming months' partitions of the raw usage events (daily, queue: ingest)."""
     return _ensure_partitions(around=timezone.now().date())
+
+
+@shared_task(name="billing.tasks.invoices_finalize_due")
+def invoices_finalize_due() -> int:
+    """Finalize the invoices of closed periods (beat, queue: settle): one task per invoice."""
+    invoice_ids = invoices.invoices_due_for_finalizing(now=timezone.now())
+    for invoice_id in invoice_ids:
+        invoice_finalize.delay(str(invoice_id))
+    return len(invoice_ids)
+
+
+@shared_task(name="billing.tasks.invoice_finalize")
+def invoice_finalize(invoice_id: str) -> str:
+    return invoices.invoice_finalize(invoice_id=invoice_id).status
+
+
+@shared_task(name="billing.tasks.payments_collect_due")
+def payments_collect_due() -> int:
+    """Collect finalized invoices whose (next) payment attempt is due (beat, queue: payments)."""
+    invoice_ids = payments.payments_due(now=timezone.now())
+    for invoice_id in invoice_ids:
+        payment_collect.delay(str(invoice_id))
+    return len(invoice_ids)
+
+
+@shared_task(name="billing.tasks.payment_collect")
+def payment_collect(invoice_id: str) -> str | None:
+    attempt = payments.invoice_collect(invoice_id=invoice_id)
+    return attempt.status if attempt else None
+
+
+@shared_task(name="billing.tasks.payment_refund")
+def payment_refund(invoice_id: str) -> int:
+    return payments.invoice_refund(invoice_id=invoice_id)
+
+
+@shared_task(name="billing.tasks.payment_webhook_process")
+def payment_webhook_process(event_id: str) -> str:
+    return payments.webhook_process(event_id=event_id).status

@@ -5,4 +5,13 @@ from billing import apis
 urlpatterns = [
     path("usage-events/", apis.UsageEventsApi.as_view(), name="usage-events"),
     path("usage/", apis.UsageApi.as_view(), name="usage"),
+    path("invoices/", apis.InvoiceListApi.as_view(), name="invoice-list"),
+    path("invoices/<uuid:invoice_id>/", apis.InvoiceDetailApi.as_view(), name="invoice-detail"),
+    path("invoices/<uuid:invoice_id>/pay/", apis.InvoicePayApi.as_view(), name="invoice-pay"),
+    path("invoices/<uuid:invoice_id>/void/", apis.InvoiceVoidApi.as_view(), name="invoice-void"),
+    path(
+        "invoices/<uuid:invoice_id>/bank-transfer/", apis.InvoiceBankTransferApi.as_view(), name="invoice-bank-transfer"
+    ),
+    path("statements/", apis.StatementListApi.as_view(), name="statement-list"),
+    path("webhooks/stripe/", apis.StripeWebhookApi.as_view(), name="stripe-webhook"),
 ]

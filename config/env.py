@@ -95,6 +95,16 @@ def env_list(name: str, default: list[str], *, environ: Mapping[str, str] | None
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_int_list(name: str, default: list[int], *, environ: Mapping[str, str] | None = None) -> list[int]:
+    value = _raw(name, environ)
+    if value is None:
+        return default
+    try:
+        return [int(item) for item in value.split(",") if item.strip()]
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a comma-separated list of integers.") from None
+
+
 def env_choice(name: str, default: str, choices: set[str], *, environ: Mapping[str, str] | None = None) -> str:
     value = _raw(name, environ)
     if value is None:

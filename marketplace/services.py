@@ -93,6 +93,8 @@ def order_place(*, buyer: Organization, requirements: Requirements, now: datetim
     its order and leases, in one transaction. A placement lost to a concurrent order
     is skipped for the next one in rank."""
     now = now or timezone.now()
+    if buyer.orders_blocked_reason:
+        raise RuleViolation(buyer.orders_blocked_reason, code="orders_blocked")
     result = quote(requirements=requirements, now=now)
     for placement in result.placements:
         with transaction.atomic():

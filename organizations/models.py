@@ -30,6 +30,9 @@ class Organization(models.Model):
         help_text="The group this company belongs to, for related-party checks.",
     )
     is_active = models.BooleanField(default=True)
+    orders_blocked_reason = models.CharField(
+        max_length=200, blank=True, help_text="Set while new orders are refused, e.g. an uncollectible invoice."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -5,6 +5,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -88,6 +89,57 @@ def buyer_client(buyer: Organization, make_client: Callable[..., APIClient]) -> 
 @pytest.fixture
 def other_buyer_client(other_buyer: Organization, make_client: Callable[..., APIClient]) -> APIClient:
     return make_client(other_buyer)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def localstripe_url() -> Iterator[str]:
+    """A real localstripe server (a stateful fake Stripe) on loopback, for the whole session."""
+    import urllib.request
+
+    port = _free_port()
+    log = REPO / "var" / "localstripe.log"
+    log.parent.mkdir(exist_ok=True)
+    executable = Path(sys.executable).with_name("localstripe")
+    with log.open("wb") as log_file:
+        process = subprocess.Popen([str(executable), "--port", str(port)], stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/v1/customers", timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break  # it answers (401 without a key)
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"localstripe did not start:\n{log.read_text()[-2000:]}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def stripe(localstripe_url: str, settings: Any) -> Iterator[str]:
+    """Point the service at localstripe, emptied for this test."""
+    import urllib.request
+
+    request = urllib.request.Request(f"{localstripe_url}/_config/data", method="DELETE")
+    urllib.request.urlopen(request, timeout=5)
+    settings.STRIPE_API_BASE = localstripe_url
+    os.environ["STRIPE_API_BASE"] = localstripe_url  # for worker processes started by this test
+    try:
+        yield localstripe_url
+    finally:
+        os.environ.pop("STRIPE_API_BASE", None)
 
 
 @pytest.fixture

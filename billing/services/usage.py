@@ -11,6 +11,7 @@ goes over a lease's hourly limit. Rollups are rebuilt per (lease, hour) bucket
 by a Celery task after commit.
 """
 
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +28,10 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from billing.cloudevents import GPU_SECONDS, Event, Rejected, parse_event
-from billing.models import UsageEvent, UsageMetric, UsageRollup
+from billing.models import Invoice, UsageEvent, UsageMetric, UsageRollup
+from billing.periods import month_of
 from marketplace.models import Lease
+from pools.models import PricePlan
 
 FUTURE_LIMIT = timedelta(minutes=5)
 SECONDS_PER_HOUR = 3600
@@ -310,6 +313,24 @@ def _delete(events: list[Event]) -> None:
 # --- rollups -----------------------------------------------------------------
 
 
+def plans_by_pool(*, pool_ids: Iterable[Any], until: datetime) -> dict[Any, list[tuple[datetime, Any]]]:
+    """Each pool's price versions as (effective from, id), oldest first."""
+    plans: dict[Any, list[tuple[datetime, Any]]] = defaultdict(list)
+    for pool_id, effective_from, plan_id in (
+        PricePlan.objects.filter(pool_id__in=pool_ids, effective_from__lt=until)
+        .order_by("pool_id", "effective_from")
+        .values_list("pool_id", "effective_from", "pk")
+    ):
+        plans[pool_id].append((effective_from, plan_id))
+    return plans
+
+
+def plan_in_force(versions: list[tuple[datetime, Any]], at: datetime) -> Any:
+    """The id of the version in force at ``at``: usage is rated with the price of its hour."""
+    index = bisect_right(versions, at, key=lambda version: version[0])
+    return versions[index - 1][1] if index else None
+
+
 def usage_rollup_buckets(*, buckets: Iterable[Bucket]) -> int:
     """Recompute the rollup rows of these (lease, hour) buckets from the raw events.
 
@@ -326,6 +347,7 @@ def usage_rollup_buckets(*, buckets: Iterable[Bucket]) -> int:
         )
     }
     hours = sorted(hour for _, hour in wanted)
+    plans = plans_by_pool(pool_ids={row[1] for row in leases.values()}, until=hours[-1] + timedelta(hours=1))
     sums = (
         UsageEvent.objects.filter(lease_id__in=leases, time__gte=hours[0], time__lt=hours[-1] + timedelta(hours=1))
         .annotate(bucket=TruncHour("time", tzinfo=UTC))
@@ -337,7 +359,13 @@ def usage_rollup_buckets(*, buckets: Iterable[Bucket]) -> int:
         if (lease_id, bucket) not in wanted:
             continue
         _, pool_id, buyer_id, provider_id = leases[lease_id]
-        common = {"lease_id": lease_id, "pool_id": pool_id, "buyer_id": buyer_id, "provider_id": provider_id}
+        common = {
+            "lease_id": lease_id,
+            "pool_id": pool_id,
+            "buyer_id": buyer_id,
+            "provider_id": provider_id,
+            "price_plan_id": plan_in_force(plans.get(pool_id, []), bucket),
+        }
         if event_type == GPU_SECONDS:
             metrics = [(UsageMetric.GPU_SECONDS, "", seconds)]
         else:
@@ -347,11 +375,15 @@ def usage_rollup_buckets(*, buckets: Iterable[Bucket]) -> int:
             for metric, name, quantity in metrics
         )
     with transaction.atomic():
+        for buyer_id, month_start in sorted({(row.buyer_id, month_of(row.hour)) for row in rows}, key=str):
+            Invoice.objects.get_or_create(  # the buyer's draft for the month: it grows with this usage
+                buyer_id=buyer_id, period_start=month_start[0], defaults={"period_end": month_start[1]}
+            )
         UsageRollup.objects.bulk_create(
             rows,
             update_conflicts=True,
             unique_fields=["lease", "metric", "model", "hour"],
-            update_fields=["quantity", "events", "updated_at"],
+            update_fields=["quantity", "events", "price_plan", "updated_at"],
             batch_size=2000,
         )
     return len(rows)

@@ -15,6 +15,7 @@ from config.env import (
     env_database,
     env_decimal,
     env_int,
+    env_int_list,
     env_list,
     env_redis_url,
     env_str,
@@ -198,9 +199,10 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "billing.tasks.usage_*": {"queue": "ingest"},
     "marketplace.tasks.*": {"queue": "default"},
-    "billing.tasks.settle_*": {"queue": "settle"},
     "billing.tasks.invoice_*": {"queue": "settle"},
+    "billing.tasks.invoices_*": {"queue": "settle"},
     "billing.tasks.payment_*": {"queue": "payments"},
+    "billing.tasks.payments_*": {"queue": "payments"},
     "billing.tasks.bank_*": {"queue": "payments"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
@@ -274,3 +276,23 @@ CELERY_BEAT_SCHEDULE["usage-partitions-ensure"] = {
     "task": "billing.tasks.usage_partitions_ensure",
     "schedule": 24 * 3600.0,
 }
+
+# --- Billing ---------------------------------------------------------------
+
+# Late usage may still arrive this long after a month ends before its invoices are finalized.
+BILLING_FINALIZE_GRACE_HOURS = env_int("BILLING_FINALIZE_GRACE_HOURS", 72, min_value=0)
+# Failed payments are retried this many days after the first failure, then the invoice is uncollectible.
+BILLING_DUNNING_DAYS = env_int_list("BILLING_DUNNING_DAYS", [1, 3, 7])
+STRIPE_API_KEY = env_str("STRIPE_API_KEY", "sk_test_compute_grid_local")
+# Empty: Stripe itself. Tests and the local demo point it at localstripe, e.g. http://127.0.0.1:8420
+STRIPE_API_BASE = env_str("STRIPE_API_BASE", "")
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "whsec_compute_grid_local")
+# How old a webhook's signature timestamp may be, against replays.
+STRIPE_WEBHOOK_TOLERANCE_SECONDS = env_int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300, min_value=1)
+# Confirm charges as off-session (merchant-initiated). localstripe does not know the parameter on confirm.
+STRIPE_CONFIRM_OFF_SESSION = env_bool("STRIPE_CONFIRM_OFF_SESSION", True)
+# Payment method types offered besides cards, e.g. alipay,wechat_pay where the Stripe account has them.
+STRIPE_PAYMENT_METHOD_TYPES = env_list("STRIPE_PAYMENT_METHOD_TYPES", ["card"])
+
+CELERY_BEAT_SCHEDULE["invoices-finalize-due"] = {"task": "billing.tasks.invoices_finalize_due", "schedule": 3600.0}
+CELERY_BEAT_SCHEDULE["payments-collect-due"] = {"task": "billing.tasks.payments_collect_due", "schedule": 600.0}

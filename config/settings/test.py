@@ -6,6 +6,7 @@ os.environ.setdefault("SECRET_KEY", "test-secret-key")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/compute_grid")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
+os.environ.setdefault("STRIPE_CONFIRM_OFF_SESSION", "false")  # localstripe refuses it on confirm
 
 from config.settings.base import *  # noqa: F403
 

@@ -73,8 +73,14 @@ class UsageRollup(models.Model):
     metric = models.CharField(max_length=16, choices=UsageMetric.choices)
     model = models.CharField(max_length=100, blank=True, help_text="The token model; empty for card-seconds.")
     hour = models.DateTimeField(help_text="Start of the UTC hour.")
+    price_plan = models.ForeignKey(
+        "pools.PricePlan", null=True, on_delete=models.PROTECT, related_name="+", help_text="In force in that hour."
+    )
     quantity = models.DecimalField(max_digits=24, decimal_places=6)
     events = models.PositiveIntegerField()
+    billed_quantity = models.DecimalField(
+        max_digits=24, decimal_places=6, default=0, help_text="How much of it finalized invoices have billed."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

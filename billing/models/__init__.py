@@ -1,0 +1,21 @@
+from billing.models.invoices import Invoice, InvoiceLine, InvoiceSequence, ProviderStatement
+from billing.models.ledger import Account, JournalEntry, Leg
+from billing.models.payments import PaymentAttempt, StripeCustomer, StripeEvent
+from billing.models.usage import UsageEvent, UsageEventKey, UsageMetric, UsageRollup
+
+__all__ = [
+    "Account",
+    "Invoice",
+    "InvoiceLine",
+    "InvoiceSequence",
+    "JournalEntry",
+    "Leg",
+    "PaymentAttempt",
+    "ProviderStatement",
+    "StripeCustomer",
+    "StripeEvent",
+    "UsageEvent",
+    "UsageEventKey",
+    "UsageMetric",
+    "UsageRollup",
+]

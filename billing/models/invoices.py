@@ -1,0 +1,140 @@
+import uuid
+
+from django.db import models
+from django.db.models import F, Q
+
+
+class Invoice(models.Model):
+    """One per buyer per monthly period (Asia/Shanghai months, stored in UTC).
+
+    ``draft`` while the period is open: its lines are rated live from usage.
+    ``finalized`` after the period and its grace for late usage: lines are
+    stored, vouchers and credits applied, the ledger posted, a number given.
+    """
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        FINALIZED = "finalized", "Finalized"
+        PAID = "paid", "Paid"
+        VOID = "void", "Void"
+        UNCOLLECTIBLE = "uncollectible", "Uncollectible"
+
+    class CollectionMethod(models.TextChoices):
+        STRIPE = "stripe", "Card or wallet through Stripe"
+        BANK_TRANSFER = "bank_transfer", "Bank transfer"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    buyer = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="invoices")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    number = models.CharField(max_length=20, null=True, blank=True, unique=True)
+    currency = models.CharField(max_length=3, default="CNY")
+    collection_method = models.CharField(
+        max_length=16, choices=CollectionMethod.choices, default=CollectionMethod.STRIPE
+    )
+    subtotal = models.BigIntegerField(default=0)
+    voucher_credit = models.BigIntegerField(default=0)
+    bank_credit = models.BigIntegerField(default=0)
+    amount_due = models.BigIntegerField(default=0)
+    amount_paid = models.BigIntegerField(default=0)
+    payment_attempts = models.PositiveIntegerField(default=0)
+    next_payment_attempt_at = models.DateTimeField(null=True, blank=True)
+    finalized_at = models.DateTimeField(null=True, blank=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    voided_by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-period_start", "buyer_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["buyer", "period_start"], name="invoice_one_per_buyer_period"),
+            models.CheckConstraint(
+                condition=Q(amount_due=F("subtotal") - F("voucher_credit") - F("bank_credit")),
+                name="invoice_amount_due_is_the_rest",
+            ),
+            models.CheckConstraint(
+                condition=Q(voucher_credit__gte=0, bank_credit__gte=0, amount_due__gte=0, amount_paid__gte=0),
+                name="invoice_amounts_not_negative",
+            ),
+            models.CheckConstraint(condition=Q(amount_paid__lte=F("amount_due")), name="invoice_not_overpaid"),
+            models.CheckConstraint(
+                condition=Q(status="draft") | Q(number__isnull=False), name="invoice_finalized_has_number"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "next_payment_attempt_at"], name="invoice_collect_idx")]
+
+    def __str__(self) -> str:
+        return self.number or f"draft {self.buyer_id} {self.period_start:%Y-%m}"
+
+    @property
+    def reference(self) -> str:
+        """How the ledger refers to this invoice."""
+        return f"invoice:{self.pk}"
+
+
+class InvoiceLine(models.Model):
+    class Kind(models.TextChoices):
+        USAGE = "usage", "Usage"
+        ADJUSTMENT = "adjustment", "Late usage of an earlier period"
+
+    class Unit(models.TextChoices):
+        CARD_HOUR = "card_hour", "Card-hour"
+        MILLION_TOKENS = "million_tokens", "Million tokens"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="lines")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.USAGE)
+    lease = models.ForeignKey("marketplace.Lease", on_delete=models.PROTECT, related_name="invoice_lines")
+    pool = models.ForeignKey("pools.ResourcePool", on_delete=models.PROTECT, related_name="+")
+    provider = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="+")
+    price_plan = models.ForeignKey("pools.PricePlan", on_delete=models.PROTECT, related_name="+")
+    metric = models.CharField(max_length=16)
+    model = models.CharField(max_length=100, blank=True)
+    band = models.CharField(max_length=16, blank=True, help_text="Time-of-use band, for card-hours.")
+    unit = models.CharField(max_length=16, choices=Unit.choices)
+    quantity = models.DecimalField(max_digits=24, decimal_places=10)
+    rate = models.DecimalField(max_digits=22, decimal_places=10)
+    amount = models.BigIntegerField(help_text="quantity x rate, rounded once, in fen.")
+    voucher_amount = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["invoice", "kind", "lease_id", "metric", "model", "band"]
+
+    def __str__(self) -> str:
+        return f"{self.lease_id} {self.metric} {self.quantity} x {self.rate} = {self.amount}"
+
+
+class InvoiceSequence(models.Model):
+    """The last invoice number given in a year: numbers are gapless per year."""
+
+    year = models.PositiveIntegerField(primary_key=True)
+    last = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.year}: {self.last}"
+
+
+class ProviderStatement(models.Model):
+    """What a provider earned in a period: gross usage, the platform's commission, net payable."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    provider = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="statements")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    currency = models.CharField(max_length=3, default="CNY")
+    gross = models.BigIntegerField(default=0)
+    commission = models.BigIntegerField(default=0)
+    net = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-period_start"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "period_start"], name="statement_one_per_provider_period"),
+            models.CheckConstraint(condition=Q(net=F("gross") - F("commission")), name="statement_net_is_the_rest"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider_id} {self.period_start:%Y-%m}: {self.net}"

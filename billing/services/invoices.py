@@ -1,0 +1,273 @@
+"""Invoices: drafts that grow with usage, finalization, void.
+
+Finalizing is one transaction, in the order of ARCHITECTURE.md: rate the
+unbilled usage, let vouchers pay their share, then compute-bank credits, post
+the ledger (the buyer owes the rest; each provider is owed its lines less the
+platform's commission; an issuer owes what its vouchers paid), accrue the
+providers' statements, give the invoice its number. Collection follows after
+commit. Running it twice, or concurrently, changes nothing the second time.
+"""
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import TruncMonth
+from django.utils import timezone
+
+from billing.models import Invoice, InvoiceLine, InvoiceSequence, JournalEntry, ProviderStatement, UsageRollup
+from billing.periods import local_year, local_zone, month_of
+from billing.rating import RatedLine, rate, unbilled_rollups
+from billing.services.ledger import Purpose, account_for, entry_post, entry_reverse
+from core.exceptions import ConflictError
+from core.money import share
+from organizations.models import Organization
+
+logger = logging.getLogger(__name__)
+
+Status = Invoice.Status
+VOIDED_KINDS = ("invoice.finalized", "invoice.voucher_credit", "invoice.bank_credit")
+
+
+@dataclass(frozen=True)
+class Credit:
+    """What a voucher or a bank credit paid of an invoice, as the ledger must record it."""
+
+    amount: int
+    account: Any  # the account that owes or gives it (voucher receivable of an issuer, bank liability)
+    description: str
+    line_amounts: dict[Any, int] | None = None  # per invoice line id, for vouchers
+
+
+# Hooks that the voucher and compute-bank code registers: each takes the
+# invoice and its stored lines inside the finalizing transaction and returns
+# the credits it applied. Until they are registered, nothing is applied.
+CreditHook = Callable[[Invoice, list[InvoiceLine], int], list[Credit]]
+VOUCHER_HOOKS: list[CreditHook] = []
+BANK_HOOKS: list[CreditHook] = []
+VOID_HOOKS: list[Callable[[Invoice], None]] = []
+
+
+def invoice_for_period(*, buyer: Organization, at: datetime) -> Invoice:
+    """The buyer's invoice for the month ``at`` falls in, made as a draft on first use."""
+    start, end = month_of(at)
+    invoice, _ = Invoice.objects.get_or_create(buyer=buyer, period_start=start, defaults={"period_end": end})
+    return invoice
+
+
+def draft_lines(invoice: Invoice) -> list[RatedLine]:
+    """A draft's lines, rated live from the usage so far: the buyer watches it grow."""
+    return rate(
+        unbilled_rollups(buyer_id=invoice.buyer_id, period_end=invoice.period_end), period_start=invoice.period_start
+    )
+
+
+def _next_number(at: datetime) -> str:
+    year = local_year(at)
+    InvoiceSequence.objects.get_or_create(year=year)
+    sequence = InvoiceSequence.objects.select_for_update().get(year=year)
+    sequence.last += 1
+    sequence.save(update_fields=["last"])
+    return f"CG-{year}-{sequence.last:06d}"
+
+
+def _accrue_statements(invoice: Invoice, by_provider: dict[Any, tuple[int, int]], sign: int) -> None:
+    """Add (or with ``sign`` -1 take back) each provider's gross and commission for the period."""
+    for provider_id in sorted(by_provider, key=str):
+        gross, commission = by_provider[provider_id]
+        ProviderStatement.objects.get_or_create(
+            provider_id=provider_id,
+            period_start=invoice.period_start,
+            defaults={"period_end": invoice.period_end},
+        )
+        ProviderStatement.objects.filter(provider_id=provider_id, period_start=invoice.period_start).update(
+            gross=F("gross") + sign * gross,
+            commission=F("commission") + sign * commission,
+            net=F("net") + sign * (gross - commission),
+        )
+
+
+def _provider_totals(lines: list[InvoiceLine]) -> dict[Any, tuple[int, int]]:
+    """Per provider: gross and the platform's commission (one rounding per provider)."""
+    gross: dict[Any, int] = defaultdict(int)
+    for line in lines:
+        gross[line.provider_id] += line.amount
+    return {
+        provider: (amount, share(amount, settings.PLATFORM_COMMISSION_RATE)[0]) for provider, amount in gross.items()
+    }
+
+
+@transaction.atomic
+def invoice_finalize(*, invoice_id: Any, now: datetime | None = None) -> Invoice:
+    """Finalize a draft whose period is over; a finalized invoice is returned as it is."""
+    now = now or timezone.now()
+    invoice = Invoice.objects.select_for_update().select_related("buyer").get(pk=invoice_id)
+    if invoice.status != Status.DRAFT:
+        return invoice
+    if invoice.period_end > now:
+        raise ConflictError("The period of this invoice is still open.", code="period_open")
+
+    rollups = unbilled_rollups(buyer_id=invoice.buyer_id, period_end=invoice.period_end).exclude(
+        price_plan__isnull=True
+    )
+    locked = list(rollups.select_for_update().values_list("pk", flat=True))  # the rollup task waits for us
+    rated = rate(UsageRollup.objects.filter(pk__in=locked), period_start=invoice.period_start)
+    lines = InvoiceLine.objects.bulk_create(
+        [
+            InvoiceLine(
+                invoice=invoice,
+                kind=line.kind,
+                lease_id=line.lease_id,
+                pool_id=line.pool_id,
+                provider_id=line.provider_id,
+                price_plan_id=line.price_plan_id,
+                metric=line.metric,
+                model=line.model,
+                band=line.band,
+                unit=line.unit,
+                quantity=line.quantity,
+                rate=line.rate,
+                amount=line.amount,
+            )
+            for line in rated
+            if line.amount or line.quantity
+        ]
+    )
+    UsageRollup.objects.filter(pk__in=locked).update(billed_quantity=F("quantity"))
+
+    subtotal = max(sum(line.amount for line in lines), 0)
+    invoice.subtotal = subtotal
+    buyer_receivable = account_for(purpose=Purpose.BUYER_RECEIVABLE, organization=invoice.buyer)
+    by_provider = _provider_totals(lines)
+    legs = [(buyer_receivable, subtotal)]
+    for provider_id in sorted(by_provider, key=str):
+        gross, commission = by_provider[provider_id]
+        provider = Organization(pk=provider_id)
+        legs.append((account_for(purpose=Purpose.PROVIDER_PAYABLE, organization=provider), -(gross - commission)))
+        legs.append((account_for(purpose=Purpose.PLATFORM_REVENUE), -commission))
+    entry_post(
+        kind="invoice.finalized",
+        description=f"Usage of {invoice.period_start:%Y-%m} for {invoice.buyer.slug}",
+        reference=invoice.reference,
+        legs=_merge(legs),
+        at=now,
+    )
+    _accrue_statements(invoice, by_provider, sign=1)
+
+    remaining = subtotal
+    for hook, field in [(hook, "voucher_credit") for hook in VOUCHER_HOOKS] + [
+        (hook, "bank_credit") for hook in BANK_HOOKS
+    ]:
+        for credit in hook(invoice, lines, remaining):
+            if credit.amount <= 0:
+                continue
+            credit_amount = min(credit.amount, remaining)
+            setattr(invoice, field, getattr(invoice, field) + credit_amount)
+            remaining -= credit_amount
+            entry_post(
+                kind=f"invoice.{field}",
+                description=credit.description,
+                reference=invoice.reference,
+                legs=[(credit.account, credit_amount), (buyer_receivable, -credit_amount)],
+                at=now,
+            )
+
+    invoice.amount_due = remaining
+    invoice.number = _next_number(now)
+    invoice.finalized_at = now
+    invoice.status = Status.FINALIZED if remaining else Status.PAID
+    if remaining:
+        invoice.next_payment_attempt_at = now
+    else:
+        invoice.paid_at = now
+    invoice.save()
+    if remaining and invoice.collection_method == Invoice.CollectionMethod.STRIPE:
+        transaction.on_commit(lambda: _queue_collection(invoice.pk))
+    logger.info("invoice finalized", extra={"invoice": str(invoice.pk), "number": invoice.number, "due": remaining})
+    return invoice
+
+
+def _merge(legs: list[tuple[Any, int]]) -> list[tuple[Any, int]]:
+    """One leg per account."""
+    totals: dict[Any, int] = defaultdict(int)
+    accounts = {}
+    for account, amount in legs:
+        totals[account.pk] += amount
+        accounts[account.pk] = account
+    return [(accounts[pk], amount) for pk, amount in totals.items()]
+
+
+def _queue_collection(invoice_id: Any) -> None:
+    from billing.tasks import payment_collect
+
+    payment_collect.delay(str(invoice_id))
+
+
+@transaction.atomic
+def invoice_void(*, invoice_id: Any, by: str, reason: str = "", now: datetime | None = None) -> Invoice:
+    """Void a finalized or paid invoice: every entry it posted is reversed, statements
+    taken back, vouchers and credits returned; a Stripe payment is refunded after commit."""
+    now = now or timezone.now()
+    invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+    if invoice.status not in (Status.FINALIZED, Status.PAID, Status.UNCOLLECTIBLE):
+        raise ConflictError(f"A {invoice.status} invoice cannot be voided.", code="invoice_not_voidable")
+    # What finalizing posted is reversed; payments stay booked and are refunded, so that the
+    # buyer is owed what it paid until the refund goes out.
+    billed = JournalEntry.objects.filter(
+        reference=invoice.reference, kind__in=VOIDED_KINDS, reverses__isnull=True, reversed_by__isnull=True
+    )
+    for entry in billed.order_by("posted_at"):
+        entry_reverse(entry=entry, reason=reason or f"invoice {invoice.number} voided", at=now)
+    _accrue_statements(invoice, _provider_totals(list(invoice.lines.all())), sign=-1)
+    for hook in VOID_HOOKS:
+        hook(invoice)
+    refund = invoice.amount_paid > 0
+    invoice.status, invoice.voided_at, invoice.voided_by = Status.VOID, now, by
+    invoice.next_payment_attempt_at = None
+    invoice.save(update_fields=["status", "voided_at", "voided_by", "next_payment_attempt_at"])
+    if refund:
+        transaction.on_commit(lambda: _queue_refund(invoice.pk))
+    return invoice
+
+
+def _queue_refund(invoice_id: Any) -> None:
+    from billing.tasks import payment_refund
+
+    payment_refund.delay(str(invoice_id))
+
+
+def invoices_due_for_finalizing(*, now: datetime) -> list[Any]:
+    """Make the invoices that unbilled usage calls for and return the drafts ready to finalize:
+    those of months closed for longer than the grace for late usage.
+
+    Late usage of a month whose invoice is already finalized goes to the buyer's
+    invoice of the current month, as adjustment lines: never into a closed one.
+    """
+    closed_before = month_of(now - timedelta(hours=settings.BILLING_FINALIZE_GRACE_HOURS))[0]
+    pending = (
+        UsageRollup.objects.filter(hour__lt=closed_before)
+        .exclude(quantity=F("billed_quantity"))
+        .annotate(month=TruncMonth("hour", tzinfo=local_zone()))
+        .values_list("buyer_id", "month")
+        .order_by()
+        .distinct()
+    )
+    current_start, current_end = month_of(now)
+    for buyer_id, month in pending:
+        start, end = month_of(month)
+        invoice, _ = Invoice.objects.get_or_create(buyer_id=buyer_id, period_start=start, defaults={"period_end": end})
+        if invoice.status != Status.DRAFT:
+            Invoice.objects.get_or_create(
+                buyer_id=buyer_id, period_start=current_start, defaults={"period_end": current_end}
+            )
+    return list(
+        Invoice.objects.filter(status=Status.DRAFT, period_end__lte=closed_before)
+        .order_by("period_start", "pk")
+        .values_list("pk", flat=True)
+    )

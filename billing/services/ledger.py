@@ -1,0 +1,79 @@
+"""Posting to the double-entry ledger. Every other money path posts through here."""
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from billing.models import Account, JournalEntry, Leg
+from organizations.models import Organization
+
+Purpose = Account.Purpose
+
+
+def account_for(*, purpose: str, organization: Organization | None = None, currency: str = "CNY") -> Account:
+    """The account of ``organization`` (None: the platform) for ``purpose``, made on first use."""
+    account = Account.objects.filter(organization=organization, purpose=purpose, currency=currency).first()
+    if account is not None:
+        return account
+    try:
+        with transaction.atomic():
+            return Account.objects.create(organization=organization, purpose=purpose, currency=currency)
+    except IntegrityError:  # made concurrently
+        return Account.objects.get(organization=organization, purpose=purpose, currency=currency)
+
+
+@transaction.atomic
+def entry_post(
+    *,
+    kind: str,
+    description: str,
+    reference: str,
+    legs: Sequence[tuple[Account, int]],
+    at: datetime | None = None,
+    reverses: JournalEntry | None = None,
+) -> JournalEntry | None:
+    """Post one balanced entry. Zero legs are dropped; an entry with nothing left is not posted."""
+    kept = [(account, amount) for account, amount in legs if amount]
+    if not kept:
+        return None
+    if sum(amount for _, amount in kept) != 0:
+        raise ValueError(f"{kind} {reference}: legs sum to {sum(a for _, a in kept)}, not 0")
+    if len(kept) < 2:
+        raise ValueError(f"{kind} {reference}: an entry needs two legs")
+    entry = JournalEntry.objects.create(
+        kind=kind, description=description[:300], reference=reference, posted_at=at or timezone.now(), reverses=reverses
+    )
+    Leg.objects.bulk_create(
+        [Leg(entry=entry, account=account, amount=amount, currency=account.currency) for account, amount in kept]
+    )
+    return entry
+
+
+@transaction.atomic
+def entry_reverse(*, entry: JournalEntry, reason: str, at: datetime | None = None) -> JournalEntry:
+    """Undo an entry with its mirror image; the original stays as it was."""
+    legs = [(leg.account, -leg.amount) for leg in entry.legs.select_related("account")]
+    reversal = entry_post(
+        kind=f"{entry.kind}.reversal",
+        description=f"Reversal of {entry.kind} {entry.reference}: {reason}",
+        reference=entry.reference,
+        legs=legs,
+        at=at,
+        reverses=entry,
+    )
+    assert reversal is not None
+    return reversal
+
+
+def account_balance(account: Account) -> int:
+    return int(Leg.objects.filter(account=account).aggregate(total=Sum("amount"))["total"] or 0)
+
+
+def balance_of(*, purpose: str, organization: Organization | None = None, currency: str = "CNY") -> int:
+    total = Leg.objects.filter(
+        account__purpose=purpose, account__organization=organization, account__currency=currency
+    ).aggregate(total=Sum("amount"))["total"]
+    return int(total or 0)

@@ -1,0 +1,340 @@
+"""Collecting invoices through Stripe, and Stripe's webhooks.
+
+Record first, then call Stripe: an attempt is stored (and committed) before
+its PaymentIntent is made; the PaymentIntent is made unconfirmed and its id
+stored before it is confirmed. A worker killed at any point leaves an attempt
+that the next run picks up: a PaymentIntent never made is made, one never
+confirmed is confirmed, one already charged is found charged. The service
+never relies on Stripe's idempotency keys to avoid a second charge.
+
+A success or failure, whether learned from the API answer or a webhook, is
+applied by a conditional update of the attempt's status: only the first one
+moves money.
+"""
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import stripe
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from billing.models import Invoice, PaymentAttempt, StripeCustomer, StripeEvent
+from billing.services.ledger import Purpose, account_for, entry_post
+from billing.stripe_client import stripe_client
+from core.exceptions import ApplicationError, ConflictError
+from core.money import format_yuan
+from organizations.models import Organization
+
+logger = logging.getLogger(__name__)
+
+COLLECTIBLE = (Invoice.Status.FINALIZED,)
+
+
+def stripe_customer_for(organization: Organization) -> StripeCustomer:
+    """The buyer's Stripe customer, made on first use (recorded before any charge)."""
+    existing = StripeCustomer.objects.filter(organization=organization).first()
+    if existing:
+        return existing
+    customer = stripe_client().v1.customers.create(
+        params={"name": organization.legal_name, "metadata": {"organization": str(organization.pk)}},
+        options={"idempotency_key": f"customer:{organization.pk}"},
+    )
+    record, _ = StripeCustomer.objects.get_or_create(organization=organization, defaults={"customer_id": customer.id})
+    return record
+
+
+def payment_method_set(*, organization: Organization, payment_method: str) -> StripeCustomer:
+    """Attach a card (made client-side with Stripe.js) to the buyer's customer as its default."""
+    customer = stripe_customer_for(organization)
+    try:
+        stripe_client().v1.payment_methods.attach(payment_method, params={"customer": customer.customer_id})
+    except stripe.CardError as exc:
+        raise ApplicationError(f"The card was declined: {exc.user_message}", code="card_declined") from None
+    except stripe.InvalidRequestError as exc:
+        raise ApplicationError(
+            f"Stripe refused the payment method: {exc.user_message}", code="invalid_payment_method"
+        ) from None
+    customer.default_payment_method = payment_method
+    customer.save(update_fields=["default_payment_method"])
+    return customer
+
+
+def _open_attempt(invoice_id: Any) -> PaymentAttempt | None:
+    """The invoice's pending attempt, or a new one recorded now; None if nothing is to be collected."""
+    with transaction.atomic():
+        invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+        if invoice.status not in COLLECTIBLE or invoice.amount_paid >= invoice.amount_due:
+            return None
+        pending = invoice.attempts.filter(status=PaymentAttempt.Status.PENDING).first()
+        if pending:
+            return pending
+        number = invoice.payment_attempts + 1
+        Invoice.objects.filter(pk=invoice.pk).update(payment_attempts=number, next_payment_attempt_at=None)
+        return PaymentAttempt.objects.create(
+            invoice=invoice,
+            number=number,
+            amount=invoice.amount_due - invoice.amount_paid,
+            currency=invoice.currency,
+            idempotency_key=f"invoice:{invoice.pk}:attempt:{number}",
+        )
+
+
+def invoice_collect(*, invoice_id: Any) -> PaymentAttempt | None:
+    """Charge what the invoice still owes to the buyer's card on file. Safe to run again at any time."""
+    attempt = _open_attempt(invoice_id)
+    if attempt is None:
+        return None
+    invoice = attempt.invoice
+    customer = StripeCustomer.objects.filter(organization_id=invoice.buyer_id).first()
+    if customer is None or not customer.default_payment_method:
+        payment_failed(attempt_id=attempt.pk, code="no_payment_method", message="The buyer has no card on file.")
+        return PaymentAttempt.objects.get(pk=attempt.pk)
+    client = stripe_client()
+    if attempt.payment_intent_id is None:
+        intent = client.v1.payment_intents.create(
+            params={
+                "amount": attempt.amount,
+                "currency": attempt.currency.lower(),
+                "customer": customer.customer_id,
+                "payment_method": customer.default_payment_method,
+                "payment_method_types": settings.STRIPE_PAYMENT_METHOD_TYPES,  # type: ignore[typeddict-unknown-key]
+                "metadata": {"invoice": str(invoice.pk), "number": str(invoice.number), "attempt": str(attempt.pk)},
+            },
+            options={"idempotency_key": attempt.idempotency_key},
+        )
+        updated = PaymentAttempt.objects.filter(pk=attempt.pk, payment_intent_id__isnull=True).update(
+            payment_intent_id=intent.id
+        )
+        if not updated:  # another run made one first; use that one, this one is never confirmed
+            attempt.refresh_from_db()
+        else:
+            attempt.payment_intent_id = intent.id
+    intent = client.v1.payment_intents.retrieve(attempt.payment_intent_id)  # type: ignore[arg-type]
+    if intent.status == "succeeded":
+        payment_succeeded(attempt_id=attempt.pk)
+    elif intent.status in ("requires_confirmation", "requires_payment_method") and not intent.last_payment_error:
+        try:
+            confirmed = client.v1.payment_intents.confirm(
+                intent.id,
+                params=_confirm_params(),  # type: ignore[arg-type]
+                options={"idempotency_key": f"{attempt.idempotency_key}:confirm"},
+            )
+        except stripe.CardError as exc:
+            payment_failed(attempt_id=attempt.pk, code=exc.code or "card_error", message=exc.user_message or "")
+        else:
+            if confirmed.status == "succeeded":
+                payment_succeeded(attempt_id=attempt.pk)
+    elif intent.last_payment_error:
+        payment_failed(
+            attempt_id=attempt.pk,
+            code=intent.last_payment_error.code or "payment_failed",
+            message=intent.last_payment_error.message or "",
+        )
+    return PaymentAttempt.objects.get(pk=attempt.pk)
+
+
+def _confirm_params() -> dict[str, Any]:
+    """The card was given when the PaymentIntent was made; the buyer is not there to confirm."""
+    return {"off_session": True} if settings.STRIPE_CONFIRM_OFF_SESSION else {}
+
+
+@transaction.atomic
+def payment_succeeded(*, attempt_id: Any, now: datetime | None = None) -> bool:
+    """Book a successful attempt once: the invoice is paid and the ledger moves the money."""
+    now = now or timezone.now()
+    if not PaymentAttempt.objects.filter(pk=attempt_id, status=PaymentAttempt.Status.PENDING).update(
+        status=PaymentAttempt.Status.SUCCEEDED
+    ):
+        return False
+    attempt = PaymentAttempt.objects.get(pk=attempt_id)
+    invoice = Invoice.objects.select_for_update().select_related("buyer").get(pk=attempt.invoice_id)
+    entry_post(
+        kind="payment.stripe",
+        description=f"Card payment of invoice {invoice.number} ({format_yuan(attempt.amount)} {attempt.currency})",
+        reference=invoice.reference,
+        legs=[
+            (account_for(purpose=Purpose.STRIPE_CLEARING), attempt.amount),
+            (account_for(purpose=Purpose.BUYER_RECEIVABLE, organization=invoice.buyer), -attempt.amount),
+        ],
+        at=now,
+    )
+    invoice.amount_paid += attempt.amount
+    if invoice.amount_paid >= invoice.amount_due and invoice.status in (
+        Invoice.Status.FINALIZED,
+        Invoice.Status.UNCOLLECTIBLE,
+    ):
+        invoice.status, invoice.paid_at, invoice.next_payment_attempt_at = Invoice.Status.PAID, now, None
+    invoice.save(update_fields=["amount_paid", "status", "paid_at", "next_payment_attempt_at"])
+    _release_orders_hold(invoice.buyer)
+    return True
+
+
+@transaction.atomic
+def payment_failed(*, attempt_id: Any, code: str, message: str, now: datetime | None = None) -> bool:
+    """Book a failed attempt once: retry on the dunning schedule, then give up as uncollectible."""
+    now = now or timezone.now()
+    if not PaymentAttempt.objects.filter(pk=attempt_id, status=PaymentAttempt.Status.PENDING).update(
+        status=PaymentAttempt.Status.FAILED, failure_code=code[:100], failure_message=message[:500]
+    ):
+        return False
+    attempt = PaymentAttempt.objects.get(pk=attempt_id)
+    invoice = Invoice.objects.select_for_update().select_related("buyer").get(pk=attempt.invoice_id)
+    if invoice.status != Invoice.Status.FINALIZED:
+        return True
+    schedule = settings.BILLING_DUNNING_DAYS
+    if attempt.number <= len(schedule):
+        first = invoice.attempts.order_by("number").values_list("created_at", flat=True).first() or now
+        invoice.next_payment_attempt_at = max(first + timedelta(days=schedule[attempt.number - 1]), now)
+        invoice.save(update_fields=["next_payment_attempt_at"])
+    else:
+        invoice.status, invoice.next_payment_attempt_at = Invoice.Status.UNCOLLECTIBLE, None
+        invoice.save(update_fields=["status", "next_payment_attempt_at"])
+        Organization.objects.filter(pk=invoice.buyer_id).update(
+            orders_blocked_reason=f"Invoice {invoice.number} is unpaid: pay it to place new orders."
+        )
+    logger.info("payment failed", extra={"invoice": str(invoice.pk), "attempt": attempt.number, "code": code})
+    return True
+
+
+def _release_orders_hold(buyer: Organization) -> None:
+    if (
+        buyer.orders_blocked_reason
+        and not Invoice.objects.filter(buyer=buyer, status=Invoice.Status.UNCOLLECTIBLE).exists()
+    ):
+        Organization.objects.filter(pk=buyer.pk).update(orders_blocked_reason="")
+
+
+def invoice_pay(*, invoice: Invoice, payment_method: str | None) -> PaymentAttempt | None:
+    """The buyer pays now, optionally with a new card; an uncollectible invoice becomes collectible again."""
+    if invoice.status not in (Invoice.Status.FINALIZED, Invoice.Status.UNCOLLECTIBLE):
+        raise ConflictError(f"A {invoice.status} invoice has nothing to pay.", code="invoice_not_payable")
+    if payment_method:
+        payment_method_set(organization=invoice.buyer, payment_method=payment_method)
+    Invoice.objects.filter(pk=invoice.pk, status=Invoice.Status.UNCOLLECTIBLE).update(status=Invoice.Status.FINALIZED)
+    return invoice_collect(invoice_id=invoice.pk)
+
+
+def payments_due(*, now: datetime) -> list[Any]:
+    return list(
+        Invoice.objects.filter(
+            status=Invoice.Status.FINALIZED,
+            collection_method=Invoice.CollectionMethod.STRIPE,
+            next_payment_attempt_at__lte=now,
+        )
+        .filter(amount_paid__lt=F("amount_due"))
+        .values_list("pk", flat=True)
+    )
+
+
+@transaction.atomic
+def bank_transfer_record(*, invoice: Invoice, amount: int, by: str, now: datetime | None = None) -> Invoice:
+    """An operator records a bank transfer received for an invoice."""
+    now = now or timezone.now()
+    locked = Invoice.objects.select_for_update().select_related("buyer").get(pk=invoice.pk)
+    if locked.status not in (Invoice.Status.FINALIZED, Invoice.Status.UNCOLLECTIBLE):
+        raise ConflictError(f"A {locked.status} invoice takes no payment.", code="invoice_not_payable")
+    if not 0 < amount <= locked.amount_due - locked.amount_paid:
+        raise ApplicationError(
+            f"The transfer must be between 0.01 and {format_yuan(locked.amount_due - locked.amount_paid)}.",
+            code="invalid_amount",
+        )
+    entry_post(
+        kind="payment.bank_transfer",
+        description=f"Bank transfer for invoice {locked.number}, recorded by {by}",
+        reference=locked.reference,
+        legs=[
+            (account_for(purpose=Purpose.BANK_TRANSFER_CLEARING), amount),
+            (account_for(purpose=Purpose.BUYER_RECEIVABLE, organization=locked.buyer), -amount),
+        ],
+        at=now,
+    )
+    locked.amount_paid += amount
+    if locked.amount_paid == locked.amount_due:
+        locked.status, locked.paid_at, locked.next_payment_attempt_at = Invoice.Status.PAID, now, None
+    locked.save(update_fields=["amount_paid", "status", "paid_at", "next_payment_attempt_at"])
+    _release_orders_hold(locked.buyer)
+    return locked
+
+
+def invoice_refund(*, invoice_id: Any) -> int:
+    """Refund through Stripe what a voided invoice's card payments collected (once per attempt)."""
+    refunded = 0
+    for attempt in PaymentAttempt.objects.filter(
+        invoice_id=invoice_id, status=PaymentAttempt.Status.SUCCEEDED, refunded=False
+    ).order_by("number"):
+        stripe_client().v1.refunds.create(
+            params={"payment_intent": attempt.payment_intent_id},  # type: ignore[arg-type,typeddict-item]
+            options={"idempotency_key": f"refund:{attempt.pk}"},
+        )
+        with transaction.atomic():
+            if PaymentAttempt.objects.filter(pk=attempt.pk, refunded=False).update(refunded=True):
+                invoice = Invoice.objects.select_related("buyer").get(pk=invoice_id)
+                entry_post(
+                    kind="refund.stripe",
+                    description=f"Refund of the card payment of voided invoice {invoice.number}",
+                    reference=invoice.reference,
+                    legs=[
+                        (account_for(purpose=Purpose.BUYER_RECEIVABLE, organization=invoice.buyer), attempt.amount),
+                        (account_for(purpose=Purpose.STRIPE_CLEARING), -attempt.amount),
+                    ],
+                )
+                refunded += attempt.amount
+    return refunded
+
+
+# --- webhooks ----------------------------------------------------------------
+
+
+def webhook_receive(*, payload: bytes, signature: str | None) -> StripeEvent:
+    """Verify and store a webhook; the same event id again is stored once."""
+    try:
+        event = stripe.Webhook.construct_event(
+            payload, signature, settings.STRIPE_WEBHOOK_SECRET, tolerance=settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS
+        )
+    except (stripe.SignatureVerificationError, ValueError) as exc:
+        raise ApplicationError(f"The Stripe signature does not verify: {exc}", code="invalid_signature") from None
+    record, _ = StripeEvent.objects.get_or_create(
+        event_id=event.id, defaults={"type": event.type, "payload": event.to_dict()}
+    )
+    return record
+
+
+def webhook_process(*, event_id: Any) -> StripeEvent:
+    """Act on a stored event once; out-of-order and repeated deliveries change nothing."""
+    with transaction.atomic():
+        record = StripeEvent.objects.select_for_update().get(pk=event_id)
+        if record.status != StripeEvent.Status.RECEIVED:
+            return record
+        intent = record.payload.get("data", {}).get("object", {})
+        attempt_id = (intent.get("metadata") or {}).get("attempt")
+        attempt = PaymentAttempt.objects.filter(pk=str(attempt_id)).first() if _is_uuid(attempt_id) else None
+        if attempt is None:
+            attempt = PaymentAttempt.objects.filter(payment_intent_id=intent.get("id")).first()
+        if record.type not in ("payment_intent.succeeded", "payment_intent.payment_failed") or attempt is None:
+            record.status = StripeEvent.Status.IGNORED
+            record.error = "" if attempt else "No payment attempt of ours has this PaymentIntent."
+        elif record.type == "payment_intent.succeeded":
+            payment_succeeded(attempt_id=attempt.pk)
+            record.status = StripeEvent.Status.PROCESSED
+        else:
+            error = intent.get("last_payment_error") or {}
+            payment_failed(
+                attempt_id=attempt.pk, code=error.get("code") or "payment_failed", message=error.get("message") or ""
+            )
+            record.status = StripeEvent.Status.PROCESSED
+        record.processed_at = timezone.now()
+        record.save(update_fields=["status", "error", "processed_at"])
+    return record
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True

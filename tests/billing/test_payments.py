@@ -1,0 +1,283 @@
+import json
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+import stripe as stripe_library
+import time_machine
+from django.db import connection
+from django.test import Client
+
+from billing.models import Invoice, JournalEntry, PaymentAttempt, StripeEvent
+from billing.services.invoices import invoice_finalize, invoice_void
+from billing.services.ledger import Purpose, balance_of
+from billing.services.payments import invoice_collect, invoice_refund, payment_method_set
+from billing.services.reconcile import reconcile
+from billing.stripe_client import stripe_client
+from marketplace.dispatch import Requirements
+from marketplace.services import order_place
+from tests.billing.factories import leased, usage
+from tests.billing.test_invoices import APRIL_5, SETUP, march_invoice, shanghai
+from tests.factories import BuyerFactory, ProviderFactory
+
+pytestmark = pytest.mark.django_db
+
+GOOD_CARD = "4242424242424242"
+DECLINED_ON_CHARGE = "4000000000000341"  # attaches, then every charge is declined
+
+
+def card(number: str) -> str:
+    method = stripe_client().v1.payment_methods.create(
+        params={"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
+    )
+    return method.id
+
+
+def finalized_invoice(buyer, provider, number: str | None = GOOD_CARD) -> Invoice:  # type: ignore[no-untyped-def]
+    lease = leased(buyer=buyer, provider=provider, at=SETUP)
+    usage(lease, shanghai(3, 12), seconds=8 * 3600)
+    if number:
+        payment_method_set(organization=buyer, payment_method=card(number))
+    return invoice_finalize(invoice_id=march_invoice(buyer).pk, now=APRIL_5)
+
+
+def test_a_finalized_invoice_is_charged_to_the_card_on_file(stripe, buyer, provider) -> None:
+    invoice = finalized_invoice(buyer, provider)
+
+    attempt = invoice_collect(invoice_id=invoice.pk)
+
+    invoice.refresh_from_db()
+    assert attempt is not None and attempt.status == "succeeded"
+    assert (invoice.status, invoice.amount_paid) == ("paid", invoice.amount_due)
+    intent = stripe_client().v1.payment_intents.retrieve(attempt.payment_intent_id)
+    assert (intent.status, intent.amount, intent.currency) == ("succeeded", invoice.amount_due, "cny")
+    assert balance_of(purpose=Purpose.STRIPE_CLEARING) == invoice.amount_due
+    assert balance_of(purpose=Purpose.BUYER_RECEIVABLE, organization=buyer) == 0
+    assert reconcile() == []
+
+
+def test_collecting_again_charges_nothing_more(stripe, buyer, provider) -> None:
+    invoice = finalized_invoice(buyer, provider)
+
+    invoice_collect(invoice_id=invoice.pk)
+    invoice_collect(invoice_id=invoice.pk)
+
+    assert PaymentAttempt.objects.filter(invoice=invoice).count() == 1
+    assert JournalEntry.objects.filter(reference=invoice.reference, kind="payment.stripe").count() == 1
+
+
+def test_a_charge_interrupted_after_stripe_was_called_is_finished_not_repeated(stripe, buyer, provider) -> None:
+    invoice = finalized_invoice(buyer, provider)
+    original = stripe_client().v1.payment_intents.confirm
+
+    def charged_then_lost(*args, **kwargs):  # type: ignore[no-untyped-def]
+        original(*args, **kwargs)  # Stripe charges the card...
+        raise stripe_library.APIConnectionError("connection lost")  # ...and the answer never arrives
+
+    client = stripe_client()
+    client.v1.payment_intents.confirm = charged_then_lost  # type: ignore[method-assign]
+    try:
+        with pytest.raises(stripe_library.APIConnectionError):
+            invoice_collect(invoice_id=invoice.pk)
+    finally:
+        del client.v1.payment_intents.confirm
+
+    attempt = invoice_collect(invoice_id=invoice.pk)
+
+    assert attempt is not None and attempt.status == "succeeded"
+    assert PaymentAttempt.objects.filter(invoice=invoice).count() == 1
+    assert Invoice.objects.get(pk=invoice.pk).amount_paid == invoice.amount_due
+    assert reconcile() == []
+
+
+def test_a_declined_card_goes_through_dunning_to_uncollectible_and_blocks_new_orders(stripe, buyer, provider) -> None:
+    invoice = finalized_invoice(buyer, provider, DECLINED_ON_CHARGE)
+    tried = []
+
+    for days in (0, 1, 3, 7):
+        with time_machine.travel(APRIL_5 + timedelta(days=days, minutes=1), tick=False):
+            attempt = invoice_collect(invoice_id=invoice.pk)
+            tried.append((attempt.number, attempt.status, attempt.failure_code) if attempt else None)
+            invoice.refresh_from_db()
+
+    assert tried == [
+        (1, "failed", "card_declined"),
+        (2, "failed", "card_declined"),
+        (3, "failed", "card_declined"),
+        (4, "failed", "card_declined"),
+    ]
+    assert invoice.status == "uncollectible"
+    buyer.refresh_from_db()
+    assert "unpaid" in buyer.orders_blocked_reason
+    from core.exceptions import RuleViolation
+
+    with pytest.raises(RuleViolation, match="unpaid"):
+        order_place(
+            buyer=buyer, requirements=Requirements(cards=1, duration_hours=1, workload="training", gpu_model="H100-80G")
+        )
+    assert reconcile() == []
+
+
+def test_the_dunning_schedule_waits_between_attempts(stripe, buyer, provider) -> None:
+    invoice = finalized_invoice(buyer, provider, DECLINED_ON_CHARGE)
+    with time_machine.travel(APRIL_5, tick=False):
+        invoice_collect(invoice_id=invoice.pk)
+
+    invoice.refresh_from_db()
+    assert invoice.status == "finalized"
+    assert invoice.next_payment_attempt_at - APRIL_5 == timedelta(days=1)
+
+
+def test_paying_an_uncollectible_invoice_with_a_good_card_lifts_the_block(
+    stripe, buyer, provider, buyer_client
+) -> None:
+    invoice = finalized_invoice(buyer, provider, DECLINED_ON_CHARGE)
+    Invoice.objects.filter(pk=invoice.pk).update(status="uncollectible")
+    type(buyer).objects.filter(pk=buyer.pk).update(orders_blocked_reason="Invoice unpaid")
+
+    response = buyer_client.post(
+        f"/api/v1/invoices/{invoice.pk}/pay/", {"payment_method": card(GOOD_CARD)}, format="json"
+    )
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["status"] == "paid"
+    buyer.refresh_from_db()
+    assert buyer.orders_blocked_reason == ""
+
+
+def test_voiding_a_paid_invoice_refunds_it_through_stripe(stripe, buyer, provider) -> None:
+    invoice = finalized_invoice(buyer, provider)
+    attempt = invoice_collect(invoice_id=invoice.pk)
+
+    invoice_void(invoice_id=invoice.pk, by="operator", reason="disputed")
+    invoice_refund(invoice_id=invoice.pk)
+    invoice_refund(invoice_id=invoice.pk)
+
+    refunds = stripe_client().v1.refunds.list().data
+    assert [(r.payment_intent, r.amount) for r in refunds] == [(attempt.payment_intent_id, invoice.amount_due)]
+    assert balance_of(purpose=Purpose.BUYER_RECEIVABLE, organization=buyer) == 0
+    assert balance_of(purpose=Purpose.STRIPE_CLEARING) == 0
+    assert reconcile() == []
+
+
+# --- webhooks ----------------------------------------------------------------
+
+
+def signed(event: dict, *, secret: str = "whsec_compute_grid_local", at: int | None = None) -> tuple[bytes, str]:
+    payload = json.dumps(event).encode()
+    timestamp = at or int(time.time())
+    signature = stripe_library.WebhookSignature._compute_signature(f"{timestamp}.{payload.decode()}", secret)
+    return payload, f"t={timestamp},v1={signature}"
+
+
+def intent_event(event_id: str, kind: str, attempt: PaymentAttempt) -> dict:
+    return {
+        "id": event_id,
+        "object": "event",
+        "type": f"payment_intent.{kind}",
+        "data": {
+            "object": {
+                "id": attempt.payment_intent_id or "pi_x",
+                "object": "payment_intent",
+                "metadata": {"attempt": str(attempt.pk)},
+                "last_payment_error": {"code": "card_declined", "message": "declined"}
+                if kind == "payment_failed"
+                else None,
+            }
+        },
+    }
+
+
+def post_webhook(payload: bytes, signature: str):  # type: ignore[no-untyped-def]
+    return Client().post(
+        "/api/v1/webhooks/stripe/", payload, content_type="application/json", HTTP_STRIPE_SIGNATURE=signature
+    )
+
+
+@pytest.fixture
+def pending_attempt(buyer, provider) -> PaymentAttempt:  # type: ignore[no-untyped-def]
+    invoice = finalized_invoice(buyer, provider, number=None)
+    return PaymentAttempt.objects.create(
+        invoice=invoice,
+        number=1,
+        amount=invoice.amount_due,
+        idempotency_key=f"k-{invoice.pk}",
+        payment_intent_id="pi_hook",
+    )
+
+
+def test_a_succeeded_webhook_replayed_five_times_pays_once(pending_attempt) -> None:
+    payload, signature = signed(intent_event("evt_1", "succeeded", pending_attempt))
+
+    answers = [post_webhook(payload, signature).status_code for _ in range(5)]
+
+    assert answers == [200] * 5
+    assert StripeEvent.objects.get(event_id="evt_1").status == "processed"
+    assert JournalEntry.objects.filter(kind="payment.stripe").count() == 1
+    assert Invoice.objects.get(pk=pending_attempt.invoice_id).status == "paid"
+    assert reconcile() == []
+
+
+def test_a_failure_arriving_after_the_success_changes_nothing(pending_attempt) -> None:
+    post_webhook(*signed(intent_event("evt_ok", "succeeded", pending_attempt)))
+
+    post_webhook(*signed(intent_event("evt_late_fail", "payment_failed", pending_attempt)))
+
+    pending_attempt.refresh_from_db()
+    assert pending_attempt.status == "succeeded"
+    assert Invoice.objects.get(pk=pending_attempt.invoice_id).status == "paid"
+
+
+@pytest.mark.parametrize(
+    "signing",
+    [
+        {"secret": "whsec_somebody_else"},
+        {"at": int(time.time()) - 3600},  # older than the tolerance: a replay
+    ],
+)
+def test_a_webhook_with_a_bad_or_stale_signature_is_refused_and_not_stored(pending_attempt, signing) -> None:  # type: ignore[no-untyped-def]
+    payload, signature = signed(intent_event("evt_bad", "succeeded", pending_attempt), **signing)
+
+    response = post_webhook(payload, signature)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_signature"
+    assert not StripeEvent.objects.exists()
+    assert Invoice.objects.get(pk=pending_attempt.invoice_id).status == "finalized"
+
+
+def test_a_webhook_for_an_unknown_payment_intent_is_a_harmless_no_op(pending_attempt) -> None:
+    event = intent_event("evt_other", "succeeded", pending_attempt)
+    event["data"]["object"] = {"id": "pi_unknown", "object": "payment_intent", "metadata": {}}
+
+    response = post_webhook(*signed(event))
+
+    assert response.status_code == 200
+    assert StripeEvent.objects.get(event_id="evt_other").status == "ignored"
+    assert not JournalEntry.objects.filter(kind="payment.stripe").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_collections_of_one_invoice_charge_once(stripe) -> None:
+    buyer, provider = BuyerFactory(), ProviderFactory()
+    invoice = finalized_invoice(buyer, provider)
+    barrier = threading.Barrier(4)
+
+    def collect() -> None:
+        barrier.wait()
+        try:
+            invoice_collect(invoice_id=invoice.pk)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=collect) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    succeeded = [pi for pi in stripe_client().v1.payment_intents.list().data if pi.status == "succeeded"]
+    assert len(succeeded) == 1
+    assert JournalEntry.objects.filter(kind="payment.stripe").count() == 1
+    assert reconcile() == []
