@@ -1,4 +1,5 @@
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -142,42 +143,67 @@ def stripe(localstripe_url: str, settings: Any) -> Iterator[str]:
         os.environ.pop("STRIPE_API_BASE", None)
 
 
+class Workers:
+    """Start real ``celery worker`` processes on the test Redis broker and the test database;
+    all are stopped when the test ends. Workers see only committed rows, so tests using
+    them are transactional."""
+
+    def __init__(self) -> None:
+        from config.celery import app
+
+        self.app = app
+        self.processes: list[subprocess.Popen[bytes]] = []
+        app.control.purge()
+
+    def start(
+        self, *, pool: str = "solo", concurrency: int = 1, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        hostname = f"test-{os.getpid()}-{len(self.processes)}@{socket.gethostname()}"
+        log = REPO / "var" / f"test-worker-{len(self.processes)}.log"
+        log.parent.mkdir(exist_ok=True)
+        environment = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "DATABASE_URL": _database_url(),
+            **(env or {}),
+        }
+        with log.open("wb") as log_file:
+            process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "celery", "-A", "config", "worker",
+                    "-Q", "default,ingest,settle,payments", "--pool", pool, "--concurrency", str(concurrency),
+                    "--hostname", hostname, "--without-gossip", "--without-mingle",
+                ],
+                cwd=REPO, env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self.processes.append(process)
+        _wait_for_worker(self.app, process, log, hostname)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+
 @pytest.fixture
-def celery_worker_process(transactional_db: None) -> Iterator[subprocess.Popen[bytes]]:
-    """A real ``celery worker`` process on the test Redis broker and the test database.
-
-    The worker sees only committed rows, so tests using it are transactional.
-    """
-    from config.celery import app
-
-    app.control.purge()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": _database_url(),
-    }
-    hostname = f"test-{os.getpid()}@{socket.gethostname()}"
-    log = REPO / "var" / "test-worker.log"
-    log.parent.mkdir(exist_ok=True)
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "config", "worker",
-                "-Q", "default,ingest,settle,payments", "--pool", "solo",
-                "--hostname", hostname, "--without-gossip", "--without-mingle",
-            ],
-            cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+def celery_workers(transactional_db: None) -> Iterator[Workers]:
+    workers = Workers()
     try:
-        _wait_for_worker(app, process, log, hostname)
-        yield process
+        yield workers
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        workers.stop_all()
+
+
+@pytest.fixture
+def celery_worker_process(celery_workers: Workers) -> subprocess.Popen[bytes]:
+    """One real worker process (solo pool)."""
+    return celery_workers.start()
 
 
 def _database_url() -> str:
