@@ -11,6 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.db import connection
 from django.db.models import Case, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import ExtractHour
 
@@ -52,31 +53,80 @@ def unbilled_rollups(*, buyer_id: Any, period_end: datetime) -> QuerySet[UsageRo
     return UsageRollup.objects.filter(buyer_id=buyer_id, hour__lt=period_end).exclude(quantity=F("billed_quantity"))
 
 
+_GROUP = ("kind", "lease_id", "pool_id", "provider_id", "price_plan_id", "metric", "model", "local_hour")
+
+
 def rate(rollups: QuerySet[UsageRollup], *, period_start: datetime) -> list[RatedLine]:
     """Lines per lease, metric, model, price version and rate; usage before
     ``period_start`` becomes adjustment lines (late usage of a closed period)."""
     groups = (
-        rollups.annotate(
+        rollups.exclude(price_plan__isnull=True)
+        .annotate(
             local_hour=ExtractHour("hour", tzinfo=local_zone()),
             kind=Case(
                 When(Q(hour__lt=period_start), then=Value(InvoiceLine.Kind.ADJUSTMENT)),
                 default=Value(InvoiceLine.Kind.USAGE),
             ),
         )
-        .values("kind", "lease_id", "pool_id", "provider_id", "price_plan_id", "metric", "model", "local_hour")
+        .values(*_GROUP)
         .annotate(unbilled=Sum(F("quantity") - F("billed_quantity")))
         .order_by()
     )
-    rows = list(groups)
+    return _lines(list(groups))
+
+
+_TAKE_UNBILLED = """
+WITH pending AS (
+    SELECT id, billed_quantity AS before FROM billing_usagerollup
+    WHERE buyer_id = %(buyer)s AND hour < %(end)s AND quantity <> billed_quantity AND price_plan_id IS NOT NULL
+    FOR UPDATE
+), marked AS (
+    UPDATE billing_usagerollup AS r SET billed_quantity = r.quantity
+    FROM pending AS p WHERE r.id = p.id
+    RETURNING r.lease_id, r.pool_id, r.provider_id, r.price_plan_id, r.metric, r.model, r.hour,
+              r.quantity - p.before AS delta
+)
+SELECT CASE WHEN hour < %(start)s THEN 'adjustment' ELSE 'usage' END, lease_id, pool_id, provider_id,
+       price_plan_id, metric, model, extract(hour FROM hour AT TIME ZONE %(zone)s)::int, sum(delta)
+FROM marked GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+"""
+
+
+def take_unbilled(*, buyer_id: Any, period_start: datetime, period_end: datetime) -> list[RatedLine]:
+    """Rate the buyer's unbilled usage up to ``period_end`` and mark it billed, at once.
+
+    On PostgreSQL one statement locks the rows, marks them and returns exactly
+    what it marked, so usage a rollup adds at the same moment is either billed
+    now or left for the next invoice, never lost. (SQLite has one writer at a time.)
+    """
+    if connection.vendor != "postgresql":
+        rollups = unbilled_rollups(buyer_id=buyer_id, period_end=period_end).exclude(price_plan__isnull=True)
+        ids = list(rollups.values_list("pk", flat=True))
+        lines = rate(UsageRollup.objects.filter(pk__in=ids), period_start=period_start)
+        UsageRollup.objects.filter(pk__in=ids).update(billed_quantity=F("quantity"))
+        return lines
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _TAKE_UNBILLED,
+            {"buyer": buyer_id, "start": period_start, "end": period_end, "zone": str(local_zone())},
+        )
+        rows = [dict(zip((*_GROUP, "unbilled"), row, strict=True)) for row in cursor.fetchall()]
+    return _lines(rows)
+
+
+def _lines(rows: list[dict[str, Any]]) -> list[RatedLine]:
     plans = {
         plan.pk: plan
         for plan in PricePlan.objects.filter(pk__in={row["price_plan_id"] for row in rows}).select_related("pool__hub")
     }
+    bands: dict[Any, list[str]] = {}
     lines: dict[tuple[Any, ...], RatedLine] = {}
     for row in rows:
         plan = plans[row["price_plan_id"]]
         if row["metric"] == UsageMetric.GPU_SECONDS:
-            unit, band = InvoiceLine.Unit.CARD_HOUR, hour_bands(plan.pool.hub.tariff)[row["local_hour"]]
+            if plan.pool_id not in bands:
+                bands[plan.pool_id] = hour_bands(plan.pool.hub.tariff)
+            unit, band = InvoiceLine.Unit.CARD_HOUR, bands[plan.pool_id][row["local_hour"]]
             unit_rate = Decimal(plan.hour_prices[row["local_hour"]])
             quantity = row["unbilled"] / SECONDS_PER_HOUR
         else:

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from billing.models import Invoice, InvoiceLine, InvoiceSequence, JournalEntry, ProviderStatement, UsageRollup
 from billing.periods import local_year, local_zone, month_of
-from billing.rating import RatedLine, rate, unbilled_rollups
+from billing.rating import RatedLine, rate, take_unbilled, unbilled_rollups
 from billing.services.ledger import Purpose, account_for, entry_post, entry_reverse
 from core.exceptions import ConflictError
 from core.money import share
@@ -113,11 +113,7 @@ def invoice_finalize(*, invoice_id: Any, now: datetime | None = None) -> Invoice
     if invoice.period_end > now:
         raise ConflictError("The period of this invoice is still open.", code="period_open")
 
-    rollups = unbilled_rollups(buyer_id=invoice.buyer_id, period_end=invoice.period_end).exclude(
-        price_plan__isnull=True
-    )
-    locked = list(rollups.select_for_update().values_list("pk", flat=True))  # the rollup task waits for us
-    rated = rate(UsageRollup.objects.filter(pk__in=locked), period_start=invoice.period_start)
+    rated = take_unbilled(buyer_id=invoice.buyer_id, period_start=invoice.period_start, period_end=invoice.period_end)
     lines = InvoiceLine.objects.bulk_create(
         [
             InvoiceLine(
@@ -139,7 +135,6 @@ def invoice_finalize(*, invoice_id: Any, now: datetime | None = None) -> Invoice
             if line.amount or line.quantity
         ]
     )
-    UsageRollup.objects.filter(pk__in=locked).update(billed_quantity=F("quantity"))
 
     subtotal = max(sum(line.amount for line in lines), 0)
     invoice.subtotal = subtotal
