@@ -114,19 +114,27 @@ def take_unbilled(*, buyer_id: Any, period_start: datetime, period_end: datetime
     return _lines(rows)
 
 
+# A price version never changes once made: each process keeps the ones it has read.
+_plans: dict[Any, tuple[PricePlan, list[str]]] = {}
+
+
+def _plans_with_bands(plan_ids: set[Any]) -> dict[Any, tuple[PricePlan, list[str]]]:
+    missing = plan_ids - set(_plans)
+    if missing:
+        if len(_plans) > 50_000:
+            _plans.clear()
+        for plan in PricePlan.objects.filter(pk__in=missing).select_related("pool__hub"):
+            _plans[plan.pk] = (plan, hour_bands(plan.pool.hub.tariff))
+    return {plan_id: _plans[plan_id] for plan_id in plan_ids}
+
+
 def _lines(rows: list[dict[str, Any]]) -> list[RatedLine]:
-    plans = {
-        plan.pk: plan
-        for plan in PricePlan.objects.filter(pk__in={row["price_plan_id"] for row in rows}).select_related("pool__hub")
-    }
-    bands: dict[Any, list[str]] = {}
+    plans = _plans_with_bands({row["price_plan_id"] for row in rows})
     lines: dict[tuple[Any, ...], RatedLine] = {}
     for row in rows:
-        plan = plans[row["price_plan_id"]]
+        plan, bands = plans[row["price_plan_id"]]
         if row["metric"] == UsageMetric.GPU_SECONDS:
-            if plan.pool_id not in bands:
-                bands[plan.pool_id] = hour_bands(plan.pool.hub.tariff)
-            unit, band = InvoiceLine.Unit.CARD_HOUR, bands[plan.pool_id][row["local_hour"]]
+            unit, band = InvoiceLine.Unit.CARD_HOUR, bands[row["local_hour"]]
             unit_rate = Decimal(plan.hour_prices[row["local_hour"]])
             quantity = row["unbilled"] / SECONDS_PER_HOUR
         else:

@@ -1,22 +1,37 @@
 #!/usr/bin/env bash
 # Start Compute Grid with demo data: web, Celery worker and Celery beat, each in
-# a process of its own. With no DATABASE_URL and no REDIS_URL this runs on
-# SQLite and kombu's filesystem broker under var/, needing no servers.
+# a process of its own, plus stand-ins for the outside world (provider agents'
+# heartbeats and localstripe). With no DATABASE_URL and no REDIS_URL this runs
+# on SQLite and kombu's filesystem broker under var/, needing no servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 export DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-config.settings.dev}
 PORT=${PORT:-8000}
+STRIPE_PORT=${STRIPE_PORT:-8420}
 
 echo "==> migrating the database"
 "$PY" manage.py migrate --noinput
 echo "==> loading demo data"
 "$PY" manage.py seed_demo
+if "$PY" manage.py seed_national --scale 0.05 --seed 42 >/dev/null 2>&1; then
+  echo "    national demo data: seeded at 5% scale (keys in ${DATA_DIR:-var}/national-keys.txt)"
+else
+  echo "    national demo data: already there"
+fi
 
-echo "==> starting the Celery worker and beat"
+trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT INT TERM
+LOCALSTRIPE="$(dirname "$PY")/localstripe"
+if [ -x "$LOCALSTRIPE" ] && [ -z "${STRIPE_API_BASE:-}" ]; then
+  echo "==> starting localstripe (a fake Stripe) on 127.0.0.1:${STRIPE_PORT}"
+  "$LOCALSTRIPE" --port "$STRIPE_PORT" >/dev/null 2>&1 &
+  export STRIPE_API_BASE="http://127.0.0.1:${STRIPE_PORT}" STRIPE_CONFIRM_OFF_SESSION=false
+fi
+
+echo "==> starting the Celery worker and beat, and the simulated provider agents"
 "$PY" -m celery -A config worker -Q ingest,settle,payments,default --loglevel INFO &
 "$PY" -m celery -A config beat --loglevel INFO &
-trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT INT TERM
+"$PY" manage.py simulate_heartbeats --every 60 >/dev/null &
 
 echo "==> serving on http://127.0.0.1:${PORT}/  (API docs: http://127.0.0.1:${PORT}/api/docs/)"
 "$PY" manage.py runserver "127.0.0.1:${PORT}" --noreload

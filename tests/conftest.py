@@ -32,6 +32,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _forget_cached_accounts() -> Iterator[None]:
+    """Tests flush or roll back the database under the process's cache of ledger accounts."""
+    from billing.services import ledger
+
+    yield
+    ledger._accounts.clear()
+
+
+@pytest.fixture(autouse=True)
 def _reference_data_in_transactional_tests(request: pytest.FixtureRequest) -> None:
     """Transactional tests flush the database after each test, data migrations
     included; load the hubs and GPU models again before each of them."""

@@ -67,6 +67,8 @@ def test_demo_serves_api_docs_and_demo_keys_and_runs_tasks_without_servers(demo)
     me = json.loads(_get(f"{base}/api/v1/organizations/me/", keys["buyer"])[1])
     assert me["kind"] == "buyer"
     assert json.loads(_get(f"{base}/api/v1/hubs/")[1])["count"] == 8
+    offers = json.loads(_get(f"{base}/api/v1/offers/?ordering=price", keys["buyer"])[1])
+    assert offers["count"] > 0, "the demo's national pools are in the market"
 
     # A task goes through the filesystem broker to the demo's own worker process.
     code = "import django; django.setup(); from core.tasks import ping; print(ping.delay().get(timeout=60)['pong'])"

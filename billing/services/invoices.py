@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
@@ -69,28 +69,41 @@ def draft_lines(invoice: Invoice) -> list[RatedLine]:
 
 
 def _next_number(at: datetime) -> str:
+    """The year's next number. The sequence row stays locked until commit: numbers have no gaps."""
     year = local_year(at)
-    InvoiceSequence.objects.get_or_create(year=year)
-    sequence = InvoiceSequence.objects.select_for_update().get(year=year)
-    sequence.last += 1
-    sequence.save(update_fields=["last"])
-    return f"CG-{year}-{sequence.last:06d}"
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO billing_invoicesequence (year, last) VALUES (%s, 1)"
+                " ON CONFLICT (year) DO UPDATE SET last = billing_invoicesequence.last + 1 RETURNING last",
+                [year],
+            )
+            (last,) = cursor.fetchone()
+    else:
+        InvoiceSequence.objects.get_or_create(year=year)
+        InvoiceSequence.objects.filter(year=year).update(last=F("last") + 1)
+        last = InvoiceSequence.objects.get(year=year).last
+    return f"CG-{year}-{last:06d}"
 
 
 def _accrue_statements(invoice: Invoice, by_provider: dict[Any, tuple[int, int]], sign: int) -> None:
     """Add (or with ``sign`` -1 take back) each provider's gross and commission for the period."""
-    for provider_id in sorted(by_provider, key=str):
+    for provider_id in sorted(by_provider, key=str):  # locks in a fixed order
         gross, commission = by_provider[provider_id]
-        ProviderStatement.objects.get_or_create(
-            provider_id=provider_id,
-            period_start=invoice.period_start,
-            defaults={"period_end": invoice.period_end},
-        )
-        ProviderStatement.objects.filter(provider_id=provider_id, period_start=invoice.period_start).update(
+        updated = ProviderStatement.objects.filter(provider_id=provider_id, period_start=invoice.period_start).update(
             gross=F("gross") + sign * gross,
             commission=F("commission") + sign * commission,
             net=F("net") + sign * (gross - commission),
         )
+        if not updated:
+            ProviderStatement.objects.get_or_create(
+                provider_id=provider_id, period_start=invoice.period_start, defaults={"period_end": invoice.period_end}
+            )
+            ProviderStatement.objects.filter(provider_id=provider_id, period_start=invoice.period_start).update(
+                gross=F("gross") + sign * gross,
+                commission=F("commission") + sign * commission,
+                net=F("net") + sign * (gross - commission),
+            )
 
 
 def _provider_totals(lines: list[InvoiceLine]) -> dict[Any, tuple[int, int]]:

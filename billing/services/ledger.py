@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
@@ -13,16 +14,28 @@ from organizations.models import Organization
 Purpose = Account.Purpose
 
 
+# Accounts never change once made: each process remembers the ones it has seen
+# committed (not before: a rolled-back transaction may have made one).
+_accounts: dict[tuple[Any, str, str], Account] = {}
+
+
 def account_for(*, purpose: str, organization: Organization | None = None, currency: str = "CNY") -> Account:
     """The account of ``organization`` (None: the platform) for ``purpose``, made on first use."""
-    account = Account.objects.filter(organization=organization, purpose=purpose, currency=currency).first()
-    if account is not None:
-        return account
-    try:
-        with transaction.atomic():
-            return Account.objects.create(organization=organization, purpose=purpose, currency=currency)
-    except IntegrityError:  # made concurrently
-        return Account.objects.get(organization=organization, purpose=purpose, currency=currency)
+    key = (organization.pk if organization else None, purpose, currency)
+    account = _accounts.get(key)
+    if account is None:
+        account = Account.objects.filter(organization=organization, purpose=purpose, currency=currency).first()
+        if account is None:
+            try:
+                with transaction.atomic():
+                    account = Account.objects.create(organization=organization, purpose=purpose, currency=currency)
+            except IntegrityError:  # made concurrently
+                account = Account.objects.get(organization=organization, purpose=purpose, currency=currency)
+        if len(_accounts) > 100_000:
+            _accounts.clear()
+        found = account
+        transaction.on_commit(lambda: _accounts.setdefault(key, found))
+    return account
 
 
 @transaction.atomic
