@@ -7,6 +7,7 @@ from core.health import healthz, readyz
 api_v1 = [
     path("", include("organizations.urls")),
     path("", include("pools.urls")),
+    path("", include("vouchers.urls")),
     path("", include("marketplace.urls")),
     path("", include("billing.urls")),
 ]

@@ -14,7 +14,7 @@ from marketplace import services
 from marketplace.dispatch import Requirements
 from marketplace.filters import OfferFilter
 from marketplace.models import Lease, Order
-from marketplace.selectors import lease_list, offers_list, order_list
+from marketplace.selectors import lease_list, offers_list, order_list, quote_voucher_credits
 from marketplace.serializers import (
     LeaseSerializer,
     OfferSerializer,
@@ -73,8 +73,12 @@ class QuoteApi(APIView):
     @extend_schema(request=OrderRequestSerializer, responses=QuoteResponseSerializer, summary="Get a quote")
     def post(self, request: Request) -> Response:
         _, requirements = _requirements(request)
-        result = services.quote(requirements=requirements)
-        return Response(QuoteSerializer.render(result, requirements))
+        now = timezone.now()
+        result = services.quote(requirements=requirements, now=now)
+        credits = quote_voucher_credits(
+            buyer=organization_of(request), result=result, requirements=requirements, now=now
+        )
+        return Response(QuoteSerializer.render(result, requirements, voucher_credits=credits))
 
 
 class OrderListCreateApi(ListAPIView):

@@ -3,6 +3,7 @@
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.db import connection
@@ -10,12 +11,15 @@ from django.db.models import Count, DecimalField, IntegerField, JSONField, Outer
 from django.db.models.fields.json import KT, KeyTextTransform
 from django.db.models.functions import Cast
 
-from marketplace.dispatch import PoolSnapshot
+from core.money import round_to_fen
+from marketplace.dispatch import DispatchResult, PoolSnapshot, Requirements
 from marketplace.models import Lease, Order
 from organizations.models import Organization
 from pools.models import Hub, PricePlan, ResourcePool
 from pools.selectors import fresh_after
 from pools.tariffs import band_prices, hour_bands, local_hour
+from vouchers.charges import ChargeLine
+from vouchers.selectors import redeemable_vouchers, voucher_estimates
 
 # Provider reliability is the share of leases that did not fail over this window.
 RELIABILITY_WINDOW = timedelta(days=30)
@@ -177,3 +181,37 @@ def order_list(*, organization: Organization) -> QuerySet[Order]:
     if organization.kind == Organization.Kind.OPERATOR:
         return orders
     return orders.filter(buyer=organization)
+
+
+def quote_voucher_credits(
+    *, buyer: Organization, result: DispatchResult, requirements: Requirements, now: datetime
+) -> list[int]:
+    """What the buyer's vouchers would pay now of each placement of a quote, in fen; nothing is reserved."""
+    if not result.placements or not redeemable_vouchers(buyer=buyer, at=now).exists():
+        return [0] * len(result.placements)
+    pool_ids = {allocation.pool_id for placement in result.placements for allocation in placement.allocations}
+    pools = {
+        pool_id: (str(provider_id), hub, gpu_model)
+        for pool_id, provider_id, hub, gpu_model in ResourcePool.objects.filter(pk__in=pool_ids).values_list(
+            "pk", "provider_id", "hub_id", "gpu_model_id"
+        )
+    }
+    alternatives = [
+        [
+            ChargeLine(
+                line_ref=str(index),
+                amount=round_to_fen(Decimal(str(allocation.estimated_cost))),
+                lease_id="",
+                pool_id=str(allocation.pool_id),
+                provider_id=pools[allocation.pool_id][0],
+                hub=pools[allocation.pool_id][1],
+                gpu_model=pools[allocation.pool_id][2],
+                workload=requirements.workload,
+                period_start=placement.start_at,
+                period_end=placement.end_at,
+            )
+            for index, allocation in enumerate(placement.allocations)
+        ]
+        for placement in result.placements
+    ]
+    return voucher_estimates(buyer=buyer, alternatives=alternatives, at=now)

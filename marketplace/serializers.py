@@ -1,3 +1,4 @@
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -5,6 +6,7 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
+from core.money import fen_to_yuan
 from core.serializers import StrictSerializer
 from marketplace.dispatch import DispatchResult, Requirements
 from marketplace.models import Lease, Order, Workload
@@ -165,11 +167,19 @@ def _money(value: float) -> str:
     return str(Decimal(str(value)).quantize(Decimal("0.01")))
 
 
+def _after_vouchers(cost: float, credit: int) -> str:
+    """The estimated cost less what the buyer's vouchers would pay (``credit`` fen)."""
+    return str(max(Decimal("0.00"), Decimal(_money(cost)) - fen_to_yuan(credit)))
+
+
 class QuoteSerializer:
     """The dispatcher's answer as the API shows it."""
 
     @staticmethod
-    def render(result: DispatchResult, requirements: Requirements) -> dict[str, Any]:
+    def render(
+        result: DispatchResult, requirements: Requirements, voucher_credits: Sequence[int] | None = None
+    ) -> dict[str, Any]:
+        credits = voucher_credits or [0] * len(result.placements)
         return {
             "placements": [
                 {
@@ -180,6 +190,7 @@ class QuoteSerializer:
                     "start_at": placement.start_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
                     "end_at": placement.end_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
                     "estimated_cost": _money(placement.estimated_cost),
+                    "estimated_cost_after_vouchers": _after_vouchers(placement.estimated_cost, credit),
                     "average_price_per_card_hour": _money(
                         placement.estimated_cost / placement.cards / requirements.duration_hours
                     ),
@@ -187,7 +198,7 @@ class QuoteSerializer:
                     "latency_ms": placement.latency_ms,
                     "currency": "CNY",
                 }
-                for placement in result.placements
+                for placement, credit in zip(result.placements, credits, strict=True)
             ],
             "rejected": {
                 "summary": result.summary(requirements),
@@ -280,6 +291,9 @@ class _QuotePlacementSerializer(serializers.Serializer):
     start_at = serializers.DateTimeField()
     end_at = serializers.DateTimeField()
     estimated_cost = serializers.DecimalField(max_digits=18, decimal_places=2)
+    estimated_cost_after_vouchers = serializers.DecimalField(
+        max_digits=18, decimal_places=2, help_text="Less what the calling buyer's vouchers would pay now."
+    )
     average_price_per_card_hour = serializers.DecimalField(max_digits=18, decimal_places=2)
     estimated_electricity_cost = serializers.DecimalField(max_digits=18, decimal_places=2)
     latency_ms = serializers.IntegerField(allow_null=True)

@@ -42,16 +42,16 @@ class Credit:
     amount: int
     account: Any  # the account that owes or gives it (voucher receivable of an issuer, bank liability)
     description: str
-    line_amounts: dict[Any, int] | None = None  # per invoice line id, for vouchers
 
 
-# Hooks that the voucher and compute-bank code registers: each takes the
-# invoice and its stored lines inside the finalizing transaction and returns
-# the credits it applied. Until they are registered, nothing is applied.
-CreditHook = Callable[[Invoice, list[InvoiceLine], int], list[Credit]]
+# Hooks that vouchers and the compute bank register (BillingConfig.ready): each
+# takes the invoice, its stored lines, what is still owed and the time, inside
+# the finalizing transaction, and returns the credits it applied; void hooks
+# give back what they took. Until they are registered, nothing is applied.
+CreditHook = Callable[[Invoice, list[InvoiceLine], int, datetime], list[Credit]]
 VOUCHER_HOOKS: list[CreditHook] = []
 BANK_HOOKS: list[CreditHook] = []
-VOID_HOOKS: list[Callable[[Invoice], None]] = []
+VOID_HOOKS: list[Callable[[Invoice, datetime], None]] = []
 
 
 def invoice_for_period(*, buyer: Organization, at: datetime) -> Invoice:
@@ -172,7 +172,7 @@ def invoice_finalize(*, invoice_id: Any, now: datetime | None = None) -> Invoice
     for hook, field in [(hook, "voucher_credit") for hook in VOUCHER_HOOKS] + [
         (hook, "bank_credit") for hook in BANK_HOOKS
     ]:
-        for credit in hook(invoice, lines, remaining):
+        for credit in hook(invoice, lines, remaining, now):
             if credit.amount <= 0:
                 continue
             credit_amount = min(credit.amount, remaining)
@@ -234,7 +234,7 @@ def invoice_void(*, invoice_id: Any, by: str, reason: str = "", now: datetime | 
         entry_reverse(entry=entry, reason=reason or f"invoice {invoice.number} voided", at=now)
     _accrue_statements(invoice, _provider_totals(list(invoice.lines.all())), sign=-1)
     for hook in VOID_HOOKS:
-        hook(invoice)
+        hook(invoice, now)
     refund = invoice.amount_paid > 0
     invoice.status, invoice.voided_at, invoice.voided_by = Status.VOID, now, by
     invoice.next_payment_attempt_at = None

@@ -9,6 +9,7 @@ from django.db import connection
 from django.db.models import F, Q, Sum
 
 from billing.models import Account, Invoice, InvoiceLine, Leg, PaymentAttempt, ProviderStatement
+from vouchers.models import Redemption
 
 Purpose = Account.Purpose
 
@@ -84,6 +85,13 @@ def reconcile() -> list[Difference]:
         _ledger(Purpose.STRIPE_CLEARING),
         {None: int(charged["total"] or 0) - int(charged["refunded"] or 0)},
     )
+
+    owed_by_issuers: dict[Any, int] = defaultdict(int)
+    for issuer_id, amount, reversed_amount in Redemption.objects.values_list(
+        "program__issuer_id", "amount", "reversal__amount"
+    ):
+        owed_by_issuers[issuer_id] += amount - (reversed_amount or 0)
+    differences += _compare("voucher receivable", _ledger(Purpose.VOUCHER_RECEIVABLE), owed_by_issuers)
 
     mismatched = (
         Invoice.objects.exclude(status=Invoice.Status.DRAFT)

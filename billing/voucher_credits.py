@@ -1,0 +1,68 @@
+"""Vouchers pay their share of an invoice at finalization; a void gives it back.
+
+Billing hands vouchers plain charge lines and posts, for what they pay, a
+receivable from each issuer (the hooks below, registered in ``BillingConfig``).
+Only usage lines of the invoice's own period are offered: adjustment lines for
+late usage of an earlier month belong to another period's voucher terms.
+"""
+
+from datetime import datetime
+
+from billing.models import Invoice, InvoiceLine
+from billing.services.invoices import Credit
+from billing.services.ledger import Purpose, account_for
+from marketplace.models import Lease
+from organizations.models import Organization
+from pools.models import ResourcePool
+from vouchers.charges import ChargeLine
+from vouchers.services import vouchers_redeem, vouchers_reverse
+
+
+def redeem_vouchers(invoice: Invoice, lines: list[InvoiceLine], remaining: int, now: datetime) -> list[Credit]:
+    offered = [line for line in lines if line.kind == InvoiceLine.Kind.USAGE and line.amount > 0]
+    if not offered or remaining <= 0:
+        return []
+    workloads = dict(Lease.objects.filter(pk__in={line.lease_id for line in offered}).values_list("pk", "workload"))
+    pools = {
+        pk: (hub, gpu)
+        for pk, hub, gpu in ResourcePool.objects.filter(pk__in={line.pool_id for line in offered}).values_list(
+            "pk", "hub_id", "gpu_model_id"
+        )
+    }
+    result = vouchers_redeem(
+        buyer=invoice.buyer,
+        invoice_ref=str(invoice.pk),
+        lines=[
+            ChargeLine(
+                line_ref=str(line.pk),
+                amount=line.amount,
+                lease_id=str(line.lease_id),
+                pool_id=str(line.pool_id),
+                provider_id=str(line.provider_id),
+                hub=pools[line.pool_id][0],
+                gpu_model=pools[line.pool_id][1],
+                workload=workloads[line.lease_id],
+                period_start=invoice.period_start,
+                period_end=invoice.period_end,
+            )
+            for line in offered
+        ],
+        at=now,
+    )
+    for outcome in result.lines:
+        if outcome.voucher_amount:
+            InvoiceLine.objects.filter(pk=outcome.line_ref).update(voucher_amount=outcome.voucher_amount)
+    return [
+        Credit(
+            amount=owed,
+            account=account_for(purpose=Purpose.VOUCHER_RECEIVABLE, organization=Organization(pk=issuer_id)),
+            description=f"Compute vouchers paid of invoice {invoice.pk}",
+        )
+        for issuer_id, owed in sorted(result.by_issuer().items())
+    ]
+
+
+def reverse_vouchers(invoice: Invoice, now: datetime) -> None:
+    """The value goes back to the vouchers; the ledger side is the reversal of the credit entries."""
+    if invoice.voucher_credit:
+        vouchers_reverse(invoice_ref=str(invoice.pk), at=now)

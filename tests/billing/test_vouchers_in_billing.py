@@ -1,0 +1,67 @@
+"""Vouchers pay their share of a finalized invoice; the ledger's voucher receivable agrees with the issuer's report."""
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from billing.services.invoices import invoice_finalize, invoice_void
+from billing.services.ledger import Purpose, balance_of
+from billing.services.reconcile import reconcile
+from core.money import share
+from tests.billing.factories import leased, usage
+from tests.billing.test_invoices import APRIL_5, SETUP, march_invoice, shanghai
+from tests.vouchers.factories import program_factory, voucher_factory
+from vouchers.models import Voucher
+from vouchers.selectors import program_report
+
+pytestmark = pytest.mark.django_db
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+@pytest.fixture
+def voucher(buyer, issuer) -> Voucher:  # type: ignore[no-untyped-def]
+    program = program_factory(issuer, coverage_share="0.2", valid_until=datetime(2027, 1, 1, tzinfo=SHANGHAI))
+    return voucher_factory(program, buyer, face_value=10_000_000)
+
+
+def test_a_finalized_invoice_is_paid_partly_by_the_buyers_voucher(buyer, provider, issuer, voucher) -> None:
+    lease = leased(buyer=buyer, provider=provider, at=SETUP)
+    for day in range(1, 11):
+        usage(lease, shanghai(day, 12), seconds=8 * 3600)
+
+    invoice = invoice_finalize(invoice_id=march_invoice(buyer).pk, now=APRIL_5)
+
+    lines = list(invoice.lines.all())
+    assert invoice.voucher_credit == sum(share(line.amount, voucher.program.coverage_share)[0] for line in lines) > 0
+    assert invoice.amount_due == invoice.subtotal - invoice.voucher_credit
+    assert sum(line.voucher_amount for line in lines) == invoice.voucher_credit
+    voucher.refresh_from_db()
+    assert voucher.remaining == 10_000_000 - invoice.voucher_credit
+    assert balance_of(purpose=Purpose.BUYER_RECEIVABLE, organization=buyer) == invoice.amount_due
+    assert reconcile() == []
+
+
+def test_the_issuers_report_equals_the_ledgers_voucher_receivable(buyer, provider, issuer, voucher) -> None:
+    lease = leased(buyer=buyer, provider=provider, at=SETUP)
+    usage(lease, shanghai(3, 12), seconds=8 * 3600)
+    invoice_finalize(invoice_id=march_invoice(buyer).pk, now=APRIL_5)
+
+    report = program_report(program=voucher.program)
+
+    assert report["redeemed"] == balance_of(purpose=Purpose.VOUCHER_RECEIVABLE, organization=issuer) > 0
+
+
+def test_voiding_gives_the_voucher_back_and_clears_the_issuers_receivable(buyer, provider, issuer, voucher) -> None:
+    lease = leased(buyer=buyer, provider=provider, at=SETUP)
+    usage(lease, shanghai(3, 12), seconds=8 * 3600)
+    invoice = invoice_finalize(invoice_id=march_invoice(buyer).pk, now=APRIL_5)
+
+    invoice_void(invoice_id=invoice.pk, by="operator", now=APRIL_5)
+
+    voucher.refresh_from_db()
+    assert voucher.remaining == 10_000_000
+    assert balance_of(purpose=Purpose.VOUCHER_RECEIVABLE, organization=issuer) == 0
+    assert program_report(program=voucher.program)["redeemed"] == 0
+    assert reconcile() == []
