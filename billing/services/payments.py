@@ -27,6 +27,7 @@ from billing.models import Invoice, PaymentAttempt, StripeCustomer, StripeEvent
 from billing.services.ledger import Purpose, account_for, entry_post
 from billing.stripe_client import stripe_client
 from core.exceptions import ApplicationError, ConflictError
+from core.locks import advisory_lock
 from core.money import format_yuan
 from organizations.models import Organization
 
@@ -85,7 +86,13 @@ def _open_attempt(invoice_id: Any) -> PaymentAttempt | None:
 
 
 def invoice_collect(*, invoice_id: Any) -> PaymentAttempt | None:
-    """Charge what the invoice still owes to the buyer's card on file. Safe to run again at any time."""
+    """Charge what the invoice still owes to the buyer's card on file. Safe to run again at any
+    time; while one run talks to Stripe about an invoice, another for the same invoice does nothing."""
+    with advisory_lock(f"invoice-collect:{invoice_id}") as mine:
+        return _collect(invoice_id) if mine else None
+
+
+def _collect(invoice_id: Any) -> PaymentAttempt | None:
     attempt = _open_attempt(invoice_id)
     if attempt is None:
         return None
