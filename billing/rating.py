@@ -47,6 +47,25 @@ class RatedLine:
     def amount(self) -> int:
         return round_to_fen(self.exact_amount)
 
+    def as_invoice_line(self, invoice: Any, **fields: Any) -> InvoiceLine:
+        """The (unsaved) invoice line showing this rated usage."""
+        return InvoiceLine(
+            invoice=invoice,
+            kind=self.kind,
+            lease_id=self.lease_id,
+            pool_id=self.pool_id,
+            provider_id=self.provider_id,
+            price_plan_id=self.price_plan_id,
+            metric=self.metric,
+            model=self.model,
+            band=self.band,
+            unit=self.unit,
+            quantity=self.quantity,
+            rate=self.rate,
+            amount=self.amount,
+            **fields,
+        )
+
 
 def unbilled_rollups(*, buyer_id: Any, period_end: datetime) -> QuerySet[UsageRollup]:
     """The buyer's usage up to ``period_end`` that no finalized invoice has billed yet."""

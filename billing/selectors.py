@@ -1,5 +1,4 @@
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -76,22 +75,6 @@ def invoice_view(invoice: Invoice) -> Invoice:
     from billing.services.invoices import draft_lines
 
     rated = draft_lines(invoice)
-    invoice.shown_lines = [  # type: ignore[attr-defined]
-        SimpleNamespace(
-            id=None,
-            kind=line.kind,
-            lease_id=line.lease_id,
-            pool_id=line.pool_id,
-            metric=line.metric,
-            model=line.model,
-            band=line.band,
-            unit=line.unit,
-            quantity=line.quantity,
-            rate=line.rate,
-            amount=line.amount,
-            voucher_amount=0,
-        )
-        for line in rated
-    ]
+    invoice.shown_lines = [line.as_invoice_line(invoice, id=None) for line in rated]  # type: ignore[attr-defined]
     invoice.subtotal = invoice.amount_due = sum(line.amount for line in rated)
     return invoice

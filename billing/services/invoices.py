@@ -128,25 +128,7 @@ def invoice_finalize(*, invoice_id: Any, now: datetime | None = None) -> Invoice
 
     rated = take_unbilled(buyer_id=invoice.buyer_id, period_start=invoice.period_start, period_end=invoice.period_end)
     lines = InvoiceLine.objects.bulk_create(
-        [
-            InvoiceLine(
-                invoice=invoice,
-                kind=line.kind,
-                lease_id=line.lease_id,
-                pool_id=line.pool_id,
-                provider_id=line.provider_id,
-                price_plan_id=line.price_plan_id,
-                metric=line.metric,
-                model=line.model,
-                band=line.band,
-                unit=line.unit,
-                quantity=line.quantity,
-                rate=line.rate,
-                amount=line.amount,
-            )
-            for line in rated
-            if line.amount or line.quantity
-        ]
+        [line.as_invoice_line(invoice) for line in rated if line.amount or line.quantity]
     )
 
     subtotal = max(sum(line.amount for line in lines), 0)

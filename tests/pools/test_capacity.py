@@ -1,7 +1,6 @@
 """Capacity is changed only under a row lock and never goes below zero."""
 
 import random
-import threading
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -13,23 +12,7 @@ from core.exceptions import ConflictError, RuleViolation
 from pools.models import ResourcePool
 from pools.services import pool_heartbeat, pool_release_cards, pool_reserve_cards
 from tests.factories import pool_factory
-
-
-def run_concurrently(jobs: list[Callable[[], None]]) -> None:
-    barrier = threading.Barrier(len(jobs))
-
-    def run(job: Callable[[], None]) -> None:
-        barrier.wait()
-        try:
-            job()
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+from tests.threads import run_concurrently
 
 
 @pytest.mark.django_db(transaction=True)

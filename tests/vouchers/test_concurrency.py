@@ -1,40 +1,18 @@
 """Voucher value, yearly caps and program budgets hold under real concurrent transactions."""
 
-import threading
 from collections.abc import Callable
 
 import pytest
-from django.db import connection
 
 from core.exceptions import ConflictError, RuleViolation
 from tests.factories import BuyerFactory, IssuerFactory, ProviderFactory
+from tests.threads import run_concurrently
 from tests.vouchers.factories import GRANTED_AT, charge_line, fresh, local, program_factory, redeem, voucher_factory
 from vouchers.issuing import VoucherRequest
 from vouchers.models import Claim, Redemption, VoucherProgram, YearlyCapUsage
 from vouchers.services import voucher_revoke, vouchers_issue
 
 THREADS = 20
-
-
-def run_in_threads(jobs: list[Callable[[], None]], threads: int = THREADS) -> None:
-    """Run ``jobs`` on ``threads`` threads (each with its own database connection), all
-    starting together; PostgreSQL allows only so many connections."""
-    barrier = threading.Barrier(threads)
-    chunks = [jobs[index::threads] for index in range(threads)]
-
-    def run(chunk: list[Callable[[], None]]) -> None:
-        barrier.wait()
-        try:
-            for job in chunk:
-                job()
-        finally:
-            connection.close()
-
-    workers = [threading.Thread(target=run, args=(chunk,)) for chunk in chunks]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -46,7 +24,7 @@ def test_100_concurrent_redemptions_of_one_voucher_never_pay_more_than_its_value
     def invoice(number: int) -> Callable[[], None]:
         return lambda: paid.append(redeem(buyer, charge_line(provider, 1_000), invoice=f"invoice-{number}").total)
 
-    run_in_threads([invoice(number) for number in range(100)])
+    run_concurrently([invoice(number) for number in range(100)])
 
     assert len(paid) == 100
     assert sum(paid) == 10_000
@@ -65,7 +43,7 @@ def test_concurrent_invoices_of_one_company_never_pass_the_yearly_cap() -> None:
     def invoice(number: int) -> Callable[[], None]:
         return lambda: paid.append(redeem(buyer, charge_line(provider, 100_000), invoice=f"invoice-{number}").total)
 
-    run_in_threads([invoice(number) for number in range(40)])
+    run_concurrently([invoice(number) for number in range(40)])
 
     assert sum(paid) == 30_000
     assert YearlyCapUsage.objects.get(buyer=buyer, issuer=issuer, year=2026).redeemed == 30_000
@@ -91,7 +69,7 @@ def test_concurrent_issuing_never_passes_the_program_budget() -> None:
 
         return job
 
-    run_in_threads([issue(buyer) for buyer in buyers], threads=len(buyers))
+    run_concurrently([issue(buyer) for buyer in buyers], threads=len(buyers))
 
     program.refresh_from_db()
     assert (len(issued), set(refused), len(refused)) == (10, {"budget_exceeded"}, 20)
@@ -110,7 +88,7 @@ def test_the_same_invoice_redeemed_concurrently_pays_once() -> None:
         result = redeem(buyer, line)
         answers.append((result.total, result.replayed))
 
-    run_in_threads([job for _ in range(THREADS)])
+    run_concurrently([job for _ in range(THREADS)])
 
     assert sorted(answers) == [(20_000, False)] + [(20_000, True)] * (THREADS - 1)
     assert (Claim.objects.count(), Redemption.objects.count()) == (1, 1)
@@ -135,7 +113,7 @@ def test_a_revocation_racing_redemptions_keeps_every_fen_accounted_for() -> None
 
     jobs = [invoice(number) for number in range(39)]
     jobs.insert(17, revoke)
-    run_in_threads(jobs)
+    run_concurrently(jobs)
 
     voucher = fresh(voucher)
     redeemed = sum(Redemption.objects.values_list("amount", flat=True))
