@@ -5,7 +5,8 @@
 On a fresh PostgreSQL database with the national data set, every buyer gets one
 lease and, for a closed month, an hourly card-seconds rollup for each hour plus
 input and output token rollups for ``--token-hours`` hours: 10,000 x (720 + 2 x
-140) = 10 million rows. Timed: the settlement scan that makes the invoices, and
+140) = 10 million rows. Timed: the settlement scan that finds the drafts (made as usage is rolled up; here
+by the set-up, as the rollup task would), and
 the finalization of every invoice (rating, lines, ledger, statements, numbers)
 by ``--processes`` worker processes, as the Celery ``settle`` queue would. Printed
 beside a bare SQL aggregate of the same rows by buyer, lease, metric, model,
@@ -31,7 +32,9 @@ from bench.harness import environment, national_database, print_machine
 TARGET_SECONDS = 300
 
 
-def build_usage(database_url: str, *, buyers: int, hours: int, token_hours: int, month_start: Any) -> int:
+def build_usage(
+    database_url: str, *, buyers: int, hours: int, token_hours: int, month_start: Any, month_end: Any
+) -> int:
     """Buyers, one running lease each, and the month's hourly rollups, written with plain SQL.
 
     A bulk load of consistent rows: foreign-key triggers are off for this session
@@ -109,6 +112,17 @@ def build_usage(database_url: str, *, buyers: int, hours: int, token_hours: int,
             )
             connection.commit()
             print(f"    {metric}: done ({time.monotonic() - started:.0f} s)", flush=True)
+        # The drafts the rollup task makes as usage arrives (invoice_draft_for_usage).
+        cursor.execute(
+            """
+            INSERT INTO billing_invoice (id, buyer_id, period_start, period_end, status, currency,
+                collection_method, subtotal, voucher_credit, bank_credit, amount_due, amount_paid,
+                payment_attempts, voided_by, created_at)
+            SELECT gen_random_uuid(), buyer_id, %(start)s, %(end)s, 'draft', 'CNY', 'stripe', 0, 0, 0, 0, 0, 0, '', now()
+            FROM bench_pairs
+            """,
+            {"start": month_start, "end": month_end},
+        )
         cursor.execute("SELECT count(*) FROM billing_usagerollup")
         rows = cursor.fetchone()[0]  # type: ignore[index]
     with psycopg.connect(database_url, autocommit=True) as connection:
@@ -163,10 +177,15 @@ def main() -> int:
     from billing.services.invoices import invoices_due_for_finalizing
     from billing.services.reconcile import reconcile
 
-    month_start, _ = month_of(month_of(month_of(timezone.now())[0] - timedelta(days=1))[0] - timedelta(days=1))
+    month_start, month_end = month_of(month_of(month_of(timezone.now())[0] - timedelta(days=1))[0] - timedelta(days=1))
     print(f"==> usage of the month from {month_start:%Y-%m-%d}", flush=True)
     rows = build_usage(
-        env["DATABASE_URL"], buyers=args.buyers, hours=args.hours, token_hours=args.token_hours, month_start=month_start
+        env["DATABASE_URL"],
+        buyers=args.buyers,
+        hours=args.hours,
+        token_hours=args.token_hours,
+        month_start=month_start,
+        month_end=month_end,
     )
     print(f"  {rows:,} rollup rows")
     print_machine(env["DATABASE_URL"])
@@ -179,7 +198,7 @@ def main() -> int:
     started = time.monotonic()
     invoice_ids = [str(pk) for pk in invoices_due_for_finalizing(now=timezone.now())]
     scanned = time.monotonic() - started
-    print(f"  scan made {len(invoice_ids):,} invoices in {scanned:.1f} s", flush=True)
+    print(f"  scan found {len(invoice_ids):,} invoices to finalize in {scanned:.1f} s", flush=True)
     connections.close_all()
     chunks = [invoice_ids[n :: args.processes * 20] for n in range(args.processes * 20)]
     done = 0

@@ -15,12 +15,13 @@ from marketplace.models import Lease
 from organizations.models import Organization
 from pools.models import ResourcePool
 from vouchers.charges import ChargeLine
+from vouchers.selectors import redeemable_vouchers
 from vouchers.services import vouchers_redeem, vouchers_reverse
 
 
 def redeem_vouchers(invoice: Invoice, lines: list[InvoiceLine], remaining: int, now: datetime) -> list[Credit]:
     offered = [line for line in lines if line.kind == InvoiceLine.Kind.USAGE and line.amount > 0]
-    if not offered or remaining <= 0:
+    if not offered or remaining <= 0 or not redeemable_vouchers(buyer=invoice.buyer, at=now).exists():
         return []
     workloads = dict(Lease.objects.filter(pk__in={line.lease_id for line in offered}).values_list("pk", "workload"))
     pools = {

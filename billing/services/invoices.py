@@ -18,11 +18,10 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
-from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
-from billing.models import Invoice, InvoiceLine, InvoiceSequence, JournalEntry, ProviderStatement, UsageRollup
-from billing.periods import local_year, local_zone, month_of
+from billing.models import Invoice, InvoiceLine, InvoiceSequence, JournalEntry, ProviderStatement
+from billing.periods import local_year, month_of
 from billing.rating import RatedLine, rate, take_unbilled, unbilled_rollups
 from billing.services.ledger import Purpose, account_for, entry_post, entry_reverse
 from core.exceptions import ConflictError
@@ -233,29 +232,12 @@ def _queue_refund(invoice_id: Any) -> None:
 
 
 def invoices_due_for_finalizing(*, now: datetime) -> list[Any]:
-    """Make the invoices that unbilled usage calls for and return the drafts ready to finalize:
-    those of months closed for longer than the grace for late usage.
+    """The drafts of months closed for longer than the grace for late usage.
 
-    Late usage of a month whose invoice is already finalized goes to the buyer's
-    invoice of the current month, as adjustment lines: never into a closed one.
+    Drafts are made as usage is rolled up (``invoice_draft_for_usage``), late usage of a
+    finalized month included, so this reads invoices, not the usage.
     """
     closed_before = month_of(now - timedelta(hours=settings.BILLING_FINALIZE_GRACE_HOURS))[0]
-    pending = (
-        UsageRollup.objects.filter(hour__lt=closed_before)
-        .exclude(quantity=F("billed_quantity"))
-        .annotate(month=TruncMonth("hour", tzinfo=local_zone()))
-        .values_list("buyer_id", "month")
-        .order_by()
-        .distinct()
-    )
-    current_start, current_end = month_of(now)
-    for buyer_id, month in pending:
-        start, end = month_of(month)
-        invoice, _ = Invoice.objects.get_or_create(buyer_id=buyer_id, period_start=start, defaults={"period_end": end})
-        if invoice.status != Status.DRAFT:
-            Invoice.objects.get_or_create(
-                buyer_id=buyer_id, period_start=current_start, defaults={"period_end": current_end}
-            )
     return list(
         Invoice.objects.filter(status=Status.DRAFT, period_end__lte=closed_before)
         .order_by("period_start", "pk")

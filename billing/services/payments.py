@@ -66,16 +66,22 @@ def payment_method_set(*, organization: Organization, payment_method: str) -> St
 
 
 def _open_attempt(invoice_id: Any) -> PaymentAttempt | None:
-    """The invoice's pending attempt, or a new one recorded now; None if nothing is to be collected."""
+    """The invoice's pending attempt, or a new one recorded now; None if nothing is to be collected.
+
+    The invoice stays due again a little later, so that if this run dies before it learns the
+    outcome, the next collection run (Celery beat) finishes the attempt.
+    """
     with transaction.atomic():
         invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
         if invoice.status not in COLLECTIBLE or invoice.amount_paid >= invoice.amount_due:
             return None
+        retry_at = timezone.now() + timedelta(seconds=settings.BILLING_COLLECTION_RETRY_SECONDS)
         pending = invoice.attempts.filter(status=PaymentAttempt.Status.PENDING).first()
         if pending:
+            Invoice.objects.filter(pk=invoice.pk).update(next_payment_attempt_at=retry_at)
             return pending
         number = invoice.payment_attempts + 1
-        Invoice.objects.filter(pk=invoice.pk).update(payment_attempts=number, next_payment_attempt_at=None)
+        Invoice.objects.filter(pk=invoice.pk).update(payment_attempts=number, next_payment_attempt_at=retry_at)
         return PaymentAttempt.objects.create(
             invoice=invoice,
             number=number,

@@ -313,6 +313,19 @@ def _delete(events: list[Event]) -> None:
 # --- rollups -----------------------------------------------------------------
 
 
+def invoice_draft_for_usage(*, buyer_id: Any, month: tuple[datetime, datetime]) -> None:
+    """Make sure a draft invoice will bill usage of ``month``: the month's own draft, or, if that
+    invoice is already finalized, the draft of the current month (late usage is billed there as
+    an adjustment, never in a closed invoice). Month-end settlement then finds every invoice to
+    finalize among the drafts, without scanning the usage."""
+    invoice, _ = Invoice.objects.get_or_create(
+        buyer_id=buyer_id, period_start=month[0], defaults={"period_end": month[1]}
+    )
+    if invoice.status != Invoice.Status.DRAFT:
+        current = month_of(timezone.now())
+        Invoice.objects.get_or_create(buyer_id=buyer_id, period_start=current[0], defaults={"period_end": current[1]})
+
+
 def plans_by_pool(*, pool_ids: Iterable[Any], until: datetime) -> dict[Any, list[tuple[datetime, Any]]]:
     """Each pool's price versions as (effective from, id), oldest first."""
     plans: dict[Any, list[tuple[datetime, Any]]] = defaultdict(list)
@@ -375,10 +388,8 @@ def usage_rollup_buckets(*, buckets: Iterable[Bucket]) -> int:
             for metric, name, quantity in metrics
         )
     with transaction.atomic():
-        for buyer_id, month_start in sorted({(row.buyer_id, month_of(row.hour)) for row in rows}, key=str):
-            Invoice.objects.get_or_create(  # the buyer's draft for the month: it grows with this usage
-                buyer_id=buyer_id, period_start=month_start[0], defaults={"period_end": month_start[1]}
-            )
+        for buyer_id, month in sorted({(row.buyer_id, month_of(row.hour)) for row in rows}, key=str):
+            invoice_draft_for_usage(buyer_id=buyer_id, month=month)
         UsageRollup.objects.bulk_create(
             rows,
             update_conflicts=True,

@@ -284,6 +284,8 @@ CELERY_BEAT_SCHEDULE["usage-partitions-ensure"] = {
 BILLING_FINALIZE_GRACE_HOURS = env_int("BILLING_FINALIZE_GRACE_HOURS", 72, min_value=0)
 # Failed payments are retried this many days after the first failure, then the invoice is uncollectible.
 BILLING_DUNNING_DAYS = env_int_list("BILLING_DUNNING_DAYS", [1, 3, 7])
+# A collection that did not learn its outcome (a worker died) is picked up again after this long.
+BILLING_COLLECTION_RETRY_SECONDS = env_int("BILLING_COLLECTION_RETRY_SECONDS", 600, min_value=1)
 STRIPE_API_KEY = env_str("STRIPE_API_KEY", "sk_test_compute_grid_local")
 # Empty: Stripe itself. Tests and the local demo point it at localstripe, e.g. http://127.0.0.1:8420
 STRIPE_API_BASE = env_str("STRIPE_API_BASE", "")

@@ -5,14 +5,16 @@ from decimal import Decimal
 from typing import Any
 
 from billing.models import UsageMetric, UsageRollup
-from billing.services.usage import plan_in_force, plans_by_pool
+from billing.periods import month_of
+from billing.services.usage import invoice_draft_for_usage, plan_in_force, plans_by_pool
 from marketplace.models import Lease
 
 
 def usage(
     lease: Lease, hour: datetime, *, seconds: Any = 3600, metric: str = UsageMetric.GPU_SECONDS, model: str = ""
 ) -> UsageRollup:
-    """A rollup of ``seconds`` (or tokens) for ``lease`` in the UTC hour starting at ``hour``."""
+    """A rollup of ``seconds`` (or tokens) for ``lease`` in the UTC hour starting at ``hour``,
+    with the draft invoice the rollup task would make for it."""
     versions = plans_by_pool(pool_ids=[lease.pool_id], until=hour.replace(year=hour.year + 1)).get(lease.pool_id, [])
     rollup, _ = UsageRollup.objects.update_or_create(
         lease=lease,
@@ -28,6 +30,7 @@ def usage(
             "price_plan_id": plan_in_force(versions, hour),
         },
     )
+    invoice_draft_for_usage(buyer_id=lease.buyer_id, month=month_of(hour))
     return rollup
 
 

@@ -281,3 +281,17 @@ def test_concurrent_collections_of_one_invoice_charge_once(stripe) -> None:
     assert len(succeeded) == 1
     assert JournalEntry.objects.filter(kind="payment.stripe").count() == 1
     assert reconcile() == []
+
+
+def test_a_collection_that_died_before_calling_stripe_is_picked_up_again_later(stripe, buyer, provider) -> None:
+    from billing.services.payments import _open_attempt, payments_due
+
+    invoice = finalized_invoice(buyer, provider)
+    with time_machine.travel(APRIL_5, tick=False):
+        _open_attempt(invoice.pk)  # recorded, then the worker died
+
+    assert payments_due(now=APRIL_5) == []
+    assert payments_due(now=APRIL_5 + timedelta(minutes=11)) == [invoice.pk]
+    attempt = invoice_collect(invoice_id=invoice.pk)
+    assert attempt is not None and (attempt.number, attempt.status) == (1, "succeeded")
+    assert Invoice.objects.get(pk=invoice.pk).next_payment_attempt_at is None
