@@ -118,7 +118,8 @@ def build_usage(
             INSERT INTO billing_invoice (id, buyer_id, period_start, period_end, status, currency,
                 collection_method, subtotal, voucher_credit, bank_credit, amount_due, amount_paid,
                 payment_attempts, voided_by, created_at)
-            SELECT gen_random_uuid(), buyer_id, %(start)s, %(end)s, 'draft', 'CNY', 'stripe', 0, 0, 0, 0, 0, 0, '', now()
+            SELECT gen_random_uuid(), buyer_id, %(start)s, %(end)s, 'draft', 'CNY', 'stripe',
+                   0, 0, 0, 0, 0, 0, '', now()
             FROM bench_pairs
             """,
             {"start": month_start, "end": month_end},
