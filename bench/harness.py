@@ -27,14 +27,20 @@ STALE_SECONDS = "86400"
 _server: subprocess.Popen[bytes] | None = None
 
 
+def data_dir(database: str) -> Path:
+    """Each benchmark's own folder (its API keys), so that two can run at once."""
+    folder = DATA_DIR / database
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def environment(database: str) -> dict[str, str]:
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "bench.settings",
         "DATABASE_URL": f"{PG}/{database}",
         "REDIS_URL": "redis://127.0.0.1:6379/14",  # not the tests' database 15
-        "DATA_DIR": str(DATA_DIR),
+        "DATA_DIR": str(data_dir(database)),
         "POOL_HEARTBEAT_STALE_SECONDS": STALE_SECONDS,
         "LOG_LEVEL": "WARNING",
     }
@@ -89,7 +95,7 @@ def national_database(env: dict[str, str], *, database: str, seed: int = 42, sca
     # Production tables have planner statistics; a freshly loaded one has none until autovacuum.
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as connection:
         connection.execute("VACUUM ANALYZE")
-    lines = (DATA_DIR / "national-keys.txt").read_text().splitlines()
+    lines = (data_dir(database) / "national-keys.txt").read_text().splitlines()
     return {kind: key for kind, _, key in (line.split() for line in lines)}
 
 
@@ -123,7 +129,7 @@ def start_server(env: dict[str, str], port: int, *, workers: int = 1) -> None:
     atexit.register(stop_server)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _on_signal)
-    log = DATA_DIR / "gunicorn.log"
+    log = Path(env["DATA_DIR"]) / "gunicorn.log"
     command = [
         sys.executable, "-m", "gunicorn", "config.wsgi:application",
         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning", "--timeout", "120",
