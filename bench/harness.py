@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +178,12 @@ def percentile(values: list[float], q: float) -> float:
 
 def stats(values: list[float]) -> dict[str, float]:
     return {"median": percentile(values, 50), "p95": percentile(values, 95), "p99": percentile(values, 99)}
+
+
+def verdict(checks: list[tuple[str, bool]], errors: Sequence[str] = ()) -> int:
+    """Print PASS/FAIL for each check and the first errors; the process's exit code."""
+    for text, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    for error in errors[:10]:
+        print(f"  {error}")
+    return 0 if all(ok for _, ok in checks) else 1

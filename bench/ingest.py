@@ -26,7 +26,16 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import environment, free_port, national_database, print_machine, request, start_server, stop_server
+from bench.harness import (
+    environment,
+    free_port,
+    national_database,
+    print_machine,
+    request,
+    start_server,
+    stop_server,
+    verdict,
+)
 
 TARGET_RATE, TARGET_RATIO = 25_000, 0.4
 CARDS_PER_LEASE = 8
@@ -267,9 +276,7 @@ def main() -> int:
         (f"replay adds zero rows ({rows_after_replay - rows_after_first})", rows_after_replay == rows_after_first),
         ("no HTTP errors", first["errors"] == replay["errors"] == 0),
     ]  # fmt: skip
-    for text, ok in checks:
-        print(f"{'PASS' if ok else 'FAIL'}  {text}")
-    return 0 if all(ok for _, ok in checks) else 1
+    return verdict(checks)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from bench.harness import (
     start_server,
     stats,
     stop_server,
+    verdict,
 )
 
 TARGET_MEDIAN_MS, TARGET_P99_MS = 50.0, 150.0
@@ -104,11 +105,7 @@ def main() -> int:
         (f"offers p99 {o['p99']:.1f} ms < {TARGET_P99_MS:.0f} ms", o["p99"] < TARGET_P99_MS),
         (f"every response 200 with offers ({len(errors)} failures)", not errors),
     ]
-    for text, ok in checks:
-        print(f"{'PASS' if ok else 'FAIL'}  {text}")
-    for error in errors[:10]:
-        print(f"  {error}")
-    return 0 if all(ok for _, ok in checks) else 1
+    return verdict(checks, errors)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from bench.harness import (
     start_server,
     stats,
     stop_server,
+    verdict,
 )
 
 TARGET_PROCESS_P99_MS, TARGET_API_P99_MS = 5.0, 50.0
@@ -122,11 +123,7 @@ def main() -> int:
         *((f"simulation: {name}", passed) for name, passed in figures["checks"].items()),
         (f"every request answered 2xx ({len(errors)} failures)", not errors),
     ]
-    for text, ok in checks:
-        print(f"{'PASS' if ok else 'FAIL'}  {text}")
-    for error in errors[:5]:
-        print(f"  {error}")
-    return 0 if all(ok for _, ok in checks) else 1
+    return verdict(checks, errors)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import environment, national_database, print_machine
+from bench.harness import environment, national_database, print_machine, verdict
 
 TARGET_SECONDS = 300
 
@@ -224,9 +224,7 @@ def main() -> int:
         (f"{finalized:,} invoices finalized of {args.buyers:,}", finalized == args.buyers),
         (f"reconcile clean ({len(differences)} differences)", not differences),
     ]
-    for text, ok in checks:
-        print(f"{'PASS' if ok else 'FAIL'}  {text}")
-    return 0 if all(ok for _, ok in checks) else 1
+    return verdict(checks)
 
 
 if __name__ == "__main__":
