@@ -40,7 +40,7 @@ def environment(database: str) -> dict[str, str]:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "bench.settings",
         "DATABASE_URL": f"{PG}/{database}",
-        "REDIS_URL": "redis://127.0.0.1:6379/14",  # not the tests' database 15
+        "REDIS_URL": "redis://127.0.0.1:6379/9",  # not the tests' (15)
         "DATA_DIR": str(data_dir(database)),
         "POOL_HEARTBEAT_STALE_SECONDS": STALE_SECONDS,
         "LOG_LEVEL": "WARNING",
@@ -70,10 +70,15 @@ def print_machine(database_url: str) -> None:
         print(f"  {name}: {value}")
 
 
-def recreate_database(name: str) -> None:
+def recreate_database(name: str, *, template: str = "template1") -> None:
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        connection.execute(f'CREATE DATABASE "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+
+
+def database_exists(name: str) -> bool:
+    with psycopg.connect(f"{PG}/postgres") as connection:
+        return connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
 def manage(env: dict[str, str], *args: str) -> str:

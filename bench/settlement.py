@@ -1,6 +1,6 @@
 """Benchmark month-end settlement: finalize a month for 10,000 buyers with 10 million hourly rollups.
 
-    .venv/bin/python bench/settlement.py [--buyers 10000] [--hours 720] [--token-hours 140] [--processes 2]
+    .venv/bin/python bench/settlement.py [--buyers 10000] [--hours 720] [--token-hours 140] [--processes 2] [--reuse]
 
 On a fresh PostgreSQL database with the national data set, every buyer gets one
 lease and, for a closed month, an hourly card-seconds rollup for each hour plus
@@ -8,10 +8,14 @@ input and output token rollups for ``--token-hours`` hours: 10,000 x (720 + 2 x
 140) = 10 million rows. Timed: the settlement scan that finds the drafts (made as usage is rolled up; here
 by the set-up, as the rollup task would), and
 the finalization of every invoice (rating, lines, ledger, statements, numbers)
-by ``--processes`` worker processes, as the Celery ``settle`` queue would. Printed
+by ``--processes`` worker processes in batches of BILLING_FINALIZE_BATCH_SIZE, as
+the Celery ``settle`` queue's ``invoices_finalize`` tasks would. Printed
 beside a bare SQL aggregate of the same rows by buyer, lease, metric, model,
 price version and local hour, the physical limit, as a ratio; then
 ``reconcile`` must be clean. Target: under 5 minutes.
+
+Building the data takes minutes: ``--reuse`` keeps the built database as a
+template and later runs with the same sizes start from a copy of it.
 """
 
 import argparse
@@ -27,7 +31,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import environment, national_database, print_machine, verdict
+from bench.harness import database_exists, environment, national_database, print_machine, recreate_database, verdict
 
 TARGET_SECONDS = 300
 
@@ -145,15 +149,14 @@ def bare_aggregate(database_url: str) -> float:
         return time.perf_counter() - started
 
 
-def _finalize_chunk(invoice_ids: list[str]) -> int:
+def _finalize_batch(invoice_ids: list[str]) -> int:
+    """What one ``invoices_finalize`` task of the settle queue does."""
     import django
 
     django.setup()
-    from billing.services.invoices import invoice_finalize
+    from billing.services.invoices import invoices_finalize
 
-    for invoice_id in invoice_ids:
-        invoice_finalize(invoice_id=invoice_id)
-    return len(invoice_ids)
+    return invoices_finalize(invoice_ids=invoice_ids)
 
 
 def main() -> int:
@@ -163,31 +166,48 @@ def main() -> int:
     parser.add_argument("--token-hours", type=int, default=140)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--database", default="compute_grid_bench_settlement")
+    parser.add_argument("--reuse", action="store_true", help="keep the built data as a template; start from it")
     args = parser.parse_args()
 
     env = environment(args.database)
-    national_database(env, database=args.database)
+    template = f"{args.database}_{args.buyers}_{args.hours}_{args.token_hours}"
+    built = args.reuse and database_exists(template)
+    if built:
+        print(f"==> database {args.database}: a copy of {template}", flush=True)
+        recreate_database(args.database, template=template)
+    else:
+        national_database(env, database=args.database)
     os.environ.update(env)
     import django
 
     django.setup()
+    from django.conf import settings
     from django.db import connections
     from django.utils import timezone
 
+    from billing.models import UsageRollup
     from billing.periods import month_of
     from billing.services.invoices import invoices_due_for_finalizing
     from billing.services.reconcile import reconcile
 
-    month_start, month_end = month_of(month_of(month_of(timezone.now())[0] - timedelta(days=1))[0] - timedelta(days=1))
-    print(f"==> usage of the month from {month_start:%Y-%m-%d}", flush=True)
-    rows = build_usage(
-        env["DATABASE_URL"],
-        buyers=args.buyers,
-        hours=args.hours,
-        token_hours=args.token_hours,
-        month_start=month_start,
-        month_end=month_end,
-    )
+    if built:
+        rows = UsageRollup.objects.count()
+    else:
+        month_start, month_end = month_of(
+            month_of(month_of(timezone.now())[0] - timedelta(days=1))[0] - timedelta(days=1)
+        )
+        print(f"==> usage of the month from {month_start:%Y-%m-%d}", flush=True)
+        rows = build_usage(
+            env["DATABASE_URL"],
+            buyers=args.buyers,
+            hours=args.hours,
+            token_hours=args.token_hours,
+            month_start=month_start,
+            month_end=month_end,
+        )
+        if args.reuse:
+            connections.close_all()
+            recreate_database(template, template=args.database)
     print(f"  {rows:,} rollup rows")
     print_machine(env["DATABASE_URL"])
 
@@ -201,10 +221,11 @@ def main() -> int:
     scanned = time.monotonic() - started
     print(f"  scan found {len(invoice_ids):,} invoices to finalize in {scanned:.1f} s", flush=True)
     connections.close_all()
-    chunks = [invoice_ids[n :: args.processes * 20] for n in range(args.processes * 20)]
+    size = settings.BILLING_FINALIZE_BATCH_SIZE
+    batches = [invoice_ids[start : start + size] for start in range(0, len(invoice_ids), size)]
     done = 0
     with multiprocessing.get_context("fork").Pool(args.processes) as pool:
-        for finished in pool.imap_unordered(_finalize_chunk, chunks):
+        for finished in pool.imap_unordered(_finalize_batch, batches):
             done += finished
             print(f"  finalized {done:,}/{len(invoice_ids):,} ({time.monotonic() - started:.0f} s)", flush=True)
     settle_seconds = time.monotonic() - started

@@ -6,6 +6,7 @@ model. Rates stay exact Decimals; each invoice line rounds once
 (``core.money.round_to_fen``).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -95,42 +96,69 @@ def rate(rollups: QuerySet[UsageRollup], *, period_start: datetime) -> list[Rate
 
 
 _TAKE_UNBILLED = """
-WITH pending AS (
-    SELECT id, billed_quantity AS before FROM billing_usagerollup
-    WHERE buyer_id = %(buyer)s AND hour < %(end)s AND quantity <> billed_quantity AND price_plan_id IS NOT NULL
-    FOR UPDATE
+WITH batch AS (
+    SELECT * FROM unnest(%(invoices)s::uuid[], %(buyers)s::uuid[], %(starts)s::timestamptz[], %(ends)s::timestamptz[])
+        AS b (invoice_id, buyer_id, period_start, period_end)
+), pending AS (
+    SELECT r.id, r.billed_quantity AS before, b.invoice_id, b.period_start
+    FROM batch AS b JOIN billing_usagerollup AS r ON r.buyer_id = b.buyer_id AND r.hour < b.period_end
+    WHERE r.quantity <> r.billed_quantity AND r.price_plan_id IS NOT NULL
+    FOR UPDATE OF r
 ), marked AS (
     UPDATE billing_usagerollup AS r SET billed_quantity = r.quantity
     FROM pending AS p WHERE r.id = p.id
-    RETURNING r.lease_id, r.pool_id, r.provider_id, r.price_plan_id, r.metric, r.model, r.hour,
-              r.quantity - p.before AS delta
+    RETURNING p.invoice_id, p.period_start, r.lease_id, r.pool_id, r.provider_id, r.price_plan_id, r.metric, r.model,
+              r.hour, r.quantity - p.before AS delta
 )
-SELECT CASE WHEN hour < %(start)s THEN 'adjustment' ELSE 'usage' END, lease_id, pool_id, provider_id,
+SELECT invoice_id, CASE WHEN hour < period_start THEN 'adjustment' ELSE 'usage' END, lease_id, pool_id, provider_id,
        price_plan_id, metric, model, extract(hour FROM hour AT TIME ZONE %(zone)s)::int, sum(delta)
-FROM marked GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+FROM marked GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 """
 
 
-def take_unbilled(*, buyer_id: Any, period_start: datetime, period_end: datetime) -> list[RatedLine]:
-    """Rate the buyer's unbilled usage up to ``period_end`` and mark it billed, at once.
+def take_unbilled(*, invoices: Sequence[Any]) -> dict[Any, list[RatedLine]]:
+    """Rate each invoice's unbilled usage (its buyer's, up to its period's end) and mark it billed, at once.
 
-    On PostgreSQL one statement locks the rows, marks them and returns exactly
-    what it marked, so usage a rollup adds at the same moment is either billed
-    now or left for the next invoice, never lost. (SQLite has one writer at a time.)
+    On PostgreSQL one statement, for all the invoices, locks the rows, marks them
+    and returns exactly what it marked, so usage a rollup adds at the same moment
+    is either billed now or left for the next invoice, never lost. (SQLite has one
+    writer at a time.) A buyer's older invoice takes its usage first.
     """
+    rated: dict[Any, list[RatedLine]] = {}
+    pending = sorted(invoices, key=lambda invoice: invoice.period_end)
+    while pending:  # rounds of one invoice per buyer: each usage row is billed on one invoice
+        oldest: dict[Any, Any] = {}
+        for invoice in pending:
+            oldest.setdefault(invoice.buyer_id, invoice)
+        rated |= _take_unbilled(list(oldest.values()))
+        pending = [invoice for invoice in pending if invoice.pk not in rated]
+    return rated
+
+
+def _take_unbilled(invoices: list[Any]) -> dict[Any, list[RatedLine]]:
     if connection.vendor != "postgresql":
-        rollups = unbilled_rollups(buyer_id=buyer_id, period_end=period_end).exclude(price_plan__isnull=True)
-        ids = list(rollups.values_list("pk", flat=True))
-        lines = rate(UsageRollup.objects.filter(pk__in=ids), period_start=period_start)
-        UsageRollup.objects.filter(pk__in=ids).update(billed_quantity=F("quantity"))
-        return lines
+        rated = {}
+        for invoice in invoices:
+            rollups = unbilled_rollups(buyer_id=invoice.buyer_id, period_end=invoice.period_end)
+            ids = list(rollups.exclude(price_plan__isnull=True).values_list("pk", flat=True))
+            rated[invoice.pk] = rate(UsageRollup.objects.filter(pk__in=ids), period_start=invoice.period_start)
+            UsageRollup.objects.filter(pk__in=ids).update(billed_quantity=F("quantity"))
+        return rated
     with connection.cursor() as cursor:
         cursor.execute(
             _TAKE_UNBILLED,
-            {"buyer": buyer_id, "start": period_start, "end": period_end, "zone": str(local_zone())},
+            {
+                "invoices": [invoice.pk for invoice in invoices],
+                "buyers": [invoice.buyer_id for invoice in invoices],
+                "starts": [invoice.period_start for invoice in invoices],
+                "ends": [invoice.period_end for invoice in invoices],
+                "zone": str(local_zone()),
+            },
         )
-        rows = [dict(zip((*_GROUP, "unbilled"), row, strict=True)) for row in cursor.fetchall()]
-    return _lines(rows)
+        rows: dict[Any, list[dict[str, Any]]] = {invoice.pk: [] for invoice in invoices}
+        for invoice_id, *row in cursor.fetchall():
+            rows[invoice_id].append(dict(zip((*_GROUP, "unbilled"), row, strict=True)))
+    return {invoice_id: _lines(invoice_rows) for invoice_id, invoice_rows in rows.items()}
 
 
 # A price version never changes once made: each process keeps the ones it has read.

@@ -4,6 +4,7 @@ from datetime import datetime
 from uuid import UUID
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from billing.partitions import usage_partitions_ensure as _ensure_partitions
@@ -25,16 +26,17 @@ def usage_partitions_ensure() -> list[str]:
 
 @shared_task(name="billing.tasks.invoices_finalize_due")
 def invoices_finalize_due() -> int:
-    """Finalize the invoices of closed periods (beat, queue: settle): one task per invoice."""
-    invoice_ids = invoices.invoices_due_for_finalizing(now=timezone.now())
-    for invoice_id in invoice_ids:
-        invoice_finalize.delay(str(invoice_id))
+    """Finalize the invoices of closed periods (beat, queue: settle): one task per batch of invoices."""
+    invoice_ids = [str(pk) for pk in invoices.invoices_due_for_finalizing(now=timezone.now())]
+    size = settings.BILLING_FINALIZE_BATCH_SIZE
+    for start in range(0, len(invoice_ids), size):
+        invoices_finalize.delay(invoice_ids[start : start + size])
     return len(invoice_ids)
 
 
-@shared_task(name="billing.tasks.invoice_finalize")
-def invoice_finalize(invoice_id: str) -> str:
-    return invoices.invoice_finalize(invoice_id=invoice_id).status
+@shared_task(name="billing.tasks.invoices_finalize")
+def invoices_finalize(invoice_ids: list[str]) -> int:
+    return invoices.invoices_finalize(invoice_ids=invoice_ids)
 
 
 @shared_task(name="billing.tasks.payments_collect_due")

@@ -10,7 +10,7 @@ commit. Running it twice, or concurrently, changes nothing the second time.
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +23,7 @@ from django.utils import timezone
 from billing.models import Invoice, InvoiceLine, InvoiceSequence, JournalEntry, ProviderStatement
 from billing.periods import local_year, month_of
 from billing.rating import RatedLine, rate, take_unbilled, unbilled_rollups
-from billing.services.ledger import Purpose, account_for, entry_post, entry_reverse
+from billing.services.ledger import NewEntry, Purpose, account_for, entries_post, entry_reverse
 from core.exceptions import ConflictError
 from core.money import share
 from organizations.models import Organization
@@ -31,6 +31,7 @@ from organizations.models import Organization
 logger = logging.getLogger(__name__)
 
 Status = Invoice.Status
+Method = Invoice.CollectionMethod
 VOIDED_KINDS = ("invoice.finalized", "invoice.voucher_credit", "invoice.bank_credit")
 
 
@@ -67,46 +68,44 @@ def draft_lines(invoice: Invoice) -> list[RatedLine]:
     )
 
 
-def _next_number(at: datetime) -> str:
-    """The year's next number. The sequence row stays locked until commit: numbers have no gaps."""
+def _take_numbers(at: datetime, count: int) -> list[str]:
+    """The year's next ``count`` numbers. The sequence row stays locked until commit: numbers have no gaps."""
     year = local_year(at)
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
-                "INSERT INTO billing_invoicesequence (year, last) VALUES (%s, 1)"
-                " ON CONFLICT (year) DO UPDATE SET last = billing_invoicesequence.last + 1 RETURNING last",
-                [year],
+                "INSERT INTO billing_invoicesequence (year, last) VALUES (%s, %s)"
+                " ON CONFLICT (year) DO UPDATE SET last = billing_invoicesequence.last + EXCLUDED.last RETURNING last",
+                [year, count],
             )
             (last,) = cursor.fetchone()
     else:
         InvoiceSequence.objects.get_or_create(year=year)
-        InvoiceSequence.objects.filter(year=year).update(last=F("last") + 1)
+        InvoiceSequence.objects.filter(year=year).update(last=F("last") + count)
         last = InvoiceSequence.objects.get(year=year).last
-    return f"CG-{year}-{last:06d}"
+    return [f"CG-{year}-{n:06d}" for n in range(last - count + 1, last + 1)]
 
 
-def _accrue_statements(invoice: Invoice, by_provider: dict[Any, tuple[int, int]], sign: int) -> None:
+def _accrue_statements(period: tuple[datetime, datetime], by_provider: dict[Any, tuple[int, int]], sign: int) -> None:
     """Add (or with ``sign`` -1 take back) each provider's gross and commission for the period."""
+    period_start, period_end = period
     for provider_id in sorted(by_provider, key=str):  # locks in a fixed order
         gross, commission = by_provider[provider_id]
-        updated = ProviderStatement.objects.filter(provider_id=provider_id, period_start=invoice.period_start).update(
-            gross=F("gross") + sign * gross,
-            commission=F("commission") + sign * commission,
-            net=F("net") + sign * (gross - commission),
-        )
-        if not updated:
+        changes = {
+            "gross": F("gross") + sign * gross,
+            "commission": F("commission") + sign * commission,
+            "net": F("net") + sign * (gross - commission),
+        }
+        statement = ProviderStatement.objects.filter(provider_id=provider_id, period_start=period_start)
+        if not statement.update(**changes):
             ProviderStatement.objects.get_or_create(
-                provider_id=provider_id, period_start=invoice.period_start, defaults={"period_end": invoice.period_end}
+                provider_id=provider_id, period_start=period_start, defaults={"period_end": period_end}
             )
-            ProviderStatement.objects.filter(provider_id=provider_id, period_start=invoice.period_start).update(
-                gross=F("gross") + sign * gross,
-                commission=F("commission") + sign * commission,
-                net=F("net") + sign * (gross - commission),
-            )
+            statement.update(**changes)
 
 
 def _provider_totals(lines: list[InvoiceLine]) -> dict[Any, tuple[int, int]]:
-    """Per provider: gross and the platform's commission (one rounding per provider)."""
+    """Per provider: gross and the platform's commission (one rounding per provider and invoice)."""
     gross: dict[Any, int] = defaultdict(int)
     for line in lines:
         gross[line.provider_id] += line.amount
@@ -115,71 +114,129 @@ def _provider_totals(lines: list[InvoiceLine]) -> dict[Any, tuple[int, int]]:
     }
 
 
-@transaction.atomic
-def invoice_finalize(*, invoice_id: Any, now: datetime | None = None) -> Invoice:
-    """Finalize a draft whose period is over; a finalized invoice is returned as it is."""
-    now = now or timezone.now()
-    invoice = Invoice.objects.select_for_update().select_related("buyer").get(pk=invoice_id)
-    if invoice.status != Status.DRAFT:
-        return invoice
-    if invoice.period_end > now:
-        raise ConflictError("The period of this invoice is still open.", code="period_open")
-
-    rated = take_unbilled(buyer_id=invoice.buyer_id, period_start=invoice.period_start, period_end=invoice.period_end)
-    lines = InvoiceLine.objects.bulk_create(
-        [line.as_invoice_line(invoice) for line in rated if line.amount or line.quantity]
-    )
-
-    subtotal = max(sum(line.amount for line in lines), 0)
-    invoice.subtotal = subtotal
-    buyer_receivable = account_for(purpose=Purpose.BUYER_RECEIVABLE, organization=invoice.buyer)
-    by_provider = _provider_totals(lines)
-    legs = [(buyer_receivable, subtotal)]
+def _usage_entry(invoice: Invoice, by_provider: dict[Any, tuple[int, int]], now: datetime) -> NewEntry:
+    """The buyer owes the subtotal; each provider is owed its lines less the commission, the platform the rest."""
+    legs = [(account_for(purpose=Purpose.BUYER_RECEIVABLE, organization=invoice.buyer), invoice.subtotal)]
     for provider_id in sorted(by_provider, key=str):
         gross, commission = by_provider[provider_id]
         provider = Organization(pk=provider_id)
         legs.append((account_for(purpose=Purpose.PROVIDER_PAYABLE, organization=provider), -(gross - commission)))
         legs.append((account_for(purpose=Purpose.PLATFORM_REVENUE), -commission))
-    entry_post(
+    return NewEntry(
         kind="invoice.finalized",
         description=f"Usage of {invoice.period_start:%Y-%m} for {invoice.buyer.slug}",
         reference=invoice.reference,
         legs=_merge(legs),
         at=now,
     )
-    _accrue_statements(invoice, by_provider, sign=1)
 
-    remaining = subtotal
-    for hook, field in [(hook, "voucher_credit") for hook in VOUCHER_HOOKS] + [
-        (hook, "bank_credit") for hook in BANK_HOOKS
-    ]:
-        for credit in hook(invoice, lines, remaining, now):
-            if credit.amount <= 0:
-                continue
-            credit_amount = min(credit.amount, remaining)
-            setattr(invoice, field, getattr(invoice, field) + credit_amount)
-            remaining -= credit_amount
-            entry_post(
-                kind=f"invoice.{field}",
-                description=credit.description,
-                reference=invoice.reference,
-                legs=[(credit.account, credit_amount), (buyer_receivable, -credit_amount)],
-                at=now,
-            )
 
+def _apply_credits(invoice: Invoice, lines: list[InvoiceLine], now: datetime) -> list[NewEntry]:
+    """Vouchers, then compute-bank credits, pay what they can of the subtotal; the rest is due."""
+    remaining = invoice.subtotal
+    buyer_receivable = account_for(purpose=Purpose.BUYER_RECEIVABLE, organization=invoice.buyer)
+    entries = []
+    for hooks, field in ((VOUCHER_HOOKS, "voucher_credit"), (BANK_HOOKS, "bank_credit")):
+        for hook in hooks:
+            for credit in hook(invoice, lines, remaining, now):
+                credit_amount = min(credit.amount, remaining)
+                if credit_amount <= 0:
+                    continue
+                setattr(invoice, field, getattr(invoice, field) + credit_amount)
+                remaining -= credit_amount
+                entries.append(
+                    NewEntry(
+                        kind=f"invoice.{field}",
+                        description=credit.description,
+                        reference=invoice.reference,
+                        legs=[(credit.account, credit_amount), (buyer_receivable, -credit_amount)],
+                        at=now,
+                    )
+                )
     invoice.amount_due = remaining
-    invoice.number = _next_number(now)
-    invoice.finalized_at = now
-    invoice.status = Status.FINALIZED if remaining else Status.PAID
-    if remaining:
-        invoice.next_payment_attempt_at = now
-    else:
-        invoice.paid_at = now
-    invoice.save()
-    if remaining and invoice.collection_method == Invoice.CollectionMethod.STRIPE:
-        transaction.on_commit(lambda: _queue_collection(invoice.pk))
-    logger.info("invoice finalized", extra={"invoice": str(invoice.pk), "number": invoice.number, "due": remaining})
+    return entries
+
+
+@transaction.atomic
+def invoice_finalize(*, invoice_id: Any, now: datetime | None = None) -> Invoice:
+    """Finalize a draft whose period is over; a finalized invoice is returned as it is."""
+    now = now or timezone.now()
+    invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+    if invoice.status == Status.DRAFT and invoice.period_end > now:
+        raise ConflictError("The period of this invoice is still open.", code="period_open")
+    invoices_finalize(invoice_ids=[invoice.pk], now=now)
+    invoice.refresh_from_db()
     return invoice
+
+
+_FINALIZED_FIELDS = [
+    "subtotal",
+    "voucher_credit",
+    "bank_credit",
+    "amount_due",
+    "number",
+    "status",
+    "finalized_at",
+    "paid_at",
+    "next_payment_attempt_at",
+]
+
+
+@transaction.atomic
+def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None) -> int:
+    """Finalize those of these invoices that are drafts of a closed period, together,
+    in a few statements (month-end settles thousands); returns how many it finalized.
+
+    The work that holds locks other workers wait for (the providers' statements
+    and the year's invoice numbers) comes last, just before commit.
+    """
+    now = now or timezone.now()
+    drafts = list(
+        Invoice.objects.select_for_update(of=("self",))
+        .select_related("buyer")
+        .filter(pk__in=invoice_ids, status=Status.DRAFT, period_end__lte=now)
+        .order_by("pk")
+    )
+    if not drafts:
+        return 0
+    rated = take_unbilled(invoices=drafts)
+    lines = {
+        invoice.pk: [line.as_invoice_line(invoice) for line in rated[invoice.pk] if line.amount or line.quantity]
+        for invoice in drafts
+    }
+    InvoiceLine.objects.bulk_create([line for invoice_lines in lines.values() for line in invoice_lines])
+
+    entries = []
+    statements: dict[tuple[datetime, datetime], dict[Any, tuple[int, int]]] = defaultdict(dict)
+    for invoice in drafts:
+        invoice.subtotal = max(sum(line.amount for line in lines[invoice.pk]), 0)
+        by_provider = _provider_totals(lines[invoice.pk])
+        entries.append(_usage_entry(invoice, by_provider, now))
+        entries += _apply_credits(invoice, lines[invoice.pk], now)
+        accrued = statements[invoice.period_start, invoice.period_end]
+        for provider_id, (gross, commission) in by_provider.items():
+            before = accrued.get(provider_id, (0, 0))
+            accrued[provider_id] = (before[0] + gross, before[1] + commission)
+        invoice.finalized_at = now
+        invoice.status = Status.FINALIZED if invoice.amount_due else Status.PAID
+        invoice.next_payment_attempt_at = now if invoice.amount_due else None
+        invoice.paid_at = None if invoice.amount_due else now
+    entries_post(entries=entries)
+
+    for period in sorted(statements):
+        _accrue_statements(period, statements[period], sign=1)
+    for invoice, number in zip(drafts, _take_numbers(now, len(drafts)), strict=True):
+        invoice.number = number
+    Invoice.objects.bulk_update(drafts, _FINALIZED_FIELDS)
+
+    due = [invoice.pk for invoice in drafts if invoice.amount_due and invoice.collection_method == Method.STRIPE]
+    if due:
+        transaction.on_commit(lambda: _queue_collection(due))
+    for invoice in drafts:
+        logger.info(
+            "invoice finalized", extra={"invoice": str(invoice.pk), "number": invoice.number, "due": invoice.amount_due}
+        )
+    return len(drafts)
 
 
 def _merge(legs: list[tuple[Any, int]]) -> list[tuple[Any, int]]:
@@ -192,10 +249,11 @@ def _merge(legs: list[tuple[Any, int]]) -> list[tuple[Any, int]]:
     return [(accounts[pk], amount) for pk, amount in totals.items()]
 
 
-def _queue_collection(invoice_id: Any) -> None:
+def _queue_collection(invoice_ids: list[Any]) -> None:
     from billing.tasks import payment_collect
 
-    payment_collect.delay(str(invoice_id))
+    for invoice_id in invoice_ids:
+        payment_collect.delay(str(invoice_id))
 
 
 @transaction.atomic
@@ -213,7 +271,7 @@ def invoice_void(*, invoice_id: Any, by: str, reason: str = "", now: datetime | 
     )
     for entry in billed.order_by("posted_at"):
         entry_reverse(entry=entry, reason=reason or f"invoice {invoice.number} voided", at=now)
-    _accrue_statements(invoice, _provider_totals(list(invoice.lines.all())), sign=-1)
+    _accrue_statements((invoice.period_start, invoice.period_end), _provider_totals(list(invoice.lines.all())), sign=-1)
     for hook in VOID_HOOKS:
         hook(invoice, now)
     refund = invoice.amount_paid > 0

@@ -1,6 +1,7 @@
 """Posting to the double-entry ledger. Every other money path posts through here."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -38,7 +39,50 @@ def account_for(*, purpose: str, organization: Organization | None = None, curre
     return account
 
 
+@dataclass(frozen=True)
+class NewEntry:
+    """An entry to post: its legs are (account, fen) pairs, positive debits, negative credits."""
+
+    kind: str
+    description: str
+    reference: str
+    legs: Sequence[tuple[Account, int]]
+    at: datetime | None = None
+    reverses: JournalEntry | None = None
+
+
 @transaction.atomic
+def entries_post(*, entries: Sequence[NewEntry]) -> list[JournalEntry | None]:
+    """Post balanced entries, all with two statements. Zero legs are dropped; an entry with
+    nothing left is not posted (None in its place)."""
+    now = timezone.now()
+    posted: list[JournalEntry | None] = []
+    legs: list[Leg] = []
+    for new in entries:
+        kept = [(account, amount) for account, amount in new.legs if amount]
+        if not kept:
+            posted.append(None)
+            continue
+        if sum(amount for _, amount in kept) != 0:
+            raise ValueError(f"{new.kind} {new.reference}: legs sum to {sum(a for _, a in kept)}, not 0")
+        if len(kept) < 2:
+            raise ValueError(f"{new.kind} {new.reference}: an entry needs two legs")
+        entry = JournalEntry(
+            kind=new.kind,
+            description=new.description[:300],
+            reference=new.reference,
+            posted_at=new.at or now,
+            reverses=new.reverses,
+        )
+        posted.append(entry)
+        legs += [
+            Leg(entry=entry, account=account, amount=amount, currency=account.currency) for account, amount in kept
+        ]
+    JournalEntry.objects.bulk_create([entry for entry in posted if entry is not None])
+    Leg.objects.bulk_create(legs)
+    return posted
+
+
 def entry_post(
     *,
     kind: str,
@@ -48,21 +92,9 @@ def entry_post(
     at: datetime | None = None,
     reverses: JournalEntry | None = None,
 ) -> JournalEntry | None:
-    """Post one balanced entry. Zero legs are dropped; an entry with nothing left is not posted."""
-    kept = [(account, amount) for account, amount in legs if amount]
-    if not kept:
-        return None
-    if sum(amount for _, amount in kept) != 0:
-        raise ValueError(f"{kind} {reference}: legs sum to {sum(a for _, a in kept)}, not 0")
-    if len(kept) < 2:
-        raise ValueError(f"{kind} {reference}: an entry needs two legs")
-    entry = JournalEntry.objects.create(
-        kind=kind, description=description[:300], reference=reference, posted_at=at or timezone.now(), reverses=reverses
-    )
-    Leg.objects.bulk_create(
-        [Leg(entry=entry, account=account, amount=amount, currency=account.currency) for account, amount in kept]
-    )
-    return entry
+    """Post one balanced entry (see ``entries_post``)."""
+    new = NewEntry(kind=kind, description=description, reference=reference, legs=legs, at=at, reverses=reverses)
+    return entries_post(entries=[new])[0]
 
 
 @transaction.atomic

@@ -81,9 +81,11 @@ def test_a_worker_killed_in_the_middle_of_settling_leaves_every_invoice_settled_
     stripe, celery_workers
 ) -> None:
     buyers_with_a_closed_month_of_usage(12)
-    # A short visibility timeout, so that Redis hands the killed worker's unacknowledged tasks on
-    # soon, and a short wait before an interrupted collection is picked up again.
+    # Small batches, so that the worker dies between them; a short visibility timeout, so that
+    # Redis hands the killed worker's unacknowledged tasks on soon, and a short wait before an
+    # interrupted collection is picked up again.
     quick = {
+        "BILLING_FINALIZE_BATCH_SIZE": "2",
         "CELERY_VISIBILITY_TIMEOUT_SECONDS": "6",
         "CELERY_MAX_COUNTDOWN_SECONDS": "5",
         "BILLING_COLLECTION_RETRY_SECONDS": "2",
