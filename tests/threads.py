@@ -10,16 +10,19 @@ MAX_THREADS = 20  # PostgreSQL allows only so many connections, shared with the 
 
 def run_concurrently(jobs: list[Callable[[], None]], threads: int | None = None) -> None:
     """Run ``jobs`` on ``threads`` threads (one per job, at most MAX_THREADS by default), each with
-    its own database connection, all starting together."""
+    its own database connection, all starting together. An error a job raises is raised here."""
     threads = threads or min(len(jobs), MAX_THREADS)
     barrier = threading.Barrier(threads)
     chunks = [jobs[index::threads] for index in range(threads)]
+    errors: list[BaseException] = []
 
     def run(chunk: list[Callable[[], None]]) -> None:
         barrier.wait()
         try:
             for job in chunk:
                 job()
+        except BaseException as error:
+            errors.append(error)
         finally:
             connection.close()
 
@@ -28,3 +31,5 @@ def run_concurrently(jobs: list[Callable[[], None]], threads: int | None = None)
         worker.start()
     for worker in workers:
         worker.join()
+    if errors:
+        raise errors[0]

@@ -20,10 +20,10 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing.models import Invoice, InvoiceLine, InvoiceSequence, JournalEntry, ProviderStatement
+from billing.models import Account, Invoice, InvoiceLine, InvoiceSequence, JournalEntry, ProviderStatement
 from billing.periods import local_year, month_of
 from billing.rating import RatedLine, rate, take_unbilled, unbilled_rollups
-from billing.services.ledger import NewEntry, Purpose, account_for, entries_post, entry_reverse
+from billing.services.ledger import NewEntry, Purpose, account_for, accounts_for, entries_post, entry_reverse
 from core.exceptions import ConflictError
 from core.money import share
 from organizations.models import Organization
@@ -114,14 +114,30 @@ def _provider_totals(lines: list[InvoiceLine]) -> dict[Any, tuple[int, int]]:
     }
 
 
-def _usage_entry(invoice: Invoice, by_provider: dict[Any, tuple[int, int]], now: datetime) -> NewEntry:
+@dataclass(frozen=True)
+class _Books:
+    """The accounts a batch of invoices posts to, made (if new) before anything is posted."""
+
+    receivable: dict[Any, Account]  # by buyer
+    payable: dict[Any, Account]  # by provider
+    revenue: Account
+
+    @classmethod
+    def of(cls, drafts: list[Invoice], lines: list[InvoiceLine]) -> "_Books":
+        return cls(
+            receivable=accounts_for(purpose=Purpose.BUYER_RECEIVABLE, organization_ids=[i.buyer_id for i in drafts]),
+            payable=accounts_for(purpose=Purpose.PROVIDER_PAYABLE, organization_ids=[i.provider_id for i in lines]),
+            revenue=account_for(purpose=Purpose.PLATFORM_REVENUE),
+        )
+
+
+def _usage_entry(invoice: Invoice, by_provider: dict[Any, tuple[int, int]], books: _Books, now: datetime) -> NewEntry:
     """The buyer owes the subtotal; each provider is owed its lines less the commission, the platform the rest."""
-    legs = [(account_for(purpose=Purpose.BUYER_RECEIVABLE, organization=invoice.buyer), invoice.subtotal)]
+    legs = [(books.receivable[invoice.buyer_id], invoice.subtotal)]
     for provider_id in sorted(by_provider, key=str):
         gross, commission = by_provider[provider_id]
-        provider = Organization(pk=provider_id)
-        legs.append((account_for(purpose=Purpose.PROVIDER_PAYABLE, organization=provider), -(gross - commission)))
-        legs.append((account_for(purpose=Purpose.PLATFORM_REVENUE), -commission))
+        legs.append((books.payable[provider_id], -(gross - commission)))
+        legs.append((books.revenue, -commission))
     return NewEntry(
         kind="invoice.finalized",
         description=f"Usage of {invoice.period_start:%Y-%m} for {invoice.buyer.slug}",
@@ -131,10 +147,10 @@ def _usage_entry(invoice: Invoice, by_provider: dict[Any, tuple[int, int]], now:
     )
 
 
-def _apply_credits(invoice: Invoice, lines: list[InvoiceLine], now: datetime) -> list[NewEntry]:
+def _apply_credits(invoice: Invoice, lines: list[InvoiceLine], books: _Books, now: datetime) -> list[NewEntry]:
     """Vouchers, then compute-bank credits, pay what they can of the subtotal; the rest is due."""
     remaining = invoice.subtotal
-    buyer_receivable = account_for(purpose=Purpose.BUYER_RECEIVABLE, organization=invoice.buyer)
+    buyer_receivable = books.receivable[invoice.buyer_id]
     entries = []
     for hooks, field in ((VOUCHER_HOOKS, "voucher_credit"), (BANK_HOOKS, "bank_credit")):
         for hook in hooks:
@@ -204,15 +220,16 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
         invoice.pk: [line.as_invoice_line(invoice) for line in rated[invoice.pk] if line.amount or line.quantity]
         for invoice in drafts
     }
-    InvoiceLine.objects.bulk_create([line for invoice_lines in lines.values() for line in invoice_lines])
+    all_lines = InvoiceLine.objects.bulk_create([line for invoice_lines in lines.values() for line in invoice_lines])
+    books = _Books.of(drafts, all_lines)
 
     entries = []
     statements: dict[tuple[datetime, datetime], dict[Any, tuple[int, int]]] = defaultdict(dict)
     for invoice in drafts:
         invoice.subtotal = max(sum(line.amount for line in lines[invoice.pk]), 0)
         by_provider = _provider_totals(lines[invoice.pk])
-        entries.append(_usage_entry(invoice, by_provider, now))
-        entries += _apply_credits(invoice, lines[invoice.pk], now)
+        entries.append(_usage_entry(invoice, by_provider, books, now))
+        entries += _apply_credits(invoice, lines[invoice.pk], books, now)
         accrued = statements[invoice.period_start, invoice.period_end]
         for provider_id, (gross, commission) in by_provider.items():
             before = accrued.get(provider_id, (0, 0))

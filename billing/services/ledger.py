@@ -1,12 +1,12 @@
 """Posting to the double-entry ledger. Every other money path posts through here."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing.models import Account, JournalEntry, Leg
@@ -22,21 +22,49 @@ _accounts: dict[tuple[Any, str, str], Account] = {}
 
 def account_for(*, purpose: str, organization: Organization | None = None, currency: str = "CNY") -> Account:
     """The account of ``organization`` (None: the platform) for ``purpose``, made on first use."""
-    key = (organization.pk if organization else None, purpose, currency)
-    account = _accounts.get(key)
-    if account is None:
-        account = Account.objects.filter(organization=organization, purpose=purpose, currency=currency).first()
+    organization_id = organization.pk if organization else None
+    return accounts_for(purpose=purpose, organization_ids=[organization_id], currency=currency)[organization_id]
+
+
+def accounts_for(*, purpose: str, organization_ids: Iterable[Any], currency: str = "CNY") -> dict[Any, Account]:
+    """The accounts of these organizations (None: the platform) for ``purpose``, made on first use.
+
+    Missing accounts are made one by one in a fixed order: a transaction that
+    makes one waits for any other making the same until that one commits, and
+    in a fixed order no two can wait for each other.
+    """
+    found = {}
+    missing = []
+    for organization_id in sorted(set(organization_ids), key=str):
+        account = _accounts.get((organization_id, purpose, currency))
+        if account is None:
+            missing.append(organization_id)
+        else:
+            found[organization_id] = account
+    if not missing:
+        return found
+    owners = Q(organization_id__in=[pk for pk in missing if pk is not None])
+    if None in missing:
+        owners |= Q(organization__isnull=True)
+    stored = {
+        account.organization_id: account
+        for account in Account.objects.filter(owners, purpose=purpose, currency=currency)
+    }
+    for organization_id in missing:
+        account = stored.get(organization_id)
         if account is None:
             try:
                 with transaction.atomic():
-                    account = Account.objects.create(organization=organization, purpose=purpose, currency=currency)
+                    account = Account.objects.create(
+                        organization_id=organization_id, purpose=purpose, currency=currency
+                    )
             except IntegrityError:  # made concurrently
-                account = Account.objects.get(organization=organization, purpose=purpose, currency=currency)
-        if len(_accounts) > 100_000:
-            _accounts.clear()
-        found = account
-        transaction.on_commit(lambda: _accounts.setdefault(key, found))
-    return account
+                account = Account.objects.get(organization_id=organization_id, purpose=purpose, currency=currency)
+        found[organization_id] = account
+    if len(_accounts) > 100_000:
+        _accounts.clear()
+    transaction.on_commit(lambda: _accounts.update({(pk, purpose, currency): found[pk] for pk in missing}))
+    return found
 
 
 @dataclass(frozen=True)

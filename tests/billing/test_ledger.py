@@ -1,8 +1,13 @@
+import time
+from functools import partial
+
 import pytest
 from django.db import IntegrityError, connection, transaction
 
 from billing.models import Account, JournalEntry, Leg
-from billing.services.ledger import Purpose, account_balance, account_for, entry_post, entry_reverse
+from billing.services.ledger import Purpose, account_balance, account_for, accounts_for, entry_post, entry_reverse
+from tests.factories import ProviderFactory
+from tests.threads import run_concurrently
 
 pytestmark = pytest.mark.django_db
 
@@ -104,3 +109,18 @@ def test_accounts_are_one_per_organization_and_purpose(buyer) -> None:
     assert account_for(purpose=Purpose.BUYER_RECEIVABLE, organization=buyer) == first
     assert account_for(purpose=Purpose.PLATFORM_REVENUE) == account_for(purpose=Purpose.PLATFORM_REVENUE)
     assert Account.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_transactions_making_the_same_new_accounts_in_any_order_never_deadlock() -> None:
+    providers = [ProviderFactory().pk for _ in range(6)]
+    orders = [providers, providers[::-1], providers[2:] + providers[:2], providers[::2] + providers[1::2]] * 2
+
+    def make(organization_ids: list) -> None:  # type: ignore[type-arg]
+        with transaction.atomic():
+            accounts_for(purpose=Purpose.PROVIDER_PAYABLE, organization_ids=organization_ids)
+            time.sleep(0.2)  # hold the new rows, uncommitted, while the others try to make them
+
+    run_concurrently([partial(make, order) for order in orders])
+
+    assert Account.objects.filter(purpose=Purpose.PROVIDER_PAYABLE).count() == 6
