@@ -21,7 +21,7 @@ def run_concurrently(jobs: list[Callable[[], None]], threads: int | None = None)
         try:
             for job in chunk:
                 job()
-        except BaseException as error:
+        except BaseException as error:  # noqa: BLE001  raised below, in the calling thread
             errors.append(error)
         finally:
             connection.close()
