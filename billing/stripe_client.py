@@ -7,10 +7,15 @@ from django.conf import settings
 
 
 @cache
-def _client(api_key: str, api_base: str) -> stripe.StripeClient:
+def _client(api_key: str, api_base: str, timeout: int) -> stripe.StripeClient:
     addresses = {"api": api_base} if api_base else None
-    return stripe.StripeClient(api_key, base_addresses=addresses, max_network_retries=2)  # type: ignore[arg-type]
+    return stripe.StripeClient(
+        api_key,
+        base_addresses=addresses,  # type: ignore[arg-type]
+        max_network_retries=2,
+        http_client=stripe.new_default_http_client(timeout=timeout),
+    )
 
 
 def stripe_client() -> stripe.StripeClient:
-    return _client(settings.STRIPE_API_KEY, settings.STRIPE_API_BASE)
+    return _client(settings.STRIPE_API_KEY, settings.STRIPE_API_BASE, settings.STRIPE_TIMEOUT_SECONDS)

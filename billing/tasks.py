@@ -9,13 +9,21 @@ from django.utils import timezone
 
 from billing.partitions import usage_partitions_ensure as _ensure_partitions
 from billing.services import invoices, payments
-from billing.services.usage import usage_rollup_buckets
+from billing.services.usage import queue_rollups, usage_rollup_buckets, usage_rollups_overdue
 
 
 @shared_task(name="billing.tasks.usage_rollup")
 def usage_rollup(buckets: list[list[str]]) -> int:
     """Recompute the rollups of these [lease id, hour] buckets from the raw events (queue: ingest)."""
     return usage_rollup_buckets(buckets=[(UUID(lease_id), datetime.fromisoformat(hour)) for lease_id, hour in buckets])
+
+
+@shared_task(name="billing.tasks.usage_rollups_requeue")
+def usage_rollups_requeue() -> int:
+    """Queue again the rollups whose task was lost, e.g. with a restarted Redis (beat, queue: ingest)."""
+    buckets = usage_rollups_overdue(now=timezone.now())
+    queue_rollups(buckets)
+    return len(buckets)
 
 
 @shared_task(name="billing.tasks.usage_partitions_ensure")

@@ -165,21 +165,22 @@ class Workers:
         app.control.purge()
 
     def start(
-        self, *, pool: str = "solo", concurrency: int = 1, env: dict[str, str] | None = None
+        self, *, pool: str = "solo", concurrency: int = 1, env: dict[str, str] | None = None, app: str = "config"
     ) -> subprocess.Popen[bytes]:
+        """A worker of ``app`` (a module holding the Celery app: the project's, or a test's that wraps it)."""
         hostname = f"test-{os.getpid()}-{len(self.processes)}@{socket.gethostname()}"
         log = REPO / "var" / f"test-worker-{len(self.processes)}.log"
         log.parent.mkdir(exist_ok=True)
         environment = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "config.settings.test",
-            "DATABASE_URL": _database_url(),
+            "DATABASE_URL": database_url(),
             **(env or {}),
         }
         with log.open("wb") as log_file:
             process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "celery", "-A", "config", "worker",
+                    sys.executable, "-m", "celery", "-A", app, "worker",
                     "-Q", "default,ingest,settle,payments", "--pool", pool, "--concurrency", str(concurrency),
                     "--hostname", hostname, "--without-gossip", "--without-mingle",
                 ],
@@ -215,7 +216,8 @@ def celery_worker_process(celery_workers: Workers) -> subprocess.Popen[bytes]:
     return celery_workers.start()
 
 
-def _database_url() -> str:
+def database_url() -> str:
+    """The test database, for processes the tests start."""
     s = connection.settings_dict
     return f"postgres://{s['USER'] or ''}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 

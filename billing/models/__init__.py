@@ -1,7 +1,7 @@
 from billing.models.invoices import Invoice, InvoiceLine, InvoiceSequence, ProviderStatement
 from billing.models.ledger import Account, JournalEntry, Leg
 from billing.models.payments import PaymentAttempt, StripeCustomer, StripeEvent
-from billing.models.usage import UsageEvent, UsageEventKey, UsageMetric, UsageRollup
+from billing.models.usage import UsageEvent, UsageEventKey, UsageMetric, UsageRollup, UsageRollupDue
 
 __all__ = [
     "Account",
@@ -18,4 +18,5 @@ __all__ = [
     "UsageEventKey",
     "UsageMetric",
     "UsageRollup",
+    "UsageRollupDue",
 ]

@@ -96,3 +96,27 @@ class UsageRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.lease_id} {self.metric} {self.hour:%Y-%m-%d %H}: {self.quantity}"
+
+
+class UsageRollupDue(models.Model):
+    """A (lease, hour) whose new events no rollup has counted yet: the rollups' outbox.
+
+    Written in the transaction that stores the events, removed by the rollup that
+    counted them (only if no later batch marked it again meanwhile). The rollup task
+    is queued after commit, but Redis keeps nothing on disk: Celery beat queues again
+    the buckets marked longer ago than ``USAGE_ROLLUP_REQUEUE_SECONDS``, so usage is
+    rolled up, and billed, even when the task that should have done it was lost.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    lease = models.ForeignKey("marketplace.Lease", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    hour = models.DateTimeField(help_text="Start of the UTC hour.")
+    batch = models.UUIDField(help_text="The last ingest that marked it.")
+    marked_at = models.DateTimeField(help_text="When it was first marked.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["lease", "hour"], name="usage_rollup_due_unique")]
+        indexes = [models.Index(fields=["marked_at"], name="usage_rollup_due_marked_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.lease_id} {self.hour:%Y-%m-%d %H} due since {self.marked_at:%H:%M:%S}"

@@ -248,7 +248,9 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
 
     due = [invoice.pk for invoice in drafts if invoice.amount_due and invoice.collection_method == Method.STRIPE]
     if due:
-        transaction.on_commit(lambda: _queue_collection(due))
+        # Collection is due now (next_payment_attempt_at): if the broker does not take these tasks,
+        # the next payments_collect_due run (beat) finds the invoices.
+        transaction.on_commit(lambda: _queue_collection(due), robust=True)
     for invoice in drafts:
         logger.info(
             "invoice finalized", extra={"invoice": str(invoice.pk), "number": invoice.number, "due": invoice.amount_due}

@@ -8,7 +8,8 @@ the new ones with one ``INSERT ... ON CONFLICT DO NOTHING`` (the keys that
 already existed are looked up only when there are some); sum the card-seconds
 of the hours the batch touches and take back, in the same transaction, what
 goes over a lease's hourly limit. Rollups are rebuilt per (lease, hour) bucket
-by a Celery task after commit.
+by a Celery task after commit; the same transaction marks them due in
+``UsageRollupDue``, so that Celery beat queues them again if that task is lost.
 """
 
 from bisect import bisect_right
@@ -23,12 +24,12 @@ from uuid import UUID, uuid4
 import orjson
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from billing.cloudevents import GPU_SECONDS, Event, Rejected, parse_event
-from billing.models import Invoice, UsageEvent, UsageMetric, UsageRollup
+from billing.models import Invoice, UsageEvent, UsageMetric, UsageRollup, UsageRollupDue
 from billing.periods import month_of
 from marketplace.models import Lease
 from pools.models import PricePlan
@@ -114,15 +115,40 @@ def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetim
                 result.buckets.add((event.lease_id, event.hour))
         if result.buckets:
             buckets = [(lease_id, _hour_start(hour)) for lease_id, hour in sorted(result.buckets)]
-            transaction.on_commit(lambda: _queue_rollup(buckets))
+            _mark_due(buckets, now=now)
+            # The events are stored whether or not the broker answers: a lost task is queued
+            # again from UsageRollupDue, so a failure to queue it is logged, not raised.
+            transaction.on_commit(lambda: queue_rollups(buckets), robust=True)
     result.errors.sort(key=lambda error: error["index"])
     return result
 
 
-def _queue_rollup(buckets: list[Bucket]) -> None:
+def queue_rollups(buckets: list[Bucket], *, chunk: int = 500) -> None:
     from billing.tasks import usage_rollup
 
-    usage_rollup.delay([[str(lease_id), hour.isoformat()] for lease_id, hour in buckets])
+    for start in range(0, len(buckets), chunk):
+        usage_rollup.delay([[str(lease_id), hour.isoformat()] for lease_id, hour in buckets[start : start + chunk]])
+
+
+def _mark_due(buckets: list[Bucket], *, now: datetime) -> None:
+    """Mark the buckets due for a rollup (a bucket already due keeps its first time)."""
+    mark = uuid4()
+    UsageRollupDue.objects.bulk_create(
+        [UsageRollupDue(lease_id=lease_id, hour=hour, batch=mark, marked_at=now) for lease_id, hour in buckets],
+        update_conflicts=True,
+        unique_fields=["lease", "hour"],
+        update_fields=["batch"],
+    )
+
+
+def usage_rollups_overdue(*, now: datetime, limit: int = 50_000) -> list[Bucket]:
+    """Buckets marked due longer ago than a rollup takes: their task was lost (or is very late)."""
+    before = now - timedelta(seconds=settings.USAGE_ROLLUP_REQUEUE_SECONDS)
+    return list(
+        UsageRollupDue.objects.filter(marked_at__lte=before)
+        .order_by("marked_at")
+        .values_list("lease_id", "hour")[:limit]
+    )
 
 
 def _check_leases(
@@ -353,6 +379,15 @@ def usage_rollup_buckets(*, buckets: Iterable[Bucket]) -> int:
     wanted = {(lease_id, hour.astimezone(UTC)) for lease_id, hour in buckets}
     if not wanted:
         return 0
+    # Read the marks before the events: an ingest that commits after this line marks its
+    # buckets again (another batch), so its mark survives the delete below.
+    marks = [
+        mark
+        for mark in UsageRollupDue.objects.filter(
+            lease_id__in={lease_id for lease_id, _ in wanted}, hour__in={hour for _, hour in wanted}
+        ).values_list("lease_id", "hour", "batch")
+        if mark[:2] in wanted
+    ]
     leases = {
         row[0]: row
         for row in Lease.objects.filter(pk__in={lease_id for lease_id, _ in wanted}).values_list(
@@ -397,6 +432,11 @@ def usage_rollup_buckets(*, buckets: Iterable[Bucket]) -> int:
             update_fields=["quantity", "events", "price_plan", "updated_at"],
             batch_size=2000,
         )
+        for start in range(0, len(marks), 500):
+            done = Q()
+            for lease_id, hour, batch in marks[start : start + 500]:
+                done |= Q(lease_id=lease_id, hour=hour, batch=batch)
+            UsageRollupDue.objects.filter(done).delete()
     return len(rows)
 
 

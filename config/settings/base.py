@@ -273,6 +273,10 @@ USAGE_HOURLY_TOLERANCE = env_decimal(
 # Usage batches are up to 10 MB (billing.cloudevents.MAX_BYTES); Django refuses larger bodies with a 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
+# A bucket of usage whose rollup has not run this long after its events were stored is queued
+# again (its task was lost with the broker, which keeps nothing on disk).
+USAGE_ROLLUP_REQUEUE_SECONDS = env_int("USAGE_ROLLUP_REQUEUE_SECONDS", 300, min_value=1)
+CELERY_BEAT_SCHEDULE["usage-rollups-requeue"] = {"task": "billing.tasks.usage_rollups_requeue", "schedule": 60.0}
 CELERY_BEAT_SCHEDULE["usage-partitions-ensure"] = {
     "task": "billing.tasks.usage_partitions_ensure",
     "schedule": 24 * 3600.0,
@@ -291,6 +295,9 @@ BILLING_COLLECTION_RETRY_SECONDS = env_int("BILLING_COLLECTION_RETRY_SECONDS", 6
 STRIPE_API_KEY = env_str("STRIPE_API_KEY", "sk_test_compute_grid_local")
 # Empty: Stripe itself. Tests and the local demo point it at localstripe, e.g. http://127.0.0.1:8420
 STRIPE_API_BASE = env_str("STRIPE_API_BASE", "")
+# How long one call to Stripe may take before it is abandoned (then retried by the library, then by
+# the next collection run, which looks the PaymentIntent up by its attempt and never charges twice).
+STRIPE_TIMEOUT_SECONDS = env_int("STRIPE_TIMEOUT_SECONDS", 30, min_value=1)
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "whsec_compute_grid_local")
 # How old a webhook's signature timestamp may be, against replays.
 STRIPE_WEBHOOK_TOLERANCE_SECONDS = env_int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300, min_value=1)
