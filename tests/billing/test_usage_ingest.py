@@ -8,8 +8,8 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from billing.models import UsageEvent, UsageEventKey, UsageRollup
-from billing.services.usage import usage_rollup_buckets, usage_rollups_rebuild
+from billing.models import UsageEvent, UsageEventKey, UsageRollup, UsageRollupDue
+from billing.services.usage import usage_rollup_buckets, usage_rollups_overdue, usage_rollups_rebuild
 from organizations.services import api_key_create
 from tests.billing.conftest import gpu_event, running_lease, token_event
 from tests.factories import BuyerFactory, ProviderFactory
@@ -315,3 +315,24 @@ def test_the_documented_provider_agents_batches_are_accepted_and_safe_to_resend(
     resent = send(provider_client, batch).json()
 
     assert (first["accepted"], resent["duplicates"]) == (1, 1)
+
+
+def test_stored_events_leave_their_hours_due_for_a_rollup_until_one_counts_them(provider_client, lease) -> None:
+    send(provider_client, [gpu_event(lease, "a", minutes_ago=10), gpu_event(lease, "b", minutes_ago=70)])
+    due = set(UsageRollupDue.objects.values_list("lease_id", "hour"))
+    assert len(due) == 2
+
+    usage_rollup_buckets(buckets=due)
+
+    assert not UsageRollupDue.objects.exists()
+    assert UsageRollup.objects.count() == 2
+
+
+def test_hours_due_longer_than_a_rollup_takes_are_found_again_for_beat(provider_client, lease, settings) -> None:
+    settings.USAGE_ROLLUP_REQUEUE_SECONDS = 300
+    send(provider_client, [gpu_event(lease, "a", minutes_ago=10)])
+
+    assert usage_rollups_overdue(now=timezone.now()) == []
+    assert usage_rollups_overdue(now=timezone.now() + timedelta(seconds=301)) == list(
+        UsageRollupDue.objects.values_list("lease_id", "hour")
+    )
