@@ -26,6 +26,7 @@ DATA_DIR = REPO / "var" / "bench"
 STALE_SECONDS = "86400"
 
 _server: subprocess.Popen[bytes] | None = None
+_worker: subprocess.Popen[bytes] | None = None
 
 
 def data_dir(database: str) -> Path:
@@ -169,6 +170,36 @@ def stop_server() -> None:
         os.killpg(_server.pid, signal.SIGKILL)
         _server.wait()
     _server = None
+
+
+def start_worker(env: dict[str, str], *, concurrency: int = 1) -> None:
+    """A Celery worker on every queue, in its own process group, its queues purged first; stopped at exit."""
+    global _worker
+    atexit.register(stop_worker)
+    celery = [sys.executable, "-m", "celery", "-A", "config"]
+    subprocess.run([*celery, "purge", "-f", "-Q", "ingest,settle,payments,default"], cwd=REPO, env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    log = Path(env["DATA_DIR"]) / "worker.log"
+    command = [*celery, "worker", "-Q", "ingest,settle,payments,default", "--concurrency", str(concurrency),
+               "--without-gossip", "--without-mingle", "--loglevel", "WARNING"]  # fmt: skip
+    with log.open("wb") as log_file:
+        _worker = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop_worker() -> None:
+    global _worker
+    if _worker is None or _worker.poll() is not None:
+        _worker = None
+        return
+    os.killpg(_worker.pid, signal.SIGTERM)
+    try:
+        _worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(_worker.pid, signal.SIGKILL)
+        _worker.wait()
+    _worker = None
 
 
 def _on_signal(signum: int, frame: Any) -> None:

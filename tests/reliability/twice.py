@@ -8,14 +8,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import redis
 from celery import signals
+from django.conf import settings
 
 from config.celery import app
 
-__all__ = ["app", "published_again", "publishing_twice"]
+__all__ = ["PUBLISHED_AGAIN", "app", "publishing_twice"]
 
 _publishing = threading.local()
-published_again: list[str] = []  # task ids this process sent a second time
+PUBLISHED_AGAIN = "tests:published-again"  # a Redis list: the name of each task sent a second time, by any process
 
 
 def _publish_again(sender: str, body: Any, routing_key: str, headers: dict[str, Any], **_: Any) -> None:
@@ -25,7 +27,7 @@ def _publish_again(sender: str, body: Any, routing_key: str, headers: dict[str, 
     try:
         args, kwargs, _embed = body
         app.send_task(sender, args=args, kwargs=kwargs, task_id=headers["id"], queue=routing_key)
-        published_again.append(headers["id"])
+        redis.Redis.from_url(settings.REDIS_URL).rpush(PUBLISHED_AGAIN, sender)
     finally:
         _publishing.again = False
 
