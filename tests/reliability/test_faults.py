@@ -39,15 +39,17 @@ def wait_for(condition, timeout: float = 60, every: float = 0.02) -> None:  # ty
 @pytest.mark.parametrize(
     ("moment", "reached", "unfinished"),
     [
-        (
+        pytest.param(
             "finalizing",
             lambda: Invoice.objects.exclude(status="draft").count() >= 2,
             lambda: Invoice.objects.filter(status="draft").exists(),
+            id="finalizing",
         ),
-        (
+        pytest.param(
             "collecting",
             lambda: PaymentAttempt.objects.exists(),
             lambda: Invoice.objects.exclude(status="paid").exists(),
+            id="collecting",
         ),
     ],
 )
