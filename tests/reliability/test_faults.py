@@ -186,5 +186,5 @@ def test_every_task_delivered_twice_to_two_workers_bills_and_charges_once(stripe
     again = Counter(name.decode() for name in published.lrange(PUBLISHED_AGAIN, 0, -1))
     # Sent twice by this process (the web process's rollups, the beat tasks) and by the workers.
     assert again["billing.tasks.usage_rollup"] >= 2 and again["billing.tasks.payments_collect_due"] >= 1
-    assert again["billing.tasks.invoice_finalize"] >= 6 and again["billing.tasks.payment_collect"] >= 6
+    assert again["billing.tasks.invoices_finalize"] >= 3 and again["billing.tasks.payment_collect"] >= 6
     assert_books_right(month)
