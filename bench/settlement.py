@@ -31,7 +31,15 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import database_exists, environment, national_database, print_machine, recreate_database, verdict
+from bench.harness import (
+    database_exists,
+    environment,
+    manage,
+    national_database,
+    print_machine,
+    recreate_database,
+    verdict,
+)
 
 TARGET_SECONDS = 300
 
@@ -175,6 +183,7 @@ def main() -> int:
     if built:
         print(f"==> database {args.database}: a copy of {template}", flush=True)
         recreate_database(args.database, template=template)
+        manage(env, "migrate", "-v0")  # the template may predate a migration
     else:
         national_database(env, database=args.database)
     os.environ.update(env)

@@ -68,9 +68,14 @@ class RatedLine:
         )
 
 
-def unbilled_rollups(*, buyer_id: Any, period_end: datetime) -> QuerySet[UsageRollup]:
-    """The buyer's usage up to ``period_end`` that no finalized invoice has billed yet."""
-    return UsageRollup.objects.filter(buyer_id=buyer_id, hour__lt=period_end).exclude(quantity=F("billed_quantity"))
+def unbilled_rollups(*, buyer_id: Any, period_start: datetime, period_end: datetime) -> QuerySet[UsageRollup]:
+    """What the buyer's invoice for this period bills: the period's rows, and what late rows of
+    earlier periods hold that no invoice has billed yet."""
+    return UsageRollup.objects.filter(
+        Q(late=False, hour__gte=period_start) | (Q(late=True) & ~Q(quantity=F("billed_quantity"))),
+        buyer_id=buyer_id,
+        hour__lt=period_end,
+    )
 
 
 _GROUP = ("kind", "lease_id", "pool_id", "provider_id", "price_plan_id", "metric", "model", "local_hour")
@@ -95,70 +100,84 @@ def rate(rollups: QuerySet[UsageRollup], *, period_start: datetime) -> list[Rate
     return _lines(list(groups))
 
 
-_TAKE_UNBILLED = """
+# The batch of invoices is given as arrays of their columns (``_columns``).
+# Each invoice's own period: read, never written.
+_PERIOD_USAGE = """
+WITH batch AS (
+    SELECT * FROM unnest(%(invoices)s::uuid[], %(buyers)s::uuid[], %(starts)s::timestamptz[], %(ends)s::timestamptz[])
+        AS b (invoice_id, buyer_id, period_start, period_end)
+)
+SELECT b.invoice_id, 'usage', r.lease_id, r.pool_id, r.provider_id, r.price_plan_id, r.metric, r.model,
+       extract(hour FROM r.hour AT TIME ZONE %(zone)s)::int, sum(r.quantity)
+FROM batch AS b JOIN billing_usagerollup AS r
+  ON r.buyer_id = b.buyer_id AND r.hour >= b.period_start AND r.hour < b.period_end
+WHERE NOT r.late AND r.price_plan_id IS NOT NULL
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+"""
+
+# Late rows: locked, marked and returned by one statement, so that what a rollup adds at the
+# same moment is either billed now or left for the next invoice, never lost.
+_TAKE_LATE = """
 WITH batch AS (
     SELECT * FROM unnest(%(invoices)s::uuid[], %(buyers)s::uuid[], %(starts)s::timestamptz[], %(ends)s::timestamptz[])
         AS b (invoice_id, buyer_id, period_start, period_end)
 ), pending AS (
-    SELECT r.id, r.billed_quantity AS before, b.invoice_id, b.period_start
+    SELECT r.id, r.billed_quantity AS before, b.invoice_id
     FROM batch AS b JOIN billing_usagerollup AS r ON r.buyer_id = b.buyer_id AND r.hour < b.period_end
-    WHERE r.quantity <> r.billed_quantity AND r.price_plan_id IS NOT NULL
+    WHERE r.late AND r.quantity <> r.billed_quantity AND r.price_plan_id IS NOT NULL
     FOR UPDATE OF r
 ), marked AS (
     UPDATE billing_usagerollup AS r SET billed_quantity = r.quantity
     FROM pending AS p WHERE r.id = p.id
-    RETURNING p.invoice_id, p.period_start, r.lease_id, r.pool_id, r.provider_id, r.price_plan_id, r.metric, r.model,
-              r.hour, r.quantity - p.before AS delta
+    RETURNING p.invoice_id, r.lease_id, r.pool_id, r.provider_id, r.price_plan_id, r.metric, r.model, r.hour,
+              r.quantity - p.before AS delta
 )
-SELECT invoice_id, CASE WHEN hour < period_start THEN 'adjustment' ELSE 'usage' END, lease_id, pool_id, provider_id,
-       price_plan_id, metric, model, extract(hour FROM hour AT TIME ZONE %(zone)s)::int, sum(delta)
+SELECT invoice_id, 'adjustment', lease_id, pool_id, provider_id, price_plan_id, metric, model,
+       extract(hour FROM hour AT TIME ZONE %(zone)s)::int, sum(delta)
 FROM marked GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 """
 
 
 def take_unbilled(*, invoices: Sequence[Any]) -> dict[Any, list[RatedLine]]:
-    """Rate each invoice's unbilled usage (its buyer's, up to its period's end) and mark it billed, at once.
+    """Rate what each of these invoices bills (``unbilled_rollups``) and mark the late rows billed.
 
-    On PostgreSQL one statement, for all the invoices, locks the rows, marks them
-    and returns exactly what it marked, so usage a rollup adds at the same moment
-    is either billed now or left for the next invoice, never lost. (SQLite has one
-    writer at a time.) A buyer's older invoice takes its usage first.
+    The caller holds the invoices locked: the rollups of their periods no longer
+    change (they share-lock the invoice while they write). Of a buyer's invoices,
+    the oldest takes the late rows.
     """
-    rated: dict[Any, list[RatedLine]] = {}
-    pending = sorted(invoices, key=lambda invoice: invoice.period_end)
-    while pending:  # rounds of one invoice per buyer: each usage row is billed on one invoice
-        oldest: dict[Any, Any] = {}
-        for invoice in pending:
-            oldest.setdefault(invoice.buyer_id, invoice)
-        rated |= _take_unbilled(list(oldest.values()))
-        pending = [invoice for invoice in pending if invoice.pk not in rated]
-    return rated
-
-
-def _take_unbilled(invoices: list[Any]) -> dict[Any, list[RatedLine]]:
-    if connection.vendor != "postgresql":
+    if connection.vendor != "postgresql":  # SQLite: one writer at a time, one invoice at a time
         rated = {}
-        for invoice in invoices:
-            rollups = unbilled_rollups(buyer_id=invoice.buyer_id, period_end=invoice.period_end)
+        for invoice in sorted(invoices, key=lambda invoice: invoice.period_end):
+            rollups = unbilled_rollups(
+                buyer_id=invoice.buyer_id, period_start=invoice.period_start, period_end=invoice.period_end
+            )
             ids = list(rollups.exclude(price_plan__isnull=True).values_list("pk", flat=True))
             rated[invoice.pk] = rate(UsageRollup.objects.filter(pk__in=ids), period_start=invoice.period_start)
-            UsageRollup.objects.filter(pk__in=ids).update(billed_quantity=F("quantity"))
+            UsageRollup.objects.filter(pk__in=ids, late=True).update(billed_quantity=F("quantity"))
         return rated
+    zone = {"zone": str(local_zone())}
+    oldest = {}
+    for invoice in sorted(invoices, key=lambda invoice: invoice.period_end, reverse=True):
+        oldest[invoice.buyer_id] = invoice
     with connection.cursor() as cursor:
-        cursor.execute(
-            _TAKE_UNBILLED,
-            {
-                "invoices": [invoice.pk for invoice in invoices],
-                "buyers": [invoice.buyer_id for invoice in invoices],
-                "starts": [invoice.period_start for invoice in invoices],
-                "ends": [invoice.period_end for invoice in invoices],
-                "zone": str(local_zone()),
-            },
-        )
-        rows: dict[Any, list[dict[str, Any]]] = {invoice.pk: [] for invoice in invoices}
-        for invoice_id, *row in cursor.fetchall():
-            rows[invoice_id].append(dict(zip((*_GROUP, "unbilled"), row, strict=True)))
+        cursor.execute(_PERIOD_USAGE, {**_columns(invoices), **zone})
+        found = cursor.fetchall()
+        cursor.execute(_TAKE_LATE, {**_columns(list(oldest.values())), **zone})
+        found += cursor.fetchall()
+    rows: dict[Any, list[dict[str, Any]]] = {invoice.pk: [] for invoice in invoices}
+    for invoice_id, *row in found:
+        rows[invoice_id].append(dict(zip((*_GROUP, "unbilled"), row, strict=True)))
     return {invoice_id: _lines(invoice_rows) for invoice_id, invoice_rows in rows.items()}
+
+
+def _columns(invoices: Sequence[Any]) -> dict[str, list[Any]]:
+    """The invoices as the arrays the batch statements read."""
+    return {
+        "invoices": [invoice.pk for invoice in invoices],
+        "buyers": [invoice.buyer_id for invoice in invoices],
+        "starts": [invoice.period_start for invoice in invoices],
+        "ends": [invoice.period_end for invoice in invoices],
+    }
 
 
 # A price version never changes once made: each process keeps the ones it has read.

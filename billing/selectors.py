@@ -29,16 +29,13 @@ def usage_series(
         rollups = rollups.filter(pool_id=pool)
     if metric:
         rollups = rollups.filter(metric=metric)
-    rows: Any
-    if granularity == "day":
-        period = TruncDay("hour", tzinfo=ZoneInfo(settings.BILLING_TIME_ZONE))
-        rows = (
-            rollups.annotate(period_start=period)
-            .values("lease_id", "pool_id", "metric", "model", "period_start")
-            .annotate(total=Sum("quantity"), event_count=Sum("events"))
-        )
-    else:
-        rows = rollups.values("lease_id", "pool_id", "metric", "model", "quantity", "events", period_start=F("hour"))
+    # A bucket may have a late row beside the one its month's invoice billed: summed, as a day's hours are.
+    period = TruncDay("hour", tzinfo=ZoneInfo(settings.BILLING_TIME_ZONE)) if granularity == "day" else F("hour")
+    rows = (
+        rollups.annotate(period_start=period)
+        .values("lease_id", "pool_id", "metric", "model", "period_start")
+        .annotate(total=Sum("quantity"), event_count=Sum("events"))
+    )
     return [
         {
             "lease": row["lease_id"],
@@ -46,8 +43,8 @@ def usage_series(
             "metric": row["metric"],
             "model": row["model"],
             "period_start": row["period_start"],
-            "quantity": row.get("total", row.get("quantity")),
-            "events": row.get("event_count", row.get("events")),
+            "quantity": row["total"],
+            "events": row["event_count"],
         }
         for row in rows.order_by("period_start", "lease_id", "metric", "model")
     ]

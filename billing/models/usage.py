@@ -63,6 +63,13 @@ class UsageRollup(models.Model):
 
     Rebuilt bucket by bucket from the raw events, so running the rollup twice,
     or for a bucket that gets a late event, gives the same rows.
+
+    A bucket's row is billed by the invoice of its month, as it stands when that
+    invoice is finalized, and never changes after: the rollup holds a share lock
+    on that invoice while it writes, and once the invoice is finalized it writes
+    what events add later to a second, ``late`` row of the bucket, which the
+    next invoice bills as an adjustment (``billed_quantity`` says how much of a
+    late row is billed). So month-end reads the month's rows and marks none.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -78,20 +85,30 @@ class UsageRollup(models.Model):
     )
     quantity = models.DecimalField(max_digits=24, decimal_places=6)
     events = models.PositiveIntegerField()
+    late = models.BooleanField(
+        default=False, db_default=False, help_text="Added after the invoice of its month was finalized."
+    )
     billed_quantity = models.DecimalField(
-        max_digits=24, decimal_places=6, default=0, help_text="How much of it finalized invoices have billed."
+        max_digits=24, decimal_places=6, default=0, help_text="Of a late row: how much invoices have billed."
     )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["lease", "metric", "model", "hour"], name="usage_rollup_bucket_unique"),
-            models.CheckConstraint(condition=Q(quantity__gte=0), name="usage_rollup_quantity_non_negative"),
+            models.UniqueConstraint(
+                fields=["lease", "metric", "model", "hour", "late"], name="usage_rollup_bucket_unique"
+            ),
+            # A late row may take back usage (a rebuild that counts less than was billed).
+            models.CheckConstraint(
+                condition=Q(quantity__gte=0) | Q(late=True), name="usage_rollup_quantity_non_negative"
+            ),
         ]
         indexes = [
             models.Index(fields=["buyer", "hour"], name="usage_rollup_buyer_idx"),
             models.Index(fields=["provider", "hour"], name="usage_rollup_provider_idx"),
             models.Index(fields=["pool", "hour"], name="usage_rollup_pool_idx"),
+            # Finalizing finds the few late rows without reading the month's (``late`` never changes: HOT updates stay).
+            models.Index(fields=["buyer", "hour"], condition=Q(late=True), name="usage_rollup_late_idx"),
         ]
 
     def __str__(self) -> str:

@@ -63,9 +63,10 @@ def invoice_for_period(*, buyer: Organization, at: datetime) -> Invoice:
 
 def draft_lines(invoice: Invoice) -> list[RatedLine]:
     """A draft's lines, rated live from the usage so far: the buyer watches it grow."""
-    return rate(
-        unbilled_rollups(buyer_id=invoice.buyer_id, period_end=invoice.period_end), period_start=invoice.period_start
+    rollups = unbilled_rollups(
+        buyer_id=invoice.buyer_id, period_start=invoice.period_start, period_end=invoice.period_end
     )
+    return rate(rollups, period_start=invoice.period_start)
 
 
 def _take_numbers(at: datetime, count: int) -> list[str]:

@@ -339,17 +339,28 @@ def _delete(events: list[Event]) -> None:
 # --- rollups -----------------------------------------------------------------
 
 
-def invoice_draft_for_usage(*, buyer_id: Any, month: tuple[datetime, datetime]) -> None:
-    """Make sure a draft invoice will bill usage of ``month``: the month's own draft, or, if that
-    invoice is already finalized, the draft of the current month (late usage is billed there as
-    an adjustment, never in a closed invoice). Month-end settlement then finds every invoice to
-    finalize among the drafts, without scanning the usage."""
-    invoice, _ = Invoice.objects.get_or_create(
-        buyer_id=buyer_id, period_start=month[0], defaults={"period_end": month[1]}
-    )
-    if invoice.status != Invoice.Status.DRAFT:
-        current = month_of(timezone.now())
-        Invoice.objects.get_or_create(buyer_id=buyer_id, period_start=current[0], defaults={"period_end": current[1]})
+def invoice_draft_for_usage(*, buyer_id: Any, month: tuple[datetime, datetime]) -> bool:
+    """Make sure a draft invoice will bill usage of ``month``, and say whether the month is closed.
+
+    The month's own invoice bills it while a draft; once that invoice is
+    finalized, the draft of the current month bills what arrives later, as an
+    adjustment. Month-end settlement then finds every invoice to finalize among
+    the drafts, without scanning the usage. The month's invoice stays share-locked
+    until commit: it cannot be finalized while this transaction writes its usage.
+    """
+    Invoice.objects.get_or_create(buyer_id=buyer_id, period_start=month[0], defaults={"period_end": month[1]})
+    lock = " FOR SHARE" if connection.vendor == "postgresql" else ""  # SQLite has one writer at a time
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT status FROM billing_invoice WHERE buyer_id = %s AND period_start = %s{lock}",  # noqa: S608
+            [buyer_id, month[0]],
+        )
+        (status,) = cursor.fetchone()
+    if status == Invoice.Status.DRAFT:
+        return False
+    current = month_of(timezone.now())
+    Invoice.objects.get_or_create(buyer_id=buyer_id, period_start=current[0], defaults={"period_end": current[1]})
+    return True
 
 
 def plans_by_pool(*, pool_ids: Iterable[Any], until: datetime) -> dict[Any, list[tuple[datetime, Any]]]:
@@ -423,21 +434,53 @@ def usage_rollup_buckets(*, buckets: Iterable[Bucket]) -> int:
             for metric, name, quantity in metrics
         )
     with transaction.atomic():
-        for buyer_id, month in sorted({(row.buyer_id, month_of(row.hour)) for row in rows}, key=str):
-            invoice_draft_for_usage(buyer_id=buyer_id, month=month)
-        UsageRollup.objects.bulk_create(
-            rows,
-            update_conflicts=True,
-            unique_fields=["lease", "metric", "model", "hour"],
-            update_fields=["quantity", "events", "price_plan", "updated_at"],
-            batch_size=2000,
-        )
+        usage_rollups_store(rows=rows)
         for start in range(0, len(marks), 500):
             done = Q()
             for lease_id, hour, batch in marks[start : start + 500]:
                 done |= Q(lease_id=lease_id, hour=hour, batch=batch)
             UsageRollupDue.objects.filter(done).delete()
     return len(rows)
+
+
+@transaction.atomic
+def usage_rollups_store(*, rows: list[UsageRollup]) -> None:
+    """Store these bucket totals, each the row its month's invoice bills or, once that invoice
+    is finalized, the late row of what was added since (see ``UsageRollup``)."""
+    closed = {
+        (buyer_id, month[0])
+        for buyer_id, month in sorted({(row.buyer_id, month_of(row.hour)) for row in rows}, key=str)
+        if invoice_draft_for_usage(buyer_id=buyer_id, month=month)
+    }
+    UsageRollup.objects.bulk_create(
+        _late_rows_of_closed_months(rows, closed),
+        update_conflicts=True,
+        unique_fields=["lease", "metric", "model", "hour", "late"],
+        update_fields=["quantity", "events", "price_plan", "updated_at"],
+        batch_size=2000,
+    )
+
+
+def _late_rows_of_closed_months(rows: list[UsageRollup], closed: set[tuple[Any, datetime]]) -> list[UsageRollup]:
+    """Rows of months whose invoice is finalized become late rows holding what the events add
+    to the row that invoice billed; a bucket with nothing to add gets no late row."""
+    in_closed = [row for row in rows if (row.buyer_id, month_of(row.hour)[0]) in closed]
+    if not in_closed:
+        return rows
+    stored = {
+        (lease_id, metric, model, hour, late): (quantity, events)
+        for lease_id, metric, model, hour, late, quantity, events in UsageRollup.objects.filter(
+            lease_id__in={row.lease_id for row in in_closed}, hour__in={row.hour for row in in_closed}
+        ).values_list("lease_id", "metric", "model", "hour", "late", "quantity", "events")
+    }
+    kept = [row for row in rows if (row.buyer_id, month_of(row.hour)[0]) not in closed]
+    for row in in_closed:
+        key = (row.lease_id, row.metric, row.model, row.hour)
+        billed_quantity, billed_events = stored.get((*key, False), (0, 0))
+        row.late, row.quantity, row.events = True, row.quantity - billed_quantity, max(row.events - billed_events, 0)
+        if row.quantity or (*key, True) in stored:
+            kept.append(row)
+    return kept
 
 
 def usage_rollups_rebuild(*, progress: Any = None) -> int:

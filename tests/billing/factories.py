@@ -5,33 +5,32 @@ from decimal import Decimal
 from typing import Any
 
 from billing.models import UsageMetric, UsageRollup
-from billing.periods import month_of
-from billing.services.usage import invoice_draft_for_usage, plan_in_force, plans_by_pool
+from billing.services.usage import plan_in_force, plans_by_pool, usage_rollups_store
 from marketplace.models import Lease
 
 
 def usage(
     lease: Lease, hour: datetime, *, seconds: Any = 3600, metric: str = UsageMetric.GPU_SECONDS, model: str = ""
-) -> UsageRollup:
-    """A rollup of ``seconds`` (or tokens) for ``lease`` in the UTC hour starting at ``hour``,
-    with the draft invoice the rollup task would make for it."""
+) -> None:
+    """The rollup task's work for a bucket whose events sum to ``seconds`` (or tokens): ``lease``
+    in the UTC hour starting at ``hour``, stored as the rollup task stores it."""
     versions = plans_by_pool(pool_ids=[lease.pool_id], until=hour.replace(year=hour.year + 1)).get(lease.pool_id, [])
-    rollup, _ = UsageRollup.objects.update_or_create(
-        lease=lease,
-        metric=metric,
-        model=model,
-        hour=hour,
-        defaults={
-            "pool_id": lease.pool_id,
-            "buyer_id": lease.buyer_id,
-            "provider_id": lease.provider_id,
-            "quantity": Decimal(seconds),
-            "events": 1,
-            "price_plan_id": plan_in_force(versions, hour),
-        },
+    usage_rollups_store(
+        rows=[
+            UsageRollup(
+                lease=lease,
+                metric=metric,
+                model=model,
+                hour=hour,
+                pool_id=lease.pool_id,
+                buyer_id=lease.buyer_id,
+                provider_id=lease.provider_id,
+                quantity=Decimal(seconds),
+                events=1,
+                price_plan_id=plan_in_force(versions, hour),
+            )
+        ]
     )
-    invoice_draft_for_usage(buyer_id=lease.buyer_id, month=month_of(hour))
-    return rollup
 
 
 def leased(*, buyer: Any, provider: Any, at: datetime, price: Decimal = Decimal("20"), **pool: Any) -> Lease:

@@ -1,11 +1,16 @@
 """Month-end finalizes invoices in batches: the same books as one at a time."""
 
+import threading
+import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import partial
 
 import pytest
+import time_machine
+from django.db import transaction
 
-from billing.models import Invoice, JournalEntry, Leg, ProviderStatement
+from billing.models import Invoice, JournalEntry, Leg, ProviderStatement, UsageRollup
 from billing.services.invoices import invoice_finalize, invoice_for_period, invoices_finalize
 from billing.services.reconcile import reconcile
 from tests.billing.factories import leased, usage
@@ -105,4 +110,57 @@ def test_overlapping_batches_run_concurrently_finalize_each_invoice_once() -> No
     assert sorted(Invoice.objects.values_list("number", flat=True)) == [f"CG-2026-{n:06d}" for n in range(1, 7)]
     for invoice in Invoice.objects.all():
         assert JournalEntry.objects.filter(reference=invoice.reference).count() == 1
+    assert reconcile() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_usage_rolled_up_while_its_month_is_being_finalized_waits_and_is_billed_later_as_late_usage() -> None:
+    (invoice,) = buyers_with_march_usage(1, ProviderFactory())
+    lease = invoice.buyer.leases.get()
+    finalizing = threading.Event()
+
+    def finalize_slowly() -> None:
+        with transaction.atomic():
+            invoices_finalize(invoice_ids=[invoice.pk], now=APRIL_5)
+            finalizing.set()
+            time.sleep(1)  # the rollup below must wait for this commit
+
+    def roll_up_more() -> None:
+        finalizing.wait()
+        with time_machine.travel(APRIL_5, tick=False):
+            usage(lease, march(1), seconds=9000)  # 1800 s were billed for that hour
+
+    run_concurrently([finalize_slowly, roll_up_more])
+
+    march_lines = list(Invoice.objects.get(pk=invoice.pk).lines.values_list("quantity", flat=True))
+    late = UsageRollup.objects.get(late=True)
+    assert sum(march_lines) == 1  # two hours of 1800 s, as they stood
+    assert (late.hour, late.quantity) == (march(1), 7200)
+    april = Invoice.objects.get(buyer=invoice.buyer, status="draft")
+    invoice_finalize(invoice_id=april.pk, now=MAY_6)
+    assert [(line.kind, line.quantity) for line in april.lines.all()] == [("adjustment", 2)]
+    assert reconcile() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_month_being_finalized_waits_for_a_rollup_of_that_month_and_bills_it() -> None:
+    (invoice,) = buyers_with_march_usage(1, ProviderFactory())
+    lease = invoice.buyer.leases.get()
+    rolling_up = threading.Event()
+
+    def roll_up_slowly() -> None:
+        with transaction.atomic():
+            usage(lease, march(1), seconds=9000)
+            rolling_up.set()
+            time.sleep(1)  # finalizing must wait for this commit
+
+    def finalize() -> None:
+        rolling_up.wait()
+        invoices_finalize(invoice_ids=[invoice.pk], now=APRIL_5)
+
+    run_concurrently([roll_up_slowly, finalize])
+
+    lines = Invoice.objects.get(pk=invoice.pk).lines.values_list("quantity", flat=True)
+    assert sum(lines) == Decimal("3")  # 9000 s and 1800 s
+    assert not UsageRollup.objects.filter(late=True).exists()
     assert reconcile() == []

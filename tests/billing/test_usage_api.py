@@ -9,9 +9,11 @@ from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from billing.models import UsageRollup
+from billing.models import Invoice, UsageRollup
+from billing.services.invoices import invoices_finalize
 from organizations.services import api_key_create
 from tests.billing.conftest import gpu_event, running_lease
+from tests.billing.factories import usage
 from tests.factories import BuyerFactory, ProviderFactory
 
 pytestmark = pytest.mark.django_db
@@ -95,3 +97,17 @@ def test_a_real_worker_rolls_up_what_was_ingested(celery_worker_process) -> None
     while time.monotonic() < deadline and not UsageRollup.objects.filter(lease=lease).exists():
         time.sleep(0.2)
     assert UsageRollup.objects.get(lease=lease).quantity == Decimal(900)
+
+
+def test_an_hour_with_usage_added_after_its_invoice_was_finalized_reads_as_one_total(
+    reported, buyer_client, buyer
+) -> None:
+    month = Invoice.objects.get(buyer=buyer)
+    invoices_finalize(invoice_ids=[month.pk], now=month.period_end)
+    hour = UsageRollup.objects.order_by("hour").first().hour  # type: ignore[union-attr]
+    usage(reported, hour, seconds=3000)  # the events of that hour now sum to 3000
+
+    rows = buyer_client.get("/api/v1/usage/", {"metric": "gpu_seconds"}).json()
+
+    assert UsageRollup.objects.filter(late=True).count() == 1
+    assert [Decimal(row["quantity"]) for row in rows] == [Decimal(3000), Decimal(1200)]
