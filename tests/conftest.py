@@ -116,8 +116,11 @@ def localstripe_url() -> Iterator[str]:
     log = REPO / "var" / "localstripe.log"
     log.parent.mkdir(exist_ok=True)
     executable = Path(sys.executable).with_name("localstripe")
+    # --from-scratch: localstripe otherwise loads /tmp/localstripe.pickle, which any other localstripe
+    # on the machine (the demo's, another checkout's tests) may be writing at that moment.
+    command = [str(executable), "--port", str(port), "--from-scratch"]
     with log.open("wb") as log_file:
-        process = subprocess.Popen([str(executable), "--port", str(port)], stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
