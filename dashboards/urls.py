@@ -1,0 +1,19 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from dashboards import views
+
+urlpatterns = [
+    path(
+        "login/",
+        auth_views.LoginView.as_view(template_name="dashboards/login.html", redirect_authenticated_user=True),
+        name="dashboard-login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="dashboard-logout"),
+    path("", views.home, name="dashboard-home"),
+    path("<slug:slug>/", views.dashboard, name="dashboard"),
+    path("<slug:slug>/programs/<uuid:program_id>/", views.program, name="dashboard-program"),
+    path("<slug:slug>/programs/<uuid:program_id>/report.csv", views.program_csv, name="dashboard-program-csv"),
+    path("<slug:slug>/invoices/<uuid:invoice_id>/", views.invoice, name="dashboard-invoice"),
+    path("<slug:slug>/invoices/<uuid:invoice_id>/pdf/", views.invoice_pdf_download, name="dashboard-invoice-pdf"),
+]

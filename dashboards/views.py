@@ -1,0 +1,100 @@
+"""The dashboards: thin views that check membership, then render what ``pages`` builds."""
+
+from typing import Any
+from uuid import UUID
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+
+from billing.selectors import invoice_list, invoice_view
+from billing.serializers import InvoiceSerializer
+from dashboards import pages
+from dashboards.access import member_organizations, organization_page
+from dashboards.pdf import invoice_pdf
+from organizations.models import Organization
+from vouchers.models import VoucherProgram
+from vouchers.report_csv import report_csv
+from vouchers.selectors import program_list, program_report, redemption_trail
+
+Kind = Organization.Kind
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    """Straight to the user's organization; a choice when they belong to several."""
+    organizations = member_organizations(request)
+    if len(organizations) == 1:
+        return redirect("dashboard", slug=organizations[0].slug)
+    return render(request, "dashboards/home.html", {"organizations": organizations})
+
+
+@login_required
+def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+    organization = organization_page(request, slug)
+    now = timezone.now()
+    context: dict[str, Any] = {"organization": organization, "now": now}
+    if organization.kind == Kind.OPERATOR:
+        context.update(pages.operator_page(organization=organization, now=now))
+    elif organization.kind == Kind.ISSUER:
+        context.update(pages.issuer_page(organization=organization))
+    elif organization.kind == Kind.BUYER:
+        context.update(pages.buyer_page(organization=organization, now=now))
+    else:
+        context.update(pages.provider_page(organization=organization, now=now))
+    return render(request, f"dashboards/{organization.kind}.html", context)
+
+
+def _program(organization: Organization, program_id: UUID) -> VoucherProgram:
+    program = program_list(organization=organization).filter(pk=program_id).first()
+    if program is None:
+        raise Http404("No such voucher program.")
+    return program
+
+
+@login_required
+def program(request: HttpRequest, slug: str, program_id: UUID) -> HttpResponse:
+    organization = organization_page(request, slug, Kind.ISSUER, Kind.OPERATOR)
+    now = timezone.now()
+    context = pages.program_page(program=_program(organization, program_id), now=now)
+    return render(request, "dashboards/program.html", {"organization": organization, "now": now, **context})
+
+
+@login_required
+def program_csv(request: HttpRequest, slug: str, program_id: UUID) -> StreamingHttpResponse:
+    """The same CSV as ``GET voucher-programs/{id}/report/?format=csv``."""
+    found = _program(organization_page(request, slug, Kind.ISSUER, Kind.OPERATOR), program_id)
+    trail = redemption_trail(program=found).iterator(chunk_size=2000)
+    return StreamingHttpResponse(
+        report_csv(program_report(program=found), trail),
+        content_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="voucher-program-{found.pk}.csv"'},
+    )
+
+
+def _invoice_data(request: HttpRequest, slug: str, invoice_id: UUID) -> tuple[Organization, dict[str, Any]]:
+    """The invoice exactly as ``GET invoices/{id}/`` answers it."""
+    organization = organization_page(request, slug, Kind.BUYER, Kind.OPERATOR)
+    invoice = invoice_list(organization=organization).filter(pk=invoice_id).prefetch_related("lines").first()
+    if invoice is None:
+        raise Http404("No such invoice.")
+    return organization, {**InvoiceSerializer(invoice_view(invoice)).data, "buyer_name": invoice.buyer.legal_name}
+
+
+@login_required
+def invoice(request: HttpRequest, slug: str, invoice_id: UUID) -> HttpResponse:
+    """The invoice's print view."""
+    organization, data = _invoice_data(request, slug, invoice_id)
+    return render(request, "dashboards/invoice.html", {"organization": organization, "invoice": data})
+
+
+@login_required
+def invoice_pdf_download(request: HttpRequest, slug: str, invoice_id: UUID) -> HttpResponse:
+    _, data = _invoice_data(request, slug, invoice_id)
+    name = data["number"] or f"draft-{data['period_start'][:7]}"
+    return HttpResponse(
+        invoice_pdf(data),
+        content_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="invoice-{name}.pdf"'},
+    )

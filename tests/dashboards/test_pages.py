@@ -1,0 +1,307 @@
+"""The dashboards: login, scoping like the API, and figures equal to the API's answers."""
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from django.test import Client
+
+from core.money import format_yuan
+from pools.tariffs import local_zone
+from tests.dashboards.scenario import PASSWORD, Grid, api_get, build_grid
+from vouchers.selectors import program_burndown, program_report
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def grid() -> Grid:
+    return build_grid()
+
+
+def signed_in(grid: Grid, organization: Any) -> Client:
+    client = Client()
+    assert client.login(username=grid.users[organization.slug], password=PASSWORD)
+    return client
+
+
+def figures(html: str, name: str) -> list[str]:
+    """The text of every element marked ``data-figure="name"`` (none of them nest)."""
+    return [
+        re.sub(r"<[^>]+>", "", text).strip()
+        for text in re.findall(rf'data-figure="{name}"[^>]*>(.*?)</(?:td|dd|span)>', html, re.S)
+    ]
+
+
+def test_a_visitor_who_is_not_signed_in_is_sent_to_the_login_page(grid) -> None:
+    answer = Client().get(f"/dashboard/{grid.buyer.slug}/")
+
+    assert answer.status_code == 302
+    assert answer["Location"].startswith("/dashboard/login/?next=")
+
+
+def test_signing_in_leads_a_member_to_their_organizations_dashboard(grid) -> None:
+    client = Client()
+
+    answer = client.post("/dashboard/login/", {"username": grid.users[grid.buyer.slug], "password": PASSWORD})
+    assert answer.status_code == 302
+    assert client.get(answer["Location"])["Location"] == f"/dashboard/{grid.buyer.slug}/"
+
+
+def test_a_wrong_password_is_refused_with_a_message(grid) -> None:
+    answer = Client().post("/dashboard/login/", {"username": grid.users[grid.buyer.slug], "password": "nope"})
+
+    assert answer.status_code == 200
+    assert b'data-error="login"' in answer.content
+
+
+@pytest.mark.parametrize("kind", ["operator", "issuer", "buyer", "provider"])
+def test_a_member_of_one_organization_cannot_open_anothers_pages(grid, kind) -> None:
+    client = signed_in(grid, grid.other_buyer)
+    organization = getattr(grid, kind)
+
+    assert client.get(f"/dashboard/{organization.slug}/").status_code == 404
+    assert client.get(f"/dashboard/{grid.other_buyer.slug}/").status_code == 200
+
+
+def test_another_buyers_invoice_answers_404_even_under_ones_own_page(grid) -> None:
+    client = signed_in(grid, grid.other_buyer)
+
+    assert client.get(f"/dashboard/{grid.other_buyer.slug}/invoices/{grid.invoice.pk}/").status_code == 404
+    assert client.get(f"/dashboard/{grid.other_buyer.slug}/invoices/{grid.invoice.pk}/pdf/").status_code == 404
+    assert client.get(f"/dashboard/{grid.other_buyer.slug}/invoices/{grid.overdue.pk}/").status_code == 200
+
+
+def test_another_issuers_program_answers_404(grid, issuer) -> None:
+    from organizations.services import member_set
+
+    member_set(organization=issuer, username="someone-else", password=PASSWORD)
+    client = Client()
+    client.login(username="someone-else", password=PASSWORD)
+
+    assert client.get(f"/dashboard/{issuer.slug}/programs/{grid.program.pk}/").status_code == 404
+    assert client.get(f"/dashboard/{issuer.slug}/programs/{grid.program.pk}/report.csv").status_code == 404
+
+
+def test_a_buyer_has_no_program_pages_and_an_issuer_no_invoice_pages(grid) -> None:
+    buyer, issuer = signed_in(grid, grid.buyer), signed_in(grid, grid.issuer)
+
+    assert buyer.get(f"/dashboard/{grid.buyer.slug}/programs/{grid.program.pk}/").status_code == 404
+    assert issuer.get(f"/dashboard/{grid.issuer.slug}/invoices/{grid.invoice.pk}/").status_code == 404
+
+
+def test_the_operator_page_shows_each_hubs_cards_and_utilization_as_the_pools_api_sums_them(grid, make_client) -> None:
+    api = make_client(grid.operator)
+    pools = api_get(api, "/api/v1/pools/?status=active&hub=jingjinji&page_size=500")
+
+    answer = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/")
+
+    assert answer.status_code == 200
+    hub = next(hub for hub in answer.context["hubs"] if hub["code"] == "jingjinji")
+    assert hub["cards"] == sum(pool["cards"] for pool in pools) > 0
+    assert hub["reserved_cards"] == sum(pool["reserved_cards"] for pool in pools) > 0
+    assert hub["utilization"] == (Decimal(hub["reserved_cards"]) / hub["cards"]).quantize(Decimal("0.0001"))
+    assert len(answer.context["hubs"]) == 8
+
+
+def test_the_operator_page_shows_the_lowest_price_now_of_each_hubs_offers(grid, make_client) -> None:
+    offers = api_get(make_client(grid.buyer), "/api/v1/offers/?hub=jingjinji&ordering=price")
+
+    answer = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/")
+
+    hub = next(hub for hub in answer.context["hubs"] if hub["code"] == "jingjinji")
+    assert Decimal(offers[0]["price_per_card_hour"]) == hub["price_now"]
+
+
+def test_the_operator_page_lists_stale_and_suspended_pools_and_overdue_invoices(grid) -> None:
+    answer = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/")
+
+    shown = {pool["id"]: pool for pool in answer.context["attention"]}
+    assert set(shown) == {str(grid.stale_pool.pk), str(grid.suspended_pool.pk)}
+    assert shown[str(grid.stale_pool.pk)]["stale"] is True
+    assert [invoice.pk for invoice in answer.context["overdue"]] == [grid.overdue.pk]
+    assert figures(answer.content.decode(), "invoice-amount-due") == [format_yuan(grid.overdue.amount_due)]
+
+
+def test_the_operator_page_counts_the_last_days_placements_by_hub(grid, make_client) -> None:
+    leases = api_get(make_client(grid.operator), "/api/v1/leases/?page_size=500")
+    recent = [lease for lease in leases if lease["id"] == str(grid.lease.pk)]
+
+    answer = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/")
+
+    placed = {row["hub"]: row for row in answer.context["placements"]}
+    assert placed["jingjinji"] == {"hub": "jingjinji", "leases": 1, "cards": recent[0]["cards"]}
+
+
+def test_the_operator_page_shows_usage_and_the_platforms_commission_by_day(grid, make_client) -> None:
+    answer = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/")
+    days = answer.context["days"]
+    start = datetime.fromisoformat(days[-1]["day"]).replace(tzinfo=local_zone())
+    window = f"from={quote(start.isoformat())}&to={quote(answer.context['now'].isoformat())}"
+    used = [
+        row
+        for buyer in (grid.buyer, grid.other_buyer)
+        for row in api_get(make_client(buyer), f"/api/v1/usage/?granularity=day&metric=gpu_seconds&{window}")
+    ]
+    statements = {s["period_start"][:7]: s for s in api_get(make_client(grid.operator), "/api/v1/statements/")}
+    posted = [(grid.invoice, grid.now), (grid.overdue, grid.overdue.finalized_at)]
+    finalized_in_window = {f"{invoice.period_start:%Y-%m}" for invoice, at in posted if at >= start}
+
+    assert sum(day["card_hours"] for day in days) == sum(Decimal(row["quantity"]) for row in used) / 3600 > 0
+    assert sum(Decimal(format_yuan(day["revenue"])) for day in days) == sum(
+        Decimal(statements[month]["commission"]) for month in finalized_in_window
+    )
+    assert finalized_in_window
+
+
+def test_the_issuer_page_lists_programs_and_the_program_page_equals_the_report_api(grid, make_client) -> None:
+    report = make_client(grid.issuer).get(f"/api/v1/voucher-programs/{grid.program.pk}/report/").json()
+    client = signed_in(grid, grid.issuer)
+
+    assert str(grid.program.pk) in client.get(f"/dashboard/{grid.issuer.slug}/").content.decode()
+    html = client.get(f"/dashboard/{grid.issuer.slug}/programs/{grid.program.pk}/").content.decode()
+
+    for key in ("budget", "granted", "redeemed", "outstanding", "expired", "revoked", "left"):
+        assert figures(html, f"report-{key}") == [report[key]], key
+    assert figures(html, "spend-province") == [row["redeemed"] for row in report["by_province"]] != []
+    assert figures(html, "spend-hub") == [row["redeemed"] for row in report["by_hub"]]
+    assert figures(html, "spend-provider") == [row["redeemed"] for row in report["by_provider"]]
+    assert figures(html, "company-redeemed") == [row["redeemed"] for row in report["by_company"][:10]]
+    assert report["by_province"] == [{"province": "Zhejiang", "redeemed": report["redeemed"], "redemptions": 1}]
+
+
+def test_the_burn_down_ends_at_the_reports_figures(grid) -> None:
+    grid.program.refresh_from_db()
+    report = program_report(program=grid.program)
+
+    last = program_burndown(program=grid.program, until=grid.now)[-1]
+
+    assert {key: last[key] for key in ("granted", "redeemed", "outstanding", "expired", "revoked", "left")} == {
+        key: report[key] for key in ("granted", "redeemed", "outstanding", "expired", "revoked", "left")
+    }
+    assert last["day"] == grid.now.astimezone(local_zone()).date().isoformat()
+
+
+def test_the_csv_export_is_the_apis_csv(grid, make_client) -> None:
+    api = make_client(grid.issuer).get(f"/api/v1/voucher-programs/{grid.program.pk}/report/?format=csv")
+
+    page = signed_in(grid, grid.issuer).get(f"/dashboard/{grid.issuer.slug}/programs/{grid.program.pk}/report.csv")
+
+    assert page.status_code == 200
+    assert page["Content-Type"] == "text/csv; charset=utf-8"
+    csv = b"".join(page.streaming_content).decode()
+    assert csv == b"".join(api.streaming_content).decode()
+    assert "by_province" in csv
+
+
+def test_the_buyer_page_shows_spend_so_far_as_the_draft_invoice_and_vouchers_left(grid, make_client) -> None:
+    api = make_client(grid.buyer)
+    (draft,) = api_get(api, "/api/v1/invoices/?status=draft")
+    vouchers = api_get(api, "/api/v1/vouchers/?status=active")
+
+    html = signed_in(grid, grid.buyer).get(f"/dashboard/{grid.buyer.slug}/").content.decode()
+
+    assert figures(html, "spend-so-far") == [draft["subtotal"]]
+    assert Decimal(draft["subtotal"]) > 0
+    assert figures(html, "lease-so-far") == [draft["subtotal"]]  # one lease billed this month
+    assert figures(html, "vouchers-left") == [format_yuan(sum(int(Decimal(v["remaining"]) * 100) for v in vouchers))]
+    assert figures(html, "bank-credit") == ["0.00"]
+    assert "compute bank not enabled" in html
+
+
+def test_the_forecast_keeps_a_running_lease_spending_at_its_rate_until_its_booked_end(grid) -> None:
+    answer = signed_in(grid, grid.buyer).get(f"/dashboard/{grid.buyer.slug}/")
+
+    (row,) = answer.context["spend"]["leases"]
+    # Two hours of 6 card-hours in the three hours since it started; booked for 24 hours in all.
+    ends = min(grid.lease.end_at, answer.context["period_end"])
+    now = answer.context["now"]
+    began = grid.lease.started_at
+    expected = row["so_far"] + round(row["so_far"] * (ends - now).total_seconds() / (now - began).total_seconds())
+    assert abs(row["forecast"] - expected) <= 1
+    assert row["forecast"] > row["so_far"]
+
+
+def test_the_buyer_page_lists_invoices_with_the_apis_amounts(grid, make_client) -> None:
+    invoice = make_client(grid.buyer).get(f"/api/v1/invoices/{grid.invoice.pk}/").json()
+
+    html = signed_in(grid, grid.buyer).get(f"/dashboard/{grid.buyer.slug}/").content.decode()
+
+    for key in ("subtotal", "voucher_credit", "bank_credit", "amount_due", "amount_paid"):
+        assert figures(html, f"invoice-{key.replace('_', '-')}") == [invoice[key]], key
+    assert Decimal(invoice["voucher_credit"]) > 0
+
+
+def test_the_print_view_shows_the_invoice_as_the_api_does(grid, make_client) -> None:
+    invoice = make_client(grid.buyer).get(f"/api/v1/invoices/{grid.invoice.pk}/").json()
+
+    html = signed_in(grid, grid.buyer).get(f"/dashboard/{grid.buyer.slug}/invoices/{grid.invoice.pk}/").content
+    html = html.decode()
+
+    assert figures(html, "invoice-number") == [invoice["number"]]
+    assert figures(html, "line-amount") == [line["amount"] for line in invoice["lines"]]
+    assert figures(html, "invoice-amount-due") == [invoice["amount_due"]]
+
+
+def test_the_invoice_downloads_as_a_pdf(grid) -> None:
+    answer = signed_in(grid, grid.buyer).get(f"/dashboard/{grid.buyer.slug}/invoices/{grid.invoice.pk}/pdf/")
+
+    assert answer.status_code == 200
+    assert answer["Content-Type"] == "application/pdf"
+    assert answer["Content-Disposition"] == f'attachment; filename="invoice-{grid.invoice.number}.pdf"'
+    assert answer.content.startswith(b"%PDF-")
+    assert answer.content.rstrip().endswith(b"%%EOF")
+
+
+def test_a_draft_and_a_name_outside_latin_1_still_make_a_pdf(grid) -> None:
+    grid.buyer.legal_name = "杭州视觉智能科技有限公司"
+    grid.buyer.save()
+    draft = grid.buyer.invoices.get(status="draft")
+
+    answer = signed_in(grid, grid.buyer).get(f"/dashboard/{grid.buyer.slug}/invoices/{draft.pk}/pdf/")
+
+    assert answer.status_code == 200
+    assert answer.content.startswith(b"%PDF-")
+
+
+def test_the_operator_opens_an_overdue_invoice_from_its_page(grid) -> None:
+    client = signed_in(grid, grid.operator)
+
+    assert client.get(f"/dashboard/{grid.operator.slug}/invoices/{grid.overdue.pk}/").status_code == 200
+
+
+def test_the_provider_page_shows_pools_statements_and_heartbeats_as_the_api_does(grid, make_client) -> None:
+    api = make_client(grid.provider)
+    pools = {pool["id"]: pool for pool in api_get(api, "/api/v1/pools/")}
+    statements = api_get(api, "/api/v1/statements/")
+    usage = api_get(api, f"/api/v1/usage/?pool={grid.lease.pool_id}&metric=gpu_seconds&granularity=hour")
+
+    answer = signed_in(grid, grid.provider).get(f"/dashboard/{grid.provider.slug}/")
+    html = answer.content.decode()
+
+    shown = {pool["id"]: pool for pool in answer.context["pools"]}
+    assert set(shown) == set(pools)
+    leased_pool = shown[str(grid.lease.pool_id)]
+    assert leased_pool["card_hours"] == sum(Decimal(row["quantity"]) for row in usage) / 3600 == 12
+    assert leased_pool["reserved_cards"] == pools[str(grid.lease.pool_id)]["reserved_cards"] == grid.lease.cards
+    assert leased_pool["heartbeats"] == 2
+    assert figures(html, "statement-net") == [statement["net"] for statement in statements] != []
+    assert figures(html, "statement-gross") == [statement["gross"] for statement in statements]
+
+
+def test_a_member_of_several_organizations_chooses_one(grid) -> None:
+    from organizations.services import member_set
+
+    member_set(organization=grid.issuer, username=grid.users[grid.buyer.slug], password=PASSWORD)
+    client = signed_in(grid, grid.buyer)
+
+    answer = client.get("/dashboard/")
+
+    assert answer.status_code == 200
+    assert {organization.slug for organization in answer.context["organizations"]} == {
+        grid.buyer.slug,
+        grid.issuer.slug,
+    }
