@@ -1,13 +1,34 @@
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import F, QuerySet, Sum
-from django.db.models.functions import TruncDay
+from django.db.models import F, Q, QuerySet, Sum
+from django.db.models.functions import TruncDay, TruncHour
 
-from billing.models import Invoice, ProviderStatement, UsageRollup
+from billing.models import Invoice, Leg, ProviderStatement, UsageMetric, UsageRollup
+from billing.models.ledger import Account
+from core.money import round_to_fen
+from marketplace.models import Lease
 from organizations.models import Organization
+
+SECONDS_PER_HOUR = Decimal(3600)
+
+
+def _rollups_for(organization: Organization) -> QuerySet[UsageRollup]:
+    """Buyers see the usage of their leases, providers of their pools, operators all of it."""
+    if organization.kind == Organization.Kind.OPERATOR:
+        return UsageRollup.objects.all()
+    party = "buyer" if organization.kind == Organization.Kind.BUYER else "provider"
+    return UsageRollup.objects.filter(**{party: organization})
+
+
+def _period(granularity: str) -> Any:
+    """The start of the UTC hour, or of the day in the billing time zone."""
+    if granularity == "day":
+        return TruncDay("hour", tzinfo=ZoneInfo(settings.BILLING_TIME_ZONE))
+    return TruncHour("hour")
 
 
 def usage_series(
@@ -21,8 +42,7 @@ def usage_series(
     metric: str | None = None,
 ) -> list[dict[str, Any]]:
     """Usage by lease, pool, metric and hour (UTC) or day (in the billing time zone)."""
-    party = "buyer" if organization.kind == Organization.Kind.BUYER else "provider"
-    rollups = UsageRollup.objects.filter(**{party: organization}, hour__gte=start, hour__lt=end)
+    rollups = _rollups_for(organization).filter(hour__gte=start, hour__lt=end)
     if lease:
         rollups = rollups.filter(lease_id=lease)
     if pool:
@@ -30,9 +50,8 @@ def usage_series(
     if metric:
         rollups = rollups.filter(metric=metric)
     # A bucket may have a late row beside the one its month's invoice billed: summed, as a day's hours are.
-    period = TruncDay("hour", tzinfo=ZoneInfo(settings.BILLING_TIME_ZONE)) if granularity == "day" else F("hour")
     rows = (
-        rollups.annotate(period_start=period)
+        rollups.annotate(period_start=_period(granularity))
         .values("lease_id", "pool_id", "metric", "model", "period_start")
         .annotate(total=Sum("quantity"), event_count=Sum("events"))
     )
@@ -48,6 +67,39 @@ def usage_series(
         }
         for row in rows.order_by("period_start", "lease_id", "metric", "model")
     ]
+
+
+def card_hours(
+    *, organization: Organization, start: datetime, end: datetime, granularity: str = "day", by_pool: bool = False
+) -> list[dict[str, Any]]:
+    """Card-hours used per period (and per pool): ``usage_series``'s card-seconds summed over
+    leases, over 3600, scoped the same way."""
+    rollups = _rollups_for(organization).filter(hour__gte=start, hour__lt=end, metric=UsageMetric.GPU_SECONDS)
+    keys = ["period_start", "pool_id"] if by_pool else ["period_start"]
+    rows = rollups.annotate(period_start=_period(granularity)).values(*keys).annotate(seconds=Sum("quantity"))
+    return [
+        {**{key: row[key] for key in keys}, "card_hours": row["seconds"] / SECONDS_PER_HOUR}
+        for row in rows.order_by(*keys)
+    ]
+
+
+def platform_revenue_by_day(*, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The platform's commission credited in the ledger per day (billing time zone), in fen;
+    a voided invoice's reversal counts on the day it was voided."""
+    day = TruncDay("entry__posted_at", tzinfo=ZoneInfo(settings.BILLING_TIME_ZONE))
+    rows = (
+        Leg.objects.filter(
+            account__purpose=Account.Purpose.PLATFORM_REVENUE,
+            account__organization__isnull=True,
+            entry__posted_at__gte=start,
+            entry__posted_at__lt=end,
+        )
+        .annotate(day=day)
+        .values("day")
+        .annotate(credited=Sum("amount"))
+        .order_by("day")
+    )
+    return [{"day": row["day"], "revenue": -row["credited"]} for row in rows]
 
 
 def invoice_list(*, organization: Organization) -> QuerySet[Invoice]:
@@ -75,3 +127,39 @@ def invoice_view(invoice: Invoice) -> Invoice:
     invoice.shown_lines = [line.as_invoice_line(invoice, id=None) for line in rated]  # type: ignore[attr-defined]
     invoice.subtotal = invoice.amount_due = sum(line.amount for line in rated)
     return invoice
+
+
+def invoices_overdue(*, organization: Organization, now: datetime) -> QuerySet[Invoice]:
+    """Unpaid invoices past the first dunning day after finalization, and uncollectible ones."""
+    past_due = now - timedelta(days=settings.BILLING_DUNNING_DAYS[0])
+    return (
+        invoice_list(organization=organization)
+        .filter(amount_paid__lt=F("amount_due"))
+        .filter(Q(status=Invoice.Status.UNCOLLECTIBLE) | Q(status=Invoice.Status.FINALIZED, finalized_at__lt=past_due))
+        .order_by("finalized_at", "pk")
+    )
+
+
+def spend_forecast(*, invoice: Invoice, now: datetime) -> dict[str, Any]:
+    """Spend so far in the draft ``invoice``'s period, by lease (its live-rated lines), and the
+    forecast to the period's end: each lease still active keeps spending at its rate so far
+    until its booked end or the period's end, whichever comes first."""
+    shown = invoice_view(invoice)
+    so_far: dict[Any, int] = {}
+    for line in shown.shown_lines:  # type: ignore[attr-defined]
+        so_far[line.lease_id] = so_far.get(line.lease_id, 0) + line.amount
+    leases = Lease.objects.select_related("pool").in_bulk(list(so_far))
+    rows = []
+    for lease_id, spent in sorted(so_far.items(), key=lambda item: (-item[1], str(item[0]))):
+        lease = leases[lease_id]
+        began = max(invoice.period_start, lease.started_at or lease.start_at)
+        ends = min(invoice.period_end, lease.end_at) if lease.is_active else now
+        elapsed, ahead = (now - began).total_seconds(), max((ends - now).total_seconds(), 0)
+        extra = round_to_fen(Decimal(spent) / 100 * Decimal(ahead) / Decimal(elapsed)) if elapsed > 0 else 0
+        rows.append({"lease": lease, "so_far": spent, "forecast": spent + extra})
+    return {
+        "invoice": shown,
+        "so_far": shown.subtotal,
+        "forecast": sum(row["forecast"] for row in rows),
+        "leases": rows,
+    }

@@ -20,6 +20,7 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     path("", include("django_prometheus.urls")),
     path("admin/", admin.site.urls),
+    path("dashboard/", include("dashboards.urls")),
 ]
 
 handler404 = "core.views.not_found"

@@ -62,7 +62,7 @@ def line_chart(labels: list[str], series: dict[str, list[Any]], *, y_title: str 
                     "data": [float(value) if value is not None else None for value in values],
                     "borderColor": _color(index),
                     "backgroundColor": _color(index),
-                    "pointRadius": 0,
+                    "pointRadius": 0 if len(labels) > 1 else 3,
                     "tension": 0.2,
                 }
                 for index, (name, values) in enumerate(series.items())
@@ -269,7 +269,7 @@ def provider_page(*, organization: Organization, now: datetime) -> dict[str, Any
         "data": {
             "datasets": [
                 {
-                    "label": pool.name,
+                    "label": label,
                     "showLine": True,
                     "pointRadius": 1,
                     "borderColor": _color(index),
@@ -279,7 +279,7 @@ def provider_page(*, organization: Organization, now: datetime) -> dict[str, Any
                         for observed_at, healthy_cards in heartbeats[pool.pk]
                     ],
                 }
-                for index, pool in enumerate(charted)
+                for index, (label, pool) in enumerate(zip(_labels(charted), charted, strict=True))
             ]
         },
         "options": {
@@ -312,6 +312,12 @@ def provider_page(*, organization: Organization, now: datetime) -> dict[str, Any
         "earnings_chart": earnings_chart,
         "charted_pools": len(charted),
     }
+
+
+def _labels(pools: list[Any]) -> list[str]:
+    """Pool names, told apart by their ids' first characters where two share a name."""
+    names = [pool.name for pool in pools]
+    return [pool.name if names.count(pool.name) == 1 else f"{pool.name} ({str(pool.pk)[:8]})" for pool in pools]
 
 
 def _earnings_chart(statements: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,10 +1,15 @@
 """The dashboards: thin views that check membership, then render what ``pages`` builds."""
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils import timezone
 
@@ -21,7 +26,19 @@ from vouchers.selectors import program_list, program_report, redemption_trail
 Kind = Organization.Kind
 
 
-@login_required
+def page(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """A page for signed-in people, its dates and times shown in the billing time zone."""
+
+    @login_required
+    @wraps(view)
+    def shown_in_billing_time(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        with timezone.override(ZoneInfo(settings.BILLING_TIME_ZONE)):
+            return view(request, *args, **kwargs)
+
+    return shown_in_billing_time
+
+
+@page
 def home(request: HttpRequest) -> HttpResponse:
     """Straight to the user's organization; a choice when they belong to several."""
     organizations = member_organizations(request)
@@ -30,7 +47,7 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboards/home.html", {"organizations": organizations})
 
 
-@login_required
+@page
 def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     organization = organization_page(request, slug)
     now = timezone.now()
@@ -53,7 +70,7 @@ def _program(organization: Organization, program_id: UUID) -> VoucherProgram:
     return program
 
 
-@login_required
+@page
 def program(request: HttpRequest, slug: str, program_id: UUID) -> HttpResponse:
     organization = organization_page(request, slug, Kind.ISSUER, Kind.OPERATOR)
     now = timezone.now()
@@ -61,7 +78,7 @@ def program(request: HttpRequest, slug: str, program_id: UUID) -> HttpResponse:
     return render(request, "dashboards/program.html", {"organization": organization, "now": now, **context})
 
 
-@login_required
+@page
 def program_csv(request: HttpRequest, slug: str, program_id: UUID) -> StreamingHttpResponse:
     """The same CSV as ``GET voucher-programs/{id}/report/?format=csv``."""
     found = _program(organization_page(request, slug, Kind.ISSUER, Kind.OPERATOR), program_id)
@@ -82,14 +99,14 @@ def _invoice_data(request: HttpRequest, slug: str, invoice_id: UUID) -> tuple[Or
     return organization, {**InvoiceSerializer(invoice_view(invoice)).data, "buyer_name": invoice.buyer.legal_name}
 
 
-@login_required
+@page
 def invoice(request: HttpRequest, slug: str, invoice_id: UUID) -> HttpResponse:
     """The invoice's print view."""
     organization, data = _invoice_data(request, slug, invoice_id)
     return render(request, "dashboards/invoice.html", {"organization": organization, "invoice": data})
 
 
-@login_required
+@page
 def invoice_pdf_download(request: HttpRequest, slug: str, invoice_id: UUID) -> HttpResponse:
     _, data = _invoice_data(request, slug, invoice_id)
     name = data["number"] or f"draft-{data['period_start'][:7]}"

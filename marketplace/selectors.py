@@ -7,9 +7,21 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, DecimalField, IntegerField, JSONField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import (
+    Count,
+    DecimalField,
+    F,
+    IntegerField,
+    JSONField,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
 from django.db.models.fields.json import KT, KeyTextTransform
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, TruncHour
 
 from core.money import round_to_fen
 from marketplace.dispatch import DispatchResult, PoolSnapshot, Requirements
@@ -215,3 +227,22 @@ def quote_voucher_credits(
         for placement in result.placements
     ]
     return voucher_estimates(buyer=buyer, alternatives=alternatives, at=now)
+
+
+def lowest_prices_now(*, now: datetime) -> dict[str, Decimal]:
+    """The lowest price per card-hour now in each hub: the first of ``GET offers/?hub=&ordering=price``."""
+    return {
+        row["hub_id"]: row["lowest"]
+        for row in offers_list(now=now).values("hub_id").annotate(lowest=Min("price_now")).order_by()
+    }
+
+
+def placements_by_hub(*, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    """Leases placed between ``since`` and ``until``, by hub and UTC hour: leases and cards."""
+    rows = (
+        Lease.objects.filter(created_at__gte=since, created_at__lt=until)
+        .values(hub=F("pool__hub_id"), hour=TruncHour("created_at"))
+        .annotate(leases=Count("pk"), cards=Sum("cards"))
+        .order_by("hour", "hub")
+    )
+    return [dict(row) for row in rows]

@@ -2,11 +2,12 @@ import hashlib
 import secrets
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
 from core.exceptions import ConflictError, NotFoundError
-from organizations.models import ApiKey, Organization
+from organizations.models import ApiKey, Membership, Organization
 
 KEY_PREFIX_BYTES = 6
 KEY_SECRET_BYTES = 32
@@ -92,3 +93,17 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
         api_key.last_used_at = now
     return api_key
+
+
+@transaction.atomic
+def member_set(
+    *, organization: Organization, username: str, password: str, role: str = Membership.Role.MEMBER
+) -> Membership:
+    """Make ``username`` a member of ``organization`` who signs in with ``password`` (set anew
+    if the user exists): how people reach the dashboards."""
+    user_model = get_user_model()
+    user = user_model.objects.filter(username=username).first() or user_model(username=username)
+    user.set_password(password)
+    user.save()
+    membership, _ = Membership.objects.update_or_create(user=user, organization=organization, defaults={"role": role})
+    return membership

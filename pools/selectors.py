@@ -1,12 +1,15 @@
 from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from organizations.models import Organization
-from pools.models import PricePlan, ResourcePool
+from pools.models import Heartbeat, Hub, PricePlan, ResourcePool
+from pools.reference_data import HUBS
 
 
 def fresh_after(now: datetime | None = None) -> datetime:
@@ -45,3 +48,71 @@ def price_plans_in_force(*, pool_ids: list[UUID], at: datetime) -> dict[UUID, Pr
     ):
         plans.setdefault(plan.pool_id, plan)
     return plans
+
+
+def hub_capacity() -> list[dict[str, Any]]:
+    """Each hub's active pools: their cards, healthy, reserved and free cards, and utilization
+    (reserved over all cards), the sums of what ``GET pools/?hub=&status=active`` lists."""
+    totals: dict[str, dict[str, Any]] = {
+        row["hub_id"]: dict(row)
+        for row in ResourcePool.objects.filter(status=ResourcePool.Status.ACTIVE)
+        .values("hub_id")
+        .annotate(
+            pools=Count("pk"),
+            cards=Sum("cards"),
+            healthy_cards=Sum("healthy_cards"),
+            reserved_cards=Sum("reserved_cards"),
+            free_cards=Sum("free_cards"),
+        )
+        .order_by()
+    }
+    order = {hub["code"]: index for index, hub in enumerate(HUBS)}
+    hubs = []
+    for hub in sorted(Hub.objects.all(), key=lambda hub: (hub.region, order.get(hub.code, len(order)), hub.code)):
+        row = totals.get(hub.code, {})
+        cards = row.get("cards") or 0
+        hubs.append(
+            {
+                "code": hub.code,
+                "name": hub.name,
+                "region": hub.region,
+                "pools": row.get("pools", 0),
+                "cards": cards,
+                "healthy_cards": row.get("healthy_cards") or 0,
+                "reserved_cards": row.get("reserved_cards") or 0,
+                "free_cards": row.get("free_cards") or 0,
+                "utilization": utilization(row.get("reserved_cards") or 0, cards),
+            }
+        )
+    return hubs
+
+
+def utilization(used: Decimal | int, capacity: Decimal | int) -> Decimal:
+    """A share from 0 to 1, four places: the one way pages and reports round utilization."""
+    if not capacity:
+        return Decimal(0)
+    return (Decimal(used) / Decimal(capacity)).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+
+
+def pools_needing_attention(*, organization: Organization, now: datetime | None = None) -> QuerySet[ResourcePool]:
+    """Suspended pools, and active ones whose heartbeats went stale (the API's ``stale``)."""
+    stale = Q(last_heartbeat_at__isnull=True) | Q(last_heartbeat_at__lt=fresh_after(now))
+    return pool_list(organization=organization).filter(
+        Q(status=ResourcePool.Status.SUSPENDED) | Q(stale, status=ResourcePool.Status.ACTIVE)
+    )
+
+
+def heartbeat_series(*, pool_ids: list[UUID], since: datetime) -> dict[UUID, list[tuple[datetime, int]]]:
+    """Each pool's heartbeats observed since ``since``: (observed at, healthy cards), oldest first."""
+    series: dict[UUID, list[tuple[datetime, int]]] = {pool_id: [] for pool_id in pool_ids}
+    rows = Heartbeat.objects.filter(pool_id__in=pool_ids, observed_at__gte=since).order_by("pool_id", "observed_at")
+    for pool_id, observed_at, healthy_cards in rows.values_list("pool_id", "observed_at", "healthy_cards"):
+        series[pool_id].append((observed_at, healthy_cards))
+    return series
+
+
+def heartbeat_counts(*, pool_ids: list[UUID], since: datetime) -> dict[UUID, int]:
+    """How many heartbeats each pool sent since ``since``."""
+    rows = Heartbeat.objects.filter(pool_id__in=pool_ids, observed_at__gte=since).values("pool_id")
+    counts = dict(rows.annotate(n=Count("pk")).order_by().values_list("pool_id", "n"))
+    return {pool_id: counts.get(pool_id, 0) for pool_id in pool_ids}

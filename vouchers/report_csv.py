@@ -1,5 +1,5 @@
 """The issuer's report as CSV for the funding body, in sections: the totals; spend by
-company, provider, hub and month; then every redemption with the invoice line, lease and
+company, provider, province, hub and month; then every redemption with the invoice line, lease and
 usage it paid for. Streamed row by row, so a program of any size fits."""
 
 import csv
@@ -119,6 +119,7 @@ def report_csv(report: dict[str, Any], trail: Iterable[Redemption]) -> Iterator[
         )
     for section, key, extra in (
         ("by_provider", "provider", ["legal_name"]),
+        ("by_province", "province", []),
         ("by_hub", "hub", []),
         ("by_month", "month", []),
     ):

@@ -2,19 +2,19 @@
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from django.db.models import Count, Q, QuerySet, Sum
-from django.db.models.functions import Coalesce, TruncMonth
+from django.db.models.functions import Coalesce, TruncDay, TruncMonth
 from django.utils import timezone
 
 from organizations.models import Organization
 from pools.tariffs import local_zone
 from vouchers.allocation import CapKey, Purse, allocate
 from vouchers.charges import ChargeLine
-from vouchers.models import LATE_INVOICE_GRACE, Redemption, Voucher, VoucherProgram, YearlyCapUsage
+from vouchers.models import LATE_INVOICE_GRACE, Redemption, Reversal, Voucher, VoucherProgram, YearlyCapUsage
 
 Kind = Organization.Kind
 
@@ -130,7 +130,7 @@ def _net() -> Any:
 
 
 def program_report(*, program: VoucherProgram) -> dict[str, Any]:
-    """Budget, grants, spend by company, provider, hub and month (of the usage, Asia/Shanghai),
+    """Budget, grants, spend by company, provider, the company's province, hub and month (of the usage, Asia/Shanghai),
     expiry and what is left, all derived from voucher and redemption rows. Amounts in fen."""
     vouchers = Voucher.objects.filter(program=program)
     live, status = Q(status__in=Voucher.LIVE), Voucher.Status
@@ -179,6 +179,12 @@ def program_report(*, program: VoucherProgram) -> dict[str, Any]:
         .annotate(redeemed=_net(), redemptions=Count("pk"))
         .order_by("-redeemed", "provider__slug")
     ]
+    by_province = [
+        {"province": row["buyer__province"], **_spend(row)}
+        for row in redemptions.values("buyer__province")
+        .annotate(redeemed=_net(), redemptions=Count("pk"))
+        .order_by("-redeemed", "buyer__province")
+    ]
     by_hub = [
         {"hub": row["hub"], **_spend(row)}
         for row in redemptions.values("hub")
@@ -208,6 +214,7 @@ def program_report(*, program: VoucherProgram) -> dict[str, Any]:
         "redemptions": spent["count"],
         "by_company": by_company,
         "by_provider": by_provider,
+        "by_province": by_province,
         "by_hub": by_hub,
         "by_month": by_month,
     }
@@ -224,3 +231,48 @@ def redemption_trail(*, program: VoucherProgram) -> QuerySet[Redemption]:
         .select_related("voucher", "buyer", "provider", "reversal")
         .order_by("redeemed_at", "pk")
     )
+
+
+def program_burndown(*, program: VoucherProgram, until: datetime | None = None) -> list[dict[str, Any]]:
+    """The program's budget day by day (Asia/Shanghai days), cumulative, in fen: granted (face
+    values), redeemed (less reversals), expired and revoked (released when the voucher ended),
+    outstanding on vouchers and left to grant. The last day's figures are the report's."""
+    zone = local_zone()
+
+    def by_day(rows: QuerySet[Any], at: str, amount: str) -> dict[Any, int]:
+        per_day = rows.annotate(day=TruncDay(at, tzinfo=zone)).values("day").annotate(fen=Sum(amount)).order_by()
+        return {row["day"].date(): row["fen"] for row in per_day}
+
+    vouchers = Voucher.objects.filter(program=program)
+    flows = {
+        "granted": by_day(vouchers, "created_at", "face_value"),
+        "expired": by_day(vouchers.filter(status=Voucher.Status.EXPIRED), "ended_at", "released"),
+        "revoked": by_day(vouchers.filter(status=Voucher.Status.REVOKED), "ended_at", "released"),
+        "redeemed": by_day(Redemption.objects.filter(program=program), "redeemed_at", "amount"),
+        "reversed": by_day(Reversal.objects.filter(redemption__program=program), "reversed_at", "amount"),
+    }
+    moves: dict[Any, dict[str, int]] = {}
+    for name, days in flows.items():
+        for day, fen in days.items():
+            moves.setdefault(day, {})[name] = fen
+    if not moves:
+        return []
+    last = timezone.localtime(until or timezone.now(), zone).date()
+    first, totals = min(moves), dict.fromkeys(("granted", "redeemed", "expired", "revoked"), 0)
+    series, current = [], first
+    while current <= max(last, max(moves)):
+        move = moves.get(current, {})
+        for name in totals:
+            totals[name] += move.get(name, 0)
+        totals["redeemed"] -= move.get("reversed", 0)
+        ended = totals["expired"] + totals["revoked"]
+        series.append(
+            {
+                "day": current.isoformat(),
+                **totals,
+                "outstanding": totals["granted"] - totals["redeemed"] - ended,
+                "left": program.budget - totals["granted"] + ended,
+            }
+        )
+        current += timedelta(days=1)
+    return series

@@ -385,6 +385,10 @@ class _ProviderSpend(_Spend):
     legal_name = serializers.CharField()
 
 
+class _ProvinceSpend(_Spend):
+    province = serializers.CharField(help_text="The company's province.")
+
+
 class _HubSpend(_Spend):
     hub = serializers.CharField()
 
@@ -419,5 +423,6 @@ class ProgramReportSerializer(serializers.Serializer):
     redemptions = serializers.IntegerField()
     by_company = _CompanySpend(many=True)
     by_provider = _ProviderSpend(many=True)
+    by_province = _ProvinceSpend(many=True)
     by_hub = _HubSpend(many=True)
     by_month = _MonthSpend(many=True)

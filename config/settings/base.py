@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "vouchers",
     "marketplace",
     "billing",
+    "dashboards",
 ]
 
 MIDDLEWARE = [
@@ -109,6 +110,11 @@ TIME_ZONE = "UTC"
 USE_TZ = True
 USE_I18N = True
 BILLING_TIME_ZONE = "Asia/Shanghai"
+
+# The dashboards sign people in with Django's sessions; the API uses keys.
+LOGIN_URL = "dashboard-login"
+LOGIN_REDIRECT_URL = "dashboard-home"
+LOGOUT_REDIRECT_URL = "dashboard-login"
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))

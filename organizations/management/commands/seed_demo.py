@@ -1,11 +1,12 @@
+import secrets
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from organizations.models import Organization
-from organizations.services import api_key_create, organization_create
+from organizations.models import Membership, Organization
+from organizations.services import api_key_create, member_set, organization_create
 from organizations.validators import credit_code_check_char
 
 DEMO_ORGANIZATIONS = [
@@ -23,7 +24,10 @@ def demo_credit_code(index: int) -> str:
 
 
 class Command(BaseCommand):
-    help = "Create one organization of each kind with a fresh API key each, and print the keys."
+    help = (
+        "Create one organization of each kind with a fresh API key each and a member who signs in to the "
+        "dashboards (a new password each run), and print them."
+    )
 
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
@@ -39,10 +43,15 @@ class Command(BaseCommand):
                 is_sme=sme,
             )
             _, raw_key = api_key_create(organization=organization, name="demo", created_by="command:seed_demo")
-            lines.append(f"{kind:<9} {slug:<20} {raw_key}")
+            password = secrets.token_urlsafe(9)
+            member_set(organization=organization, username=slug, password=password, role=Membership.Role.ADMIN)
+            lines.append(f"{kind:<9} {slug:<20} {raw_key}  login {slug} {password}")
         keys_file = settings.DATA_DIR / "demo-keys.txt"
         keys_file.parent.mkdir(parents=True, exist_ok=True)
         keys_file.write_text("\n".join(lines) + "\n")
-        self.stdout.write(f"Demo organizations and their new API keys (also in {keys_file}):")
+        self.stdout.write(
+            f"Demo organizations, their new API keys and dashboard logins (also in {keys_file});"
+            " sign in at /dashboard/:"
+        )
         for line in lines:
             self.stdout.write("  " + line)
