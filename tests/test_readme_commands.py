@@ -1,12 +1,15 @@
 """The README's first command serves the API, with docs, on SQLite and the embedded broker."""
 
+import http.cookiejar
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -25,6 +28,19 @@ def _get(url: str, key: str | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.status, response.read()
+
+
+def _signed_in(base: str, username: str, password: str) -> urllib.request.OpenerDirector:
+    """A browser-like opener with the session of ``username``, signed in through the login form."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    form = opener.open(f"{base}/dashboard/login/", timeout=30).read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)
+    assert token, form[:500]
+    body = urllib.parse.urlencode({"username": username, "password": password, "csrfmiddlewaretoken": token[1]})
+    answer = opener.open(f"{base}/dashboard/login/", data=body.encode(), timeout=30)
+    assert answer.url != f"{base}/dashboard/login/", "the demo login was refused"
+    return opener
 
 
 @pytest.fixture
@@ -69,6 +85,12 @@ def test_demo_serves_api_docs_and_demo_keys_and_runs_tasks_without_servers(demo)
     assert json.loads(_get(f"{base}/api/v1/hubs/")[1])["count"] == 8
     offers = json.loads(_get(f"{base}/api/v1/offers/?ordering=price", keys["buyer"])[1])
     assert offers["count"] > 0, "the demo's national pools are in the market"
+    logins = {line.split()[0]: line.split()[4:6] for line in (data_dir / "demo-keys.txt").read_text().splitlines()}
+    for kind, (username, password) in logins.items():
+        page = _signed_in(base, username, password).open(f"{base}/dashboard/", timeout=30)
+        assert page.status == 200 and page.url.endswith(f"/dashboard/{username}/"), kind
+        assert f'data-organization="{username}"'.encode() in page.read(), kind
+    assert _get(f"{base}/static/dashboards/vendor/chartjs/chart.umd.min.js")[0] == 200
 
     # A task goes through the filesystem broker to the demo's own worker process.
     code = "import django; django.setup(); from core.tasks import ping; print(ping.delay().get(timeout=60)['pong'])"
