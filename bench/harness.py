@@ -113,10 +113,20 @@ def free_port() -> int:
 
 
 def request(
-    port: int, method: str, path: str, *, key: str | None = None, body: bytes | None = None, content_type: str = ""
+    port: int,
+    method: str,
+    path: str,
+    *,
+    key: str | None = None,
+    body: bytes | None = None,
+    content_type: str = "",
+    cookie: str = "",
 ) -> tuple[int, bytes, float]:
-    """One request on a fresh connection (gunicorn's sync workers close each one): status, body, ms."""
+    """One request on a fresh connection (gunicorn's sync workers close each one): status, body, ms.
+    ``key`` authenticates to the API; ``cookie`` carries a signed-in session to the dashboards."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if cookie:
+        headers["Cookie"] = cookie
     if content_type:
         headers["Content-Type"] = content_type
     started = time.perf_counter()

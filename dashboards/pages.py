@@ -26,8 +26,7 @@ from dashboards.bank import bank_credit
 from marketplace.selectors import lowest_prices_now, placements_by_hub
 from organizations.models import Organization
 from pools.selectors import (
-    heartbeat_counts,
-    heartbeat_series,
+    heartbeats_by_hour,
     hub_capacity,
     pool_list,
     pools_needing_attention,
@@ -261,33 +260,15 @@ def provider_page(*, organization: Organization, now: datetime) -> dict[str, Any
         y_title="% of cards used",
     )
 
-    since = now - DAY
-    heartbeats = heartbeat_series(pool_ids=[pool.pk for pool in charted], since=since)
-    beats = heartbeat_counts(pool_ids=[pool.pk for pool in pools], since=since)
-    heartbeat_chart = {
-        "type": "scatter",
-        "data": {
-            "datasets": [
-                {
-                    "label": label,
-                    "showLine": True,
-                    "pointRadius": 1,
-                    "borderColor": _color(index),
-                    "backgroundColor": _color(index),
-                    "data": [
-                        {"x": observed_at.timestamp() * 1000, "y": healthy_cards}
-                        for observed_at, healthy_cards in heartbeats[pool.pk]
-                    ],
-                }
-                for index, (label, pool) in enumerate(zip(_labels(charted), charted, strict=True))
-            ]
+    beats = heartbeats_by_hour(pool_ids=[pool.pk for pool in pools], since=hours[-24])
+    heartbeat_chart = line_chart(
+        [f"{hour:%H:00}" for hour in hours[-24:]],
+        {
+            label: [_fewest(beats[pool.pk], hour) for hour in hours[-24:]]
+            for label, pool in zip(_labels(charted), charted, strict=True)
         },
-        "options": {
-            "animation": False,
-            "maintainAspectRatio": False,
-            "scales": {"x": {"type": "linear", "ticks": {"callback": "time"}}, "y": {"beginAtZero": True}},
-        },
-    }
+        y_title="fewest healthy cards in the hour",
+    )
 
     statements = list(StatementSerializer(statement_list(organization=organization)[:24], many=True).data)
     earnings_chart = _earnings_chart(list(reversed(statements)))
@@ -300,7 +281,7 @@ def provider_page(*, organization: Organization, now: datetime) -> dict[str, Any
                 "utilization_now": utilization(pool.reserved_cards, pool.cards),
                 "card_hours": _hours(total),
                 "utilization_window": utilization(total, pool.cards * 24 * UTILIZATION_DAYS),
-                "heartbeats": beats[pool.pk],
+                "heartbeats": sum(count for _, _, count in beats[pool.pk]),
             }
         )
     return {
@@ -312,6 +293,10 @@ def provider_page(*, organization: Organization, now: datetime) -> dict[str, Any
         "earnings_chart": earnings_chart,
         "charted_pools": len(charted),
     }
+
+
+def _fewest(beats: list[tuple[datetime, int, int]], hour: datetime) -> int | None:
+    return next((fewest for at, fewest, _ in beats if at == hour), None)
 
 
 def _labels(pools: list[Any]) -> list[str]:

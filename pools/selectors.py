@@ -4,7 +4,8 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Min, Q, QuerySet, Sum
+from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from organizations.models import Organization
@@ -102,17 +103,17 @@ def pools_needing_attention(*, organization: Organization, now: datetime | None 
     )
 
 
-def heartbeat_series(*, pool_ids: list[UUID], since: datetime) -> dict[UUID, list[tuple[datetime, int]]]:
-    """Each pool's heartbeats observed since ``since``: (observed at, healthy cards), oldest first."""
-    series: dict[UUID, list[tuple[datetime, int]]] = {pool_id: [] for pool_id in pool_ids}
-    rows = Heartbeat.objects.filter(pool_id__in=pool_ids, observed_at__gte=since).order_by("pool_id", "observed_at")
-    for pool_id, observed_at, healthy_cards in rows.values_list("pool_id", "observed_at", "healthy_cards"):
-        series[pool_id].append((observed_at, healthy_cards))
+def heartbeats_by_hour(*, pool_ids: list[UUID], since: datetime) -> dict[UUID, list[tuple[datetime, int, int]]]:
+    """Each pool's heartbeats observed since ``since``, by UTC hour: (hour, the fewest healthy
+    cards reported in it, how many heartbeats came), oldest first. An agent reports every
+    minute or so: a day of them is summed up in the database, not sent to a page."""
+    series: dict[UUID, list[tuple[datetime, int, int]]] = {pool_id: [] for pool_id in pool_ids}
+    rows = (
+        Heartbeat.objects.filter(pool_id__in=pool_ids, observed_at__gte=since)
+        .values("pool_id", hour=TruncHour("observed_at"))
+        .annotate(fewest=Min("healthy_cards"), beats=Count("pk"))
+        .order_by("pool_id", "hour")
+    )
+    for row in rows:
+        series[row["pool_id"]].append((row["hour"], row["fewest"], row["beats"]))
     return series
-
-
-def heartbeat_counts(*, pool_ids: list[UUID], since: datetime) -> dict[UUID, int]:
-    """How many heartbeats each pool sent since ``since``."""
-    rows = Heartbeat.objects.filter(pool_id__in=pool_ids, observed_at__gte=since).values("pool_id")
-    counts = dict(rows.annotate(n=Count("pk")).order_by().values_list("pool_id", "n"))
-    return {pool_id: counts.get(pool_id, 0) for pool_id in pool_ids}

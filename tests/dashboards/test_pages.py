@@ -305,3 +305,15 @@ def test_a_member_of_several_organizations_chooses_one(grid) -> None:
         grid.buyer.slug,
         grid.issuer.slug,
     }
+
+
+def test_bank_credit_is_read_from_billing_once_billing_offers_it(grid, monkeypatch) -> None:
+    # The compute bank is not in billing yet: stand in for the selector it will offer.
+    import billing.selectors
+
+    monkeypatch.setattr(billing.selectors, "bank_balance", lambda *, organization: 12_345, raising=False)
+
+    html = signed_in(grid, grid.buyer).get(f"/dashboard/{grid.buyer.slug}/").content.decode()
+
+    assert figures(html, "bank-credit") == ["123.45"]
+    assert "compute bank not enabled" not in html
