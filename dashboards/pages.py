@@ -256,7 +256,10 @@ def provider_page(*, organization: Organization, now: datetime) -> dict[str, Any
         used[row["pool_id"]][row["period_start"]] = row["card_hours"]
     utilization_chart = line_chart(
         [f"{hour:%m-%d %H:00}" for hour in hours],
-        {pool.name: [utilization(used[pool.pk].get(hour, 0), pool.cards) * 100 for hour in hours] for pool in charted},
+        {
+            label: [round(float(used[pool.pk].get(hour, 0)) * 100 / pool.cards, 2) for hour in hours]
+            for label, pool in zip(_labels(charted), charted, strict=True)
+        },
         y_title="% of cards used",
     )
 
