@@ -317,3 +317,11 @@ def test_bank_credit_is_read_from_billing_once_billing_offers_it(grid, monkeypat
 
     assert figures(html, "bank-credit") == ["123.45"]
     assert "compute bank not enabled" not in html
+
+
+def test_pools_sharing_a_name_keep_a_line_each_on_the_providers_charts(grid) -> None:
+    answer = signed_in(grid, grid.provider).get(f"/dashboard/{grid.provider.slug}/")
+
+    for chart in ("utilization_chart", "heartbeat_chart"):
+        labels = [dataset["label"] for dataset in answer.context[chart]["data"]["datasets"]]
+        assert len(labels) == len(set(labels)) == len(answer.context["pools"]) == 5, chart
