@@ -34,6 +34,7 @@ from pools.selectors import (
     utilization,
 )
 from pools.serializers import PoolSerializer
+from pools.tariffs import local_zone
 from vouchers.models import Voucher, VoucherProgram
 from vouchers.selectors import program_burndown, program_list, program_report, voucher_list
 
@@ -108,7 +109,8 @@ def operator_page(*, organization: Organization, now: datetime) -> dict[str, Any
 
     start = _local_midnight(now) - DAY * (USAGE_DAYS - 1)
     labels = _days(start, USAGE_DAYS)
-    usage = {row["period_start"].date().isoformat(): row["card_hours"] for row in _usage_days(organization, start, now)}
+    used = card_hours(organization=organization, start=start, end=now, granularity="day")
+    usage = {row["period_start"].date().isoformat(): row["card_hours"] for row in used}
     revenue = {row["day"].date().isoformat(): row["revenue"] for row in platform_revenue_by_day(start=start, end=now)}
     days = [{"day": day, "card_hours": _hours(usage.get(day, 0)), "revenue": revenue.get(day, 0)} for day in labels]
     usage_chart = line_chart(labels, {"card-hours": [day["card_hours"] for day in days]}, y_title="card-hours")
@@ -118,6 +120,8 @@ def operator_page(*, organization: Organization, now: datetime) -> dict[str, Any
 
     attention = pools_needing_attention(organization=organization, now=now).order_by("status", "hub_id", "name")
     attention_rows = list(attention[:ATTENTION_ROWS])
+    overdue = invoices_overdue(organization=organization, now=now)
+    overdue_rows = list(overdue[:ATTENTION_ROWS])
     return {
         "hubs": hubs,
         "hub_rows": [
@@ -130,21 +134,21 @@ def operator_page(*, organization: Organization, now: datetime) -> dict[str, Any
         "usage_chart": usage_chart,
         "revenue_chart": revenue_chart,
         "attention": _pools(attention_rows, now),
-        "attention_count": attention.count() if len(attention_rows) == ATTENTION_ROWS else len(attention_rows),
-        "overdue": list(invoices_overdue(organization=organization, now=now)[:ATTENTION_ROWS]),
+        "attention_count": _count(attention, attention_rows),
+        "overdue": overdue_rows,
+        "overdue_count": _count(overdue, overdue_rows),
     }
+
+
+def _count(rows: Any, first: list[Any]) -> int:
+    """How many ``rows`` there are, counting in the database only when the page shows the first of many."""
+    return rows.count() if len(first) == ATTENTION_ROWS else len(first)
 
 
 def _local_midnight(now: datetime) -> datetime:
     """Midnight today in the billing time zone: days are billing days."""
-    from pools.tariffs import local_zone
-
     local = now.astimezone(local_zone())
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _usage_days(organization: Organization, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    return card_hours(organization=organization, start=start, end=end, granularity="day")
 
 
 def _hours(value: Decimal | int) -> Decimal:

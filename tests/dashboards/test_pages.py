@@ -124,6 +124,8 @@ def test_the_operator_page_lists_stale_and_suspended_pools_and_overdue_invoices(
     assert shown[str(grid.stale_pool.pk)]["stale"] is True
     assert [invoice.pk for invoice in answer.context["overdue"]] == [grid.overdue.pk]
     assert figures(answer.content.decode(), "invoice-amount-due") == [format_yuan(grid.overdue.amount_due)]
+    assert figures(answer.content.decode(), "overdue-count") == ["1"]
+    assert figures(answer.content.decode(), "attention-count") == ["2"]
 
 
 def test_the_operator_page_counts_the_last_days_placements_by_hub(grid, make_client) -> None:
