@@ -43,6 +43,7 @@ USAGE_DAYS = 30  # the operator's usage and revenue by day
 UTILIZATION_DAYS = 7  # the provider's utilization of each pool, by hour
 CHARTED_POOLS = 12  # at most this many lines on a provider's charts: the largest pools
 ATTENTION_ROWS = 200
+MARKED_POINTS = 48  # lines with at most this many points mark each one, so a lone hour shows
 PALETTE = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"]
 
 
@@ -62,7 +63,7 @@ def line_chart(labels: list[str], series: dict[str, list[Any]], *, y_title: str 
                     "data": [float(value) if value is not None else None for value in values],
                     "borderColor": _color(index),
                     "backgroundColor": _color(index),
-                    "pointRadius": 0 if len(labels) > 1 else 3,
+                    "pointRadius": 0 if len(labels) > MARKED_POINTS else 2,
                     "tension": 0.2,
                 }
                 for index, (name, values) in enumerate(series.items())
