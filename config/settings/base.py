@@ -293,7 +293,7 @@ CELERY_BEAT_SCHEDULE["usage-partitions-ensure"] = {
 # Late usage may still arrive this long after a month ends before its invoices are finalized.
 BILLING_FINALIZE_GRACE_HOURS = env_int("BILLING_FINALIZE_GRACE_HOURS", 72, min_value=0)
 # Month-end finalizes this many invoices per task and transaction (a few statements for them all).
-BILLING_FINALIZE_BATCH_SIZE = env_int("BILLING_FINALIZE_BATCH_SIZE", 250, min_value=1, max_value=5000)
+BILLING_FINALIZE_BATCH_SIZE = env_int("BILLING_FINALIZE_BATCH_SIZE", 1000, min_value=1, max_value=5000)
 # Failed payments are retried this many days after the first failure, then the invoice is uncollectible.
 BILLING_DUNNING_DAYS = env_int_list("BILLING_DUNNING_DAYS", [1, 3, 7])
 # A collection that did not learn its outcome (a worker died) is picked up again after this long.
