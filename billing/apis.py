@@ -1,6 +1,7 @@
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import AllowAny
@@ -9,9 +10,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.cloudevents import BATCH, MAX_BYTES, STRUCTURED, events_from_request, too_large_message
-from billing.models import Invoice, ProviderStatement
-from billing.selectors import invoice_list, invoice_view, statement_list, usage_series
+from billing.models import BankMovement, Invoice, ProviderStatement
+from billing.selectors import bank_movements, bank_summary, invoice_list, invoice_view, statement_list, usage_series
 from billing.serializers import (
+    BankMovementSerializer,
+    BankSerializer,
+    BankSettingsSerializer,
     BankTransferSerializer,
     CloudEventSerializer,
     IngestResultSerializer,
@@ -19,10 +23,14 @@ from billing.serializers import (
     InvoiceSerializer,
     InvoiceVoidSerializer,
     StatementSerializer,
+    TopUpCreateSerializer,
+    TopUpSerializer,
     UsageQuerySerializer,
     UsageRowSerializer,
 )
 from billing.services import invoices, payments
+from billing.services.bank.grants import bank_settings_set
+from billing.services.bank.top_ups import top_up_create
 from billing.services.usage import usage_events_ingest
 from core.exceptions import NotFoundError, PayloadTooLarge
 from core.idempotency import idempotent
@@ -200,3 +208,53 @@ class StripeWebhookApi(APIView):
         record = payments.webhook_receive(payload=request.body, signature=request.headers.get("Stripe-Signature"))
         payments.webhook_process(event_id=record.pk)
         return Response({"received": True})
+
+
+# --- compute bank --------------------------------------------------------------
+
+
+class BankApi(APIView):
+    """Buyer: its compute bank: balance, held and available credit, grants with expiry, holds, events."""
+
+    permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.BUYER)]
+
+    @extend_schema(responses=BankSerializer, summary="The compute bank")
+    def get(self, request: Request) -> Response:
+        return Response(BankSerializer(bank_summary(buyer=organization_of(request), at=timezone.now())).data)
+
+    @extend_schema(
+        request=BankSettingsSerializer, responses=BankSerializer, summary="Low-balance threshold and auto top-up"
+    )
+    def patch(self, request: Request) -> Response:
+        body = BankSettingsSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        bank_settings_set(buyer=organization_of(request), changes=body.validated_data)
+        return self.get(request)
+
+
+class BankTransactionListApi(ListAPIView):
+    """Buyer: every movement of its credit, newest first, with its reason and journal entry."""
+
+    serializer_class = BankMovementSerializer
+    permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.BUYER)]
+
+    def get_queryset(self) -> QuerySet[BankMovement]:
+        if getattr(self, "swagger_fake_view", False):
+            return BankMovement.objects.none()
+        return bank_movements(buyer=organization_of(self.request))
+
+
+class TopUpCreateApi(APIView):
+    """Buyer: buy credit. Returns a Stripe PaymentIntent's client secret to confirm with Stripe.js;
+    the credit is granted when Stripe confirms the payment (webhook). CNY only, up to BANK_TOP_UP_MAX_YUAN."""
+
+    permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.BUYER)]
+
+    @extend_schema(request=TopUpCreateSerializer, responses={201: TopUpSerializer}, summary="Top up the bank")
+    @idempotent
+    def post(self, request: Request) -> Response:
+        body = TopUpCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        top_up, client_secret = top_up_create(buyer=organization_of(request), **body.validated_data)
+        top_up.client_secret = client_secret  # type: ignore[attr-defined]
+        return Response(TopUpSerializer(top_up).data, status=201)

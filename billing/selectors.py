@@ -8,7 +8,17 @@ from django.conf import settings
 from django.db.models import F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
-from billing.models import Invoice, Leg, ProviderStatement, UsageMetric, UsageRollup
+from billing.models import (
+    Bank,
+    BankEvent,
+    BankMovement,
+    CreditHold,
+    Invoice,
+    Leg,
+    ProviderStatement,
+    UsageMetric,
+    UsageRollup,
+)
 from billing.models.ledger import Account
 from core.money import round_to_fen
 from marketplace.models import Lease
@@ -171,3 +181,36 @@ def spend_forecast(*, invoice: Invoice, now: datetime) -> dict[str, Any]:
         "forecast": sum(row["forecast"] for row in rows),
         "leases": rows,
     }
+
+
+def bank_summary(*, buyer: Organization, at: datetime) -> dict[str, Any]:
+    """What ``GET bank/`` shows: the amounts, the spendable grants in burn order, holds, latest events."""
+    from billing.services.bank.state import bank_state, low_balance_threshold, spendable_grants
+
+    bank = Bank.objects.filter(organization=buyer).first() or Bank(organization=buyer)
+    state = bank_state(buyer_id=buyer.pk, at=at)
+    grants = sorted(
+        spendable_grants(buyer_id=buyer.pk, at=at),
+        key=lambda grant: (grant.expires_at is None, grant.expires_at or 0, grant.priority, grant.created_at),
+    )
+    holds = CreditHold.objects.filter(buyer=buyer, status=CreditHold.Status.ACTIVE).order_by("created_at")
+    for hold in holds:
+        hold.held = state.held_by_lease.get(hold.lease_id, 0)  # type: ignore[attr-defined]
+    return {
+        "currency": bank.currency,
+        "mode": bank.mode,
+        "balance": state.balance,
+        "held": state.held,
+        "pending_usage": state.pending_usage,
+        "available": state.available,
+        "low_balance_threshold": low_balance_threshold(bank.low_balance_threshold),
+        "auto_top_up_threshold": bank.auto_top_up_threshold,
+        "auto_top_up_amount": bank.auto_top_up_amount,
+        "grants": grants,
+        "holds": list(holds),
+        "events": list(BankEvent.objects.filter(buyer=buyer)[:20]),
+    }
+
+
+def bank_movements(*, buyer: Organization) -> QuerySet[BankMovement]:
+    return BankMovement.objects.filter(buyer=buyer).select_related("grant")

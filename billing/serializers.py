@@ -141,3 +141,76 @@ class StatementSerializer(serializers.Serializer):
     gross = MoneyField()
     commission = MoneyField()
     net = MoneyField(help_text="Net payable to the provider.")
+
+
+class GrantSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    source = serializers.CharField()  # type: ignore[assignment]  # a field, not Field.source
+    amount = MoneyField()
+    remaining = MoneyField()
+    expires_at = serializers.DateTimeField(allow_null=True, help_text="Null: never expires.")
+    priority = serializers.IntegerField(help_text="Among grants expiring together, lower is spent first.")
+    created_at = serializers.DateTimeField()
+
+
+class HoldSerializer(serializers.Serializer):
+    lease = serializers.UUIDField(source="lease_id")
+    amount = MoneyField(help_text="Reserved in all for the lease.")
+    held = MoneyField(help_text="Still reserved: the amount less the lease's usage so far.")
+    warned_at = serializers.DateTimeField(allow_null=True, help_text="Set while the next horizon is not covered.")
+    created_at = serializers.DateTimeField()
+
+
+class BankEventSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    message = serializers.CharField()
+    lease = serializers.UUIDField(source="lease_id", allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class BankSerializer(serializers.Serializer):
+    currency = serializers.CharField()
+    mode = serializers.CharField(help_text="postpaid or prepaid (set by an operator).")
+    balance = MoneyField(help_text="What is left of the grants that have not expired.")
+    held = MoneyField(help_text="Reserved for running leases beyond their usage so far (prepaid).")
+    pending_usage = MoneyField(help_text="Usage not yet invoiced; the month's invoice draws it from the bank.")
+    available = MoneyField(help_text="balance - held - pending_usage; negative if usage ran ahead of the holds.")
+    low_balance_threshold = MoneyField()
+    auto_top_up_threshold = MoneyField(allow_null=True)
+    auto_top_up_amount = MoneyField(allow_null=True)
+    grants = GrantSerializer(many=True, help_text="Spendable grants, in the order they are spent.")
+    holds = HoldSerializer(many=True)
+    events = BankEventSerializer(many=True, help_text="The latest 20 events: low balance, warned or ended leases.")
+
+
+class BankSettingsSerializer(StrictSerializer):
+    low_balance_threshold = MoneyField(min_value=Decimal("0"), allow_null=True, required=False)
+    auto_top_up_threshold = MoneyField(min_value=Decimal("0"), allow_null=True, required=False)
+    auto_top_up_amount = MoneyField(min_value=Decimal("0.01"), allow_null=True, required=False)
+
+
+class BankMovementSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    reason = serializers.CharField(help_text="grant, draw, draw_reversed or expiry.")
+    amount = MoneyField(help_text="Positive adds credit, negative takes it.")
+    currency = serializers.CharField(source="grant.currency")
+    grant = serializers.UUIDField(source="grant_id")
+    source = serializers.CharField(source="grant.source", help_text="The grant's source.")  # type: ignore[assignment]
+    reference = serializers.CharField(help_text="What it is for: invoice:<id>, top-up:<id>, grant:<id>.")
+    ledger_entry = serializers.UUIDField(source="entry_id", help_text="The journal entry that booked it.")
+
+
+class TopUpCreateSerializer(StrictSerializer):
+    amount = MoneyField()
+    currency = serializers.CharField(max_length=3, default="CNY")
+
+
+class TopUpSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    amount = MoneyField()
+    currency = serializers.CharField()
+    status = serializers.CharField()
+    payment_intent = serializers.CharField(source="payment_intent_id")
+    client_secret = serializers.CharField(help_text="Confirm the PaymentIntent with it (Stripe.js).")
+    created_at = serializers.DateTimeField()

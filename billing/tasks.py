@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from billing.partitions import usage_partitions_ensure as _ensure_partitions
 from billing.services import invoices, payments
+from billing.services.bank import grants, holds, top_ups
 from billing.services.usage import queue_rollups, usage_rollup_buckets, usage_rollups_overdue
 
 
@@ -70,3 +71,20 @@ def payment_refund(invoice_id: str) -> int:
 @shared_task(name="billing.tasks.payment_webhook_process")
 def payment_webhook_process(event_id: str) -> str:
     return payments.webhook_process(event_id=event_id).status
+
+
+@shared_task(name="billing.tasks.bank_check")
+def bank_check() -> dict[str, int]:
+    """Expired grants to breakage; holds against their horizon (leases warned or ended); lost automatic
+    top-ups settled (beat, queue: settle)."""
+    now = timezone.now()
+    outcomes = holds.holds_review(now=now)
+    outcomes["expired_fen"] = grants.grants_expire(now=now)
+    outcomes["stale_top_ups"] = top_ups.top_ups_settle_stale(now=now)
+    return outcomes
+
+
+@shared_task(name="billing.tasks.bank_auto_top_up")
+def bank_auto_top_up(buyer_id: str) -> str | None:
+    top_up = top_ups.bank_auto_top_up(buyer_id=buyer_id)
+    return top_up.status if top_up else None

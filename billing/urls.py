@@ -13,5 +13,8 @@ urlpatterns = [
         "invoices/<uuid:invoice_id>/bank-transfer/", apis.InvoiceBankTransferApi.as_view(), name="invoice-bank-transfer"
     ),
     path("statements/", apis.StatementListApi.as_view(), name="statement-list"),
+    path("bank/", apis.BankApi.as_view(), name="bank"),
+    path("bank/transactions/", apis.BankTransactionListApi.as_view(), name="bank-transactions"),
+    path("bank/top-ups/", apis.TopUpCreateApi.as_view(), name="bank-top-ups"),
     path("webhooks/stripe/", apis.StripeWebhookApi.as_view(), name="stripe-webhook"),
 ]

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.exceptions import ApplicationError, ConflictError, RuleViolation
+from marketplace import hooks
 from marketplace.dispatch import DispatchResult, Placement, Requirements, dispatch
 from marketplace.models import Lease, Order
 from marketplace.selectors import pool_snapshots
@@ -137,6 +138,8 @@ def lease_start(*, lease_id: Any, by: str, now: datetime | None = None) -> Lease
         )
     lease.status, lease.started_at = Lease.Status.RUNNING, now or timezone.now()
     lease.save(update_fields=["status", "started_at"])
+    for hook in hooks.LEASE_START_HOOKS:
+        hook(lease, lease.started_at)
     transaction.on_commit(lambda: lease_started.send(sender=Lease, lease=lease))
     return lease
 
@@ -154,6 +157,8 @@ def lease_end(*, lease_id: Any, status: str, reason: str, by: str, now: datetime
         )
     lease.status, lease.ended_at, lease.end_reason, lease.ended_by = status, now or timezone.now(), reason, by
     lease.save(update_fields=["status", "ended_at", "end_reason", "ended_by"])
+    for hook in hooks.LEASE_END_HOOKS:
+        hook(lease, lease.ended_at)
     (pool,) = pools_lock([lease.pool_id])
     ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=pool.reserved_cards - lease.cards)
     if not Lease.objects.filter(order_id=lease.order_id, status__in=Lease.ACTIVE).exists():
@@ -211,7 +216,8 @@ def leases_start_due(*, now: datetime | None = None) -> int:
         try:
             lease_start(lease_id=lease_id, by="scheduler", now=now)
             started += 1
-        except ConflictError:
+        except ApplicationError as exc:  # started by another path, or refused (e.g. no funds): tried again later
+            logger.info("lease not started", extra={"lease": str(lease_id), "code": exc.code})
             continue
     return started
 

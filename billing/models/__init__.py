@@ -1,3 +1,4 @@
+from billing.models.bank import Bank, BankEvent, BankMovement, CreditGrant, CreditHold, TopUp
 from billing.models.invoices import Invoice, InvoiceLine, InvoiceSequence, ProviderStatement
 from billing.models.ledger import Account, JournalEntry, Leg
 from billing.models.payments import PaymentAttempt, StripeCustomer, StripeEvent
@@ -5,6 +6,11 @@ from billing.models.usage import UsageEvent, UsageEventKey, UsageMetric, UsageRo
 
 __all__ = [
     "Account",
+    "Bank",
+    "BankEvent",
+    "BankMovement",
+    "CreditGrant",
+    "CreditHold",
     "Invoice",
     "InvoiceLine",
     "InvoiceSequence",
@@ -14,6 +20,7 @@ __all__ = [
     "ProviderStatement",
     "StripeCustomer",
     "StripeEvent",
+    "TopUp",
     "UsageEvent",
     "UsageEventKey",
     "UsageMetric",

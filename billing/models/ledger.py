@@ -21,6 +21,7 @@ class Account(models.Model):
         VOUCHER_RECEIVABLE = "voucher_receivable", "Voucher receivable from an issuer"
         BANK_PAID = "bank_paid", "Compute bank liability, paid credit"
         BANK_GRANTED = "bank_granted", "Compute bank liability, granted credit"
+        BANK_CLEARING = "bank_clearing", "Compute bank credit drawn, to be applied to invoices"
         STRIPE_CLEARING = "stripe_clearing", "Stripe clearing"
         BANK_TRANSFER_CLEARING = "bank_transfer_clearing", "Bank transfer clearing"
         BREAKAGE = "breakage", "Breakage (expired value)"

@@ -319,11 +319,19 @@ def webhook_receive(*, payload: bytes, signature: str | None) -> StripeEvent:
 
 def webhook_process(*, event_id: Any) -> StripeEvent:
     """Act on a stored event once; out-of-order and repeated deliveries change nothing."""
+    from billing.services.bank.top_ups import top_up_apply_event, top_up_for_intent  # the bank builds on payments
+
     with transaction.atomic():
         record = StripeEvent.objects.select_for_update().get(pk=event_id)
         if record.status != StripeEvent.Status.RECEIVED:
             return record
         intent = record.payload.get("data", {}).get("object", {})
+        top_up = top_up_for_intent(intent)
+        if top_up is not None:  # a compute bank top-up, not an invoice's payment
+            record.status, record.error = top_up_apply_event(top_up=top_up, event_type=record.type, intent=intent)
+            record.processed_at = timezone.now()
+            record.save(update_fields=["status", "error", "processed_at"])
+            return record
         attempt_id = (intent.get("metadata") or {}).get("attempt")
         attempt = PaymentAttempt.objects.filter(pk=str(attempt_id)).first() if _is_uuid(attempt_id) else None
         if attempt is None:

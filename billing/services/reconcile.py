@@ -8,7 +8,17 @@ from typing import Any
 from django.db import connection
 from django.db.models import F, Q, Sum
 
-from billing.models import Account, Invoice, InvoiceLine, Leg, PaymentAttempt, ProviderStatement
+from billing.models import (
+    Account,
+    BankMovement,
+    CreditGrant,
+    Invoice,
+    InvoiceLine,
+    Leg,
+    PaymentAttempt,
+    ProviderStatement,
+    TopUp,
+)
 from vouchers.models import Redemption
 
 Purpose = Account.Purpose
@@ -80,11 +90,13 @@ def reconcile() -> list[Difference]:
     charged = PaymentAttempt.objects.filter(status=PaymentAttempt.Status.SUCCEEDED).aggregate(
         total=Sum("amount"), refunded=Sum("amount", filter=Q(refunded=True))
     )
+    topped_up = TopUp.objects.filter(status=TopUp.Status.SUCCEEDED).aggregate(total=Sum("amount"))["total"]
     differences += _compare(
         "stripe clearing",
         _ledger(Purpose.STRIPE_CLEARING),
-        {None: int(charged["total"] or 0) - int(charged["refunded"] or 0)},
+        {None: int(charged["total"] or 0) - int(charged["refunded"] or 0) + int(topped_up or 0)},
     )
+    differences += _bank()
 
     owed_by_issuers: dict[Any, int] = defaultdict(int)
     for issuer_id, amount, reversed_amount in Redemption.objects.values_list(
@@ -108,4 +120,41 @@ def reconcile() -> list[Difference]:
     for invoice_id, total in voucher_lines:
         if int(total or 0) != credits.get(invoice_id, int(total or 0)):
             differences.append(Difference("voucher lines", str(invoice_id), int(total or 0), credits[invoice_id]))
+    return differences
+
+
+def _bank() -> list[Difference]:
+    """Each buyer's credit: its grants' remaining is its bank liability, paid and granted apart;
+    what it drew and its invoices booked meet in its bank clearing; expiries are the breakage;
+    credit the platform gave is its promotion expense."""
+    differences: list[Difference] = []
+    remaining: dict[str, dict[Any, int]] = {Purpose.BANK_PAID: defaultdict(int), Purpose.BANK_GRANTED: defaultdict(int)}
+    given = 0
+    for buyer_id, source, amount, left in CreditGrant.objects.values_list("buyer_id", "source", "amount", "remaining"):
+        paid = source in CreditGrant.PAID
+        remaining[Purpose.BANK_PAID if paid else Purpose.BANK_GRANTED][buyer_id] -= left
+        given += 0 if paid else amount
+    for purpose, expected in remaining.items():
+        differences += _compare(f"bank {purpose}", _ledger(purpose), expected)
+
+    clearing: dict[Any, int] = defaultdict(int)
+    for buyer_id, total in (
+        BankMovement.objects.filter(reason__in=[BankMovement.Reason.DRAW, BankMovement.Reason.DRAW_REVERSED])
+        .values_list("buyer_id")
+        .annotate(total=Sum("amount"))
+        .order_by()
+    ):
+        clearing[buyer_id] += int(total)
+    for buyer_id, total in (
+        Invoice.objects.exclude(status__in=[Invoice.Status.DRAFT, Invoice.Status.VOID])
+        .values_list("buyer_id")
+        .annotate(total=Sum("bank_credit"))
+        .order_by()
+    ):
+        clearing[buyer_id] += int(total)
+    differences += _compare("bank clearing", _ledger(Purpose.BANK_CLEARING), clearing)
+
+    expired = BankMovement.objects.filter(reason=BankMovement.Reason.EXPIRY).aggregate(total=Sum("amount"))["total"]
+    differences += _compare("breakage", _ledger(Purpose.BREAKAGE), {None: int(expired or 0)})
+    differences += _compare("promotion expense", _ledger(Purpose.PROMOTION_EXPENSE), {None: given})
     return differences

@@ -314,3 +314,19 @@ STRIPE_PAYMENT_METHOD_TYPES = env_list("STRIPE_PAYMENT_METHOD_TYPES", ["card"])
 
 CELERY_BEAT_SCHEDULE["invoices-finalize-due"] = {"task": "billing.tasks.invoices_finalize_due", "schedule": 3600.0}
 CELERY_BEAT_SCHEDULE["payments-collect-due"] = {"task": "billing.tasks.payments_collect_due", "schedule": 600.0}
+
+# --- Compute bank ----------------------------------------------------------
+
+# The largest single top-up, in yuan (larger ones are refused with amount_too_large).
+BANK_TOP_UP_MAX_YUAN = env_int("BANK_TOP_UP_MAX_YUAN", 1_000_000, min_value=1)
+# A prepaid buyer's running lease holds the expected cost of this many hours ahead (or its booked time, if shorter).
+BANK_HOLD_HORIZON_HOURS = env_int("BANK_HOLD_HORIZON_HOURS", 24, min_value=1)
+# A lease whose next horizon the credit cannot cover is warned, and ended this long after the warning.
+BANK_LEASE_GRACE_SECONDS = env_int("BANK_LEASE_GRACE_SECONDS", 900, min_value=0)
+# Below this available credit (yuan) a buyer gets a low-balance event, unless it set its own threshold.
+BANK_LOW_BALANCE_YUAN = env_int("BANK_LOW_BALANCE_YUAN", 100, min_value=0)
+# How often holds are checked against their horizon and expired grants move to breakage.
+BANK_CHECK_SECONDS = env_int("BANK_CHECK_SECONDS", 60, min_value=10)
+
+CELERY_BEAT_SCHEDULE["bank-check"] = {"task": "billing.tasks.bank_check", "schedule": float(BANK_CHECK_SECONDS)}
+CELERY_TASK_ROUTES["billing.tasks.bank_check"] = {"queue": "settle"}
