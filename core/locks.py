@@ -42,7 +42,7 @@ def advisory_lock(name: str) -> Iterator[bool]:
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 
 
-def retry_on_conflict(func: Callable[P, R], attempts: int = 5) -> Callable[P, R]:
+def retry_on_conflict(func: Callable[P, R], attempts: int = 8) -> Callable[P, R]:
     """Run ``func`` (a whole transaction) again when PostgreSQL aborts it for a concurrent one.
 
     Inside an enclosing transaction it runs once: a failure there aborts the outer

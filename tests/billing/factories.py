@@ -55,3 +55,30 @@ def leased(*, buyer: Any, provider: Any, at: datetime, price: Decimal = Decimal(
             ),
         )
     return order.leases.get()
+
+
+def credit(buyer: Any, fen: int, *, source: str = "promotion", at: datetime | None = None, **fields: Any) -> Any:
+    """A grant of ``fen`` to ``buyer`` through the services (ledger entry and movement included);
+    a ``top_up`` as if Stripe had confirmed a top-up's PaymentIntent."""
+    from uuid import uuid4
+
+    from billing.models import TopUp
+    from billing.services.bank.grants import grant_create
+    from billing.services.bank.top_ups import top_up_succeeded
+
+    if source != "top_up":
+        return grant_create(buyer=buyer, source=source, amount=fen, by="test", now=at, **fields)
+    top_up = TopUp.objects.create(buyer=buyer, amount=fen, payment_intent_id=f"pi_test_{uuid4().hex}")
+    top_up_succeeded(top_up_id=top_up.pk, amount=fen, currency="CNY", now=at)
+    top_up.refresh_from_db()
+    return top_up.grant
+
+
+def prepaid(buyer: Any) -> Any:
+    """Make ``buyer`` pay from its bank: its leases hold credit as they run."""
+    from billing.models import Bank
+    from billing.services.bank.grants import bank_of
+
+    bank = bank_of(buyer)
+    Bank.objects.filter(pk=bank.pk).update(mode=Bank.Mode.PREPAID)
+    return buyer
