@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.cloudevents import BATCH, MAX_BYTES, STRUCTURED, events_from_request, too_large_message
-from billing.models import BankMovement, Invoice, ProviderStatement
+from billing.models import BankMovement, Invoice, ProviderStatement, TopUp
 from billing.selectors import bank_movements, bank_summary, invoice_list, invoice_view, statement_list, usage_series
 from billing.serializers import (
     BankMovementSerializer,
@@ -258,3 +258,16 @@ class TopUpCreateApi(APIView):
         top_up, client_secret = top_up_create(buyer=organization_of(request), **body.validated_data)
         top_up.client_secret = client_secret  # type: ignore[attr-defined]
         return Response(TopUpSerializer(top_up).data, status=201)
+
+
+class TopUpDetailApi(APIView):
+    """Buyer: one of its top-ups, to see whether Stripe confirmed it (another buyer's: 404)."""
+
+    permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.BUYER)]
+
+    @extend_schema(responses=TopUpSerializer, summary="A top-up")
+    def get(self, request: Request, top_up_id: Any) -> Response:
+        top_up = TopUp.objects.filter(pk=top_up_id, buyer=organization_of(request)).first()
+        if top_up is None:
+            raise NotFoundError("No such top-up.")
+        return Response(TopUpSerializer(top_up).data)

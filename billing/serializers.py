@@ -211,6 +211,8 @@ class TopUpSerializer(serializers.Serializer):
     amount = MoneyField()
     currency = serializers.CharField()
     status = serializers.CharField()
-    payment_intent = serializers.CharField(source="payment_intent_id")
-    client_secret = serializers.CharField(help_text="Confirm the PaymentIntent with it (Stripe.js).")
+    payment_intent = serializers.CharField(source="payment_intent_id", allow_null=True)
+    client_secret = serializers.CharField(
+        required=False, help_text="Confirm the PaymentIntent with it (Stripe.js); only in the answer that made it."
+    )
     created_at = serializers.DateTimeField()

@@ -16,5 +16,6 @@ urlpatterns = [
     path("bank/", apis.BankApi.as_view(), name="bank"),
     path("bank/transactions/", apis.BankTransactionListApi.as_view(), name="bank-transactions"),
     path("bank/top-ups/", apis.TopUpCreateApi.as_view(), name="bank-top-ups"),
+    path("bank/top-ups/<uuid:top_up_id>/", apis.TopUpDetailApi.as_view(), name="bank-top-up-detail"),
     path("webhooks/stripe/", apis.StripeWebhookApi.as_view(), name="stripe-webhook"),
 ]
