@@ -142,3 +142,54 @@ def test_reconcile_finds_a_grant_changed_behind_the_ledgers_back(buyer) -> None:
     CreditGrant.objects.filter(pk=grant.pk).update(remaining=900)
 
     assert [(d.check, d.ledger, d.expected) for d in reconcile()] == [("bank bank_granted", -1_000, -900)]
+
+
+def test_an_operator_grants_promotional_credit_in_the_admin(admin_client, buyer) -> None:
+    expires = NOW + timedelta(days=400)
+
+    response = admin_client.post(
+        "/admin/billing/creditgrant/add/",
+        {
+            "buyer": buyer.pk,
+            "source": "promotion",
+            "amount_yuan": "1500.00",
+            "expires_at_0": expires.strftime("%Y-%m-%d"),
+            "expires_at_1": expires.strftime("%H:%M:%S"),
+            "priority": "10",
+            "note": "Welcome credit",
+        },
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    grant = CreditGrant.objects.get()
+    assert (grant.source, grant.amount, grant.remaining, grant.priority) == ("promotion", 150_000, 150_000, 10)
+    assert grant.granted_by.startswith("admin:")
+    assert balance_of(purpose=Purpose.BANK_GRANTED, organization=buyer) == -150_000
+    assert reconcile() == []
+
+
+def test_the_admin_refuses_credit_that_expired_already_and_grants_nothing(admin_client, buyer) -> None:
+    response = admin_client.post(
+        "/admin/billing/creditgrant/add/",
+        {"buyer": buyer.pk, "source": "promotion", "amount_yuan": "10.00", "expires_at_0": "2020-01-01",
+         "expires_at_1": "00:00:00", "priority": "100"},
+    )  # fmt: skip
+
+    assert response.status_code == 200
+    assert "in the future" in response.content.decode()
+    assert not CreditGrant.objects.exists()
+
+
+def test_the_bank_pages_open_for_operators(admin_client, buyer) -> None:
+    grant = credit(buyer, 1_000)
+    for url in [
+        "/admin/billing/bank/",
+        "/admin/billing/creditgrant/",
+        f"/admin/billing/creditgrant/{grant.pk}/change/",
+        "/admin/billing/creditgrant/add/",
+        "/admin/billing/bankmovement/",
+        "/admin/billing/credithold/",
+        "/admin/billing/topup/",
+        "/admin/billing/bankevent/",
+    ]:
+        assert admin_client.get(url).status_code == 200, url

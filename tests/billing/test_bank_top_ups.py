@@ -243,3 +243,12 @@ def test_the_bank_shows_balance_grants_with_expiry_and_events(buyer, buyer_clien
     assert [(g["remaining"], g["expires_at"]) for g in bank["grants"]] == [("5.00", None)]
     assert [e["kind"] for e in bank["events"]] == ["low_balance"]
     assert Decimal(bank["low_balance_threshold"]) == Decimal("100.00")
+
+
+def test_the_openapi_schema_documents_the_bank() -> None:
+    paths = Client().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()["paths"]
+
+    assert {"get", "patch"} <= set(paths["/api/v1/bank/"])
+    assert "get" in paths["/api/v1/bank/transactions/"]
+    assert "post" in paths["/api/v1/bank/top-ups/"]
+    assert "201" in paths["/api/v1/bank/top-ups/"]["post"]["responses"]

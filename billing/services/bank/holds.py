@@ -42,8 +42,8 @@ def hold_take(lease: Lease, now: datetime) -> None:
     if available < needed:
         logger.info("lease refused for funds", extra={"lease": str(lease.pk), "needed": needed, "available": available})
         raise RuleViolation(
-            f"This lease needs {format_yuan(needed)} {bank.currency} of credit held to start; "
-            f"{format_yuan(max(available, 0))} is available. Top up the compute bank (POST /api/v1/bank/top-ups/).",
+            f"This lease needs {format_yuan(needed)} {bank.currency} of the buyer's compute-bank credit held to "
+            f"start; {format_yuan(max(available, 0))} is available. The buyer tops up with POST /api/v1/bank/top-ups/.",
             code=INSUFFICIENT_FUNDS,
             details={"needed": format_yuan(needed), "available": format_yuan(available)},
         )
