@@ -3,19 +3,23 @@
 import time
 import urllib.parse
 import urllib.request
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.test import Client
+from django.utils import timezone
 
 from billing.models import BankEvent, CreditGrant, JournalEntry, StripeEvent, TopUp
 from billing.services.bank.grants import bank_draw, bank_settings_set
-from billing.services.bank.top_ups import bank_auto_top_up
+from billing.services.bank.top_ups import bank_auto_top_up, top_ups_settle_stale
 from billing.services.payments import payment_method_set
 from billing.services.reconcile import reconcile
 from billing.stripe_client import stripe_client
 from tests.billing.factories import credit
 from tests.billing.test_payments import DECLINED_ON_CHARGE, GOOD_CARD, card, signed
+from tests.factories import BuyerFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -252,3 +256,39 @@ def test_the_openapi_schema_documents_the_bank() -> None:
     assert "get" in paths["/api/v1/bank/transactions/"]
     assert "post" in paths["/api/v1/bank/top-ups/"]
     assert "201" in paths["/api/v1/bank/top-ups/"]["post"]["responses"]
+
+
+def test_a_lost_automatic_top_up_is_settled_from_stripe_and_never_blocks_the_next(stripe, buyer) -> None:
+    payment_method_set(organization=buyer, payment_method=card(GOOD_CARD))
+    bank_settings_set(buyer=buyer, changes={"auto_top_up_threshold": 10_000, "auto_top_up_amount": 50_000})
+    charged = stripe_client().v1.payment_intents.create(
+        params={
+            "amount": 50_000,
+            "currency": "cny",
+            "customer": buyer.stripe_customer.customer_id,
+            "payment_method": buyer.stripe_customer.default_payment_method,
+        }
+    )
+    stripe_client().v1.payment_intents.confirm(charged.id)
+    lost = TopUp.objects.create(buyer=buyer, amount=50_000, automatic=True, payment_intent_id=charged.id)
+    never_made = TopUp.objects.create(buyer=BuyerFactory(), amount=1_000, automatic=True)
+    assert bank_auto_top_up(buyer_id=buyer.pk) is None  # one is in flight
+    later = timezone.now() + timedelta(hours=2)
+
+    assert top_ups_settle_stale(now=later) == 2
+
+    assert TopUp.objects.get(pk=lost.pk).status == "succeeded"
+    assert TopUp.objects.get(pk=never_made.pk).status == "failed"
+    assert CreditGrant.objects.get(buyer=buyer).amount == 50_000
+    assert reconcile() == []
+
+
+def test_the_bank_check_task_expires_credit_and_reviews_holds(buyer) -> None:
+    from billing.tasks import bank_check
+
+    credit(buyer, 1_000, expires_at=timezone.now() + timedelta(seconds=1))
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=1)):
+        outcome = bank_check.apply().get()
+
+    assert outcome == {"expired_fen": 1_000, "stale_top_ups": 0}
