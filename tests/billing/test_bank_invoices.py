@@ -176,3 +176,27 @@ def test_a_prepaid_lease_ended_for_insufficient_funds_is_billed_exactly_for_what
     assert balance_of(purpose=Purpose.BUYER_RECEIVABLE, organization=buyer) == 0
     assert Lease.objects.get(pk=lease.pk).status == "preempted"
     assert reconcile() == []
+
+
+def test_a_batch_of_invoices_draws_each_from_its_own_buyers_bank(provider) -> None:
+    from billing.services.invoices import invoice_for_period, invoices_finalize
+    from tests.factories import BuyerFactory
+
+    buyers = [BuyerFactory() for _ in range(3)]
+    for buyer, fen in zip(buyers, (1_000, 10_000_000, 0), strict=True):
+        march_usage(buyer, provider)
+        if fen:
+            credit(buyer, fen, at=SETUP)
+    drafts = [invoice_for_period(buyer=buyer, at=shanghai(15, 12)) for buyer in buyers]
+
+    assert invoices_finalize(invoice_ids=[invoice.pk for invoice in drafts], now=APRIL_5) == 3
+
+    finalized = [Invoice.objects.get(pk=invoice.pk) for invoice in drafts]
+    assert [invoice.bank_credit for invoice in finalized] == [1_000, finalized[1].subtotal, 0]
+    assert [invoice.status for invoice in finalized] == ["finalized", "paid", "finalized"]
+    assert [invoice.amount_due for invoice in finalized] == [
+        finalized[0].subtotal - 1_000,
+        0,
+        finalized[2].subtotal,
+    ]
+    assert reconcile() == []
