@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from billing.models import BankEvent, CreditGrant, JournalEntry, StripeEvent, TopUp
 from billing.services.bank.grants import bank_draw, bank_settings_set
-from billing.services.bank.top_ups import bank_auto_top_up, top_ups_settle_stale
+from billing.services.bank.top_ups import bank_auto_top_up, top_up_create, top_ups_settle_stale
 from billing.services.payments import payment_method_set
 from billing.services.reconcile import reconcile
 from billing.stripe_client import stripe_client
@@ -96,7 +96,9 @@ def test_a_top_up_is_granted_when_stripe_confirms_it_and_replays_grant_nothing_m
     assert reconcile() == []
 
 
-def test_a_top_up_whose_payment_fails_grants_nothing_and_tells_the_buyer(stripe, buyer, buyer_client) -> None:
+def test_a_top_up_whose_payment_fails_grants_nothing_until_it_succeeds_and_tells_the_buyer(
+    stripe, buyer, buyer_client
+) -> None:
     made = top_up(buyer_client, "80.00").json()
 
     response = deliver(
@@ -109,9 +111,11 @@ def test_a_top_up_whose_payment_fails_grants_nothing_and_tells_the_buyer(stripe,
     assert TopUp.objects.get(pk=made["id"]).status == "failed"
     assert not CreditGrant.objects.exists()
     assert BankEvent.objects.get(buyer=buyer).kind == "top_up_failed"
-    # a success reported after the failure grants nothing either
-    deliver(intent_event("evt_late_ok", "succeeded", made["payment_intent"], 8_000))
-    assert not CreditGrant.objects.exists()
+    # a failure is not final: the buyer confirms the same PaymentIntent with another card, and is credited once
+    deliver(intent_event("evt_retried_ok", "succeeded", made["payment_intent"], 8_000))
+    deliver(intent_event("evt_retried_ok_again", "succeeded", made["payment_intent"], 8_000))
+    assert CreditGrant.objects.get().amount == 8_000
+    assert TopUp.objects.get(pk=made["id"]).status == "succeeded"
 
 
 def test_a_webhook_for_an_unknown_payment_intent_is_a_logged_harmless_no_op(stripe, buyer, buyer_client) -> None:
@@ -272,6 +276,7 @@ def test_a_lost_automatic_top_up_is_settled_from_stripe_and_never_blocks_the_nex
     stripe_client().v1.payment_intents.confirm(charged.id)
     lost = TopUp.objects.create(buyer=buyer, amount=50_000, automatic=True, payment_intent_id=charged.id)
     never_made = TopUp.objects.create(buyer=BuyerFactory(), amount=1_000, automatic=True)
+    unconfirmed, _ = top_up_create(buyer=buyer, amount=2_000, currency="CNY")
     assert bank_auto_top_up(buyer_id=buyer.pk) is None  # one is in flight
     later = timezone.now() + timedelta(hours=2)
 
@@ -279,6 +284,7 @@ def test_a_lost_automatic_top_up_is_settled_from_stripe_and_never_blocks_the_nex
 
     assert TopUp.objects.get(pk=lost.pk).status == "succeeded"
     assert TopUp.objects.get(pk=never_made.pk).status == "failed"
+    assert TopUp.objects.get(pk=unconfirmed.pk).status == "pending"  # the buyer may still confirm it
     assert CreditGrant.objects.get(buyer=buyer).amount == 50_000
     assert reconcile() == []
 

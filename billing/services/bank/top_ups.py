@@ -98,10 +98,12 @@ def top_up_for_intent(intent: dict[str, Any]) -> TopUp | None:
 
 @transaction.atomic
 def top_up_succeeded(*, top_up_id: Any, amount: int, currency: str, now: datetime | None = None) -> bool:
-    """Grant the credit of a top-up Stripe charged, once. Returns whether this call granted it."""
+    """Grant the credit of a top-up Stripe charged, once (the top-up row is locked, and a succeeded
+    one is never granted again). Returns whether this call granted it."""
     now = now or timezone.now()
     top_up = TopUp.objects.select_for_update().select_related("buyer").get(pk=top_up_id)
-    if top_up.status != TopUp.Status.PENDING:
+    # A failed payment is not final: the buyer may confirm the same PaymentIntent again with another card.
+    if top_up.status == TopUp.Status.SUCCEEDED:
         return False
     if (amount, currency.upper()) != (top_up.amount, top_up.currency):
         logger.error(
@@ -205,13 +207,14 @@ def _charge(top_up: TopUp, customer: StripeCustomer) -> TopUp:
 
 
 def top_ups_settle_stale(*, now: datetime | None = None) -> int:
-    """Automatic top-ups left pending (a worker died, a webhook never came): ask Stripe and settle them,
-    so that a lost one never blocks the next. Returns how many were settled."""
+    """Top-ups pending for a while (a worker died, a webhook never came): ask Stripe. One it charged is
+    granted; an automatic one that did not complete fails, so that it never blocks the next (a buyer's
+    own top-up stays pending: the buyer may still confirm it). Returns how many were settled."""
     now = now or timezone.now()
     settled = 0
-    for top_up in TopUp.objects.filter(
-        automatic=True, status=TopUp.Status.PENDING, created_at__lt=now - STALE_AFTER
-    ).order_by("created_at"):
+    for top_up in TopUp.objects.filter(status=TopUp.Status.PENDING, created_at__lt=now - STALE_AFTER).order_by(
+        "created_at"
+    ):
         status = (
             stripe_client().v1.payment_intents.retrieve(top_up.payment_intent_id).status
             if top_up.payment_intent_id
@@ -219,6 +222,6 @@ def top_ups_settle_stale(*, now: datetime | None = None) -> int:
         )
         if status == "succeeded":
             settled += top_up_succeeded(top_up_id=top_up.pk, amount=top_up.amount, currency=top_up.currency)
-        elif status in (None, "requires_payment_method", "canceled"):
+        elif top_up.automatic and status in (None, "requires_payment_method", "canceled"):
             settled += top_up_failed(top_up_id=top_up.pk, message="The automatic top-up did not complete.")
     return settled
