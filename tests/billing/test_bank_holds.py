@@ -196,3 +196,16 @@ def test_a_prepaid_buyer_cannot_start_more_than_its_credit_covers(buyer, provide
     lease_start(lease_id=first.pk, by="test", now=first.start_at)
     with pytest.raises(RuleViolation, match="compute-bank credit"):
         lease_start(lease_id=second.pk, by="test", now=first.start_at)
+
+
+def test_a_buyer_made_postpaid_again_holds_nothing_more_and_its_lease_runs_on(buyer, lease) -> None:
+    from billing.models import Bank
+
+    credit(buyer, expected_cost(lease=lease, at=lease.start_at))
+    lease_start(lease_id=lease.pk, by="test", now=lease.start_at)
+    Bank.objects.filter(organization=buyer).update(mode=Bank.Mode.POSTPAID)
+
+    assert holds_review(now=lease.start_at + timedelta(hours=3)) == {"released": 1}
+
+    assert Lease.objects.get(pk=lease.pk).status == "running"
+    assert state(buyer, lease.start_at).held == 0

@@ -100,7 +100,9 @@ def _review(hold_id: Any, now: datetime) -> tuple[str, Any]:
     hold.refresh_from_db()
     if hold.status != CreditHold.Status.ACTIVE:
         return "released", lease.pk
-    if not lease.is_active:  # cannot happen through lease_end; kept so that a hold never outlives its lease
+    # A lease that ended cannot keep a hold through lease_end; checked so that a hold never outlives its
+    # lease. A buyer an operator made postpaid again holds nothing more.
+    if not lease.is_active or bank.mode != Bank.Mode.PREPAID:
         hold_release(lease, now)
         return "released", lease.pk
     state = bank_state(buyer_id=hold.buyer_id, at=now)

@@ -57,6 +57,7 @@ def top_up_create(*, buyer: Organization, amount: int, currency: str) -> tuple[T
     """Record a top-up and make its PaymentIntent; returns it and the client secret to confirm it with."""
     from billing.services.payments import stripe_customer_for
 
+    currency = currency.upper()
     top_up_check(amount=amount, currency=currency)
     customer = _stripe(lambda: stripe_customer_for(buyer))
     top_up = TopUp.objects.create(buyer=buyer, amount=amount, currency=currency)
