@@ -42,7 +42,7 @@ def advisory_lock(name: str) -> Iterator[bool]:
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 
 
-def retry_on_conflict(func: Callable[P, R], attempts: int = 8) -> Callable[P, R]:
+def retry_on_conflict(func: Callable[P, R], attempts: int = 10) -> Callable[P, R]:
     """Run ``func`` (a whole transaction) again when PostgreSQL aborts it for a concurrent one.
 
     Inside an enclosing transaction it runs once: a failure there aborts the outer
@@ -61,7 +61,7 @@ def retry_on_conflict(func: Callable[P, R], attempts: int = 8) -> Callable[P, R]
                 if sqlstate not in RETRYABLE_SQLSTATES or attempt == attempts:
                     raise
                 logger.info("transaction retried", extra={"function": func.__name__, "sqlstate": sqlstate})
-                time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311  jitter, not security
+                time.sleep(random.uniform(0, min(0.01 * 2**attempt, 2)))  # noqa: S311  jitter, not security
         raise AssertionError("unreachable")
 
     return wrapper
