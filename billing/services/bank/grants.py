@@ -128,7 +128,7 @@ def bank_draw(
     now = now or timezone.now()
     if amount <= 0:
         return 0
-    lock_bank = bank_lock(buyer)
+    bank = bank_lock(buyer)
     grants = sorted(
         spendable_grants(buyer_id=buyer.pk, at=now).select_for_update().order_by("pk"),
         key=_burn_order,
@@ -154,7 +154,7 @@ def bank_draw(
     for grant, part in taken:
         account = liability(grant)
         by_account[account.pk] = (account, by_account.get(account.pk, (account, 0))[1] + part)
-    clearing = account_for(purpose=Purpose.BANK_CLEARING, organization=buyer, currency=lock_bank.currency)
+    clearing = account_for(purpose=Purpose.BANK_CLEARING, organization=buyer, currency=bank.currency)
     entry = entry_post(
         kind="bank.draw",
         description=f"Compute bank credit of {buyer.slug} drawn for {reference}",
@@ -171,7 +171,7 @@ def bank_draw(
         )
         for grant, part in taken
     )
-    bank_balance_changed(bank=lock_bank, now=now)
+    bank_balance_changed(bank=bank, now=now)
     return drawn
 
 
