@@ -200,3 +200,18 @@ def test_a_batch_of_invoices_draws_each_from_its_own_buyers_bank(provider) -> No
         finalized[2].subtotal,
     ]
     assert reconcile() == []
+
+
+def test_pending_usage_is_what_no_finalized_invoice_billed_late_usage_included(buyer, provider) -> None:
+    from billing.services.bank.state import bank_state
+
+    lease = leased(buyer=buyer, provider=provider, at=SETUP)
+    usage(lease, shanghai(3, 12), seconds=8 * 3600)
+    before = bank_state(buyer_id=buyer.pk, at=APRIL_5).pending_usage
+    invoice = invoice_finalize(invoice_id=march_invoice(buyer).pk, now=APRIL_5)
+    assert before == invoice.subtotal > 0
+    assert bank_state(buyer_id=buyer.pk, at=APRIL_5).pending_usage == 0
+
+    usage(lease, shanghai(3, 12), seconds=16 * 3600)  # late events of a billed hour: as much again
+
+    assert bank_state(buyer_id=buyer.pk, at=APRIL_5).pending_usage == invoice.subtotal

@@ -2,7 +2,7 @@
 
 - balance: what is left of its grants that have not expired;
 - pending usage: its metered usage, rated, that no finalized invoice has billed yet
-  (the bank pays it at the month's invoice);
+  (the bank pays it at the month's invoice; ``unbilled_usage``);
 - held: what its holds still reserve for running leases beyond their usage so far
   (a hold is drawn down by its lease's usage, billed or not);
 - available: balance less pending usage and held; negative when usage ran ahead of the holds.
@@ -10,15 +10,15 @@
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import F, Q, QuerySet, Sum
 
-from billing.models import CreditGrant, CreditHold, Invoice, InvoiceLine
-from billing.rating import rate, unbilled_rollups
+from billing.models import CreditGrant, CreditHold, Invoice, InvoiceLine, UsageRollup
+from billing.rating import rate
 from core.money import FEN_PER_YUAN, round_to_fen
 from marketplace.models import Lease
 
@@ -43,10 +43,25 @@ def spendable_grants(*, buyer_id: Any, at: datetime) -> QuerySet[CreditGrant]:
     )
 
 
+def unbilled_usage(*, buyer_id: Any) -> QuerySet[UsageRollup]:
+    """The buyer's usage no finalized invoice has billed: the rows of the periods of its draft invoices
+    (usage makes its month's draft as it is rolled up), and what late rows hold that none billed yet;
+    each row once, however many drafts there are."""
+    drafts = Invoice.objects.filter(buyer_id=buyer_id, status=Invoice.Status.DRAFT).values_list(
+        "period_start", "period_end"
+    )
+    in_a_draft = Q(pk__in=[])
+    for start, end in drafts:
+        in_a_draft |= Q(hour__gte=start, hour__lt=end)
+    return UsageRollup.objects.filter(buyer_id=buyer_id).filter(
+        (Q(late=False) & in_a_draft) | (Q(late=True) & ~Q(quantity=F("billed_quantity")))
+    )
+
+
 def bank_state(*, buyer_id: Any, at: datetime) -> BankState:
     balance = int(spendable_grants(buyer_id=buyer_id, at=at).aggregate(total=Sum("remaining"))["total"] or 0)
     pending: dict[Any, int] = defaultdict(int)
-    for line in rate(unbilled_rollups(buyer_id=buyer_id, period_end=at + timedelta(days=1)), period_start=at):
+    for line in rate(unbilled_usage(buyer_id=buyer_id), period_start=at):
         pending[line.lease_id] += line.amount
     holds = dict(
         CreditHold.objects.filter(buyer_id=buyer_id, status=CreditHold.Status.ACTIVE).values_list("lease_id", "amount")
