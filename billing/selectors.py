@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.db.models import F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
+from django.utils import timezone
 
 from billing.models import (
     Bank,
@@ -181,6 +182,13 @@ def spend_forecast(*, invoice: Invoice, now: datetime) -> dict[str, Any]:
         "forecast": sum(row["forecast"] for row in rows),
         "leases": rows,
     }
+
+
+def bank_balance(*, organization: Organization, at: datetime | None = None) -> int:
+    """The buyer's compute-bank credit left, in fen: what is left of its grants that have not expired."""
+    from billing.services.bank.state import bank_state
+
+    return bank_state(buyer_id=organization.pk, at=at or timezone.now()).balance
 
 
 def bank_summary(*, buyer: Organization, at: datetime) -> dict[str, Any]:

@@ -211,7 +211,6 @@ def test_the_buyer_page_shows_spend_so_far_as_the_draft_invoice_and_vouchers_lef
     assert figures(html, "lease-so-far") == [draft["subtotal"]]  # one lease billed this month
     assert figures(html, "vouchers-left") == [format_yuan(sum(int(Decimal(v["remaining"]) * 100) for v in vouchers))]
     assert figures(html, "bank-credit") == ["0.00"]
-    assert "compute bank not enabled" in html
 
 
 def test_the_forecast_keeps_a_running_lease_spending_at_its_rate_until_its_booked_end(grid) -> None:
@@ -309,11 +308,10 @@ def test_a_member_of_several_organizations_chooses_one(grid) -> None:
     }
 
 
-def test_bank_credit_is_read_from_billing_once_billing_offers_it(grid, monkeypatch) -> None:
-    # The compute bank is not in billing yet: stand in for the selector it will offer.
-    import billing.selectors
+def test_the_buyer_page_shows_its_compute_bank_credit(grid) -> None:
+    from tests.billing.factories import credit
 
-    monkeypatch.setattr(billing.selectors, "bank_balance", lambda *, organization: 12_345, raising=False)
+    credit(grid.buyer, 12_345)
 
     html = signed_in(grid, grid.buyer).get(f"/dashboard/{grid.buyer.slug}/").content.decode()
 
