@@ -13,6 +13,7 @@ from typing import Any
 from billing.models import Invoice
 from billing.periods import month_of
 from billing.selectors import (
+    bank_balance,
     card_hours,
     invoice_list,
     invoices_overdue,
@@ -22,7 +23,6 @@ from billing.selectors import (
 )
 from billing.serializers import StatementSerializer
 from core.money import fen_to_yuan
-from dashboards.bank import bank_credit
 from marketplace.selectors import lowest_prices_now, placements_by_hub
 from organizations.models import Organization
 from pools.selectors import (
@@ -243,7 +243,7 @@ def buyer_page(*, organization: Organization, now: datetime) -> dict[str, Any]:
         "draft": draft,
         "vouchers": vouchers,
         "vouchers_left": sum(voucher.remaining for voucher in vouchers if voucher.status == Voucher.Status.ACTIVE),
-        "bank_credit": bank_credit(buyer=organization),
+        "bank_credit": bank_balance(organization=organization),
         "invoices": list(invoices.exclude(status=Invoice.Status.DRAFT).order_by("-period_start")),
     }
 

@@ -23,7 +23,7 @@ from organizations.models import Organization
 from organizations.services import member_set
 from pools.models import ResourcePool
 from pools.services import pool_heartbeat
-from tests.billing.factories import leased, usage
+from tests.billing.factories import credit, leased, usage
 from tests.factories import BuyerFactory, IssuerFactory, OperatorFactory, ProviderFactory, pool_factory
 from tests.vouchers.factories import YEAR_START, program_factory, voucher_factory
 from vouchers.models import Voucher, VoucherProgram
@@ -78,6 +78,7 @@ def build_grid(now: datetime | None = None) -> Grid:
         usage(earlier, last_month + timedelta(days=day, hours=4), seconds=8 * 3600)
     invoice = Invoice.objects.get(buyer=buyer, period_start=last_month)
     invoice = invoice_finalize(invoice_id=invoice.pk, now=now)
+    credit(buyer, 50_000, at=now)  # compute-bank credit left for this month
 
     # The other buyer's invoice of the month before, unpaid for weeks.
     theirs = leased(buyer=other_buyer, provider=provider, at=month_before - timedelta(days=2))
