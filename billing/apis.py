@@ -2,14 +2,14 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing.cloudevents import BATCH, MAX_BYTES, STRUCTURED, events_from_request, too_large_message
+from billing.cloudevents import BATCH, MAX_BYTES, MAX_EVENTS, STRUCTURED, events_from_request
 from billing.models import BankMovement, Invoice, ProviderStatement, TopUp
 from billing.selectors import bank_movements, bank_summary, invoice_list, invoice_view, statement_list, usage_series
 from billing.serializers import (
@@ -17,7 +17,6 @@ from billing.serializers import (
     BankSerializer,
     BankSettingsSerializer,
     BankTransferSerializer,
-    CloudEventSerializer,
     IngestResultSerializer,
     InvoicePaySerializer,
     InvoiceSerializer,
@@ -32,10 +31,13 @@ from billing.services import invoices, payments
 from billing.services.bank.grants import bank_settings_set
 from billing.services.bank.top_ups import top_up_create
 from billing.services.usage import usage_events_ingest
-from core.exceptions import NotFoundError, PayloadTooLarge
+from core.exceptions import NotFoundError
 from core.idempotency import idempotent
 from organizations.models import Organization
 from organizations.permissions import IsProvider, KeyRoleAllows, allow_kinds, organization_of
+
+EVENT_SCHEMA = {"type": "object", "description": "A CloudEvent 1.0 (fields above), checked on its own."}
+EVENT_BATCH_SCHEMA = {"type": "array", "minItems": 1, "maxItems": MAX_EVENTS, "items": EVENT_SCHEMA}
 
 
 class UsageEventsApi(APIView):
@@ -51,13 +53,13 @@ class UsageEventsApi(APIView):
     """
 
     permission_classes = [KeyRoleAllows, IsProvider]
+    max_body_bytes = MAX_BYTES  # core.middleware.RequestLimitsMiddleware
+    throttle_scope = "ingest"
 
     @extend_schema(
-        request={
-            BATCH: CloudEventSerializer(many=True),
-            STRUCTURED: CloudEventSerializer,
-            "application/json": CloudEventSerializer(many=True),
-        },
+        # Each event is checked on its own (a bad one is rejected in the answer, the rest kept), so the
+        # body's schema is only its shape; the fields of an event are in the description above.
+        request={BATCH: EVENT_BATCH_SCHEMA, STRUCTURED: EVENT_SCHEMA, "application/json": EVENT_BATCH_SCHEMA},
         responses=IngestResultSerializer,
         summary="Report usage events",
         examples=[
@@ -79,9 +81,6 @@ class UsageEventsApi(APIView):
         ],
     )
     def post(self, request: Request) -> Response:
-        length = request.META.get("CONTENT_LENGTH") or "0"
-        if length.isdigit() and int(length) > MAX_BYTES:
-            raise PayloadTooLarge(too_large_message(), code="payload_too_large")
         events = events_from_request(request.content_type or "", request.headers, request.body)
         result = usage_events_ingest(provider_id=organization_of(request).pk, events=events)
         return Response(IngestResultSerializer(result).data)
@@ -145,6 +144,7 @@ class InvoicePayApi(APIView):
     """Buyer: collect what the invoice owes through Stripe now (optionally saving a new card first)."""
 
     permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.BUYER)]
+    throttle_scope = "payments"
 
     @extend_schema(request=InvoicePaySerializer, responses=InvoiceSerializer, summary="Pay an invoice")
     @idempotent
@@ -174,6 +174,7 @@ class InvoiceBankTransferApi(APIView):
     """Operator: record a bank transfer received for an invoice."""
 
     permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.OPERATOR)]
+    throttle_scope = "payments"
 
     @extend_schema(request=BankTransferSerializer, responses=InvoiceSerializer, summary="Record a bank transfer")
     @idempotent
@@ -202,8 +203,22 @@ class StripeWebhookApi(APIView):
 
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
+    throttle_scope = "webhooks"  # by the sender's address: there is no key
 
-    @extend_schema(request=None, responses={200: None}, summary="Stripe webhook")
+    @extend_schema(
+        request={"application/json": {"type": "object", "description": "A Stripe event."}},
+        parameters=[
+            OpenApiParameter(
+                "Stripe-Signature",
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="Stripe's signature of the body; a request it does not verify is a 400.",
+            )
+        ],
+        responses={200: {"type": "object", "properties": {"received": {"type": "boolean"}}}},
+        summary="Stripe webhook",
+    )
     def post(self, request: Request) -> Response:
         record = payments.webhook_receive(payload=request.body, signature=request.headers.get("Stripe-Signature"))
         payments.webhook_process(event_id=record.pk)

@@ -61,26 +61,6 @@ class UsageRowSerializer(serializers.Serializer):
     events = serializers.IntegerField()
 
 
-class CloudEventDataSerializer(serializers.Serializer):
-    quantity = serializers.FloatField(required=False, help_text="compute.gpu_seconds: card-seconds used.")
-    cards = serializers.IntegerField(required=False, help_text="compute.gpu_seconds: cards in use (optional).")
-    model = serializers.CharField(required=False, help_text="compute.tokens: the model served.")
-    input_tokens = serializers.IntegerField(required=False)
-    output_tokens = serializers.IntegerField(required=False)
-
-
-class CloudEventSerializer(serializers.Serializer):
-    """A usage event, CloudEvents 1.0 (documentation only: events are checked one by one)."""
-
-    specversion = serializers.ChoiceField(choices=["1.0"])
-    id = serializers.CharField(max_length=200)
-    source = serializers.CharField(max_length=500)  # type: ignore[assignment]  # a field, not Field.source
-    type = serializers.ChoiceField(choices=["compute.gpu_seconds", "compute.tokens"])
-    subject = serializers.UUIDField(help_text="The lease id.")
-    time = serializers.DateTimeField(help_text="When the usage happened.")
-    data = CloudEventDataSerializer()  # type: ignore[assignment]  # a field, not Serializer.data
-
-
 class InvoiceLineSerializer(serializers.Serializer):
     id = serializers.UUIDField(allow_null=True, help_text="Null on a draft: its lines are rated live.")
     kind = serializers.CharField()

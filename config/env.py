@@ -135,3 +135,26 @@ def env_redis_url(name: str, *, environ: Mapping[str, str] | None = None) -> str
     if not value.startswith(("redis://", "rediss://")):
         raise ImproperlyConfigured(f"{name}={value!r}: use a redis:// or rediss:// URL.")
     return value
+
+
+_PERIODS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+}
+
+
+def env_rate(name: str, default: str, *, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """A rate limit such as ``600/min`` as (requests, seconds); periods s, min, hour, day."""
+    value = _raw(name, environ) or default
+    count, _, period = value.strip().partition("/")
+    if not count.strip().isdigit() or int(count) < 1 or period.strip().lower() not in _PERIODS:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate: use e.g. 600/min (periods: s, min, hour, day).")
+    return int(count), _PERIODS[period.strip().lower()]

@@ -71,7 +71,9 @@ def _first_message(fields: dict[str, Any]) -> str | None:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
         set_rollback()
-        return Response(error_body(exc.code, exc.message, exc.fields, exc.details), status=exc.status_code)
+        return Response(
+            error_body(exc.code, exc.message, exc.fields, exc.details), status=exc.status_code, headers=exc.headers
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

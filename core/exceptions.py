@@ -27,6 +27,7 @@ class ApplicationError(Exception):
         self.fields = fields or {}
         # More machine-readable context, merged into the error object (e.g. "reasons").
         self.details = details or {}
+        self.headers: dict[str, str] = {}
 
 
 class NotFoundError(ApplicationError):
@@ -49,3 +50,12 @@ class RuleViolation(ApplicationError):
 class PayloadTooLarge(ApplicationError):
     status_code = 413
     code = "payload_too_large"
+
+
+class RateLimited(ApplicationError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details={**(details or {}), "retry_after_seconds": retry_after})
+        self.headers = {"Retry-After": str(retry_after)}

@@ -3,9 +3,13 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from core.context import Origin, client_ip, origin_var
+from core.exception_handler import error_body
 from core.logging import request_id_var
 
 logger = logging.getLogger("compute_grid.request")
@@ -23,6 +27,14 @@ class RequestIdMiddleware:
         client_id = request.headers.get("X-Request-ID", "")
         request_id = client_id if _CLIENT_REQUEST_ID.match(client_id) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        origin_token = origin_var.set(
+            Origin(
+                source="http",
+                ip=client_ip(request),
+                user_agent=request.headers.get("User-Agent", "")[:300],
+                request_id=request_id,
+            )
+        )
         started = time.perf_counter()
         try:
             response = self.get_response(request)
@@ -44,4 +56,43 @@ class RequestIdMiddleware:
             )
             return response
         finally:
+            origin_var.reset(origin_token)
             request_id_var.reset(token)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MB"
+
+
+class RequestLimitsMiddleware:
+    """Refuse, before any view runs, a body above its view's limit (413) and a query string
+    with a NUL character (400; PostgreSQL text cannot hold one).
+
+    The limit is the view's ``max_body_bytes`` (usage ingestion takes 10 MB), else
+    API_MAX_BODY_BYTES. It is read from Content-Length; a body sent without one is capped by
+    Django's DATA_UPLOAD_MAX_MEMORY_SIZE when it is read.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(
+        self, request: HttpRequest, view_func: Callable[..., HttpResponse], view_args: Any, view_kwargs: Any
+    ) -> HttpResponse | None:
+        view_class = getattr(view_func, "view_class", None) or getattr(view_func, "cls", None)
+        limit = getattr(view_class, "max_body_bytes", settings.API_MAX_BODY_BYTES)
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        if length.isdigit() and int(length) > limit:
+            message = (
+                f"The request body is {int(length)} bytes; this endpoint takes at most {limit} bytes "
+                f"({_megabytes(limit)})."
+            )
+            body = error_body("payload_too_large", message, details={"limit_bytes": limit})
+            return JsonResponse(body, status=413)
+        if "%00" in request.META.get("QUERY_STRING", ""):
+            body = error_body("invalid_query", "The query string may not contain NUL characters (%00).")
+            return JsonResponse(body, status=400)
+        return None

@@ -12,7 +12,7 @@ from core.exceptions import NotFoundError
 from core.idempotency import idempotent
 from marketplace import services
 from marketplace.dispatch import Requirements
-from marketplace.filters import OfferFilter
+from marketplace.filters import LeaseFilter, OfferFilter
 from marketplace.models import Lease, Order
 from marketplace.selectors import lease_list, offers_list, order_list, quote_voucher_credits
 from marketplace.serializers import (
@@ -149,7 +149,7 @@ class LeaseListApi(ListAPIView):
 
     serializer_class = LeaseSerializer
     permission_classes = [KeyRoleAllows, IsParty]
-    filterset_fields = ["status", "pool", "order"]
+    filterset_class = LeaseFilter
 
     def get_queryset(self) -> QuerySet[Lease]:
         if getattr(self, "swagger_fake_view", False):

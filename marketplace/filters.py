@@ -4,6 +4,8 @@ import django_filters
 from django.db.models import QuerySet
 from rest_framework.exceptions import ValidationError
 
+from core.filters import StrictFilterSet
+from marketplace.models import Lease
 from pools.models import ResourcePool
 from pools.reference_data import USER_REGIONS
 
@@ -16,7 +18,7 @@ class StableOrderingFilter(django_filters.OrderingFilter):
         return qs.order_by(*qs.query.order_by, "pk") if value else qs
 
 
-class OfferFilter(django_filters.FilterSet):
+class OfferFilter(StrictFilterSet):
     gpu_model = django_filters.CharFilter(field_name="gpu_model_id", help_text="GPU model code, e.g. H100-80G.")
     hub = django_filters.CharFilter(field_name="hub_id", help_text="Hub code, e.g. ningxia.")
     region = django_filters.ChoiceFilter(field_name="hub__region", choices=[("east", "east"), ("west", "west")])
@@ -57,3 +59,15 @@ class OfferFilter(django_filters.FilterSet):
                 code="user_region_required",
             )
         return super().filter_queryset(queryset)
+
+
+class LeaseFilter(StrictFilterSet):
+    # By id, not by a choice of existing rows: an unknown or another tenant's id finds nothing,
+    # and says nothing about whether it exists.
+    status = django_filters.ChoiceFilter(choices=Lease.Status.choices)
+    pool = django_filters.UUIDFilter(field_name="pool_id")
+    order = django_filters.UUIDFilter(field_name="order_id")
+
+    class Meta:
+        model = Lease
+        fields: list[str] = []

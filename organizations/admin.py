@@ -1,8 +1,8 @@
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
-from organizations.models import ApiKey, Membership, Organization
-from organizations.services import api_key_create
+from organizations.models import ApiKey, AuditEvent, Membership, Organization
+from organizations.services import api_key_create, api_key_revoke
 
 
 class MembershipInline(admin.TabularInline):
@@ -25,7 +25,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ["name", "organization", "role", "prefix", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["role", "organization__kind"]
     search_fields = ["name", "prefix", "organization__slug"]
-    readonly_fields = ["prefix", "secret_hash", "created_by", "created_at", "last_used_at"]
+    readonly_fields = ["prefix", "secret_hash", "created_by", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
     fields = ["organization", "name", "role", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
     autocomplete_fields = ["organization"]
 
@@ -39,9 +40,33 @@ class ApiKeyAdmin(admin.ModelAdmin):
         obj.pk = api_key.pk
         messages.warning(request, f"The new key, shown only now: {raw_key}")
 
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request: HttpRequest, queryset) -> None:  # type: ignore[no-untyped-def]
+        for api_key in queryset.filter(revoked_at__isnull=True).select_related("organization"):
+            api_key_revoke(organization=api_key.organization, key_id=api_key.pk, by=f"admin:{request.user}")
+
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
     list_display = ["user", "organization", "role", "created_at"]
     list_filter = ["role", "organization__kind"]
     autocomplete_fields = ["user", "organization"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read only: the trail is append-only (the database refuses UPDATE and DELETE too)."""
+
+    list_display = ["occurred_at", "action", "target_type", "target_id", "organization_id", "actor", "source", "ip"]
+    list_filter = ["action", "target_type", "source"]
+    search_fields = ["target_id", "actor", "request_id"]
+    date_hierarchy = "occurred_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -1,3 +1,7 @@
+from typing import Any
+
+import django_filters
+from django.db.models import Q, QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.generics import ListAPIView
@@ -5,12 +9,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from organizations.models import ApiKey
-from organizations.permissions import KeyRoleAllows, organization_of, scoped
+from core.filters import StrictFilterSet, UtcIsoDateTimeFilter
+from organizations.models import ApiKey, AuditEvent
+from organizations.permissions import IsOperator, KeyRoleAllows, organization_of, scoped
 from organizations.serializers import (
     ApiKeyCreatedSerializer,
     ApiKeyCreateSerializer,
     ApiKeySerializer,
+    AuditEventSerializer,
     OrganizationSerializer,
 )
 from organizations.services import api_key_create, api_key_revoke
@@ -59,5 +65,32 @@ class ApiKeyDetailApi(APIView):
 
     @extend_schema(responses={204: None}, summary="Revoke an API key")
     def delete(self, request: Request, key_id: str) -> Response:
-        api_key_revoke(organization=organization_of(request), key_id=key_id)
+        api_key_revoke(organization=organization_of(request), key_id=key_id, by=str(request.user))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AuditEventFilter(StrictFilterSet):
+    action = django_filters.ChoiceFilter(choices=AuditEvent.Action.choices, help_text="e.g. pool.approve")
+    organization = django_filters.UUIDFilter(
+        method="filter_organization", help_text="An organization's id: events on its objects or by its keys."
+    )
+    target_type = django_filters.CharFilter(help_text="e.g. resourcepool, voucherprogram, voucher, invoice, apikey")
+    target_id = django_filters.CharFilter()
+    occurred_after = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    occurred_before = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+
+    class Meta:
+        model = AuditEvent
+        fields: list[str] = []
+
+    def filter_organization(self, queryset: QuerySet[AuditEvent], name: str, value: Any) -> QuerySet[AuditEvent]:
+        return queryset.filter(Q(organization_id=value) | Q(actor_organization_id=value))
+
+
+class AuditEventListApi(ListAPIView):
+    """Operators: the append-only audit trail of operator, issuer and key-management actions, newest first."""
+
+    queryset = AuditEvent.objects.all()
+    serializer_class = AuditEventSerializer
+    permission_classes = [KeyRoleAllows, IsOperator]
+    filterset_class = AuditEventFilter

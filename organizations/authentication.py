@@ -4,6 +4,7 @@ from typing import Any
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from core.context import origin_identify
 from organizations.models import ApiKey, Organization
 from organizations.services import api_key_authenticate
 
@@ -50,6 +51,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if api_key is None:
             raise exceptions.AuthenticationFailed("This API key is unknown or revoked.")
         request._request.organization = api_key.organization  # type: ignore[attr-defined]
+        origin_identify(organization_id=api_key.organization_id, api_key_prefix=api_key.prefix)
         return Principal(organization=api_key.organization, api_key=api_key), api_key
 
     def authenticate_header(self, request: Request) -> str:

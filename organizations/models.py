@@ -108,3 +108,56 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None and self.organization.is_active
+
+
+class AuditEvent(models.Model):
+    """One operator, issuer or key-management action: who, when, what and from where.
+
+    Append-only: a PostgreSQL trigger refuses UPDATE and DELETE (migration 0003), the
+    admin shows it read-only, and the API only lists it. Write it with
+    ``organizations.services.audit_record`` inside the transaction of the action, so
+    an action that rolls back leaves no event and a committed one always has its event.
+    """
+
+    class Action(models.TextChoices):
+        # Not a field's choices: an app may add actions without a migration. Listed for the schema and filters.
+        API_KEY_CREATE = "api_key.create", "API key created"
+        API_KEY_REVOKE = "api_key.revoke", "API key revoked"
+        POOL_APPROVE = "pool.approve", "Pool approved"
+        POOL_SUSPEND = "pool.suspend", "Pool suspended"
+        POOL_RETIRE = "pool.retire", "Pool retired"
+        VOUCHER_PROGRAM_CREATE = "voucher_program.create", "Voucher program created"
+        VOUCHER_PROGRAM_OPEN = "voucher_program.open", "Voucher program opened"
+        VOUCHER_PROGRAM_CLOSE = "voucher_program.close", "Voucher program closed"
+        VOUCHER_ISSUE = "voucher.issue", "Voucher issued"
+        VOUCHER_REVOKE = "voucher.revoke", "Voucher revoked"
+        INVOICE_VOID = "invoice.void", "Invoice voided"
+        INVOICE_BANK_TRANSFER = "invoice.bank_transfer", "Bank transfer recorded"
+        BANK_CREDIT_GRANT = "bank.credit_grant", "Compute bank credit granted"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    occurred_at = models.DateTimeField(db_index=True)
+    action = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64)
+    target_id = models.CharField(max_length=64)
+    # Ids, not foreign keys: the trail outlives what it tells about (a deleted key or organization).
+    organization_id = models.UUIDField(null=True, blank=True, help_text="The organization the target belongs to.")
+    summary = models.JSONField(default=dict, blank=True)
+    actor = models.CharField(max_length=200, help_text="Who: 'org-slug/key-prefix', 'admin:user', 'command:name'.")
+    actor_organization_id = models.UUIDField(null=True, blank=True, help_text="The organization of the calling key.")
+    actor_api_key_prefix = models.CharField(max_length=16, blank=True)
+    source = models.CharField(max_length=100, help_text="'http', 'command:<name>' or 'system'.")
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    request_id = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            models.Index(fields=["target_type", "target_id"], name="auditevent_target"),
+            models.Index(fields=["organization_id", "occurred_at"], name="auditevent_organization"),
+            models.Index(fields=["actor_organization_id", "occurred_at"], name="auditevent_actor_organization"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target_type}:{self.target_id} by {self.actor}"

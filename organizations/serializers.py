@@ -1,11 +1,11 @@
 from rest_framework import serializers
 
 from core.serializers import StrictModelSerializer, StrictSerializer
-from organizations.models import ApiKey, Organization
+from organizations.models import ApiKey, AuditEvent, Organization
 
 
 class OrganizationSerializer(StrictModelSerializer):
-    parent = serializers.SlugRelatedField(slug_field="slug", read_only=True)  # type: ignore[assignment,var-annotated]
+    parent = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)  # type: ignore[assignment,var-annotated]
 
     class Meta:
         model = Organization
@@ -41,4 +41,28 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
 
     class Meta(ApiKeySerializer.Meta):
         fields = [*ApiKeySerializer.Meta.fields, "key"]
+        read_only_fields = fields
+
+
+class AuditEventSerializer(StrictModelSerializer):
+    summary = serializers.DictField(read_only=True, help_text="What changed: a small JSON object, amounts in yuan.")
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id",
+            "occurred_at",
+            "action",
+            "target_type",
+            "target_id",
+            "organization_id",
+            "summary",
+            "actor",
+            "actor_organization_id",
+            "actor_api_key_prefix",
+            "source",
+            "ip",
+            "user_agent",
+            "request_id",
+        ]
         read_only_fields = fields

@@ -1,13 +1,16 @@
 import hashlib
 import secrets
-from datetime import timedelta
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
+from core.context import current_origin
 from core.exceptions import ConflictError, NotFoundError
-from organizations.models import ApiKey, Membership, Organization
+from organizations.models import ApiKey, AuditEvent, Membership, Organization
 
 KEY_PREFIX_BYTES = 6
 KEY_SECRET_BYTES = 32
@@ -62,11 +65,18 @@ def api_key_create(
         secret_hash=hash_secret(secret),
         created_by=created_by,
     )
+    audit_record(
+        actor=created_by or "unknown",
+        action=AuditEvent.Action.API_KEY_CREATE,
+        target=api_key,
+        organization=organization,
+        summary={"name": name, "role": role, "prefix": prefix},
+    )
     return api_key, f"cg_{prefix}_{secret}"
 
 
 @transaction.atomic
-def api_key_revoke(*, organization: Organization, key_id: str) -> ApiKey:
+def api_key_revoke(*, organization: Organization, key_id: str, by: str) -> ApiKey:
     api_key = ApiKey.objects.select_for_update().filter(organization=organization, pk=key_id).first()
     if api_key is None:
         raise NotFoundError("No such API key in your organization.")
@@ -74,6 +84,13 @@ def api_key_revoke(*, organization: Organization, key_id: str) -> ApiKey:
         raise ConflictError("This API key is already revoked.", code="already_revoked")
     api_key.revoked_at = timezone.now()
     api_key.save(update_fields=["revoked_at"])
+    audit_record(
+        actor=by,
+        action=AuditEvent.Action.API_KEY_REVOKE,
+        target=api_key,
+        organization=organization,
+        summary={"name": api_key.name, "prefix": api_key.prefix},
+    )
     return api_key
 
 
@@ -107,3 +124,56 @@ def member_set(
     user.save()
     membership, _ = Membership.objects.update_or_create(user=user, organization=organization, defaults={"role": role})
     return membership
+
+
+Target = tuple[models.Model, Organization | None, Mapping[str, Any]]
+
+
+def _audit_event(*, actor: str, action: str, target: Target, at: datetime) -> AuditEvent:
+    obj, organization, summary = target
+    origin = current_origin()
+    return AuditEvent(
+        occurred_at=at,
+        action=action,
+        target_type=obj._meta.model_name or "",
+        target_id=str(obj.pk),
+        organization_id=organization.pk if organization is not None else None,
+        summary=dict(summary),
+        actor=actor[:200],
+        actor_organization_id=origin.organization_id,
+        actor_api_key_prefix=origin.api_key_prefix,
+        source=origin.source,
+        ip=origin.ip,
+        user_agent=origin.user_agent,
+        request_id=origin.request_id,
+    )
+
+
+@transaction.atomic
+def audit_record(
+    *,
+    actor: str,
+    action: str,
+    target: models.Model,
+    organization: Organization | None = None,
+    summary: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """Record an operator's, issuer's or key manager's action in the append-only audit trail.
+
+    Call it inside the action's transaction. ``actor`` is who did it as the service
+    knows it (its ``by``); where it came from (IP, user agent, request id, or the
+    command) and the calling organization and key are read from ``core.context``.
+    ``summary`` is a small JSON object of what changed (amounts as yuan strings).
+    """
+    event = _audit_event(actor=actor, action=action, target=(target, organization, summary or {}), at=timezone.now())
+    event.save(force_insert=True)
+    return event
+
+
+@transaction.atomic
+def audit_record_many(*, actor: str, action: str, targets: Iterable[Target]) -> list[AuditEvent]:
+    """One event per target, in one statement (e.g. each voucher of an issued batch)."""
+    now = timezone.now()
+    return AuditEvent.objects.bulk_create(
+        [_audit_event(actor=actor, action=action, target=target, at=now) for target in targets]
+    )

@@ -6,4 +6,5 @@ urlpatterns = [
     path("organizations/me/", apis.OrganizationMeApi.as_view(), name="organization-me"),
     path("api-keys/", apis.ApiKeyListCreateApi.as_view(), name="api-key-list"),
     path("api-keys/<uuid:key_id>/", apis.ApiKeyDetailApi.as_view(), name="api-key-detail"),
+    path("audit-events/", apis.AuditEventListApi.as_view(), name="audit-event-list"),
 ]

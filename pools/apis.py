@@ -1,5 +1,6 @@
 from typing import Any
 
+import django_filters
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
@@ -11,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.exceptions import NotFoundError
+from core.filters import StrictFilterSet
 from organizations.models import Organization
 from organizations.permissions import IsOperator, IsProvider, KeyRoleAllows, allow_kinds, organization_of
 from pools import services
@@ -28,6 +30,16 @@ from pools.serializers import (
 )
 
 IsProviderOrOperator = allow_kinds(Organization.Kind.PROVIDER, Organization.Kind.OPERATOR)
+
+
+class PoolFilter(StrictFilterSet):
+    status = django_filters.ChoiceFilter(choices=ResourcePool.Status.choices)
+    hub = django_filters.CharFilter(field_name="hub_id", help_text="Hub code, e.g. ningxia.")
+    gpu_model = django_filters.CharFilter(field_name="gpu_model_id", help_text="GPU model code, e.g. H100-80G.")
+
+    class Meta:
+        model = ResourcePool
+        fields: list[str] = []
 
 
 def actor(request: Request) -> str:
@@ -82,7 +94,7 @@ class PoolListCreateApi(ListAPIView):
     """Providers list and register their pools; operators see every pool."""
 
     serializer_class = PoolSerializer
-    filterset_fields = ["status", "hub", "gpu_model"]
+    filterset_class = PoolFilter
 
     def get_permissions(self) -> list[Any]:
         kind = IsProvider if self.request.method == "POST" else IsProviderOrOperator

@@ -11,7 +11,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.exceptions import ApplicationError, ConflictError, RuleViolation
-from organizations.models import Organization
+from organizations.models import AuditEvent, Organization
+from organizations.services import audit_record
 from pools.models import GpuModel, Heartbeat, PoolStatusChange, PricePlan, ResourcePool
 from pools.selectors import pool_is_stale
 from pools.signals import pool_status_changed
@@ -190,7 +191,9 @@ def pool_update(*, pool: ResourcePool, by: str, **changes: Any) -> ResourcePool:
     return locked
 
 
-def _transition(*, pool: ResourcePool, to: str, allowed_from: Iterable[str], by: str, reason: str) -> ResourcePool:
+def _transition(
+    *, pool: ResourcePool, to: str, allowed_from: Iterable[str], by: str, reason: str, action: str
+) -> ResourcePool:
     locked = ResourcePool.objects.select_for_update().get(pk=pool.pk)
     if locked.status not in allowed_from:
         raise ConflictError(
@@ -204,6 +207,13 @@ def _transition(*, pool: ResourcePool, to: str, allowed_from: Iterable[str], by:
     PoolStatusChange.objects.create(
         pool=locked, from_status=previous, to_status=to, changed_by=by, reason=reason, changed_at=now
     )
+    audit_record(
+        actor=by,
+        action=action,
+        target=locked,
+        organization=locked.provider,
+        summary={"from_status": previous, "to_status": to, "reason": reason, "name": locked.name},
+    )
     transaction.on_commit(
         lambda: pool_status_changed.send(sender=ResourcePool, pool=locked, from_status=previous, to_status=to)
     )
@@ -214,7 +224,12 @@ def _transition(*, pool: ResourcePool, to: str, allowed_from: Iterable[str], by:
 def pool_approve(*, pool: ResourcePool, by: str, reason: str = "") -> ResourcePool:
     """An operator admits a pending pool, or lifts a suspension."""
     return _transition(
-        pool=pool, to=Status.ACTIVE, allowed_from={Status.PENDING, Status.SUSPENDED}, by=by, reason=reason
+        pool=pool,
+        to=Status.ACTIVE,
+        allowed_from={Status.PENDING, Status.SUSPENDED},
+        by=by,
+        reason=reason,
+        action=AuditEvent.Action.POOL_APPROVE,
     )
 
 
@@ -222,7 +237,12 @@ def pool_approve(*, pool: ResourcePool, by: str, reason: str = "") -> ResourcePo
 def pool_suspend(*, pool: ResourcePool, by: str, reason: str = "") -> ResourcePool:
     """An operator takes a pool out of the market; it gets no new placements."""
     return _transition(
-        pool=pool, to=Status.SUSPENDED, allowed_from={Status.PENDING, Status.ACTIVE}, by=by, reason=reason
+        pool=pool,
+        to=Status.SUSPENDED,
+        allowed_from={Status.PENDING, Status.ACTIVE},
+        by=by,
+        reason=reason,
+        action=AuditEvent.Action.POOL_SUSPEND,
     )
 
 
@@ -242,6 +262,7 @@ def pool_retire(*, pool: ResourcePool, by: str, reason: str = "") -> ResourcePoo
         allowed_from={Status.PENDING, Status.ACTIVE, Status.SUSPENDED},
         by=by,
         reason=reason,
+        action=AuditEvent.Action.POOL_RETIRE,
     )
 
 

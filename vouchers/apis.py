@@ -1,5 +1,6 @@
 from typing import Any
 
+import django_filters
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.utils import timezone
@@ -13,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.exceptions import ApplicationError, NotFoundError
+from core.filters import StrictFilterSet
 from core.idempotency import idempotent
 from organizations.models import Organization
 from organizations.permissions import KeyRoleAllows, allow_kinds, organization_of
@@ -31,6 +33,17 @@ from vouchers.serializers import (
 )
 
 Kind = Organization.Kind
+
+
+class VoucherFilter(StrictFilterSet):
+    status = django_filters.ChoiceFilter(choices=Voucher.Status.choices)
+    program = django_filters.UUIDFilter(field_name="program_id", help_text="A program's id.")
+
+    class Meta:
+        model = Voucher
+        fields: list[str] = []
+
+
 IsIssuerOrOperator = allow_kinds(Kind.ISSUER, Kind.OPERATOR)
 IsVoucherParty = allow_kinds(Kind.BUYER, Kind.ISSUER, Kind.OPERATOR)
 
@@ -199,7 +212,7 @@ class VoucherListApi(ListAPIView):
 
     serializer_class = VoucherSerializer
     permission_classes = [KeyRoleAllows, IsVoucherParty]
-    filterset_fields = ["status", "program"]
+    filterset_class = VoucherFilter
 
     def get_queryset(self) -> QuerySet[Voucher]:
         if getattr(self, "swagger_fake_view", False):

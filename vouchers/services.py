@@ -27,7 +27,8 @@ from django.utils import timezone
 
 from core.exceptions import ApplicationError, ConflictError, RuleViolation
 from core.money import format_yuan
-from organizations.models import Organization
+from organizations.models import AuditEvent, Organization
+from organizations.services import audit_record, audit_record_many
 from vouchers.allocation import CapKey, Grant, allocate, cap_year
 from vouchers.charges import (
     ChargeLine,
@@ -124,6 +125,21 @@ def program_create(
         created_by=by,
     )
     program.providers.set(providers)
+    audit_record(
+        actor=by,
+        action=AuditEvent.Action.VOUCHER_PROGRAM_CREATE,
+        target=program,
+        organization=issuer,
+        summary={
+            "name": name,
+            "budget": format_yuan(budget),
+            "coverage_share": str(coverage_share),
+            "per_company_yearly_cap": format_yuan(per_company_yearly_cap),
+            "currency": currency,
+            "valid_from": valid_from.isoformat(),
+            "valid_until": valid_until.isoformat(),
+        },
+    )
     return program
 
 
@@ -142,6 +158,9 @@ def program_open(*, program: VoucherProgram, by: str, now: datetime | None = Non
         raise ConflictError("This program's validity has already ended.", code="program_ended")
     locked.status, locked.opened_at = Status.OPEN, now
     locked.save(update_fields=["status", "opened_at"])
+    audit_record(
+        actor=by, action=AuditEvent.Action.VOUCHER_PROGRAM_OPEN, target=locked, organization=locked.issuer, summary={}
+    )
     return locked
 
 
@@ -153,8 +172,16 @@ def program_close(*, program: VoucherProgram, by: str, now: datetime | None = No
     locked = _lock_program(program)
     if locked.status == Status.CLOSED:
         raise ConflictError("This program is already closed.", code="invalid_transition")
+    previous = locked.status
     locked.status, locked.closed_at = Status.CLOSED, now
     locked.save(update_fields=["status", "closed_at"])
+    audit_record(
+        actor=by,
+        action=AuditEvent.Action.VOUCHER_PROGRAM_CLOSE,
+        target=locked,
+        organization=locked.issuer,
+        summary={"from_status": previous},
+    )
     return locked
 
 
@@ -213,6 +240,24 @@ def vouchers_issue(
         ]
     )
     VoucherProgram.objects.filter(pk=locked.pk).update(committed=F("committed") + total)
+    audit_record_many(
+        actor=by,
+        action=AuditEvent.Action.VOUCHER_ISSUE,
+        targets=[
+            (
+                voucher,
+                locked.issuer,
+                {
+                    "program": str(locked.pk),
+                    "buyer": str(voucher.buyer_id),
+                    "code": voucher.code,
+                    "face_value": format_yuan(voucher.face_value),
+                    "valid_until": voucher.valid_until.isoformat(),
+                },
+            )
+            for voucher in vouchers
+        ],
+    )
     return vouchers
 
 
@@ -248,6 +293,13 @@ def voucher_revoke(*, voucher: Voucher, by: str, reason: str = "", now: datetime
     if locked.status in Voucher.ENDED:
         raise ConflictError(f"This voucher is already {locked.status}.", code="voucher_ended")
     _end_vouchers(vouchers=[locked], status=Voucher.Status.REVOKED, now=now, by=by, reason=reason or "revoked")
+    audit_record(
+        actor=by,
+        action=AuditEvent.Action.VOUCHER_REVOKE,
+        target=locked,
+        organization=locked.program.issuer,
+        summary={"buyer": str(locked.buyer_id), "released": format_yuan(locked.remaining), "reason": reason},
+    )
     locked.refresh_from_db()
     return locked
 

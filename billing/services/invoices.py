@@ -25,8 +25,9 @@ from billing.periods import local_year, month_of
 from billing.rating import RatedLine, rate, take_unbilled, unbilled_rollups
 from billing.services.ledger import NewEntry, Purpose, account_for, accounts_for, entries_post, entry_reverse
 from core.exceptions import ConflictError
-from core.money import share
-from organizations.models import Organization
+from core.money import format_yuan, share
+from organizations.models import AuditEvent, Organization
+from organizations.services import audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -298,6 +299,19 @@ def invoice_void(*, invoice_id: Any, by: str, reason: str = "", now: datetime | 
     invoice.status, invoice.voided_at, invoice.voided_by = Status.VOID, now, by
     invoice.next_payment_attempt_at = None
     invoice.save(update_fields=["status", "voided_at", "voided_by", "next_payment_attempt_at"])
+    audit_record(
+        actor=by,
+        action=AuditEvent.Action.INVOICE_VOID,
+        target=invoice,
+        organization=invoice.buyer,
+        summary={
+            "number": invoice.number,
+            "amount_due": format_yuan(invoice.amount_due),
+            "amount_paid": format_yuan(invoice.amount_paid),
+            "refund": refund,
+            "reason": reason,
+        },
+    )
     if refund:
         transaction.on_commit(lambda: _queue_refund(invoice.pk))
     return invoice

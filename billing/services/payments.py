@@ -29,7 +29,8 @@ from billing.stripe_client import stripe_client
 from core.exceptions import ApplicationError, ConflictError
 from core.locks import advisory_lock
 from core.money import format_yuan
-from organizations.models import Organization
+from organizations.models import AuditEvent, Organization
+from organizations.services import audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -270,6 +271,13 @@ def bank_transfer_record(*, invoice: Invoice, amount: int, by: str, now: datetim
     if locked.amount_paid == locked.amount_due:
         locked.status, locked.paid_at, locked.next_payment_attempt_at = Invoice.Status.PAID, now, None
     locked.save(update_fields=["amount_paid", "status", "paid_at", "next_payment_attempt_at"])
+    audit_record(
+        actor=by,
+        action=AuditEvent.Action.INVOICE_BANK_TRANSFER,
+        target=locked,
+        organization=locked.buyer,
+        summary={"number": locked.number, "amount": format_yuan(amount), "status": locked.status},
+    )
     _release_orders_hold(locked.buyer)
     return locked
 

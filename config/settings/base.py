@@ -17,6 +17,7 @@ from config.env import (
     env_int,
     env_int_list,
     env_list,
+    env_rate,
     env_redis_url,
     env_str,
 )
@@ -55,6 +56,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "core.middleware.RequestIdMiddleware",
+    "core.middleware.RequestLimitsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -128,17 +130,28 @@ STORAGES = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["organizations.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["organizations.permissions.KeyRoleAllows"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "core.pagination.PageNumberPagination",
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["core.filters.StrictFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.exception_handler.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["core.throttling.ScopedRateThrottle"],
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": True,
 }
 API_PAGE_SIZE = env_int("API_PAGE_SIZE", 50, min_value=1, max_value=1000)
 API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 500, min_value=1, max_value=10000)
+# Request bodies above this are a 413 (usage ingestion takes up to 10 MB: billing.cloudevents.MAX_BYTES).
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 1024 * 1024, min_value=1024, max_value=10 * 1024 * 1024)
+# Per API key (per client address where there is no key), counted in the cache (Redis), by the
+# views' throttle_scope: usage ingestion, payments and Stripe's webhooks have limits of their own.
+API_RATE_LIMITS = {
+    "default": env_rate("API_RATE_LIMIT", "1200/min"),
+    "ingest": env_rate("API_RATE_LIMIT_INGEST", "600/min"),
+    "payments": env_rate("API_RATE_LIMIT_PAYMENTS", "30/min"),
+    "webhooks": env_rate("API_RATE_LIMIT_WEBHOOKS", "1200/min"),
+}
 # How long a stored Idempotency-Key answer is replayed before the key may be reused.
 IDEMPOTENCY_KEY_TTL_HOURS = env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24, min_value=1)
 
@@ -156,6 +169,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.document_errors"],
 }
 
 # --- Celery ----------------------------------------------------------------

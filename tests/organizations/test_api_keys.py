@@ -55,7 +55,7 @@ def test_a_revoked_key_gets_401(buyer) -> None:
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
     assert client.get("/api/v1/organizations/me/").status_code == 200
 
-    api_key_revoke(organization=buyer, key_id=api_key.pk)
+    api_key_revoke(organization=buyer, key_id=api_key.pk, by="test")
 
     assert client.get("/api/v1/organizations/me/").status_code == 401
 

@@ -2,12 +2,14 @@
 
 import http.client
 import http.server
+import json
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -166,3 +168,15 @@ class StripeProxy:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+FIGURES = Path(__file__).resolve().parents[2] / "var"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the figures the reliability tests measured (for docs/reliability.md)."""
+    for name in ("fuzz-figures.json", "isolation-figures.json"):
+        path = FIGURES / name
+        if path.exists() and path.stat().st_mtime >= terminalreporter._sessionstarttime:
+            terminalreporter.write_sep("-", f"reliability figures: {name}")
+            terminalreporter.write_line(json.dumps(json.loads(path.read_text()), indent=None))

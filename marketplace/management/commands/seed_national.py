@@ -26,6 +26,7 @@ from django.db import transaction
 from django.db.models import Count, ProtectedError, Sum
 from django.utils import timezone
 
+from core.context import runs_as_command
 from organizations.models import Organization
 from organizations.services import api_key_create
 from organizations.validators import credit_code_check_char
@@ -460,6 +461,7 @@ class Command(BaseCommand):
         parser.add_argument("--scale", type=float, default=1.0, help="Size against the national platform (1.0).")
         parser.add_argument("--reset", action="store_true", help="Delete what an earlier run seeded first.")
 
+    @runs_as_command
     def handle(self, *args: Any, seed: int, scale: float, reset: bool, **options: Any) -> None:
         if not 0 < scale <= MAX_SCALE:
             raise CommandError(f"--scale must be above 0 and at most {MAX_SCALE}.")

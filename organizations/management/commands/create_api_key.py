@@ -2,6 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.context import runs_as_command
 from organizations.models import ApiKey, Organization
 from organizations.services import api_key_create
 
@@ -14,6 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="created by create_api_key")
         parser.add_argument("--role", default=ApiKey.Role.ADMIN, choices=ApiKey.Role.values)
 
+    @runs_as_command
     def handle(self, *args: Any, **options: Any) -> None:
         organization = Organization.objects.filter(slug=options["org"]).first()
         if organization is None:

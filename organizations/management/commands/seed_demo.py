@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from core.context import runs_as_command
 from organizations.models import Membership, Organization
 from organizations.services import api_key_create, member_set, organization_create
 from organizations.validators import credit_code_check_char
@@ -30,6 +31,7 @@ class Command(BaseCommand):
     )
 
     @transaction.atomic
+    @runs_as_command
     def handle(self, *args: Any, **options: Any) -> None:
         lines = []
         for index, (kind, slug, name, province, city, sme) in enumerate(DEMO_ORGANIZATIONS, start=1):

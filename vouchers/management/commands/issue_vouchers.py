@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
+from core.context import runs_as_command
 from core.exceptions import ApplicationError
 from core.money import format_yuan
 from vouchers.issuing import VouchersRefused
@@ -32,6 +33,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Check every row; issue nothing.")
         parser.add_argument("--by", default="command:issue_vouchers", help="Who issues, for the record.")
 
+    @runs_as_command
     def handle(self, *args: Any, **options: Any) -> None:
         program = self._program(options["program"])
         rows = self._rows(options["csv"])

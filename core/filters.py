@@ -1,0 +1,48 @@
+"""Filters that refuse what they cannot read instead of ignoring it.
+
+django-filter takes an empty value (``?status=``) as no filter at all: a client that
+sends ``?occurred_after=`` by mistake would get the whole list. Every parameter except
+a free-text one must have a value when it is given.
+"""
+
+from datetime import UTC
+from typing import Any
+
+import django_filters
+from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework.exceptions import ValidationError
+
+
+class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 date-time, compared in UTC (PostgreSQL refuses offsets beyond 15:59)."""
+
+    def filter(self, qs: Any, value: Any) -> Any:
+        if value is not None:
+            try:
+                value = value.astimezone(UTC)
+            except OverflowError:
+                raise ValidationError({self.field_name: ["This date-time is out of range."]}) from None
+        return super().filter(qs, value)
+
+
+class StrictFilterSet(django_filters.FilterSet):
+    def is_valid(self) -> bool:
+        valid = super().is_valid()
+        for name, filter_ in self.filters.items():
+            free_text = type(filter_) is django_filters.CharFilter
+            if not free_text and name in self.data and self.data.get(name) == "":
+                self.form.add_error(name, "Give a value, or leave the parameter out.")
+                valid = False
+        return valid
+
+
+class StrictFilterBackend(DjangoFilterBackend):
+    """The default filter backend: views' ``filterset_fields`` make a ``StrictFilterSet``."""
+
+    filterset_base = StrictFilterSet
+
+    def get_filterset_class(self, view: Any, queryset: Any = None) -> Any:
+        filterset_class = super().get_filterset_class(view, queryset)
+        if filterset_class is not None and not issubclass(filterset_class, StrictFilterSet):
+            raise TypeError(f"{view.__class__.__name__}.filterset_class must be a core.filters.StrictFilterSet.")
+        return filterset_class

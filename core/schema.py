@@ -1,0 +1,95 @@
+"""The error answers of API.md, documented on every operation of the OpenAPI schema.
+
+Every failure goes through ``core.exception_handler`` and has the same body, so the
+statuses an operation can answer follow from what it is: any operation can be
+rate-limited (429) or given bad parameters (400), a list or an object can be missing
+(404, also an out-of-range page), an operation behind a key can be refused one (401,
+403), an operation with a body can get one too large (413) or of another media type
+(415), and a write can conflict with the state (409) or be refused by a rule (422).
+"""
+
+from typing import Any
+
+ERROR_COMPONENT = "Error"
+
+_DESCRIPTIONS = {
+    "400": "Bad input: the body, a parameter or a header is invalid; `fields` says which and why.",
+    "401": "No API key, or an unknown or revoked one.",
+    "403": "This kind of organization, or this key's role, may not do this.",
+    "404": "No such resource for this caller (another organization's answers 404 too), or no such page.",
+    "405": "This method is not allowed here.",
+    "409": "A conflict with the current state, or an Idempotency-Key reused for another request.",
+    "413": "The request body is too large; the message states the limit.",
+    "415": "The request body's media type is not accepted.",
+    "422": "A valid request that a business rule refuses (no capacity, an ineligible voucher...).",
+    "429": "Rate limit exceeded; the message states the limit and `Retry-After` when to retry.",
+}
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "description": "The one error body of the API.",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "fields"],
+            "additionalProperties": True,
+            "properties": {
+                "code": {"type": "string", "description": "Stable, snake_case: what went wrong."},
+                "message": {"type": "string", "description": "What went wrong and what to do, for people."},
+                "fields": {
+                    "type": "object",
+                    "additionalProperties": True,
+                    "description": "Per field (or row index): a list of {code, message}.",
+                },
+            },
+        }
+    },
+}
+
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds until a request will be accepted again.", "schema": {"type": "integer"}}
+}
+
+
+def _statuses(method: str, operation: dict[str, Any]) -> list[str]:
+    statuses = ["400", "404", "405", "429"]
+    if any(requirement for requirement in operation.get("security", [])):
+        statuses += ["401", "403"]
+    if method in ("post", "put", "patch", "delete"):
+        statuses += ["409", "413", "415", "422"]
+    return statuses
+
+
+def _tighten(schemas: dict[str, Any]) -> None:
+    """Say what the server does: request bodies refuse unknown fields (StrictSerializer), and
+    a decimal string has at least one digit (drf-spectacular's pattern also admits "" and "-")."""
+    for name, schema in schemas.items():
+        if name.endswith("Request") and schema.get("type") == "object":
+            schema.setdefault("additionalProperties", False)
+        for prop in schema.get("properties", {}).values():
+            pattern = prop.get("pattern")
+            if prop.get("format") == "decimal" and pattern and pattern.startswith("^-?\\d{0,"):
+                prop["pattern"] = pattern.replace("^-?\\d{0,", "^-?\\d{1,", 1)
+
+
+def document_errors(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: add the error answers to every operation."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    _tighten(schemas)
+    schemas[ERROR_COMPONENT] = _ERROR_SCHEMA
+    reference = {"$ref": f"#/components/schemas/{ERROR_COMPONENT}"}
+    for path_item in result.get("paths", {}).values():
+        for method, operation in path_item.items():
+            responses = operation.setdefault("responses", {})
+            for status in _statuses(method, operation):
+                if status in responses:
+                    continue
+                response: dict[str, Any] = {
+                    "description": _DESCRIPTIONS[status],
+                    "content": {"application/json": {"schema": reference}},
+                }
+                if status == "429":
+                    response["headers"] = _RETRY_AFTER
+                responses[status] = response
+    return result

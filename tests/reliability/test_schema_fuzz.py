@@ -1,0 +1,125 @@
+"""Schema fuzzing: schemathesis against the served OpenAPI schema, every default check,
+every operation, with a key of each kind of organization, on a world whose ids resolve.
+
+Each generated request is sent once with each kind's key. Path ids that the fuzzer
+draws as valid UUIDs are swapped, one time in two, for the id of a real object of
+tenant A, so that requests reach the code behind the lookups (the owner's key finds
+the object; the others get 404 or 403). The figures (operations, requests, failures)
+are printed at the end of the session and written to var/fuzz-figures.json.
+
+One deliberate setting, `positive_data_acceptance` also accepting 400 and 422: the
+schema cannot say everything a request must satisfy (a GPU model code that exists, an
+end after a start, at most 31 days of hourly usage, a Stripe signature that verifies);
+API.md answers those with 400 (bad input, `fields` saying why) or 422 (a rule). Every
+other check runs with its defaults.
+
+`FUZZ_EXAMPLES` (default 8) bounds the examples per operation of the fuzzing phase.
+"""
+
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from django.core.signals import request_started
+from django.db import close_old_connections, transaction
+from hypothesis import HealthCheck, settings
+
+from config.wsgi import application
+from tests.reliability.world import KINDS, World, build_world
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
+FIGURES = Path(__file__).resolve().parents[2] / "var" / "fuzz-figures.json"
+
+requests_by_operation: Counter[str] = Counter()
+responses_by_status: Counter[int] = Counter()
+failures: list[str] = []
+started = time.monotonic()
+
+
+def _counting_app(environ: dict[str, Any], start_response: Any) -> Any:
+    def start(status: str, headers: Any, *args: Any) -> Any:
+        responses_by_status[int(status.split()[0])] += 1
+        return start_response(status, headers, *args)
+
+    return application(environ, start)
+
+
+CONFIG = schemathesis.config.SchemathesisConfig.from_dict(
+    {
+        "checks": {
+            "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "403", "404", "409", "400", "422", "429"]}
+        }
+    }
+)
+schema = schemathesis.openapi.from_wsgi("/api/schema/", _counting_app, config=CONFIG)
+
+
+@pytest.fixture(scope="module")
+def world(django_db_setup: None, django_db_blocker: Any) -> Iterator[World]:
+    """One world for every operation, rolled back at the end. The WSGI handler would close
+    the test's connection at each request (request_started): not while the world lives."""
+    request_started.disconnect(close_old_connections)
+    try:
+        with django_db_blocker.unblock():
+            outer = transaction.atomic()
+            outer.__enter__()
+            try:
+                yield build_world()
+            finally:
+                transaction.set_rollback(True)
+                outer.__exit__(None, None, None)
+    finally:
+        request_started.connect(close_old_connections)
+        _write_figures()
+
+
+def _real_ids(world: World) -> dict[str, str]:
+    ids = {name: str(obj.pk) for name, obj in world.a.objects().items()}
+    ids["key_id"] = str(world.a.spare_keys["buyer"].pk)
+    return ids
+
+
+def _resolve_path_ids(case: Any, ids: dict[str, str]) -> None:
+    for name, value in (case.path_parameters or {}).items():
+        try:
+            drawn = uuid.UUID(str(value))
+        except ValueError:
+            continue  # not a UUID: a negative case, sent as drawn
+        if name in ids and drawn.int % 2 == 0:
+            case.path_parameters[name] = ids[name]
+
+
+@pytest.mark.django_db
+@schema.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_every_operation_holds_its_schema_for_every_kind_of_key(case: Any, world: World) -> None:
+    _resolve_path_ids(case, _real_ids(world))
+    for kind in KINDS:
+        requests_by_operation[case.operation.label] += 1
+        try:
+            case.call_and_validate(headers={"Authorization": f"Bearer {world.key(kind)}"})
+        except Exception:
+            failures.append(f"{case.operation.label} as {kind}")
+            raise
+
+
+def _write_figures() -> None:
+    figures = {
+        "operations": len(requests_by_operation),
+        "generated_requests": sum(requests_by_operation.values()),
+        "requests_served": sum(responses_by_status.values()),
+        "responses_by_status": dict(sorted(responses_by_status.items())),
+        "failures": len(failures),
+        "failed": sorted(set(failures)),
+        "examples_per_operation": EXAMPLES,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    FIGURES.parent.mkdir(exist_ok=True)
+    FIGURES.write_text(json.dumps(figures, indent=2) + "\n")

@@ -1,0 +1,110 @@
+"""A small marketplace with two tenants of every kind, made through the services.
+
+The reliability tests attack the API with it: the fuzzer so that the ids it sends
+resolve, the isolation test so that tenant B's key is pointed at tenant A's objects.
+Every object of tenant A has a twin of tenant B.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import time_machine
+from django.db import models
+from django.utils import timezone
+
+from billing.models import Invoice
+from billing.services.invoices import invoice_finalize, invoice_for_period
+from marketplace.models import Lease, Order
+from organizations.models import ApiKey, Organization
+from organizations.services import api_key_create
+from pools.models import ResourcePool
+from tests.billing.factories import leased, usage
+from tests.factories import BuyerFactory, IssuerFactory, OperatorFactory, ProviderFactory, pool_factory
+from tests.vouchers.factories import program_factory, voucher_factory
+from vouchers.models import Voucher, VoucherProgram
+
+KINDS = ("buyer", "provider", "issuer", "operator")
+LEASED_AT = datetime(2026, 2, 20, tzinfo=UTC)
+USED_AT = datetime(2026, 3, 3, 4, tzinfo=UTC)  # noon in Shanghai
+FINALIZED_AT = datetime(2026, 4, 5, tzinfo=UTC)
+
+
+@dataclass
+class Tenant:
+    """One tenant's organizations, keys and objects."""
+
+    buyer: Organization
+    provider: Organization
+    issuer: Organization
+    keys: dict[str, str] = field(default_factory=dict)  # kind -> clear admin key
+    spare_keys: dict[str, ApiKey] = field(default_factory=dict)  # kind -> a key that may be revoked
+    pool: ResourcePool | None = None
+    pending_pool: ResourcePool | None = None
+    order: Order | None = None
+    lease: Lease | None = None
+    invoice: Invoice | None = None  # finalized
+    draft_invoice: Invoice | None = None
+    program: VoucherProgram | None = None
+    voucher: Voucher | None = None
+
+    def organization(self, kind: str, operator: Organization) -> Organization:
+        return operator if kind == "operator" else getattr(self, kind)
+
+    def objects(self) -> dict[str, models.Model]:
+        """Every object of the tenant, by the URL parameter that names it."""
+        return {
+            "pool_id": self.pool,
+            "order_id": self.order,
+            "lease_id": self.lease,
+            "invoice_id": self.invoice,
+            "program_id": self.program,
+            "voucher_id": self.voucher,
+        }  # type: ignore[return-value]
+
+
+@dataclass
+class World:
+    operator: Organization
+    operator_key: str
+    a: Tenant
+    b: Tenant
+
+    def key(self, kind: str, tenant: str = "a") -> str:
+        return self.operator_key if kind == "operator" else getattr(self, tenant).keys[kind]
+
+
+def _key(organization: Organization, name: str = "reliability") -> str:
+    return api_key_create(organization=organization, name=name, created_by="test")[1]
+
+
+def _tenant() -> Tenant:
+    tenant = Tenant(buyer=BuyerFactory(), provider=ProviderFactory(), issuer=IssuerFactory())
+    for kind in ("buyer", "provider", "issuer"):
+        organization = getattr(tenant, kind)
+        tenant.keys[kind] = _key(organization)
+        tenant.spare_keys[kind] = api_key_create(organization=organization, name="spare", created_by="test")[0]
+    tenant.lease = leased(buyer=tenant.buyer, provider=tenant.provider, at=LEASED_AT)
+    tenant.order = tenant.lease.order
+    tenant.pool = tenant.lease.pool
+    tenant.pending_pool = pool_factory(provider=tenant.provider, status=ResourcePool.Status.PENDING, name="pending")
+    usage(tenant.lease, USED_AT, seconds=8 * 3600)
+    march = invoice_for_period(buyer=tenant.buyer, at=USED_AT)
+    tenant.invoice = invoice_finalize(invoice_id=march.pk, now=FINALIZED_AT)
+    usage(tenant.lease, timezone.now() - timedelta(hours=2))
+    tenant.draft_invoice = invoice_for_period(buyer=tenant.buyer, at=timezone.now())
+    with time_machine.travel(LEASED_AT, tick=False):
+        tenant.program = program_factory(tenant.issuer, valid_until=datetime(2036, 1, 1, tzinfo=UTC))
+        tenant.voucher = voucher_factory(tenant.program, tenant.buyer, now=LEASED_AT)
+    return tenant
+
+
+def build_world() -> World:
+    operator = OperatorFactory()
+    return World(operator=operator, operator_key=_key(operator), a=_tenant(), b=_tenant())
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A row's stored fields, to compare before and after a request."""
+    obj.refresh_from_db()
+    return {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields}
