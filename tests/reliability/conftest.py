@@ -14,8 +14,11 @@ from typing import Any
 
 import pytest
 import redis
+from django.core.signals import request_started
+from django.db import close_old_connections, transaction
 
 from tests.conftest import REPO, _free_port
+from tests.reliability.world import World, build_world
 
 # Worker settings that make recovery quick enough for a test: invoices are finalized two at a time
 # (so that a worker can die between batches); Redis hands a lost worker's
@@ -171,12 +174,49 @@ class StripeProxy:
 
 
 FIGURES = Path(__file__).resolve().parents[2] / "var"
+_session_started: list[float] = []
+failed_tests: list[str] = []  # node ids of the failed tests of this directory, for the figures
+
+
+@pytest.fixture(scope="module")
+def world(django_db_setup: None, django_db_blocker: Any) -> Iterator[World]:
+    """One world for a whole module, rolled back at its end (each test also rolls back its own
+    changes). Requests through the WSGI handler would close the test's connection at each
+    request (request_started): not while the world lives."""
+    request_started.disconnect(close_old_connections)
+    try:
+        with django_db_blocker.unblock():
+            outer = transaction.atomic()
+            outer.__enter__()
+            try:
+                yield build_world()
+            finally:
+                transaction.set_rollback(True)
+                outer.__exit__(None, None, None)
+    finally:
+        request_started.connect(close_old_connections)
+
+
+def write_figures(name: str, figures: dict[str, Any]) -> None:
+    FIGURES.mkdir(exist_ok=True)
+    (FIGURES / name).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    import time
+
+    _session_started.append(time.time())
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed and "tests/reliability/" in report.nodeid:
+        failed_tests.append(report.nodeid)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print the figures the reliability tests measured (for docs/reliability.md)."""
+    """Print the figures the reliability tests measured in this session (for docs/reliability.md)."""
     for name in ("fuzz-figures.json", "isolation-figures.json"):
         path = FIGURES / name
-        if path.exists() and path.stat().st_mtime >= terminalreporter._sessionstarttime:
+        if path.exists() and _session_started and path.stat().st_mtime >= _session_started[0]:
             terminalreporter.write_sep("-", f"reliability figures: {name}")
-            terminalreporter.write_line(json.dumps(json.loads(path.read_text()), indent=None))
+            terminalreporter.write_line(json.dumps(json.loads(path.read_text())))
