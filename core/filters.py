@@ -9,8 +9,15 @@ from datetime import UTC
 from typing import Any
 
 import django_filters
+from django import forms
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.exceptions import ValidationError
+
+
+class IntegerFilter(django_filters.NumberFilter):
+    """A whole number (NumberFilter would take 0.5 for a count of cards or gigabytes)."""
+
+    field_class = forms.IntegerField
 
 
 class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):

@@ -23,6 +23,7 @@ _DESCRIPTIONS = {
     "415": "The request body's media type is not accepted.",
     "422": "A valid request that a business rule refuses (no capacity, an ineligible voucher...).",
     "429": "Rate limit exceeded; the message states the limit and `Retry-After` when to retry.",
+    "503": "A service this one depends on (Stripe) could not be reached; nothing was done twice. Retry later.",
 }
 
 _ERROR_SCHEMA = {
@@ -58,6 +59,8 @@ def _statuses(method: str, operation: dict[str, Any]) -> list[str]:
         statuses += ["401", "403"]
     if method in ("post", "put", "patch", "delete"):
         statuses += ["409", "413", "415", "422"]
+    if operation.get("x-calls-stripe"):
+        statuses.append("503")
     return statuses
 
 
@@ -82,7 +85,9 @@ def document_errors(result: dict[str, Any], generator: Any, request: Any, public
     for path_item in result.get("paths", {}).values():
         for method, operation in path_item.items():
             responses = operation.setdefault("responses", {})
-            for status in _statuses(method, operation):
+            statuses = _statuses(method, operation)
+            operation.pop("x-calls-stripe", None)
+            for status in statuses:
                 if status in responses:
                     continue
                 response: dict[str, Any] = {

@@ -31,6 +31,13 @@ def json_type_error(field: serializers.Field, value: Any) -> str | None:
     return None
 
 
+def _empty_error(field: serializers.Field, value: Any) -> str | None:
+    """DRF takes ``?to=`` as no ``to`` at all; a parameter given must have a value."""
+    if value == "" and not getattr(field, "allow_blank", False):
+        return "Give a value, or leave the parameter out."
+    return None
+
+
 class StrictSerializerMixin:
     """Refuse fields the serializer does not know, instead of silently ignoring them,
     and values of another JSON type than the field's.
@@ -54,10 +61,13 @@ class StrictSerializerMixin:
                         for name in unknown
                     }
                 )
+            query = hasattr(data, "getlist")  # query parameters: every value is a string
             wrong = {
                 name: message
                 for name, field in self.fields.items()  # type: ignore[attr-defined]
-                if name in data and not field.read_only and (message := json_type_error(field, data[name]))
+                if name in data
+                and not field.read_only
+                and (message := _empty_error(field, data[name]) if query else json_type_error(field, data[name]))
             }
             if wrong:
                 raise serializers.ValidationError(

@@ -4,7 +4,7 @@ import django_filters
 from django.db.models import QuerySet
 from rest_framework.exceptions import ValidationError
 
-from core.filters import StrictFilterSet
+from core.filters import IntegerFilter, StrictFilterSet
 from marketplace.models import Lease
 from pools.models import ResourcePool
 from pools.reference_data import USER_REGIONS
@@ -23,8 +23,8 @@ class OfferFilter(StrictFilterSet):
     hub = django_filters.CharFilter(field_name="hub_id", help_text="Hub code, e.g. ningxia.")
     region = django_filters.ChoiceFilter(field_name="hub__region", choices=[("east", "east"), ("west", "west")])
     province = django_filters.CharFilter(field_name="province")
-    min_free_cards = django_filters.NumberFilter(field_name="free_cards", lookup_expr="gte", min_value=1)
-    min_memory_gb = django_filters.NumberFilter(field_name="gpu_model__memory_gb", lookup_expr="gte")
+    min_free_cards = IntegerFilter(field_name="free_cards", lookup_expr="gte", min_value=1)
+    min_memory_gb = IntegerFilter(field_name="gpu_model__memory_gb", lookup_expr="gte")
     max_price = django_filters.NumberFilter(
         field_name="price_now", lookup_expr="lte", min_value=0, help_text="Highest price per card-hour now, CNY."
     )

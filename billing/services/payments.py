@@ -14,6 +14,8 @@ moves money.
 
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -228,9 +230,23 @@ def invoice_pay(*, invoice: Invoice, payment_method: str | None) -> PaymentAttem
     if invoice.status not in (Invoice.Status.FINALIZED, Invoice.Status.UNCOLLECTIBLE):
         raise ConflictError(f"A {invoice.status} invoice has nothing to pay.", code="invoice_not_payable")
     if payment_method:
-        payment_method_set(organization=invoice.buyer, payment_method=payment_method)
+        with _stripe_unavailable_is_503("Stripe could not be reached to save the card; nothing was charged."):
+            payment_method_set(organization=invoice.buyer, payment_method=payment_method)
     Invoice.objects.filter(pk=invoice.pk, status=Invoice.Status.UNCOLLECTIBLE).update(status=Invoice.Status.FINALIZED)
-    return invoice_collect(invoice_id=invoice.pk)
+    # An attempt already recorded is finished by the collection run once Stripe answers again.
+    with _stripe_unavailable_is_503("Stripe could not be reached; the payment will be retried."):
+        return invoice_collect(invoice_id=invoice.pk)
+
+
+@contextmanager
+def _stripe_unavailable_is_503(message: str) -> Iterator[None]:
+    try:
+        yield
+    except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as exc:
+        logger.warning("stripe unavailable: %s", exc)
+        raise ApplicationError(
+            f"{message} Try again later.", code="payment_provider_unavailable", status_code=503
+        ) from None
 
 
 def payments_due(*, now: datetime) -> list[Any]:

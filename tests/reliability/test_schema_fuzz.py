@@ -19,21 +19,24 @@ other check runs with its defaults.
 import os
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import schemathesis
+from django.test import override_settings
 from hypothesis import HealthCheck, settings
 
 from config.wsgi import application
-from tests.reliability.conftest import failed_tests, write_figures
+from tests.reliability.conftest import write_figures
 from tests.reliability.world import KINDS, World
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "5"))
 
 requests_by_operation: Counter[str] = Counter()
+allowed_kinds: defaultdict[str, set[str]] = defaultdict(set)  # kinds that got anything but a 403
+refused_kinds: defaultdict[str, set[str]] = defaultdict(set)
 responses_by_status: Counter[int] = Counter()
 started = time.monotonic()
 
@@ -49,11 +52,35 @@ def _counting_app(environ: dict[str, Any], start_response: Any) -> Any:
 CONFIG = schemathesis.config.SchemathesisConfig.from_dict(
     {
         "checks": {
-            "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "403", "404", "409", "400", "422", "429"]}
+            "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "403", "404", "409", "400", "422", "429"]},
+            # The defaults, and 413: too many items (events, vouchers) is a 413 that says the limit.
+            "negative_data_rejection": {
+                "expected-statuses": [
+                    "400",
+                    "401",
+                    "403",
+                    "404",
+                    "405",
+                    "406",
+                    "409",
+                    "413",
+                    "415",
+                    "422",
+                    "428",
+                    "429",
+                ]
+            },
         }
     }
 )
 schema = schemathesis.openapi.from_wsgi("/api/schema/", _counting_app, config=CONFIG)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _localstripe(localstripe_url: str) -> Iterator[None]:
+    """Paying an invoice reaches Stripe: here localstripe, a stateful fake Stripe on loopback."""
+    with override_settings(STRIPE_API_BASE=localstripe_url):
+        yield
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -66,8 +93,6 @@ def _figures() -> Iterator[None]:
             "generated_requests": sum(requests_by_operation.values()),
             "requests_served": sum(responses_by_status.values()),
             "responses_by_status": dict(sorted(responses_by_status.items())),
-            "failures": len(fuzz_failures := [node for node in failed_tests if "test_schema_fuzz" in node]),
-            "failed": fuzz_failures,
             "examples_per_operation": EXAMPLES,
             "seconds": round(time.monotonic() - started, 1),
         },
@@ -95,6 +120,15 @@ def _resolve_path_ids(case: Any, ids: dict[str, str]) -> None:
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_every_operation_holds_its_schema_for_every_kind_of_key(case: Any, world: World) -> None:
     _resolve_path_ids(case, _real_ids(world))
+    label = case.operation.label
+    negative = case.meta is not None and case.meta.generation.mode.is_negative
     for kind in KINDS:
-        requests_by_operation[case.operation.label] += 1
-        case.call_and_validate(headers={"Authorization": f"Bearer {world.key(kind)}"})
+        # Invalid data is sent with the keys that may use the operation (its validation runs after
+        # the kind is checked); valid data with every key.
+        if negative and refused_kinds[label] and kind in refused_kinds[label]:
+            continue
+        requests_by_operation[label] += 1
+        response = case.call_and_validate(headers={"Authorization": f"Bearer {world.key(kind)}"})
+        if response.status_code != 403:
+            allowed_kinds[label].add(kind)
+        refused_kinds[label] = set(KINDS) - allowed_kinds[label]

@@ -78,15 +78,17 @@ def _key(organization: Organization, name: str = "reliability") -> str:
     return api_key_create(organization=organization, name=name, created_by="test")[1]
 
 
-def _tenant() -> Tenant:
+def _tenant(hub: str, province: str) -> Tenant:
+    """Each tenant's pool in a hub of its own, so that its buyer's order is placed on its provider's pool."""
     tenant = Tenant(buyer=BuyerFactory(), provider=ProviderFactory(), issuer=IssuerFactory())
     for kind in ("buyer", "provider", "issuer"):
         organization = getattr(tenant, kind)
         tenant.keys[kind] = _key(organization)
         tenant.spare_keys[kind] = api_key_create(organization=organization, name="spare", created_by="test")[0]
-    tenant.lease = leased(buyer=tenant.buyer, provider=tenant.provider, at=LEASED_AT)
+    tenant.lease = leased(buyer=tenant.buyer, provider=tenant.provider, at=LEASED_AT, hub_id=hub, province=province)
     tenant.order = tenant.lease.order
     tenant.pool = tenant.lease.pool
+    assert tenant.pool.provider_id == tenant.provider.pk, "the tenant's lease is on another tenant's pool"
     tenant.pending_pool = pool_factory(provider=tenant.provider, status=ResourcePool.Status.PENDING, name="pending")
     usage(tenant.lease, USED_AT, seconds=8 * 3600)
     march = invoice_for_period(buyer=tenant.buyer, at=USED_AT)
@@ -101,7 +103,12 @@ def _tenant() -> Tenant:
 
 def build_world() -> World:
     operator = OperatorFactory()
-    return World(operator=operator, operator_key=_key(operator), a=_tenant(), b=_tenant())
+    return World(
+        operator=operator,
+        operator_key=_key(operator),
+        a=_tenant("jingjinji", "Beijing"),
+        b=_tenant("yangtze", "Shanghai"),
+    )
 
 
 def as_dict(obj: Any) -> dict[str, Any]:
