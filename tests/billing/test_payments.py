@@ -1,4 +1,5 @@
 import json
+import socket
 import threading
 import time
 from datetime import timedelta
@@ -295,3 +296,20 @@ def test_a_collection_that_died_before_calling_stripe_is_picked_up_again_later(s
     attempt = invoice_collect(invoice_id=invoice.pk)
     assert attempt is not None and (attempt.number, attempt.status) == (1, "succeeded")
     assert Invoice.objects.get(pk=invoice.pk).next_payment_attempt_at is None
+
+
+def test_paying_while_stripe_cannot_be_reached_is_a_503_and_charges_nothing(
+    stripe, buyer, provider, make_client, settings
+) -> None:
+    invoice = finalized_invoice(buyer, provider)
+    with socket.socket() as closed:  # a port nothing listens on: Stripe is down
+        closed.bind(("127.0.0.1", 0))
+        settings.STRIPE_API_BASE = f"http://127.0.0.1:{closed.getsockname()[1]}"
+
+        response = make_client(buyer).post(f"/api/v1/invoices/{invoice.pk}/pay/", {}, format="json")
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "payment_provider_unavailable"
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.amount_paid) == ("finalized", 0)
+    assert reconcile() == []

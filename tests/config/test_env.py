@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_database, env_decimal, env_int, env_redis_url, env_str
+from config.env import env_bool, env_database, env_decimal, env_int, env_rate, env_redis_url, env_str
 from tests.conftest import REPO
 
 
@@ -138,3 +138,14 @@ def test_env_example_lists_every_variable_the_settings_read() -> None:
     listed = set(re.findall(r"^([A-Z_]+)=", (REPO / ".env.example").read_text(), flags=re.MULTILINE))
 
     assert read - listed == set(), "add these to .env.example"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("600/min", (600, 60)), ("5/s", (5, 1)), ("100/hour", (100, 3600))])
+def test_env_rate_reads_requests_per_period(value: str, expected: tuple[int, int]) -> None:
+    assert env_rate("RATE", "1/s", environ={"RATE": value}) == expected
+
+
+@pytest.mark.parametrize("value", ["600", "0/min", "ten/min", "600/fortnight", "-1/s"])
+def test_env_rate_refuses_what_is_not_a_rate(value: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="RATE"):
+        env_rate("RATE", "1/s", environ={"RATE": value})

@@ -1,3 +1,5 @@
+import uuid
+
 import pytest
 
 pytestmark = pytest.mark.django_db
@@ -67,3 +69,28 @@ def test_responses_carry_a_request_id(buyer_client) -> None:
     assert len(buyer_client.get("/api/v1/organizations/me/")["X-Request-ID"]) == 32
     echoed = buyer_client.get("/api/v1/organizations/me/", HTTP_X_REQUEST_ID="agent-42.retry-1")
     assert echoed["X-Request-ID"] == "agent-42.retry-1"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"name": 7}, "name"), ({"name": True}, "name"), ({"name": "ok", "role": ["admin"]}, "role")],
+)
+def test_a_value_of_another_json_type_is_refused_not_coerced(buyer_client, body, field) -> None:
+    response = buyer_client.post("/api/v1/api-keys/", body, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"][field][0]["code"] == "invalid_type"
+
+
+@pytest.mark.parametrize("query", ["status=", "workload=", "page_size="])
+def test_a_query_parameter_given_without_a_value_is_refused(buyer_client, query) -> None:
+    response = buyer_client.get(f"/api/v1/orders/?{query}")
+
+    assert response.status_code == 400
+
+
+def test_filtering_by_an_unknown_id_finds_nothing_rather_than_failing(buyer_client) -> None:
+    response = buyer_client.get(f"/api/v1/leases/?pool={uuid.uuid4()}")
+
+    assert response.status_code == 200
+    assert response.json()["results"] == []
