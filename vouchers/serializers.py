@@ -10,6 +10,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from core.exceptions import PayloadTooLarge
 from core.serializers import CurrencyField, MoneyField, StrictSerializer
 from organizations.models import Organization
 from pools.models import GpuModel, Hub
@@ -257,7 +258,9 @@ def parse_voucher_rows(*, program: VoucherProgram, rows: Sequence[Any], now: dat
     if not rows:
         raise serializers.ValidationError("Give at least one voucher.", code="empty")
     if len(rows) > MAX_VOUCHERS_PER_REQUEST:
-        raise serializers.ValidationError(f"At most {MAX_VOUCHERS_PER_REQUEST} vouchers at once.", code="too_many")
+        raise PayloadTooLarge(
+            f"At most {MAX_VOUCHERS_PER_REQUEST:,} vouchers in one request; split the list.", code="too_many_vouchers"
+        )
     refs = [row.get("organization") for row in rows if isinstance(row, dict)]
     context = {"organizations": organizations_by_ref(refs)}
     problems: dict[int, Any] = {}

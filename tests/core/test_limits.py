@@ -178,3 +178,17 @@ def test_a_nul_character_in_the_query_or_the_body_is_a_400(buyer_client) -> None
     response = buyer_client.post("/api/v1/api-keys/", {"name": "a\x00b"}, format="json")
     assert response.status_code == 400
     assert "NUL" in response.json()["error"]["message"]
+
+
+def test_more_vouchers_than_one_request_takes_is_a_413_that_states_the_limit(issuer, make_client) -> None:
+    from tests.vouchers.factories import program_factory
+
+    program = program_factory(issuer)
+
+    response = make_client(issuer).post(
+        f"/api/v1/voucher-programs/{program.pk}/vouchers/", [{}] * 10_001, format="json"
+    )
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_many_vouchers"
+    assert "10,000" in response.json()["error"]["message"]

@@ -174,7 +174,7 @@ class StripeProxy:
 
 
 FIGURES = Path(__file__).resolve().parents[2] / "var"
-_session_started: list[float] = []
+_loaded_at = time.time()  # during collection: figures written after it are this run's
 
 
 @pytest.fixture(scope="module")
@@ -201,17 +201,11 @@ def write_figures(name: str, figures: dict[str, Any]) -> None:
     (FIGURES / name).write_text(json.dumps(figures, indent=2) + "\n")
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    import time
-
-    _session_started.append(time.time())
-
-
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print the figures the reliability tests measured in this session (for docs/reliability.md)."""
     for name in ("fuzz-figures.json", "isolation-figures.json"):
         path = FIGURES / name
-        if path.exists() and _session_started and path.stat().st_mtime >= _session_started[0]:
+        if path.exists() and path.stat().st_mtime >= _loaded_at:
             figures = json.loads(path.read_text())
             module = "test_schema_fuzz" if name.startswith("fuzz") else "test_tenant_isolation"
             failed = [r.head_line for r in terminalreporter.stats.get("failed", []) if module in r.nodeid]

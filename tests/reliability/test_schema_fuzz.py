@@ -38,7 +38,6 @@ requests_by_operation: Counter[str] = Counter()
 allowed_kinds: defaultdict[str, set[str]] = defaultdict(set)  # kinds that got anything but a 403
 refused_kinds: defaultdict[str, set[str]] = defaultdict(set)
 responses_by_status: Counter[int] = Counter()
-started = time.monotonic()
 
 
 def _counting_app(environ: dict[str, Any], start_response: Any) -> Any:
@@ -85,6 +84,7 @@ def _localstripe(localstripe_url: str) -> Iterator[None]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _figures() -> Iterator[None]:
+    started = time.monotonic()
     yield
     write_figures(
         "fuzz-figures.json",
