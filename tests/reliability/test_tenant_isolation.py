@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from django.db import models
+from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 from rest_framework.serializers import Serializer
@@ -84,7 +85,16 @@ class Patch:
     write: type[Serializer]
 
 
-Check = Exempt | Detail | Listing | Create | Patch
+@dataclass(frozen=True)
+class Page:
+    """A dashboard page (a signed-in member, not a key): ``<slug:slug>`` is an organization's page,
+    ``param`` names one of its objects. B's members get 404 on A's pages and on A's objects under
+    their own page, and see none of A's ids."""
+
+    param: str | None = None
+
+
+Check = Exempt | Detail | Listing | Create | Patch | Page
 
 REASON = {"reason": "isolation test"}
 
@@ -229,6 +239,22 @@ ROUTES: dict[str, dict[str, Check]] = {
     "api/v1/vouchers/": {"GET": Listing(queries=(lambda w: {"program": str(w.a.program.pk)},))},
     "api/v1/vouchers/<uuid:voucher_id>/": {"GET": Detail("voucher_id", ("buyer", "issuer"))},
     "api/v1/vouchers/<uuid:voucher_id>/revoke/": {"POST": Detail("voucher_id", ("issuer",), body=lambda w: REASON)},
+}
+
+ROUTES |= {
+    # Dashboards: members signed in with a password (session), each only their organization's pages.
+    "dashboard/login/": {
+        "GET": Exempt("the sign-in form"),
+        "POST": Exempt("signing in"),
+        "PUT": Exempt("the sign-in form (Django's FormView takes PUT as POST)"),
+    },
+    "dashboard/logout/": {"POST": Exempt("signing out")},
+    "dashboard/": {"GET": Page()},
+    "dashboard/<slug:slug>/": {"GET": Page()},
+    "dashboard/<slug:slug>/invoices/<uuid:invoice_id>/": {"GET": Page("invoice_id")},
+    "dashboard/<slug:slug>/invoices/<uuid:invoice_id>/pdf/": {"GET": Page("invoice_id")},
+    "dashboard/<slug:slug>/programs/<uuid:program_id>/": {"GET": Page("program_id")},
+    "dashboard/<slug:slug>/programs/<uuid:program_id>/report.csv": {"GET": Page("program_id")},
 }
 
 EXEMPT_PREFIXES = {"admin/": "the Django admin: staff users, not API keys"}
@@ -388,7 +414,34 @@ def check_patch(run: Run, route: str, method: str, check: Patch) -> None:
     assert as_dict(obj) == before
 
 
-RUNNERS = {Detail: check_detail, Listing: check_listing, Create: check_create, Patch: check_patch}
+def check_page(run: Run, route: str, method: str, check: Page) -> None:
+    world = run.world
+    foreign_ids = _ids_of(world.a)
+    for kind in TENANT_KINDS:
+        member = Client()
+        member.force_login(world.b.members[kind])
+        own, theirs = getattr(world.b, kind).slug, getattr(world.a, kind).slug
+        ids = {check.param: str(_object(world.a, check.param).pk)} if check.param else {}
+        missing = {check.param: str(uuid.uuid4())} if check.param else {}
+        for slug in (theirs, own) if "<slug:slug>" in route else (None,):
+            path = _path(route.replace("<slug:slug>", slug or ""), **ids)
+            # What an id or an organization that does not exist answers: the same as A's must.
+            unknown = route.replace("<slug:slug>", own if check.param else "no-such-organization")
+            answer, baseline = member.get(path), member.get(_path(unknown, **missing))
+            run.requests += 2
+            where = f"{method} {path} as {kind} B's member"
+            if slug == own and not check.param:
+                assert answer.status_code in (200, 404), f"{where}: {answer.status_code}"  # its own page
+            elif slug is not None:
+                assert answer.status_code == 404, f"{where}: {answer.status_code}"
+                assert baseline.status_code == 404, f"{where}: unknown id {baseline.status_code}"
+            body = b"".join(answer.streaming_content) if answer.streaming else answer.content  # type: ignore[attr-defined]
+            seen = _foreign_in(body.replace(theirs.encode(), b""), foreign_ids)
+            assert not seen, f"{where} shows tenant A's {seen}"
+            assert answer.status_code == 404 or theirs.encode() not in body, f"{where} names A's organization"
+
+
+RUNNERS = {Detail: check_detail, Listing: check_listing, Create: check_create, Patch: check_patch, Page: check_page}
 
 
 def test_every_route_and_method_has_an_isolation_check() -> None:

@@ -17,7 +17,7 @@ from billing.models import Invoice
 from billing.services.invoices import invoice_finalize, invoice_for_period
 from marketplace.models import Lease, Order
 from organizations.models import ApiKey, Organization
-from organizations.services import api_key_create
+from organizations.services import api_key_create, member_set
 from pools.models import ResourcePool
 from tests.billing.factories import leased, usage
 from tests.factories import BuyerFactory, IssuerFactory, OperatorFactory, ProviderFactory, pool_factory
@@ -39,6 +39,7 @@ class Tenant:
     issuer: Organization
     keys: dict[str, str] = field(default_factory=dict)  # kind -> clear admin key
     spare_keys: dict[str, ApiKey] = field(default_factory=dict)  # kind -> a key that may be revoked
+    members: dict[str, Any] = field(default_factory=dict)  # kind -> a user who signs in to its dashboard
     pool: ResourcePool | None = None
     pending_pool: ResourcePool | None = None
     order: Order | None = None
@@ -85,6 +86,8 @@ def _tenant(hub: str, province: str) -> Tenant:
         organization = getattr(tenant, kind)
         tenant.keys[kind] = _key(organization)
         tenant.spare_keys[kind] = api_key_create(organization=organization, name="spare", created_by="test")[0]
+        membership = member_set(organization=organization, username=f"{organization.slug}-member", password="unused")
+        tenant.members[kind] = membership.user
     tenant.lease = leased(buyer=tenant.buyer, provider=tenant.provider, at=LEASED_AT, hub_id=hub, province=province)
     tenant.order = tenant.lease.order
     tenant.pool = tenant.lease.pool
