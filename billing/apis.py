@@ -68,6 +68,7 @@ class UsageEventsApi(APIView):
         request={BATCH: EVENT_BATCH_SCHEMA, STRUCTURED: EVENT_SCHEMA, "application/json": EVENT_BATCH_SCHEMA},
         responses=IngestResultSerializer,
         summary="Report usage events",
+        extensions={"x-body-required": True},  # core.schema: without one it is a 415
         examples=[
             OpenApiExample(
                 "A card-seconds event",

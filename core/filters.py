@@ -44,12 +44,30 @@ class StrictFilterSet(django_filters.FilterSet):
 
 
 class StrictFilterBackend(DjangoFilterBackend):
-    """The default filter backend: views' ``filterset_fields`` make a ``StrictFilterSet``."""
+    """The default filter backend: views' ``filterset_fields`` make a ``StrictFilterSet``, and a
+    list refuses query parameters it does not know (``?staus=placed`` is not the whole list)."""
 
     filterset_base = StrictFilterSet
+
+    def filter_queryset(self, request: Any, queryset: Any, view: Any) -> Any:
+        filterset_class = self.get_filterset_class(view, queryset)
+        known = set(filterset_class.base_filters) if filterset_class else set()
+        paginator = getattr(view, "paginator", None)
+        if paginator is not None:
+            known |= {paginator.page_query_param, paginator.page_size_query_param}
+        refuse_unknown_parameters(request, known)
+        return super().filter_queryset(request, queryset, view)
 
     def get_filterset_class(self, view: Any, queryset: Any = None) -> Any:
         filterset_class = super().get_filterset_class(view, queryset)
         if filterset_class is not None and not issubclass(filterset_class, StrictFilterSet):
             raise TypeError(f"{view.__class__.__name__}.filterset_class must be a core.filters.StrictFilterSet.")
         return filterset_class
+
+
+def refuse_unknown_parameters(request: Any, known: set[str]) -> None:
+    """A 400 naming each query parameter that is not in ``known``."""
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        message = f"Unknown query parameter. Known: {', '.join(sorted(known)) or 'none'}."
+        raise ValidationError({name or "(empty name)": [message] for name in unknown}, code="unknown_parameter")

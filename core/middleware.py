@@ -65,8 +65,9 @@ def _megabytes(size: int) -> str:
 
 
 class RequestLimitsMiddleware:
-    """Refuse, before any view runs, a body above its view's limit (413) and a query string
-    with a NUL character (400; PostgreSQL text cannot hold one).
+    """Refuse, before any API view runs, a body above its view's limit (413) and a query string
+    with a NUL character (400; PostgreSQL text cannot hold one). The admin and the dashboards
+    (forms, uploads) keep Django's own limits.
 
     The limit is the view's ``max_body_bytes`` (usage ingestion takes 10 MB), else
     API_MAX_BODY_BYTES. It is read from Content-Length; a body sent without one is capped by
@@ -82,6 +83,8 @@ class RequestLimitsMiddleware:
     def process_view(
         self, request: HttpRequest, view_func: Callable[..., HttpResponse], view_args: Any, view_kwargs: Any
     ) -> HttpResponse | None:
+        if not request.path.startswith("/api/"):
+            return None
         view_class = getattr(view_func, "view_class", None) or getattr(view_func, "cls", None)
         limit = getattr(view_class, "max_body_bytes", settings.API_MAX_BODY_BYTES)
         length = request.META.get("CONTENT_LENGTH") or "0"

@@ -77,7 +77,11 @@ def _tighten(schemas: dict[str, Any]) -> None:
 
 
 def document_errors(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook: add the error answers to every operation."""
+    """drf-spectacular postprocessing hook: add the error answers to every operation.
+
+    Two extensions a view may put on an operation (removed here): ``x-calls-stripe`` (it
+    documents a 503) and ``x-body-required`` (a body given as a plain schema is required).
+    """
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     _tighten(schemas)
     schemas[ERROR_COMPONENT] = _ERROR_SCHEMA
@@ -87,6 +91,8 @@ def document_errors(result: dict[str, Any], generator: Any, request: Any, public
             responses = operation.setdefault("responses", {})
             statuses = _statuses(method, operation)
             operation.pop("x-calls-stripe", None)
+            if operation.pop("x-body-required", False):  # drf-spectacular says so only for serializers
+                operation["requestBody"]["required"] = True
             for status in statuses:
                 if status in responses:
                     continue

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.exceptions import ApplicationError, NotFoundError
-from core.filters import StrictFilterSet
+from core.filters import StrictFilterSet, refuse_unknown_parameters
 from core.idempotency import idempotent
 from organizations.models import Organization
 from organizations.permissions import KeyRoleAllows, allow_kinds, organization_of
@@ -163,6 +163,9 @@ class ProgramReportApi(APIView):
         summary="A voucher program's report",
     )
     def get(self, request: Request, program_id: Any) -> Any:
+        refuse_unknown_parameters(request, {"format"})
+        if request.query_params.get("format") == "":  # DRF would take it as no format asked
+            raise ApplicationError("format is csv or json; leave it out for json.", code="invalid_format")
         program = _program_for(request, program_id)
         report = program_report(program=program)
         if request.accepted_renderer.format == "csv":

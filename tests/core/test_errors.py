@@ -94,3 +94,12 @@ def test_filtering_by_an_unknown_id_finds_nothing_rather_than_failing(buyer_clie
 
     assert response.status_code == 200
     assert response.json()["results"] == []
+
+
+@pytest.mark.parametrize("query", ["staus=placed", "page=1&x=1", "=false"])
+def test_a_list_refuses_a_query_parameter_it_does_not_know(buyer_client, query) -> None:
+    response = buyer_client.get(f"/api/v1/orders/?{query}")
+
+    assert response.status_code == 400
+    (errors,) = response.json()["error"]["fields"].values()
+    assert errors[0]["message"].startswith("Unknown query parameter. Known: page, page_size, status, workload")

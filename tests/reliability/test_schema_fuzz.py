@@ -13,7 +13,7 @@ end after a start, at most 31 days of hourly usage, a Stripe signature that veri
 API.md answers those with 400 (bad input, `fields` saying why) or 422 (a rule). Every
 other check runs with its defaults.
 
-`FUZZ_EXAMPLES` (default 10) bounds the examples per operation of the fuzzing phase.
+`FUZZ_EXAMPLES` (default 20) bounds the examples per operation of the fuzzing phase.
 """
 
 import os
@@ -32,7 +32,7 @@ from config.wsgi import application
 from tests.reliability.conftest import write_figures
 from tests.reliability.world import KINDS, World
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 
 requests_by_operation: Counter[str] = Counter()
 allowed_kinds: defaultdict[str, set[str]] = defaultdict(set)  # kinds that got anything but a 403
