@@ -276,6 +276,7 @@ class TopUpCreateApi(APIView):
     the credit is granted when Stripe confirms the payment (webhook). CNY only, up to BANK_TOP_UP_MAX_YUAN."""
 
     permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.BUYER)]
+    throttle_scope = "payments"
 
     @extend_schema(request=TopUpCreateSerializer, responses={201: TopUpSerializer}, summary="Top up the bank")
     @idempotent

@@ -207,3 +207,14 @@ def test_a_voucher_issued_by_a_service_call_is_recorded_as_system() -> None:
 
     event = AuditEvent.objects.get(action="voucher.issue", target_id=str(voucher.pk))
     assert (event.source, event.actor, event.ip) == ("system", "test", None)
+
+
+def test_a_compute_bank_grant_is_recorded(buyer) -> None:
+    from billing.models import CreditGrant
+    from billing.services.bank.grants import grant_create
+
+    grant = grant_create(buyer=buyer, source=CreditGrant.Source.PROMOTION, amount=12_345, by="admin:ops", note="launch")
+
+    event = only_event("bank.credit_grant")
+    assert (event.target_id, event.organization_id, event.actor) == (str(grant.pk), buyer.pk, "admin:ops")
+    assert event.summary["amount"] == "123.45" and event.summary["source"] == "promotion"

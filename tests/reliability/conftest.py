@@ -16,6 +16,7 @@ import pytest
 import redis
 from django.core.signals import request_started
 from django.db import close_old_connections, transaction
+from django.test import override_settings
 
 from tests.conftest import REPO, _free_port
 from tests.reliability.world import World, build_world
@@ -178,7 +179,14 @@ _loaded_at = time.time()  # during collection: figures written after it are this
 
 
 @pytest.fixture(scope="module")
-def world(django_db_setup: None, django_db_blocker: Any) -> Iterator[World]:
+def localstripe_settings(localstripe_url: str) -> Iterator[None]:
+    """Paying and topping up reach Stripe: here localstripe, a stateful fake Stripe on loopback."""
+    with override_settings(STRIPE_API_BASE=localstripe_url):
+        yield
+
+
+@pytest.fixture(scope="module")
+def world(django_db_setup: None, django_db_blocker: Any, localstripe_settings: None) -> Iterator[World]:
     """One world for a whole module, rolled back at its end (each test also rolls back its own
     changes). Requests through the WSGI handler would close the test's connection at each
     request (request_started): not while the world lives."""

@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from django.test import override_settings
 from hypothesis import HealthCheck, settings
 
 from config.wsgi import application
@@ -73,13 +72,6 @@ CONFIG = schemathesis.config.SchemathesisConfig.from_dict(
     }
 )
 schema = schemathesis.openapi.from_wsgi("/api/schema/", _counting_app, config=CONFIG)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _localstripe(localstripe_url: str) -> Iterator[None]:
-    """Paying an invoice reaches Stripe: here localstripe, a stateful fake Stripe on loopback."""
-    with override_settings(STRIPE_API_BASE=localstripe_url):
-        yield
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -13,7 +13,8 @@ import time_machine
 from django.db import models
 from django.utils import timezone
 
-from billing.models import Invoice
+from billing.models import Bank, CreditGrant, Invoice, TopUp
+from billing.services.bank.grants import bank_of, grant_create
 from billing.services.invoices import invoice_finalize, invoice_for_period
 from marketplace.models import Lease, Order
 from organizations.models import ApiKey, Organization
@@ -48,6 +49,8 @@ class Tenant:
     draft_invoice: Invoice | None = None
     program: VoucherProgram | None = None
     voucher: Voucher | None = None
+    bank: Bank | None = None  # the buyer's compute bank, with a promotional grant
+    top_up: TopUp | None = None
 
     def organization(self, kind: str, operator: Organization) -> Organization:
         return operator if kind == "operator" else getattr(self, kind)
@@ -61,6 +64,7 @@ class Tenant:
             "invoice_id": self.invoice,
             "program_id": self.program,
             "voucher_id": self.voucher,
+            "top_up_id": self.top_up,
         }  # type: ignore[return-value]
 
 
@@ -101,6 +105,9 @@ def _tenant(hub: str, province: str) -> Tenant:
     with time_machine.travel(LEASED_AT, tick=False):
         tenant.program = program_factory(tenant.issuer, valid_until=datetime(2036, 1, 1, tzinfo=UTC))
         tenant.voucher = voucher_factory(tenant.program, tenant.buyer, now=LEASED_AT)
+    grant_create(buyer=tenant.buyer, source=CreditGrant.Source.PROMOTION, amount=50_000, by="test")
+    tenant.bank = bank_of(tenant.buyer)
+    tenant.top_up = TopUp.objects.create(buyer=tenant.buyer, amount=10_000)  # pending: never sent to Stripe
     return tenant
 
 

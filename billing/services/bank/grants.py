@@ -29,7 +29,8 @@ from billing.services.ledger import Purpose, account_for, entry_post, entry_reve
 from core.exceptions import ApplicationError, RuleViolation
 from core.locks import retry_on_conflict
 from core.money import format_yuan
-from organizations.models import Organization
+from organizations.models import AuditEvent, Organization
+from organizations.services import audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,19 @@ def grant_create(
         bank.low_balance_threshold
     ):
         Bank.objects.filter(pk=bank.pk).update(low_balance_since=None)
+    audit_record(
+        actor=by,
+        action=AuditEvent.Action.BANK_CREDIT_GRANT,
+        target=grant,
+        organization=buyer,
+        summary={
+            "source": source,
+            "amount": format_yuan(amount),
+            "currency": grant.currency,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+            "reference": reference,
+        },
+    )
     logger.info("bank credit granted", extra={"buyer": str(buyer.pk), "source": source, "amount": amount})
     return grant
 
