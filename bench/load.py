@@ -10,9 +10,10 @@ time. After the run the worker drains the rollups; then the script checks zero 5
 usage events (every event a batch's answer counted as accepted is stored, and counted once in the
 rollups), and prints throughput and p50/p99 per endpoint.
 
-Rate limits must not be what is measured: ``LOAD_SERVER_ENV="NAME=VALUE NAME=VALUE"`` is added to
-the environment of gunicorn and the worker, e.g. to raise the per-key limits far above what 50
-clients send. ``LOAD_REDIS_URL`` chooses the Redis database (default: the benchmarks' database 14).
+Rate limits must not be what is measured: the benchmark settings (the test settings) lift them.
+``LOAD_SERVER_ENV="NAME=VALUE NAME=VALUE"`` is added to the environment of gunicorn and the worker,
+e.g. ``API_RATE_LIMIT=100000/min`` for settings that keep them. ``LOAD_REDIS_URL`` chooses the Redis
+database (default: the benchmarks' database 9).
 """
 
 import argparse
