@@ -2,6 +2,8 @@
 
 from django.db import migrations
 
+from core.migration_operations import run_sql_on_postgresql
+
 RULES = """
 CREATE OR REPLACE FUNCTION billing_entry_balanced() RETURNS trigger AS $$
 DECLARE
@@ -59,21 +61,7 @@ DROP FUNCTION IF EXISTS billing_entry_balanced();
 """
 
 
-def _run(schema_editor, sql):
-    if schema_editor.connection.vendor == "postgresql":
-        with schema_editor.connection.cursor() as cursor:
-            cursor.execute(sql)  # no parameters: the % of RAISE are PL/pgSQL's own
-
-
-def apply(apps, schema_editor):
-    _run(schema_editor, RULES)
-
-
-def revert(apps, schema_editor):
-    _run(schema_editor, DROP)
-
-
 class Migration(migrations.Migration):
     dependencies = [("billing", "0003_ledger")]
 
-    operations = [migrations.RunPython(apply, revert)]
+    operations = [run_sql_on_postgresql(RULES, DROP)]

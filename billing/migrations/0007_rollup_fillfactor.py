@@ -1,24 +1,20 @@
 """Room on each page of the rollups for the updates of quantity and billed quantity.
 
 Neither column is indexed, so with free space on the page PostgreSQL updates a
-row in place (a HOT update) without touching its indexes: the rollup task and
-month-end finalization update every row at least once.
+row in place (a HOT update) without touching its indexes: the rollup task
+updates a row each time events of its hour arrive.
 """
 
 from django.db import migrations
 
-
-def apply(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute("ALTER TABLE billing_usagerollup SET (fillfactor = 70)")
-
-
-def revert(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute("ALTER TABLE billing_usagerollup RESET (fillfactor)")
+from core.migration_operations import run_sql_on_postgresql
 
 
 class Migration(migrations.Migration):
     dependencies = [("billing", "0006_usagerollup_price_plan")]
 
-    operations = [migrations.RunPython(apply, revert)]
+    operations = [
+        run_sql_on_postgresql(
+            "ALTER TABLE billing_usagerollup SET (fillfactor = 70)", "ALTER TABLE billing_usagerollup RESET (fillfactor)"
+        )
+    ]

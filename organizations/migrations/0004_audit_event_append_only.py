@@ -1,5 +1,7 @@
 from django.db import migrations
 
+from core.migration_operations import run_sql_on_postgresql
+
 RULES = """
 CREATE OR REPLACE FUNCTION organizations_audit_append_only() RETURNS trigger AS $$
 BEGIN
@@ -18,21 +20,7 @@ DROP FUNCTION IF EXISTS organizations_audit_append_only();
 """
 
 
-def _run(schema_editor, sql):
-    if schema_editor.connection.vendor == "postgresql":
-        with schema_editor.connection.cursor() as cursor:
-            cursor.execute(sql)  # no parameters: the % of RAISE are PL/pgSQL's own
-
-
-def apply(apps, schema_editor):
-    _run(schema_editor, RULES)
-
-
-def revert(apps, schema_editor):
-    _run(schema_editor, DROP)
-
-
 class Migration(migrations.Migration):
     dependencies = [("organizations", "0003_audit_event")]
 
-    operations = [migrations.RunPython(apply, revert)]
+    operations = [run_sql_on_postgresql(RULES, DROP)]
