@@ -67,7 +67,7 @@ def build_activity() -> None:  # pragma: no cover - runs inside ``manage.py shel
     from billing.models import Invoice, UsageMetric, UsageRollup
     from billing.periods import month_of
     from billing.services.invoices import invoice_finalize
-    from billing.services.usage import invoice_draft_for_usage
+    from billing.services.usage import invoices_for_usage
     from core.exceptions import ApplicationError
     from marketplace.dispatch import Requirements
     from marketplace.models import Lease
@@ -135,11 +135,9 @@ def build_activity() -> None:  # pragma: no cover - runs inside ``manage.py shel
         for h in range(24)
     ]
     UsageRollup.objects.bulk_create(rollups, batch_size=5000)
-    for buyer_id in {lease.buyer_id for lease in leases}:
-        for month in {month_of(first_hour), month_of(now)}:
-            invoice_draft_for_usage(buyer_id=buyer_id, month=month)
-    for buyer_id in {lease.buyer_id for lease in leases[:LAST_MONTH_LEASES]}:
-        invoice_draft_for_usage(buyer_id=buyer_id, month=(last_month, this_month))
+    months = {(lease.buyer_id, month) for lease in leases for month in {month_of(first_hour), month_of(now)}}
+    months |= {(lease.buyer_id, (last_month, this_month)) for lease in leases[:LAST_MONTH_LEASES]}
+    invoices_for_usage(months=months)
     print(f"  {len(rollups):,} hourly rollups ({time.monotonic() - started:.0f} s)", flush=True)
 
     issuer = national.get(kind="issuer")

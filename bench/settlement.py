@@ -124,7 +124,7 @@ def build_usage(
             )
             connection.commit()
             print(f"    {metric}: done ({time.monotonic() - started:.0f} s)", flush=True)
-        # The drafts the rollup task makes as usage arrives (invoice_draft_for_usage).
+        # The drafts the rollup task makes as usage arrives (invoices_for_usage).
         cursor.execute(
             """
             INSERT INTO billing_invoice (id, buyer_id, period_start, period_end, status, currency,

@@ -326,7 +326,7 @@ def _queue_refund(invoice_id: Any) -> None:
 def invoices_due_for_finalizing(*, now: datetime) -> list[Any]:
     """The drafts of months closed for longer than the grace for late usage.
 
-    Drafts are made as usage is rolled up (``invoice_draft_for_usage``), late usage of a
+    Drafts are made as usage is rolled up (``invoices_for_usage``), late usage of a
     finalized month included, so this reads invoices, not the usage.
     """
     closed_before = month_of(now - timedelta(hours=settings.BILLING_FINALIZE_GRACE_HOURS))[0]

@@ -339,28 +339,42 @@ def _delete(events: list[Event]) -> None:
 # --- rollups -----------------------------------------------------------------
 
 
-def invoice_draft_for_usage(*, buyer_id: Any, month: tuple[datetime, datetime]) -> bool:
-    """Make sure a draft invoice will bill usage of ``month``, and say whether the month is closed.
+def invoices_for_usage(*, months: set[tuple[Any, tuple[datetime, datetime]]]) -> set[tuple[Any, datetime]]:
+    """Make sure draft invoices will bill usage of these (buyer, month)s, and say which months are
+    closed, as (buyer, month start).
 
-    The month's own invoice bills it while a draft; once that invoice is
-    finalized, the draft of the current month bills what arrives later, as an
-    adjustment. Month-end settlement then finds every invoice to finalize among
-    the drafts, without scanning the usage. The month's invoice stays share-locked
-    until commit: it cannot be finalized while this transaction writes its usage.
+    A month's own invoice bills it while a draft; once that invoice is finalized,
+    the draft of the current month bills what arrives later, as an adjustment.
+    Month-end settlement then finds every invoice to finalize among the drafts,
+    without scanning the usage. The months' invoices stay share-locked until
+    commit (taken in id order, as finalizing takes them): none can be finalized
+    while this transaction writes their usage.
     """
-    Invoice.objects.get_or_create(buyer_id=buyer_id, period_start=month[0], defaults={"period_end": month[1]})
-    lock = " FOR SHARE" if connection.vendor == "postgresql" else ""  # SQLite has one writer at a time
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT status FROM billing_invoice WHERE buyer_id = %s AND period_start = %s{lock}",  # noqa: S608
-            [buyer_id, month[0]],
+    owners = Q()
+    for buyer_id, (start, end) in sorted(months, key=str):
+        Invoice.objects.get_or_create(buyer_id=buyer_id, period_start=start, defaults={"period_end": end})
+        owners |= Q(buyer_id=buyer_id, period_start=start)
+    invoices = {
+        pk: (buyer_id, start, status)
+        for pk, buyer_id, start, status in Invoice.objects.filter(owners).values_list(
+            "pk", "buyer_id", "period_start", "status"
         )
-        (status,) = cursor.fetchone()
-    if status == Invoice.Status.DRAFT:
-        return False
-    current = month_of(timezone.now())
-    Invoice.objects.get_or_create(buyer_id=buyer_id, period_start=current[0], defaults={"period_end": current[1]})
-    return True
+    }
+    if connection.vendor == "postgresql":  # SQLite has one writer at a time
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id, status FROM billing_invoice WHERE id = ANY(%s) ORDER BY id FOR SHARE", [sorted(invoices)]
+            )
+            for pk, status in cursor.fetchall():
+                invoices[pk] = (*invoices[pk][:2], status)
+    closed = {(buyer_id, start) for buyer_id, start, status in invoices.values() if status != Invoice.Status.DRAFT}
+    if closed:
+        current = month_of(timezone.now())
+        for buyer_id in sorted({buyer_id for buyer_id, _ in closed}, key=str):
+            Invoice.objects.get_or_create(
+                buyer_id=buyer_id, period_start=current[0], defaults={"period_end": current[1]}
+            )
+    return closed
 
 
 def plans_by_pool(*, pool_ids: Iterable[Any], until: datetime) -> dict[Any, list[tuple[datetime, Any]]]:
@@ -390,6 +404,20 @@ def usage_rollup_buckets(*, buckets: Iterable[Bucket]) -> int:
     wanted = {(lease_id, hour.astimezone(UTC)) for lease_id, hour in buckets}
     if not wanted:
         return 0
+    with transaction.atomic():
+        return _roll_up(wanted)
+
+
+def _roll_up(wanted: set[Bucket]) -> int:
+    # The leases first, locked in primary-key order as ingest locks them: two rollups of a
+    # bucket take turns, and each sums every event committed before it (no stale total wins).
+    leases = {
+        row[0]: row
+        for row in Lease.objects.select_for_update()
+        .filter(pk__in={lease_id for lease_id, _ in wanted})
+        .order_by("pk")
+        .values_list("id", "pool_id", "buyer_id", "provider_id")
+    }
     # Read the marks before the events: an ingest that commits after this line marks its
     # buckets again (another batch), so its mark survives the delete below.
     marks = [
@@ -399,12 +427,6 @@ def usage_rollup_buckets(*, buckets: Iterable[Bucket]) -> int:
         ).values_list("lease_id", "hour", "batch")
         if mark[:2] in wanted
     ]
-    leases = {
-        row[0]: row
-        for row in Lease.objects.filter(pk__in={lease_id for lease_id, _ in wanted}).values_list(
-            "id", "pool_id", "buyer_id", "provider_id"
-        )
-    }
     hours = sorted(hour for _, hour in wanted)
     plans = plans_by_pool(pool_ids={row[1] for row in leases.values()}, until=hours[-1] + timedelta(hours=1))
     sums = (
@@ -433,13 +455,12 @@ def usage_rollup_buckets(*, buckets: Iterable[Bucket]) -> int:
             UsageRollup(**common, metric=metric, model=name, hour=bucket, quantity=quantity, events=events)
             for metric, name, quantity in metrics
         )
-    with transaction.atomic():
-        usage_rollups_store(rows=rows)
-        for start in range(0, len(marks), 500):
-            done = Q()
-            for lease_id, hour, batch in marks[start : start + 500]:
-                done |= Q(lease_id=lease_id, hour=hour, batch=batch)
-            UsageRollupDue.objects.filter(done).delete()
+    usage_rollups_store(rows=rows)
+    for start in range(0, len(marks), 500):
+        done = Q()
+        for lease_id, hour, batch in marks[start : start + 500]:
+            done |= Q(lease_id=lease_id, hour=hour, batch=batch)
+        UsageRollupDue.objects.filter(done).delete()
     return len(rows)
 
 
@@ -447,11 +468,7 @@ def usage_rollup_buckets(*, buckets: Iterable[Bucket]) -> int:
 def usage_rollups_store(*, rows: list[UsageRollup]) -> None:
     """Store these bucket totals, each the row its month's invoice bills or, once that invoice
     is finalized, the late row of what was added since (see ``UsageRollup``)."""
-    closed = {
-        (buyer_id, month[0])
-        for buyer_id, month in sorted({(row.buyer_id, month_of(row.hour)) for row in rows}, key=str)
-        if invoice_draft_for_usage(buyer_id=buyer_id, month=month)
-    }
+    closed = invoices_for_usage(months={(row.buyer_id, month_of(row.hour)) for row in rows}) if rows else set()
     UsageRollup.objects.bulk_create(
         _late_rows_of_closed_months(rows, closed),
         update_conflicts=True,
