@@ -115,59 +115,68 @@ WHERE NOT r.late AND r.price_plan_id IS NOT NULL
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 """
 
-# Late rows: locked, marked and returned by one statement, so that what a rollup adds at the
-# same moment is either billed now or left for the next invoice, never lost.
-_TAKE_LATE = """
+# Late rows, locked in id order: what a rollup adds at the same moment waits, and is either
+# billed now or left for the next invoice, never lost.
+_LOCK_LATE = """
 WITH batch AS (
     SELECT * FROM unnest(%(invoices)s::uuid[], %(buyers)s::uuid[], %(starts)s::timestamptz[], %(ends)s::timestamptz[])
         AS b (invoice_id, buyer_id, period_start, period_end)
-), pending AS (
-    SELECT r.id, r.billed_quantity AS before, b.invoice_id
-    FROM batch AS b JOIN billing_usagerollup AS r ON r.buyer_id = b.buyer_id AND r.hour < b.period_end
-    WHERE r.late AND r.quantity <> r.billed_quantity AND r.price_plan_id IS NOT NULL
-    FOR UPDATE OF r
-), marked AS (
-    UPDATE billing_usagerollup AS r SET billed_quantity = r.quantity
-    FROM pending AS p WHERE r.id = p.id
-    RETURNING p.invoice_id, r.lease_id, r.pool_id, r.provider_id, r.price_plan_id, r.metric, r.model, r.hour,
-              r.quantity - p.before AS delta
 )
-SELECT invoice_id, 'adjustment', lease_id, pool_id, provider_id, price_plan_id, metric, model,
-       extract(hour FROM hour AT TIME ZONE %(zone)s)::int, sum(delta)
-FROM marked GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+SELECT b.invoice_id, r.id, 'adjustment', r.lease_id, r.pool_id, r.provider_id, r.price_plan_id, r.metric, r.model,
+       extract(hour FROM r.hour AT TIME ZONE %(zone)s)::int, r.quantity - r.billed_quantity
+FROM batch AS b JOIN billing_usagerollup AS r ON r.buyer_id = b.buyer_id AND r.hour < b.period_end
+WHERE r.late AND r.quantity <> r.billed_quantity AND r.price_plan_id IS NOT NULL
+ORDER BY r.id
+FOR UPDATE OF r
 """
 
 
-def take_unbilled(*, invoices: Sequence[Any]) -> dict[Any, list[RatedLine]]:
-    """Rate what each of these invoices bills (``unbilled_rollups``) and mark the late rows billed.
+@dataclass
+class Unbilled:
+    """What an invoice bills: its lines, and the late rows among them, to mark billed."""
+
+    lines: list[RatedLine]
+    late_rows: list[Any]
+
+
+def rate_unbilled(*, invoices: Sequence[Any]) -> dict[Any, Unbilled]:
+    """Rate what each of these invoices bills (``unbilled_rollups``); lock the late rows it takes.
 
     The caller holds the invoices locked: the rollups of their periods no longer
     change (they share-lock the invoice while they write). Of a buyer's invoices,
-    the oldest takes the late rows.
+    the oldest takes the late rows. ``late_rows_bill`` marks them billed.
     """
-    if connection.vendor != "postgresql":  # SQLite: one writer at a time, one invoice at a time
-        rated = {}
-        for invoice in sorted(invoices, key=lambda invoice: invoice.period_end):
-            rollups = unbilled_rollups(
-                buyer_id=invoice.buyer_id, period_start=invoice.period_start, period_end=invoice.period_end
-            )
-            ids = list(rollups.exclude(price_plan__isnull=True).values_list("pk", flat=True))
-            rated[invoice.pk] = rate(UsageRollup.objects.filter(pk__in=ids), period_start=invoice.period_start)
-            UsageRollup.objects.filter(pk__in=ids, late=True).update(billed_quantity=F("quantity"))
-        return rated
-    zone = {"zone": str(local_zone())}
     oldest = {}
     for invoice in sorted(invoices, key=lambda invoice: invoice.period_end, reverse=True):
         oldest[invoice.buyer_id] = invoice
+    if connection.vendor != "postgresql":  # SQLite: one writer at a time
+        unbilled = {}
+        for invoice in invoices:
+            rollups = unbilled_rollups(
+                buyer_id=invoice.buyer_id, period_start=invoice.period_start, period_end=invoice.period_end
+            ).exclude(price_plan__isnull=True)
+            if oldest[invoice.buyer_id] is not invoice:
+                rollups = rollups.filter(late=False)
+            late_rows = list(rollups.filter(late=True).values_list("pk", flat=True))
+            unbilled[invoice.pk] = Unbilled(rate(rollups, period_start=invoice.period_start), late_rows)
+        return unbilled
+    zone = {"zone": str(local_zone())}
+    rows: dict[Any, list[dict[str, Any]]] = {invoice.pk: [] for invoice in invoices}
+    late: dict[Any, list[Any]] = {invoice.pk: [] for invoice in invoices}
     with connection.cursor() as cursor:
         cursor.execute(_PERIOD_USAGE, {**_columns(invoices), **zone})
-        found = cursor.fetchall()
-        cursor.execute(_TAKE_LATE, {**_columns(list(oldest.values())), **zone})
-        found += cursor.fetchall()
-    rows: dict[Any, list[dict[str, Any]]] = {invoice.pk: [] for invoice in invoices}
-    for invoice_id, *row in found:
-        rows[invoice_id].append(dict(zip((*_GROUP, "unbilled"), row, strict=True)))
-    return {invoice_id: _lines(invoice_rows) for invoice_id, invoice_rows in rows.items()}
+        for invoice_id, *row in cursor.fetchall():
+            rows[invoice_id].append(dict(zip((*_GROUP, "unbilled"), row, strict=True)))
+        cursor.execute(_LOCK_LATE, {**_columns(list(oldest.values())), **zone})
+        for invoice_id, rollup_id, *row in cursor.fetchall():
+            rows[invoice_id].append(dict(zip((*_GROUP, "unbilled"), row, strict=True)))
+            late[invoice_id].append(rollup_id)
+    return {invoice_id: Unbilled(_lines(rows[invoice_id]), late[invoice_id]) for invoice_id in rows}
+
+
+def late_rows_bill(*, rollup_ids: list[Any]) -> None:
+    """Mark these late rows billed (locked by ``rate_unbilled`` in this transaction)."""
+    UsageRollup.objects.filter(pk__in=rollup_ids, late=True).update(billed_quantity=F("quantity"))
 
 
 def _columns(invoices: Sequence[Any]) -> dict[str, list[Any]]:

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from billing.models import Account, Invoice, InvoiceLine, InvoiceSequence, JournalEntry, ProviderStatement
 from billing.periods import local_year, month_of
-from billing.rating import RatedLine, rate, take_unbilled, unbilled_rollups
+from billing.rating import RatedLine, late_rows_bill, rate, rate_unbilled, unbilled_rollups
 from billing.services.ledger import NewEntry, Purpose, account_for, accounts_for, entries_post, entry_reverse
 from core.exceptions import ConflictError
 from core.money import format_yuan, share
@@ -217,9 +217,15 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
     )
     if not drafts:
         return 0
-    rated = take_unbilled(invoices=drafts)
+    unbilled = rate_unbilled(invoices=drafts)
+    drafts = [invoice for invoice in drafts if _owes_nothing_negative(invoice, unbilled[invoice.pk].lines)]
+    if not drafts:
+        return 0
+    late_rows_bill(rollup_ids=[row for invoice in drafts for row in unbilled[invoice.pk].late_rows])
     lines = {
-        invoice.pk: [line.as_invoice_line(invoice) for line in rated[invoice.pk] if line.amount or line.quantity]
+        invoice.pk: [
+            line.as_invoice_line(invoice) for line in unbilled[invoice.pk].lines if line.amount or line.quantity
+        ]
         for invoice in drafts
     }
     all_lines = InvoiceLine.objects.bulk_create([line for invoice_lines in lines.values() for line in invoice_lines])
@@ -228,7 +234,7 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
     entries = []
     statements: dict[tuple[datetime, datetime], dict[Any, tuple[int, int]]] = defaultdict(dict)
     for invoice in drafts:
-        invoice.subtotal = max(sum(line.amount for line in lines[invoice.pk]), 0)
+        invoice.subtotal = sum(line.amount for line in lines[invoice.pk])
         by_provider = _provider_totals(lines[invoice.pk])
         entries.append(_usage_entry(invoice, by_provider, books, now))
         entries += _apply_credits(invoice, lines[invoice.pk], books, now)
@@ -258,6 +264,17 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
             "invoice finalized", extra={"invoice": str(invoice.pk), "number": invoice.number, "due": invoice.amount_due}
         )
     return len(drafts)
+
+
+def _owes_nothing_negative(invoice: Invoice, lines: list[RatedLine]) -> bool:
+    """An invoice whose lines sum below zero (a late correction larger than the usage) stays a
+    draft, holding its corrections, until usage covers them: an invoice never owes the buyer."""
+    total = sum(line.amount for line in lines)
+    if total < 0:
+        logger.warning(
+            "invoice left a draft: its lines sum below zero", extra={"invoice": str(invoice.pk), "total": total}
+        )
+    return total >= 0
 
 
 def _merge(legs: list[tuple[Any, int]]) -> list[tuple[Any, int]]:

@@ -164,3 +164,23 @@ def test_a_month_being_finalized_waits_for_a_rollup_of_that_month_and_bills_it()
     assert sum(lines) == Decimal("3")  # 9000 s and 1800 s
     assert not UsageRollup.objects.filter(late=True).exists()
     assert reconcile() == []
+
+
+def test_an_invoice_whose_lines_sum_below_zero_stays_a_draft_and_the_rest_of_its_batch_is_finalized(provider) -> None:
+    (march_invoice,) = buyers_with_march_usage(1, provider)  # two hours of 1800 s, finalized below
+    invoice_finalize(invoice_id=march_invoice.pk, now=APRIL_5)
+    lease = march_invoice.buyer.leases.get()
+    with time_machine.travel(APRIL_5, tick=False):
+        usage(lease, march(1), seconds=0)  # a rebuild found no events for an hour March billed
+    other = BuyerFactory()
+    usage(leased(buyer=other, provider=provider, at=SETUP), datetime(2026, 4, 3, tzinfo=UTC), seconds=3600)
+    aprils = list(Invoice.objects.filter(status="draft"))
+    assert {invoice.buyer for invoice in aprils} == {march_invoice.buyer, other}
+
+    finalized = invoices_finalize(invoice_ids=[invoice.pk for invoice in aprils], now=MAY_6)
+
+    assert finalized == 1
+    assert Invoice.objects.filter(buyer=march_invoice.buyer, status="draft").count() == 1
+    assert Invoice.objects.get(buyer=other).status == "finalized"
+    assert UsageRollup.objects.get(late=True).billed_quantity == 0  # still to be billed
+    assert reconcile() == []
