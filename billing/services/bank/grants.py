@@ -320,7 +320,7 @@ def bank_balance_changed(*, bank: Bank, now: datetime) -> None:
         .exists()
     ):
         buyer_id = str(bank.organization_id)
-        # What committed stands if the broker is away: the bank check (beat) finds the low balance again.
+        # What committed stands if the broker is away: the next change of the balance asks again.
         transaction.on_commit(lambda: _queue_auto_top_up(buyer_id), robust=True)
 
 
