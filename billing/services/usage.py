@@ -271,6 +271,9 @@ def _insert(events: list[Event], *, provider_id: Any, now: datetime) -> dict[tup
             "lease_id uuid, time timestamptz, quantity numeric, cards integer, model text, input_tokens bigint, "
             "output_tokens bigint, data jsonb) ON COMMIT DELETE ROWS"
         )
+        # Empty at commit, but not between two batches of one transaction: an event of an earlier
+        # batch taken back over the hourly limit would otherwise be stored by this one.
+        cursor.execute("DELETE FROM usage_stage")
         with cursor.cursor.copy(f"COPY usage_stage ({_STAGE_COLUMNS}) FROM STDIN") as copy:
             for row in _rows(events):
                 copy.write_row(row)

@@ -4,12 +4,17 @@ from decimal import Decimal
 
 import orjson
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from billing.models import UsageEvent, UsageEventKey, UsageRollup, UsageRollupDue
-from billing.services.usage import usage_rollup_buckets, usage_rollups_overdue, usage_rollups_rebuild
+from billing.services.usage import (
+    usage_events_ingest,
+    usage_rollup_buckets,
+    usage_rollups_overdue,
+    usage_rollups_rebuild,
+)
 from organizations.services import api_key_create
 from tests.billing.conftest import gpu_event, running_lease, token_event
 from tests.factories import BuyerFactory, ProviderFactory
@@ -125,6 +130,24 @@ def test_a_lease_cannot_bill_more_card_seconds_in_an_hour_than_it_leased(provide
     assert first["accepted"] == 2
     assert second["accepted"] == 1
     assert [(e["id"], e["code"]) for e in second["errors"]] == [("c", "hourly_limit_exceeded")]
+
+
+def test_an_event_refused_over_the_limit_stays_out_when_more_batches_come_in_the_same_transaction(lease) -> None:
+    # Found by the money state machine: the staging table kept the refused event until commit,
+    # and the next batch of the same transaction stored it after all.
+    hour_start = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    full = {**gpu_event(lease, "full", 3600 * 8), "time": (hour_start + timedelta(minutes=5)).isoformat()}
+    over = {**gpu_event(lease, "over", 3600), "time": (hour_start + timedelta(minutes=40)).isoformat()}
+
+    with transaction.atomic():
+        first = usage_events_ingest(provider_id=lease.provider_id, events=[full, over])
+        next_hour = {**gpu_event(lease, "later", 60), "time": (hour_start + timedelta(minutes=65)).isoformat()}
+        later = usage_events_ingest(provider_id=lease.provider_id, events=[next_hour])
+
+    assert (first.accepted, [e["id"] for e in first.errors]) == (1, ["over"])
+    assert (later.accepted, later.errors) == (1, [])
+    assert sorted(UsageEvent.objects.values_list("event_id", flat=True)) == ["full", "later"]
+    assert not UsageEventKey.objects.filter(event_id="over").exists()
 
 
 def test_the_same_batch_three_times_stores_each_event_once(provider_client, lease) -> None:
