@@ -9,7 +9,7 @@ model. Rates stay exact Decimals; each invoice line rounds once
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from django.db import connection
@@ -37,12 +37,20 @@ class RatedLine:
     model: str
     band: str
     unit: str
-    quantity: Decimal = Decimal(0)
+    used: Decimal = Decimal(0)  # card-seconds or tokens, summed exactly
+    per_unit: Decimal = Decimal(1)  # of them in one billed unit (3,600 per card-hour, 1,000,000 per million tokens)
     rate: Decimal = Decimal(0)
 
     @property
+    def quantity(self) -> Decimal:
+        return self.used / self.per_unit
+
+    @property
     def exact_amount(self) -> Decimal:
-        return self.quantity * self.rate
+        # Multiplied before it is divided: a quotient such as 57 / 3,600 has no exact decimal, and
+        # rounding it first can put an amount of exactly half a fen below the half.
+        with localcontext(prec=50):
+            return self.used * self.rate / self.per_unit
 
     @property
     def amount(self) -> int:
@@ -211,12 +219,12 @@ def _lines(rows: list[dict[str, Any]]) -> list[RatedLine]:
         if row["metric"] == UsageMetric.GPU_SECONDS:
             unit, band = InvoiceLine.Unit.CARD_HOUR, bands[row["local_hour"]]
             unit_rate = Decimal(plan.hour_prices[row["local_hour"]])
-            quantity = row["unbilled"] / SECONDS_PER_HOUR
+            per_unit = SECONDS_PER_HOUR
         else:
             side = "input" if row["metric"] == UsageMetric.INPUT_TOKENS else "output"
             unit, band = InvoiceLine.Unit.MILLION_TOKENS, ""
             unit_rate = Decimal(plan.token_prices.get(row["model"], {}).get(side, "0"))
-            quantity = row["unbilled"] / TOKENS_PER_UNIT
+            per_unit = TOKENS_PER_UNIT
         key = (row["kind"], row["lease_id"], row["metric"], row["model"], plan.pk, unit_rate, band)
         line = lines.get(key)
         if line is None:
@@ -230,7 +238,8 @@ def _lines(rows: list[dict[str, Any]]) -> list[RatedLine]:
                 model=row["model"],
                 band=band,
                 unit=unit,
+                per_unit=per_unit,
                 rate=unit_rate,
             )
-        line.quantity += quantity
+        line.used += row["unbilled"]
     return sorted(lines.values(), key=lambda line: (line.kind, str(line.lease_id), line.metric, line.model, line.band))

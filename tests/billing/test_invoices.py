@@ -100,6 +100,21 @@ def test_each_line_is_rounded_once_from_its_exact_amount(buyer, lease) -> None:
     assert (line.quantity, line.amount) == (Decimal(10), 4)
 
 
+def test_a_line_of_exactly_half_a_fen_rounds_up(buyer, lease) -> None:
+    # Found by the money state machine: 57 card-seconds at 30 yuan a card-hour are 0.475 yuan,
+    # but 57 / 3,600 has no exact decimal, and rounding it before the rate left 0.47499...
+    with time_machine.travel(SETUP, tick=False):
+        flat = {"peak": Decimal(1), "flat": Decimal(1), "valley": Decimal(1)}
+        price_plan_create(
+            pool=lease.pool, by="t", price_per_card_hour=Decimal(30), time_of_use=flat, effective_from=shanghai(1, 0)
+        )
+    usage(lease, shanghai(2, 12), seconds=57)
+
+    (line,) = finalize(buyer).lines.all()
+
+    assert line.amount == 48
+
+
 def test_a_finalized_month_posts_the_ledger_numbers_the_invoice_and_accrues_the_statement(
     buyer, provider, lease
 ) -> None:
