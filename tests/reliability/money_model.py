@@ -1,0 +1,419 @@
+"""A small model of the money of Compute Grid, in plain Python, for the money state machine.
+
+It knows nothing of the service's code: it is the rules of ARCHITECTURE.md and the issues
+written out again with exact fractions. Usage is rated with the price version in force at
+the start of its hour and rounded once per invoice line; vouchers pay their program's
+share of eligible lines, soonest-expiring first, within their remaining value, the yearly
+cap and their validity; the buyer owes the rest, collected by card or transfer; a void
+gives everything back. Amounts are integer fen; rates are exact.
+"""
+
+from bisect import bisect_right
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from zoneinfo import ZoneInfo
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+LATE_INVOICE_GRACE = timedelta(days=7)
+HOUR = timedelta(hours=1)
+
+
+def round_half_up(exact: Fraction) -> int:
+    """An exact non-negative amount rounded half up to a whole unit."""
+    assert exact >= 0
+    return int(exact + Fraction(1, 2))
+
+
+def share(total: int, ratio: Decimal) -> int:
+    """``ratio`` of ``total`` fen, rounded half up."""
+    return round_half_up(total * Fraction(ratio))
+
+
+def prorate(amount: int, inside: int, duration: int) -> int:
+    """The part of ``amount`` for ``inside`` of ``duration``: largest remainder, the first part wins a tie."""
+    exact = Fraction(amount * inside, duration)
+    first, second = int(exact), int(amount - exact)
+    if first + second < amount and exact - first >= (amount - exact) - second:
+        first += 1
+    return first
+
+
+def month_of(at: datetime) -> tuple[datetime, datetime]:
+    local = at.astimezone(SHANGHAI)
+    start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+@dataclass
+class Version:
+    effective_from: datetime
+    base: Decimal
+    factors: dict[str, Decimal]
+
+    def rate(self, band: str) -> Fraction:
+        return Fraction(self.base) * Fraction(self.factors.get(band, Decimal(1)))
+
+
+@dataclass
+class Pool:
+    id: str
+    provider: str
+    bands: list[str]  # band of each local hour 0..23 (the hub's tariff)
+    versions: list[Version]
+
+    def version_at(self, hour: datetime) -> int | None:
+        index = bisect_right([version.effective_from for version in self.versions], hour)
+        return index - 1 if index else None
+
+
+@dataclass
+class Lease:
+    id: str
+    pool: Pool
+    buyer: str
+    cards: int
+
+
+@dataclass
+class Usage:
+    seconds: int = 0
+    billed: int = 0
+    version: int | None = None
+
+
+@dataclass
+class Program:
+    id: str
+    issuer: str
+    budget: int
+    coverage: Decimal
+    yearly_cap: int
+    valid_from: datetime
+    valid_until: datetime
+    providers: frozenset[str]  # empty: any
+    committed: int = 0
+    open: bool = True
+
+    @property
+    def budget_left(self) -> int:
+        return self.budget - self.committed
+
+
+@dataclass
+class Voucher:
+    id: str
+    code: str
+    program: Program
+    buyer: str
+    face_value: int
+    valid_from: datetime
+    valid_until: datetime
+    remaining: int
+    released: int = 0
+    status: str = "active"
+
+    @property
+    def live(self) -> bool:
+        return self.status in ("active", "exhausted")
+
+
+@dataclass
+class Line:
+    kind: str
+    lease: str
+    band: str
+    version: int
+    effective_from: datetime
+    provider: str
+    amount: int
+    voucher_amount: int = 0
+
+
+@dataclass
+class Invoice:
+    buyer: str
+    period_start: datetime
+    period_end: datetime
+    status: str = "draft"
+    subtotal: int = 0
+    voucher_credit: int = 0
+    amount_due: int = 0
+    amount_paid: int = 0
+    attempts: int = 0
+    lines: list[Line] = field(default_factory=list)
+    redemptions: list[tuple[Voucher, int, int]] = field(default_factory=list)  # (voucher, amount, cap year)
+    card_payments: list[list[int]] = field(default_factory=list)  # [amount, refunded]
+    by_provider: dict[str, tuple[int, int]] = field(default_factory=dict)  # gross, commission
+
+    @property
+    def key(self) -> tuple[str, datetime]:
+        return (self.buyer, self.period_start)
+
+
+class Refused(Exception):
+    """The model's prediction that the service refuses the operation, with the error code."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class MoneyModel:
+    def __init__(self, *, commission_rate: Decimal, hourly_tolerance: Decimal, dunning_steps: int) -> None:
+        self.commission_rate = commission_rate
+        self.hourly_tolerance = Fraction(hourly_tolerance)
+        self.dunning_steps = dunning_steps
+        self.pools: dict[str, Pool] = {}
+        self.leases: dict[str, Lease] = {}
+        self.usage: dict[tuple[str, datetime], Usage] = {}
+        self.invoices: dict[tuple[str, datetime], Invoice] = {}
+        self.programs: dict[str, Program] = {}
+        self.vouchers: dict[str, Voucher] = {}
+        self.cap_used: dict[tuple[str, str, int], int] = defaultdict(int)  # (buyer, issuer, year)
+        self.cards: dict[str, str] = {}  # buyer: "good" | "declined"
+        self.blocked: set[str] = set()
+        # The ledger, per account: (purpose, organization or None) -> fen (debit positive).
+        self.ledger: dict[tuple[str, str | None], int] = defaultdict(int)
+        self.statements: dict[tuple[str, datetime], int] = defaultdict(int)  # (provider, period) -> net
+
+    # --- usage and prices ---------------------------------------------------------------
+
+    def report_usage(self, *, lease_id: str, at: datetime, seconds: int, now: datetime) -> bool:
+        """A usage event of ``seconds`` card-seconds at ``at``; whether it is accepted."""
+        lease = self.leases[lease_id]
+        if seconds > lease.cards * 3600:
+            return False
+        hour = at.replace(minute=0, second=0, microsecond=0)
+        usage = self.usage.setdefault((lease_id, hour), Usage())
+        if usage.seconds + seconds > lease.cards * 3600 * (1 + self.hourly_tolerance):
+            return False
+        usage.seconds += seconds
+        usage.version = lease.pool.version_at(hour)
+        month = month_of(hour)
+        invoice = self.invoices.get((lease.buyer, month[0]))
+        if invoice is None:
+            self.invoices[(lease.buyer, month[0])] = Invoice(lease.buyer, *month)
+        elif invoice.status != "draft":
+            current = month_of(now)
+            self.invoices.setdefault((lease.buyer, current[0]), Invoice(lease.buyer, *current))
+        return True
+
+    def change_price(self, *, pool_id: str, version: Version) -> None:
+        pool = self.pools[pool_id]
+        if version.effective_from <= pool.versions[-1].effective_from:
+            raise Refused("price_version_order")
+        pool.versions.append(version)
+
+    # --- finalization -------------------------------------------------------------------
+
+    def finalize(self, *, key: tuple[str, datetime], now: datetime) -> Invoice:
+        invoice = self.invoices[key]
+        if invoice.status != "draft":
+            return invoice
+        if invoice.period_end > now:
+            raise Refused("period_open")
+        invoice.lines = self._take_unbilled(invoice)
+        invoice.subtotal = sum(line.amount for line in invoice.lines)
+        self.ledger[("buyer_receivable", invoice.buyer)] += invoice.subtotal
+        gross: dict[str, int] = defaultdict(int)
+        for line in invoice.lines:
+            gross[line.provider] += line.amount
+        for provider, amount in gross.items():
+            commission = share(amount, self.commission_rate)
+            invoice.by_provider[provider] = (amount, commission)
+            self.ledger[("provider_payable", provider)] -= amount - commission
+            self.ledger[("platform_revenue", None)] -= commission
+            self.statements[(provider, invoice.period_start)] += amount - commission
+        for issuer, amount in sorted(self._redeem(invoice, now).items()):
+            invoice.voucher_credit += amount
+            self.ledger[("voucher_receivable", issuer)] += amount
+            self.ledger[("buyer_receivable", invoice.buyer)] -= amount
+        invoice.amount_due = invoice.subtotal - invoice.voucher_credit
+        invoice.status = "finalized" if invoice.amount_due else "paid"
+        return invoice
+
+    def _take_unbilled(self, invoice: Invoice) -> list[Line]:
+        seconds: dict[tuple[str, str, int, str], int] = defaultdict(int)
+        for (lease_id, hour), usage in self.usage.items():
+            lease = self.leases[lease_id]
+            if lease.buyer != invoice.buyer or hour >= invoice.period_end or usage.version is None:
+                continue
+            if usage.seconds == usage.billed:
+                continue
+            kind = "adjustment" if hour < invoice.period_start else "usage"
+            band = lease.pool.bands[hour.astimezone(SHANGHAI).hour]
+            seconds[(kind, lease_id, usage.version, band)] += usage.seconds - usage.billed
+            usage.billed = usage.seconds
+        lines = []
+        for (kind, lease_id, version, band), total in seconds.items():
+            pool = self.leases[lease_id].pool
+            exact = Fraction(total, 3600) * pool.versions[version].rate(band) * 100
+            lines.append(
+                Line(kind, lease_id, band, version, pool.versions[version].effective_from, pool.provider,
+                     round_half_up(exact))
+            )  # fmt: skip
+        # The order the service hands lines to vouchers in: by kind, lease, band, then price version.
+        return sorted(lines, key=lambda line: (line.kind, line.lease, line.band, line.effective_from))
+
+    def _redeem(self, invoice: Invoice, now: datetime) -> dict[str, int]:
+        offered = [line for line in invoice.lines if line.kind == "usage" and line.amount > 0]
+        purses = sorted(
+            (
+                v
+                for v in self.vouchers.values()
+                if v.buyer == invoice.buyer and v.status == "active" and v.valid_until > now - LATE_INVOICE_GRACE
+            ),
+            key=lambda v: (v.valid_until, v.valid_from, v.code),
+        )
+        owed: dict[str, int] = defaultdict(int)
+        if not offered or not purses:
+            return owed
+        year = invoice.period_start.astimezone(SHANGHAI).year
+        duration = (invoice.period_end - invoice.period_start) // timedelta(microseconds=1)
+        for line in offered:
+            paid = 0
+            for voucher in purses:
+                program = voucher.program
+                start, end = max(invoice.period_start, voucher.valid_from), min(invoice.period_end, voucher.valid_until)
+                inside = max(0, (end - start) // timedelta(microseconds=1))
+                if inside == 0 or (program.providers and line.provider not in program.providers):
+                    continue
+                within = line.amount if inside == duration else prorate(line.amount, inside, duration)
+                wanted = share(within, program.coverage) - paid
+                cap_key = (invoice.buyer, program.issuer, year)
+                amount = min(wanted, voucher.remaining, max(0, program.yearly_cap - self.cap_used[cap_key]))
+                if amount <= 0:
+                    continue
+                voucher.remaining -= amount
+                self.cap_used[cap_key] += amount
+                paid += amount
+                invoice.redemptions.append((voucher, amount, year))
+                owed[program.issuer] += amount
+            line.voucher_amount = paid
+        for voucher in purses:
+            if voucher.remaining == 0:
+                voucher.status = "exhausted"
+        return owed
+
+    # --- void and refunds ---------------------------------------------------------------
+
+    def void(self, *, key: tuple[str, datetime], now: datetime) -> None:
+        invoice = self.invoices[key]
+        if invoice.status not in ("finalized", "paid", "uncollectible"):
+            raise Refused("invoice_not_voidable")
+        self.ledger[("buyer_receivable", invoice.buyer)] -= invoice.subtotal - invoice.voucher_credit
+        for provider, (gross, commission) in invoice.by_provider.items():
+            self.ledger[("provider_payable", provider)] += gross - commission
+            self.ledger[("platform_revenue", None)] += commission
+            self.statements[(provider, invoice.period_start)] -= gross - commission
+        if invoice.voucher_credit:
+            for voucher, _, _ in invoice.redemptions:  # lapsed vouchers end before anything returns
+                if voucher.live and voucher.valid_until <= now - LATE_INVOICE_GRACE:
+                    self._end(voucher, "expired")
+            for voucher, amount, year in invoice.redemptions:
+                self.ledger[("voucher_receivable", voucher.program.issuer)] -= amount
+                self.cap_used[(invoice.buyer, voucher.program.issuer, year)] -= amount
+                if voucher.live:
+                    voucher.remaining += amount
+                    voucher.status = "active"
+                else:
+                    voucher.released += amount
+                    voucher.program.committed -= amount
+        invoice.status = "void"
+
+    def refund(self, *, key: tuple[str, datetime]) -> None:
+        invoice = self.invoices[key]
+        for payment in invoice.card_payments:
+            if not payment[1]:
+                payment[1] = 1
+                self.ledger[("buyer_receivable", invoice.buyer)] += payment[0]
+                self.ledger[("stripe_clearing", None)] -= payment[0]
+
+    # --- payments -----------------------------------------------------------------------
+
+    def collect(self, *, key: tuple[str, datetime], outcome: str | None = None) -> str | None:
+        """A card collection; ``outcome`` forces it (a webhook decides), else the buyer's card does."""
+        invoice = self.invoices[key]
+        if invoice.status != "finalized" or invoice.amount_paid >= invoice.amount_due:
+            return None
+        invoice.attempts += 1
+        amount = invoice.amount_due - invoice.amount_paid
+        card = outcome or self.cards.get(invoice.buyer)
+        if card == "good":
+            self.ledger[("stripe_clearing", None)] += amount
+            invoice.card_payments.append([amount, 0])
+            self._paid(invoice, amount)
+            return "succeeded"
+        if invoice.attempts > self.dunning_steps:
+            invoice.status = "uncollectible"
+            self.blocked.add(invoice.buyer)
+        return "failed"
+
+    def pay_now(self, *, key: tuple[str, datetime]) -> str | None:
+        """The buyer pays with a new good card; an uncollectible invoice is collectible again."""
+        invoice = self.invoices[key]
+        if invoice.status not in ("finalized", "uncollectible"):
+            raise Refused("invoice_not_payable")
+        self.cards[invoice.buyer] = "good"
+        invoice.status = "finalized"
+        return self.collect(key=key)
+
+    def bank_transfer(self, *, key: tuple[str, datetime], amount: int) -> None:
+        invoice = self.invoices[key]
+        if invoice.status not in ("finalized", "uncollectible"):
+            raise Refused("invoice_not_payable")
+        if not 0 < amount <= invoice.amount_due - invoice.amount_paid:
+            raise Refused("invalid_amount")
+        self.ledger[("bank_transfer_clearing", None)] += amount
+        self._paid(invoice, amount)
+
+    def _paid(self, invoice: Invoice, amount: int) -> None:
+        self.ledger[("buyer_receivable", invoice.buyer)] -= amount
+        invoice.amount_paid += amount
+        if invoice.amount_paid >= invoice.amount_due and invoice.status in ("finalized", "uncollectible"):
+            invoice.status = "paid"
+        if not any(i.status == "uncollectible" for i in self.invoices.values() if i.buyer == invoice.buyer):
+            self.blocked.discard(invoice.buyer)
+
+    # --- vouchers -----------------------------------------------------------------------
+
+    def issue(
+        self, *, program_id: str, buyer: str, face_value: int, valid_until: datetime | None, now: datetime
+    ) -> tuple[datetime, datetime]:
+        """Check a voucher request; returns its validity. The caller adds the voucher with its id and code."""
+        program = self.programs[program_id]
+        if not program.open:
+            raise Refused("program_not_open")
+        if program.valid_until <= now:
+            raise Refused("program_ended")
+        starts = max(now, program.valid_from)
+        if valid_until is not None and not starts < valid_until <= program.valid_until:
+            raise Refused("vouchers_refused")
+        if face_value > program.budget_left:
+            raise Refused("budget_exceeded")
+        program.committed += face_value
+        return starts, valid_until or program.valid_until
+
+    def revoke(self, *, voucher_id: str) -> None:
+        voucher = self.vouchers[voucher_id]
+        if not voucher.live:
+            raise Refused("voucher_ended")
+        self._end(voucher, "revoked")
+
+    def expire(self, *, now: datetime) -> None:
+        for voucher in self.vouchers.values():
+            if voucher.live and voucher.valid_until <= now - LATE_INVOICE_GRACE:
+                self._end(voucher, "expired")
+        for program in self.programs.values():
+            if program.open and program.valid_until <= now:
+                program.open = False
+
+    def _end(self, voucher: Voucher, status: str) -> None:
+        voucher.program.committed -= voucher.remaining
+        voucher.released += voucher.remaining
+        voucher.remaining = 0
+        voucher.status = status
