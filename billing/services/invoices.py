@@ -217,6 +217,9 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
     )
     if not drafts:
         return 0
+    # Locked in id order; paid oldest first, so that which month a buyer's vouchers and credit pay
+    # first is the calendar's choice, not the ids'.
+    drafts.sort(key=lambda invoice: (invoice.period_start, str(invoice.pk)))
     unbilled = rate_unbilled(invoices=drafts)
     drafts = [invoice for invoice in drafts if _owes_nothing_negative(invoice, unbilled[invoice.pk].lines)]
     if not drafts:

@@ -1,11 +1,14 @@
 """Vouchers pay their share of a finalized invoice; the ledger's voucher receivable agrees with the issuer's report."""
 
+import uuid
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from billing.services.invoices import invoice_finalize, invoice_void
+from billing.models import Invoice
+from billing.periods import month_of
+from billing.services.invoices import invoice_finalize, invoice_void, invoices_finalize
 from billing.services.ledger import Purpose, balance_of
 from billing.services.reconcile import reconcile
 from core.money import share
@@ -64,4 +67,24 @@ def test_voiding_gives_the_voucher_back_and_clears_the_issuers_receivable(buyer,
     assert voucher.remaining == 10_000_000
     assert balance_of(purpose=Purpose.VOUCHER_RECEIVABLE, organization=issuer) == 0
     assert program_report(program=voucher.program)["redeemed"] == 0
+    assert reconcile() == []
+
+
+def test_finalized_together_the_older_invoice_is_paid_by_the_voucher_first(buyer, provider, issuer) -> None:
+    # Found by the money state machine: a batch applied credits in the order of the invoices' ids,
+    # so which month a voucher paid first was chance. The newer invoice gets the smaller id here.
+    program = program_factory(issuer, coverage_share="0.2", valid_until=datetime(2027, 1, 1, tzinfo=SHANGHAI))
+    voucher = voucher_factory(program, buyer, face_value=100, now=shanghai(1, 0))
+    lease = leased(buyer=buyer, provider=provider, at=SETUP)
+    march, april = month_of(shanghai(15, 12)), month_of(shanghai(15, 12, month=4))
+    Invoice.objects.create(id=uuid.UUID(int=2**128 - 1), buyer=buyer, period_start=march[0], period_end=march[1])
+    Invoice.objects.create(id=uuid.UUID(int=1), buyer=buyer, period_start=april[0], period_end=april[1])
+    usage(lease, shanghai(3, 12), seconds=8 * 3600)
+    usage(lease, shanghai(3, 12, month=4), seconds=8 * 3600)
+
+    invoices_finalize(invoice_ids=[uuid.UUID(int=1), uuid.UUID(int=2**128 - 1)], now=shanghai(5, 12, month=5))
+
+    credits = dict(Invoice.objects.values_list("period_start", "voucher_credit"))
+    assert credits == {march[0]: 100, april[0]: 0}
+    assert Voucher.objects.get(pk=voucher.pk).remaining == 0
     assert reconcile() == []
