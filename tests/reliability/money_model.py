@@ -80,8 +80,13 @@ class Lease:
 
 @dataclass
 class Usage:
+    """An hour of a lease: its month's invoice bills what it holds when it is finalized; what
+    comes later is late usage, billed by the buyer's next invoice as an adjustment."""
+
     seconds: int = 0
-    billed: int = 0
+    billed: int = 0  # by the month's invoice
+    late_billed: int = 0  # by later invoices
+    closed: bool = False  # the month's invoice is finalized
     version: int | None = None
 
 
@@ -195,6 +200,7 @@ class MoneyModel:
         usage.version = lease.pool.version_at(hour)
         month = month_of(hour)
         invoice = self.invoices.get((lease.buyer, month[0]))
+        usage.closed = invoice is not None and invoice.status != "draft"
         if invoice is None:
             self.invoices[(lease.buyer, month[0])] = Invoice(lease.buyer, *month)
         elif invoice.status != "draft":
@@ -210,13 +216,14 @@ class MoneyModel:
 
     # --- finalization -------------------------------------------------------------------
 
-    def finalize(self, *, key: tuple[str, datetime], now: datetime) -> Invoice:
+    def finalize(self, *, key: tuple[str, datetime], now: datetime, takes_late: bool = True) -> Invoice:
+        """Finalize an invoice; of a batch, only the buyer's oldest invoice ``takes_late`` usage."""
         invoice = self.invoices[key]
         if invoice.status != "draft":
             return invoice
         if invoice.period_end > now:
             raise Refused("period_open")
-        invoice.lines = self._take_unbilled(invoice)
+        invoice.lines = self._take_unbilled(invoice, takes_late)
         invoice.subtotal = sum(line.amount for line in invoice.lines)
         self.ledger[("buyer_receivable", invoice.buyer)] += invoice.subtotal
         gross: dict[str, int] = defaultdict(int)
@@ -236,18 +243,24 @@ class MoneyModel:
         invoice.status = "finalized" if invoice.amount_due else "paid"
         return invoice
 
-    def _take_unbilled(self, invoice: Invoice) -> list[Line]:
+    def _take_unbilled(self, invoice: Invoice, takes_late: bool) -> list[Line]:
         seconds: dict[tuple[str, str, int, str], int] = defaultdict(int)
         for (lease_id, hour), usage in self.usage.items():
             lease = self.leases[lease_id]
-            if lease.buyer != invoice.buyer or hour >= invoice.period_end or usage.version is None:
+            if lease.buyer != invoice.buyer or hour >= invoice.period_end:
                 continue
-            if usage.seconds == usage.billed:
+            if hour >= invoice.period_start:
+                kind, delta = "usage", usage.seconds
+                usage.billed, usage.closed = usage.seconds, True
+            elif takes_late and usage.closed:
+                kind, delta = "adjustment", usage.seconds - usage.billed - usage.late_billed
+                usage.late_billed += delta
+            else:
                 continue
-            kind = "adjustment" if hour < invoice.period_start else "usage"
+            if not delta or usage.version is None:
+                continue
             band = lease.pool.bands[hour.astimezone(SHANGHAI).hour]
-            seconds[(kind, lease_id, usage.version, band)] += usage.seconds - usage.billed
-            usage.billed = usage.seconds
+            seconds[(kind, lease_id, usage.version, band)] += delta
         lines = []
         for (kind, lease_id, version, band), total in seconds.items():
             pool = self.leases[lease_id].pool

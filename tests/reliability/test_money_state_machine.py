@@ -42,7 +42,7 @@ from hypothesis.stateful import (
 )
 
 from billing.models import Invoice, Leg, PaymentAttempt, ProviderStatement
-from billing.services.invoices import invoice_finalize, invoice_void, invoices_due_for_finalizing
+from billing.services.invoices import invoice_finalize, invoice_void, invoices_due_for_finalizing, invoices_finalize
 from billing.services.payments import (
     bank_transfer_record,
     invoice_collect,
@@ -354,9 +354,14 @@ class MoneyMachine(RuleBasedStateMachine):
         with self.at_clock():
             invoice_ids = invoices_due_for_finalizing(now=self.clock)
             assert sorted(self.invoice(key).pk for key in due) == sorted(invoice_ids)
-            for key in sorted(due, key=lambda key: key[1]):
-                self.saw_finalized(self.model.finalize(key=key, now=self.clock))
-                invoice_finalize(invoice_id=self.invoice(key).pk, now=self.clock)
+            # One batch, as the settlement task finalizes them: oldest first, and of a buyer's
+            # invoices the oldest bills its late usage.
+            ids = {key: self.invoice(key).pk for key in due}
+            took_late: set[str] = set()
+            for key in sorted(due, key=lambda key: (key[1], str(ids[key]))):
+                self.saw_finalized(self.model.finalize(key=key, now=self.clock, takes_late=key[0] not in took_late))
+                took_late.add(key[0])
+            assert invoices_finalize(invoice_ids=list(ids.values()), now=self.clock) == len(due)
             self.model.expire(now=self.clock)
             SEEN["vouchers expired"] += vouchers_expire(now=self.clock)
 
