@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any
 from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -127,6 +128,29 @@ class Voucher:
 
 
 @dataclass
+class Grant:
+    """Compute-bank credit: paid (a top-up) or given by the platform."""
+
+    id: str
+    buyer: str
+    paid: bool
+    amount: int
+    expires_at: datetime | None
+    priority: int
+    created_at: datetime
+    remaining: int = 0
+
+    @property
+    def account(self) -> tuple[str, str]:
+        return ("bank_paid" if self.paid else "bank_granted", self.buyer)
+
+    @property
+    def burn_order(self) -> tuple[object, ...]:
+        """Soonest-expiring first (never-expiring last), then by priority, then oldest."""
+        return (self.expires_at is None, self.expires_at or self.created_at, self.priority, self.created_at)
+
+
+@dataclass
 class Line:
     kind: str
     lease: str
@@ -146,11 +170,13 @@ class Invoice:
     status: str = "draft"
     subtotal: int = 0
     voucher_credit: int = 0
+    bank_credit: int = 0
     amount_due: int = 0
     amount_paid: int = 0
     attempts: int = 0
     lines: list[Line] = field(default_factory=list)
     redemptions: list[tuple[Voucher, int, int]] = field(default_factory=list)  # (voucher, amount, cap year)
+    draws: list[tuple[Grant, int]] = field(default_factory=list)
     card_payments: list[list[int]] = field(default_factory=list)  # [amount, refunded]
     by_provider: dict[str, tuple[int, int]] = field(default_factory=dict)  # gross, commission
 
@@ -179,6 +205,8 @@ class MoneyModel:
         self.programs: dict[str, Program] = {}
         self.vouchers: dict[str, Voucher] = {}
         self.cap_used: dict[tuple[str, str, int], int] = defaultdict(int)  # (buyer, issuer, year)
+        self.grants: dict[str, Grant] = {}
+        self.holds: dict[str, list[Any]] = {}  # lease: [amount, active]
         self.cards: dict[str, str] = {}  # buyer: "good" | "declined"
         self.blocked: set[str] = set()
         # The ledger, per account: (purpose, organization or None) -> fen (debit positive).
@@ -239,7 +267,8 @@ class MoneyModel:
             invoice.voucher_credit += amount
             self.ledger[("voucher_receivable", issuer)] += amount
             self.ledger[("buyer_receivable", invoice.buyer)] -= amount
-        invoice.amount_due = invoice.subtotal - invoice.voucher_credit
+        invoice.bank_credit = self._draw(invoice, invoice.subtotal - invoice.voucher_credit, now)
+        invoice.amount_due = invoice.subtotal - invoice.voucher_credit - invoice.bank_credit
         invoice.status = "finalized" if invoice.amount_due else "paid"
         return invoice
 
@@ -318,7 +347,7 @@ class MoneyModel:
         invoice = self.invoices[key]
         if invoice.status not in ("finalized", "paid", "uncollectible"):
             raise Refused("invoice_not_voidable")
-        self.ledger[("buyer_receivable", invoice.buyer)] -= invoice.subtotal - invoice.voucher_credit
+        self.ledger[("buyer_receivable", invoice.buyer)] -= invoice.amount_due
         for provider, (gross, commission) in invoice.by_provider.items():
             self.ledger[("provider_payable", provider)] += gross - commission
             self.ledger[("platform_revenue", None)] += commission
@@ -336,6 +365,12 @@ class MoneyModel:
                 else:
                     voucher.released += amount
                     voucher.program.committed -= amount
+        for grant, part in invoice.draws:
+            grant.remaining += part
+            self.ledger[grant.account] -= part
+        for grant, _ in invoice.draws:  # a grant that expired meanwhile expires again at once
+            if grant.expires_at is not None and grant.expires_at <= now:
+                self._expire(grant)
         invoice.status = "void"
 
     def refund(self, *, key: tuple[str, datetime]) -> None:
@@ -430,3 +465,84 @@ class MoneyModel:
         voucher.released += voucher.remaining
         voucher.remaining = 0
         voucher.status = status
+
+    # --- the compute bank -----------------------------------------------------------------
+
+    def grant(self, grant: Grant) -> None:
+        grant.remaining = grant.amount
+        self.grants[grant.id] = grant
+        self.ledger[("stripe_clearing" if grant.paid else "promotion_expense", None)] += grant.amount
+        self.ledger[grant.account] -= grant.amount
+
+    def _draw(self, invoice: Invoice, owed: int, now: datetime) -> int:
+        """The bank pays what vouchers left, soonest-expiring grant first."""
+        spendable = [
+            grant
+            for grant in self.grants.values()
+            if grant.buyer == invoice.buyer
+            and grant.remaining > 0
+            and (grant.expires_at is None or grant.expires_at > now)
+        ]
+        left = owed
+        for grant in sorted(spendable, key=lambda grant: grant.burn_order):
+            part = min(grant.remaining, left)
+            if not part:
+                break
+            grant.remaining -= part
+            left -= part
+            invoice.draws.append((grant, part))
+            self.ledger[grant.account] += part
+        drawn = owed - left
+        self.ledger[("buyer_receivable", invoice.buyer)] -= drawn
+        return drawn
+
+    def expire_grants(self, *, now: datetime) -> None:
+        for grant in self.grants.values():
+            if grant.expires_at is not None and grant.expires_at <= now:
+                self._expire(grant)
+
+    def _expire(self, grant: Grant) -> None:
+        self.ledger[grant.account] += grant.remaining
+        self.ledger[("breakage", None)] -= grant.remaining
+        grant.remaining = 0
+
+    # --- holds (prepaid buyers) -----------------------------------------------------------
+
+    def available(self, *, buyer: str, now: datetime) -> int:
+        """Credit not promised: the balance less the usage no finalized invoice billed (rated as
+        lines per lease, price version and band) and less what holds still reserve beyond it."""
+        balance = sum(
+            grant.remaining
+            for grant in self.grants.values()
+            if grant.buyer == buyer and (grant.expires_at is None or grant.expires_at > now)
+        )
+        groups: dict[tuple[str, str, int, str], int] = defaultdict(int)
+        for (lease_id, hour), usage in self.usage.items():
+            lease = self.leases[lease_id]
+            if lease.buyer != buyer or usage.version is None:
+                continue
+            unbilled = usage.seconds - usage.billed - usage.late_billed if usage.closed else usage.seconds
+            band = lease.pool.bands[hour.astimezone(SHANGHAI).hour]
+            groups[("usage" if hour >= now else "adjustment", lease_id, usage.version, band)] += unbilled
+        pending: dict[str, int] = defaultdict(int)
+        for (_, lease_id, version, band), seconds in groups.items():
+            rate = self.leases[lease_id].pool.versions[version].rate(band)
+            pending[lease_id] += round_half_up(Fraction(seconds, 3600) * rate * 100)
+        billed: dict[str, int] = defaultdict(int)
+        for invoice in self.invoices.values():
+            if invoice.status in ("finalized", "paid", "uncollectible"):
+                for line in invoice.lines:
+                    billed[line.lease] += line.amount
+        held = sum(
+            max(0, amount - billed[lease_id] - pending[lease_id])
+            for lease_id, (amount, active) in self.holds.items()
+            if active
+        )
+        return balance - sum(pending.values()) - held
+
+    def lease_starts(self, *, lease: Lease, needed: int, now: datetime) -> None:
+        """A prepaid buyer's lease starts if its available credit covers the expected cost, held."""
+        if self.available(buyer=lease.buyer, now=now) < needed:
+            raise Refused("insufficient_funds")
+        self.leases[lease.id] = lease
+        self.holds[lease.id] = [needed, True]

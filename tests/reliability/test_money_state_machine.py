@@ -1,14 +1,15 @@
 """The money state machine: random sequences of everything that moves money, against the real
 service on PostgreSQL and against a small model in plain Python (``money_model``).
 
-Each sequence (a Hypothesis example) starts from the same world (two buyers, two providers,
-two issuers, a running lease of each buyer at each provider) and from empty books: it runs in
-a savepoint rolled back at its end. Steps move a frozen clock through the months (usage,
+Each sequence (a Hypothesis example) starts from the same world (two postpaid buyers with a
+running lease at each of two providers, a prepaid buyer, two issuers) and from empty books: it
+runs in a savepoint rolled back at its end. Steps move a frozen clock through the months (usage,
 month close, the grace, finalization) and call the services: usage through the ingest path and
-the rollup, price versions, finalization (vouchers redeem through billing's hooks), voucher
-issue, revocation and expiry, cards and collection through localstripe, payment outcomes
-delivered by Stripe webhooks, bank transfers, voids and refunds. After every step the ledger
-sums to zero, every balance equals the model's and ``reconcile`` is clean.
+the rollup, price versions, finalization (vouchers, then the compute bank, pay through billing's
+hooks), voucher issue, revocation and expiry, cards and collection through localstripe, payment
+outcomes delivered by Stripe webhooks, bank transfers, voids and refunds, compute-bank top-ups
+(granted by their webhook) and grants, and the prepaid buyer's leases holding credit. After every
+step the ledger sums to zero, every balance equals the model's and ``reconcile`` is clean.
 
 200 sequences by default; ``MONEY_SEQUENCES=2000`` (and ``MONEY_STEPS``) run more.
 """
@@ -19,17 +20,16 @@ import os
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
 import stripe as stripe_library
 import time_machine
 from django.conf import settings as django_settings
-from django.db import connection, transaction
-from django.db.models import Sum
+from django.db import transaction
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -41,7 +41,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from billing.models import Invoice, Leg, PaymentAttempt, ProviderStatement
+from billing.models import CreditGrant, Invoice, PaymentAttempt
+from billing.services.bank.grants import grant_create, grants_expire
+from billing.services.bank.top_ups import top_up_create
 from billing.services.invoices import invoice_finalize, invoice_void, invoices_due_for_finalizing, invoices_finalize
 from billing.services.payments import (
     bank_transfer_record,
@@ -52,20 +54,27 @@ from billing.services.payments import (
     webhook_process,
     webhook_receive,
 )
-from billing.services.reconcile import reconcile
 from billing.services.usage import usage_events_ingest, usage_rollup_buckets
 from billing.stripe_client import stripe_client
 from core.exceptions import ApplicationError
-from marketplace.services import lease_start
-from organizations.models import Organization
-from pools.models import ResourcePool
-from pools.services import price_plan_create
+from marketplace.dispatch import Requirements
+from marketplace.models import Lease
+from marketplace.services import lease_end, lease_start, order_place
+from pools.services import pool_heartbeat, price_plan_create
 from pools.tariffs import hour_bands
-from tests.billing.factories import leased
-from tests.factories import BuyerFactory, IssuerFactory, ProviderFactory
 from tests.reliability import money_model as m
+from tests.reliability.money_world import (
+    FACTORS,
+    SETUP,
+    START,
+    STARTED,
+    World,
+    assert_books_agree,
+    build_world,
+    new_card,
+)
 from vouchers.issuing import VoucherRequest
-from vouchers.models import Voucher, VoucherProgram, YearlyCapUsage
+from vouchers.models import Voucher, VoucherProgram
 from vouchers.services import program_create, program_open, voucher_revoke, vouchers_expire, vouchers_issue
 
 pytestmark = pytest.mark.django_db
@@ -73,15 +82,7 @@ pytestmark = pytest.mark.django_db
 SEQUENCES = int(os.environ.get("MONEY_SEQUENCES", "200"))
 STEPS = int(os.environ.get("MONEY_STEPS", "20"))
 
-SETUP = datetime(2026, 1, 10, 0, tzinfo=UTC)
-STARTED = SETUP + timedelta(hours=1)
-START = datetime(2026, 1, 20, 2, tzinfo=UTC)  # 10:00 in Shanghai
 CARDS = {"good": "4242424242424242", "declined": "4000000000000341", "refused": "4000000000000002"}
-FACTORS = [
-    {"peak": Decimal("1.5"), "flat": Decimal("1"), "valley": Decimal("0.5")},
-    {"peak": Decimal("1"), "flat": Decimal("1"), "valley": Decimal("1")},
-    {"peak": Decimal("2.25"), "flat": Decimal("1.1"), "valley": Decimal("0.35")},
-]
 SECONDS = st.one_of(
     st.integers(1, 90), st.integers(1, 8 * 3600), st.just(8 * 3600), st.integers(8 * 3600, 8 * 3600 + 1200)
 )
@@ -92,36 +93,6 @@ LATE_USAGE = st.tuples(st.integers(0, 1), st.integers(24, 24 * 40), st.integers(
 
 # What the sequences of a run did, printed at its end (the figures of docs/reliability.md).
 SEEN: Counter[str] = Counter()
-
-
-@dataclass
-class World:
-    """What every sequence starts from; made once per test, outside the sequences' savepoints."""
-
-    buyers: list[Organization]
-    providers: list[Organization]
-    issuers: list[Organization]
-    leases: list[Any]
-    pools: dict[str, ResourcePool]
-
-
-def build_world() -> World:
-    buyers, providers = [BuyerFactory(), BuyerFactory()], [ProviderFactory(), ProviderFactory()]
-    issuers = [IssuerFactory(), IssuerFactory()]
-    hubs = [{"hub_id": "jingjinji", "province": "Beijing"}, {"hub_id": "yangtze", "province": "Shanghai"}]
-    leases = []
-    for buyer in buyers:  # leases[2 * buyer + provider]
-        for provider, hub in zip(providers, hubs, strict=True):
-            lease = leased(buyer=buyer, provider=provider, at=SETUP, time_of_use=FACTORS[0], **hub)
-            leases.append(lease_start(lease_id=lease.pk, by="test", now=STARTED))
-    pools = {str(pool.pk): pool for pool in ResourcePool.objects.filter(pk__in=[lease.pool_id for lease in leases])}
-    return World(buyers, providers, issuers, leases, pools)
-
-
-def new_card(number: str) -> str:
-    """A card payment method made client-side (Stripe.js), as the buyer would."""
-    card = {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}
-    return stripe_client().v1.payment_methods.create(params={"type": "card", "card": card}).id  # type: ignore[typeddict-item]
 
 
 class MoneyMachine(RuleBasedStateMachine):
@@ -135,6 +106,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self.events = 0
         self.sent: list[list[list[Any]]] = [[], []]  # per provider: [event, accepted]
         self.attempts: list[PaymentAttempt] = []
+        self.prepaid: list[Lease] = []  # leases the prepaid buyer started in this sequence
         self.model = m.MoneyModel(
             commission_rate=django_settings.PLATFORM_COMMISSION_RATE,
             hourly_tolerance=django_settings.USAGE_HOURLY_TOLERANCE,
@@ -341,7 +313,8 @@ class MoneyMachine(RuleBasedStateMachine):
     def saw_finalized(self, invoice: m.Invoice) -> None:
         SEEN["invoices finalized"] += 1
         SEEN["invoices paid partly by vouchers"] += invoice.voucher_credit > 0
-        SEEN["invoices paid wholly by vouchers"] += invoice.subtotal > 0 and invoice.amount_due == 0
+        SEEN["invoices paid wholly by vouchers"] += invoice.subtotal > 0 and invoice.voucher_credit == invoice.subtotal
+        SEEN["invoices paid by compute-bank credit"] += invoice.bank_credit > 0
         SEEN["invoices with adjustments for late usage"] += any(line.kind == "adjustment" for line in invoice.lines)
         versions = {(line.lease, line.version) for line in invoice.lines}
         SEEN["invoices with two price versions of a lease"] += len(versions) > len({lease for lease, _ in versions})
@@ -364,6 +337,8 @@ class MoneyMachine(RuleBasedStateMachine):
             assert invoices_finalize(invoice_ids=list(ids.values()), now=self.clock) == len(due)
             self.model.expire(now=self.clock)
             SEEN["vouchers expired"] += vouchers_expire(now=self.clock)
+            self.model.expire_grants(now=self.clock)
+            SEEN["fen of bank credit expired"] += grants_expire(now=self.clock)
 
     @precondition(lambda self: self.model.invoices)
     @rule(index=st.integers(0, 1000))
@@ -454,20 +429,17 @@ class MoneyMachine(RuleBasedStateMachine):
             del client.v1.payment_intents.confirm
 
     def deliver(self, attempt: PaymentAttempt, succeeded: bool) -> None:
-        kind = "succeeded" if succeeded else "payment_failed"
-        event = {
-            "id": f"evt_{uuid.uuid4().hex}",
-            "object": "event",
-            "type": f"payment_intent.{kind}",
-            "data": {
-                "object": {
-                    "id": attempt.payment_intent_id,
-                    "object": "payment_intent",
-                    "metadata": {"attempt": str(attempt.pk)},
-                    "last_payment_error": None if succeeded else {"code": "card_declined", "message": "declined"},
-                }
-            },
+        intent = {
+            "id": attempt.payment_intent_id,
+            "object": "payment_intent",
+            "metadata": {"attempt": str(attempt.pk)},
+            "last_payment_error": None if succeeded else {"code": "card_declined", "message": "declined"},
         }
+        self.send_webhook(f"payment_intent.{'succeeded' if succeeded else 'payment_failed'}", intent)
+
+    def send_webhook(self, kind: str, intent: dict[str, Any]) -> None:
+        """A webhook from Stripe, signed, received and processed as the webhook endpoint and its task do."""
+        event = {"id": f"evt_{uuid.uuid4().hex}", "object": "event", "type": kind, "data": {"object": intent}}
         payload = json.dumps(event).encode()
         timestamp = int(time.time())
         secret = django_settings.STRIPE_WEBHOOK_SECRET
@@ -553,60 +525,115 @@ class MoneyMachine(RuleBasedStateMachine):
             lambda: voucher_revoke(voucher=Voucher.objects.get(pk=voucher_id), by="issuer", now=self.clock),
         )
 
+    # --- the compute bank -----------------------------------------------------------------
+
+    @rule(
+        buyer=st.sampled_from([0, 1, 2, 2]),  # the prepaid buyer needs credit most
+        amount=st.integers(100, 60_000),
+        days=st.one_of(st.none(), st.integers(1, 60)),
+        priority=st.sampled_from([50, 100]),
+    )
+    def the_platform_grants_credit(self, buyer: int, amount: int, days: int | None, priority: int) -> None:
+        self.clock += timedelta(minutes=1)  # grants made at one instant would be spent in the order of their ids
+        organization = self.world.buyers[buyer]
+        expires_at = None if days is None else self.clock + timedelta(days=days)
+        with self.at_clock():
+            grant = grant_create(
+                buyer=organization,
+                source=CreditGrant.Source.PROMOTION,
+                amount=amount,
+                by="operator",
+                expires_at=expires_at,
+                priority=priority,
+                now=self.clock,
+            )
+        self.model.grant(m.Grant(str(grant.pk), str(organization.pk), False, amount, expires_at, priority, self.clock))
+        SEEN["bank credit granted by the platform"] += 1
+
+    @rule(
+        buyer=st.sampled_from([0, 1, 2, 2]), amount=st.integers(100, 60_000), card=st.sampled_from(["good", "declined"])
+    )
+    def a_buyer_tops_up(self, buyer: int, amount: int, card: str) -> None:
+        """The buyer confirms a top-up's PaymentIntent with a card (Stripe.js); Stripe's webhook tells
+        the outcome, and is delivered twice."""
+        self.clock += timedelta(minutes=1)
+        organization = self.world.buyers[buyer]
+        client = stripe_client()
+        with self.at_clock():
+            top_up, _ = top_up_create(buyer=organization, amount=amount, currency="CNY")
+            intent_id = str(top_up.payment_intent_id)
+            client.v1.payment_intents.update(intent_id, params={"payment_method": new_card(CARDS[card])})
+            with contextlib.suppress(stripe_library.CardError):
+                client.v1.payment_intents.confirm(intent_id)
+            intent = client.v1.payment_intents.retrieve(intent_id).to_dict()
+            succeeded = intent["status"] == "succeeded"
+            assert succeeded == (card == "good")
+            for _ in range(2):
+                self.send_webhook(f"payment_intent.{'succeeded' if succeeded else 'payment_failed'}", intent)
+        if succeeded:
+            grant = CreditGrant.objects.get(top_up__pk=top_up.pk)
+            self.model.grant(m.Grant(str(grant.pk), str(organization.pk), True, amount, None, 100, self.clock))
+        SEEN[f"top-ups {'granted' if succeeded else 'declined'}"] += 1
+
+    @precondition(lambda self: len(self.prepaid) < 4)
+    @rule(cards=st.integers(1, 2), hours=st.integers(1, 4))
+    def a_prepaid_buyer_starts_a_lease(self, cards: int, hours: int) -> None:
+        """The prepaid buyer's lease starts only if its available credit covers the expected cost, held."""
+        organization = self.world.buyers[2]
+        requirements = Requirements(
+            cards=cards, duration_hours=hours, workload="training", gpu_model="H100-80G",
+            allowed_hubs=frozenset({"jingjinji"}),
+        )  # fmt: skip
+        with self.at_clock():
+            if str(organization.pk) in self.model.blocked:
+                self.expect(
+                    m.Refused("orders_blocked"), lambda: order_place(buyer=organization, requirements=requirements)
+                )
+                return
+            for pool in self.world.pools.values():  # the providers' agents keep the pools fresh
+                pool_heartbeat(pool=pool, healthy_cards=pool.cards, observed_at=self.clock)
+            lease = order_place(buyer=organization, requirements=requirements).leases.get()
+            booked = (lease.end_at - lease.start_at).total_seconds()
+            ahead = min(django_settings.BANK_HOLD_HORIZON_HOURS * 3600, (lease.end_at - self.clock).total_seconds())
+            needed = m.round_half_up(Fraction(lease.estimated_cost) * Fraction(ahead) / Fraction(booked) * 100)
+            model_lease = m.Lease(str(lease.pk), self.model.pools[str(lease.pool_id)], str(organization.pk), cards)
+            _, refusal = self.predict(lambda: self.model.lease_starts(lease=model_lease, needed=needed, now=self.clock))
+            started = self.expect(refusal, lambda: lease_start(lease_id=lease.pk, by="test", now=self.clock))
+        if started is not None:
+            self.prepaid.append(started)
+            SEEN["prepaid leases started, credit held"] += 1
+
+    @precondition(lambda self: self.prepaid)
+    @rule(index=st.integers(0, 1000), hours_back=st.integers(0, 48), seconds=SECONDS, ends=st.booleans())
+    def a_prepaid_lease_runs(self, index: int, hours_back: int, seconds: int, ends: bool) -> None:
+        """Its usage is metered (drawing its hold down); then it may end, releasing the hold once."""
+        lease = self.pick(self.prepaid, index)
+        lease.refresh_from_db()
+        at = max(lease.started_at, min(lease.ended_at or self.clock, self.clock - timedelta(hours=hours_back)))
+        self.events += 1
+        event = {
+            "specversion": "1.0", "id": f"evt-{self.events}", "source": "agent://machine/pool",
+            "type": "compute.gpu_seconds", "subject": str(lease.pk), "time": at.isoformat(),
+            "data": {"quantity": seconds, "cards": lease.cards},
+        }  # fmt: skip
+        accepted = self.model.report_usage(lease_id=str(lease.pk), at=at, seconds=seconds, now=self.clock)
+        with self.at_clock():
+            result = usage_events_ingest(provider_id=lease.provider_id, events=[event], now=self.clock)
+            assert result.accepted == int(accepted), result.errors
+            usage_rollup_buckets(
+                buckets=[(lease_id, datetime.fromtimestamp(hour * 3600, UTC)) for lease_id, hour in result.buckets]
+            )
+            if ends and lease.ended_at is None:
+                lease_end(lease_id=lease.pk, status=Lease.Status.COMPLETED, reason="done", by="test", now=self.clock)
+                self.model.holds[str(lease.pk)][1] = False
+                SEEN["prepaid leases ended, hold released"] += 1
+
     # --- the books ------------------------------------------------------------------------
 
     @invariant()
     def the_books_agree_with_the_model(self) -> None:
         SEEN["steps checked"] += 1
-        model = self.model
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT coalesce(sum(amount), 0) FROM billing_leg")
-            assert cursor.fetchone()[0] == 0, "the ledger does not sum to zero"
-        ledger = {
-            (purpose, str(organization) if organization else None): int(total)
-            for purpose, organization, total in Leg.objects.values_list("account__purpose", "account__organization_id")
-            .annotate(total=Sum("amount"))
-            .order_by()
-        }
-        expected = {key: amount for key, amount in model.ledger.items() if amount}
-        assert {key: amount for key, amount in ledger.items() if amount} == expected
-
-        invoices = {
-            (str(buyer), start): (status, subtotal, credit, due, paid)
-            for buyer, start, status, subtotal, credit, due, paid in Invoice.objects.values_list(
-                "buyer_id", "period_start", "status", "subtotal", "voucher_credit", "amount_due", "amount_paid"
-            )
-        }
-        assert invoices == {
-            key: (i.status, i.subtotal, i.voucher_credit, i.amount_due, i.amount_paid)
-            for key, i in model.invoices.items()
-        }
-        vouchers = {
-            str(pk): (status, remaining, released)
-            for pk, status, remaining, released in Voucher.objects.values_list("pk", "status", "remaining", "released")
-        }
-        assert vouchers == {pk: (v.status, v.remaining, v.released) for pk, v in model.vouchers.items()}
-        programs = {str(p.pk): p.budget_left for p in VoucherProgram.objects.all()}
-        assert programs == {pk: p.budget_left for pk, p in model.programs.items()}
-        caps = {
-            (str(buyer), str(issuer), year): redeemed
-            for buyer, issuer, year, redeemed in YearlyCapUsage.objects.values_list(
-                "buyer", "issuer", "year", "redeemed"
-            )
-            if redeemed
-        }
-        assert caps == {key: amount for key, amount in model.cap_used.items() if amount}
-        statements = {
-            (str(provider), start): net
-            for provider, start, net in ProviderStatement.objects.values_list("provider_id", "period_start", "net")
-            if net
-        }
-        assert statements == {key: net for key, net in model.statements.items() if net}
-        blocked = {
-            str(pk) for pk in Organization.objects.exclude(orders_blocked_reason="").values_list("pk", flat=True)
-        }
-        assert blocked == model.blocked
-        assert reconcile() == []
+        assert_books_agree(self.model, prepaid=str(self.world.buyers[2].pk), now=self.clock)
 
 
 def test_money_state_machine(stripe: str) -> None:
