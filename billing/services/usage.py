@@ -353,23 +353,17 @@ def invoices_for_usage(*, months: set[tuple[Any, tuple[datetime, datetime]]]) ->
     commit (taken in id order, as finalizing takes them): none can be finalized
     while this transaction writes their usage.
     """
-    owners = Q()
+    invoices = {}
     for buyer_id, (start, end) in sorted(months, key=str):
-        Invoice.objects.get_or_create(buyer_id=buyer_id, period_start=start, defaults={"period_end": end})
-        owners |= Q(buyer_id=buyer_id, period_start=start)
-    invoices = {
-        pk: (buyer_id, start, status)
-        for pk, buyer_id, start, status in Invoice.objects.filter(owners).values_list(
-            "pk", "buyer_id", "period_start", "status"
-        )
-    }
+        invoice, _ = Invoice.objects.get_or_create(buyer_id=buyer_id, period_start=start, defaults={"period_end": end})
+        invoices[invoice.pk] = [buyer_id, start, invoice.status]
     if connection.vendor == "postgresql":  # SQLite has one writer at a time
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT id, status FROM billing_invoice WHERE id = ANY(%s) ORDER BY id FOR SHARE", [sorted(invoices)]
             )
-            for pk, status in cursor.fetchall():
-                invoices[pk] = (*invoices[pk][:2], status)
+            for pk, status in cursor.fetchall():  # as it stands once locked
+                invoices[pk][2] = status
     closed = {(buyer_id, start) for buyer_id, start, status in invoices.values() if status != Invoice.Status.DRAFT}
     if closed:
         current = month_of(timezone.now())

@@ -219,7 +219,6 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "billing.tasks.usage_*": {"queue": "ingest"},
     "marketplace.tasks.*": {"queue": "default"},
-    "billing.tasks.invoice_*": {"queue": "settle"},
     "billing.tasks.invoices_*": {"queue": "settle"},
     "billing.tasks.payment_*": {"queue": "payments"},
     "billing.tasks.payments_*": {"queue": "payments"},
