@@ -13,7 +13,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
-## Start the service with demo data on SQLite and the embedded broker (no servers).
+## Start the service with demo data on the embedded PostgreSQL and broker (no servers).
 demo: $(STAMP)
 	scripts/demo.sh
 

@@ -1,4 +1,4 @@
-"""The raw usage events table, and its monthly partitions (PostgreSQL only).
+"""The raw usage events table, and its monthly partitions (PostgreSQL's declarative partitioning).
 
 The table is append-only and read by lease and time; it has no primary-key
 index to maintain on the hot path (``id`` is an identity for reference, and
@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 TABLE = "billing_usageevent"
 
-CREATE_POSTGRES = f"""
+CREATE = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     id bigint GENERATED ALWAYS AS IDENTITY,
     source varchar(500) NOT NULL,
@@ -39,26 +39,6 @@ CREATE INDEX IF NOT EXISTS {TABLE}_lease_time ON {TABLE} (lease_id, time);
 CREATE TABLE IF NOT EXISTS {TABLE}_default PARTITION OF {TABLE} DEFAULT;
 """
 
-CREATE_SQLITE = f"""
-CREATE TABLE IF NOT EXISTS {TABLE} (
-    id integer PRIMARY KEY AUTOINCREMENT,
-    source varchar(500) NOT NULL,
-    event_id varchar(200) NOT NULL,
-    type varchar(64) NOT NULL,
-    lease_id char(32) NOT NULL,
-    provider_id char(32) NOT NULL,
-    time datetime NOT NULL,
-    quantity decimal,
-    cards integer,
-    model varchar(100) NOT NULL DEFAULT '',
-    input_tokens bigint,
-    output_tokens bigint,
-    data text NOT NULL,
-    received_at datetime NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {TABLE}_lease_time ON {TABLE} (lease_id, time);
-"""
-
 
 def _month_start(year: int, month: int) -> date:
     return date(year + (month - 1) // 12, (month - 1) % 12 + 1, 1)
@@ -67,8 +47,6 @@ def _month_start(year: int, month: int) -> date:
 def usage_partitions_ensure(*, around: date, months_back: int = 2, months_ahead: int = 3) -> list[str]:
     """Create the monthly partitions from ``months_back`` before ``around`` to
     ``months_ahead`` after it. Returns the partitions created."""
-    if connection.vendor != "postgresql":
-        return []
     created = []
     with connection.cursor() as cursor:
         for offset in range(-months_back, months_ahead + 1):

@@ -157,17 +157,6 @@ def rate_unbilled(*, invoices: Sequence[Any]) -> dict[Any, Unbilled]:
     oldest = {}
     for invoice in sorted(invoices, key=lambda invoice: invoice.period_end, reverse=True):
         oldest[invoice.buyer_id] = invoice
-    if connection.vendor != "postgresql":  # SQLite: one writer at a time
-        unbilled = {}
-        for invoice in invoices:
-            rollups = unbilled_rollups(
-                buyer_id=invoice.buyer_id, period_start=invoice.period_start, period_end=invoice.period_end
-            ).exclude(price_plan__isnull=True)
-            if oldest[invoice.buyer_id] is not invoice:
-                rollups = rollups.filter(late=False)
-            late_rows = list(rollups.filter(late=True).values_list("pk", flat=True))
-            unbilled[invoice.pk] = Unbilled(rate(rollups, period_start=invoice.period_start), late_rows)
-        return unbilled
     zone = {"zone": str(local_zone())}
     rows: dict[Any, list[dict[str, Any]]] = {invoice.pk: [] for invoice in invoices}
     late: dict[Any, list[Any]] = {invoice.pk: [] for invoice in invoices}

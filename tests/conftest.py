@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Tests run on PostgreSQL and Redis, never on the embedded fallbacks.
+    # Tests run on the PostgreSQL and Redis servers CI starts, not on the embedded defaults.
     from django.conf import settings
 
     if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":

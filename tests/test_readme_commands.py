@@ -1,4 +1,4 @@
-"""The README's first command serves the API, with docs, on SQLite and the embedded broker."""
+"""The README's first command serves the API, with docs, on the embedded PostgreSQL and broker."""
 
 import http.cookiejar
 import json
@@ -71,7 +71,7 @@ def test_demo_serves_api_docs_and_demo_keys_and_runs_tasks_without_servers(demo)
 
     assert _get(f"{base}/api/docs/")[0] == 200
     assert json.loads(_get(f"{base}/readyz")[1])["checks"] == {"database": "ok", "broker": "ok"}
-    assert (data_dir / "db.sqlite3").exists()
+    assert (data_dir / "postgres" / "PG_VERSION").read_text().strip() == "18"
     keys = dict(line.split()[:3:2] for line in (data_dir / "demo-keys.txt").read_text().splitlines())
     me = json.loads(_get(f"{base}/api/v1/organizations/me/", keys["buyer"])[1])
     assert me["kind"] == "buyer"

@@ -3,20 +3,14 @@ from django.utils import timezone
 
 
 def create_table(apps, schema_editor):
-    from billing.partitions import CREATE_POSTGRES, CREATE_SQLITE, usage_partitions_ensure
+    from billing.partitions import CREATE, usage_partitions_ensure
 
-    connection = schema_editor.connection
-    if connection.vendor == "postgresql":
-        schema_editor.execute(CREATE_POSTGRES)
-        usage_partitions_ensure(around=timezone.now().date())
-    else:
-        for statement in CREATE_SQLITE.split(";"):
-            if statement.strip():
-                schema_editor.execute(statement)
+    schema_editor.execute(CREATE)
+    usage_partitions_ensure(around=timezone.now().date())
 
 
 def drop_table(apps, schema_editor):
-    schema_editor.execute("DROP TABLE IF EXISTS billing_usageevent CASCADE" if schema_editor.connection.vendor == "postgresql" else "DROP TABLE IF EXISTS billing_usageevent")
+    schema_editor.execute("DROP TABLE IF EXISTS billing_usageevent CASCADE")
 
 
 class Migration(migrations.Migration):

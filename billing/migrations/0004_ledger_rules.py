@@ -2,7 +2,7 @@
 
 from django.db import migrations
 
-from core.migration_operations import run_sql_on_postgresql
+from core.migration_operations import run_sql_script
 
 RULES = """
 CREATE OR REPLACE FUNCTION billing_entry_balanced() RETURNS trigger AS $$
@@ -64,4 +64,4 @@ DROP FUNCTION IF EXISTS billing_entry_balanced();
 class Migration(migrations.Migration):
     dependencies = [("billing", "0003_ledger")]
 
-    operations = [run_sql_on_postgresql(RULES, DROP)]
+    operations = [run_sql_script(RULES, DROP)]

@@ -7,14 +7,14 @@ updates a row each time events of its hour arrive.
 
 from django.db import migrations
 
-from core.migration_operations import run_sql_on_postgresql
+from core.migration_operations import run_sql_script
 
 
 class Migration(migrations.Migration):
     dependencies = [("billing", "0006_usagerollup_price_plan")]
 
     operations = [
-        run_sql_on_postgresql(
+        run_sql_script(
             "ALTER TABLE billing_usagerollup SET (fillfactor = 70)", "ALTER TABLE billing_usagerollup RESET (fillfactor)"
         )
     ]

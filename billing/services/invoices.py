@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing.models import Account, Invoice, InvoiceLine, InvoiceSequence, JournalEntry, ProviderStatement
+from billing.models import Account, Invoice, InvoiceLine, JournalEntry, ProviderStatement
 from billing.periods import local_year, month_of
 from billing.rating import RatedLine, late_rows_bill, rate, rate_unbilled, unbilled_rollups
 from billing.services.ledger import NewEntry, Purpose, account_for, accounts_for, entries_post, entry_reverse
@@ -73,18 +73,13 @@ def draft_lines(invoice: Invoice) -> list[RatedLine]:
 def _take_numbers(at: datetime, count: int) -> list[str]:
     """The year's next ``count`` numbers. The sequence row stays locked until commit: numbers have no gaps."""
     year = local_year(at)
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO billing_invoicesequence (year, last) VALUES (%s, %s)"
-                " ON CONFLICT (year) DO UPDATE SET last = billing_invoicesequence.last + EXCLUDED.last RETURNING last",
-                [year, count],
-            )
-            (last,) = cursor.fetchone()
-    else:
-        InvoiceSequence.objects.get_or_create(year=year)
-        InvoiceSequence.objects.filter(year=year).update(last=F("last") + count)
-        last = InvoiceSequence.objects.get(year=year).last
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO billing_invoicesequence (year, last) VALUES (%s, %s)"
+            " ON CONFLICT (year) DO UPDATE SET last = billing_invoicesequence.last + EXCLUDED.last RETURNING last",
+            [year, count],
+        )
+        (last,) = cursor.fetchone()
     return [f"CG-{year}-{n:06d}" for n in range(last - count + 1, last + 1)]
 
 

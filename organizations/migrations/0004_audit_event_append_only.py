@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from core.migration_operations import run_sql_on_postgresql
+from core.migration_operations import run_sql_script
 
 RULES = """
 CREATE OR REPLACE FUNCTION organizations_audit_append_only() RETURNS trigger AS $$
@@ -23,4 +23,4 @@ DROP FUNCTION IF EXISTS organizations_audit_append_only();
 class Migration(migrations.Migration):
     dependencies = [("organizations", "0003_audit_event")]
 
-    operations = [run_sql_on_postgresql(RULES, DROP)]
+    operations = [run_sql_script(RULES, DROP)]

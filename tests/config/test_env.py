@@ -1,7 +1,9 @@
 import os
+import signal
 import subprocess
 import sys
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -55,14 +57,14 @@ def test_env_str_without_default_requires_the_variable() -> None:
         env_str("SECRET_KEY", environ={})
 
 
-@pytest.mark.parametrize("value", ["mysql://root@localhost/db", "postgres://", "not a url"])
+@pytest.mark.parametrize("value", ["mysql://root@localhost/db", "file:///var/db", "postgres://", "not a url", ""])
 def test_env_database_refuses_unsupported_or_incomplete_urls(value: str) -> None:
     with pytest.raises(ImproperlyConfigured, match="DATABASE_URL"):
-        env_database("DATABASE_URL", "sqlite:///x.db", environ={"DATABASE_URL": value})
+        env_database("DATABASE_URL", environ={"DATABASE_URL": value})
 
 
 def test_env_database_reads_a_postgres_url() -> None:
-    config = env_database("DATABASE_URL", "", environ={"DATABASE_URL": "postgres://app@db:5433/grid"})
+    config = env_database("DATABASE_URL", environ={"DATABASE_URL": "postgres://app@db:5433/grid"})
     assert config["ENGINE"] == "django.db.backends.postgresql"
     assert (config["HOST"], config["PORT"], config["NAME"], config["USER"]) == ("db", 5433, "grid", "app")
 
@@ -100,16 +102,109 @@ def test_the_service_refuses_to_start_without_a_secret_key() -> None:
     assert "Set the environment variable SECRET_KEY" in result.stderr
 
 
-def test_without_database_and_redis_urls_the_service_uses_sqlite_and_the_filesystem_broker(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def _dev_process(code: str, data_dir: Path, **env_overrides: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update({"DJANGO_SETTINGS_MODULE": "config.settings.dev", "DATA_DIR": str(data_dir), **env_overrides})
+    return subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def _embedded_server_running(data_dir: Path) -> bool:
+    pid_file = data_dir / "postgres" / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text().split()[0]), 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_without_database_and_redis_urls_dev_runs_on_an_embedded_postgresql_and_the_filesystem_broker(
+    tmp_path: Path,
+) -> None:
     code = (
-        "import django; django.setup(); from django.conf import settings; "
-        "print(settings.DATABASES['default']['ENGINE'], settings.CELERY_BROKER_URL)"
+        "from django.conf import settings; from django.db import connection; "
+        "cursor = connection.cursor(); cursor.execute('SHOW server_version_num'); "
+        "print(connection.display_name, cursor.fetchone()[0][:2], settings.DATABASES['default']['HOST'], "
+        "settings.CELERY_BROKER_URL)"
     )
+
+    result = _dev_process(code, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    vendor, major, host, broker = result.stdout.split()
+    assert (vendor, major, broker) == ("PostgreSQL", "18", "filesystem://")
+    assert host.startswith("/"), "connected over a Unix socket, no TCP port"
+    assert not _embedded_server_running(tmp_path), "the server stops with the last process that used it"
+
+
+def test_the_embedded_database_keeps_its_data_across_restarts(tmp_path: Path) -> None:
+    write = "connection.cursor().execute('CREATE TABLE kept (note text); INSERT INTO kept VALUES (%s)', ['hello'])"
+    read = "cursor = connection.cursor(); cursor.execute('SELECT note FROM kept'); print(cursor.fetchone()[0])"
+
+    first = _dev_process(f"from django.db import connection; {write}", tmp_path)
+    second = _dev_process(f"from django.db import connection; {read}", tmp_path)
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == "hello"
+
+
+def test_a_process_killed_outright_does_not_keep_the_embedded_server_running(tmp_path: Path) -> None:
+    # given a process that joined the server and was then killed with SIGKILL (no atexit)
+    killed = _dev_process(
+        "import os, signal; from django.db import connection; connection.ensure_connection(); "
+        "os.kill(os.getpid(), signal.SIGKILL)",
+        tmp_path,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert _embedded_server_running(tmp_path), "its handle kept the server up"
+
+    # when another process comes and goes
+    result = _dev_process("from django.db import connection; connection.ensure_connection()", tmp_path)
+
+    # then the server stops with it: the dead process's handle was dropped
+    assert result.returncode == 0, result.stderr
+    assert not _embedded_server_running(tmp_path)
+
+
+def test_sigterm_stops_a_process_through_its_cleanup_and_with_it_the_embedded_server(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     env.update({"DJANGO_SETTINGS_MODULE": "config.settings.dev", "DATA_DIR": str(tmp_path)})
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    code = "import django, time; django.setup(); from django.db import connection; connection.ensure_connection(); "
+    process = subprocess.Popen(
+        [sys.executable, "-c", code + "print('up', flush=True); time.sleep(120)"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stdout.readline().strip() == "up"
+
+    process.send_signal(signal.SIGTERM)
+
+    assert process.wait(timeout=30) == 128 + signal.SIGTERM
+    assert not _embedded_server_running(tmp_path)
+
+
+def test_with_a_database_url_dev_starts_nothing_embedded(tmp_path: Path) -> None:
+    result = _dev_process(
+        "from django.conf import settings; print(settings.DATABASES['default']['HOST'])",
+        tmp_path,
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/compute_grid",
+    )
+
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["django.db.backends.sqlite3", "filesystem://"]
+    assert result.stdout.strip() == "127.0.0.1"
+    assert not (tmp_path / "postgres").exists()
+
+
+def test_production_settings_refuse_to_start_without_a_database_url() -> None:
+    result = _start_django({"ALLOWED_HOSTS": "grid.example.com"}, "config.settings.production")
+
+    assert result.returncode != 0
+    assert "Set DATABASE_URL=postgres://" in result.stderr
+    assert "embedded" in result.stderr
 
 
 def test_production_settings_pass_the_deployment_checks() -> None:
@@ -149,3 +244,17 @@ def test_env_rate_reads_requests_per_period(value: str, expected: tuple[int, int
 def test_env_rate_refuses_what_is_not_a_rate(value: str) -> None:
     with pytest.raises(ImproperlyConfigured, match="RATE"):
         env_rate("RATE", "1/s", environ={"RATE": value})
+
+
+def test_a_missing_database_stops_manage_py_with_one_line_saying_what_to_do() -> None:
+    env = {**os.environ, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/compute_grid_never_created"}
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "The database 'compute_grid_never_created' does not exist on the PostgreSQL server at 127.0.0.1: create it "
+        "first (createdb -h 127.0.0.1 compute_grid_never_created), or unset DATABASE_URL to use the embedded default."
+    ]
