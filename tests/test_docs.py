@@ -19,7 +19,6 @@ from tests.conftest import REPO
 
 API_PREFIX = "api/v1/"
 API_MD = REPO / "docs" / "api.md"
-ARCHITECTURE_MD = REPO / "docs" / "architecture.md"
 # The apps from the bottom up: each may import only the apps before it.
 LAYERS = ["core", "organizations", "pools", "vouchers", "marketplace", "billing", "dashboards"]
 # A route as docs/api.md writes it: `METHOD path`, the path relative to /api/v1/.
