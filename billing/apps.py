@@ -15,7 +15,7 @@ class BillingConfig(AppConfig):
         if redeem_vouchers not in invoices.VOUCHER_HOOKS:
             invoices.VOUCHER_HOOKS.append(redeem_vouchers)
             invoices.VOID_HOOKS.append(reverse_vouchers)
-        # Vouchers first, then the bank (ARCHITECTURE.md, "Money paths and their order").
+        # Vouchers first, then the bank (docs/architecture.md, "Money paths and their order").
         if pay_from_bank not in invoices.BANK_HOOKS:
             invoices.BANK_HOOKS.append(pay_from_bank)
             invoices.VOID_HOOKS.append(give_back_to_bank)

@@ -1,6 +1,6 @@
 """The compute bank pays what vouchers left of an invoice at finalization; a void gives it back.
 
-Registered in ``BillingConfig`` after the voucher hooks (ARCHITECTURE.md, "Money paths
+Registered in ``BillingConfig`` after the voucher hooks (docs/architecture.md, "Money paths
 and their order"): the bank draws what the invoice still owes, soonest-expiring
 grant first; the invoice books the credit against the buyer's bank clearing, which
 the draw credited; Stripe collects the rest.

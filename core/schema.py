@@ -1,4 +1,4 @@
-"""The error answers of API.md, documented on every operation of the OpenAPI schema.
+"""The error answers of docs/api.md, documented on every operation of the OpenAPI schema.
 
 Every failure goes through ``core.exception_handler`` and has the same body, so the
 statuses an operation can answer follow from what it is: any operation can be

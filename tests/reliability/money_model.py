@@ -1,6 +1,6 @@
 """A small model of the money of Compute Grid, in plain Python, for the money state machine.
 
-It knows nothing of the service's code: it is the rules of ARCHITECTURE.md and the issues
+It knows nothing of the service's code: it is the rules of docs/architecture.md and the issues
 written out again with exact fractions. Usage is rated with the price version in force at
 the start of its hour and rounded once per invoice line; vouchers pay their program's
 share of eligible lines, soonest-expiring first, within their remaining value, the yearly

@@ -10,7 +10,7 @@ are printed at the end of the session and written to var/fuzz-figures.json.
 One deliberate setting, `positive_data_acceptance` also accepting 400 and 422: the
 schema cannot say everything a request must satisfy (a GPU model code that exists, an
 end after a start, at most 31 days of hourly usage, a Stripe signature that verifies);
-API.md answers those with 400 (bad input, `fields` saying why) or 422 (a rule). Every
+docs/api.md answers those with 400 (bad input, `fields` saying why) or 422 (a rule). Every
 other check runs with its defaults.
 
 `FUZZ_EXAMPLES` (default 20) bounds the examples per operation of the fuzzing phase.

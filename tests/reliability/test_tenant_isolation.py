@@ -12,7 +12,7 @@ Tenant B's keys (buyer, provider, issuer) are pointed at tenant A's objects:
 - none of A's rows changes;
 - a PATCH or PUT never changes a field outside its serializer's writable set.
 
-Operators are not a tenant: they see every tenant by design (API.md).
+Operators are not a tenant: they see every tenant by design (docs/api.md).
 """
 
 import json
@@ -106,7 +106,7 @@ def _later() -> str:
 
 
 ROUTES: dict[str, dict[str, Check]] = {
-    # Public: documented in API.md as open to anyone.
+    # Public: documented in docs/api.md as open to anyone.
     "api/schema/": {"GET": Exempt("the OpenAPI schema")},
     "api/docs/": {"GET": Exempt("Swagger UI")},
     "healthz": {"GET": Exempt("liveness probe")},
