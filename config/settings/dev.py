@@ -7,3 +7,5 @@ os.environ.setdefault("DEBUG", "true")
 os.environ.setdefault("LOG_FORMAT", "text")
 
 from config.settings.base import *  # noqa: F403
+
+BILLING_AS_OF_ALLOWED = True  # manage.py settle --as-of: month end as of a later moment
