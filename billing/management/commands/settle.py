@@ -41,8 +41,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, as_of: str | None = None, **options: Any) -> None:
         now = timezone.now() if as_of is None else _as_of(as_of)
-        zone = local_zone()
-        self.stdout.write(f"Settling as of {now.astimezone(zone):%Y-%m-%d %H:%M:%S %Z} ({_utc(now)})")
+        self.stdout.write(f"Settling as of {_local(now)} ({_utc(now)})")
 
         finalized = self._finalize(now)
         outcomes, failures = self._collect(now)
@@ -58,10 +57,10 @@ class Command(BaseCommand):
     def _finalize(self, now: datetime) -> int:
         due = invoices.invoices_due_for_finalizing(now=now)
         grace = settings.BILLING_FINALIZE_GRACE_HOURS
-        closed_before = month_of(now - timedelta(hours=grace))[0].astimezone(local_zone())
+        closed_before = month_of(now - timedelta(hours=grace))[0]
         self.stdout.write(
-            f"Finalizing {len(due):,} draft{'s' * (len(due) != 1)} of months that ended before "
-            f"{closed_before:%Y-%m-%d %H:%M %Z} (month end plus {grace} hours of grace for late usage)"
+            f"Finalizing {len(due):,} draft{'s' * (len(due) != 1)} of months that ended by "
+            f"{_local(closed_before)} (month end plus {grace} hours of grace for late usage)"
         )
         size = settings.BILLING_FINALIZE_BATCH_SIZE
         finalized = 0
@@ -106,8 +105,14 @@ def _as_of(value: str) -> datetime:
     if timezone.is_naive(moment):
         moment = moment.replace(tzinfo=local_zone())
     if moment < timezone.now():
-        raise CommandError(f"--as-of {_utc(moment)} is in the past: month end runs as of now or a later moment.")
+        raise CommandError(
+            f"--as-of {value} ({_utc(moment)}) is in the past: month end runs as of now or a later moment."
+        )
     return moment
+
+
+def _local(moment: datetime) -> str:
+    return f"{moment.astimezone(local_zone()):%Y-%m-%d %H:%M:%S} {settings.BILLING_TIME_ZONE}"
 
 
 def _utc(moment: datetime) -> str:
