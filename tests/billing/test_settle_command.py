@@ -109,6 +109,8 @@ def test_settling_as_of_a_later_moment_is_refused_with_production_settings() -> 
         "DATABASE_URL": database_url(),
         "SECRET_KEY": "a-production-like-secret-key-for-this-test-only-0123456789",
         "ALLOWED_HOSTS": "grid.example.com",
+        "STRIPE_API_KEY": "sk_test_production_like",
+        "STRIPE_WEBHOOK_SECRET": "whsec_production_like",
         "DEBUG": "false",
     }
 
