@@ -38,6 +38,8 @@ if [ -x "$LOCALSTRIPE" ] && [ -z "${STRIPE_API_BASE:-}" ]; then
   echo "==> starting localstripe (a fake Stripe) on 127.0.0.1:${STRIPE_PORT}"
   "$LOCALSTRIPE" --port "$STRIPE_PORT" >/dev/null 2>&1 &
   export STRIPE_API_BASE="http://127.0.0.1:${STRIPE_PORT}" STRIPE_CONFIRM_OFF_SESSION=false
+  # localstripe sends payment_intent events, signed with STRIPE_WEBHOOK_SECRET, to the service (as Stripe would)
+  "$PY" manage.py stripe_webhook_register --url "http://127.0.0.1:${PORT}/api/v1/webhooks/stripe/" --wait 30
 fi
 
 echo "==> starting the Celery worker and beat, and the simulated provider agents"

@@ -68,7 +68,7 @@ def payment_method_set(*, organization: Organization, payment_method: str) -> St
     return customer
 
 
-def _open_attempt(invoice_id: Any) -> PaymentAttempt | None:
+def _open_attempt(invoice_id: Any, now: datetime | None = None) -> PaymentAttempt | None:
     """The invoice's pending attempt, or a new one recorded now; None if nothing is to be collected.
 
     The invoice stays due again a little later, so that if this run dies before it learns the
@@ -78,7 +78,7 @@ def _open_attempt(invoice_id: Any) -> PaymentAttempt | None:
         invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
         if invoice.status not in COLLECTIBLE or invoice.amount_paid >= invoice.amount_due:
             return None
-        retry_at = timezone.now() + timedelta(seconds=settings.BILLING_COLLECTION_RETRY_SECONDS)
+        retry_at = (now or timezone.now()) + timedelta(seconds=settings.BILLING_COLLECTION_RETRY_SECONDS)
         pending = invoice.attempts.filter(status=PaymentAttempt.Status.PENDING).first()
         if pending:
             Invoice.objects.filter(pk=invoice.pk).update(next_payment_attempt_at=retry_at)
@@ -94,21 +94,23 @@ def _open_attempt(invoice_id: Any) -> PaymentAttempt | None:
         )
 
 
-def invoice_collect(*, invoice_id: Any) -> PaymentAttempt | None:
+def invoice_collect(*, invoice_id: Any, now: datetime | None = None) -> PaymentAttempt | None:
     """Charge what the invoice still owes to the buyer's card on file. Safe to run again at any
     time; while one run talks to Stripe about an invoice, another for the same invoice does nothing."""
     with advisory_lock(f"invoice-collect:{invoice_id}") as mine:
-        return _collect(invoice_id) if mine else None
+        return _collect(invoice_id, now or timezone.now()) if mine else None
 
 
-def _collect(invoice_id: Any) -> PaymentAttempt | None:
-    attempt = _open_attempt(invoice_id)
+def _collect(invoice_id: Any, now: datetime) -> PaymentAttempt | None:
+    attempt = _open_attempt(invoice_id, now)
     if attempt is None:
         return None
     invoice = attempt.invoice
     customer = StripeCustomer.objects.filter(organization_id=invoice.buyer_id).first()
     if customer is None or not customer.default_payment_method:
-        payment_failed(attempt_id=attempt.pk, code="no_payment_method", message="The buyer has no card on file.")
+        payment_failed(
+            attempt_id=attempt.pk, code="no_payment_method", message="The buyer has no card on file.", now=now
+        )
         return PaymentAttempt.objects.get(pk=attempt.pk)
     client = stripe_client()
     if attempt.payment_intent_id is None:
@@ -132,7 +134,7 @@ def _collect(invoice_id: Any) -> PaymentAttempt | None:
             attempt.payment_intent_id = intent.id
     intent = client.v1.payment_intents.retrieve(attempt.payment_intent_id)  # type: ignore[arg-type]
     if intent.status == "succeeded":
-        payment_succeeded(attempt_id=attempt.pk)
+        payment_succeeded(attempt_id=attempt.pk, now=now)
     elif intent.status in ("requires_confirmation", "requires_payment_method") and not intent.last_payment_error:
         try:
             confirmed = client.v1.payment_intents.confirm(
@@ -141,15 +143,18 @@ def _collect(invoice_id: Any) -> PaymentAttempt | None:
                 options={"idempotency_key": f"{attempt.idempotency_key}:confirm"},
             )
         except stripe.CardError as exc:
-            payment_failed(attempt_id=attempt.pk, code=exc.code or "card_error", message=exc.user_message or "")
+            payment_failed(
+                attempt_id=attempt.pk, code=exc.code or "card_error", message=exc.user_message or "", now=now
+            )
         else:
             if confirmed.status == "succeeded":
-                payment_succeeded(attempt_id=attempt.pk)
+                payment_succeeded(attempt_id=attempt.pk, now=now)
     elif intent.last_payment_error:
         payment_failed(
             attempt_id=attempt.pk,
             code=intent.last_payment_error.code or "payment_failed",
             message=intent.last_payment_error.message or "",
+            now=now,
         )
     return PaymentAttempt.objects.get(pk=attempt.pk)
 

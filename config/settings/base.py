@@ -312,6 +312,9 @@ BILLING_FINALIZE_BATCH_SIZE = env_int("BILLING_FINALIZE_BATCH_SIZE", 1000, min_v
 BILLING_DUNNING_DAYS = env_int_list("BILLING_DUNNING_DAYS", [1, 3, 7])
 # A collection that did not learn its outcome (a worker died) is picked up again after this long.
 BILLING_COLLECTION_RETRY_SECONDS = env_int("BILLING_COLLECTION_RETRY_SECONDS", 600, min_value=1)
+# Whether `manage.py settle --as-of` may run month end as of a later moment: a demo's and the tests'
+# time travel, never production's (dev.py and test.py turn it on; it is not read from the environment).
+BILLING_AS_OF_ALLOWED = False
 STRIPE_API_KEY = env_str("STRIPE_API_KEY", "sk_test_compute_grid_local")
 # Empty: Stripe itself. Tests and the local demo point it at localstripe, e.g. http://127.0.0.1:8420
 STRIPE_API_BASE = env_str("STRIPE_API_BASE", "")

@@ -14,3 +14,5 @@ if not DATABASES:
     from config.embedded_database import embedded_database
 
     DATABASES = {"default": embedded_database(DATA_DIR)}
+
+BILLING_AS_OF_ALLOWED = True  # manage.py settle --as-of: month end as of a later moment

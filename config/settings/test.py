@@ -10,6 +10,8 @@ os.environ.setdefault("STRIPE_CONFIRM_OFF_SESSION", "false")  # localstripe refu
 
 from config.settings.base import *  # noqa: F403
 
+BILLING_AS_OF_ALLOWED = True  # manage.py settle --as-of: month end as of a later moment
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
