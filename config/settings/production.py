@@ -1,13 +1,19 @@
-"""Production: HTTPS only, secure cookies; SECRET_KEY and ALLOWED_HOSTS must be set."""
+"""Production: HTTPS only, secure cookies; SECRET_KEY, ALLOWED_HOSTS and METRICS_TOKEN must be set."""
 
-from config.env import env_bool, env_int
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_int, env_str
 from config.settings.base import *  # noqa: F403
 from config.settings.base import DEBUG
 
 if DEBUG:
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured("DEBUG must be off with production settings.")
+
+# A missing token stops the start rather than leaving /metrics refused: a service nobody can
+# watch should be found at deploy time, not when an alert that never fired is looked for.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+if len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 32 characters (e.g. secrets.token_urlsafe(32)).")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
