@@ -5,7 +5,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import F, Q, QuerySet, Sum
+from django.db.models import Count, F, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
@@ -19,6 +19,7 @@ from billing.models import (
     ProviderStatement,
     UsageMetric,
     UsageRollup,
+    UsageRollupDue,
 )
 from billing.models.ledger import Account
 from core.money import round_to_fen
@@ -119,6 +120,12 @@ def platform_revenue_by_day(*, start: datetime, end: datetime) -> list[dict[str,
         .order_by("day")
     )
     return [{"day": row["day"], "revenue": -row["credited"]} for row in rows]
+
+
+def usage_rollups_due() -> tuple[int, datetime | None]:
+    """How many (lease, hour) buckets wait for their rollup, and when the oldest was marked."""
+    due = UsageRollupDue.objects.aggregate(count=Count("pk"), oldest=Min("marked_at"))
+    return due["count"], due["oldest"]
 
 
 def invoice_list(*, organization: Organization) -> QuerySet[Invoice]:

@@ -95,11 +95,28 @@ def utilization(used: Decimal | int, capacity: Decimal | int) -> Decimal:
     return (Decimal(used) / Decimal(capacity)).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
 
 
+def _stale(now: datetime | None) -> Q:
+    """No heartbeat yet, or none fresh (the API's ``stale``)."""
+    return Q(last_heartbeat_at__isnull=True) | Q(last_heartbeat_at__lt=fresh_after(now))
+
+
 def pools_needing_attention(*, organization: Organization, now: datetime | None = None) -> QuerySet[ResourcePool]:
     """Suspended pools, and active ones whose heartbeats went stale (the API's ``stale``)."""
-    stale = Q(last_heartbeat_at__isnull=True) | Q(last_heartbeat_at__lt=fresh_after(now))
     return pool_list(organization=organization).filter(
-        Q(status=ResourcePool.Status.SUSPENDED) | Q(stale, status=ResourcePool.Status.ACTIVE)
+        Q(status=ResourcePool.Status.SUSPENDED) | Q(_stale(now), status=ResourcePool.Status.ACTIVE)
+    )
+
+
+def pools_by_health(*, now: datetime | None = None) -> dict[str, int]:
+    """How many pools are in each status, active ones split into ``active`` (fresh heartbeats) and ``stale``."""
+    status = ResourcePool.Status
+    stale = _stale(now)
+    return ResourcePool.objects.aggregate(
+        pending=Count("pk", filter=Q(status=status.PENDING)),
+        active=Count("pk", filter=Q(status=status.ACTIVE) & ~stale),
+        stale=Count("pk", filter=Q(stale, status=status.ACTIVE)),
+        suspended=Count("pk", filter=Q(status=status.SUSPENDED)),
+        retired=Count("pk", filter=Q(status=status.RETIRED)),
     )
 
 

@@ -20,6 +20,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from billing.metrics import INVOICES_FINALIZED, count_on_commit
 from billing.models import Account, Invoice, InvoiceLine, JournalEntry, ProviderStatement
 from billing.periods import local_year, month_of
 from billing.rating import RatedLine, late_rows_bill, rate, rate_unbilled, unbilled_rollups
@@ -251,6 +252,7 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
     for invoice, number in zip(drafts, _take_numbers(now, len(drafts)), strict=True):
         invoice.number = number
     Invoice.objects.bulk_update(drafts, _FINALIZED_FIELDS)
+    count_on_commit(INVOICES_FINALIZED, len(drafts))
 
     due = [invoice.pk for invoice in drafts if invoice.amount_due and invoice.collection_method == Method.STRIPE]
     if due:

@@ -25,6 +25,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from billing import metrics
 from billing.models import Invoice, PaymentAttempt, StripeCustomer, StripeEvent
 from billing.services.ledger import Purpose, account_for, entry_post
 from billing.stripe_client import stripe_client
@@ -172,6 +173,7 @@ def payment_succeeded(*, attempt_id: Any, now: datetime | None = None) -> bool:
         status=PaymentAttempt.Status.SUCCEEDED
     ):
         return False
+    metrics.count_on_commit(metrics.CARD_PAYMENT_SUCCEEDED)
     attempt = PaymentAttempt.objects.get(pk=attempt_id)
     invoice = Invoice.objects.select_for_update().select_related("buyer").get(pk=attempt.invoice_id)
     entry_post(
@@ -203,6 +205,7 @@ def payment_failed(*, attempt_id: Any, code: str, message: str, now: datetime | 
         status=PaymentAttempt.Status.FAILED, failure_code=code[:100], failure_message=message[:500]
     ):
         return False
+    metrics.count_on_commit(metrics.CARD_PAYMENT_FAILED)
     attempt = PaymentAttempt.objects.get(pk=attempt_id)
     invoice = Invoice.objects.select_for_update().select_related("buyer").get(pk=attempt.invoice_id)
     if invoice.status != Invoice.Status.FINALIZED:
@@ -292,6 +295,7 @@ def bank_transfer_record(*, invoice: Invoice, amount: int, by: str, now: datetim
     if locked.amount_paid == locked.amount_due:
         locked.status, locked.paid_at, locked.next_payment_attempt_at = Invoice.Status.PAID, now, None
     locked.save(update_fields=["amount_paid", "status", "paid_at", "next_payment_attempt_at"])
+    metrics.count_on_commit(metrics.BANK_TRANSFER_RECORDED)
     audit_record(
         actor=by,
         action=AuditEvent.Action.INVOICE_BANK_TRANSFER,
@@ -339,6 +343,7 @@ def webhook_receive(*, payload: bytes, signature: str | None) -> StripeEvent:
             payload, signature, settings.STRIPE_WEBHOOK_SECRET, tolerance=settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS
         )
     except (stripe.SignatureVerificationError, ValueError) as exc:
+        metrics.WEBHOOK_INVALID_SIGNATURE.inc()
         raise ApplicationError(f"The Stripe signature does not verify: {exc}", code="invalid_signature") from None
     record, _ = StripeEvent.objects.get_or_create(
         event_id=event.id, defaults={"type": event.type, "payload": event.to_dict()}
@@ -353,6 +358,7 @@ def webhook_process(*, event_id: Any) -> StripeEvent:
     with transaction.atomic():
         record = StripeEvent.objects.select_for_update().get(pk=event_id)
         if record.status != StripeEvent.Status.RECEIVED:
+            metrics.count_on_commit(metrics.WEBHOOK_DUPLICATE)
             return record
         intent = record.payload.get("data", {}).get("object", {})
         top_up = top_up_for_intent(intent)
@@ -360,6 +366,7 @@ def webhook_process(*, event_id: Any) -> StripeEvent:
             record.status, record.error = top_up_apply_event(top_up=top_up, event_type=record.type, intent=intent)
             record.processed_at = timezone.now()
             record.save(update_fields=["status", "error", "processed_at"])
+            metrics.webhook_counted(record.status)
             return record
         attempt_id = (intent.get("metadata") or {}).get("attempt")
         attempt = PaymentAttempt.objects.filter(pk=str(attempt_id)).first() if _is_uuid(attempt_id) else None
@@ -379,6 +386,7 @@ def webhook_process(*, event_id: Any) -> StripeEvent:
             record.status = StripeEvent.Status.PROCESSED
         record.processed_at = timezone.now()
         record.save(update_fields=["status", "error", "processed_at"])
+        metrics.webhook_counted(record.status)
     return record
 
 

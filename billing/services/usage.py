@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -29,6 +30,7 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from billing.cloudevents import GPU_SECONDS, Event, Rejected, parse_event
+from billing.metrics import usage_batch_counted
 from billing.models import Invoice, UsageEvent, UsageMetric, UsageRollup, UsageRollupDue
 from billing.periods import month_of
 from marketplace.models import Lease
@@ -119,6 +121,7 @@ def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetim
             # The events are stored whether or not the broker answers: a lost task is queued
             # again from UsageRollupDue, so a failure to queue it is logged, not raised.
             transaction.on_commit(lambda: queue_rollups(buckets), robust=True)
+        transaction.on_commit(partial(usage_batch_counted, result), robust=True)
     result.errors.sort(key=lambda error: error["index"])
     return result
 

@@ -347,3 +347,25 @@ BANK_CHECK_SECONDS = env_int("BANK_CHECK_SECONDS", 60, min_value=10)
 
 CELERY_BEAT_SCHEDULE["bank-check"] = {"task": "billing.tasks.bank_check", "schedule": float(BANK_CHECK_SECONDS)}
 CELERY_TASK_ROUTES["billing.tasks.bank_check"] = {"queue": "settle"}
+
+# --- Metrics ---------------------------------------------------------------
+
+# Prometheus scrapes /metrics (and a Celery worker's METRICS_WORKER_PORT) with
+# `Authorization: Bearer <METRICS_TOKEN>`. Unset, metrics are refused (403); production requires it.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# A Celery worker serves its pool's counters at http://<host>:<port>/metrics; 0: it does not.
+METRICS_WORKER_PORT = env_int("METRICS_WORKER_PORT", 0, min_value=0, max_value=65535)
+# Where each process keeps its counters (prometheus_client reads it from the environment when first
+# imported): one directory per gunicorn master, and per Celery worker; see config/gunicorn.py.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
+if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR!r} is not a directory.")
+if METRICS_WORKER_PORT and not PROMETHEUS_MULTIPROC_DIR:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "METRICS_WORKER_PORT needs PROMETHEUS_MULTIPROC_DIR: a worker's pool processes count in files "
+        "of that directory, which the worker's main process serves."
+    )

@@ -1,8 +1,8 @@
-"""Production: HTTPS only, secure cookies; SECRET_KEY and ALLOWED_HOSTS must be set."""
+"""Production: HTTPS only, secure cookies; SECRET_KEY, ALLOWED_HOSTS and METRICS_TOKEN must be set."""
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int
+from config.env import env_bool, env_int, env_str
 from config.settings.base import *  # noqa: F403
 from config.settings.base import DATABASES, DEBUG
 
@@ -12,6 +12,12 @@ if not DATABASES:
     raise ImproperlyConfigured(
         "Set DATABASE_URL=postgres://user:password@host:5432/dbname (production has no embedded database)."
     )
+
+# A missing token stops the start rather than leaving /metrics refused: a service nobody can
+# watch should be found at deploy time, not when an alert that never fired is looked for.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+if len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 32 characters (e.g. secrets.token_urlsafe(32)).")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)

@@ -214,6 +214,7 @@ def test_production_settings_pass_the_deployment_checks() -> None:
             "DJANGO_SETTINGS_MODULE": "config.settings.production",
             "SECRET_KEY": "k3y-" + "a9Zq7Lm2Xc5Vb8Nw" * 4,
             "ALLOWED_HOSTS": "grid.example.com",
+            "METRICS_TOKEN": "m3tr1cs-" + "a9Zq7Lm2Xc5Vb8Nw" * 2,
         }
     )
     result = subprocess.run(

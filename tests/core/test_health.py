@@ -36,16 +36,6 @@ def test_readyz_is_503_when_the_broker_does_not_answer() -> None:
 
 
 @pytest.mark.django_db
-def test_metrics_are_exposed_for_prometheus() -> None:
-    Client().get("/healthz")
-
-    response = Client().get("/metrics")
-
-    assert response.status_code == 200
-    assert b"django_http_requests_total_by_method_total" in response.content
-
-
-@pytest.mark.django_db
 def test_the_openapi_schema_and_swagger_ui_are_served() -> None:
     schema = Client().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     docs = Client().get("/api/docs/")

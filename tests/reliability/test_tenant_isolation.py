@@ -111,7 +111,7 @@ ROUTES: dict[str, dict[str, Check]] = {
     "api/docs/": {"GET": Exempt("Swagger UI")},
     "healthz": {"GET": Exempt("liveness probe")},
     "readyz": {"GET": Exempt("readiness probe")},
-    "metrics": {"GET": Exempt("Prometheus metrics (no tenant data)")},
+    "metrics": {"GET": Exempt("Prometheus metrics: the operators' METRICS_TOKEN, no tenant data (tests/ops)")},
     "api/v1/hubs/": {"GET": Exempt("reference data: the 8 national hubs")},
     "api/v1/gpu-models/": {"GET": Exempt("reference data: GPU models")},
     "api/v1/webhooks/stripe/": {"POST": Exempt("Stripe's webhook: no key, signature checked")},
