@@ -28,6 +28,20 @@ fi
 stop() {
   trap - EXIT INT TERM
   kill $(jobs -p) 2>/dev/null || true
+  # Celery beat signalled while it sets up its schedule can miss the signal and run on. Whatever
+  # still runs after 20 seconds is killed outright; a killed process cannot release its handle on
+  # the embedded database, so one short process then joins and leaves it, and the server stops.
+  for _ in $(seq 80); do
+    [ -z "$(jobs -pr)" ] && break
+    sleep 0.25
+  done
+  if [ -n "$(jobs -pr)" ]; then
+    echo "==> killing what did not stop within 20s:"
+    jobs -r
+    kill -KILL $(jobs -pr) 2>/dev/null || true
+    wait
+    if [ -z "${DATABASE_URL:-}" ]; then "$PY" manage.py check >/dev/null 2>&1 || true; fi
+  fi
   wait
   exit "${1:-0}"
 }
@@ -36,7 +50,8 @@ trap 'stop 0' INT TERM
 LOCALSTRIPE="$(dirname "$PY")/localstripe"
 if [ -x "$LOCALSTRIPE" ] && [ -z "${STRIPE_API_BASE:-}" ]; then
   echo "==> starting localstripe (a fake Stripe) on 127.0.0.1:${STRIPE_PORT}"
-  "$LOCALSTRIPE" --port "$STRIPE_PORT" >/dev/null 2>&1 &
+  # Through scripts/demo_localstripe.py: its state in DATA_DIR, not in the /tmp file every localstripe shares
+  "$PY" scripts/demo_localstripe.py --port "$STRIPE_PORT" >/dev/null 2>&1 &
   export STRIPE_API_BASE="http://127.0.0.1:${STRIPE_PORT}" STRIPE_CONFIRM_OFF_SESSION=false
   # localstripe sends payment_intent events, signed with STRIPE_WEBHOOK_SECRET, to the service (as Stripe would)
   "$PY" manage.py stripe_webhook_register --url "http://127.0.0.1:${PORT}/api/v1/webhooks/stripe/" --wait 30
