@@ -48,7 +48,9 @@ def report(lease: Lease, event_id: str, when: datetime, seconds: int, *, now: da
     with time_machine.travel(now, tick=False):
         result = usage_events_ingest(provider_id=lease.provider_id, events=[event], now=now)
         assert result.accepted == 1, result.errors
-        usage_rollup_buckets(buckets=[(lease.pk, datetime.fromtimestamp(hour * 3600, UTC)) for _, hour in result.buckets])
+        usage_rollup_buckets(
+            buckets=[(lease.pk, datetime.fromtimestamp(hour * 3600, UTC)) for _, hour in result.buckets]
+        )
 
 
 def rollups_run(now: datetime) -> None:
@@ -181,7 +183,9 @@ def test_a_rebuild_rates_usage_an_earlier_release_left_without_a_price_on_the_ne
 
 
 def _rows(lease: Lease) -> list[tuple[Any, Decimal]]:
-    return [(row.price_plan, row.quantity) for row in UsageRollup.objects.filter(lease=lease).select_related("price_plan")]
+    return [
+        (row.price_plan, row.quantity) for row in UsageRollup.objects.filter(lease=lease).select_related("price_plan")
+    ]
 
 
 # --- usage without a price is never dropped silently ---------------------------------------
@@ -200,9 +204,9 @@ def test_finalizing_sets_aside_an_invoice_with_unpriced_usage_with_an_alarm_and_
     buyer, provider, caplog
 ) -> None:
     held = without_a_price(buyer, provider)
-    other = BuyerFactory()
+    other: Any = BuyerFactory()
     usage(leased(buyer=other, provider=provider, at=SETUP), HOUR, seconds=3600)
-    fine = Invoice.objects.get(buyer=other)
+    fine = Invoice.objects.get(buyer_id=other.pk)
 
     with caplog.at_level(logging.ERROR, logger="billing.services.invoices"):
         finalized = invoices_finalize(invoice_ids=[held.pk, fine.pk], now=APRIL_5)
