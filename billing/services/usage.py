@@ -426,7 +426,7 @@ def _roll_up(wanted: set[Bucket]) -> int:
     first, until = hours[0], hours[-1] + timedelta(hours=1)
     pool_ids = sorted({row[1] for row in leases.values()}, key=str)
     # A new price version locks its pool until it commits, and marks for a rollup the hours it
-    # reprices (``usage_hours_repriced``): this rollup reads the versions either after that
+    # reprices (``usage_hours_reprice``): this rollup reads the versions either after that
     # commit, or before it and then commits first, so the version's marks see these rows.
     with connection.cursor() as cursor:
         cursor.execute("SELECT id FROM pools_resourcepool WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE", [pool_ids])
@@ -547,7 +547,7 @@ def _late_rows_of_closed_months(
     return kept
 
 
-def usage_hours_repriced(plan: PricePlan) -> None:
+def usage_hours_reprice(plan: PricePlan) -> None:
     """Mark for a new rollup the hours of the pool's usage from the start of a new price
     version's hour: usage already rolled up there may now be the new version's (a version may
     start up to ``PRICE_CHANGE_SKEW`` before it is made; agents may stamp usage a little

@@ -3,12 +3,15 @@ takes effect (a pool's first hour, a price changed mid-hour); usage without a pr
 dropped silently (issue 15, point 1)."""
 
 import logging
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import time_machine
+from django.db import transaction
 
 from billing.models import Invoice, UsageRollup, UsageRollupDue
 from billing.services.invoices import invoice_finalize, invoice_for_period, invoices_finalize
@@ -18,7 +21,8 @@ from marketplace.models import Lease
 from marketplace.services import lease_start
 from pools.services import price_plan_create
 from tests.billing.factories import leased, usage
-from tests.factories import BuyerFactory
+from tests.factories import BuyerFactory, ProviderFactory
+from tests.threads import run_concurrently
 
 pytestmark = pytest.mark.django_db
 
@@ -135,6 +139,35 @@ def test_usage_rolled_up_before_a_price_change_that_covers_it_is_rolled_up_again
     assert rows == {1: 0, 2: Decimal(3600)}  # the old version's row keeps nothing
     (line,) = [line for line in finalize_march(buyer).lines.all() if line.quantity]
     assert (line.rate, line.amount) == (Decimal(30), 3000)
+    assert reconcile() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_price_version_made_while_its_hour_is_being_rolled_up_waits_and_reprices_it() -> None:
+    buyer, provider = BuyerFactory(), ProviderFactory()
+    lease = started(buyer, provider, registered=EARLIER)
+    event = {
+        "specversion": "1.0", "id": "ahead", "source": "agent://test/pool", "type": "compute.gpu_seconds",
+        "subject": str(lease.pk), "time": at(31).isoformat(), "data": {"quantity": 3600, "cards": 8},
+    }  # fmt: skip
+    usage_events_ingest(provider_id=provider.pk, events=[event], now=at(29))
+    rolling_up = threading.Event()
+
+    def roll_up_slowly() -> None:
+        with transaction.atomic():
+            usage_rollup_buckets(buckets=[(lease.pk, HOUR)])  # reads version 1 only
+            rolling_up.set()
+            time.sleep(1)  # the new version must wait for this commit, then see these rows
+
+    def change_the_price() -> None:
+        rolling_up.wait()
+        price_plan_create(pool=lease.pool, by="provider", price_per_card_hour=Decimal(30))
+
+    with time_machine.travel(at(30), tick=False):
+        run_concurrently([roll_up_slowly, change_the_price])
+    rollups_run(now=at(30, 5))
+
+    assert {plan.version: quantity for plan, quantity in _rows(lease)} == {1: 0, 2: Decimal(3600)}
     assert reconcile() == []
 
 

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 LATE_INVOICE_GRACE = timedelta(days=7)
 HOUR = timedelta(hours=1)
+NEVER = datetime.max.replace(tzinfo=UTC)  # the expiry of grants that never expire, for sorting
 
 
 def round_half_up(exact: Fraction) -> int:
@@ -168,7 +169,7 @@ class Grant:
     @property
     def burn_order(self) -> tuple[object, ...]:
         """Soonest-expiring first (never-expiring last), then by priority, then oldest."""
-        return (self.expires_at is None, self.expires_at or self.created_at, self.priority, self.created_at)
+        return (self.expires_at is None, self.expires_at or NEVER, self.priority, self.created_at)
 
 
 @dataclass
