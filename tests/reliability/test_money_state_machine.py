@@ -324,6 +324,45 @@ class MoneyMachine(RuleBasedStateMachine):
             SEEN["price versions starting mid-hour"] += version.effective_from.minute > 0
             SEEN["hours rolled up again for a new price version"] += len(due)
 
+    @rule(
+        index=st.integers(0, 1000),
+        base=PRICES,
+        factors=st.sampled_from(FACTORS),
+        skew=st.integers(0, 60),
+        before=SECONDS,
+        minutes=st.integers(1, 59),
+        after=SECONDS,
+    )
+    def the_price_changes_while_a_lease_reports(
+        self, index: int, base: Decimal, factors: dict[str, Decimal], skew: int, before: int, minutes: int, after: int
+    ) -> None:
+        """A running lease reports the current minute; its pool's price changes from now, or up to
+        a minute before (an agent's clock behind): what it covers is rolled up again. Minutes later
+        the lease reports again: the hour holds usage at both prices (issue 15: billed whole at
+        the old one)."""
+        lease = self.pick([*self.world.leases, *self.listed], index)
+        self.report(lease, [(self.clock, before)])
+        record = next(pool for pool in self.pools if pool.pk == lease.pool_id)
+        given = {band: factor for band, factor in factors.items() if band in set(hour_bands(record.hub.tariff))}
+        version = m.Version(self.clock - timedelta(seconds=skew), base, given)
+        _, refusal = self.predict(lambda: self.model.change_price(pool_id=str(record.pk), version=version))
+        with self.at_clock():
+            self.expect(
+                refusal,
+                lambda: price_plan_create(
+                    pool=record,
+                    by="test",
+                    price_per_card_hour=base,
+                    time_of_use=given,
+                    effective_from=version.effective_from,
+                ),
+            )
+            due = list(UsageRollupDue.objects.values_list("lease_id", "hour"))
+            usage_rollup_buckets(buckets=due)
+        SEEN["hours rolled up again for a new price version"] += len(due)
+        self.clock += timedelta(minutes=minutes)
+        self.report(lease, [(self.clock, after)])
+
     @precondition(lambda self: len(self.listed) < len(LISTING_HUBS))
     @rule(
         buyer=st.integers(0, 1),
