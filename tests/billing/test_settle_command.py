@@ -111,6 +111,7 @@ def test_settling_as_of_a_later_moment_is_refused_with_production_settings() -> 
         "ALLOWED_HOSTS": "grid.example.com",
         "STRIPE_API_KEY": "sk_test_production_like",
         "STRIPE_WEBHOOK_SECRET": "whsec_production_like",
+        "METRICS_TOKEN": "m" * 32,
         "DEBUG": "false",
     }
 
