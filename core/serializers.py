@@ -1,3 +1,4 @@
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -38,12 +39,37 @@ def _empty_error(field: serializers.Field, value: Any) -> str | None:
     return None
 
 
+def valid_choices(name: str, values: Iterable[Any]) -> str:
+    """What an ``invalid_choice`` error says: ``workload must be one of: realtime_inference, training``.
+
+    Said by the request bodies' choice fields (``StrictSerializerMixin``) and the lists'
+    choice filters (``core.filters.StrictFilterSet``), so a client learns the valid values
+    from the error itself."""
+    return f"{name} must be one of: {', '.join(str(value) for value in values)}"
+
+
+def _say_choices(name: str, field: serializers.Field) -> None:
+    """Make an invalid choice name the valid ones (DRF's message only quotes the value given)."""
+    if isinstance(field, serializers.ChoiceField):
+        text = valid_choices(name, field.choices).replace("{", "{{").replace("}", "}}")  # for str.format
+        field.error_messages["invalid_choice"] = '"{input}" is not a valid choice; ' + text + "."
+    elif isinstance(field, serializers.ListField | serializers.DictField) and field.child is not None:
+        _say_choices(name, field.child)
+
+
 class StrictSerializerMixin:
     """Refuse fields the serializer does not know, instead of silently ignoring them,
     and values of another JSON type than the field's.
 
-    A typo such as ``{"card": 8}`` must not be taken as a request without cards.
+    A typo such as ``{"card": 8}`` must not be taken as a request without cards. An invalid
+    choice says which values are valid.
     """
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()  # type: ignore[misc]
+        for name, field in fields.items():
+            _say_choices(name, field)
+        return fields  # type: ignore[no-any-return]
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):

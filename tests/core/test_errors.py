@@ -5,6 +5,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from tests.vouchers.test_programs_api import valid_program
+
 pytestmark = pytest.mark.django_db
 
 
@@ -191,3 +193,49 @@ def test_a_disallowed_host_under_api_is_a_json_400(debug, settings) -> None:
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "bad_request"
+
+
+# --- an invalid choice names the valid ones --------------------------------------------
+
+
+def test_an_invalid_choice_in_a_body_lists_the_valid_values(buyer_client) -> None:
+    body = {"gpu_model": "910B", "cards": 1, "workload": "realtime", "duration_hours": "1"}
+
+    response = buyer_client.post("/api/v1/orders/", body, format="json")
+
+    assert response.status_code == 400
+    (error,) = response.json()["error"]["fields"]["workload"]
+    assert error == {
+        "code": "invalid_choice",
+        "message": '"realtime" is not a valid choice; workload must be one of: realtime_inference, '
+        "batch_inference, training.",
+    }
+
+
+def test_an_invalid_choice_in_a_list_of_choices_lists_the_valid_values(issuer, make_client) -> None:
+    body = valid_program(workloads=["training", "gaming"])
+
+    response = make_client(issuer).post("/api/v1/voucher-programs/", body, format="json")
+
+    assert response.status_code == 400
+    errors = response.json()["error"]["fields"]["workloads"]
+    assert errors == {
+        "1": [
+            {
+                "code": "invalid_choice",
+                "message": '"gaming" is not a valid choice; workloads must be one of: realtime_inference, '
+                "batch_inference, training.",
+            }
+        ]
+    }
+
+
+def test_an_invalid_choice_in_a_query_parameter_lists_the_valid_values(buyer_client) -> None:
+    response = buyer_client.get("/api/v1/orders/?status=done")
+
+    assert response.status_code == 400
+    (error,) = response.json()["error"]["fields"]["status"]
+    assert error == {
+        "code": "invalid_choice",
+        "message": "done is not a valid choice; status must be one of: placed, cancelled, ended.",
+    }
