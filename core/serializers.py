@@ -4,7 +4,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from core.money import fen_to_yuan, yuan_to_fen
+from core.money import PRICE_PLACES, fen_to_yuan, shown_price, yuan_to_fen
 
 # The JSON type each kind of field takes, as the schema says: DRF alone would also take
 # 8 for "8", "8" for 8 and 1 for true, so a request could mean something else than it says.
@@ -129,3 +129,19 @@ class CurrencyField(serializers.ChoiceField):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("default", settings.DEFAULT_CURRENCY)
         super().__init__(choices=[settings.DEFAULT_CURRENCY], **kwargs)
+
+
+class PriceField(serializers.DecimalField):
+    """A price in yuan per card-hour or per million tokens: a decimal string with 4 places on the
+    wire (``"12.3457"``), rounded half up for output only (``core.money.shown_price``); rates stay
+    exact inside and in the database. As input it refuses more than 4 places (a 400): the price
+    a provider sets is the price buyers see and usage is rated at, never silently rounded."""
+
+    default_error_messages = {"max_decimal_places": "Prices have at most {max_decimal_places} decimal places."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_digits", 16)
+        super().__init__(decimal_places=PRICE_PLACES, coerce_to_string=True, **kwargs)
+
+    def to_representation(self, value: Any) -> str:
+        return f"{shown_price(value):f}"

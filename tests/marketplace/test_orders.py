@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from marketplace import services
 from marketplace.models import Lease, Order
 from organizations.services import api_key_create
-from pools.models import GpuModel, ResourcePool
+from pools.models import GpuModel, PricePlan, ResourcePool
 from pools.services import pool_suspend
 from tests.factories import BuyerFactory, ProviderFactory, pool_factory
 
@@ -59,6 +59,18 @@ def test_a_quote_ranks_placements_and_reserves_nothing(buyer_client) -> None:
     assert body["rejected"]["summary"] == [{"reason": "gpu_model", "message": "other GPU model", "pools": 1}]
     assert reserved(cheap) == reserved(dear) == 0
     assert not Order.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_quote_shows_its_average_price_with_four_places(buyer_client) -> None:
+    pool = pool_factory()
+    PricePlan.objects.filter(pool=pool).update(hour_prices=["12.3456700000"] * 24)
+
+    response = buyer_client.post("/api/v1/quotes/", {**ORDER, "cards": 2, "duration_hours": "3"}, format="json")
+
+    (placement,) = response.json()["placements"]
+    assert placement["average_price_per_card_hour"] == "12.3457"
+    assert placement["estimated_cost"] == "74.07"  # 2 x 3 x 12.34567
 
 
 @pytest.mark.django_db
