@@ -134,6 +134,16 @@ class OrderRequestSerializer(StrictSerializer):
         max_length=8,
     )
     split = serializers.BooleanField(default=False, help_text="Allow several pools of one hub.")
+    pool = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "Buy this offer: an offer's `pool` id from GET /api/v1/offers/. Only that pool is considered: "
+            "the order is placed there, or refused with 422 `pool_rejected` and the pool's reason (as a "
+            "quote gives it). An id of no pool in the market is a 422 `pool_not_offered`. In a quote: "
+            "the quote for that offer alone."
+        ),
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs.get("gpu_model") and not attrs.get("min_memory_gb"):
@@ -176,6 +186,7 @@ class OrderRequestSerializer(StrictSerializer):
             min_green_share=float(data["min_green_share"]) if data.get("min_green_share") is not None else None,
             allowed_hubs=frozenset(hub.code for hub in data.get("allowed_hubs") or []) or None,
             split=data["split"],
+            pool=data.get("pool"),
         )
 
 
@@ -281,6 +292,7 @@ class OrderSerializer(serializers.ModelSerializer):
             "min_green_share",
             "allowed_hubs",
             "split",
+            "pool",
             "estimated_cost",
             "currency",
             "warnings",
