@@ -7,11 +7,12 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import is_valid_path
 
 from core.context import Origin, client_ip, origin_var
 from core.exception_handler import error_body
 from core.logging import request_id_var
-from core.views import api_error, is_api
+from core.views import api_error, api_not_found, is_api
 
 logger = logging.getLogger("compute_grid.request")
 
@@ -79,6 +80,8 @@ class ApiErrorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if is_api(request) and _slash_missing(request):
+            return api_not_found(request, did_you_mean=f"{request.path}/")
         response = self.get_response(request)
         if response.status_code >= 400 and is_api(request) and not _is_json(response):
             replacement = api_error(request, response.status_code)
@@ -87,6 +90,17 @@ class ApiErrorMiddleware:
             replacement._has_been_logged = getattr(response, "_has_been_logged", False)  # type: ignore[attr-defined]
             return replacement
         return response
+
+
+def _slash_missing(request: HttpRequest) -> bool:
+    """A write to an API path without its trailing slash. Django's CommonMiddleware would redirect
+    it (and a redirected POST loses its body) or, with DEBUG on, fail with a 500; a GET is still
+    redirected."""
+    path = request.path_info
+    if request.method in ("GET", "HEAD") or path.endswith("/") or not settings.APPEND_SLASH:
+        return False
+    urlconf = getattr(request, "urlconf", None)
+    return not is_valid_path(path, urlconf) and bool(is_valid_path(f"{path}/", urlconf))
 
 
 def _is_json(response: HttpResponse) -> bool:

@@ -17,9 +17,10 @@ def is_api(request: HttpRequest) -> bool:
     return request.path.startswith("/api/")
 
 
-def api_not_found(request: HttpRequest) -> JsonResponse:
+def api_not_found(request: HttpRequest, *, did_you_mean: str | None = None) -> JsonResponse:
+    hint = f"Did you mean {did_you_mean}? " if did_you_mean else ""
     return JsonResponse(
-        error_body("not_found", f"No such path: {request.path}. The API's paths are listed at /api/docs/."),
+        error_body("not_found", f"No such path: {request.path}. {hint}The API's paths are listed at /api/docs/."),
         status=404,
     )
 

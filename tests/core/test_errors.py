@@ -239,3 +239,19 @@ def test_an_invalid_choice_in_a_query_parameter_lists_the_valid_values(buyer_cli
         "code": "invalid_choice",
         "message": "done is not a valid choice; status must be one of: placed, cancelled, ended.",
     }
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_a_write_to_an_api_path_without_its_slash_is_a_404_that_names_the_path(debug, method) -> None:
+    response = getattr(Client(), method)("/api/v1/orders", {}, content_type="application/json")
+
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "not_found"
+    assert "Did you mean /api/v1/orders/?" in error["message"]
+
+
+def test_a_read_of_an_api_path_without_its_slash_is_still_redirected(debug) -> None:
+    response = Client().get("/api/v1/hubs")
+
+    assert (response.status_code, response["Location"]) == (301, "/api/v1/hubs/")
