@@ -157,7 +157,18 @@ class InvoicePayApi(APIView):
         request=InvoicePaySerializer,
         responses=InvoiceSerializer,
         summary="Pay an invoice",
-        extensions={"x-calls-stripe": True},  # core.schema documents its 503
+        extensions={  # core.schema documents its 503 and its codes
+            "x-calls-stripe": True,
+            "x-error-codes": {
+                "409": {
+                    "invoice_not_payable": "the invoice is not finalized or uncollectible",
+                    "no_payment_method": (
+                        "no card on file and no `payment_method` given; send one (a Stripe PaymentMethod id "
+                        "made with Stripe.js) or pay by bank transfer; nothing was recorded"
+                    ),
+                }
+            },
+        },
     )
     @idempotent
     def post(self, request: Request, invoice_id: Any) -> Response:

@@ -81,6 +81,8 @@ class Requirements:
     min_green_share: float | None = None
     allowed_hubs: frozenset[str] | None = None
     split: bool = False
+    # The offer the buyer chose: only this pool is considered (see ``marketplace.services.quote``).
+    pool: Any | None = None
 
     @property
     def deferrable(self) -> bool:

@@ -120,6 +120,11 @@ def pools_by_health(*, now: datetime | None = None) -> dict[str, int]:
     )
 
 
+def pools_awaiting_approval(*, organization: Organization) -> QuerySet[ResourcePool]:
+    """Pools registered and not yet approved (``GET pools/?status=pending``), oldest first."""
+    return pool_list(organization=organization).filter(status=ResourcePool.Status.PENDING).order_by("created_at", "pk")
+
+
 def heartbeats_by_hour(*, pool_ids: list[UUID], since: datetime) -> dict[UUID, list[tuple[datetime, int, int]]]:
     """Each pool's heartbeats observed since ``since``, by UTC hour: (hour, the fewest healthy
     cards reported in it, how many heartbeats came), oldest first. An agent reports every

@@ -233,10 +233,22 @@ def _release_orders_hold(buyer: Organization) -> None:
         Organization.objects.filter(pk=buyer.pk).update(orders_blocked_reason="")
 
 
+def _has_card_on_file(buyer_id: Any) -> bool:
+    return StripeCustomer.objects.filter(organization_id=buyer_id).exclude(default_payment_method="").exists()
+
+
 def invoice_pay(*, invoice: Invoice, payment_method: str | None) -> PaymentAttempt | None:
     """The buyer pays now, optionally with a new card; an uncollectible invoice becomes collectible again."""
     if invoice.status not in (Invoice.Status.FINALIZED, Invoice.Status.UNCOLLECTIBLE):
         raise ConflictError(f"A {invoice.status} invoice has nothing to pay.", code="invoice_not_payable")
+    if not payment_method and not _has_card_on_file(invoice.buyer_id):
+        # Refused before anything is recorded: a failed attempt would count towards dunning.
+        raise ConflictError(
+            "There is no card on file to charge. Send a payment_method in this request's body (a Stripe "
+            "PaymentMethod id, made with Stripe.js): it is saved as the card on file and charged; or pay by "
+            "bank transfer.",
+            code="no_payment_method",
+        )
     if payment_method:
         with _stripe_unavailable_is_503("Stripe could not be reached to save the card; nothing was charged."):
             payment_method_set(organization=invoice.buyer, payment_method=payment_method)

@@ -295,6 +295,13 @@ def bank_event(*, buyer_id: Any, kind: str, message: str, now: datetime, lease_i
     )
 
 
+# What a low balance means depends on how the buyer pays: only a prepaid buyer's work stops.
+_LOW_BALANCE_ADVICE: dict[str, str] = {
+    Bank.Mode.PREPAID: "top up to keep prepaid work running.",
+    Bank.Mode.POSTPAID: "top up to keep paying invoices from credit; what it does not cover is charged to your card.",
+}
+
+
 def bank_balance_changed(*, bank: Bank, now: datetime) -> None:
     """After credit was spent or reserved (``bank`` locked): one low-balance event per fall below the
     threshold, and an automatic top-up queued if the buyer set one up and has a card on file."""
@@ -307,7 +314,7 @@ def bank_balance_changed(*, bank: Bank, now: datetime) -> None:
             buyer_id=bank.organization_id,
             kind=BankEvent.Kind.LOW_BALANCE,
             message=f"Available credit is {format_yuan(available)} {bank.currency}, "
-            f"below {format_yuan(threshold)}: top up to keep prepaid work running.",
+            f"below {format_yuan(threshold)}: {_LOW_BALANCE_ADVICE[bank.mode]}",
             now=now,
         )
     elif available >= threshold and bank.low_balance_since is not None:
