@@ -48,6 +48,11 @@ def fen_to_yuan(fen: int) -> Decimal:
     return (Decimal(fen) / FEN_PER_YUAN).quantize(_FEN)
 
 
+def estimate_in_yuan(amount_yuan: Decimal | str | float) -> Decimal:
+    """An estimate (a quote's, an order's) to the fen, rounded by ``round_to_fen``."""
+    return fen_to_yuan(round_to_fen(Decimal(str(amount_yuan))))
+
+
 def format_yuan(fen: int) -> str:
     """The API's money string: ``1500000`` -> ``"15000.00"``."""
     return str(fen_to_yuan(fen))

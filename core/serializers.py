@@ -4,7 +4,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from core.money import PRICE_PLACES, fen_to_yuan, shown_price, yuan_to_fen
+from core.money import PRICE_PLACES, estimate_in_yuan, fen_to_yuan, shown_price, yuan_to_fen
 
 # The JSON type each kind of field takes, as the schema says: DRF alone would also take
 # 8 for "8", "8" for 8 and 1 for true, so a request could mean something else than it says.
@@ -123,6 +123,17 @@ class MoneyField(serializers.DecimalField):
 
     def to_representation(self, value: int) -> str:  # type: ignore[override]
         return str(fen_to_yuan(value))
+
+
+class EstimateField(serializers.DecimalField):
+    """An estimated amount in yuan, kept exact (4 places) inside: shown to the fen, rounded as
+    invoices round (``core.money.round_to_fen``), so an order shows what its quote showed."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_digits=18, decimal_places=2, coerce_to_string=True, read_only=True, **kwargs)
+
+    def to_representation(self, value: Any) -> str:
+        return str(estimate_in_yuan(value))
 
 
 class CurrencyField(serializers.ChoiceField):

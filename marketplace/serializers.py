@@ -7,8 +7,8 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.money import fen_to_yuan
-from core.serializers import PriceField, StrictSerializer
+from core.money import estimate_in_yuan, fen_to_yuan
+from core.serializers import EstimateField, PriceField, StrictSerializer
 from marketplace.dispatch import DispatchResult, Requirements
 from marketplace.models import Lease, Order, Workload
 from pools.models import MAX_POOL_CARDS, GpuModel, Hub, ResourcePool
@@ -191,12 +191,12 @@ class OrderRequestSerializer(StrictSerializer):
 
 
 def _money(value: float) -> str:
-    return str(Decimal(str(value)).quantize(Decimal("0.01")))
+    return str(estimate_in_yuan(value))
 
 
 def _after_vouchers(cost: float, credit: int) -> str:
     """The estimated cost less what the buyer's vouchers would pay (``credit`` fen)."""
-    return str(max(Decimal("0.00"), Decimal(_money(cost)) - fen_to_yuan(credit)))
+    return str(max(Decimal("0.00"), estimate_in_yuan(cost) - fen_to_yuan(credit)))
 
 
 class QuoteSerializer:
@@ -239,6 +239,7 @@ class QuoteSerializer:
 class LeaseSerializer(serializers.ModelSerializer):
     hub = serializers.CharField(source="pool.hub_id", read_only=True)
     gpu_model = serializers.CharField(source="pool.gpu_model_id", read_only=True)
+    estimated_cost = EstimateField()
     currency = serializers.SerializerMethodField()
 
     class Meta:
@@ -271,6 +272,7 @@ class LeaseSerializer(serializers.ModelSerializer):
 class OrderSerializer(serializers.ModelSerializer):
     gpu_model = serializers.CharField(source="gpu_model_id", allow_null=True, read_only=True)
     max_price = PriceField(allow_null=True, read_only=True)
+    estimated_cost = EstimateField()
     leases = LeaseSerializer(many=True, read_only=True)
     lease = serializers.SerializerMethodField(help_text="The order's first lease (the only one unless split).")
 

@@ -76,6 +76,18 @@ def test_a_quote_shows_its_average_price_with_four_places(buyer_client) -> None:
 
 
 @pytest.mark.django_db
+def test_an_order_and_its_lease_show_the_estimate_its_quote_showed_to_the_fen(buyer_client) -> None:
+    pool = pool_factory()
+    PricePlan.objects.filter(pool=pool).update(hour_prices=["12.3456750000"] * 24)  # 74.0740500 for 2 x 3 h
+    body = {**ORDER, "cards": 2, "duration_hours": "3"}
+
+    quoted = buyer_client.post("/api/v1/quotes/", body, format="json").json()["placements"][0]["estimated_cost"]
+    order = buyer_client.post("/api/v1/orders/", body, format="json").json()
+
+    assert quoted == order["estimated_cost"] == order["leases"][0]["estimated_cost"] == "74.07"
+
+
+@pytest.mark.django_db
 def test_no_capacity_is_a_422_with_the_reasons_summarised(buyer_client) -> None:
     pool_factory(cards=4)
     pool_factory(hub_id="jingjinji", province="Beijing", cards=100)
