@@ -17,8 +17,8 @@ from django.db.models import Case, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import ExtractHour
 
 from billing.models import InvoiceLine, UsageMetric, UsageRollup
-from billing.periods import local_zone
 from core.money import round_to_fen
+from core.timezones import local_zone
 from pools.models import PricePlan
 from pools.tariffs import hour_bands
 

@@ -1,7 +1,8 @@
 """Vouchers pay their share of an invoice at finalization; a void gives it back.
 
 Billing hands vouchers plain charge lines and posts, for what they pay, a
-receivable from each issuer (the hooks below, registered in ``BillingConfig``).
+receivable from each issuer: ``invoices_finalize`` calls ``redeem_vouchers`` by
+name before the bank pays, and ``invoice_void`` calls ``reverse_vouchers``.
 Only usage lines of the invoice's own period are offered: adjustment lines for
 late usage of an earlier month belong to another period's voucher terms.
 """
@@ -9,8 +10,7 @@ late usage of an earlier month belong to another period's voucher terms.
 from datetime import datetime
 
 from billing.models import Invoice, InvoiceLine
-from billing.services.invoices import Credit
-from billing.services.ledger import Purpose, account_for
+from billing.services.ledger import Credit, Purpose, account_for
 from marketplace.models import Lease
 from organizations.models import Organization
 from pools.models import ResourcePool
@@ -19,7 +19,7 @@ from vouchers.selectors import redeemable_vouchers
 from vouchers.services import vouchers_redeem, vouchers_reverse
 
 
-def redeem_vouchers(invoice: Invoice, lines: list[InvoiceLine], remaining: int, now: datetime) -> list[Credit]:
+def redeem_vouchers(*, invoice: Invoice, lines: list[InvoiceLine], remaining: int, now: datetime) -> list[Credit]:
     offered = [line for line in lines if line.kind == InvoiceLine.Kind.USAGE and line.amount > 0]
     if not offered or remaining <= 0 or not redeemable_vouchers(buyer=invoice.buyer, at=now).exists():
         return []
@@ -63,7 +63,7 @@ def redeem_vouchers(invoice: Invoice, lines: list[InvoiceLine], remaining: int, 
     ]
 
 
-def reverse_vouchers(invoice: Invoice, now: datetime) -> None:
+def reverse_vouchers(*, invoice: Invoice, now: datetime) -> None:
     """The value goes back to the vouchers; the ledger side is the reversal of the credit entries."""
     if invoice.voucher_credit:
         vouchers_reverse(invoice_ref=str(invoice.pk), at=now)

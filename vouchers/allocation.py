@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from core.money import format_yuan, share, split
-from pools.tariffs import local_zone
+from core.timezones import local_zone
 from vouchers.charges import ChargeLine, Ineligibility, LineOutcome
 
 CapKey = tuple[str, int]  # (issuer id, calendar year)

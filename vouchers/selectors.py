@@ -10,8 +10,8 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDay, TruncMonth
 from django.utils import timezone
 
+from core.timezones import local_zone
 from organizations.models import Organization
-from pools.tariffs import local_zone
 from vouchers.allocation import CapKey, Purse, allocate
 from vouchers.charges import ChargeLine
 from vouchers.models import LATE_INVOICE_GRACE, Redemption, Reversal, Voucher, VoucherProgram, YearlyCapUsage
@@ -114,11 +114,6 @@ def voucher_estimates(
         )
         estimates.append(sum(outcome.voucher_amount for outcome in outcomes))
     return estimates
-
-
-def voucher_estimate(*, buyer: Organization, lines: Sequence[ChargeLine], at: datetime | None = None) -> int:
-    """What the buyer's vouchers would pay of ``lines`` now, in fen; nothing is locked or written."""
-    return voucher_estimates(buyer=buyer, alternatives=[lines], at=at)[0]
 
 
 # --- the issuer's report -------------------------------------------------------

@@ -2,7 +2,6 @@
 
 import uuid
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -12,6 +11,7 @@ from billing.services.invoices import invoice_finalize, invoice_void, invoices_f
 from billing.services.ledger import Purpose, balance_of
 from billing.services.reconcile import reconcile
 from core.money import share
+from core.timezones import local_zone
 from tests.billing.factories import leased, usage
 from tests.billing.test_invoices import APRIL_5, SETUP, march_invoice, shanghai
 from tests.vouchers.factories import program_factory, voucher_factory
@@ -20,12 +20,10 @@ from vouchers.selectors import program_report
 
 pytestmark = pytest.mark.django_db
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-
 
 @pytest.fixture
 def voucher(buyer, issuer) -> Voucher:  # type: ignore[no-untyped-def]
-    program = program_factory(issuer, coverage_share="0.2", valid_until=datetime(2027, 1, 1, tzinfo=SHANGHAI))
+    program = program_factory(issuer, coverage_share="0.2", valid_until=datetime(2027, 1, 1, tzinfo=local_zone()))
     return voucher_factory(program, buyer, face_value=10_000_000)
 
 
@@ -73,7 +71,7 @@ def test_voiding_gives_the_voucher_back_and_clears_the_issuers_receivable(buyer,
 def test_finalized_together_the_older_invoice_is_paid_by_the_voucher_first(buyer, provider, issuer) -> None:
     # Found by the money state machine: a batch applied credits in the order of the invoices' ids,
     # so which month a voucher paid first was chance. The newer invoice gets the smaller id here.
-    program = program_factory(issuer, coverage_share="0.2", valid_until=datetime(2027, 1, 1, tzinfo=SHANGHAI))
+    program = program_factory(issuer, coverage_share="0.2", valid_until=datetime(2027, 1, 1, tzinfo=local_zone()))
     voucher = voucher_factory(program, buyer, face_value=100, now=shanghai(1, 0))
     lease = leased(buyer=buyer, provider=provider, at=SETUP)
     march, april = month_of(shanghai(15, 12)), month_of(shanghai(15, 12, month=4))

@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
-from zoneinfo import ZoneInfo
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
+from core.timezones import local_zone
+
 LATE_INVOICE_GRACE = timedelta(days=7)
 HOUR = timedelta(hours=1)
 
@@ -43,7 +43,7 @@ def prorate(amount: int, inside: int, duration: int) -> int:
 
 
 def month_of(at: datetime) -> tuple[datetime, datetime]:
-    local = at.astimezone(SHANGHAI)
+    local = at.astimezone(local_zone())
     start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     return start.astimezone(UTC), end.astimezone(UTC)
@@ -288,7 +288,7 @@ class MoneyModel:
                 continue
             if not delta or usage.version is None:
                 continue
-            band = lease.pool.bands[hour.astimezone(SHANGHAI).hour]
+            band = lease.pool.bands[hour.astimezone(local_zone()).hour]
             seconds[(kind, lease_id, usage.version, band)] += delta
         lines = []
         for (kind, lease_id, version, band), total in seconds.items():
@@ -314,7 +314,7 @@ class MoneyModel:
         owed: dict[str, int] = defaultdict(int)
         if not offered or not purses:
             return owed
-        year = invoice.period_start.astimezone(SHANGHAI).year
+        year = invoice.period_start.astimezone(local_zone()).year
         duration = (invoice.period_end - invoice.period_start) // timedelta(microseconds=1)
         for line in offered:
             paid = 0
@@ -522,7 +522,7 @@ class MoneyModel:
             if lease.buyer != buyer or usage.version is None:
                 continue
             unbilled = usage.seconds - usage.billed - usage.late_billed if usage.closed else usage.seconds
-            band = lease.pool.bands[hour.astimezone(SHANGHAI).hour]
+            band = lease.pool.bands[hour.astimezone(local_zone()).hour]
             groups[("usage" if hour >= now else "adjustment", lease_id, usage.version, band)] += unbilled
         pending: dict[str, int] = defaultdict(int)
         for (_, lease_id, version, band), seconds in groups.items():
