@@ -5,12 +5,22 @@ receivable from each issuer: ``invoices_finalize`` calls ``redeem_vouchers`` by
 name before the bank pays, and ``invoice_void`` calls ``reverse_vouchers``.
 Only usage lines of the invoice's own period are offered: adjustment lines for
 late usage of an earlier month belong to another period's voucher terms.
+
+A voucher pays its share of each hour of usage inside its validity, so each line
+goes with its fen by the hour its usage happened in (``ChargeLine.hours``): the
+line's amount split (largest remainder, ``core.money.split``) in proportion to
+the exact amount of each hour, rated again from the period's rollups hour by
+hour (``rating.rate_by_hour``). The lines stay what they are (one per rate, not
+per hour); what vouchers pay of a line is exact to the fen of its hours.
 """
 
 from datetime import datetime
+from decimal import Decimal
 
-from billing.models import Invoice, InvoiceLine
+from billing.models import Invoice, InvoiceLine, UsageRollup
+from billing.rating import line_key, rate_by_hour
 from billing.services.ledger import Credit, Purpose, account_for
+from core.money import split
 from marketplace.models import Lease
 from organizations.models import Organization
 from pools.models import ResourcePool
@@ -30,6 +40,11 @@ def redeem_vouchers(*, invoice: Invoice, lines: list[InvoiceLine], remaining: in
             "pk", "hub_id", "gpu_model_id"
         )
     }
+    hourly = rate_by_hour(
+        UsageRollup.objects.filter(
+            buyer_id=invoice.buyer_id, hour__gte=invoice.period_start, hour__lt=invoice.period_end
+        )
+    )
     result = vouchers_redeem(
         buyer=invoice.buyer,
         invoice_ref=str(invoice.pk),
@@ -45,6 +60,7 @@ def redeem_vouchers(*, invoice: Invoice, lines: list[InvoiceLine], remaining: in
                 workload=workloads[line.lease_id],
                 period_start=invoice.period_start,
                 period_end=invoice.period_end,
+                hours=_hours(line.amount, hourly.get(line_key(line), {})),
             )
             for line in offered
         ],
@@ -61,6 +77,14 @@ def redeem_vouchers(*, invoice: Invoice, lines: list[InvoiceLine], remaining: in
         )
         for issuer_id, owed in sorted(result.by_issuer().items())
     ]
+
+
+def _hours(amount: int, hourly: dict[datetime, Decimal]) -> tuple[tuple[datetime, int], ...]:
+    """The line's fen by the hour its usage happened in, in proportion to each hour's exact amount."""
+    hours = sorted(hour for hour, exact in hourly.items() if exact > 0)
+    if not hours:
+        return ()
+    return tuple(zip(hours, split(amount, [hourly[hour] for hour in hours]), strict=True))
 
 
 def reverse_vouchers(*, invoice: Invoice, now: datetime) -> None:
