@@ -101,7 +101,8 @@ def _why(code: str, message: str, purse: Purse) -> Ineligibility:
 
 
 RELATED_PARTY = (
-    "The provider is in the buyer's group (same parent or same unified social credit code); "
+    "The provider is in the buyer's group (an ancestor, a descendant, under a common parent, "
+    "or the same unified social credit code); "
     "vouchers never pay a related party."
 )
 
