@@ -60,6 +60,7 @@ def wait_for(condition, seconds: float = 15) -> None:  # type: ignore[no-untyped
         time.sleep(0.1)
 
 
+@pytest.mark.wall_clock  # localstripe signs its webhooks with its own clock
 @pytest.mark.django_db(transaction=True)
 def test_a_top_up_is_granted_when_stripe_confirms_it_and_replays_grant_nothing_more(
     stripe_webhooks, buyer, buyer_client
