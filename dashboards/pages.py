@@ -23,6 +23,7 @@ from billing.selectors import (
 )
 from billing.serializers import StatementSerializer
 from core.money import fen_to_yuan
+from core.timezones import local_zone
 from dashboards.formatting import local_time
 from marketplace.selectors import lowest_prices_now, placements_by_hub
 from organizations.models import Organization
@@ -36,7 +37,6 @@ from pools.selectors import (
     utilization,
 )
 from pools.serializers import PoolSerializer
-from pools.tariffs import local_zone
 from vouchers.models import Voucher, VoucherProgram
 from vouchers.selectors import program_burndown, program_list, program_report, voucher_list
 

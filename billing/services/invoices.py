@@ -10,7 +10,7 @@ commit. Running it twice, or concurrently, changes nothing the second time.
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,11 +20,21 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from billing.bank_credits import banks_lock, banks_review, give_back_to_bank, pay_from_bank
 from billing.metrics import INVOICES_FINALIZED, count_on_commit
 from billing.models import Account, Invoice, InvoiceLine, JournalEntry, ProviderStatement
 from billing.periods import local_year, month_of
 from billing.rating import RatedLine, late_rows_bill, rate, rate_unbilled, unbilled_rollups
-from billing.services.ledger import NewEntry, Purpose, account_for, accounts_for, entries_post, entry_reverse
+from billing.services.ledger import (
+    Credit,
+    NewEntry,
+    Purpose,
+    account_for,
+    accounts_for,
+    entries_post,
+    entry_reverse,
+)
+from billing.voucher_credits import redeem_vouchers, reverse_vouchers
 from core.exceptions import ConflictError
 from core.money import format_yuan, share
 from organizations.models import AuditEvent, Organization
@@ -35,25 +45,6 @@ logger = logging.getLogger(__name__)
 Status = Invoice.Status
 Method = Invoice.CollectionMethod
 VOIDED_KINDS = ("invoice.finalized", "invoice.voucher_credit", "invoice.bank_credit")
-
-
-@dataclass(frozen=True)
-class Credit:
-    """What a voucher or a bank credit paid of an invoice, as the ledger must record it."""
-
-    amount: int
-    account: Any  # the account that owes or gives it (voucher receivable of an issuer, bank liability)
-    description: str
-
-
-# Hooks that vouchers and the compute bank register (BillingConfig.ready): each
-# takes the invoice, its stored lines, what is still owed and the time, inside
-# the finalizing transaction, and returns the credits it applied; void hooks
-# give back what they took. Until they are registered, nothing is applied.
-CreditHook = Callable[[Invoice, list[InvoiceLine], int, datetime], list[Credit]]
-VOUCHER_HOOKS: list[CreditHook] = []
-BANK_HOOKS: list[CreditHook] = []
-VOID_HOOKS: list[Callable[[Invoice, datetime], None]] = []
 
 
 def invoice_for_period(*, buyer: Organization, at: datetime) -> Invoice:
@@ -147,28 +138,31 @@ def _usage_entry(invoice: Invoice, by_provider: dict[Any, tuple[int, int]], book
 
 def _apply_credits(invoice: Invoice, lines: list[InvoiceLine], books: _Books, now: datetime) -> list[NewEntry]:
     """Vouchers, then compute-bank credits, pay what they can of the subtotal; the rest is due."""
-    remaining = invoice.subtotal
-    buyer_receivable = books.receivable[invoice.buyer_id]
+    invoice.amount_due = invoice.subtotal
     entries = []
-    for hooks, field in ((VOUCHER_HOOKS, "voucher_credit"), (BANK_HOOKS, "bank_credit")):
-        for hook in hooks:
-            for credit in hook(invoice, lines, remaining, now):
-                credit_amount = min(credit.amount, remaining)
-                if credit_amount <= 0:
-                    continue
-                setattr(invoice, field, getattr(invoice, field) + credit_amount)
-                remaining -= credit_amount
-                entries.append(
-                    NewEntry(
-                        kind=f"invoice.{field}",
-                        description=credit.description,
-                        reference=invoice.reference,
-                        legs=[(credit.account, credit_amount), (buyer_receivable, -credit_amount)],
-                        at=now,
-                    )
-                )
-    invoice.amount_due = remaining
+    for credit in redeem_vouchers(invoice=invoice, lines=lines, remaining=invoice.amount_due, now=now):
+        entries += _book_credit(invoice, credit, "voucher_credit", books, now)
+    for credit in pay_from_bank(invoice=invoice, remaining=invoice.amount_due, now=now):
+        entries += _book_credit(invoice, credit, "bank_credit", books, now)
     return entries
+
+
+def _book_credit(invoice: Invoice, credit: Credit, field: str, books: _Books, now: datetime) -> list[NewEntry]:
+    """Take what ``credit`` pays off what the invoice still owes; the entry that records it."""
+    amount = min(credit.amount, invoice.amount_due)
+    if amount <= 0:
+        return []
+    setattr(invoice, field, getattr(invoice, field) + amount)
+    invoice.amount_due -= amount
+    return [
+        NewEntry(
+            kind=f"invoice.{field}",
+            description=credit.description,
+            reference=invoice.reference,
+            legs=[(credit.account, amount), (books.receivable[invoice.buyer_id], -amount)],
+            at=now,
+        )
+    ]
 
 
 @transaction.atomic
@@ -232,6 +226,8 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
 
     entries = []
     statements: dict[tuple[datetime, datetime], dict[Any, tuple[int, int]]] = defaultdict(dict)
+    buyer_ids = {invoice.buyer_id for invoice in drafts}
+    banks_lock(buyer_ids=buyer_ids)  # in primary-key order, before credit is drawn invoice by invoice
     for invoice in drafts:
         invoice.subtotal = sum(line.amount for line in lines[invoice.pk])
         by_provider = _provider_totals(lines[invoice.pk])
@@ -252,6 +248,8 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
     for invoice, number in zip(drafts, _take_numbers(now, len(drafts)), strict=True):
         invoice.number = number
     Invoice.objects.bulk_update(drafts, _FINALIZED_FIELDS)
+    # Once the invoices no longer count as pending usage: what a draw left is what the buyer has.
+    banks_review(buyer_ids={invoice.buyer_id for invoice in drafts if invoice.bank_credit}, now=now)
     count_on_commit(INVOICES_FINALIZED, len(drafts))
 
     due = [invoice.pk for invoice in drafts if invoice.amount_due and invoice.collection_method == Method.STRIPE]
@@ -310,8 +308,8 @@ def invoice_void(*, invoice_id: Any, by: str, reason: str = "", now: datetime | 
     for entry in billed.order_by("posted_at"):
         entry_reverse(entry=entry, reason=reason or f"invoice {invoice.number} voided", at=now)
     _accrue_statements((invoice.period_start, invoice.period_end), _provider_totals(list(invoice.lines.all())), sign=-1)
-    for hook in VOID_HOOKS:
-        hook(invoice, now)
+    reverse_vouchers(invoice=invoice, now=now)
+    give_back_to_bank(invoice=invoice, now=now)
     refund = invoice.amount_paid > 0
     invoice.status, invoice.voided_at, invoice.voided_by = Status.VOID, now, by
     invoice.next_payment_attempt_at = None

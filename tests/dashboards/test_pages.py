@@ -11,8 +11,8 @@ import pytest
 from django.test import Client
 
 from core.money import format_yuan, shown_price
+from core.timezones import local_zone
 from pools.models import PricePlan, ResourcePool
-from pools.tariffs import local_zone
 from tests.billing.factories import credit
 from tests.dashboards.scenario import PASSWORD, Grid, api_get, build_grid
 from tests.factories import pool_factory

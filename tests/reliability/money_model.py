@@ -4,7 +4,8 @@ It knows nothing of the service's code: it is the rules of docs/architecture.md 
 written out again with exact fractions. Usage is rated with the price version in force at
 the start of its hour and rounded once per invoice line; vouchers pay their program's
 share of eligible lines, soonest-expiring first, within their remaining value, the yearly
-cap and their validity; the buyer owes the rest, collected by card or transfer; a void
+cap and their validity (hour by hour: a voucher issued mid-month pays its share of the hours
+of usage after it, not a share of the month); the buyer owes the rest, collected by card or transfer; a void
 gives everything back. Amounts are integer fen; rates are exact.
 """
 
@@ -15,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
-from zoneinfo import ZoneInfo
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
+from core.timezones import local_zone
+
 LATE_INVOICE_GRACE = timedelta(days=7)
 HOUR = timedelta(hours=1)
 
@@ -42,8 +43,18 @@ def prorate(amount: int, inside: int, duration: int) -> int:
     return first
 
 
+def split(amount: int, weights: list[Fraction]) -> list[int]:
+    """``amount`` in parts in proportion to ``weights``: largest remainder, earlier parts win ties."""
+    total = sum(weights)
+    exact = [amount * weight / total for weight in weights]
+    parts = [int(part) for part in exact]
+    for index in sorted(range(len(parts)), key=lambda i: (-(exact[i] - parts[i]), i))[: amount - sum(parts)]:
+        parts[index] += 1
+    return parts
+
+
 def month_of(at: datetime) -> tuple[datetime, datetime]:
-    local = at.astimezone(SHANGHAI)
+    local = at.astimezone(local_zone())
     start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     return start.astimezone(UTC), end.astimezone(UTC)
@@ -160,6 +171,7 @@ class Line:
     provider: str
     amount: int
     voucher_amount: int = 0
+    hours: dict[datetime, int] = field(default_factory=dict)  # usage lines: card-seconds by UTC hour
 
 
 @dataclass
@@ -274,6 +286,7 @@ class MoneyModel:
 
     def _take_unbilled(self, invoice: Invoice, takes_late: bool) -> list[Line]:
         seconds: dict[tuple[str, str, int, str], int] = defaultdict(int)
+        hours: dict[tuple[str, str, int, str], dict[datetime, int]] = defaultdict(dict)
         for (lease_id, hour), usage in self.usage.items():
             lease = self.leases[lease_id]
             if lease.buyer != invoice.buyer or hour >= invoice.period_end:
@@ -288,15 +301,16 @@ class MoneyModel:
                 continue
             if not delta or usage.version is None:
                 continue
-            band = lease.pool.bands[hour.astimezone(SHANGHAI).hour]
+            band = lease.pool.bands[hour.astimezone(local_zone()).hour]
             seconds[(kind, lease_id, usage.version, band)] += delta
+            hours[(kind, lease_id, usage.version, band)][hour] = delta
         lines = []
         for (kind, lease_id, version, band), total in seconds.items():
             pool = self.leases[lease_id].pool
             exact = Fraction(total, 3600) * pool.versions[version].rate(band) * 100
             lines.append(
                 Line(kind, lease_id, band, version, pool.versions[version].effective_from, pool.provider,
-                     round_half_up(exact))
+                     round_half_up(exact), hours=hours[(kind, lease_id, version, band)])
             )  # fmt: skip
         # The order the service hands lines to vouchers in: by kind, lease, band, then price version.
         return sorted(lines, key=lambda line: (line.kind, line.lease, line.band, line.effective_from))
@@ -314,17 +328,23 @@ class MoneyModel:
         owed: dict[str, int] = defaultdict(int)
         if not offered or not purses:
             return owed
-        year = invoice.period_start.astimezone(SHANGHAI).year
-        duration = (invoice.period_end - invoice.period_start) // timedelta(microseconds=1)
+        year = invoice.period_start.astimezone(local_zone()).year
+        duration = HOUR // timedelta(microseconds=1)
         for line in offered:
+            # A voucher pays its share of each hour of the line's usage inside its validity: the line's
+            # fen split by the card-seconds of each hour (one rate), the hour a validity cuts prorated.
+            hours = sorted(line.hours)
+            parts = dict(zip(hours, split(line.amount, [Fraction(line.hours[hour]) for hour in hours]), strict=True))
             paid = 0
             for voucher in purses:
                 program = voucher.program
-                start, end = max(invoice.period_start, voucher.valid_from), min(invoice.period_end, voucher.valid_until)
-                inside = max(0, (end - start) // timedelta(microseconds=1))
-                if inside == 0 or (program.providers and line.provider not in program.providers):
+                within = 0
+                for hour, part in parts.items():
+                    start, end = max(hour, voucher.valid_from), min(hour + HOUR, voucher.valid_until)
+                    inside = max(0, (end - start) // timedelta(microseconds=1))
+                    within += part if inside == duration else prorate(part, inside, duration) if inside else 0
+                if within == 0 or (program.providers and line.provider not in program.providers):
                     continue
-                within = line.amount if inside == duration else prorate(line.amount, inside, duration)
                 wanted = share(within, program.coverage) - paid
                 cap_key = (invoice.buyer, program.issuer, year)
                 amount = min(wanted, voucher.remaining, max(0, program.yearly_cap - self.cap_used[cap_key]))
@@ -522,7 +542,7 @@ class MoneyModel:
             if lease.buyer != buyer or usage.version is None:
                 continue
             unbilled = usage.seconds - usage.billed - usage.late_billed if usage.closed else usage.seconds
-            band = lease.pool.bands[hour.astimezone(SHANGHAI).hour]
+            band = lease.pool.bands[hour.astimezone(local_zone()).hour]
             groups[("usage" if hour >= now else "adjustment", lease_id, usage.version, band)] += unbilled
         pending: dict[str, int] = defaultdict(int)
         for (_, lease_id, version, band), seconds in groups.items():

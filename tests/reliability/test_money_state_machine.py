@@ -5,11 +5,12 @@ Each sequence (a Hypothesis example) starts from the same world (two postpaid bu
 running lease at each of two providers, a prepaid buyer, two issuers) and from empty books: it
 runs in a savepoint rolled back at its end. Steps move a frozen clock through the months (usage,
 month close, the grace, finalization) and call the services: usage through the ingest path and
-the rollup, price versions, finalization (vouchers, then the compute bank, pay through billing's
-hooks), voucher issue, revocation and expiry, cards and collection through localstripe, payment
-outcomes delivered by Stripe webhooks, bank transfers, voids and refunds, compute-bank top-ups
-(granted by their webhook) and grants, and the prepaid buyer's leases holding credit. After every
-step the ledger sums to zero, every balance equals the model's and ``reconcile`` is clean.
+the rollup, price versions, finalization (vouchers, then the compute bank, each called by name),
+voucher issue (mid-month and mid-hour between usage too), revocation and expiry, cards and
+collection through localstripe, payment outcomes delivered by Stripe webhooks, bank transfers,
+voids and refunds, compute-bank top-ups (granted by their webhook) and grants, and the prepaid
+buyer's leases holding credit. After every step the ledger sums to zero, every balance equals the
+model's and ``reconcile`` is clean.
 
 200 sequences by default; ``MONEY_SEQUENCES=2000`` (and ``MONEY_STEPS``) run more.
 """
@@ -514,6 +515,27 @@ class MoneyMachine(RuleBasedStateMachine):
                 *validity,
                 remaining=face_value,
             )
+
+    @rule(
+        program=st.integers(0, 1),
+        provider=st.integers(0, 1),
+        buyer=st.integers(0, 1),
+        face_value=st.integers(100, 80_000),
+        minutes=st.integers(0, 59),
+        seconds=SECONDS,
+    )
+    def a_voucher_is_issued_mid_month_between_usage(
+        self, program: int, provider: int, buyer: int, face_value: int, minutes: int, seconds: int
+    ) -> None:
+        """Usage before a voucher issued in the middle of a month and of an hour, and after it in that
+        hour and later: it pays its share of the hours inside its validity only (it once paid the
+        share of the month it was valid for, whenever the usage happened)."""
+        self.ingest(provider, [(buyer, 0, 0, seconds)], None)
+        self.clock += timedelta(minutes=minutes)
+        self.an_issuer_grants_a_voucher(program, buyer, face_value, None)
+        SEEN["vouchers issued mid-month between usage"] += 1
+        self.clock += timedelta(hours=2)
+        self.ingest(provider, [(buyer, 1, 59, seconds), (buyer, 0, 0, seconds)], None)
 
     @precondition(lambda self: self.model.vouchers)
     @rule(index=st.integers(0, 1000))
