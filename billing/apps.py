@@ -7,9 +7,13 @@ class BillingConfig(AppConfig):
 
     def ready(self) -> None:
         from billing.services.bank.holds import hold_release, hold_take
+        from billing.services.usage import usage_hours_reprice
         from marketplace import hooks
+        from pools import hooks as pool_hooks
 
         # The marketplace is below billing: it calls these inside its own transactions.
         if hold_take not in hooks.LEASE_START_HOOKS:
             hooks.LEASE_START_HOOKS.append(hold_take)
             hooks.LEASE_END_HOOKS.append(hold_release)
+        if usage_hours_reprice not in pool_hooks.PRICE_VERSION_HOOKS:
+            pool_hooks.PRICE_VERSION_HOOKS.append(usage_hours_reprice)

@@ -29,6 +29,10 @@ _ACCEPTED = USAGE_EVENTS.labels(outcome="accepted", code="")
 _DUPLICATE = USAGE_EVENTS.labels(outcome="duplicate", code="")
 
 INVOICES_FINALIZED = Counter("grid_invoices_finalized", "Invoices finalized (month end, or by an operator).")
+INVOICES_SET_ASIDE = Counter(
+    "grid_invoices_set_aside",
+    "Invoices finalizing set aside as drafts (usage without a price): each needs an operator (reconcile lists them).",
+)
 
 PAYMENTS = Counter(
     "grid_payments",

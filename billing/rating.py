@@ -146,7 +146,7 @@ SELECT b.invoice_id, 'usage', r.lease_id, r.pool_id, r.provider_id, r.price_plan
        extract(hour FROM r.hour AT TIME ZONE %(zone)s)::int, sum(r.quantity)
 FROM batch AS b JOIN billing_usagerollup AS r
   ON r.buyer_id = b.buyer_id AND r.hour >= b.period_start AND r.hour < b.period_end
-WHERE NOT r.late AND r.price_plan_id IS NOT NULL
+WHERE NOT r.late
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 """
 
@@ -160,7 +160,7 @@ WITH batch AS (
 SELECT b.invoice_id, r.id, 'adjustment', r.lease_id, r.pool_id, r.provider_id, r.price_plan_id, r.metric, r.model,
        extract(hour FROM r.hour AT TIME ZONE %(zone)s)::int, r.quantity - r.billed_quantity
 FROM batch AS b JOIN billing_usagerollup AS r ON r.buyer_id = b.buyer_id AND r.hour < b.period_end
-WHERE r.late AND r.quantity <> r.billed_quantity AND r.price_plan_id IS NOT NULL
+WHERE r.late AND r.quantity <> r.billed_quantity
 ORDER BY r.id
 FOR UPDATE OF r
 """
@@ -168,10 +168,12 @@ FOR UPDATE OF r
 
 @dataclass
 class Unbilled:
-    """What an invoice bills: its lines, and the late rows among them, to mark billed."""
+    """What an invoice bills: its lines, and the late rows among them, to mark billed; and its
+    usage without a price (rows an earlier release stored so), which it cannot bill."""
 
     lines: list[RatedLine]
     late_rows: list[Any]
+    unpriced: list[dict[str, Any]]
 
 
 def rate_unbilled(*, invoices: Sequence[Any]) -> dict[Any, Unbilled]:
@@ -195,7 +197,12 @@ def rate_unbilled(*, invoices: Sequence[Any]) -> dict[Any, Unbilled]:
         for invoice_id, rollup_id, *row in cursor.fetchall():
             rows[invoice_id].append(dict(zip((*_GROUP, "unbilled"), row, strict=True)))
             late[invoice_id].append(rollup_id)
-    return {invoice_id: Unbilled(_lines(rows[invoice_id]), late[invoice_id]) for invoice_id in rows}
+    unbilled = {}
+    for invoice_id, invoice_rows in rows.items():
+        priced = [row for row in invoice_rows if row["price_plan_id"] is not None]
+        unpriced = [row for row in invoice_rows if row["price_plan_id"] is None and row["unbilled"]]
+        unbilled[invoice_id] = Unbilled(_lines(priced), late[invoice_id], unpriced)
+    return unbilled
 
 
 def late_rows_bill(*, rollup_ids: list[Any]) -> None:
@@ -258,4 +265,15 @@ def _lines(rows: list[dict[str, Any]]) -> list[RatedLine]:
                 rate=unit_rate,
             )
         line.used += row["unbilled"]
-    return sorted(lines.values(), key=lambda line: (line.kind, str(line.lease_id), line.metric, line.model, line.band))
+    # Lines of one band and two price versions (an hour split at a version's start) oldest version first.
+    return sorted(
+        lines.values(),
+        key=lambda line: (
+            line.kind,
+            str(line.lease_id),
+            line.metric,
+            line.model,
+            line.band,
+            plans[line.price_plan_id][0].effective_from,
+        ),
+    )

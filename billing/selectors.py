@@ -166,6 +166,17 @@ def invoices_overdue(*, organization: Organization, now: datetime) -> QuerySet[I
     )
 
 
+def invoices_set_aside(*, organization: Organization) -> QuerySet[Invoice]:
+    """Drafts of closed months that finalizing set aside, with their reason (usage without a
+    price), oldest first: each waits for an operator."""
+    return (
+        invoice_list(organization=organization)
+        .filter(status=Invoice.Status.DRAFT)
+        .exclude(hold_reason="")
+        .order_by("period_start", "pk")
+    )
+
+
 def spend_forecast(*, invoice: Invoice, now: datetime) -> dict[str, Any]:
     """Spend so far in the draft ``invoice``'s period, by lease (its live-rated lines), and the
     forecast to the period's end: each lease still active keeps spending at its rate so far

@@ -17,6 +17,7 @@ from billing.selectors import (
     card_hours,
     invoice_list,
     invoices_overdue,
+    invoices_set_aside,
     platform_revenue_by_day,
     spend_forecast,
     statement_list,
@@ -127,6 +128,8 @@ def operator_page(*, organization: Organization, now: datetime) -> dict[str, Any
     attention_rows = list(attention[:ATTENTION_ROWS])
     overdue = invoices_overdue(organization=organization, now=now)
     overdue_rows = list(overdue[:ATTENTION_ROWS])
+    set_aside = invoices_set_aside(organization=organization)
+    set_aside_rows = list(set_aside[:ATTENTION_ROWS])
     return {
         "hubs": hubs,
         "hub_rows": [
@@ -144,6 +147,8 @@ def operator_page(*, organization: Organization, now: datetime) -> dict[str, Any
         "attention_count": _count(attention, attention_rows),
         "overdue": overdue_rows,
         "overdue_count": _count(overdue, overdue_rows),
+        "set_aside": set_aside_rows,
+        "set_aside_count": _count(set_aside, set_aside_rows),
     }
 
 

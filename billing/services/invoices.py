@@ -21,7 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing.bank_credits import banks_lock, banks_review, give_back_to_bank, pay_from_bank
-from billing.metrics import INVOICES_FINALIZED, count_on_commit
+from billing.metrics import INVOICES_FINALIZED, INVOICES_SET_ASIDE, count_on_commit
 from billing.models import Account, Invoice, InvoiceLine, JournalEntry, ProviderStatement
 from billing.periods import local_year, month_of
 from billing.rating import RatedLine, late_rows_bill, rate, rate_unbilled, unbilled_rollups
@@ -187,6 +187,7 @@ _FINALIZED_FIELDS = [
     "finalized_at",
     "paid_at",
     "next_payment_attempt_at",
+    "hold_reason",
 ]
 
 
@@ -211,7 +212,12 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
     # first is the calendar's choice, not the ids'.
     drafts.sort(key=lambda invoice: (invoice.period_start, str(invoice.pk)))
     unbilled = rate_unbilled(invoices=drafts)
-    drafts = [invoice for invoice in drafts if _owes_nothing_negative(invoice, unbilled[invoice.pk].lines)]
+    drafts = [
+        invoice
+        for invoice in drafts
+        if _all_priced(invoice, unbilled[invoice.pk].unpriced)
+        and _owes_nothing_negative(invoice, unbilled[invoice.pk].lines)
+    ]
     if not drafts:
         return 0
     late_rows_bill(rollup_ids=[row for invoice in drafts for row in unbilled[invoice.pk].late_rows])
@@ -237,7 +243,7 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
         for provider_id, (gross, commission) in by_provider.items():
             before = accrued.get(provider_id, (0, 0))
             accrued[provider_id] = (before[0] + gross, before[1] + commission)
-        invoice.finalized_at = now
+        invoice.finalized_at, invoice.hold_reason = now, ""
         invoice.status = Status.FINALIZED if invoice.amount_due else Status.PAID
         invoice.next_payment_attempt_at = now if invoice.amount_due else None
         invoice.paid_at = None if invoice.amount_due else now
@@ -262,6 +268,31 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
             "invoice finalized", extra={"invoice": str(invoice.pk), "number": invoice.number, "due": invoice.amount_due}
         )
     return len(drafts)
+
+
+def _all_priced(invoice: Invoice, unpriced: list[dict[str, Any]]) -> bool:
+    """An invoice with usage that has no price (rollup rows an earlier release stored without
+    one) is set aside as a draft, with its reason and an error logged, rather than finalized
+    without that usage: ``manage.py rebuild_usage_rollups`` prices it, and the next run of
+    month-end finalizes the invoice. ``reconcile`` lists it meanwhile."""
+    if not unpriced:
+        return True
+    totals: dict[str, Any] = defaultdict(int)
+    for row in unpriced:
+        totals[row["metric"]] += row["unbilled"]
+    quantities = ", ".join(f"{format(total.normalize(), 'f')} {metric}" for metric, total in sorted(totals.items()))
+    leases = sorted({str(row["lease_id"]) for row in unpriced})
+    invoice.hold_reason = (
+        f"usage without a price: {quantities} of lease {', '.join(leases)}; "
+        "run manage.py rebuild_usage_rollups, then finalize again"
+    )[:500]
+    Invoice.objects.filter(pk=invoice.pk).update(hold_reason=invoice.hold_reason)
+    logger.error(
+        "invoice set aside: usage without a price",
+        extra={"invoice": str(invoice.pk), "buyer": str(invoice.buyer_id), "reason": invoice.hold_reason},
+    )
+    count_on_commit(INVOICES_SET_ASIDE)
+    return False
 
 
 def _owes_nothing_negative(invoice: Invoice, lines: list[RatedLine]) -> bool:

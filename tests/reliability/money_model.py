@@ -1,8 +1,9 @@
 """A small model of the money of Compute Grid, in plain Python, for the money state machine.
 
 It knows nothing of the service's code: it is the rules of docs/architecture.md and the issues
-written out again with exact fractions. Usage is rated with the price version in force at
-the start of its hour and rounded once per invoice line; vouchers pay their program's
+written out again with exact fractions. Usage is rated with the price version in force when it
+happened (the pool's first, for usage stamped before the pool was listed), with the time-of-use
+band of its local hour, and rounded once per invoice line; vouchers pay their program's
 share of eligible lines, soonest-expiring first, within their remaining value, the yearly
 cap and their validity (hour by hour: a voucher issued mid-month pays its share of the hours
 of usage after it, not a share of the month); the buyer owes the rest, collected by card or transfer; a void
@@ -21,6 +22,7 @@ from core.timezones import local_zone
 
 LATE_INVOICE_GRACE = timedelta(days=7)
 HOUR = timedelta(hours=1)
+NEVER = datetime.max.replace(tzinfo=UTC)  # the expiry of grants that never expire, for sorting
 
 
 def round_half_up(exact: Fraction) -> int:
@@ -77,9 +79,10 @@ class Pool:
     bands: list[str]  # band of each local hour 0..23 (the hub's tariff)
     versions: list[Version]
 
-    def version_at(self, hour: datetime) -> int | None:
-        index = bisect_right([version.effective_from for version in self.versions], hour)
-        return index - 1 if index else None
+    def version_at(self, at: datetime) -> int:
+        """The version in force at ``at``; the first for a moment before the pool was listed."""
+        index = bisect_right([version.effective_from for version in self.versions], at)
+        return max(index, 1) - 1
 
 
 @dataclass
@@ -93,13 +96,32 @@ class Lease:
 @dataclass
 class Usage:
     """An hour of a lease: its month's invoice bills what it holds when it is finalized; what
-    comes later is late usage, billed by the buyer's next invoice as an adjustment."""
+    comes later is late usage, billed by the buyer's next invoice as an adjustment. Each
+    event is rated with the version in force when it happened, as the versions stand when
+    it is billed (a version may start before it is made, within the skew)."""
 
-    seconds: int = 0
-    billed: int = 0  # by the month's invoice
-    late_billed: int = 0  # by later invoices
+    events: list[tuple[datetime, int]] = field(default_factory=list)
+    billed: dict[int, int] = field(default_factory=dict)  # seconds per version, by the month's invoice
+    late_billed: dict[int, int] = field(default_factory=dict)  # by later invoices
     closed: bool = False  # the month's invoice is finalized
-    version: int | None = None
+
+    @property
+    def seconds(self) -> int:
+        return sum(seconds for _, seconds in self.events)
+
+    def by_version(self, pool: "Pool") -> dict[int, int]:
+        seconds: dict[int, int] = defaultdict(int)
+        for at, amount in self.events:
+            seconds[pool.version_at(at)] += amount
+        return seconds
+
+    def unbilled(self, pool: "Pool") -> dict[int, int]:
+        """Seconds per version no invoice has billed."""
+        used = self.by_version(pool)
+        if not self.closed:
+            return used
+        versions = set(used) | set(self.billed) | set(self.late_billed)
+        return {v: used.get(v, 0) - self.billed.get(v, 0) - self.late_billed.get(v, 0) for v in versions}
 
 
 @dataclass
@@ -158,7 +180,7 @@ class Grant:
     @property
     def burn_order(self) -> tuple[object, ...]:
         """Soonest-expiring first (never-expiring last), then by priority, then oldest."""
-        return (self.expires_at is None, self.expires_at or self.created_at, self.priority, self.created_at)
+        return (self.expires_at is None, self.expires_at or NEVER, self.priority, self.created_at)
 
 
 @dataclass
@@ -236,8 +258,7 @@ class MoneyModel:
         usage = self.usage.setdefault((lease_id, hour), Usage())
         if usage.seconds + seconds > lease.cards * 3600 * (1 + self.hourly_tolerance):
             return False
-        usage.seconds += seconds
-        usage.version = lease.pool.version_at(hour)
+        usage.events.append((at, seconds))
         month = month_of(hour)
         invoice = self.invoices.get((lease.buyer, month[0]))
         usage.closed = invoice is not None and invoice.status != "draft"
@@ -292,18 +313,19 @@ class MoneyModel:
             if lease.buyer != invoice.buyer or hour >= invoice.period_end:
                 continue
             if hour >= invoice.period_start:
-                kind, delta = "usage", usage.seconds
-                usage.billed, usage.closed = usage.seconds, True
+                kind, deltas = "usage", usage.by_version(lease.pool)
+                usage.billed, usage.closed = dict(deltas), True
             elif takes_late and usage.closed:
-                kind, delta = "adjustment", usage.seconds - usage.billed - usage.late_billed
-                usage.late_billed += delta
+                kind, deltas = "adjustment", usage.unbilled(lease.pool)
+                for version, delta in deltas.items():
+                    usage.late_billed[version] = usage.late_billed.get(version, 0) + delta
             else:
                 continue
-            if not delta or usage.version is None:
-                continue
             band = lease.pool.bands[hour.astimezone(local_zone()).hour]
-            seconds[(kind, lease_id, usage.version, band)] += delta
-            hours[(kind, lease_id, usage.version, band)][hour] = delta
+            for version, delta in deltas.items():
+                if delta:
+                    seconds[(kind, lease_id, version, band)] += delta
+                    hours[(kind, lease_id, version, band)][hour] = delta
         lines = []
         for (kind, lease_id, version, band), total in seconds.items():
             pool = self.leases[lease_id].pool
@@ -539,11 +561,11 @@ class MoneyModel:
         groups: dict[tuple[str, str, int, str], int] = defaultdict(int)
         for (lease_id, hour), usage in self.usage.items():
             lease = self.leases[lease_id]
-            if lease.buyer != buyer or usage.version is None:
+            if lease.buyer != buyer:
                 continue
-            unbilled = usage.seconds - usage.billed - usage.late_billed if usage.closed else usage.seconds
             band = lease.pool.bands[hour.astimezone(local_zone()).hour]
-            groups[("usage" if hour >= now else "adjustment", lease_id, usage.version, band)] += unbilled
+            for version, unbilled in usage.unbilled(lease.pool).items():
+                groups[("usage" if hour >= now else "adjustment", lease_id, version, band)] += unbilled
         pending: dict[str, int] = defaultdict(int)
         for (_, lease_id, version, band), seconds in groups.items():
             rate = self.leases[lease_id].pool.versions[version].rate(band)
