@@ -90,6 +90,7 @@ class InvoiceSerializer(serializers.Serializer):
     bank_credit = MoneyField()
     amount_due = MoneyField()
     amount_paid = MoneyField()
+    amount_refunded = MoneyField(help_text="Of amount_paid, what goes back to the buyer (voided, or paid twice).")
     payment_attempts = serializers.IntegerField()
     next_payment_attempt_at = serializers.DateTimeField(allow_null=True)
     finalized_at = serializers.DateTimeField(allow_null=True)

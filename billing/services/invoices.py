@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from billing.bank_credits import banks_lock, banks_review, give_back_to_bank, pay_from_bank
 from billing.metrics import INVOICES_FINALIZED, INVOICES_SET_ASIDE, count_on_commit
-from billing.models import Account, Invoice, InvoiceLine, JournalEntry, ProviderStatement
+from billing.models import Account, Invoice, InvoiceLine, JournalEntry, PaymentAttempt, ProviderStatement
 from billing.periods import local_year, month_of
 from billing.rating import RatedLine, late_rows_bill, rate, rate_unbilled, unbilled_rollups
 from billing.services.ledger import (
@@ -34,8 +34,10 @@ from billing.services.ledger import (
     entries_post,
     entry_reverse,
 )
+from billing.services.payments import attempts_settle, payments_give_back
 from billing.voucher_credits import redeem_vouchers, reverse_vouchers
 from core.exceptions import ConflictError
+from core.locks import advisory_lock
 from core.money import format_yuan, share
 from organizations.models import AuditEvent, Organization
 from organizations.services import audit_record
@@ -323,14 +325,34 @@ def _queue_collection(invoice_ids: list[Any]) -> None:
         payment_collect.delay(str(invoice_id))
 
 
-@transaction.atomic
+VOIDABLE = (Status.FINALIZED, Status.PAID, Status.UNCOLLECTIBLE)
+
+
 def invoice_void(*, invoice_id: Any, by: str, reason: str = "", now: datetime | None = None) -> Invoice:
-    """Void a finalized or paid invoice: every entry it posted is reversed, statements
-    taken back, vouchers and credits returned; a Stripe payment is refunded after commit."""
+    """Void a finalized or paid invoice: its open PaymentIntents are canceled first (a charge
+    Stripe already made is booked), then it is voided (``_void``). While a collection run talks
+    to Stripe about it, or Stripe is still processing a charge, the answer is 409 ``payment_in_flight``."""
     now = now or timezone.now()
-    invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
-    if invoice.status not in (Status.FINALIZED, Status.PAID, Status.UNCOLLECTIBLE):
+    with advisory_lock(f"invoice-collect:{invoice_id}") as mine:  # the collection run's
+        if not mine:
+            raise ConflictError(_IN_FLIGHT, code="payment_in_flight")
+        if Invoice.objects.filter(pk=invoice_id, status__in=VOIDABLE).exists():
+            attempts_settle(invoice_id=invoice_id, now=now)
+        return _void(invoice_id=invoice_id, by=by, reason=reason, now=now)
+
+
+_IN_FLIGHT = "A card payment of this invoice is in flight at Stripe; try again in a few minutes."
+
+
+@transaction.atomic
+def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
+    """Every entry the invoice posted is reversed, statements taken back, vouchers and credits
+    returned; what it received is given back (``payments_give_back``)."""
+    invoice = Invoice.objects.select_for_update().select_related("buyer").get(pk=invoice_id)
+    if invoice.status not in VOIDABLE:
         raise ConflictError(f"A {invoice.status} invoice cannot be voided.", code="invoice_not_voidable")
+    if invoice.attempts.filter(status=PaymentAttempt.Status.PENDING).exists():
+        raise ConflictError(_IN_FLIGHT, code="payment_in_flight")
     # What finalizing posted is reversed; payments stay booked and are refunded, so that the
     # buyer is owed what it paid until the refund goes out.
     billed = JournalEntry.objects.filter(
@@ -341,10 +363,10 @@ def invoice_void(*, invoice_id: Any, by: str, reason: str = "", now: datetime | 
     _accrue_statements((invoice.period_start, invoice.period_end), _provider_totals(list(invoice.lines.all())), sign=-1)
     reverse_vouchers(invoice=invoice, now=now)
     give_back_to_bank(invoice=invoice, now=now)
-    refund = invoice.amount_paid > 0
     invoice.status, invoice.voided_at, invoice.voided_by = Status.VOID, now, by
     invoice.next_payment_attempt_at = None
     invoice.save(update_fields=["status", "voided_at", "voided_by", "next_payment_attempt_at"])
+    refunds = payments_give_back(invoice=invoice, now=now)
     audit_record(
         actor=by,
         action=AuditEvent.Action.INVOICE_VOID,
@@ -354,19 +376,11 @@ def invoice_void(*, invoice_id: Any, by: str, reason: str = "", now: datetime | 
             "number": invoice.number,
             "amount_due": format_yuan(invoice.amount_due),
             "amount_paid": format_yuan(invoice.amount_paid),
-            "refund": refund,
+            "refunds": [{"amount": format_yuan(r.amount), "method": r.method} for r in refunds],
             "reason": reason,
         },
     )
-    if refund:
-        transaction.on_commit(lambda: _queue_refund(invoice.pk))
     return invoice
-
-
-def _queue_refund(invoice_id: Any) -> None:
-    from billing.tasks import payment_refund
-
-    payment_refund.delay(str(invoice_id))
 
 
 def invoices_due_for_finalizing(*, now: datetime) -> list[Any]:

@@ -72,9 +72,12 @@ def grant_create(
     priority: int = 100,
     note: str = "",
     reference: str = "",
+    offset: str | None = None,
     now: datetime | None = None,
 ) -> CreditGrant:
-    """Give the buyer credit: a top-up it paid for, or credit from the platform."""
+    """Give the buyer credit: a top-up it paid for, or credit from the platform. ``offset`` is the
+    account purpose the credit comes from when it is neither: the buyer's receivable for money an
+    invoice gives back as credit."""
     now = now or timezone.now()
     if buyer.kind != Organization.Kind.BUYER:
         raise ApplicationError(f"{buyer.slug} is a {buyer.kind}; only buyers have a bank.", code="not_a_buyer")
@@ -96,12 +99,16 @@ def grant_create(
         created_at=now,
     )
     reference = reference or f"grant:{grant.pk}"
-    offset = Purpose.STRIPE_CLEARING if grant.is_paid else Purpose.PROMOTION_EXPENSE
+    offset = offset or (Purpose.STRIPE_CLEARING if grant.is_paid else Purpose.PROMOTION_EXPENSE)
+    owner = buyer if offset == Purpose.BUYER_RECEIVABLE else None
     entry = entry_post(
         kind=f"bank.grant.{source}",
         description=f"{grant.get_source_display()} of {format_yuan(amount)} {grant.currency} for {buyer.slug}",
         reference=reference,
-        legs=[(account_for(purpose=offset, currency=grant.currency), amount), (liability(grant), -amount)],
+        legs=[
+            (account_for(purpose=offset, organization=owner, currency=grant.currency), amount),
+            (liability(grant), -amount),
+        ],
         at=now,
     )
     assert entry is not None
