@@ -69,8 +69,8 @@ def payment_refund(invoice_id: str) -> int:
     return payments.invoice_refund(invoice_id=invoice_id)
 
 
-@shared_task(name="billing.tasks.refunds_make_due")
-def refunds_make_due() -> int:
+@shared_task(name="billing.tasks.payments_refund_due")
+def payments_refund_due() -> int:
     """Card refunds Stripe has not made yet (an error, a lost task), tried again until made
     (beat, queue: payments)."""
     invoice_ids = payments.refunds_due(now=timezone.now())

@@ -340,7 +340,7 @@ STRIPE_PAYMENT_METHOD_TYPES = env_list("STRIPE_PAYMENT_METHOD_TYPES", ["card"])
 
 CELERY_BEAT_SCHEDULE["invoices-finalize-due"] = {"task": "billing.tasks.invoices_finalize_due", "schedule": 3600.0}
 CELERY_BEAT_SCHEDULE["payments-collect-due"] = {"task": "billing.tasks.payments_collect_due", "schedule": 600.0}
-CELERY_BEAT_SCHEDULE["refunds-make-due"] = {"task": "billing.tasks.refunds_make_due", "schedule": 600.0}
+CELERY_BEAT_SCHEDULE["payments-refund-due"] = {"task": "billing.tasks.payments_refund_due", "schedule": 600.0}
 
 # --- Compute bank ----------------------------------------------------------
 

@@ -387,3 +387,43 @@ def test_a_refund_whose_answer_was_lost_is_found_at_stripe_not_made_twice(stripe
     assert stripe_refunds() == [(attempt.payment_intent_id, invoice.amount_due)]
     assert Refund.objects.get().status == "succeeded"
     assert reconcile() == []
+
+
+# --- reconcile catches the kind ---------------------------------------------------------------
+
+
+def test_reconcile_flags_a_void_invoice_keeping_a_card_payment(stripe, buyer, provider, monkeypatch) -> None:
+    # given case 7 as it was: a charge booked on a void invoice, nothing given back (the fix removed)
+    from billing.services import payments
+
+    invoice = finalized_invoice(buyer, provider)
+    attempt = charged_but_unbooked(invoice)
+    voided_behind_its_back(invoice, attempt)
+    monkeypatch.setattr(payments, "payments_give_back", lambda **kwargs: [])
+    assert webhook_succeeded(attempt, "evt_kept") == 200
+
+    # when the books are reconciled
+    differences = reconcile()
+
+    # then the void invoice keeping money is reported
+    assert [(d.check, d.subject, d.ledger, d.expected) for d in differences] == [
+        ("void invoice keeps money", invoice.number, attempt.amount, 0)
+    ]
+
+
+def test_reconcile_flags_a_succeeded_payment_intent_left_unbooked(stripe, buyer, provider, operator_client) -> None:
+    # given case 8 as it was: the transfer paid, Stripe's webhook for the card charge stored but never
+    # processed (its processing failed), the attempt pending
+    from billing.services.payments import webhook_receive
+
+    invoice = finalized_invoice(buyer, provider)
+    attempt = charged_but_unbooked(invoice)
+    transfer(operator_client, invoice, invoice.amount_due)
+    payload, signature = signed(intent_event("evt_failed_500", "succeeded", attempt))
+    webhook_receive(payload=payload, signature=signature)
+
+    differences = reconcile()
+
+    assert [(d.check, d.subject, d.expected) for d in differences] == [
+        ("payment intent succeeded, not booked", attempt.payment_intent_id, attempt.amount)
+    ]
