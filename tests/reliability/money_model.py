@@ -207,11 +207,14 @@ class Invoice:
     bank_credit: int = 0
     amount_due: int = 0
     amount_paid: int = 0
+    amount_refunded: int = 0  # of what was paid, recorded to go back
+    transfers: int = 0
+    transfers_refunded: int = 0
     attempts: int = 0
     lines: list[Line] = field(default_factory=list)
     redemptions: list[tuple[Voucher, int, int]] = field(default_factory=list)  # (voucher, amount, cap year)
     draws: list[tuple[Grant, int]] = field(default_factory=list)
-    card_payments: list[list[int]] = field(default_factory=list)  # [amount, refunded]
+    card_payments: list[list[int]] = field(default_factory=list)  # [amount, to refund, refunded through Stripe]
     by_provider: dict[str, tuple[int, int]] = field(default_factory=dict)  # gross, commission
 
     @property
@@ -414,29 +417,56 @@ class MoneyModel:
             if grant.expires_at is not None and grant.expires_at <= now:
                 self._expire(grant)
         invoice.status = "void"
+        self._give_back(invoice)
+
+    def _give_back(self, invoice: Invoice) -> None:
+        """What the invoice received beyond what it keeps (all of a void one) is recorded to go
+        back: card payments first, the latest first, refunded through Stripe later; then bank
+        transfers, refunded at once by the operator."""
+        excess = invoice.amount_paid - invoice.amount_refunded - (0 if invoice.status == "void" else invoice.amount_due)
+        if excess <= 0:
+            return
+        invoice.amount_refunded += excess
+        for payment in reversed(invoice.card_payments):
+            part = min(excess, payment[0] - payment[1])
+            payment[1] += part
+            excess -= part
+        part = min(excess, invoice.transfers - invoice.transfers_refunded)
+        invoice.transfers_refunded += part
+        self.ledger[("buyer_receivable", invoice.buyer)] += part
+        self.ledger[("bank_transfer_clearing", None)] -= part
 
     def refund(self, *, key: tuple[str, datetime]) -> None:
+        """The invoice's card refunds due are made through Stripe."""
         invoice = self.invoices[key]
         for payment in invoice.card_payments:
-            if not payment[1]:
-                payment[1] = 1
-                self.ledger[("buyer_receivable", invoice.buyer)] += payment[0]
-                self.ledger[("stripe_clearing", None)] -= payment[0]
+            due = payment[1] - payment[2]
+            if due:
+                payment[2] += due
+                self.ledger[("buyer_receivable", invoice.buyer)] += due
+                self.ledger[("stripe_clearing", None)] -= due
+
+    def card_charged(self, *, key: tuple[str, datetime], amount: int) -> None:
+        """A card charge Stripe made is booked, whatever became of the invoice; what it does not
+        keep goes back."""
+        invoice = self.invoices[key]
+        self.ledger[("stripe_clearing", None)] += amount
+        invoice.card_payments.append([amount, 0, 0])
+        self._paid(invoice, amount)
+        self._give_back(invoice)
 
     # --- payments -----------------------------------------------------------------------
 
     def collect(self, *, key: tuple[str, datetime], outcome: str | None = None) -> str | None:
         """A card collection; ``outcome`` forces it (a webhook decides), else the buyer's card does."""
         invoice = self.invoices[key]
-        if invoice.status != "finalized" or invoice.amount_paid >= invoice.amount_due:
+        if invoice.status != "finalized" or invoice.amount_paid - invoice.amount_refunded >= invoice.amount_due:
             return None
         invoice.attempts += 1
-        amount = invoice.amount_due - invoice.amount_paid
+        amount = invoice.amount_due - invoice.amount_paid + invoice.amount_refunded
         card = outcome or self.cards.get(invoice.buyer)
         if card == "good":
-            self.ledger[("stripe_clearing", None)] += amount
-            invoice.card_payments.append([amount, 0])
-            self._paid(invoice, amount)
+            self.card_charged(key=key, amount=amount)
             return "succeeded"
         if invoice.attempts > self.dunning_steps:
             invoice.status = "uncollectible"
@@ -456,15 +486,17 @@ class MoneyModel:
         invoice = self.invoices[key]
         if invoice.status not in ("finalized", "uncollectible"):
             raise Refused("invoice_not_payable")
-        if not 0 < amount <= invoice.amount_due - invoice.amount_paid:
+        if not 0 < amount <= invoice.amount_due - invoice.amount_paid + invoice.amount_refunded:
             raise Refused("invalid_amount")
         self.ledger[("bank_transfer_clearing", None)] += amount
+        invoice.transfers += amount
         self._paid(invoice, amount)
 
     def _paid(self, invoice: Invoice, amount: int) -> None:
         self.ledger[("buyer_receivable", invoice.buyer)] -= amount
         invoice.amount_paid += amount
-        if invoice.amount_paid >= invoice.amount_due and invoice.status in ("finalized", "uncollectible"):
+        kept = invoice.amount_paid - invoice.amount_refunded
+        if kept >= invoice.amount_due and invoice.status in ("finalized", "uncollectible"):
             invoice.status = "paid"
         if not any(i.status == "uncollectible" for i in self.invoices.values() if i.buyer == invoice.buyer):
             self.blocked.discard(invoice.buyer)

@@ -53,6 +53,7 @@ from billing.services.payments import (
     invoice_pay,
     invoice_refund,
     payment_method_set,
+    refunds_make_due,
     webhook_process,
     webhook_receive,
 )
@@ -613,6 +614,66 @@ class MoneyMachine(RuleBasedStateMachine):
         _, refusal = self.predict(lambda: self.model.bank_transfer(key=key, amount=amount))
         with self.at_clock():
             self.expect(refusal, lambda: bank_transfer_record(invoice=self.invoice(key), amount=amount, by="operator"))
+
+    def owing_by_card(self) -> list[tuple[str, datetime]]:
+        return [k for k, i in self.model.invoices.items() if i.status == "finalized"]
+
+    @precondition(lambda self: self.owing_by_card())
+    @rule(
+        index=st.integers(0, 1000),
+        charged=st.booleans(),
+        race=st.sampled_from(["void", "transfer"]),
+        replays=st.integers(1, 2),
+    )
+    def a_void_or_a_transfer_races_a_charge(self, index: int, charged: bool, race: str, replays: int) -> None:
+        """The collection run makes the PaymentIntent and, before it learns the outcome (Stripe charged
+        the card, or the worker died before confirming), the operator voids the invoice or records
+        the buyer's bank transfer of all it owes; then Stripe's webhook arrives (``replays`` times),
+        and the collection run and the refund sweep come back, twice. A charge is booked whatever
+        became of the invoice, and what the invoice does not keep goes back."""
+        key = self.pick(self.owing_by_card(), index)
+        invoice, model = self.invoice(key), self.model.invoices[key]
+        owed = model.amount_due - model.amount_paid + model.amount_refunded
+        with self.at_clock():
+            payment_method_set(organization=invoice.buyer, payment_method=new_card(CARDS["good"]))
+        self.model.cards[key[0]] = "good"
+        client = stripe_client()
+        confirm = client.v1.payment_intents.confirm
+
+        def lost(*args: Any, **kwargs: Any) -> None:
+            if charged:
+                confirm(*args, **kwargs)
+            raise stripe_library.APIConnectionError("no answer from Stripe")
+
+        client.v1.payment_intents.confirm = lost  # type: ignore[method-assign]
+        try:
+            with self.at_clock(), pytest.raises(stripe_library.APIConnectionError):
+                invoice_collect(invoice_id=invoice.pk)
+        finally:
+            del client.v1.payment_intents.confirm
+        attempt = invoice.attempts.get(status=PaymentAttempt.Status.PENDING)
+        model.attempts += 1
+        with self.at_clock():
+            if race == "void":
+                if charged:  # the void books the charge Stripe made before it voids
+                    self.model.card_charged(key=key, amount=owed)
+                self.model.void(key=key, now=self.clock)
+                invoice_void(invoice_id=invoice.pk, by="operator", now=self.clock)
+            else:
+                self.model.bank_transfer(key=key, amount=owed)
+                bank_transfer_record(invoice=invoice, amount=owed, by="operator")
+                if charged:
+                    self.model.card_charged(key=key, amount=owed)
+            if charged:
+                for _ in range(replays):
+                    self.deliver(attempt, succeeded=True)
+            for _ in range(2):
+                invoice_collect(invoice_id=invoice.pk)
+                refunds_make_due(now=self.clock)
+            self.model.refund(key=key)
+        attempt.refresh_from_db()
+        assert attempt.status == ("succeeded" if charged else "failed")
+        SEEN[f"charges {'made' if charged else 'not confirmed'} racing a {race}"] += 1
 
     # --- vouchers -------------------------------------------------------------------------
 
