@@ -91,10 +91,10 @@ def _open_attempt(invoice_id: Any, now: datetime | None = None) -> PaymentAttemp
         retry_at = (now or timezone.now()) + timedelta(seconds=settings.BILLING_COLLECTION_RETRY_SECONDS)
         pending = invoice.attempts.filter(status=PaymentAttempt.Status.PENDING).first()
         if pending:  # finished whatever became of the invoice meanwhile
-            if _owed(invoice):
+            if _collectible(invoice):
                 Invoice.objects.filter(pk=invoice.pk).update(next_payment_attempt_at=retry_at)
             return pending
-        if not _owed(invoice):
+        if not _collectible(invoice):
             return None
         number = invoice.payment_attempts + 1
         Invoice.objects.filter(pk=invoice.pk).update(payment_attempts=number, next_payment_attempt_at=retry_at)
@@ -107,9 +107,13 @@ def _open_attempt(invoice_id: Any, now: datetime | None = None) -> PaymentAttemp
         )
 
 
+def _collectible(invoice: Invoice) -> bool:
+    return invoice.status in COLLECTIBLE and _owed(invoice) > 0
+
+
 def _owed(invoice: Invoice) -> int:
-    """What a collectible invoice still owes; 0 for any other."""
-    if invoice.status not in COLLECTIBLE:
+    """What a finalized or uncollectible invoice still owes; 0 for any other."""
+    if invoice.status not in (Invoice.Status.FINALIZED, Invoice.Status.UNCOLLECTIBLE):
         return 0
     return max(0, invoice.amount_due - (invoice.amount_paid - invoice.amount_refunded))
 
@@ -126,7 +130,7 @@ def _collect(invoice_id: Any, now: datetime) -> PaymentAttempt | None:
     if attempt is None:
         return None
     invoice = Invoice.objects.get(pk=attempt.invoice_id)
-    if not _owed(invoice):  # paid by a transfer or voided since the attempt was recorded
+    if not _collectible(invoice):  # paid by a transfer or voided since the attempt was recorded
         _attempt_settle(attempt, now)
         return PaymentAttempt.objects.get(pk=attempt.pk)
     customer = StripeCustomer.objects.filter(organization_id=invoice.buyer_id).first()

@@ -307,20 +307,21 @@ def _usage_by_price_version() -> list[Difference]:
 
 
 def _unbooked_payment_intents() -> list[Difference]:
-    """Every PaymentIntent Stripe told us succeeded is booked: its attempt or its top-up succeeded.
-    (A webhook that failed, or was never processed, leaves it unbooked.)"""
+    """Every PaymentIntent Stripe told us succeeded is booked: its attempt or its top-up is no longer
+    pending. (A webhook whose processing failed leaves it pending, unbooked. A success told for an
+    attempt already decided failed is a replay that changes nothing, as the webhook tests require.)"""
     told = {
         (event.get("data") or {}).get("object", {}).get("id")
         for event in StripeEvent.objects.filter(type="payment_intent.succeeded").values_list("payload", flat=True)
     }
     told.discard(None)
     unbooked = [
-        *PaymentAttempt.objects.filter(payment_intent_id__in=told)
-        .exclude(status=PaymentAttempt.Status.SUCCEEDED)
-        .values_list("payment_intent_id", "amount"),
-        *TopUp.objects.filter(payment_intent_id__in=told)
-        .exclude(status=TopUp.Status.SUCCEEDED)
-        .values_list("payment_intent_id", "amount"),
+        *PaymentAttempt.objects.filter(payment_intent_id__in=told, status=PaymentAttempt.Status.PENDING).values_list(
+            "payment_intent_id", "amount"
+        ),
+        *TopUp.objects.filter(payment_intent_id__in=told, status=TopUp.Status.PENDING).values_list(
+            "payment_intent_id", "amount"
+        ),
     ]
     return [Difference("payment intent succeeded, not booked", str(pi), 0, int(amount)) for pi, amount in unbooked]
 

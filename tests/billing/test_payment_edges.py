@@ -297,8 +297,10 @@ def test_voiding_returns_a_transfer_as_a_recorded_refund(stripe, buyer, provider
     transfer(operator_client, invoice, 5000)
 
     response = void(operator_client, invoice)
+    again = void(operator_client, invoice)
 
     assert response.status_code == 200, response.json()
+    assert again.json()["error"]["code"] == "invoice_not_voidable"
     refund = Refund.objects.get()
     assert (refund.method, refund.status, refund.amount, refund.attempt_id) == (
         "bank_transfer",
