@@ -31,7 +31,7 @@ def refunds_of_refunded_attempts(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0010_compute_bank'),
+        ('billing', '0011_rollup_per_price_version'),
         ('organizations', '0004_audit_event_append_only'),
     ]
 
