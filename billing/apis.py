@@ -157,7 +157,18 @@ class InvoicePayApi(APIView):
         request=InvoicePaySerializer,
         responses=InvoiceSerializer,
         summary="Pay an invoice",
-        extensions={"x-calls-stripe": True},  # core.schema documents its 503
+        extensions={  # core.schema documents its 503 and its codes
+            "x-calls-stripe": True,
+            "x-error-codes": {
+                "409": {
+                    "invoice_not_payable": "the invoice is not finalized or uncollectible",
+                    "no_payment_method": (
+                        "no card on file and no `payment_method` given; send one (a Stripe PaymentMethod id "
+                        "made with Stripe.js) or pay by bank transfer; nothing was recorded"
+                    ),
+                }
+            },
+        },
     )
     @idempotent
     def post(self, request: Request, invoice_id: Any) -> Response:
@@ -169,11 +180,27 @@ class InvoicePayApi(APIView):
 
 
 class InvoiceVoidApi(APIView):
-    """Operator: void a finalized or paid invoice; everything it moved is reversed and refunded."""
+    """Operator: void a finalized or paid invoice; everything it moved is reversed, what it received given back."""
 
     permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.OPERATOR)]
 
-    @extend_schema(request=InvoiceVoidSerializer, responses=InvoiceSerializer, summary="Void an invoice")
+    @extend_schema(
+        request=InvoiceVoidSerializer,
+        responses=InvoiceSerializer,
+        summary="Void an invoice",
+        extensions={  # core.schema documents its 503 and its codes
+            "x-calls-stripe": True,
+            "x-error-codes": {
+                "409": {
+                    "invoice_not_voidable": "the invoice is not finalized, paid or uncollectible",
+                    "payment_in_flight": (
+                        "a card payment of the invoice is being collected or processed at Stripe; nothing "
+                        "changed, try again in a few minutes"
+                    ),
+                }
+            },
+        },
+    )
     def post(self, request: Request, invoice_id: Any) -> Response:
         body = InvoiceVoidSerializer(data=request.data)
         body.is_valid(raise_exception=True)

@@ -6,6 +6,7 @@ model. Rates stay exact Decimals; each invoice line rounds once
 (``core.money.round_to_fen``).
 """
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,8 +18,8 @@ from django.db.models import Case, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import ExtractHour
 
 from billing.models import InvoiceLine, UsageMetric, UsageRollup
-from billing.periods import local_zone
 from core.money import round_to_fen
+from core.timezones import local_zone
 from pools.models import PricePlan
 from pools.tariffs import hour_bands
 
@@ -106,6 +107,32 @@ def rate(rollups: QuerySet[UsageRollup], *, period_start: datetime) -> list[Rate
         .order_by()
     )
     return _lines(list(groups))
+
+
+def line_key(line: RatedLine | InvoiceLine) -> tuple[Any, ...]:
+    """What tells the lines of an invoice apart: rated lines and stored invoice lines alike."""
+    return (line.kind, str(line.lease_id), str(line.price_plan_id), line.metric, line.model, line.band, line.rate)
+
+
+def rate_by_hour(rollups: QuerySet[UsageRollup]) -> dict[tuple[Any, ...], dict[datetime, Decimal]]:
+    """The usage lines of a period's own rows (``rate`` without adjustments), hour by hour: for
+    each line (``line_key``), the exact amount of each UTC hour of usage in it."""
+    groups = (
+        rollups.filter(late=False)
+        .exclude(price_plan__isnull=True)
+        .annotate(local_hour=ExtractHour("hour", tzinfo=local_zone()), kind=Value(InvoiceLine.Kind.USAGE))
+        .values(*_GROUP, "hour")
+        .annotate(unbilled=Sum("quantity"))
+        .order_by()
+    )
+    by_hour: dict[datetime, list[dict[str, Any]]] = defaultdict(list)
+    for row in groups:
+        by_hour[row.pop("hour")].append(row)
+    amounts: dict[tuple[Any, ...], dict[datetime, Decimal]] = defaultdict(dict)
+    for hour, rows in by_hour.items():
+        for line in _lines(rows):
+            amounts[line_key(line)][hour] = line.exact_amount
+    return amounts
 
 
 # The batch of invoices is given as arrays of their columns (``_columns``).

@@ -6,7 +6,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from billing.models import UsageMetric
-from core.serializers import CurrencyField, MoneyField, StrictSerializer
+from core.serializers import CurrencyField, MoneyField, PriceField, StrictSerializer
 
 MAX_USAGE_RANGE = {"hour": timedelta(days=31), "day": timedelta(days=366)}
 
@@ -71,7 +71,7 @@ class InvoiceLineSerializer(serializers.Serializer):
     band = serializers.CharField()
     unit = serializers.CharField()
     quantity = serializers.DecimalField(max_digits=24, decimal_places=10)
-    rate = serializers.DecimalField(max_digits=22, decimal_places=10)
+    rate = PriceField(help_text="Per unit: card-hour or million tokens; rated exactly, shown to 4 places.")
     amount = MoneyField()
     voucher_amount = MoneyField()
 
@@ -90,6 +90,7 @@ class InvoiceSerializer(serializers.Serializer):
     bank_credit = MoneyField()
     amount_due = MoneyField()
     amount_paid = MoneyField()
+    amount_refunded = MoneyField(help_text="Of amount_paid, what goes back to the buyer (voided, or paid twice).")
     payment_attempts = serializers.IntegerField()
     next_payment_attempt_at = serializers.DateTimeField(allow_null=True)
     finalized_at = serializers.DateTimeField(allow_null=True)

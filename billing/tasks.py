@@ -65,7 +65,18 @@ def payment_collect(invoice_id: str) -> str | None:
 
 @shared_task(name="billing.tasks.payment_refund")
 def payment_refund(invoice_id: str) -> int:
+    """Make the invoice's card refunds due (recorded before this task was queued; queue: payments)."""
     return payments.invoice_refund(invoice_id=invoice_id)
+
+
+@shared_task(name="billing.tasks.payments_refund_due")
+def payments_refund_due() -> int:
+    """Card refunds Stripe has not made yet (an error, a lost task), tried again until made
+    (beat, queue: payments)."""
+    invoice_ids = payments.refunds_due(now=timezone.now())
+    for invoice_id in invoice_ids:
+        payment_refund.delay(str(invoice_id))
+    return len(invoice_ids)
 
 
 @shared_task(name="billing.tasks.payment_webhook_process")

@@ -13,6 +13,8 @@ from django import forms
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.exceptions import ValidationError
 
+from core.serializers import valid_choices
+
 
 class IntegerFilter(django_filters.NumberFilter):
     """A whole number (NumberFilter would take 0.5 for a count of cards or gigabytes)."""
@@ -33,6 +35,15 @@ class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
 
 
 class StrictFilterSet(django_filters.FilterSet):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, filter_ in self.filters.items():
+            if isinstance(filter_, django_filters.ChoiceFilter):
+                # An invalid choice names the valid ones (Django's message only quotes the value given).
+                values = [value for value, _ in filter_.extra["choices"] if value != ""]
+                text = valid_choices(name, values).replace("%", "%%")  # for Django's %-formatting
+                filter_.extra["error_messages"] = {"invalid_choice": f"%(value)s is not a valid choice; {text}."}
+
     def is_valid(self) -> bool:
         valid = super().is_valid()
         for name, filter_ in self.filters.items():

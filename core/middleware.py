@@ -7,10 +7,12 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import is_valid_path
 
 from core.context import Origin, client_ip, origin_var
 from core.exception_handler import error_body
 from core.logging import request_id_var
+from core.views import api_error, api_not_found, is_api
 
 logger = logging.getLogger("compute_grid.request")
 
@@ -58,6 +60,52 @@ class RequestIdMiddleware:
         finally:
             origin_var.reset(origin_token)
             request_id_var.reset(token)
+
+
+class ApiErrorMiddleware:
+    """Under /api/, every failure is the API's error body, with DEBUG on too.
+
+    With DEBUG off Django answers an unknown path and an uncaught exception through the
+    handlers in ``core.views``; with DEBUG on it answers with its HTML debug pages instead
+    (``technical_404_response``, ``technical_500_response``), and no handler is asked. So an
+    error answer under /api/ that is not JSON is replaced here by the body the handlers give:
+    a 404 ``not_found``, a 500 ``server_error`` with the request id. By then Django has logged
+    the exception with its traceback (logger ``django.request``, with the request id) and sent
+    ``got_request_exception``, so the test client still raises it. It sits inside
+    ``RequestIdMiddleware``, which adds the ``X-Request-ID`` header; pages outside /api/
+    (admin, dashboards) keep Django's pages.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if is_api(request) and _slash_missing(request):
+            return api_not_found(request, did_you_mean=f"{request.path}/")
+        response = self.get_response(request)
+        if response.status_code >= 400 and is_api(request) and not _is_json(response):
+            replacement = api_error(request, response.status_code)
+            # Django logs an error answer once (django.utils.log.log_response marks it); the
+            # replacement of one it logged, traceback included, is not logged a second time.
+            replacement._has_been_logged = getattr(response, "_has_been_logged", False)  # type: ignore[attr-defined]
+            return replacement
+        return response
+
+
+def _slash_missing(request: HttpRequest) -> bool:
+    """A write to an API path without its trailing slash. Django's CommonMiddleware would redirect
+    it (and a redirected POST loses its body) or, with DEBUG on, fail with a 500; a GET is still
+    redirected."""
+    path = request.path_info
+    if request.method in ("GET", "HEAD") or path.endswith("/") or not settings.APPEND_SLASH:
+        return False
+    urlconf = getattr(request, "urlconf", None)
+    return not is_valid_path(path, urlconf) and bool(is_valid_path(f"{path}/", urlconf))
+
+
+def _is_json(response: HttpResponse) -> bool:
+    media_type = response.get("Content-Type", "").split(";")[0].strip()
+    return media_type == "application/json" or media_type.endswith("+json")
 
 
 def _megabytes(size: int) -> str:

@@ -2,7 +2,8 @@
 
 Ledger, invoice and payment amounts are integers in fen. Rates are Decimal.
 ``round_to_fen`` is the one rounding rule (ROUND_HALF_UP) and ``split`` the one
-way to divide an amount: its parts always add up to the whole.
+way to divide an amount: its parts always add up to the whole. Prices are shown
+with at most four places (``shown_price``, also half up), and never rounded inside.
 """
 
 from collections.abc import Sequence
@@ -11,6 +12,10 @@ from decimal import ROUND_HALF_UP, Decimal
 CURRENCY = "CNY"
 FEN_PER_YUAN = 100
 _FEN = Decimal("0.01")
+# Prices (yuan per card-hour, per million tokens) as clients and people see them. Rates stay
+# exact inside and in the database (up to 10 places); only what is shown is rounded.
+PRICE_PLACES = 4
+_PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_PLACES)
 
 
 def round_to_fen(amount_yuan: Decimal) -> int:
@@ -18,6 +23,14 @@ def round_to_fen(amount_yuan: Decimal) -> int:
     if not amount_yuan.is_finite():
         raise ValueError(f"cannot round {amount_yuan} to fen")
     return int(amount_yuan.quantize(_FEN, rounding=ROUND_HALF_UP) * FEN_PER_YUAN)
+
+
+def shown_price(rate: Decimal | str | float) -> Decimal:
+    """A price as the API and the dashboards show it: ``PRICE_PLACES`` places, rounded half up."""
+    value = rate if isinstance(rate, Decimal) else Decimal(str(rate))
+    if not value.is_finite():
+        raise ValueError(f"{rate} is not a finite price")
+    return value.quantize(_PRICE_QUANTUM, rounding=ROUND_HALF_UP)
 
 
 def yuan_to_fen(amount_yuan: Decimal) -> int:
@@ -33,6 +46,11 @@ def yuan_to_fen(amount_yuan: Decimal) -> int:
 def fen_to_yuan(fen: int) -> Decimal:
     """``1500000`` -> ``Decimal("15000.00")``."""
     return (Decimal(fen) / FEN_PER_YUAN).quantize(_FEN)
+
+
+def estimate_in_yuan(amount_yuan: Decimal | str | float) -> Decimal:
+    """An estimate (a quote's, an order's) to the fen, rounded by ``round_to_fen``."""
+    return fen_to_yuan(round_to_fen(Decimal(str(amount_yuan))))
 
 
 def format_yuan(fen: int) -> str:

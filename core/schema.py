@@ -5,7 +5,11 @@ statuses an operation can answer follow from what it is: any operation can be
 rate-limited (429) or given bad parameters (400), a list or an object can be missing
 (404, also an out-of-range page), an operation behind a key can be refused one (401,
 403), an operation with a body can get one too large (413) or of another media type
-(415), and a write can conflict with the state (409) or be refused by a rule (422).
+(415), and a write can conflict with the state (409) or be refused by a rule (422); and
+any can fail on our side (500 ``server_error``, with the request id to quote).
+
+Each status says the stable codes every operation may answer with it; an operation
+names its own codes with the ``x-error-codes`` extension (``{status: {code: meaning}}``).
 """
 
 from typing import Any
@@ -13,17 +17,32 @@ from typing import Any
 ERROR_COMPONENT = "Error"
 
 _DESCRIPTIONS = {
-    "400": "Bad input: the body, a parameter or a header is invalid; `fields` says which and why.",
+    "400": (
+        "Bad input: the body, a parameter or a header is invalid; `fields` says which and why. Codes: "
+        "`validation_error` (each field's problems in `fields`, each with its own code: `invalid_choice` "
+        'names the valid values, e.g. "workload must be one of: realtime_inference, batch_inference, '
+        'training"), `unknown_field`, `malformed_json`.'
+    ),
     "401": "No API key, or an unknown or revoked one.",
     "403": "This kind of organization, or this key's role, may not do this.",
-    "404": "No such resource for this caller (another organization's answers 404 too), or no such page.",
+    "404": (
+        "No such resource for this caller (another organization's answers 404 too), or no such page "
+        "(`not_found`; also for a path under /api/ that does not exist)."
+    ),
     "405": "This method is not allowed here.",
-    "409": "A conflict with the current state, or an Idempotency-Key reused for another request.",
+    "409": (
+        "A conflict with the current state, or an Idempotency-Key reused for another request "
+        "(`idempotency_key_reused`)."
+    ),
     "413": "The request body is too large; the message states the limit.",
     "415": "The request body's media type is not accepted.",
     "422": "A valid request that a business rule refuses (no capacity, an ineligible voucher...).",
     "429": "Rate limit exceeded; the message states the limit and `Retry-After` when to retry.",
     "503": "A service this one depends on (Stripe) could not be reached; nothing was done twice. Retry later.",
+    "500": (
+        "A failure on our side (`server_error`); it was logged with `request_id` (also the `X-Request-ID` "
+        "header): quote it when reporting it. Retry later."
+    ),
 }
 
 _ERROR_SCHEMA = {
@@ -36,12 +55,22 @@ _ERROR_SCHEMA = {
             "required": ["code", "message", "fields"],
             "additionalProperties": True,
             "properties": {
-                "code": {"type": "string", "description": "Stable, snake_case: what went wrong."},
+                "code": {
+                    "type": "string",
+                    "description": (
+                        "Stable, snake_case: what went wrong. Each response's description names the codes "
+                        "it may carry (e.g. `validation_error`, `not_found`, `server_error`)."
+                    ),
+                },
                 "message": {"type": "string", "description": "What went wrong and what to do, for people."},
                 "fields": {
                     "type": "object",
                     "additionalProperties": True,
                     "description": "Per field (or row index): a list of {code, message}.",
+                },
+                "request_id": {
+                    "type": "string",
+                    "description": "On a 500: the request's id in our logs (the X-Request-ID header).",
                 },
             },
         }
@@ -54,7 +83,7 @@ _RETRY_AFTER = {
 
 
 def _statuses(method: str, operation: dict[str, Any]) -> list[str]:
-    statuses = ["400", "404", "405", "429"]
+    statuses = ["400", "404", "405", "429", "500"]
     if any(requirement for requirement in operation.get("security", [])):
         statuses += ["401", "403"]
     if method in ("post", "put", "patch", "delete"):
@@ -76,11 +105,18 @@ def _tighten(schemas: dict[str, Any]) -> None:
                 prop["pattern"] = pattern.replace("^-?\\d{0,", "^-?\\d{1,", 1)
 
 
+def _own_codes(codes: dict[str, str]) -> str:
+    if not codes:
+        return ""
+    return " Codes of this operation: " + "; ".join(f"`{code}`: {meaning}" for code, meaning in codes.items()) + "."
+
+
 def document_errors(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     """drf-spectacular postprocessing hook: add the error answers to every operation.
 
-    Two extensions a view may put on an operation (removed here): ``x-calls-stripe`` (it
-    documents a 503) and ``x-body-required`` (a body given as a plain schema is required).
+    Three extensions a view may put on an operation (removed here): ``x-calls-stripe`` (it
+    documents a 503), ``x-body-required`` (a body given as a plain schema is required) and
+    ``x-error-codes`` (the operation's own codes by status, added to those statuses' descriptions).
     """
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     _tighten(schemas)
@@ -90,6 +126,7 @@ def document_errors(result: dict[str, Any], generator: Any, request: Any, public
         for method, operation in path_item.items():
             responses = operation.setdefault("responses", {})
             statuses = _statuses(method, operation)
+            codes: dict[str, dict[str, str]] = operation.pop("x-error-codes", {})
             operation.pop("x-calls-stripe", None)
             if operation.pop("x-body-required", False):  # drf-spectacular says so only for serializers
                 operation["requestBody"]["required"] = True
@@ -97,7 +134,7 @@ def document_errors(result: dict[str, Any], generator: Any, request: Any, public
                 if status in responses:
                     continue
                 response: dict[str, Any] = {
-                    "description": _DESCRIPTIONS[status],
+                    "description": _DESCRIPTIONS[status] + _own_codes(codes.get(status, {})),
                     "content": {"application/json": {"schema": reference}},
                 }
                 if status == "429":

@@ -1,9 +1,10 @@
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
 from rest_framework import serializers
 
-from core.money import fen_to_yuan, yuan_to_fen
+from core.money import PRICE_PLACES, estimate_in_yuan, fen_to_yuan, shown_price, yuan_to_fen
 
 # The JSON type each kind of field takes, as the schema says: DRF alone would also take
 # 8 for "8", "8" for 8 and 1 for true, so a request could mean something else than it says.
@@ -38,12 +39,37 @@ def _empty_error(field: serializers.Field, value: Any) -> str | None:
     return None
 
 
+def valid_choices(name: str, values: Iterable[Any]) -> str:
+    """What an ``invalid_choice`` error says: ``workload must be one of: realtime_inference, training``.
+
+    Said by the request bodies' choice fields (``StrictSerializerMixin``) and the lists'
+    choice filters (``core.filters.StrictFilterSet``), so a client learns the valid values
+    from the error itself."""
+    return f"{name} must be one of: {', '.join(str(value) for value in values)}"
+
+
+def _say_choices(name: str, field: serializers.Field) -> None:
+    """Make an invalid choice name the valid ones (DRF's message only quotes the value given)."""
+    if isinstance(field, serializers.ChoiceField):
+        text = valid_choices(name, field.choices).replace("{", "{{").replace("}", "}}")  # for str.format
+        field.error_messages["invalid_choice"] = '"{input}" is not a valid choice; ' + text + "."
+    elif isinstance(field, serializers.ListField | serializers.DictField) and field.child is not None:
+        _say_choices(name, field.child)
+
+
 class StrictSerializerMixin:
     """Refuse fields the serializer does not know, instead of silently ignoring them,
     and values of another JSON type than the field's.
 
-    A typo such as ``{"card": 8}`` must not be taken as a request without cards.
+    A typo such as ``{"card": 8}`` must not be taken as a request without cards. An invalid
+    choice says which values are valid.
     """
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()  # type: ignore[misc]
+        for name, field in fields.items():
+            _say_choices(name, field)
+        return fields  # type: ignore[no-any-return]
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -99,7 +125,34 @@ class MoneyField(serializers.DecimalField):
         return str(fen_to_yuan(value))
 
 
+class EstimateField(serializers.DecimalField):
+    """An estimated amount in yuan, kept exact (4 places) inside: shown to the fen, rounded as
+    invoices round (``core.money.round_to_fen``), so an order shows what its quote showed."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_digits=18, decimal_places=2, coerce_to_string=True, read_only=True, **kwargs)
+
+    def to_representation(self, value: Any) -> str:
+        return str(estimate_in_yuan(value))
+
+
 class CurrencyField(serializers.ChoiceField):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("default", settings.DEFAULT_CURRENCY)
         super().__init__(choices=[settings.DEFAULT_CURRENCY], **kwargs)
+
+
+class PriceField(serializers.DecimalField):
+    """A price in yuan per card-hour or per million tokens: a decimal string with 4 places on the
+    wire (``"12.3457"``), rounded half up for output only (``core.money.shown_price``); rates stay
+    exact inside and in the database. As input it refuses more than 4 places (a 400): the price
+    a provider sets is the price buyers see and usage is rated at, never silently rounded."""
+
+    default_error_messages = {"max_decimal_places": "Prices have at most {max_decimal_places} decimal places."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_digits", 16)
+        super().__init__(decimal_places=PRICE_PLACES, coerce_to_string=True, **kwargs)
+
+    def to_representation(self, value: Any) -> str:
+        return f"{shown_price(value):f}"

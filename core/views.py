@@ -1,19 +1,65 @@
+"""Django's error handlers, and the error answers under /api/ that they and ``ApiErrorMiddleware`` give.
+
+Under /api/ a failure is always the API's error body (``core.exception_handler``); the
+admin and the dashboards keep Django's pages.
+"""
+
+from http import HTTPStatus
+
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 
 from core.exception_handler import error_body
+from core.logging import request_id_var
+
+
+def is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def api_not_found(request: HttpRequest, *, did_you_mean: str | None = None) -> JsonResponse:
+    hint = f"Did you mean {did_you_mean}? " if did_you_mean else ""
+    return JsonResponse(
+        error_body("not_found", f"No such path: {request.path}. {hint}The API's paths are listed at /api/docs/."),
+        status=404,
+    )
+
+
+def api_server_error(request: HttpRequest) -> JsonResponse:
+    request_id = request_id_var.get()
+    return JsonResponse(
+        error_body(
+            "server_error",
+            f"Something went wrong on our side; it was logged with request id {request_id}. "
+            "Retry later, and quote the request id if you report it.",
+            details={"request_id": request_id},
+        ),
+        status=500,
+    )
+
+
+# Other failures Django answers itself (a disallowed Host header is a 400, say), by status.
+_CODES = {400: "bad_request", 403: "permission_denied", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def api_error(request: HttpRequest, status: int) -> JsonResponse:
+    """The error body for a failure Django answered with ``status`` before any API view could."""
+    if status == 404:
+        return api_not_found(request)
+    if status >= 500:
+        return api_server_error(request)
+    phrase = HTTPStatus(status).phrase
+    code = _CODES.get(status, phrase.lower().replace(" ", "_").replace("-", "_"))
+    return JsonResponse(error_body(code, f"{phrase}."), status=status)
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        return JsonResponse(error_body("not_found", f"No such path: {request.path}"), status=404)
+    if is_api(request):
+        return api_not_found(request)
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        return JsonResponse(
-            error_body("internal_error", "Something went wrong on our side; it was logged. Retry later."),
-            status=500,
-        )
+    if is_api(request):
+        return api_server_error(request)
     return defaults.server_error(request)

@@ -24,18 +24,20 @@ from billing.selectors import (
 )
 from billing.serializers import StatementSerializer
 from core.money import fen_to_yuan
+from core.timezones import local_zone
+from dashboards.formatting import local_time
 from marketplace.selectors import lowest_prices_now, placements_by_hub
 from organizations.models import Organization
 from pools.selectors import (
     heartbeats_by_hour,
     hub_capacity,
     pool_list,
+    pools_awaiting_approval,
     pools_needing_attention,
     price_plans_in_force,
     utilization,
 )
 from pools.serializers import PoolSerializer
-from pools.tariffs import local_zone
 from vouchers.models import Voucher, VoucherProgram
 from vouchers.selectors import program_burndown, program_list, program_report, voucher_list
 
@@ -103,7 +105,7 @@ def operator_page(*, organization: Organization, now: datetime) -> dict[str, Any
         by_hub[row["hub"]]["cards"] += row["cards"]
         per_hour[row["hub"]][row["hour"]] = row["leases"]
     placements_chart = line_chart(
-        [f"{hour:%H:00}" for hour in hours],
+        [local_time(hour, "H:00") for hour in hours],
         {hub["code"]: [per_hour[hub["code"]].get(hour, 0) for hour in hours] for hub in hubs},
         y_title="leases placed",
         stacked=True,
@@ -120,6 +122,8 @@ def operator_page(*, organization: Organization, now: datetime) -> dict[str, Any
         labels, {"platform revenue (CNY)": [fen_to_yuan(day["revenue"]) for day in days]}, y_title="CNY"
     )
 
+    pending = pools_awaiting_approval(organization=organization)
+    pending_rows = list(pending[:ATTENTION_ROWS])
     attention = pools_needing_attention(organization=organization, now=now).order_by("status", "hub_id", "name")
     attention_rows = list(attention[:ATTENTION_ROWS])
     overdue = invoices_overdue(organization=organization, now=now)
@@ -137,6 +141,8 @@ def operator_page(*, organization: Organization, now: datetime) -> dict[str, Any
         "days": list(reversed(days)),
         "usage_chart": usage_chart,
         "revenue_chart": revenue_chart,
+        "pending": _pools(pending_rows, now),
+        "pending_count": _count(pending, pending_rows),
         "attention": _pools(attention_rows, now),
         "attention_count": _count(attention, attention_rows),
         "overdue": overdue_rows,
@@ -265,7 +271,7 @@ def provider_page(*, organization: Organization, now: datetime) -> dict[str, Any
     for row in card_hours(organization=organization, start=start, end=now, granularity="hour", by_pool=True):
         used[row["pool_id"]][row["period_start"]] = row["card_hours"]
     utilization_chart = line_chart(
-        [f"{hour:%m-%d %H:00}" for hour in hours],
+        [local_time(hour, "m-d H:00") for hour in hours],
         {
             label: [round(float(used[pool.pk].get(hour, 0)) * 100 / pool.cards, 2) for hour in hours]
             for label, pool in zip(_labels(charted), charted, strict=True)
@@ -275,7 +281,7 @@ def provider_page(*, organization: Organization, now: datetime) -> dict[str, Any
 
     beats = heartbeats_by_hour(pool_ids=[pool.pk for pool in pools], since=hours[-24])
     heartbeat_chart = line_chart(
-        [f"{hour:%H:00}" for hour in hours[-24:]],
+        [local_time(hour, "H:00") for hour in hours[-24:]],
         {
             label: [_fewest(beats[pool.pk], hour) for hour in hours[-24:]]
             for label, pool in zip(_labels(charted), charted, strict=True)
@@ -319,7 +325,7 @@ def _labels(pools: list[Any]) -> list[str]:
 
 
 def _earnings_chart(statements: list[dict[str, Any]]) -> dict[str, Any]:
-    labels = [statement["period_start"][:7] for statement in statements]
+    labels = [local_time(statement["period_start"], "Y-m") for statement in statements]
     chart = line_chart(
         labels,
         {

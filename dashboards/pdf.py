@@ -9,6 +9,8 @@ from typing import Any
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
+from dashboards.formatting import local_time, time_zone
+
 COLUMNS = [("Lease", 62), ("Metric", 30), ("Band", 16), ("Quantity", 26), ("Rate", 26), ("Amount", 26)]
 TOTALS = [
     ("Subtotal", "subtotal"),
@@ -35,10 +37,10 @@ def invoice_pdf(invoice: dict[str, Any]) -> bytes:
     pdf.set_font("Helvetica", size=10)
     for label, value in (
         ("Billed to", f"{invoice['buyer_name']} ({invoice['buyer']})"),
-        ("Period", f"{invoice['period_start']} to {invoice['period_end']}"),
+        ("Period", f"{local_time(invoice['period_start'])} to {local_time(invoice['period_end'])} ({time_zone()})"),
         ("Status", invoice["status"]),
         ("Currency", invoice["currency"]),
-        ("Finalized", invoice["finalized_at"] or "-"),
+        ("Finalized", local_time(invoice["finalized_at"]) or "-"),
     ):
         pdf.cell(35, 6, _text(label))
         pdf.cell(0, 6, _text(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT)

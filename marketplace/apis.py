@@ -63,6 +63,8 @@ class OfferListApi(ListAPIView):
         return self.get_paginated_response(data)
 
 
+_POOL_NOT_OFFERED = "no pool in the market has the `pool` id given (unknown, pending, suspended or retired alike)"
+
 IsBuyerOrOperator = allow_kinds(Organization.Kind.BUYER, Organization.Kind.OPERATOR)
 IsParty = allow_kinds(Organization.Kind.BUYER, Organization.Kind.PROVIDER, Organization.Kind.OPERATOR)
 
@@ -78,7 +80,12 @@ class QuoteApi(APIView):
 
     permission_classes = [KeyRoleAllows, IsBuyer]
 
-    @extend_schema(request=OrderRequestSerializer, responses=QuoteResponseSerializer, summary="Get a quote")
+    @extend_schema(
+        request=OrderRequestSerializer,
+        responses=QuoteResponseSerializer,
+        summary="Get a quote",
+        extensions={"x-error-codes": {"422": {"pool_not_offered": _POOL_NOT_OFFERED}}},
+    )
     def post(self, request: Request) -> Response:
         _, requirements = _requirements(request)
         now = timezone.now()
@@ -104,7 +111,22 @@ class OrderListCreateApi(ListAPIView):
     @extend_schema(
         request=OrderRequestSerializer,
         responses={201: OrderSerializer},
-        summary="Place an order: the dispatcher reserves the best placement (422 no_capacity with reasons)",
+        summary=(
+            "Place an order: the dispatcher reserves the best placement (422 no_capacity with reasons), "
+            "or the chosen offer's pool (422 pool_rejected with its reason)"
+        ),
+        extensions={
+            "x-error-codes": {
+                "422": {
+                    "no_capacity": "no pool can take the order now; `reasons` counts the pools turned down by reason",
+                    "pool_rejected": (
+                        "the chosen `pool` cannot take the order; `reason` is its reason, as a quote gives it"
+                    ),
+                    "pool_not_offered": _POOL_NOT_OFFERED,
+                    "orders_blocked": "an unpaid invoice blocks new orders until it is paid",
+                }
+            }
+        },
     )
     @idempotent
     def post(self, request: Request) -> Response:

@@ -34,6 +34,14 @@ class Order(models.Model):
     min_green_share = models.DecimalField(max_digits=4, decimal_places=3, null=True, blank=True)
     allowed_hubs = models.JSONField(default=list, blank=True)
     split = models.BooleanField(default=False)
+    pool = models.ForeignKey(
+        "pools.ResourcePool",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The offer the buyer chose, if it chose one: the order is placed on this pool only.",
+    )
     estimated_cost = models.DecimalField(max_digits=18, decimal_places=4)
     currency = models.CharField(max_length=3, default="CNY")
     warnings = models.JSONField(default=list, blank=True)

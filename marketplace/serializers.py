@@ -7,12 +7,13 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.money import fen_to_yuan
-from core.serializers import StrictSerializer
+from core.money import estimate_in_yuan, fen_to_yuan
+from core.serializers import EstimateField, PriceField, StrictSerializer
 from marketplace.dispatch import DispatchResult, Requirements
 from marketplace.models import Lease, Order, Workload
 from pools.models import MAX_POOL_CARDS, GpuModel, Hub, ResourcePool
 from pools.reference_data import USER_REGIONS
+from pools.serializers import TokenPricesField
 from pools.tariffs import hour_bands, local_hour, next_cheaper_window
 
 MAX_DURATION_HOURS = 24 * 366
@@ -22,11 +23,11 @@ MAX_HORIZON_DAYS = 90
 class PriceWindowSerializer(serializers.Serializer):
     start_at = serializers.DateTimeField()
     end_at = serializers.DateTimeField()
-    price_per_card_hour = serializers.DecimalField(max_digits=22, decimal_places=10)
+    price_per_card_hour = PriceField()
 
 
 _DATETIME = serializers.DateTimeField()
-_RATE = serializers.DecimalField(max_digits=22, decimal_places=10)
+_PRICE = PriceField()
 
 
 class OfferSerializer(serializers.ModelSerializer):
@@ -39,13 +40,11 @@ class OfferSerializer(serializers.ModelSerializer):
     region = serializers.CharField(source="hub.region")
     gpu_model = serializers.CharField(source="gpu_model_id")
     memory_gb = serializers.IntegerField(source="gpu_model.memory_gb")
-    price_per_card_hour = serializers.DecimalField(
-        source="price_now", max_digits=22, decimal_places=10, help_text="Price per card-hour now."
-    )
+    price_per_card_hour = PriceField(source="price_now", help_text="Price per card-hour now.")
     currency = serializers.SerializerMethodField()
     price_band = serializers.SerializerMethodField(help_text="The hub's time-of-use band now.")
     next_cheaper_window = serializers.SerializerMethodField()
-    token_prices = serializers.JSONField(source="token_prices_now")
+    token_prices = TokenPricesField(source="token_prices_now")
     latency_ms = serializers.SerializerMethodField(help_text="Round trip to user_region, when given.")
 
     class Meta:
@@ -99,7 +98,7 @@ class OfferSerializer(serializers.ModelSerializer):
         return {
             "start_at": _DATETIME.to_representation(window.start_at),
             "end_at": _DATETIME.to_representation(window.end_at),
-            "price_per_card_hour": _RATE.to_representation(window.price_per_card_hour),
+            "price_per_card_hour": _PRICE.to_representation(window.price_per_card_hour),
         }
 
 
@@ -119,8 +118,12 @@ class OrderRequestSerializer(StrictSerializer):
     )
     earliest_start = serializers.DateTimeField(required=False, allow_null=True)
     deadline = serializers.DateTimeField(required=False, allow_null=True)
-    max_price = serializers.DecimalField(
-        max_digits=12, decimal_places=4, min_value=Decimal("0.0001"), required=False, allow_null=True
+    max_price = PriceField(
+        max_digits=12,
+        min_value=Decimal("0.0001"),
+        required=False,
+        allow_null=True,
+        help_text="Highest average price per card-hour to pay.",
     )
     min_green_share = serializers.DecimalField(
         max_digits=4, decimal_places=3, min_value=Decimal(0), max_value=Decimal(1), required=False, allow_null=True
@@ -131,6 +134,16 @@ class OrderRequestSerializer(StrictSerializer):
         max_length=8,
     )
     split = serializers.BooleanField(default=False, help_text="Allow several pools of one hub.")
+    pool = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "Buy this offer: an offer's `pool` id from GET /api/v1/offers/. Only that pool is considered: "
+            "the order is placed there, or refused with 422 `pool_rejected` and the pool's reason (as a "
+            "quote gives it). An id of no pool in the market is a 422 `pool_not_offered`. In a quote: "
+            "the quote for that offer alone."
+        ),
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs.get("gpu_model") and not attrs.get("min_memory_gb"):
@@ -173,16 +186,17 @@ class OrderRequestSerializer(StrictSerializer):
             min_green_share=float(data["min_green_share"]) if data.get("min_green_share") is not None else None,
             allowed_hubs=frozenset(hub.code for hub in data.get("allowed_hubs") or []) or None,
             split=data["split"],
+            pool=data.get("pool"),
         )
 
 
 def _money(value: float) -> str:
-    return str(Decimal(str(value)).quantize(Decimal("0.01")))
+    return str(estimate_in_yuan(value))
 
 
 def _after_vouchers(cost: float, credit: int) -> str:
     """The estimated cost less what the buyer's vouchers would pay (``credit`` fen)."""
-    return str(max(Decimal("0.00"), Decimal(_money(cost)) - fen_to_yuan(credit)))
+    return str(max(Decimal("0.00"), estimate_in_yuan(cost) - fen_to_yuan(credit)))
 
 
 class QuoteSerializer:
@@ -204,7 +218,7 @@ class QuoteSerializer:
                     "end_at": placement.end_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
                     "estimated_cost": _money(placement.estimated_cost),
                     "estimated_cost_after_vouchers": _after_vouchers(placement.estimated_cost, credit),
-                    "average_price_per_card_hour": _money(
+                    "average_price_per_card_hour": _PRICE.to_representation(
                         placement.estimated_cost / placement.cards / requirements.duration_hours
                     ),
                     "estimated_electricity_cost": _money(placement.electricity_cost),
@@ -225,6 +239,7 @@ class QuoteSerializer:
 class LeaseSerializer(serializers.ModelSerializer):
     hub = serializers.CharField(source="pool.hub_id", read_only=True)
     gpu_model = serializers.CharField(source="pool.gpu_model_id", read_only=True)
+    estimated_cost = EstimateField()
     currency = serializers.SerializerMethodField()
 
     class Meta:
@@ -256,6 +271,8 @@ class LeaseSerializer(serializers.ModelSerializer):
 
 class OrderSerializer(serializers.ModelSerializer):
     gpu_model = serializers.CharField(source="gpu_model_id", allow_null=True, read_only=True)
+    max_price = PriceField(allow_null=True, read_only=True)
+    estimated_cost = EstimateField()
     leases = LeaseSerializer(many=True, read_only=True)
     lease = serializers.SerializerMethodField(help_text="The order's first lease (the only one unless split).")
 
@@ -277,6 +294,7 @@ class OrderSerializer(serializers.ModelSerializer):
             "min_green_share",
             "allowed_hubs",
             "split",
+            "pool",
             "estimated_cost",
             "currency",
             "warnings",
@@ -307,7 +325,7 @@ class _QuotePlacementSerializer(serializers.Serializer):
     estimated_cost_after_vouchers = serializers.DecimalField(
         max_digits=18, decimal_places=2, help_text="Less what the calling buyer's vouchers would pay now."
     )
-    average_price_per_card_hour = serializers.DecimalField(max_digits=18, decimal_places=2)
+    average_price_per_card_hour = PriceField()
     estimated_electricity_cost = serializers.DecimalField(max_digits=18, decimal_places=2)
     latency_ms = serializers.IntegerField(allow_null=True)
     currency = serializers.CharField()

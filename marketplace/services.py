@@ -11,10 +11,9 @@ from django.utils import timezone
 
 from core.exceptions import ApplicationError, ConflictError, RuleViolation
 from marketplace import hooks
-from marketplace.dispatch import DispatchResult, Placement, Requirements, dispatch
+from marketplace.dispatch import DispatchResult, Placement, Requirements, dispatch, reason_message
 from marketplace.models import Lease, Order
 from marketplace.selectors import pool_snapshots
-from marketplace.signals import lease_ended, lease_started
 from organizations.models import Organization
 from pools.models import ResourcePool
 from pools.services import pools_lock
@@ -41,6 +40,7 @@ def _requirements_fields(requirements: Requirements) -> dict[str, Any]:
         ),
         "allowed_hubs": sorted(requirements.allowed_hubs or []),
         "split": requirements.split,
+        "pool_id": requirements.pool,
     }
 
 
@@ -60,10 +60,41 @@ def check_feasible(requirements: Requirements, now: datetime) -> None:
 
 
 def quote(*, requirements: Requirements, now: datetime | None = None) -> DispatchResult:
-    """The dispatcher's ranking for these requirements; nothing is reserved."""
+    """The dispatcher's ranking for these requirements; nothing is reserved. With a chosen
+    pool, the dispatcher weighs that pool alone: a placement on it, or its reason."""
     now = now or timezone.now()
     check_feasible(requirements, now)
-    return dispatch(requirements, pool_snapshots(now=now), now)
+    pools = pool_snapshots(now=now)
+    if requirements.pool is not None:
+        pools = [pool for pool in pools if pool.id == requirements.pool]
+        if not pools:
+            raise _not_offered()
+    return dispatch(requirements, pools, now)
+
+
+def _not_offered() -> RuleViolation:
+    """One answer for an unknown id and for a pool not in the market (pending, suspended,
+    retired, unpriced): it says no more than the offers list does."""
+    message = "No pool in the market has this id; choose one of GET /api/v1/offers/."
+    return RuleViolation(
+        message, code="pool_not_offered", fields={"pool": [{"code": "pool_not_offered", "message": message}]}
+    )
+
+
+def _pool_rejected(result: DispatchResult, requirements: Requirements) -> RuleViolation:
+    """The chosen pool's reason, as a quote gives it; a pool the dispatcher placed the order on
+    but whose cards another order took first has too few free cards now."""
+    reason = result.rejections.get(requirements.pool, "free_cards")
+    message = reason_message(reason, requirements)
+    return RuleViolation(
+        f"The chosen pool cannot take this order: {message}.",
+        code="pool_rejected",
+        details={
+            "pool": str(requirements.pool),
+            "reason": reason,
+            "reasons": [{"reason": reason, "message": message, "pools": 1}],
+        },
+    )
 
 
 def _no_capacity(result: DispatchResult, requirements: Requirements) -> RuleViolation:
@@ -92,7 +123,8 @@ def _reserve(placement: Placement) -> dict[Any, Any] | None:
 def order_place(*, buyer: Organization, requirements: Requirements, now: datetime | None = None) -> Order:
     """Place an order: the best placement whose cards are still free is reserved, with
     its order and leases, in one transaction. A placement lost to a concurrent order
-    is skipped for the next one in rank."""
+    is skipped for the next one in rank. An order for a chosen pool is placed there or
+    refused with that pool's reason (422 ``pool_rejected``)."""
     now = now or timezone.now()
     if buyer.orders_blocked_reason:
         raise RuleViolation(buyer.orders_blocked_reason, code="orders_blocked")
@@ -126,6 +158,8 @@ def order_place(*, buyer: Organization, requirements: Requirements, now: datetim
             )
             logger.info("order placed", extra={"order": str(order.pk), "hub": placement.hub, "cards": order.cards})
             return order
+    if requirements.pool is not None:
+        raise _pool_rejected(result, requirements)
     raise _no_capacity(result, requirements)
 
 
@@ -140,7 +174,6 @@ def lease_start(*, lease_id: Any, by: str, now: datetime | None = None) -> Lease
     lease.save(update_fields=["status", "started_at"])
     for hook in hooks.LEASE_START_HOOKS:
         hook(lease, lease.started_at)
-    transaction.on_commit(lambda: lease_started.send(sender=Lease, lease=lease))
     return lease
 
 
@@ -163,7 +196,6 @@ def lease_end(*, lease_id: Any, status: str, reason: str, by: str, now: datetime
     ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=pool.reserved_cards - lease.cards)
     if not Lease.objects.filter(order_id=lease.order_id, status__in=Lease.ACTIVE).exists():
         Order.objects.filter(pk=lease.order_id, status=Order.Status.PLACED).update(status=Order.Status.ENDED)
-    transaction.on_commit(lambda: lease_ended.send(sender=Lease, lease=lease))
     return lease
 
 

@@ -1,10 +1,12 @@
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.serializers import StrictSerializer
+from core.serializers import PriceField, StrictSerializer
 from pools.models import MAX_POOL_CARDS, GpuModel, Hub, ResourcePool
 from pools.reference_data import HUBS
 from pools.selectors import pool_is_stale, price_plan_at
@@ -38,23 +40,29 @@ class GpuModelSerializer(serializers.ModelSerializer):
         fields = ["code", "name", "vendor", "memory_gb", "fp16_tflops", "power_watts"]
 
 
-def _price_field(**kwargs: Any) -> serializers.DecimalField:
-    return serializers.DecimalField(
-        max_digits=12, decimal_places=4, min_value=Decimal("0.0001"), max_value=Decimal("100000"), **kwargs
-    )
+def _price_field(**kwargs: Any) -> PriceField:
+    return PriceField(max_digits=12, min_value=Decimal("0.0001"), max_value=Decimal("100000"), **kwargs)
 
 
 class TokenPriceSerializer(StrictSerializer):
-    input = serializers.DecimalField(
-        max_digits=12, decimal_places=4, min_value=Decimal(0), max_value=Decimal(10000), help_text="Per million."
-    )
-    output = serializers.DecimalField(
-        max_digits=12, decimal_places=4, min_value=Decimal(0), max_value=Decimal(10000), help_text="Per million."
-    )
+    input = PriceField(max_digits=12, min_value=Decimal(0), max_value=Decimal(10000), help_text="Per million.")
+    output = PriceField(max_digits=12, min_value=Decimal(0), max_value=Decimal(10000), help_text="Per million.")
+
+
+_PRICE = PriceField()
 
 
 class TokenPricesField(serializers.DictField):
+    """Prices per million input and output tokens, by model name."""
+
     child = TokenPriceSerializer()
+
+    def to_representation(self, value: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+        # Each price through PriceField, without a serializer per model: offers list many.
+        return {
+            str(model): {side: _PRICE.to_representation(price) for side, price in sides.items()}
+            for model, sides in value.items()
+        }
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         value = super().to_internal_value(data)
@@ -63,6 +71,9 @@ class TokenPricesField(serializers.DictField):
         if any(not name or len(name) > 100 for name in value):
             raise serializers.ValidationError("Model names have 1 to 100 characters.", code="invalid_model_name")
         return value
+
+
+_TOKEN_PRICES = TokenPricesField()
 
 
 class TimeOfUseField(serializers.DictField):
@@ -191,26 +202,30 @@ class PoolSerializer(serializers.ModelSerializer):
         plan = self._plan(pool)
         return plan.version if plan else None
 
+    @extend_schema_field(PriceField(allow_null=True))
     def get_price_per_card_hour(self, pool: ResourcePool) -> str | None:
         plan = self._plan(pool)
-        return str(plan.price_per_card_hour) if plan else None
+        return _PRICE.to_representation(plan.price_per_card_hour) if plan else None
 
     def get_time_of_use(self, pool: ResourcePool) -> dict[str, str]:
         plan = self._plan(pool)
         return plan.time_of_use if plan else {}
 
+    @extend_schema_field(TokenPricesField())
     def get_token_prices(self, pool: ResourcePool) -> dict[str, Any]:
         plan = self._plan(pool)
-        return plan.token_prices if plan else {}
+        return _TOKEN_PRICES.to_representation(plan.token_prices if plan else {})
 
 
 class PricePlanSerializer(serializers.Serializer):
     version = serializers.IntegerField()
     effective_from = serializers.DateTimeField()
-    price_per_card_hour = serializers.DecimalField(max_digits=12, decimal_places=4)
+    price_per_card_hour = PriceField()
     currency = serializers.CharField()
     time_of_use = serializers.JSONField()
-    hour_prices = serializers.JSONField(help_text="Price per card-hour for each local (Asia/Shanghai) hour 0..23.")
-    token_prices = serializers.JSONField()
+    hour_prices = serializers.ListField(
+        child=PriceField(), help_text="Price per card-hour for each local (Asia/Shanghai) hour 0..23."
+    )
+    token_prices = TokenPricesField()
     created_by = serializers.CharField()
     created_at = serializers.DateTimeField()

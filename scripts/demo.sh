@@ -25,6 +25,12 @@ else
   echo "    national demo data: already there"
 fi
 
+# The operators' token for /metrics ("Watching the service" in the README), kept across restarts.
+METRICS_TOKEN_FILE="${DATA_DIR:-var}/metrics-token.txt"
+[ -s "$METRICS_TOKEN_FILE" ] || "$PY" -c 'import secrets; print(secrets.token_urlsafe(32))' > "$METRICS_TOKEN_FILE"
+export METRICS_TOKEN=${METRICS_TOKEN:-$(cat "$METRICS_TOKEN_FILE")}
+echo "    metrics: curl -H \"Authorization: Bearer \$(cat $METRICS_TOKEN_FILE)\" http://127.0.0.1:${PORT}/metrics"
+
 stop() {
   trap - EXIT INT TERM
   kill $(jobs -p) 2>/dev/null || true

@@ -37,7 +37,10 @@ class Invoice(models.Model):
     voucher_credit = models.BigIntegerField(default=0)
     bank_credit = models.BigIntegerField(default=0)
     amount_due = models.BigIntegerField(default=0)
-    amount_paid = models.BigIntegerField(default=0)
+    amount_paid = models.BigIntegerField(default=0, help_text="Fen received: card payments and bank transfers.")
+    amount_refunded = models.BigIntegerField(
+        default=0, help_text="Fen of what was received that is to go back, or went back (see Refund)."
+    )
     payment_attempts = models.PositiveIntegerField(default=0)
     next_payment_attempt_at = models.DateTimeField(null=True, blank=True)
     finalized_at = models.DateTimeField(null=True, blank=True)
@@ -62,10 +65,23 @@ class Invoice(models.Model):
                 name="invoice_amount_due_is_the_rest",
             ),
             models.CheckConstraint(
-                condition=Q(voucher_credit__gte=0, bank_credit__gte=0, amount_due__gte=0, amount_paid__gte=0),
+                condition=Q(
+                    voucher_credit__gte=0,
+                    bank_credit__gte=0,
+                    amount_due__gte=0,
+                    amount_paid__gte=0,
+                    amount_refunded__gte=0,
+                ),
                 name="invoice_amounts_not_negative",
             ),
-            models.CheckConstraint(condition=Q(amount_paid__lte=F("amount_due")), name="invoice_not_overpaid"),
+            # What an invoice keeps of what it received is never more than it owes: a payment beyond
+            # it (a card charge landing after a transfer, or on a void invoice) is refunded at once.
+            models.CheckConstraint(
+                condition=Q(amount_paid__lte=F("amount_due") + F("amount_refunded")), name="invoice_not_overpaid"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_refunded__lte=F("amount_paid")), name="invoice_refunds_what_it_received"
+            ),
             models.CheckConstraint(
                 condition=Q(status="draft") | Q(number__isnull=False), name="invoice_finalized_has_number"
             ),

@@ -1,6 +1,7 @@
 import uuid
 
 from django.db import models
+from django.db.models import Q
 
 
 class StripeCustomer(models.Model):
@@ -33,7 +34,6 @@ class PaymentAttempt(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     failure_code = models.CharField(max_length=100, blank=True)
     failure_message = models.CharField(max_length=500, blank=True)
-    refunded = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -42,6 +42,73 @@ class PaymentAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.invoice_id} #{self.number} {self.status}"
+
+
+class Refund(models.Model):
+    """Money an invoice received that goes back to the buyer, recorded before it is sent back.
+
+    A card payment goes back through Stripe: the refund stays ``pending`` until Stripe made it,
+    and the sweep (``refunds_make_due``) tries again until it has. A bank transfer goes back as a
+    refund the operator sends (recorded as made), or, as configured, as compute-bank credit;
+    the ledger entry's kind says which (``refund.stripe``, ``refund.bank_transfer``,
+    ``bank.grant.refund``).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending: to be made through Stripe"
+        SUCCEEDED = "succeeded", "Made"
+
+    class Method(models.TextChoices):
+        STRIPE = "stripe", "Refunded to the card through Stripe"
+        BANK_TRANSFER = "bank_transfer", "Returned by bank transfer"
+        BANK_CREDIT = "bank_credit", "Held as compute-bank credit"
+
+    class Reason(models.TextChoices):
+        VOID = "void", "The invoice was voided"
+        OVERPAYMENT = "overpayment", "Paid twice (a card charge and a transfer)"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    invoice = models.ForeignKey("billing.Invoice", on_delete=models.PROTECT, related_name="refunds")
+    attempt = models.ForeignKey(
+        PaymentAttempt,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="refunds",
+        help_text="The card payment it refunds; empty for a bank transfer.",
+    )
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3, default="CNY")
+    method = models.CharField(max_length=16, choices=Method.choices)
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    stripe_refund_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    grant = models.OneToOneField(
+        "billing.CreditGrant", null=True, blank=True, on_delete=models.PROTECT, related_name="refund"
+    )
+    tries = models.PositiveIntegerField(default=0)
+    next_try_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField()
+    refunded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["status", "next_try_at"], name="refund_due_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive"),
+            models.CheckConstraint(
+                condition=~Q(method="stripe") | Q(attempt__isnull=False), name="refund_stripe_has_attempt"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="pending", refunded_at__isnull=True)
+                | Q(status="succeeded", refunded_at__isnull=False),
+                name="refund_refunded_at_matches_status",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"refund {self.amount} fen {self.method} {self.status}"
 
 
 class StripeEvent(models.Model):

@@ -10,7 +10,7 @@ commit. Running it twice, or concurrently, changes nothing the second time.
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,12 +20,24 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from billing.bank_credits import banks_lock, banks_review, give_back_to_bank, pay_from_bank
 from billing.metrics import INVOICES_FINALIZED, INVOICES_SET_ASIDE, count_on_commit
-from billing.models import Account, Invoice, InvoiceLine, JournalEntry, ProviderStatement
+from billing.models import Account, Invoice, InvoiceLine, JournalEntry, PaymentAttempt, ProviderStatement
 from billing.periods import local_year, month_of
 from billing.rating import RatedLine, late_rows_bill, rate, rate_unbilled, unbilled_rollups
-from billing.services.ledger import NewEntry, Purpose, account_for, accounts_for, entries_post, entry_reverse
+from billing.services.ledger import (
+    Credit,
+    NewEntry,
+    Purpose,
+    account_for,
+    accounts_for,
+    entries_post,
+    entry_reverse,
+)
+from billing.services.payments import attempts_settle, payments_give_back
+from billing.voucher_credits import redeem_vouchers, reverse_vouchers
 from core.exceptions import ConflictError
+from core.locks import advisory_lock
 from core.money import format_yuan, share
 from organizations.models import AuditEvent, Organization
 from organizations.services import audit_record
@@ -35,25 +47,6 @@ logger = logging.getLogger(__name__)
 Status = Invoice.Status
 Method = Invoice.CollectionMethod
 VOIDED_KINDS = ("invoice.finalized", "invoice.voucher_credit", "invoice.bank_credit")
-
-
-@dataclass(frozen=True)
-class Credit:
-    """What a voucher or a bank credit paid of an invoice, as the ledger must record it."""
-
-    amount: int
-    account: Any  # the account that owes or gives it (voucher receivable of an issuer, bank liability)
-    description: str
-
-
-# Hooks that vouchers and the compute bank register (BillingConfig.ready): each
-# takes the invoice, its stored lines, what is still owed and the time, inside
-# the finalizing transaction, and returns the credits it applied; void hooks
-# give back what they took. Until they are registered, nothing is applied.
-CreditHook = Callable[[Invoice, list[InvoiceLine], int, datetime], list[Credit]]
-VOUCHER_HOOKS: list[CreditHook] = []
-BANK_HOOKS: list[CreditHook] = []
-VOID_HOOKS: list[Callable[[Invoice, datetime], None]] = []
 
 
 def invoice_for_period(*, buyer: Organization, at: datetime) -> Invoice:
@@ -147,28 +140,31 @@ def _usage_entry(invoice: Invoice, by_provider: dict[Any, tuple[int, int]], book
 
 def _apply_credits(invoice: Invoice, lines: list[InvoiceLine], books: _Books, now: datetime) -> list[NewEntry]:
     """Vouchers, then compute-bank credits, pay what they can of the subtotal; the rest is due."""
-    remaining = invoice.subtotal
-    buyer_receivable = books.receivable[invoice.buyer_id]
+    invoice.amount_due = invoice.subtotal
     entries = []
-    for hooks, field in ((VOUCHER_HOOKS, "voucher_credit"), (BANK_HOOKS, "bank_credit")):
-        for hook in hooks:
-            for credit in hook(invoice, lines, remaining, now):
-                credit_amount = min(credit.amount, remaining)
-                if credit_amount <= 0:
-                    continue
-                setattr(invoice, field, getattr(invoice, field) + credit_amount)
-                remaining -= credit_amount
-                entries.append(
-                    NewEntry(
-                        kind=f"invoice.{field}",
-                        description=credit.description,
-                        reference=invoice.reference,
-                        legs=[(credit.account, credit_amount), (buyer_receivable, -credit_amount)],
-                        at=now,
-                    )
-                )
-    invoice.amount_due = remaining
+    for credit in redeem_vouchers(invoice=invoice, lines=lines, remaining=invoice.amount_due, now=now):
+        entries += _book_credit(invoice, credit, "voucher_credit", books, now)
+    for credit in pay_from_bank(invoice=invoice, remaining=invoice.amount_due, now=now):
+        entries += _book_credit(invoice, credit, "bank_credit", books, now)
     return entries
+
+
+def _book_credit(invoice: Invoice, credit: Credit, field: str, books: _Books, now: datetime) -> list[NewEntry]:
+    """Take what ``credit`` pays off what the invoice still owes; the entry that records it."""
+    amount = min(credit.amount, invoice.amount_due)
+    if amount <= 0:
+        return []
+    setattr(invoice, field, getattr(invoice, field) + amount)
+    invoice.amount_due -= amount
+    return [
+        NewEntry(
+            kind=f"invoice.{field}",
+            description=credit.description,
+            reference=invoice.reference,
+            legs=[(credit.account, amount), (books.receivable[invoice.buyer_id], -amount)],
+            at=now,
+        )
+    ]
 
 
 @transaction.atomic
@@ -238,6 +234,8 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
 
     entries = []
     statements: dict[tuple[datetime, datetime], dict[Any, tuple[int, int]]] = defaultdict(dict)
+    buyer_ids = {invoice.buyer_id for invoice in drafts}
+    banks_lock(buyer_ids=buyer_ids)  # in primary-key order, before credit is drawn invoice by invoice
     for invoice in drafts:
         invoice.subtotal = sum(line.amount for line in lines[invoice.pk])
         by_provider = _provider_totals(lines[invoice.pk])
@@ -258,6 +256,8 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
     for invoice, number in zip(drafts, _take_numbers(now, len(drafts)), strict=True):
         invoice.number = number
     Invoice.objects.bulk_update(drafts, _FINALIZED_FIELDS)
+    # Once the invoices no longer count as pending usage: what a draw left is what the buyer has.
+    banks_review(buyer_ids={invoice.buyer_id for invoice in drafts if invoice.bank_credit}, now=now)
     count_on_commit(INVOICES_FINALIZED, len(drafts))
 
     due = [invoice.pk for invoice in drafts if invoice.amount_due and invoice.collection_method == Method.STRIPE]
@@ -325,14 +325,34 @@ def _queue_collection(invoice_ids: list[Any]) -> None:
         payment_collect.delay(str(invoice_id))
 
 
-@transaction.atomic
+VOIDABLE = (Status.FINALIZED, Status.PAID, Status.UNCOLLECTIBLE)
+
+
 def invoice_void(*, invoice_id: Any, by: str, reason: str = "", now: datetime | None = None) -> Invoice:
-    """Void a finalized or paid invoice: every entry it posted is reversed, statements
-    taken back, vouchers and credits returned; a Stripe payment is refunded after commit."""
+    """Void a finalized or paid invoice: its open PaymentIntents are canceled first (a charge
+    Stripe already made is booked), then it is voided (``_void``). While a collection run talks
+    to Stripe about it, or Stripe is still processing a charge, the answer is 409 ``payment_in_flight``."""
     now = now or timezone.now()
-    invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
-    if invoice.status not in (Status.FINALIZED, Status.PAID, Status.UNCOLLECTIBLE):
+    with advisory_lock(f"invoice-collect:{invoice_id}") as mine:  # the collection run's
+        if not mine:
+            raise ConflictError(_IN_FLIGHT, code="payment_in_flight")
+        if Invoice.objects.filter(pk=invoice_id, status__in=VOIDABLE).exists():
+            attempts_settle(invoice_id=invoice_id, now=now)
+        return _void(invoice_id=invoice_id, by=by, reason=reason, now=now)
+
+
+_IN_FLIGHT = "A card payment of this invoice is in flight at Stripe; try again in a few minutes."
+
+
+@transaction.atomic
+def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
+    """Every entry the invoice posted is reversed, statements taken back, vouchers and credits
+    returned; what it received is given back (``payments_give_back``)."""
+    invoice = Invoice.objects.select_for_update().select_related("buyer").get(pk=invoice_id)
+    if invoice.status not in VOIDABLE:
         raise ConflictError(f"A {invoice.status} invoice cannot be voided.", code="invoice_not_voidable")
+    if invoice.attempts.filter(status=PaymentAttempt.Status.PENDING).exists():
+        raise ConflictError(_IN_FLIGHT, code="payment_in_flight")
     # What finalizing posted is reversed; payments stay booked and are refunded, so that the
     # buyer is owed what it paid until the refund goes out.
     billed = JournalEntry.objects.filter(
@@ -341,12 +361,12 @@ def invoice_void(*, invoice_id: Any, by: str, reason: str = "", now: datetime | 
     for entry in billed.order_by("posted_at"):
         entry_reverse(entry=entry, reason=reason or f"invoice {invoice.number} voided", at=now)
     _accrue_statements((invoice.period_start, invoice.period_end), _provider_totals(list(invoice.lines.all())), sign=-1)
-    for hook in VOID_HOOKS:
-        hook(invoice, now)
-    refund = invoice.amount_paid > 0
+    reverse_vouchers(invoice=invoice, now=now)
+    give_back_to_bank(invoice=invoice, now=now)
     invoice.status, invoice.voided_at, invoice.voided_by = Status.VOID, now, by
     invoice.next_payment_attempt_at = None
     invoice.save(update_fields=["status", "voided_at", "voided_by", "next_payment_attempt_at"])
+    refunds = payments_give_back(invoice=invoice, now=now)
     audit_record(
         actor=by,
         action=AuditEvent.Action.INVOICE_VOID,
@@ -356,19 +376,11 @@ def invoice_void(*, invoice_id: Any, by: str, reason: str = "", now: datetime | 
             "number": invoice.number,
             "amount_due": format_yuan(invoice.amount_due),
             "amount_paid": format_yuan(invoice.amount_paid),
-            "refund": refund,
+            "refunds": [{"amount": format_yuan(r.amount), "method": r.method} for r in refunds],
             "reason": reason,
         },
     )
-    if refund:
-        transaction.on_commit(lambda: _queue_refund(invoice.pk))
     return invoice
-
-
-def _queue_refund(invoice_id: Any) -> None:
-    from billing.tasks import payment_refund
-
-    payment_refund.delay(str(invoice_id))
 
 
 def invoices_due_for_finalizing(*, now: datetime) -> list[Any]:

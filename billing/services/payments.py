@@ -10,10 +10,21 @@ never relies on Stripe's idempotency keys to avoid a second charge.
 A success or failure, whether learned from the API answer or a webhook, is
 applied by a conditional update of the attempt's status: only the first one
 moves money.
+
+Money an invoice must give back is recorded first, in the transaction that made it
+due, then sent: a payment that lands on a void invoice, or pays an invoice twice (a
+card charge and a bank transfer), is booked and a refund recorded at once; a void
+records the refund of everything the invoice received. Card payments go back through
+Stripe, tried again by the sweep until Stripe made them; bank transfers are recorded
+as refunded by the operator; or, as configured, both are held as compute-bank credit.
+An attempt whose invoice no longer owes anything (paid by transfer, voided) is not
+confirmed: its PaymentIntent is canceled, or booked and refunded if Stripe had
+already charged it.
 """
 
 import logging
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -26,7 +37,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing import metrics
-from billing.models import Invoice, PaymentAttempt, StripeCustomer, StripeEvent
+from billing.models import CreditGrant, Invoice, PaymentAttempt, Refund, StripeCustomer, StripeEvent
 from billing.services.ledger import Purpose, account_for, entry_post
 from billing.stripe_client import stripe_client
 from core.exceptions import ApplicationError, ConflictError
@@ -77,22 +88,34 @@ def _open_attempt(invoice_id: Any, now: datetime | None = None) -> PaymentAttemp
     """
     with transaction.atomic():
         invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
-        if invoice.status not in COLLECTIBLE or invoice.amount_paid >= invoice.amount_due:
-            return None
         retry_at = (now or timezone.now()) + timedelta(seconds=settings.BILLING_COLLECTION_RETRY_SECONDS)
         pending = invoice.attempts.filter(status=PaymentAttempt.Status.PENDING).first()
-        if pending:
-            Invoice.objects.filter(pk=invoice.pk).update(next_payment_attempt_at=retry_at)
+        if pending:  # finished whatever became of the invoice meanwhile
+            if _collectible(invoice):
+                Invoice.objects.filter(pk=invoice.pk).update(next_payment_attempt_at=retry_at)
             return pending
+        if not _collectible(invoice):
+            return None
         number = invoice.payment_attempts + 1
         Invoice.objects.filter(pk=invoice.pk).update(payment_attempts=number, next_payment_attempt_at=retry_at)
         return PaymentAttempt.objects.create(
             invoice=invoice,
             number=number,
-            amount=invoice.amount_due - invoice.amount_paid,
+            amount=_owed(invoice),
             currency=invoice.currency,
             idempotency_key=f"invoice:{invoice.pk}:attempt:{number}",
         )
+
+
+def _collectible(invoice: Invoice) -> bool:
+    return invoice.status in COLLECTIBLE and _owed(invoice) > 0
+
+
+def _owed(invoice: Invoice) -> int:
+    """What a finalized or uncollectible invoice still owes; 0 for any other."""
+    if invoice.status not in (Invoice.Status.FINALIZED, Invoice.Status.UNCOLLECTIBLE):
+        return 0
+    return max(0, invoice.amount_due - (invoice.amount_paid - invoice.amount_refunded))
 
 
 def invoice_collect(*, invoice_id: Any, now: datetime | None = None) -> PaymentAttempt | None:
@@ -106,7 +129,10 @@ def _collect(invoice_id: Any, now: datetime) -> PaymentAttempt | None:
     attempt = _open_attempt(invoice_id, now)
     if attempt is None:
         return None
-    invoice = attempt.invoice
+    invoice = Invoice.objects.get(pk=attempt.invoice_id)
+    if not _collectible(invoice):  # paid by a transfer or voided since the attempt was recorded
+        _attempt_settle(attempt, now)
+        return PaymentAttempt.objects.get(pk=attempt.pk)
     customer = StripeCustomer.objects.filter(organization_id=invoice.buyer_id).first()
     if customer is None or not customer.default_payment_method:
         payment_failed(
@@ -160,6 +186,50 @@ def _collect(invoice_id: Any, now: datetime) -> PaymentAttempt | None:
     return PaymentAttempt.objects.get(pk=attempt.pk)
 
 
+CANCELABLE = ("requires_payment_method", "requires_confirmation", "requires_action", "requires_capture")
+
+
+def _attempt_settle(attempt: PaymentAttempt, now: datetime) -> None:
+    """Finish an attempt its invoice no longer needs, without charging: a PaymentIntent Stripe
+    already charged is booked (and its money given back by ``payment_succeeded``), one not charged
+    is canceled; one Stripe is still processing stays pending (the collection run comes back)."""
+    if attempt.payment_intent_id is None:  # never sent to Stripe, or never confirmed by it
+        _attempt_canceled(attempt.pk, now)
+        return
+    client = stripe_client()
+    intent = client.v1.payment_intents.retrieve(attempt.payment_intent_id)
+    if intent.status in CANCELABLE:
+        try:
+            intent = client.v1.payment_intents.cancel(intent.id)
+        except stripe.InvalidRequestError:  # it moved on meanwhile: see where to
+            intent = client.v1.payment_intents.retrieve(attempt.payment_intent_id)
+    if intent.status == "succeeded":
+        payment_succeeded(attempt_id=attempt.pk, now=now)
+    elif intent.status == "canceled":
+        _attempt_canceled(attempt.pk, now)
+
+
+def _attempt_canceled(attempt_id: Any, now: datetime) -> bool:
+    """An attempt given up without a charge: no dunning, the invoice no longer owes."""
+    return bool(
+        PaymentAttempt.objects.filter(pk=attempt_id, status=PaymentAttempt.Status.PENDING).update(
+            status=PaymentAttempt.Status.FAILED,
+            failure_code="canceled",
+            failure_message="Not charged: the invoice was paid otherwise or voided.",
+            updated_at=now,
+        )
+    )
+
+
+def attempts_settle(*, invoice_id: Any, now: datetime | None = None) -> None:
+    """Before a void: cancel the invoice's open PaymentIntents, book those Stripe already charged.
+    The caller holds the invoice's collection lock (no collection run talks to Stripe meanwhile)."""
+    now = now or timezone.now()
+    with _stripe_unavailable_is_503("Stripe could not be reached to cancel the payment in flight; nothing was voided."):
+        for attempt in PaymentAttempt.objects.filter(invoice_id=invoice_id, status=PaymentAttempt.Status.PENDING):
+            _attempt_settle(attempt, now)
+
+
 def _confirm_params() -> dict[str, Any]:
     """The card was given when the PaymentIntent was made; the buyer is not there to confirm."""
     return {"off_session": True} if settings.STRIPE_CONFIRM_OFF_SESSION else {}
@@ -187,12 +257,13 @@ def payment_succeeded(*, attempt_id: Any, now: datetime | None = None) -> bool:
         at=now,
     )
     invoice.amount_paid += attempt.amount
-    if invoice.amount_paid >= invoice.amount_due and invoice.status in (
+    if invoice.amount_paid - invoice.amount_refunded >= invoice.amount_due and invoice.status in (
         Invoice.Status.FINALIZED,
         Invoice.Status.UNCOLLECTIBLE,
     ):
         invoice.status, invoice.paid_at, invoice.next_payment_attempt_at = Invoice.Status.PAID, now, None
-    invoice.save(update_fields=["amount_paid", "status", "paid_at", "next_payment_attempt_at"])
+    payments_give_back(invoice=invoice, now=now)  # paid on a void invoice, or paid twice
+    invoice.save(update_fields=["amount_paid", "amount_refunded", "status", "paid_at", "next_payment_attempt_at"])
     _release_orders_hold(invoice.buyer)
     return True
 
@@ -233,10 +304,22 @@ def _release_orders_hold(buyer: Organization) -> None:
         Organization.objects.filter(pk=buyer.pk).update(orders_blocked_reason="")
 
 
+def _has_card_on_file(buyer_id: Any) -> bool:
+    return StripeCustomer.objects.filter(organization_id=buyer_id).exclude(default_payment_method="").exists()
+
+
 def invoice_pay(*, invoice: Invoice, payment_method: str | None) -> PaymentAttempt | None:
     """The buyer pays now, optionally with a new card; an uncollectible invoice becomes collectible again."""
     if invoice.status not in (Invoice.Status.FINALIZED, Invoice.Status.UNCOLLECTIBLE):
         raise ConflictError(f"A {invoice.status} invoice has nothing to pay.", code="invoice_not_payable")
+    if not payment_method and not _has_card_on_file(invoice.buyer_id):
+        # Refused before anything is recorded: a failed attempt would count towards dunning.
+        raise ConflictError(
+            "There is no card on file to charge. Send a payment_method in this request's body (a Stripe "
+            "PaymentMethod id, made with Stripe.js): it is saved as the card on file and charged; or pay by "
+            "bank transfer.",
+            code="no_payment_method",
+        )
     if payment_method:
         with _stripe_unavailable_is_503("Stripe could not be reached to save the card; nothing was charged."):
             payment_method_set(organization=invoice.buyer, payment_method=payment_method)
@@ -258,15 +341,22 @@ def _stripe_unavailable_is_503(message: str) -> Iterator[None]:
 
 
 def payments_due(*, now: datetime) -> list[Any]:
-    return list(
+    """Invoices to collect now, and invoices with an attempt left pending (whatever became of the
+    invoice: paid by transfer or voided meanwhile), for the collection run to finish it."""
+    owing = (
         Invoice.objects.filter(
             status=Invoice.Status.FINALIZED,
             collection_method=Invoice.CollectionMethod.STRIPE,
             next_payment_attempt_at__lte=now,
         )
-        .filter(amount_paid__lt=F("amount_due"))
+        .filter(amount_paid__lt=F("amount_due") + F("amount_refunded"))
         .values_list("pk", flat=True)
     )
+    stale = now - timedelta(seconds=settings.BILLING_COLLECTION_RETRY_SECONDS)
+    left = PaymentAttempt.objects.filter(status=PaymentAttempt.Status.PENDING, updated_at__lte=stale).values_list(
+        "invoice_id", flat=True
+    )
+    return sorted({*owing, *left}, key=str)
 
 
 @transaction.atomic
@@ -276,10 +366,9 @@ def bank_transfer_record(*, invoice: Invoice, amount: int, by: str, now: datetim
     locked = Invoice.objects.select_for_update().select_related("buyer").get(pk=invoice.pk)
     if locked.status not in (Invoice.Status.FINALIZED, Invoice.Status.UNCOLLECTIBLE):
         raise ConflictError(f"A {locked.status} invoice takes no payment.", code="invoice_not_payable")
-    if not 0 < amount <= locked.amount_due - locked.amount_paid:
+    if not 0 < amount <= _owed(locked):
         raise ApplicationError(
-            f"The transfer must be between 0.01 and {format_yuan(locked.amount_due - locked.amount_paid)}.",
-            code="invalid_amount",
+            f"The transfer must be between 0.01 and {format_yuan(_owed(locked))}.", code="invalid_amount"
         )
     entry_post(
         kind="payment.bank_transfer",
@@ -291,8 +380,10 @@ def bank_transfer_record(*, invoice: Invoice, amount: int, by: str, now: datetim
         ],
         at=now,
     )
+    # A card attempt in flight is not refused: the transfer arrived whatever it does. The collection
+    # run cancels the attempt (the invoice owes nothing), or books and refunds a charge Stripe made.
     locked.amount_paid += amount
-    if locked.amount_paid == locked.amount_due:
+    if not _owed(locked):
         locked.status, locked.paid_at, locked.next_payment_attempt_at = Invoice.Status.PAID, now, None
     locked.save(update_fields=["amount_paid", "status", "paid_at", "next_payment_attempt_at"])
     metrics.count_on_commit(metrics.BANK_TRANSFER_RECORDED)
@@ -307,30 +398,184 @@ def bank_transfer_record(*, invoice: Invoice, amount: int, by: str, now: datetim
     return locked
 
 
-def invoice_refund(*, invoice_id: Any) -> int:
-    """Refund through Stripe what a voided invoice's card payments collected (once per attempt)."""
-    refunded = 0
-    for attempt in PaymentAttempt.objects.filter(
-        invoice_id=invoice_id, status=PaymentAttempt.Status.SUCCEEDED, refunded=False
-    ).order_by("number"):
-        stripe_client().v1.refunds.create(
-            params={"payment_intent": attempt.payment_intent_id},  # type: ignore[arg-type,typeddict-item]
-            options={"idempotency_key": f"refund:{attempt.pk}"},
+# --- giving money back ---------------------------------------------------------
+
+
+@transaction.atomic
+def payments_give_back(*, invoice: Invoice, now: datetime) -> list[Refund]:
+    """Record the return of what ``invoice`` (locked) received beyond what it keeps: everything
+    of a void invoice, the excess of one paid twice. Card payments go back first, the latest
+    first (what came last was not needed), then bank transfers. Stores the invoice's
+    ``amount_paid`` and ``amount_refunded`` together (never overpaid in between)."""
+    keeps = 0 if invoice.status == Invoice.Status.VOID else invoice.amount_due
+    excess = invoice.amount_paid - invoice.amount_refunded - keeps
+    if excess <= 0:
+        return []
+    reason = Refund.Reason.VOID if invoice.status == Invoice.Status.VOID else Refund.Reason.OVERPAYMENT
+    given: dict[Any, int] = defaultdict(int)
+    for attempt_id, amount in Refund.objects.filter(invoice=invoice).values_list("attempt_id", "amount"):
+        given[attempt_id] += amount
+    refunds = []
+    card_total = 0
+    for attempt in invoice.attempts.filter(status=PaymentAttempt.Status.SUCCEEDED).order_by("-number"):
+        card_total += attempt.amount
+        part = min(excess, attempt.amount - given[attempt.pk])
+        if part > 0:
+            refunds.append(_refund_record(invoice, attempt, part, reason, now))
+            excess -= part
+    part = min(excess, invoice.amount_paid - card_total - given[None])
+    if part > 0:
+        refunds.append(_refund_record(invoice, None, part, reason, now))
+    invoice.amount_refunded += sum(refund.amount for refund in refunds)
+    Invoice.objects.filter(pk=invoice.pk).update(
+        amount_paid=invoice.amount_paid, amount_refunded=invoice.amount_refunded
+    )
+    if any(refund.status == Refund.Status.PENDING for refund in refunds):
+        invoice_id = str(invoice.pk)
+        # Recorded already: if the broker does not take the task, the sweep (refunds_make_due) makes it.
+        transaction.on_commit(lambda: _queue_refund(invoice_id), robust=True)
+    return refunds
+
+
+def _refund_record(invoice: Invoice, attempt: PaymentAttempt | None, amount: int, reason: str, now: datetime) -> Refund:
+    if settings.BILLING_PAYMENTS_RETURNED_AS == "bank_credit":
+        method = Refund.Method.BANK_CREDIT
+    else:
+        method = Refund.Method.STRIPE if attempt else Refund.Method.BANK_TRANSFER
+    refund = Refund.objects.create(
+        invoice=invoice,
+        attempt=attempt,
+        amount=amount,
+        currency=invoice.currency,
+        method=method,
+        reason=reason,
+        created_at=now,
+        next_try_at=now,
+    )
+    paid_by = f"card payment #{attempt.number}" if attempt else "bank transfer"
+    what = f"{format_yuan(amount)} {invoice.currency} of the {paid_by} of invoice {invoice.number} ({reason})"
+    if method == Refund.Method.BANK_CREDIT:
+        from billing.services.bank.grants import grant_create  # the bank builds on payments
+
+        refund.grant = grant_create(
+            buyer=invoice.buyer,
+            source=CreditGrant.Source.REFUND,
+            amount=amount,
+            by="billing",
+            note=f"Given back as credit: {what}",
+            reference=f"refund:{refund.pk}",
+            offset=Purpose.BUYER_RECEIVABLE,
+            now=now,
         )
-        with transaction.atomic():
-            if PaymentAttempt.objects.filter(pk=attempt.pk, refunded=False).update(refunded=True):
-                invoice = Invoice.objects.select_related("buyer").get(pk=invoice_id)
-                entry_post(
-                    kind="refund.stripe",
-                    description=f"Refund of the card payment of voided invoice {invoice.number}",
-                    reference=invoice.reference,
-                    legs=[
-                        (account_for(purpose=Purpose.BUYER_RECEIVABLE, organization=invoice.buyer), attempt.amount),
-                        (account_for(purpose=Purpose.STRIPE_CLEARING), -attempt.amount),
-                    ],
-                )
-                refunded += attempt.amount
-    return refunded
+    elif method == Refund.Method.BANK_TRANSFER:
+        entry_post(
+            kind="refund.bank_transfer",
+            description=f"Returned by bank transfer: {what}",
+            reference=invoice.reference,
+            legs=[
+                (account_for(purpose=Purpose.BUYER_RECEIVABLE, organization=invoice.buyer), amount),
+                (account_for(purpose=Purpose.BANK_TRANSFER_CLEARING), -amount),
+            ],
+            at=now,
+        )
+    if method != Refund.Method.STRIPE:
+        refund.status, refund.refunded_at, refund.next_try_at = Refund.Status.SUCCEEDED, now, None
+        refund.save(update_fields=["grant", "status", "refunded_at", "next_try_at"])
+    logger.info("refund recorded", extra={"invoice": str(invoice.pk), "amount": amount, "method": method})
+    return refund
+
+
+def _queue_refund(invoice_id: str) -> None:
+    from billing.tasks import payment_refund
+
+    payment_refund.delay(invoice_id)
+
+
+def invoice_refund(*, invoice_id: Any, now: datetime | None = None) -> int:
+    """Make through Stripe the invoice's card refunds still due; returns the fen refunded now.
+    A refund Stripe does not make stays due, with its error, for the sweep."""
+    pending = Refund.objects.filter(
+        invoice_id=invoice_id, method=Refund.Method.STRIPE, status=Refund.Status.PENDING
+    ).order_by("created_at", "pk")
+    return sum(refund_make(refund_id=pk, now=now) for pk in pending.values_list("pk", flat=True))
+
+
+def refund_make(*, refund_id: Any, now: datetime | None = None) -> int:
+    """Make one recorded card refund through Stripe, once: a refund Stripe already made (its answer
+    was lost) is found by its metadata and booked, never made twice."""
+    now = now or timezone.now()
+    with advisory_lock(f"refund:{refund_id}") as mine:
+        if not mine:
+            return 0
+        refund = Refund.objects.select_related("attempt").get(pk=refund_id)
+        if refund.status != Refund.Status.PENDING:
+            return 0
+        assert refund.attempt is not None
+        client = stripe_client()
+        params: Any = {
+            "payment_intent": refund.attempt.payment_intent_id,
+            "amount": refund.amount,
+            "metadata": {"refund": str(refund.pk), "invoice": str(refund.invoice_id)},
+        }
+        try:
+            made = _stripe_refund_of(refund) or client.v1.refunds.create(
+                params=params, options={"idempotency_key": f"refund:{refund.pk}"}
+            )
+        except stripe.StripeError as exc:
+            Refund.objects.filter(pk=refund.pk, status=Refund.Status.PENDING).update(
+                tries=F("tries") + 1,
+                last_error=str(exc)[:500],
+                next_try_at=now + timedelta(seconds=settings.BILLING_REFUND_RETRY_SECONDS),
+            )
+            logger.warning("refund not made", extra={"refund": str(refund.pk), "error": str(exc)[:200]})
+            return 0
+        return _refund_made(refund_id=refund.pk, stripe_refund_id=made.id, now=now)
+
+
+def _stripe_refund_of(refund: Refund) -> Any:
+    assert refund.attempt is not None
+    params: Any = {"payment_intent": refund.attempt.payment_intent_id, "limit": 100}
+    listed: Any = stripe_client().v1.refunds.list(params=params)
+    return next(
+        (made for made in listed.data if (made.to_dict().get("metadata") or {}).get("refund") == str(refund.pk)), None
+    )
+
+
+@transaction.atomic
+def _refund_made(*, refund_id: Any, stripe_refund_id: str, now: datetime) -> int:
+    if not Refund.objects.filter(pk=refund_id, status=Refund.Status.PENDING).update(
+        status=Refund.Status.SUCCEEDED, stripe_refund_id=stripe_refund_id, refunded_at=now, next_try_at=None
+    ):
+        return 0
+    refund = Refund.objects.select_related("invoice__buyer", "attempt").get(pk=refund_id)
+    invoice = refund.invoice
+    entry_post(
+        kind="refund.stripe",
+        description=f"Refund to the card of invoice {invoice.number} ({refund.reason})",
+        reference=invoice.reference,
+        legs=[
+            (account_for(purpose=Purpose.BUYER_RECEIVABLE, organization=invoice.buyer), refund.amount),
+            (account_for(purpose=Purpose.STRIPE_CLEARING), -refund.amount),
+        ],
+        at=now,
+    )
+    return refund.amount
+
+
+def refunds_due(*, now: datetime) -> list[Any]:
+    """Invoices with a card refund Stripe has not made yet and due to be tried again."""
+    return list(
+        Refund.objects.filter(status=Refund.Status.PENDING, method=Refund.Method.STRIPE, next_try_at__lte=now)
+        .values_list("invoice_id", flat=True)
+        .distinct()
+        .order_by("invoice_id")
+    )
+
+
+def refunds_make_due(*, now: datetime | None = None) -> int:
+    """The sweep: make every card refund due; returns the fen refunded."""
+    now = now or timezone.now()
+    return sum(invoice_refund(invoice_id=invoice_id, now=now) for invoice_id in refunds_due(now=now))
 
 
 # --- webhooks ----------------------------------------------------------------

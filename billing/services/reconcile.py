@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection
-from django.db.models import F, Q, Sum
+from django.db.models import F, Sum
 
 from billing.cloudevents import GPU_SECONDS
 from billing.models import (
@@ -21,6 +21,8 @@ from billing.models import (
     Leg,
     PaymentAttempt,
     ProviderStatement,
+    Refund,
+    StripeEvent,
     TopUp,
     UsageMetric,
     UsageRollup,
@@ -75,17 +77,23 @@ def reconcile() -> list[Difference]:
         for entry_id, currency, total in cursor.fetchall():
             differences.append(Difference("entry balance", f"{entry_id} {currency}", int(total), 0))
 
-    refunded: dict[Any, int] = defaultdict(int)
-    for invoice_id, amount in PaymentAttempt.objects.filter(
-        status=PaymentAttempt.Status.SUCCEEDED, refunded=True
-    ).values_list("invoice_id", "amount"):
-        refunded[invoice_id] += amount
+    refunded: dict[Any, int] = defaultdict(int)  # given back already
+    recorded: dict[Any, int] = defaultdict(int)  # to give back, or given back
+    for invoice_id, amount, status in Refund.objects.values_list("invoice_id", "amount", "status"):
+        recorded[invoice_id] += amount
+        refunded[invoice_id] += amount if status == Refund.Status.SUCCEEDED else 0
     receivable: dict[Any, int] = defaultdict(int)
-    for invoice_id, buyer_id, status, due, paid in Invoice.objects.exclude(status=Invoice.Status.DRAFT).values_list(
-        "pk", "buyer_id", "status", "amount_due", "amount_paid"
-    ):
+    for invoice_id, number, buyer_id, status, due, paid, to_refund in Invoice.objects.exclude(
+        status=Invoice.Status.DRAFT
+    ).values_list("pk", "number", "buyer_id", "status", "amount_due", "amount_paid", "amount_refunded"):
         receivable[buyer_id] += (0 if status == Invoice.Status.VOID else due) - paid + refunded[invoice_id]
+        if to_refund != recorded[invoice_id]:
+            differences.append(Difference("invoice refunds", str(number), recorded[invoice_id], to_refund))
+        if status == Invoice.Status.VOID and paid != recorded[invoice_id]:
+            # A void invoice keeps nothing: what it received is refunded, or due to be.
+            differences.append(Difference("void invoice keeps money", str(number), paid - recorded[invoice_id], 0))
     differences += _compare("buyer receivable", _ledger(Purpose.BUYER_RECEIVABLE), receivable)
+    differences += _unbooked_payment_intents()
 
     statements = ProviderStatement.objects.values_list("provider_id").annotate(
         net=Sum("net"), commission=Sum("commission")
@@ -99,14 +107,15 @@ def reconcile() -> list[Difference]:
         {None: -sum(int(commission) for _, _, commission in statements)},
     )
 
-    charged = PaymentAttempt.objects.filter(status=PaymentAttempt.Status.SUCCEEDED).aggregate(
-        total=Sum("amount"), refunded=Sum("amount", filter=Q(refunded=True))
+    charged = PaymentAttempt.objects.filter(status=PaymentAttempt.Status.SUCCEEDED).aggregate(total=Sum("amount"))
+    to_cards = Refund.objects.filter(method=Refund.Method.STRIPE, status=Refund.Status.SUCCEEDED).aggregate(
+        total=Sum("amount")
     )
     topped_up = TopUp.objects.filter(status=TopUp.Status.SUCCEEDED).aggregate(total=Sum("amount"))["total"]
     differences += _compare(
         "stripe clearing",
         _ledger(Purpose.STRIPE_CLEARING),
-        {None: int(charged["total"] or 0) - int(charged["refunded"] or 0) + int(topped_up or 0)},
+        {None: int(charged["total"] or 0) - int(to_cards["total"] or 0) + int(topped_up or 0)},
     )
     differences += _bank()
 
@@ -297,6 +306,26 @@ def _usage_by_price_version() -> list[Difference]:
     return differences
 
 
+def _unbooked_payment_intents() -> list[Difference]:
+    """Every PaymentIntent Stripe told us succeeded is booked: its attempt or its top-up is no longer
+    pending. (A webhook whose processing failed leaves it pending, unbooked. A success told for an
+    attempt already decided failed is a replay that changes nothing, as the webhook tests require.)"""
+    told = {
+        (event.get("data") or {}).get("object", {}).get("id")
+        for event in StripeEvent.objects.filter(type="payment_intent.succeeded").values_list("payload", flat=True)
+    }
+    told.discard(None)
+    unbooked = [
+        *PaymentAttempt.objects.filter(payment_intent_id__in=told, status=PaymentAttempt.Status.PENDING).values_list(
+            "payment_intent_id", "amount"
+        ),
+        *TopUp.objects.filter(payment_intent_id__in=told, status=TopUp.Status.PENDING).values_list(
+            "payment_intent_id", "amount"
+        ),
+    ]
+    return [Difference("payment intent succeeded, not booked", str(pi), 0, int(amount)) for pi, amount in unbooked]
+
+
 def _bank() -> list[Difference]:
     """Each buyer's credit: its grants' remaining is its bank liability, paid and granted apart;
     what it drew and its invoices booked meet in its bank clearing; expiries are the breakage;
@@ -304,10 +333,12 @@ def _bank() -> list[Difference]:
     differences: list[Difference] = []
     remaining: dict[str, dict[Any, int]] = {Purpose.BANK_PAID: defaultdict(int), Purpose.BANK_GRANTED: defaultdict(int)}
     given = 0
-    for buyer_id, source, amount, left in CreditGrant.objects.values_list("buyer_id", "source", "amount", "remaining"):
+    for buyer_id, source, amount, left, returned in CreditGrant.objects.values_list(
+        "buyer_id", "source", "amount", "remaining", "refund"
+    ):
         paid = source in CreditGrant.PAID
         remaining[Purpose.BANK_PAID if paid else Purpose.BANK_GRANTED][buyer_id] -= left
-        given += 0 if paid else amount
+        given += 0 if paid or returned else amount  # money an invoice gave back as credit is the buyer's
     for purpose, expected in remaining.items():
         differences += _compare(f"bank {purpose}", _ledger(purpose), expected)
 

@@ -9,6 +9,8 @@ no servers installed. ``.env.example`` lists every variable read here.
 from decimal import Decimal
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.env import (
     env_bool,
     env_choice,
@@ -56,6 +58,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "core.middleware.RequestIdMiddleware",
+    "core.middleware.ApiErrorMiddleware",
     "core.middleware.RequestLimitsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -315,6 +318,12 @@ BILLING_COLLECTION_RETRY_SECONDS = env_int("BILLING_COLLECTION_RETRY_SECONDS", 6
 # Whether `manage.py settle --as-of` may run month end as of a later moment: a demo's and the tests'
 # time travel, never production's (dev.py and test.py turn it on; it is not read from the environment).
 BILLING_AS_OF_ALLOWED = False
+# Money an invoice must give back (paid on a void invoice, or paid twice): "refund" sends card
+# payments back through Stripe and records bank transfers as refunded by the operator;
+# "bank_credit" holds both as compute-bank credit of the buyer.
+BILLING_PAYMENTS_RETURNED_AS = env_choice("BILLING_PAYMENTS_RETURNED_AS", "refund", {"refund", "bank_credit"})
+# A refund Stripe did not make (an error, no answer) is tried again after this long, by the sweep.
+BILLING_REFUND_RETRY_SECONDS = env_int("BILLING_REFUND_RETRY_SECONDS", 600, min_value=1)
 STRIPE_API_KEY = env_str("STRIPE_API_KEY", "sk_test_compute_grid_local")
 # Empty: Stripe itself. Tests and the local demo point it at localstripe, e.g. http://127.0.0.1:8420
 STRIPE_API_BASE = env_str("STRIPE_API_BASE", "")
@@ -331,6 +340,7 @@ STRIPE_PAYMENT_METHOD_TYPES = env_list("STRIPE_PAYMENT_METHOD_TYPES", ["card"])
 
 CELERY_BEAT_SCHEDULE["invoices-finalize-due"] = {"task": "billing.tasks.invoices_finalize_due", "schedule": 3600.0}
 CELERY_BEAT_SCHEDULE["payments-collect-due"] = {"task": "billing.tasks.payments_collect_due", "schedule": 600.0}
+CELERY_BEAT_SCHEDULE["payments-refund-due"] = {"task": "billing.tasks.payments_refund_due", "schedule": 600.0}
 
 # --- Compute bank ----------------------------------------------------------
 
@@ -359,12 +369,8 @@ METRICS_WORKER_PORT = env_int("METRICS_WORKER_PORT", 0, min_value=0, max_value=6
 # imported): one directory per gunicorn master, and per Celery worker; see config/gunicorn.py.
 PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
 if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR!r} is not a directory.")
 if METRICS_WORKER_PORT and not PROMETHEUS_MULTIPROC_DIR:
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(
         "METRICS_WORKER_PORT needs PROMETHEUS_MULTIPROC_DIR: a worker's pool processes count in files "
         "of that directory, which the worker's main process serves."

@@ -1,5 +1,7 @@
-"""Figures as the API writes them: money through ``core.money.format_yuan``."""
+"""Figures as the API writes them: money through ``core.money.format_yuan``, prices with four
+places; times as people read them, in the billing time zone (``dashboards.formatting``)."""
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -7,6 +9,7 @@ from django import template
 from django.utils.html import format_html
 
 from core.money import format_yuan
+from dashboards import formatting
 
 register = template.Library()
 
@@ -15,6 +18,25 @@ register = template.Library()
 def yuan(fen: int | None) -> str:
     """Integer fen as the API's money string: ``1500000`` -> ``"15000.00"``."""
     return "" if fen is None else format_yuan(fen)
+
+
+@register.filter
+def price(value: Decimal | str | None) -> str:
+    """A price per card-hour (or per million tokens) with the API's four places."""
+    return formatting.price(value)
+
+
+@register.filter
+def local(value: datetime | str | None, format: str = formatting.MINUTE) -> str:
+    """A time (a datetime or the API's ISO string) in Asia/Shanghai: ``2026-12-07 14:05``;
+    ``|local:"Y-m"`` for the month."""
+    return formatting.local_time(value, format)
+
+
+@register.simple_tag
+def time_zone() -> str:
+    """The zone the pages' times are in: ``settings.BILLING_TIME_ZONE``."""
+    return formatting.time_zone()
 
 
 @register.filter

@@ -6,13 +6,13 @@ import pytest
 import time_machine
 from django.db import IntegrityError, connection, transaction
 
-from billing.models import BankMovement, CreditGrant, JournalEntry
+from billing.models import BankEvent, BankMovement, CreditGrant, JournalEntry
 from billing.services.bank.grants import bank_draw, bank_draws_reverse, grants_expire
 from billing.services.bank.state import bank_state
 from billing.services.ledger import Purpose, balance_of
 from billing.services.reconcile import reconcile
 from core.exceptions import RuleViolation
-from tests.billing.factories import credit
+from tests.billing.factories import credit, prepaid
 
 pytestmark = pytest.mark.django_db
 
@@ -193,3 +193,23 @@ def test_the_bank_pages_open_for_operators(admin_client, buyer) -> None:
         "/admin/billing/bankevent/",
     ]:
         assert admin_client.get(url).status_code == 200, url
+
+
+def _low_balance_message(buyer) -> str:  # type: ignore[no-untyped-def]
+    credit(buyer, 10_000)
+    bank_draw(buyer=buyer, amount=9_500, reference="test:spend")
+    return BankEvent.objects.get(buyer=buyer, kind="low_balance").message
+
+
+def test_a_postpaid_buyer_low_on_credit_is_told_its_card_pays_the_rest_not_that_work_stops(buyer) -> None:
+    message = _low_balance_message(buyer)
+
+    assert message.startswith("Available credit is 5.00 CNY, below 100.00")
+    assert "prepaid" not in message
+    assert "charged to your card" in message
+
+
+def test_a_prepaid_buyer_low_on_credit_is_told_to_top_up_to_keep_its_work_running(buyer) -> None:
+    message = _low_balance_message(prepaid(buyer))
+
+    assert message.endswith("top up to keep prepaid work running.")

@@ -10,6 +10,7 @@ from billing.models import Invoice, InvoiceLine, JournalEntry, ProviderStatement
 from billing.services.invoices import invoice_finalize, invoice_for_period, invoice_void, invoices_due_for_finalizing
 from billing.services.ledger import Purpose, balance_of
 from billing.services.reconcile import reconcile
+from pools.models import PricePlan
 from pools.services import price_plan_create
 from tests.billing.factories import leased, usage
 from tests.factories import BuyerFactory, ProviderFactory
@@ -262,3 +263,17 @@ def test_only_operators_void_and_providers_read_only_their_statements(
     theirs = make_client(ProviderFactory()).get("/api/v1/statements/").json()["results"]
     assert len(mine) == 1 and Decimal(mine[0]["gross"]) * 100 == invoice.subtotal
     assert theirs == []
+
+
+def test_an_invoice_line_shows_its_rate_with_four_places_and_its_amount_from_the_exact_rate(
+    buyer, lease, buyer_client
+) -> None:
+    PricePlan.objects.filter(pool=lease.pool).update(hour_prices=["12.3456500000"] * 24)
+    usage(lease, shanghai(3, 12), seconds=1000 * 3600)  # 1,000 card-hours in one hour
+    invoice = finalize(buyer)
+
+    (line,) = buyer_client.get(f"/api/v1/invoices/{invoice.pk}/").json()["lines"]
+
+    assert (line["quantity"], line["unit"], line["rate"]) == ("1000.0000000000", "card_hour", "12.3457")
+    assert line["amount"] == "12345.65"  # 1,000 x 12.34565, not 1,000 x 12.3457
+    assert InvoiceLine.objects.get(invoice=invoice).rate == Decimal("12.34565")

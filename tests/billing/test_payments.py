@@ -147,6 +147,46 @@ def test_paying_an_uncollectible_invoice_with_a_good_card_lifts_the_block(
     assert buyer.orders_blocked_reason == ""
 
 
+def _payment_state(invoice: Invoice) -> tuple:
+    return (
+        Invoice.objects.filter(pk=invoice.pk)
+        .values_list("status", "amount_paid", "payment_attempts", "next_payment_attempt_at")
+        .get(),
+        PaymentAttempt.objects.filter(invoice=invoice).count(),
+        JournalEntry.objects.filter(reference=invoice.reference).count(),
+    )
+
+
+@pytest.mark.parametrize("status", ["finalized", "uncollectible"])
+def test_paying_with_no_card_on_file_and_none_given_is_a_409_that_changes_nothing(
+    stripe, buyer, provider, buyer_client, status
+) -> None:
+    invoice = finalized_invoice(buyer, provider, number=None)
+    Invoice.objects.filter(pk=invoice.pk).update(status=status)
+    before = _payment_state(invoice)
+
+    response = buyer_client.post(f"/api/v1/invoices/{invoice.pk}/pay/", {}, format="json")
+
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "no_payment_method"
+    assert "payment_method" in error["message"] and "Stripe.js" in error["message"]
+    assert _payment_state(invoice) == before
+
+
+def test_a_card_given_with_the_payment_pays_an_invoice_that_had_none_on_file(
+    stripe, buyer, provider, buyer_client
+) -> None:
+    invoice = finalized_invoice(buyer, provider, number=None)
+
+    response = buyer_client.post(
+        f"/api/v1/invoices/{invoice.pk}/pay/", {"payment_method": card(GOOD_CARD)}, format="json"
+    )
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["status"] == "paid"
+
+
 def test_voiding_a_paid_invoice_refunds_it_through_stripe(stripe, buyer, provider) -> None:
     invoice = finalized_invoice(buyer, provider)
     attempt = invoice_collect(invoice_id=invoice.pk)
@@ -165,9 +205,10 @@ def test_voiding_a_paid_invoice_refunds_it_through_stripe(stripe, buyer, provide
 # --- webhooks ----------------------------------------------------------------
 
 
-def signed(event: dict, *, secret: str = "whsec_compute_grid_local", at: int | None = None) -> tuple[bytes, str]:
+def signed(event: dict, *, secret: str = "whsec_compute_grid_local", age: int = 0) -> tuple[bytes, str]:
+    """The event signed as Stripe signs it, ``age`` seconds ago."""
     payload = json.dumps(event).encode()
-    timestamp = at or int(time.time())
+    timestamp = int(time.time()) - age
     signature = stripe_library.WebhookSignature._compute_signature(f"{timestamp}.{payload.decode()}", secret)
     return payload, f"t={timestamp},v1={signature}"
 
@@ -234,7 +275,7 @@ def test_a_failure_arriving_after_the_success_changes_nothing(pending_attempt) -
     "signing",
     [
         {"secret": "whsec_somebody_else"},
-        {"at": int(time.time()) - 3600},  # older than the tolerance: a replay
+        {"age": 3600},  # older than the tolerance: a replay
     ],
 )
 def test_a_webhook_with_a_bad_or_stale_signature_is_refused_and_not_stored(pending_attempt, signing) -> None:  # type: ignore[no-untyped-def]

@@ -1,6 +1,11 @@
+import logging
 import uuid
+from typing import Any
 
 import pytest
+from django.test import Client
+
+from tests.vouchers.test_programs_api import valid_program
 
 pytestmark = pytest.mark.django_db
 
@@ -103,3 +108,150 @@ def test_a_list_refuses_a_query_parameter_it_does_not_know(buyer_client, query) 
     assert response.status_code == 400
     (errors,) = response.json()["error"]["fields"].values()
     assert errors[0]["message"].startswith("Unknown query parameter. Known: page, page_size, status, workload")
+
+
+# --- errors Django answers itself: the JSON body under /api/, DEBUG on or off ----------
+
+
+@pytest.fixture(params=[True, False], ids=["debug", "no-debug"])
+def debug(request: pytest.FixtureRequest, settings: Any) -> bool:
+    settings.DEBUG = request.param
+    return bool(request.param)
+
+
+@pytest.mark.parametrize("method", ["get", "post", "delete"])
+def test_an_unknown_api_path_is_a_json_404_with_debug_on_or_off(debug, method) -> None:
+    response = getattr(Client(), method)("/api/v1/no-such-thing/")
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == "not_found"
+    assert "/api/v1/no-such-thing/" in error["message"]
+    assert error["fields"] == {}
+
+
+def test_a_path_under_api_outside_v1_is_a_json_404_too(debug) -> None:
+    response = Client().get("/api/v2/offers/")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.urls("tests.core.error_urls")
+def test_a_bug_under_api_is_a_json_500_with_the_request_id(debug) -> None:
+    response = Client(raise_request_exception=False).get("/api/v1/buggy/")
+
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == "server_error"
+    assert error["request_id"] == response["X-Request-ID"]
+    assert response["X-Request-ID"] in error["message"]
+    assert "a bug in an API view" not in response.content.decode()  # no traceback leaks
+
+
+@pytest.mark.urls("tests.core.error_urls")
+def test_a_bug_under_api_is_logged_with_its_traceback_and_request_id(settings, caplog) -> None:
+    settings.DEBUG = True
+
+    with caplog.at_level(logging.ERROR, logger="django.request"):
+        response = Client(raise_request_exception=False).get("/api/v1/buggy/", HTTP_X_REQUEST_ID="trace-me-1")
+
+    assert response.json()["error"]["request_id"] == "trace-me-1"
+    (record,) = [r for r in caplog.records if r.name == "django.request"]
+    assert record.exc_info is not None and "a bug in an API view" in str(record.exc_info[1])
+    assert record.request_id == "trace-me-1"  # type: ignore[attr-defined]
+
+
+@pytest.mark.urls("tests.core.error_urls")
+def test_the_test_client_still_raises_a_bug_under_api() -> None:
+    with pytest.raises(RuntimeError, match="a bug in an API view"):
+        Client().get("/api/v1/buggy/")
+
+
+def test_pages_outside_api_keep_djangos_html_404(debug) -> None:
+    response = Client().get("/no-such-page/")
+
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.urls("tests.core.error_urls")
+def test_pages_outside_api_keep_djangos_html_500(debug) -> None:
+    response = Client(raise_request_exception=False).get("/dashboard/buggy/")
+
+    assert response.status_code == 500
+    assert response["Content-Type"].startswith("text/html")
+    assert ("a bug in a page" in response.content.decode()) is debug  # the debug page only with DEBUG on
+
+
+def test_a_disallowed_host_under_api_is_a_json_400(debug, settings) -> None:
+    settings.ALLOWED_HOSTS = ["api.example.test"]
+
+    response = Client(raise_request_exception=False).get("/api/v1/hubs/", HTTP_HOST="evil.example.test")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"
+
+
+# --- an invalid choice names the valid ones --------------------------------------------
+
+
+def test_an_invalid_choice_in_a_body_lists_the_valid_values(buyer_client) -> None:
+    body = {"gpu_model": "910B", "cards": 1, "workload": "realtime", "duration_hours": "1"}
+
+    response = buyer_client.post("/api/v1/orders/", body, format="json")
+
+    assert response.status_code == 400
+    (error,) = response.json()["error"]["fields"]["workload"]
+    assert error == {
+        "code": "invalid_choice",
+        "message": '"realtime" is not a valid choice; workload must be one of: realtime_inference, '
+        "batch_inference, training.",
+    }
+
+
+def test_an_invalid_choice_in_a_list_of_choices_lists_the_valid_values(issuer, make_client) -> None:
+    body = valid_program(workloads=["training", "gaming"])
+
+    response = make_client(issuer).post("/api/v1/voucher-programs/", body, format="json")
+
+    assert response.status_code == 400
+    errors = response.json()["error"]["fields"]["workloads"]
+    assert errors == {
+        "1": [
+            {
+                "code": "invalid_choice",
+                "message": '"gaming" is not a valid choice; workloads must be one of: realtime_inference, '
+                "batch_inference, training.",
+            }
+        ]
+    }
+
+
+def test_an_invalid_choice_in_a_query_parameter_lists_the_valid_values(buyer_client) -> None:
+    response = buyer_client.get("/api/v1/orders/?status=done")
+
+    assert response.status_code == 400
+    (error,) = response.json()["error"]["fields"]["status"]
+    assert error == {
+        "code": "invalid_choice",
+        "message": "done is not a valid choice; status must be one of: placed, cancelled, ended.",
+    }
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_a_write_to_an_api_path_without_its_slash_is_a_404_that_names_the_path(debug, method) -> None:
+    response = getattr(Client(), method)("/api/v1/orders", {}, content_type="application/json")
+
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "not_found"
+    assert "Did you mean /api/v1/orders/?" in error["message"]
+
+
+def test_a_read_of_an_api_path_without_its_slash_is_still_redirected(debug) -> None:
+    response = Client().get("/api/v1/hubs")
+
+    assert (response.status_code, response["Location"]) == (301, "/api/v1/hubs/")

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.money import fen_to_yuan, format_yuan, round_to_fen, share, split, yuan_to_fen
+from core.money import fen_to_yuan, format_yuan, round_to_fen, share, shown_price, split, yuan_to_fen
 
 amounts = st.integers(min_value=-(10**13), max_value=10**13)
 weights = st.lists(
@@ -102,3 +102,23 @@ def test_share_rounds_half_up() -> None:
 def test_share_refuses_a_ratio_outside_zero_to_one(bad: str) -> None:
     with pytest.raises(ValueError):
         share(100, Decimal(bad))
+
+
+@pytest.mark.parametrize(
+    ("rate", "shown"),
+    [
+        ("12.3456500000", "12.3457"),  # half up, where half even would give 12.3456
+        ("12.3456499999", "12.3456"),
+        ("0.0000500000", "0.0001"),
+        ("0.0009722222", "0.0010"),
+        ("15", "15.0000"),
+        ("99999.99995", "100000.0000"),
+    ],
+)
+def test_shown_price_has_four_places_rounded_half_up(rate: str, shown: str) -> None:
+    assert f"{shown_price(Decimal(rate)):f}" == shown
+
+
+def test_shown_price_takes_the_strings_and_floats_rates_are_kept_as() -> None:
+    assert shown_price("1.23455") == Decimal("1.2346")
+    assert shown_price(12.34565) == Decimal("12.3457")

@@ -1,6 +1,7 @@
 """The dashboards: login, scoping like the API, and figures equal to the API's answers."""
 
 import re
+import zlib
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -10,10 +11,12 @@ import pytest
 from django.test import Client
 
 from billing.models import Invoice
-from core.money import format_yuan
-from pools.tariffs import local_zone
+from core.money import format_yuan, shown_price
+from core.timezones import local_zone
+from pools.models import PricePlan, ResourcePool
 from tests.billing.factories import credit
 from tests.dashboards.scenario import PASSWORD, Grid, api_get, build_grid
+from tests.factories import pool_factory
 from vouchers.selectors import program_burndown, program_report
 
 pytestmark = pytest.mark.django_db
@@ -115,7 +118,40 @@ def test_the_operator_page_shows_the_lowest_price_now_of_each_hubs_offers(grid, 
     answer = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/")
 
     hub = next(hub for hub in answer.context["hubs"] if hub["code"] == "jingjinji")
-    assert Decimal(offers[0]["price_per_card_hour"]) == hub["price_now"]
+    assert shown_price(hub["price_now"]) == Decimal(offers[0]["price_per_card_hour"])
+    card = re.search(r'data-hub="jingjinji">(.*?)</article>', answer.content.decode(), re.S)
+    assert card is not None and figures(card.group(1), "hub-price-now") == [offers[0]["price_per_card_hour"]]
+
+
+def test_the_operator_page_shows_prices_with_the_apis_four_places(grid) -> None:
+    PricePlan.objects.filter(pool=grid.lease.pool).update(hour_prices=["0.1234550000"] * 24)  # the cheapest
+
+    answer = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/")
+
+    card = re.search(r'data-hub="jingjinji">(.*?)</article>', answer.content.decode(), re.S)
+    assert card is not None and figures(card.group(1), "hub-price-now") == ["0.1235"]
+
+
+def test_the_operator_page_lists_pools_waiting_for_approval_with_provider_hub_and_cards(grid) -> None:
+    waiting = pool_factory(
+        provider=grid.provider, hub_id="yangtze", province="Zhejiang", cards=64, status=ResourcePool.Status.PENDING
+    )
+
+    answer = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/")
+
+    html = answer.content.decode()
+    assert [pool["id"] for pool in answer.context["pending"]] == [str(waiting.pk)]
+    assert figures(html, "pending-count") == ["1"]
+    assert figures(html, "pending-provider") == [grid.provider.slug]
+    assert figures(html, "pending-hub") == ["yangtze"]
+    assert figures(html, "pending-cards") == ["64"]
+
+
+def test_the_operator_page_says_when_no_pool_waits_for_approval(grid) -> None:
+    html = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/").content.decode()
+
+    assert figures(html, "pending-count") == ["0"]
+    assert "No pool is waiting for approval." in html
 
 
 def test_the_operator_page_lists_stale_and_suspended_pools_and_overdue_invoices(grid) -> None:
@@ -259,6 +295,36 @@ def test_the_print_view_shows_the_invoice_as_the_api_does(grid, make_client) -> 
     assert figures(html, "invoice-amount-due") == [invoice["amount_due"]]
 
 
+def local(moment: datetime) -> str:
+    """As people in Shanghai read it: ``2026-12-07 14:05``."""
+    return moment.astimezone(local_zone()).strftime("%Y-%m-%d %H:%M")
+
+
+def test_the_print_view_shows_the_period_and_finalization_in_shanghai_time(grid) -> None:
+    html = signed_in(grid, grid.buyer).get(f"/dashboard/{grid.buyer.slug}/invoices/{grid.invoice.pk}/").content
+
+    period = f"{local(grid.invoice.period_start)} to {local(grid.invoice.period_end)} (Asia/Shanghai)"
+    assert figures(html.decode(), "invoice-period") == [period]
+    assert period.startswith(local(grid.invoice.period_start)[:8] + "01 00:00")  # a Shanghai month
+    assert figures(html.decode(), "invoice-finalized") == [local(grid.invoice.finalized_at)]
+
+
+def pdf_text(content: bytes) -> str:
+    """The text drawn in a PDF made by fpdf2 (its page streams are deflated)."""
+    streams = re.findall(rb"stream\r?\n(.*?)\r?\nendstream", content, re.S)
+    return b"".join(zlib.decompress(stream) for stream in streams if stream[:1] == b"x").decode("latin-1")
+
+
+def test_the_pdf_shows_the_period_and_finalization_in_shanghai_time(grid) -> None:
+    answer = signed_in(grid, grid.buyer).get(f"/dashboard/{grid.buyer.slug}/invoices/{grid.invoice.pk}/pdf/")
+
+    text = pdf_text(answer.content)
+    period = f"{local(grid.invoice.period_start)} to {local(grid.invoice.period_end)} \\(Asia/Shanghai\\)"
+    assert f"({period})" in text  # a PDF string escapes its parentheses
+    assert f"({local(grid.invoice.finalized_at)})" in text
+    assert "T00:00:00" not in text and "+00:00" not in text and "Z)" not in text
+
+
 def test_the_invoice_downloads_as_a_pdf(grid) -> None:
     answer = signed_in(grid, grid.buyer).get(f"/dashboard/{grid.buyer.slug}/invoices/{grid.invoice.pk}/pdf/")
 
@@ -303,6 +369,31 @@ def test_the_provider_page_shows_pools_statements_and_heartbeats_as_the_api_does
     assert leased_pool["heartbeats"] == 2
     assert figures(html, "statement-net") == [statement["net"] for statement in statements] != []
     assert figures(html, "statement-gross") == [statement["gross"] for statement in statements]
+
+
+def test_the_provider_page_shows_heartbeats_and_periods_in_shanghai_time(grid, make_client) -> None:
+    statements = api_get(make_client(grid.provider), "/api/v1/statements/")
+    months = [local(datetime.fromisoformat(statement["period_start"]))[:7] for statement in statements]
+
+    answer = signed_in(grid, grid.provider).get(f"/dashboard/{grid.provider.slug}/")
+    html = answer.content.decode()
+
+    grid.lease.pool.refresh_from_db()
+    shown = figures(html, "pool-last-heartbeat")
+    assert local(grid.lease.pool.last_heartbeat_at) in shown
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d|never", text) for text in shown), shown
+    assert local(grid.invoice.period_start)[:7] in months  # Shanghai months: a UTC date would be a day early
+    assert figures(html, "statement-period") == months
+    assert answer.context["earnings_chart"]["data"]["labels"] == list(reversed(months))
+    hours = answer.context["heartbeat_chart"]["data"]["labels"]
+    assert hours[-1] == grid.now.astimezone(local_zone()).strftime("%H:00")
+
+
+def test_the_operator_pages_placements_chart_counts_hours_in_shanghai_time(grid) -> None:
+    answer = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/")
+
+    labels = answer.context["placements_chart"]["data"]["labels"]
+    assert labels[-1] == grid.now.astimezone(local_zone()).strftime("%H:00")
 
 
 def test_a_member_of_several_organizations_chooses_one(grid) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import time_machine
 
-from pools.models import GpuModel, ResourcePool
+from pools.models import GpuModel, PricePlan, ResourcePool
 from pools.services import pool_heartbeat, pool_reserve_cards, price_plan_create
 from tests.factories import ProviderFactory, pool_factory
 
@@ -174,7 +174,7 @@ def test_an_offer_shows_what_a_buyer_needs(frozen, buyer_client) -> None:
         80,
     )
     assert (offer["free_cards"], offer["currency"]) == (100, "CNY")
-    assert offer["token_prices"] == {"qwen3-72b": {"input": "1", "output": "4"}}
+    assert offer["token_prices"] == {"qwen3-72b": {"input": "1.0000", "output": "4.0000"}}
     assert isinstance(offer["latency_ms"], int)
 
 
@@ -183,3 +183,24 @@ def test_offers_are_for_buyers_and_operators(frozen, request, make_client, kind:
     response = make_client(request.getfixturevalue(kind)).get("/api/v1/offers/")
 
     assert response.status_code == 403
+
+
+def _exact_prices(pool: ResourcePool, now: str, other: str) -> None:
+    """Hour prices with ten places, as time-of-use factors and electricity make them: ``now``
+    in the local hour of PEAK, ``other`` in the rest."""
+    hours = [now if hour == 11 else other for hour in range(24)]  # PEAK is 11:00 in Shanghai
+    PricePlan.objects.filter(pool=pool).update(
+        hour_prices=hours, token_prices={"qwen3-72b": {"input": "1.2345500000", "output": "4.0000400000"}}
+    )
+
+
+def test_an_offer_shows_its_prices_with_four_places_rounded_half_up(frozen, buyer_client) -> None:
+    pool = pool_factory()
+    _exact_prices(pool, now="12.3456500000", other="8.0000500000")
+
+    offer = buyer_client.get("/api/v1/offers/").json()["results"][0]
+
+    assert offer["price_per_card_hour"] == "12.3457"
+    assert offer["next_cheaper_window"]["price_per_card_hour"] == "8.0001"
+    assert offer["token_prices"] == {"qwen3-72b": {"input": "1.2346", "output": "4.0000"}}
+    assert PricePlan.objects.get(pool=pool).hour_prices[11] == "12.3456500000"  # exact inside

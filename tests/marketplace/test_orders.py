@@ -1,4 +1,6 @@
+import json
 import threading
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
@@ -10,7 +12,7 @@ from rest_framework.test import APIClient
 from marketplace import services
 from marketplace.models import Lease, Order
 from organizations.services import api_key_create
-from pools.models import GpuModel, ResourcePool
+from pools.models import GpuModel, PricePlan, ResourcePool
 from pools.services import pool_suspend
 from tests.factories import BuyerFactory, ProviderFactory, pool_factory
 
@@ -59,6 +61,30 @@ def test_a_quote_ranks_placements_and_reserves_nothing(buyer_client) -> None:
     assert body["rejected"]["summary"] == [{"reason": "gpu_model", "message": "other GPU model", "pools": 1}]
     assert reserved(cheap) == reserved(dear) == 0
     assert not Order.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_quote_shows_its_average_price_with_four_places(buyer_client) -> None:
+    pool = pool_factory()
+    PricePlan.objects.filter(pool=pool).update(hour_prices=["12.3456700000"] * 24)
+
+    response = buyer_client.post("/api/v1/quotes/", {**ORDER, "cards": 2, "duration_hours": "3"}, format="json")
+
+    (placement,) = response.json()["placements"]
+    assert placement["average_price_per_card_hour"] == "12.3457"
+    assert placement["estimated_cost"] == "74.07"  # 2 x 3 x 12.34567
+
+
+@pytest.mark.django_db
+def test_an_order_and_its_lease_show_the_estimate_its_quote_showed_to_the_fen(buyer_client) -> None:
+    pool = pool_factory()
+    PricePlan.objects.filter(pool=pool).update(hour_prices=["12.3456750000"] * 24)  # 74.0740500 for 2 x 3 h
+    body = {**ORDER, "cards": 2, "duration_hours": "3"}
+
+    quoted = buyer_client.post("/api/v1/quotes/", body, format="json").json()["placements"][0]["estimated_cost"]
+    order = buyer_client.post("/api/v1/orders/", body, format="json").json()
+
+    assert quoted == order["estimated_cost"] == order["leases"][0]["estimated_cost"] == "74.07"
 
 
 @pytest.mark.django_db
@@ -318,3 +344,130 @@ def _place(buyer) -> Order:  # type: ignore[no-untyped-def]
     return services.order_place(
         buyer=buyer, requirements=Requirements(cards=8, duration_hours=4, workload="training", gpu_model="H100-80G")
     )
+
+
+# --- buying the offer one chose ----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_order_for_a_chosen_offer_lands_on_that_pool_though_another_is_cheaper(buyer_client) -> None:
+    pool_factory(price_per_card_hour=Decimal("10"))
+    chosen = pool_factory(price_per_card_hour=Decimal("30"))
+    offers = [offer["pool"] for offer in buyer_client.get("/api/v1/offers/").json()["results"]]
+    assert str(chosen.pk) in offers
+
+    response = buyer_client.post("/api/v1/orders/", {**ORDER, "pool": str(chosen.pk)}, format="json")
+
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["pool"] == str(chosen.pk)
+    assert [(lease["pool"], lease["cards"]) for lease in body["leases"]] == [(str(chosen.pk), 8)]
+    assert reserved(chosen) == 8
+
+
+@pytest.mark.django_db
+def test_a_quote_for_a_chosen_offer_weighs_that_pool_alone(buyer_client) -> None:
+    pool_factory(price_per_card_hour=Decimal("10"))
+    chosen = pool_factory(price_per_card_hour=Decimal("30"))
+
+    body = buyer_client.post("/api/v1/quotes/", {**ORDER, "pool": str(chosen.pk)}, format="json").json()
+
+    assert [placement["pool"] for placement in body["placements"]] == [str(chosen.pk)]
+    assert body["rejected"]["pools"] == []
+
+
+def _chosen_pool_refused(buyer_client, body, pool) -> dict:  # type: ignore[no-untyped-def]
+    """The 422 for an order on ``pool``; nothing is reserved or recorded."""
+    quoted = buyer_client.post("/api/v1/quotes/", {**body, "pool": str(pool.pk)}, format="json").json()
+    response = buyer_client.post("/api/v1/orders/", {**body, "pool": str(pool.pk)}, format="json")
+
+    assert response.status_code == 422, response.json()
+    error = response.json()["error"]
+    assert error["code"] == "pool_rejected"
+    assert error["pool"] == str(pool.pk)
+    assert quoted["placements"] == []
+    assert quoted["rejected"]["pools"] == [{"pool": str(pool.pk), "reason": error["reason"]}]  # the quote's reason
+    assert reserved(pool) == 0
+    assert not Order.objects.exists()
+    return error
+
+
+@pytest.mark.django_db
+def test_a_chosen_pool_without_enough_free_cards_is_refused_with_that_reason(buyer_client) -> None:
+    pool_factory(cards=100)  # another pool could take it: the buyer chose this one
+    small = pool_factory(cards=4)
+
+    error = _chosen_pool_refused(buyer_client, ORDER, small)
+
+    assert (error["reason"], error["message"]) == (
+        "free_cards",
+        "The chosen pool cannot take this order: not enough free cards.",
+    )
+    assert error["reasons"] == [{"reason": "free_cards", "message": "not enough free cards", "pools": 1}]
+
+
+@pytest.mark.django_db
+def test_a_chosen_pool_of_another_gpu_model_is_refused_with_that_reason(buyer_client) -> None:
+    a100 = pool_factory(gpu_model=GpuModel.objects.get(code="A100-80G"))
+
+    error = _chosen_pool_refused(buyer_client, ORDER, a100)
+
+    assert (error["reason"], error["message"]) == (
+        "gpu_model",
+        "The chosen pool cannot take this order: other GPU model.",
+    )
+
+
+@pytest.mark.django_db
+def test_a_chosen_pool_too_far_for_realtime_work_is_refused_with_that_reason(buyer_client) -> None:
+    pool_factory(hub_id="yangtze", province="Shanghai")  # near enough: the buyer chose the far one
+    far = pool_factory()  # Ningxia, far from Shanghai's users
+
+    error = _chosen_pool_refused(buyer_client, REALTIME, far)
+
+    assert (error["reason"], error["message"]) == (
+        "latency",
+        "The chosen pool cannot take this order: latency over 10 ms.",
+    )
+
+
+@pytest.mark.django_db
+def test_an_unknown_pool_and_pools_out_of_the_market_are_refused_alike(buyer_client) -> None:
+    pool_factory()
+    out_of_market = [
+        pool_factory(status=ResourcePool.Status.PENDING),
+        pool_factory(status=ResourcePool.Status.SUSPENDED),
+        pool_factory(status=ResourcePool.Status.RETIRED),
+    ]
+    answers = []
+
+    for pool_id in [uuid.uuid4(), *(pool.pk for pool in out_of_market)]:
+        response = buyer_client.post("/api/v1/orders/", {**ORDER, "pool": str(pool_id)}, format="json")
+        answers.append((response.status_code, response.json()))
+
+    assert answers[0][0] == 422
+    assert answers[0][1]["error"]["code"] == "pool_not_offered"
+    assert answers[0][1]["error"]["fields"]["pool"][0]["code"] == "pool_not_offered"
+    assert all(answer == answers[0] for answer in answers)  # nothing tells them apart
+    assert str(out_of_market[0].pk) not in json.dumps(answers)
+    assert not Order.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_retried_order_for_a_chosen_pool_places_it_once(buyer_client) -> None:
+    chosen = pool_factory()
+    other = pool_factory()
+    body = {**ORDER, "pool": str(chosen.pk)}
+
+    first = buyer_client.post("/api/v1/orders/", body, format="json", HTTP_IDEMPOTENCY_KEY="chosen-1")
+    again = buyer_client.post("/api/v1/orders/", body, format="json", HTTP_IDEMPOTENCY_KEY="chosen-1")
+    elsewhere = buyer_client.post(
+        "/api/v1/orders/", {**body, "pool": str(other.pk)}, format="json", HTTP_IDEMPOTENCY_KEY="chosen-1"
+    )
+
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json() and again["Idempotent-Replayed"] == "true"
+    assert elsewhere.status_code == 409
+    assert elsewhere.json()["error"]["code"] == "idempotency_key_reused"
+    assert Order.objects.count() == 1
+    assert (reserved(chosen), reserved(other)) == (8, 0)

@@ -318,3 +318,36 @@ def test_description_changes_apply_at_once(provider, provider_client) -> None:
     )
     assert PricePlan.objects.filter(pool=pool).count() == 1
     assert Decimal(response.json()["price_per_card_hour"]) == Decimal("15")
+
+
+def test_a_pools_prices_are_shown_with_four_places_rounded_half_up(provider, provider_client) -> None:
+    pool = pool_factory(provider=provider)
+    exact = [f"{10 + hour}.1234550000" for hour in range(24)]  # as factors and electricity make them
+    PricePlan.objects.filter(pool=pool).update(
+        hour_prices=exact, token_prices={"qwen3-72b": {"input": "1.2345500000", "output": "4.0000400000"}}
+    )
+
+    (version,) = provider_client.get(f"/api/v1/pools/{pool.pk}/prices/").json()
+    detail = provider_client.get(f"/api/v1/pools/{pool.pk}/").json()
+
+    assert version["hour_prices"] == [f"{10 + hour}.1235" for hour in range(24)]
+    assert version["price_per_card_hour"] == "15.0000"
+    rounded_tokens = {"qwen3-72b": {"input": "1.2346", "output": "4.0000"}}
+    assert version["token_prices"] == detail["token_prices"] == rounded_tokens
+    assert PricePlan.objects.get(pool=pool).hour_prices == exact  # exact inside
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**VALID_POOL, "price_per_card_hour": "14.50001"}, "price_per_card_hour"),
+        ({**VALID_POOL, "token_prices": {"deepseek-v3": {"input": "2.00001", "output": "8"}}}, "token_prices"),
+    ],
+)
+def test_a_price_set_with_more_than_four_places_is_refused_not_rounded(provider_client, body, field) -> None:
+    response = provider_client.post("/api/v1/pools/", body, format="json")
+
+    assert response.status_code == 400
+    assert field in response.json()["error"]["fields"]
+    assert "at most 4 decimal places" in str(response.json()["error"]["fields"][field])
+    assert not ResourcePool.objects.exists()

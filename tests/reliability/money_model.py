@@ -5,7 +5,8 @@ written out again with exact fractions. Usage is rated with the price version in
 happened (the pool's first, for usage stamped before the pool was listed), with the time-of-use
 band of its local hour, and rounded once per invoice line; vouchers pay their program's
 share of eligible lines, soonest-expiring first, within their remaining value, the yearly
-cap and their validity; the buyer owes the rest, collected by card or transfer; a void
+cap and their validity (hour by hour: a voucher issued mid-month pays its share of the hours
+of usage after it, not a share of the month); the buyer owes the rest, collected by card or transfer; a void
 gives everything back. Amounts are integer fen; rates are exact.
 """
 
@@ -16,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
-from zoneinfo import ZoneInfo
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
+from core.timezones import local_zone
+
 LATE_INVOICE_GRACE = timedelta(days=7)
 HOUR = timedelta(hours=1)
 NEVER = datetime.max.replace(tzinfo=UTC)  # the expiry of grants that never expire, for sorting
@@ -44,8 +45,18 @@ def prorate(amount: int, inside: int, duration: int) -> int:
     return first
 
 
+def split(amount: int, weights: list[Fraction]) -> list[int]:
+    """``amount`` in parts in proportion to ``weights``: largest remainder, earlier parts win ties."""
+    total = sum(weights)
+    exact = [amount * weight / total for weight in weights]
+    parts = [int(part) for part in exact]
+    for index in sorted(range(len(parts)), key=lambda i: (-(exact[i] - parts[i]), i))[: amount - sum(parts)]:
+        parts[index] += 1
+    return parts
+
+
 def month_of(at: datetime) -> tuple[datetime, datetime]:
-    local = at.astimezone(SHANGHAI)
+    local = at.astimezone(local_zone())
     start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     return start.astimezone(UTC), end.astimezone(UTC)
@@ -182,6 +193,7 @@ class Line:
     provider: str
     amount: int
     voucher_amount: int = 0
+    hours: dict[datetime, int] = field(default_factory=dict)  # usage lines: card-seconds by UTC hour
 
 
 @dataclass
@@ -195,11 +207,14 @@ class Invoice:
     bank_credit: int = 0
     amount_due: int = 0
     amount_paid: int = 0
+    amount_refunded: int = 0  # of what was paid, recorded to go back
+    transfers: int = 0
+    transfers_refunded: int = 0
     attempts: int = 0
     lines: list[Line] = field(default_factory=list)
     redemptions: list[tuple[Voucher, int, int]] = field(default_factory=list)  # (voucher, amount, cap year)
     draws: list[tuple[Grant, int]] = field(default_factory=list)
-    card_payments: list[list[int]] = field(default_factory=list)  # [amount, refunded]
+    card_payments: list[list[int]] = field(default_factory=list)  # [amount, to refund, refunded through Stripe]
     by_provider: dict[str, tuple[int, int]] = field(default_factory=dict)  # gross, commission
 
     @property
@@ -295,6 +310,7 @@ class MoneyModel:
 
     def _take_unbilled(self, invoice: Invoice, takes_late: bool) -> list[Line]:
         seconds: dict[tuple[str, str, int, str], int] = defaultdict(int)
+        hours: dict[tuple[str, str, int, str], dict[datetime, int]] = defaultdict(dict)
         for (lease_id, hour), usage in self.usage.items():
             lease = self.leases[lease_id]
             if lease.buyer != invoice.buyer or hour >= invoice.period_end:
@@ -308,17 +324,18 @@ class MoneyModel:
                     usage.late_billed[version] = usage.late_billed.get(version, 0) + delta
             else:
                 continue
-            band = lease.pool.bands[hour.astimezone(SHANGHAI).hour]
+            band = lease.pool.bands[hour.astimezone(local_zone()).hour]
             for version, delta in deltas.items():
                 if delta:
                     seconds[(kind, lease_id, version, band)] += delta
+                    hours[(kind, lease_id, version, band)][hour] = delta
         lines = []
         for (kind, lease_id, version, band), total in seconds.items():
             pool = self.leases[lease_id].pool
             exact = Fraction(total, 3600) * pool.versions[version].rate(band) * 100
             lines.append(
                 Line(kind, lease_id, band, version, pool.versions[version].effective_from, pool.provider,
-                     round_half_up(exact))
+                     round_half_up(exact), hours=hours[(kind, lease_id, version, band)])
             )  # fmt: skip
         # The order the service hands lines to vouchers in: by kind, lease, band, then price version.
         return sorted(lines, key=lambda line: (line.kind, line.lease, line.band, line.effective_from))
@@ -336,17 +353,23 @@ class MoneyModel:
         owed: dict[str, int] = defaultdict(int)
         if not offered or not purses:
             return owed
-        year = invoice.period_start.astimezone(SHANGHAI).year
-        duration = (invoice.period_end - invoice.period_start) // timedelta(microseconds=1)
+        year = invoice.period_start.astimezone(local_zone()).year
+        duration = HOUR // timedelta(microseconds=1)
         for line in offered:
+            # A voucher pays its share of each hour of the line's usage inside its validity: the line's
+            # fen split by the card-seconds of each hour (one rate), the hour a validity cuts prorated.
+            hours = sorted(line.hours)
+            parts = dict(zip(hours, split(line.amount, [Fraction(line.hours[hour]) for hour in hours]), strict=True))
             paid = 0
             for voucher in purses:
                 program = voucher.program
-                start, end = max(invoice.period_start, voucher.valid_from), min(invoice.period_end, voucher.valid_until)
-                inside = max(0, (end - start) // timedelta(microseconds=1))
-                if inside == 0 or (program.providers and line.provider not in program.providers):
+                within = 0
+                for hour, part in parts.items():
+                    start, end = max(hour, voucher.valid_from), min(hour + HOUR, voucher.valid_until)
+                    inside = max(0, (end - start) // timedelta(microseconds=1))
+                    within += part if inside == duration else prorate(part, inside, duration) if inside else 0
+                if within == 0 or (program.providers and line.provider not in program.providers):
                     continue
-                within = line.amount if inside == duration else prorate(line.amount, inside, duration)
                 wanted = share(within, program.coverage) - paid
                 cap_key = (invoice.buyer, program.issuer, year)
                 amount = min(wanted, voucher.remaining, max(0, program.yearly_cap - self.cap_used[cap_key]))
@@ -394,29 +417,56 @@ class MoneyModel:
             if grant.expires_at is not None and grant.expires_at <= now:
                 self._expire(grant)
         invoice.status = "void"
+        self._give_back(invoice)
+
+    def _give_back(self, invoice: Invoice) -> None:
+        """What the invoice received beyond what it keeps (all of a void one) is recorded to go
+        back: card payments first, the latest first, refunded through Stripe later; then bank
+        transfers, refunded at once by the operator."""
+        excess = invoice.amount_paid - invoice.amount_refunded - (0 if invoice.status == "void" else invoice.amount_due)
+        if excess <= 0:
+            return
+        invoice.amount_refunded += excess
+        for payment in reversed(invoice.card_payments):
+            part = min(excess, payment[0] - payment[1])
+            payment[1] += part
+            excess -= part
+        part = min(excess, invoice.transfers - invoice.transfers_refunded)
+        invoice.transfers_refunded += part
+        self.ledger[("buyer_receivable", invoice.buyer)] += part
+        self.ledger[("bank_transfer_clearing", None)] -= part
 
     def refund(self, *, key: tuple[str, datetime]) -> None:
+        """The invoice's card refunds due are made through Stripe."""
         invoice = self.invoices[key]
         for payment in invoice.card_payments:
-            if not payment[1]:
-                payment[1] = 1
-                self.ledger[("buyer_receivable", invoice.buyer)] += payment[0]
-                self.ledger[("stripe_clearing", None)] -= payment[0]
+            due = payment[1] - payment[2]
+            if due:
+                payment[2] += due
+                self.ledger[("buyer_receivable", invoice.buyer)] += due
+                self.ledger[("stripe_clearing", None)] -= due
+
+    def card_charged(self, *, key: tuple[str, datetime], amount: int) -> None:
+        """A card charge Stripe made is booked, whatever became of the invoice; what it does not
+        keep goes back."""
+        invoice = self.invoices[key]
+        self.ledger[("stripe_clearing", None)] += amount
+        invoice.card_payments.append([amount, 0, 0])
+        self._paid(invoice, amount)
+        self._give_back(invoice)
 
     # --- payments -----------------------------------------------------------------------
 
     def collect(self, *, key: tuple[str, datetime], outcome: str | None = None) -> str | None:
         """A card collection; ``outcome`` forces it (a webhook decides), else the buyer's card does."""
         invoice = self.invoices[key]
-        if invoice.status != "finalized" or invoice.amount_paid >= invoice.amount_due:
+        if invoice.status != "finalized" or invoice.amount_paid - invoice.amount_refunded >= invoice.amount_due:
             return None
         invoice.attempts += 1
-        amount = invoice.amount_due - invoice.amount_paid
+        amount = invoice.amount_due - invoice.amount_paid + invoice.amount_refunded
         card = outcome or self.cards.get(invoice.buyer)
         if card == "good":
-            self.ledger[("stripe_clearing", None)] += amount
-            invoice.card_payments.append([amount, 0])
-            self._paid(invoice, amount)
+            self.card_charged(key=key, amount=amount)
             return "succeeded"
         if invoice.attempts > self.dunning_steps:
             invoice.status = "uncollectible"
@@ -436,15 +486,17 @@ class MoneyModel:
         invoice = self.invoices[key]
         if invoice.status not in ("finalized", "uncollectible"):
             raise Refused("invoice_not_payable")
-        if not 0 < amount <= invoice.amount_due - invoice.amount_paid:
+        if not 0 < amount <= invoice.amount_due - invoice.amount_paid + invoice.amount_refunded:
             raise Refused("invalid_amount")
         self.ledger[("bank_transfer_clearing", None)] += amount
+        invoice.transfers += amount
         self._paid(invoice, amount)
 
     def _paid(self, invoice: Invoice, amount: int) -> None:
         self.ledger[("buyer_receivable", invoice.buyer)] -= amount
         invoice.amount_paid += amount
-        if invoice.amount_paid >= invoice.amount_due and invoice.status in ("finalized", "uncollectible"):
+        kept = invoice.amount_paid - invoice.amount_refunded
+        if kept >= invoice.amount_due and invoice.status in ("finalized", "uncollectible"):
             invoice.status = "paid"
         if not any(i.status == "uncollectible" for i in self.invoices.values() if i.buyer == invoice.buyer):
             self.blocked.discard(invoice.buyer)
@@ -543,7 +595,7 @@ class MoneyModel:
             lease = self.leases[lease_id]
             if lease.buyer != buyer:
                 continue
-            band = lease.pool.bands[hour.astimezone(SHANGHAI).hour]
+            band = lease.pool.bands[hour.astimezone(local_zone()).hour]
             for version, unbilled in usage.unbilled(lease.pool).items():
                 groups[("usage" if hour >= now else "adjustment", lease_id, version, band)] += unbilled
         pending: dict[str, int] = defaultdict(int)

@@ -80,11 +80,11 @@ def assert_books_agree(model: m.MoneyModel, *, prepaid: str, now: datetime) -> N
         (str(buyer), start): rest
         for buyer, start, *rest in Invoice.objects.values_list(
             "buyer_id", "period_start", "status", "subtotal", "voucher_credit", "bank_credit", "amount_due",
-            "amount_paid",
+            "amount_paid", "amount_refunded",
         )
     }  # fmt: skip
     assert invoices == {
-        key: [i.status, i.subtotal, i.voucher_credit, i.bank_credit, i.amount_due, i.amount_paid]
+        key: [i.status, i.subtotal, i.voucher_credit, i.bank_credit, i.amount_due, i.amount_paid, i.amount_refunded]
         for key, i in model.invoices.items()
     }
     grants = {str(pk): remaining for pk, remaining in CreditGrant.objects.values_list("pk", "remaining")}

@@ -6,11 +6,12 @@ running lease at each of two providers, a prepaid buyer, two issuers) and from e
 runs in a savepoint rolled back at its end. Steps move a frozen clock through the months (usage,
 month close, the grace, finalization) and call the services: usage through the ingest path and
 the rollup, price versions (from now, a little before, mid-hour later on, or from an hour to
-come), pools listed mid-hour and used at once, finalization (vouchers, then the compute bank, pay through billing's
-hooks), voucher issue, revocation and expiry, cards and collection through localstripe, payment
-outcomes delivered by Stripe webhooks, bank transfers, voids and refunds, compute-bank top-ups
-(granted by their webhook) and grants, and the prepaid buyer's leases holding credit. After every
-step the ledger sums to zero, every balance equals the model's and ``reconcile`` is clean.
+come), pools listed mid-hour and used at once, finalization (vouchers, then the compute bank, each
+called by name), voucher issue (mid-month and mid-hour between usage too), revocation and expiry,
+cards and collection through localstripe, payment outcomes delivered by Stripe webhooks, bank
+transfers, voids and refunds, compute-bank top-ups (granted by their webhook) and grants, and the
+prepaid buyer's leases holding credit. After every step the ledger sums to zero, every balance
+equals the model's and ``reconcile`` is clean.
 
 200 sequences by default; ``MONEY_SEQUENCES=2000`` (and ``MONEY_STEPS``) run more.
 """
@@ -52,6 +53,7 @@ from billing.services.payments import (
     invoice_pay,
     invoice_refund,
     payment_method_set,
+    refunds_make_due,
     webhook_process,
     webhook_receive,
 )
@@ -613,6 +615,66 @@ class MoneyMachine(RuleBasedStateMachine):
         with self.at_clock():
             self.expect(refusal, lambda: bank_transfer_record(invoice=self.invoice(key), amount=amount, by="operator"))
 
+    def owing_by_card(self) -> list[tuple[str, datetime]]:
+        return [k for k, i in self.model.invoices.items() if i.status == "finalized"]
+
+    @precondition(lambda self: self.owing_by_card())
+    @rule(
+        index=st.integers(0, 1000),
+        charged=st.booleans(),
+        race=st.sampled_from(["void", "transfer"]),
+        replays=st.integers(1, 2),
+    )
+    def a_void_or_a_transfer_races_a_charge(self, index: int, charged: bool, race: str, replays: int) -> None:
+        """The collection run makes the PaymentIntent and, before it learns the outcome (Stripe charged
+        the card, or the worker died before confirming), the operator voids the invoice or records
+        the buyer's bank transfer of all it owes; then Stripe's webhook arrives (``replays`` times),
+        and the collection run and the refund sweep come back, twice. A charge is booked whatever
+        became of the invoice, and what the invoice does not keep goes back."""
+        key = self.pick(self.owing_by_card(), index)
+        invoice, model = self.invoice(key), self.model.invoices[key]
+        owed = model.amount_due - model.amount_paid + model.amount_refunded
+        with self.at_clock():
+            payment_method_set(organization=invoice.buyer, payment_method=new_card(CARDS["good"]))
+        self.model.cards[key[0]] = "good"
+        client = stripe_client()
+        confirm = client.v1.payment_intents.confirm
+
+        def lost(*args: Any, **kwargs: Any) -> None:
+            if charged:
+                confirm(*args, **kwargs)
+            raise stripe_library.APIConnectionError("no answer from Stripe")
+
+        client.v1.payment_intents.confirm = lost  # type: ignore[method-assign]
+        try:
+            with self.at_clock(), pytest.raises(stripe_library.APIConnectionError):
+                invoice_collect(invoice_id=invoice.pk)
+        finally:
+            del client.v1.payment_intents.confirm
+        attempt = invoice.attempts.get(status=PaymentAttempt.Status.PENDING)
+        model.attempts += 1
+        with self.at_clock():
+            if race == "void":
+                if charged:  # the void books the charge Stripe made before it voids
+                    self.model.card_charged(key=key, amount=owed)
+                self.model.void(key=key, now=self.clock)
+                invoice_void(invoice_id=invoice.pk, by="operator", now=self.clock)
+            else:
+                self.model.bank_transfer(key=key, amount=owed)
+                bank_transfer_record(invoice=invoice, amount=owed, by="operator")
+                if charged:
+                    self.model.card_charged(key=key, amount=owed)
+            if charged:
+                for _ in range(replays):
+                    self.deliver(attempt, succeeded=True)
+            for _ in range(2):
+                invoice_collect(invoice_id=invoice.pk)
+                refunds_make_due(now=self.clock)
+            self.model.refund(key=key)
+        attempt.refresh_from_db()
+        assert attempt.status == ("succeeded" if charged else "failed")
+        SEEN[f"charges {'made' if charged else 'not confirmed'} racing a {race}"] += 1
+
     # --- vouchers -------------------------------------------------------------------------
 
     @rule(
@@ -654,6 +716,27 @@ class MoneyMachine(RuleBasedStateMachine):
                 *validity,
                 remaining=face_value,
             )
+
+    @rule(
+        program=st.integers(0, 1),
+        provider=st.integers(0, 1),
+        buyer=st.integers(0, 1),
+        face_value=st.integers(100, 80_000),
+        minutes=st.integers(0, 59),
+        seconds=SECONDS,
+    )
+    def a_voucher_is_issued_mid_month_between_usage(
+        self, program: int, provider: int, buyer: int, face_value: int, minutes: int, seconds: int
+    ) -> None:
+        """Usage before a voucher issued in the middle of a month and of an hour, and after it in that
+        hour and later: it pays its share of the hours inside its validity only (it once paid the
+        share of the month it was valid for, whenever the usage happened)."""
+        self.ingest(provider, [(buyer, 0, 0, seconds)], None)
+        self.clock += timedelta(minutes=minutes)
+        self.an_issuer_grants_a_voucher(program, buyer, face_value, None)
+        SEEN["vouchers issued mid-month between usage"] += 1
+        self.clock += timedelta(hours=2)
+        self.ingest(provider, [(buyer, 1, 59, seconds), (buyer, 0, 0, seconds)], None)
 
     @precondition(lambda self: self.model.vouchers)
     @rule(index=st.integers(0, 1000))

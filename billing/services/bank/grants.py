@@ -72,9 +72,12 @@ def grant_create(
     priority: int = 100,
     note: str = "",
     reference: str = "",
+    offset: str | None = None,
     now: datetime | None = None,
 ) -> CreditGrant:
-    """Give the buyer credit: a top-up it paid for, or credit from the platform."""
+    """Give the buyer credit: a top-up it paid for, or credit from the platform. ``offset`` is the
+    account purpose the credit comes from when it is neither: the buyer's receivable for money an
+    invoice gives back as credit."""
     now = now or timezone.now()
     if buyer.kind != Organization.Kind.BUYER:
         raise ApplicationError(f"{buyer.slug} is a {buyer.kind}; only buyers have a bank.", code="not_a_buyer")
@@ -96,12 +99,16 @@ def grant_create(
         created_at=now,
     )
     reference = reference or f"grant:{grant.pk}"
-    offset = Purpose.STRIPE_CLEARING if grant.is_paid else Purpose.PROMOTION_EXPENSE
+    offset = offset or (Purpose.STRIPE_CLEARING if grant.is_paid else Purpose.PROMOTION_EXPENSE)
+    owner = buyer if offset == Purpose.BUYER_RECEIVABLE else None
     entry = entry_post(
         kind=f"bank.grant.{source}",
         description=f"{grant.get_source_display()} of {format_yuan(amount)} {grant.currency} for {buyer.slug}",
         reference=reference,
-        legs=[(account_for(purpose=offset, currency=grant.currency), amount), (liability(grant), -amount)],
+        legs=[
+            (account_for(purpose=offset, organization=owner, currency=grant.currency), amount),
+            (liability(grant), -amount),
+        ],
         at=now,
     )
     assert entry is not None
@@ -132,12 +139,20 @@ def grant_create(
 @retry_on_conflict
 @transaction.atomic
 def bank_draw(
-    *, buyer: Organization, amount: int, reference: str, partial: bool = False, now: datetime | None = None
+    *,
+    buyer: Organization,
+    amount: int,
+    reference: str,
+    partial: bool = False,
+    review: bool = True,
+    now: datetime | None = None,
 ) -> int:
     """Spend ``amount`` of the buyer's credit for ``reference``; returns what was drawn.
 
     With ``partial`` as much as there is is drawn (an invoice takes what the bank has);
     without, all or nothing: too little credit is refused with ``insufficient_funds``.
+    Without ``review`` the caller checks the balance (``bank_balance_changed``) once
+    what it draws for is booked: an invoice's usage counts as pending until it is finalized.
     """
     now = now or timezone.now()
     if amount <= 0:
@@ -185,7 +200,8 @@ def bank_draw(
         )
         for grant, part in taken
     )
-    bank_balance_changed(bank=bank, now=now)
+    if review:
+        bank_balance_changed(bank=bank, now=now)
     return drawn
 
 
@@ -295,6 +311,13 @@ def bank_event(*, buyer_id: Any, kind: str, message: str, now: datetime, lease_i
     )
 
 
+# What a low balance means depends on how the buyer pays: only a prepaid buyer's work stops.
+_LOW_BALANCE_ADVICE: dict[str, str] = {
+    Bank.Mode.PREPAID: "top up to keep prepaid work running.",
+    Bank.Mode.POSTPAID: "top up to keep paying invoices from credit; what it does not cover is charged to your card.",
+}
+
+
 def bank_balance_changed(*, bank: Bank, now: datetime) -> None:
     """After credit was spent or reserved (``bank`` locked): one low-balance event per fall below the
     threshold, and an automatic top-up queued if the buyer set one up and has a card on file."""
@@ -307,7 +330,7 @@ def bank_balance_changed(*, bank: Bank, now: datetime) -> None:
             buyer_id=bank.organization_id,
             kind=BankEvent.Kind.LOW_BALANCE,
             message=f"Available credit is {format_yuan(available)} {bank.currency}, "
-            f"below {format_yuan(threshold)}: top up to keep prepaid work running.",
+            f"below {format_yuan(threshold)}: {_LOW_BALANCE_ADVICE[bank.mode]}",
             now=now,
         )
     elif available >= threshold and bank.low_balance_since is not None:
