@@ -29,6 +29,10 @@ _ACCEPTED = USAGE_EVENTS.labels(outcome="accepted", code="")
 _DUPLICATE = USAGE_EVENTS.labels(outcome="duplicate", code="")
 
 INVOICES_FINALIZED = Counter("grid_invoices_finalized", "Invoices finalized (month end, or by an operator).")
+INVOICES_SET_ASIDE = Counter(
+    "grid_invoices_set_aside",
+    "Invoices left in draft because finalizing them failed (the rest of their batch was finalized): an alarm.",
+)
 
 PAYMENTS = Counter(
     "grid_payments",

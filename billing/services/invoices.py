@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing.metrics import INVOICES_FINALIZED, count_on_commit
+from billing.metrics import INVOICES_FINALIZED, INVOICES_SET_ASIDE, count_on_commit
 from billing.models import Account, Invoice, InvoiceLine, JournalEntry, ProviderStatement
 from billing.periods import local_year, month_of
 from billing.rating import RatedLine, late_rows_bill, rate, rate_unbilled, unbilled_rollups
@@ -201,10 +201,38 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
     """Finalize those of these invoices that are drafts of a closed period, together,
     in a few statements (month-end settles thousands); returns how many it finalized.
 
-    The work that holds locks other workers wait for (the providers' statements
-    and the year's invoice numbers) comes last, just before commit.
+    One invoice never keeps the rest of its batch in draft: if the batch fails, each
+    invoice is finalized on its own, and one that fails alone is set aside (left a draft,
+    logged, counted in ``grid_invoices_set_aside_total``) for an operator to look at.
     """
     now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            return _finalize_together(invoice_ids, now)
+    except Exception:  # any failure: find the invoice it belongs to below
+        if len(invoice_ids) == 1:
+            _set_aside(invoice_ids[0])
+            return 0
+        logger.warning("finalizing a batch failed; finalizing its invoices one by one", exc_info=True)
+    finalized = 0
+    for invoice_id in invoice_ids:
+        try:
+            with transaction.atomic():
+                finalized += _finalize_together([invoice_id], now)
+        except Exception:  # noqa: BLE001 - logged by _set_aside; the rest of the batch goes on
+            _set_aside(invoice_id)
+    return finalized
+
+
+def _set_aside(invoice_id: Any) -> None:
+    logger.error("invoice set aside: finalizing it failed", extra={"invoice": str(invoice_id)}, exc_info=True)
+    count_on_commit(INVOICES_SET_ASIDE)
+
+
+def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
+    """Finalize these invoices in a few statements. The work that holds locks other workers
+    wait for (the providers' statements and the year's invoice numbers) comes last, just
+    before commit."""
     drafts = list(
         Invoice.objects.select_for_update(of=("self",))
         .select_related("buyer")
