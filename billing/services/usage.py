@@ -1,13 +1,15 @@
 """Usage ingestion (the hot path) and hourly rollups.
 
 ``usage_events_ingest`` takes a batch of CloudEvents from a provider and keeps
-each good event exactly once: ``source`` + ``id`` is unique forever in
-``UsageEventKey``. Per batch it runs a fixed number of queries whatever its
-size: lock the batch's leases; COPY the events into a staging table and move
-the new ones with one ``INSERT ... ON CONFLICT DO NOTHING`` (the keys that
-already existed are looked up only when there are some); sum the card-seconds
-of the hours the batch touches and take back, in the same transaction, what
-goes over a lease's hourly limit. Rollups are rebuilt per (lease, hour) bucket
+each good event exactly once: the provider + ``source`` + ``id`` is unique forever
+in ``UsageEventKey`` (one provider's keys never block nor reveal another's). Per
+batch it runs a fixed number of queries whatever its size: lock the batch's
+leases (an event must fall in its lease's run: from its start to the earlier of its
+booked end and its end); COPY the events into a staging table and move the new
+ones with one ``INSERT ... ON CONFLICT DO NOTHING`` (the keys that already existed
+are looked up only when there are some); sum the card-seconds and tokens of the
+hours the batch touches and take back, in the same transaction, what goes over a
+lease's hourly limits (by the seconds it ran in the hour). Rollups are rebuilt per (lease, hour) bucket
 by a Celery task after commit; the same transaction marks them due in
 ``UsageRollupDue``, so that Celery beat queues them again if that task is lost.
 """
