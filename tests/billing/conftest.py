@@ -13,9 +13,10 @@ from tests.factories import pool_factory
 
 def running_lease(*, buyer: Any, provider: Any, cards: int = 8, started_hours_ago: float = 3) -> Lease:
     """A lease of ``cards`` on a pool of ``provider``, booked and running since some hours."""
-    started = timezone.now() - timedelta(hours=started_hours_ago)
-    with time_machine.travel(started, tick=False):
-        pool = pool_factory(provider=provider, cards=max(cards, 100))
+    now = timezone.now()
+    started = now - timedelta(hours=started_hours_ago)
+    with time_machine.travel(started, tick=False):  # priced and booked when it started; its heartbeat is fresh
+        pool = pool_factory(provider=provider, cards=max(cards, 100), last_heartbeat_at=now)
         order = order_place(
             buyer=buyer, requirements=Requirements(cards=cards, duration_hours=24, workload="training", pool=pool.pk)
         )
