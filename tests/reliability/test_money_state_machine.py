@@ -106,6 +106,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self.clock = START
         self.events = 0
         self.sent: list[list[list[Any]]] = [[], []]  # per provider: [event, accepted]
+        self.copies: dict[str, list[Any]] = {}  # provider 0's event id: provider 1's copy, [event, accepted]
         self.attempts: list[PaymentAttempt] = []
         self.prepaid: list[Lease] = []  # leases the prepaid buyer started in this sequence
         self.model = m.MoneyModel(
@@ -748,18 +749,27 @@ class MoneyMachine(RuleBasedStateMachine):
         then provider 0 sends its event again: each provider's events are its own, none blocks the other."""
         sent = self.pick(self.sent[0], index)
         original, accepted_before = sent
-        buyer = [str(lease.pk) for lease in self.world.leases].index(original["subject"]) // 2
-        theirs = self.world.leases[2 * buyer + 1]
-        copy = {**original, "subject": str(theirs.pk), "data": {"quantity": quantity, "cards": theirs.cards}}
         at = datetime.fromisoformat(original["time"])
-        copied = self.model.report_usage(lease_id=str(theirs.pk), at=at, seconds=quantity, now=self.clock)
+        copy_sent = self.copies.get(original["id"])  # provider 1 copied this one before: the same copy again
+        if copy_sent is None:
+            buyer = [str(lease.pk) for lease in self.world.leases].index(original["subject"]) // 2
+            theirs = self.world.leases[2 * buyer + 1]
+            copy = {**original, "subject": str(theirs.pk), "data": {"quantity": quantity, "cards": theirs.cards}}
+            copy_sent = self.copies[original["id"]] = [copy, False]
+            self.sent[1].append(copy_sent)
+            copied_before = False
+        else:
+            copy, copied_before = copy_sent
+        copied = not copied_before and self.model.report_usage(
+            lease_id=copy["subject"], at=at, seconds=copy["data"]["quantity"], now=self.clock
+        )
         again = not accepted_before and self.model.report_usage(
             lease_id=original["subject"], at=at, seconds=original["data"]["quantity"], now=self.clock
         )
         with self.at_clock():
-            intruder = usage_events_ingest(provider_id=theirs.provider_id, events=[copy], now=self.clock)
+            intruder = usage_events_ingest(provider_id=self.world.providers[1].pk, events=[copy], now=self.clock)
             owner = usage_events_ingest(provider_id=self.world.providers[0].pk, events=[original], now=self.clock)
-            assert (intruder.accepted, intruder.duplicates) == (int(copied), 0), intruder.errors
+            assert (intruder.accepted, intruder.duplicates) == (int(copied), int(copied_before)), intruder.errors
             assert (owner.accepted, owner.duplicates) == (int(again), int(accepted_before)), owner.errors
             assert "conflict" not in {error["code"] for error in intruder.errors + owner.errors}
             usage_rollup_buckets(
@@ -769,7 +779,7 @@ class MoneyMachine(RuleBasedStateMachine):
                 ]
             )
         sent[1] = accepted_before or again
-        self.sent[1].append([copy, copied])
+        copy_sent[1] = copied_before or copied
         SEEN["event ids shared by two providers"] += 1
 
     # --- the books ------------------------------------------------------------------------
