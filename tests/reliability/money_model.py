@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 LATE_INVOICE_GRACE = timedelta(days=7)
 HOUR = timedelta(hours=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def round_half_up(exact: Fraction) -> int:
@@ -156,7 +157,8 @@ class Grant:
     @property
     def burn_order(self) -> tuple[object, ...]:
         """Soonest-expiring first (never-expiring last), then by priority, then oldest."""
-        return (self.expires_at is None, self.expires_at or self.created_at, self.priority, self.created_at)
+        # Never-expiring grants tie on the second key: priority decides among them, not age.
+        return (self.expires_at is None, self.expires_at or EPOCH, self.priority, self.created_at)
 
 
 @dataclass
