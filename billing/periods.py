@@ -1,13 +1,8 @@
 """Billing periods: calendar months in the billing time zone (Asia/Shanghai), stored in UTC."""
 
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
 
-from django.conf import settings
-
-
-def local_zone() -> ZoneInfo:
-    return ZoneInfo(settings.BILLING_TIME_ZONE)
+from core.timezones import local_zone
 
 
 def month_of(at: datetime) -> tuple[datetime, datetime]:
@@ -16,11 +11,6 @@ def month_of(at: datetime) -> tuple[datetime, datetime]:
     start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     return start.astimezone(UTC), end.astimezone(UTC)
-
-
-def previous_month(at: datetime) -> tuple[datetime, datetime]:
-    start, _ = month_of(at)
-    return month_of(start - timedelta(seconds=1))
 
 
 def local_year(at: datetime) -> int:

@@ -6,6 +6,7 @@ model. Rates stay exact Decimals; each invoice line rounds once
 (``core.money.round_to_fen``).
 """
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,8 +18,8 @@ from django.db.models import Case, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import ExtractHour
 
 from billing.models import InvoiceLine, UsageMetric, UsageRollup
-from billing.periods import local_zone
 from core.money import round_to_fen
+from core.timezones import local_zone
 from pools.models import PricePlan
 from pools.tariffs import hour_bands
 
@@ -108,6 +109,32 @@ def rate(rollups: QuerySet[UsageRollup], *, period_start: datetime) -> list[Rate
     return _lines(list(groups))
 
 
+def line_key(line: RatedLine | InvoiceLine) -> tuple[Any, ...]:
+    """What tells the lines of an invoice apart: rated lines and stored invoice lines alike."""
+    return (line.kind, str(line.lease_id), str(line.price_plan_id), line.metric, line.model, line.band, line.rate)
+
+
+def rate_by_hour(rollups: QuerySet[UsageRollup]) -> dict[tuple[Any, ...], dict[datetime, Decimal]]:
+    """The usage lines of a period's own rows (``rate`` without adjustments), hour by hour: for
+    each line (``line_key``), the exact amount of each UTC hour of usage in it."""
+    groups = (
+        rollups.filter(late=False)
+        .exclude(price_plan__isnull=True)
+        .annotate(local_hour=ExtractHour("hour", tzinfo=local_zone()), kind=Value(InvoiceLine.Kind.USAGE))
+        .values(*_GROUP, "hour")
+        .annotate(unbilled=Sum("quantity"))
+        .order_by()
+    )
+    by_hour: dict[datetime, list[dict[str, Any]]] = defaultdict(list)
+    for row in groups:
+        by_hour[row.pop("hour")].append(row)
+    amounts: dict[tuple[Any, ...], dict[datetime, Decimal]] = defaultdict(dict)
+    for hour, rows in by_hour.items():
+        for line in _lines(rows):
+            amounts[line_key(line)][hour] = line.exact_amount
+    return amounts
+
+
 # The batch of invoices is given as arrays of their columns (``_columns``).
 # Each invoice's own period: read, never written.
 _PERIOD_USAGE = """
@@ -119,7 +146,7 @@ SELECT b.invoice_id, 'usage', r.lease_id, r.pool_id, r.provider_id, r.price_plan
        extract(hour FROM r.hour AT TIME ZONE %(zone)s)::int, sum(r.quantity)
 FROM batch AS b JOIN billing_usagerollup AS r
   ON r.buyer_id = b.buyer_id AND r.hour >= b.period_start AND r.hour < b.period_end
-WHERE NOT r.late AND r.price_plan_id IS NOT NULL
+WHERE NOT r.late
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 """
 
@@ -133,7 +160,7 @@ WITH batch AS (
 SELECT b.invoice_id, r.id, 'adjustment', r.lease_id, r.pool_id, r.provider_id, r.price_plan_id, r.metric, r.model,
        extract(hour FROM r.hour AT TIME ZONE %(zone)s)::int, r.quantity - r.billed_quantity
 FROM batch AS b JOIN billing_usagerollup AS r ON r.buyer_id = b.buyer_id AND r.hour < b.period_end
-WHERE r.late AND r.quantity <> r.billed_quantity AND r.price_plan_id IS NOT NULL
+WHERE r.late AND r.quantity <> r.billed_quantity
 ORDER BY r.id
 FOR UPDATE OF r
 """
@@ -141,10 +168,12 @@ FOR UPDATE OF r
 
 @dataclass
 class Unbilled:
-    """What an invoice bills: its lines, and the late rows among them, to mark billed."""
+    """What an invoice bills: its lines, and the late rows among them, to mark billed; and its
+    usage without a price (rows an earlier release stored so), which it cannot bill."""
 
     lines: list[RatedLine]
     late_rows: list[Any]
+    unpriced: list[dict[str, Any]]
 
 
 def rate_unbilled(*, invoices: Sequence[Any]) -> dict[Any, Unbilled]:
@@ -168,7 +197,12 @@ def rate_unbilled(*, invoices: Sequence[Any]) -> dict[Any, Unbilled]:
         for invoice_id, rollup_id, *row in cursor.fetchall():
             rows[invoice_id].append(dict(zip((*_GROUP, "unbilled"), row, strict=True)))
             late[invoice_id].append(rollup_id)
-    return {invoice_id: Unbilled(_lines(rows[invoice_id]), late[invoice_id]) for invoice_id in rows}
+    unbilled = {}
+    for invoice_id, invoice_rows in rows.items():
+        priced = [row for row in invoice_rows if row["price_plan_id"] is not None]
+        unpriced = [row for row in invoice_rows if row["price_plan_id"] is None and row["unbilled"]]
+        unbilled[invoice_id] = Unbilled(_lines(priced), late[invoice_id], unpriced)
+    return unbilled
 
 
 def late_rows_bill(*, rollup_ids: list[Any]) -> None:
@@ -231,4 +265,15 @@ def _lines(rows: list[dict[str, Any]]) -> list[RatedLine]:
                 rate=unit_rate,
             )
         line.used += row["unbilled"]
-    return sorted(lines.values(), key=lambda line: (line.kind, str(line.lease_id), line.metric, line.model, line.band))
+    # Lines of one band and two price versions (an hour split at a version's start) oldest version first.
+    return sorted(
+        lines.values(),
+        key=lambda line: (
+            line.kind,
+            str(line.lease_id),
+            line.metric,
+            line.model,
+            line.band,
+            plans[line.price_plan_id][0].effective_from,
+        ),
+    )

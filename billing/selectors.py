@@ -2,7 +2,6 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db.models import Count, F, Min, Q, QuerySet, Sum
@@ -23,6 +22,7 @@ from billing.models import (
 )
 from billing.models.ledger import Account
 from core.money import round_to_fen
+from core.timezones import local_zone
 from marketplace.models import Lease
 from organizations.models import Organization
 
@@ -40,7 +40,7 @@ def _rollups_for(organization: Organization) -> QuerySet[UsageRollup]:
 def _period(granularity: str) -> Any:
     """The start of the UTC hour, or of the day in the billing time zone."""
     if granularity == "day":
-        return TruncDay("hour", tzinfo=ZoneInfo(settings.BILLING_TIME_ZONE))
+        return TruncDay("hour", tzinfo=local_zone())
     return TruncHour("hour")
 
 
@@ -91,7 +91,7 @@ def card_hours(
     in the billing time zone, whose days start on a whole UTC hour."""
     rollups = _rollups_for(organization).filter(hour__gte=start, hour__lt=end, metric=UsageMetric.GPU_SECONDS)
     columns = ["hour", "pool_id"] if by_pool else ["hour"]
-    zone = ZoneInfo(settings.BILLING_TIME_ZONE)
+    zone = local_zone()
     totals: dict[tuple[Any, ...], Decimal] = defaultdict(Decimal)
     for row in rollups.values(*columns).annotate(seconds=Sum("quantity")).order_by():
         hour = row["hour"]
@@ -106,7 +106,7 @@ def card_hours(
 def platform_revenue_by_day(*, start: datetime, end: datetime) -> list[dict[str, Any]]:
     """The platform's commission credited in the ledger per day (billing time zone), in fen;
     a voided invoice's reversal counts on the day it was voided."""
-    day = TruncDay("entry__posted_at", tzinfo=ZoneInfo(settings.BILLING_TIME_ZONE))
+    day = TruncDay("entry__posted_at", tzinfo=local_zone())
     rows = (
         Leg.objects.filter(
             account__purpose=Account.Purpose.PLATFORM_REVENUE,
@@ -163,6 +163,17 @@ def invoices_overdue(*, organization: Organization, now: datetime) -> QuerySet[I
         .filter(amount_paid__lt=F("amount_due"))
         .filter(Q(status=Invoice.Status.UNCOLLECTIBLE) | Q(status=Invoice.Status.FINALIZED, finalized_at__lt=past_due))
         .order_by("finalized_at", "pk")
+    )
+
+
+def invoices_set_aside(*, organization: Organization) -> QuerySet[Invoice]:
+    """Drafts of closed months that finalizing set aside, with their reason (usage without a
+    price), oldest first: each waits for an operator."""
+    return (
+        invoice_list(organization=organization)
+        .filter(status=Invoice.Status.DRAFT)
+        .exclude(hold_reason="")
+        .order_by("period_start", "pk")
     )
 
 

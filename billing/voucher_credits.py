@@ -1,16 +1,26 @@
 """Vouchers pay their share of an invoice at finalization; a void gives it back.
 
 Billing hands vouchers plain charge lines and posts, for what they pay, a
-receivable from each issuer (the hooks below, registered in ``BillingConfig``).
+receivable from each issuer: ``invoices_finalize`` calls ``redeem_vouchers`` by
+name before the bank pays, and ``invoice_void`` calls ``reverse_vouchers``.
 Only usage lines of the invoice's own period are offered: adjustment lines for
 late usage of an earlier month belong to another period's voucher terms.
+
+A voucher pays its share of each hour of usage inside its validity, so each line
+goes with its fen by the hour its usage happened in (``ChargeLine.hours``): the
+line's amount split (largest remainder, ``core.money.split``) in proportion to
+the exact amount of each hour, rated again from the period's rollups hour by
+hour (``rating.rate_by_hour``). The lines stay what they are (one per rate, not
+per hour); what vouchers pay of a line is exact to the fen of its hours.
 """
 
 from datetime import datetime
+from decimal import Decimal
 
-from billing.models import Invoice, InvoiceLine
-from billing.services.invoices import Credit
-from billing.services.ledger import Purpose, account_for
+from billing.models import Invoice, InvoiceLine, UsageRollup
+from billing.rating import line_key, rate_by_hour
+from billing.services.ledger import Credit, Purpose, account_for
+from core.money import split
 from marketplace.models import Lease
 from organizations.models import Organization
 from pools.models import ResourcePool
@@ -19,7 +29,7 @@ from vouchers.selectors import redeemable_vouchers
 from vouchers.services import vouchers_redeem, vouchers_reverse
 
 
-def redeem_vouchers(invoice: Invoice, lines: list[InvoiceLine], remaining: int, now: datetime) -> list[Credit]:
+def redeem_vouchers(*, invoice: Invoice, lines: list[InvoiceLine], remaining: int, now: datetime) -> list[Credit]:
     offered = [line for line in lines if line.kind == InvoiceLine.Kind.USAGE and line.amount > 0]
     if not offered or remaining <= 0 or not redeemable_vouchers(buyer=invoice.buyer, at=now).exists():
         return []
@@ -30,6 +40,11 @@ def redeem_vouchers(invoice: Invoice, lines: list[InvoiceLine], remaining: int, 
             "pk", "hub_id", "gpu_model_id"
         )
     }
+    hourly = rate_by_hour(
+        UsageRollup.objects.filter(
+            buyer_id=invoice.buyer_id, hour__gte=invoice.period_start, hour__lt=invoice.period_end
+        )
+    )
     result = vouchers_redeem(
         buyer=invoice.buyer,
         invoice_ref=str(invoice.pk),
@@ -45,6 +60,7 @@ def redeem_vouchers(invoice: Invoice, lines: list[InvoiceLine], remaining: int, 
                 workload=workloads[line.lease_id],
                 period_start=invoice.period_start,
                 period_end=invoice.period_end,
+                hours=_hours(line.amount, hourly.get(line_key(line), {})),
             )
             for line in offered
         ],
@@ -63,7 +79,15 @@ def redeem_vouchers(invoice: Invoice, lines: list[InvoiceLine], remaining: int, 
     ]
 
 
-def reverse_vouchers(invoice: Invoice, now: datetime) -> None:
+def _hours(amount: int, hourly: dict[datetime, Decimal]) -> tuple[tuple[datetime, int], ...]:
+    """The line's fen by the hour its usage happened in, in proportion to each hour's exact amount."""
+    hours = sorted(hour for hour, exact in hourly.items() if exact > 0)
+    if not hours:
+        return ()
+    return tuple(zip(hours, split(amount, [hourly[hour] for hour in hours]), strict=True))
+
+
+def reverse_vouchers(*, invoice: Invoice, now: datetime) -> None:
     """The value goes back to the vouchers; the ledger side is the reversal of the credit entries."""
     if invoice.voucher_credit:
         vouchers_reverse(invoice_ref=str(invoice.pk), at=now)

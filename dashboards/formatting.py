@@ -13,7 +13,7 @@ from django.utils import dateformat
 from django.utils.dateparse import parse_datetime
 
 from core.money import shown_price
-from pools.tariffs import local_zone
+from core.timezones import local_zone
 
 MINUTE = "Y-m-d H:i"
 

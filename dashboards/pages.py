@@ -17,12 +17,14 @@ from billing.selectors import (
     card_hours,
     invoice_list,
     invoices_overdue,
+    invoices_set_aside,
     platform_revenue_by_day,
     spend_forecast,
     statement_list,
 )
 from billing.serializers import StatementSerializer
 from core.money import fen_to_yuan
+from core.timezones import local_zone
 from dashboards.formatting import local_time
 from marketplace.selectors import lowest_prices_now, placements_by_hub
 from organizations.models import Organization
@@ -36,7 +38,6 @@ from pools.selectors import (
     utilization,
 )
 from pools.serializers import PoolSerializer
-from pools.tariffs import local_zone
 from vouchers.models import Voucher, VoucherProgram
 from vouchers.selectors import program_burndown, program_list, program_report, voucher_list
 
@@ -127,6 +128,8 @@ def operator_page(*, organization: Organization, now: datetime) -> dict[str, Any
     attention_rows = list(attention[:ATTENTION_ROWS])
     overdue = invoices_overdue(organization=organization, now=now)
     overdue_rows = list(overdue[:ATTENTION_ROWS])
+    set_aside = invoices_set_aside(organization=organization)
+    set_aside_rows = list(set_aside[:ATTENTION_ROWS])
     return {
         "hubs": hubs,
         "hub_rows": [
@@ -144,6 +147,8 @@ def operator_page(*, organization: Organization, now: datetime) -> dict[str, Any
         "attention_count": _count(attention, attention_rows),
         "overdue": overdue_rows,
         "overdue_count": _count(overdue, overdue_rows),
+        "set_aside": set_aside_rows,
+        "set_aside_count": _count(set_aside, set_aside_rows),
     }
 
 

@@ -4,9 +4,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -15,6 +13,7 @@ from django.utils import timezone
 
 from billing.selectors import invoice_list, invoice_view
 from billing.serializers import InvoiceSerializer
+from core.timezones import local_zone
 from dashboards import pages
 from dashboards.access import member_organizations, organization_page
 from dashboards.pdf import invoice_pdf
@@ -32,7 +31,7 @@ def page(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBas
     @login_required
     @wraps(view)
     def shown_in_billing_time(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        with timezone.override(ZoneInfo(settings.BILLING_TIME_ZONE)):
+        with timezone.override(local_zone()):
             return view(request, *args, **kwargs)
 
     return shown_in_billing_time

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
+from core.timezones import local_zone
+
 MAX_PLACEMENTS = 10
 
 REALTIME = "realtime_inference"
@@ -270,7 +270,7 @@ def _price(pool: PoolSnapshot, req: Requirements, window: tuple[float, float]) -
 
 def dispatch(req: Requirements, pools: Iterable[PoolSnapshot], now: datetime) -> DispatchResult:
     """Rank the ways to place ``req`` on ``pools`` at ``now``; nothing is reserved."""
-    reference = now.astimezone(SHANGHAI).replace(hour=0, minute=0, second=0, microsecond=0)
+    reference = now.astimezone(local_zone()).replace(hour=0, minute=0, second=0, microsecond=0)
     earliest = _hours_since(reference, max(now, req.earliest_start or now))
     latest = _hours_since(reference, req.deadline) - req.duration_hours if req.deadline else earliest
     result = DispatchResult(placements=[])

@@ -1,8 +1,7 @@
 """Hooks that higher apps register to act inside the marketplace's own transactions.
 
-Signals (``marketplace.signals``) are sent after commit; a hook here runs inside
-the transaction that starts or ends a lease, with the lease row locked, so what
-it does commits or rolls back with the lease. A start hook may refuse the start
+A hook runs inside the transaction that starts or ends a lease, with the lease
+row locked, so what it does commits or rolls back with the lease. A start hook may refuse the start
 by raising an ``ApplicationError`` (billing refuses a prepaid buyer whose credit
 does not cover the work); an end hook must not raise (billing releases a hold).
 """

@@ -15,7 +15,6 @@ from marketplace import hooks
 from marketplace.dispatch import DispatchResult, Placement, Requirements, dispatch, reason_message
 from marketplace.models import Lease, Order
 from marketplace.selectors import pool_snapshots
-from marketplace.signals import lease_ended, lease_started
 from organizations.models import Organization
 from pools.models import ResourcePool
 from pools.services import pools_lock
@@ -186,7 +185,6 @@ def lease_start(*, lease_id: Any, by: str, now: datetime | None = None) -> Lease
     lease.save(update_fields=["status", "started_at"])
     for hook in hooks.LEASE_START_HOOKS:
         hook(lease, lease.started_at)
-    transaction.on_commit(lambda: lease_started.send(sender=Lease, lease=lease))
     return lease
 
 
@@ -209,7 +207,6 @@ def lease_end(*, lease_id: Any, status: str, reason: str, by: str, now: datetime
     ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=pool.reserved_cards - lease.cards)
     if not Lease.objects.filter(order_id=lease.order_id, status__in=Lease.ACTIVE).exists():
         Order.objects.filter(pk=lease.order_id, status=Order.Status.PLACED).update(status=Order.Status.ENDED)
-    transaction.on_commit(lambda: lease_ended.send(sender=Lease, lease=lease))
     return lease
 
 

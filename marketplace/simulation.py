@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from marketplace.dispatch import REALTIME, SHANGHAI, Placement, PoolSnapshot, Requirements, dispatch
+from core.timezones import local_zone
+from marketplace.dispatch import REALTIME, Placement, PoolSnapshot, Requirements, dispatch
 
 EAST_REGIONS = ("beijing", "shanghai", "hangzhou", "guangzhou", "shenzhen", "chengdu", "chongqing", "wuhan", "xian")
 # Relative real-time inference demand by local hour: quiet at night, busy late morning and evening.
@@ -205,7 +206,7 @@ def simulate(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[PolicyResult, PolicyResult]:
     """Both policies over the same day of orders: (dispatcher, baseline)."""
-    day = day.astimezone(SHANGHAI).replace(hour=0, minute=0, second=0, microsecond=0)
+    day = day.astimezone(local_zone()).replace(hour=0, minute=0, second=0, microsecond=0)
     demand = generate_orders(day=day, seed=seed, orders=orders, models={pool.gpu_model for pool in pools})
 
     def grid(order: SimOrder, snapshot: list[PoolSnapshot]) -> Placement | None:

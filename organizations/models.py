@@ -49,14 +49,6 @@ class Organization(models.Model):
     def __str__(self) -> str:
         return f"{self.legal_name} ({self.kind})"
 
-    def is_related_to(self, other: "Organization") -> bool:
-        """Same legal entity, or in the same group (one is the other's parent, or a sibling)."""
-        if self.credit_code == other.credit_code or self.pk == other.pk:
-            return True
-        mine = {self.pk, self.parent_id} - {None}
-        theirs = {other.pk, other.parent_id} - {None}
-        return bool(mine & theirs)
-
 
 class Membership(models.Model):
     class Role(models.TextChoices):

@@ -37,7 +37,6 @@ def allow_kinds(*kinds: str) -> type[BasePermission]:
 
 IsBuyer = allow_kinds(Organization.Kind.BUYER)
 IsProvider = allow_kinds(Organization.Kind.PROVIDER)
-IsIssuer = allow_kinds(Organization.Kind.ISSUER)
 IsOperator = allow_kinds(Organization.Kind.OPERATOR)
 
 

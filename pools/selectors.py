@@ -35,12 +35,6 @@ def price_plan_at(*, pool_id: UUID, at: datetime) -> PricePlan | None:
     return PricePlan.objects.filter(pool_id=pool_id, effective_from__lte=at).order_by("-effective_from").first()
 
 
-def price_plan_current_and_next(*, pool_id: UUID, now: datetime) -> tuple[PricePlan | None, PricePlan | None]:
-    current = price_plan_at(pool_id=pool_id, at=now)
-    upcoming = PricePlan.objects.filter(pool_id=pool_id, effective_from__gt=now).order_by("effective_from").first()
-    return current, upcoming
-
-
 def price_plans_in_force(*, pool_ids: list[UUID], at: datetime) -> dict[UUID, PricePlan]:
     """The version in force at ``at`` for each of many pools, in one query."""
     plans: dict[UUID, PricePlan] = {}

@@ -13,6 +13,7 @@ from django.utils import timezone
 from core.exceptions import ApplicationError, ConflictError, RuleViolation
 from organizations.models import AuditEvent, Organization
 from organizations.services import audit_record
+from pools import hooks
 from pools.models import GpuModel, Heartbeat, PoolStatusChange, PricePlan, ResourcePool
 from pools.selectors import pool_is_stale
 from pools.signals import pool_status_changed
@@ -126,7 +127,8 @@ def price_plan_create(
     """A new price version from ``effective_from`` (now by default, never in the past).
 
     What is not given carries over from the latest version. Usage keeps being
-    rated with the version in force when it happened.
+    rated with the version in force when it happened; the hooks (billing) rate again
+    usage already rolled up that the new version covers.
     """
     locked = ResourcePool.objects.select_for_update().select_related("hub", "gpu_model").get(pk=pool.pk)
     if locked.status == Status.RETIRED:
@@ -153,7 +155,7 @@ def price_plan_create(
         factors, prices = dict(latest.time_of_use), list(latest.hour_prices)
     else:
         factors, prices = _plan_prices(pool=locked, price_per_card_hour=base, time_of_use=time_of_use)
-    return PricePlan.objects.create(
+    plan = PricePlan.objects.create(
         pool=locked,
         version=latest.version + 1,
         effective_from=effective_from,
@@ -164,6 +166,9 @@ def price_plan_create(
         token_prices=_token_prices_json(token_prices) if token_prices is not None else latest.token_prices,
         created_by=by,
     )
+    for hook in hooks.PRICE_VERSION_HOOKS:
+        hook(plan)
+    return plan
 
 
 @transaction.atomic

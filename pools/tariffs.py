@@ -10,18 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from django.conf import settings
+from core.timezones import local_zone
 
 RATE_PLACES = Decimal("0.0000000001")  # rates carry up to 10 places
 FACTOR_PLACES = Decimal("0.000001")
 MIN_FACTOR = Decimal("0.1")
 HOURS = range(24)
-
-
-def local_zone() -> ZoneInfo:
-    return ZoneInfo(settings.BILLING_TIME_ZONE)
 
 
 def local_hour(at: datetime) -> int:

@@ -5,10 +5,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import time_machine
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -29,6 +31,29 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("Tests need PostgreSQL: set DATABASE_URL=postgres://...")
     if not settings.REDIS_URL:
         raise pytest.UsageError("Tests need Redis: set REDIS_URL=redis://...")
+
+
+# Tests that rate money run at this moment, not at the wall clock's: prices, tariff bands and
+# billing months turn with the local hour and day. TEST_NOW (ISO 8601 with an offset) moves it,
+# to show that they pass at any hour: e.g. TEST_NOW=2026-03-31T23:59:00+08:00 scripts/test.sh tests/billing
+TEST_NOW = datetime.fromisoformat(os.environ.get("TEST_NOW") or "2026-03-18T14:30:00+08:00")
+
+
+def pytest_report_header() -> str:
+    return f"money tests run at {TEST_NOW.isoformat()} (TEST_NOW)"
+
+
+@pytest.fixture
+def frozen_clock(request: pytest.FixtureRequest) -> Iterator[datetime | None]:
+    """The clock starts at ``TEST_NOW`` for each test (used by the money tests' conftests) and runs on
+    from there, so that what a test does later is later (a page read after a posting sees it). A test
+    marked ``wall_clock`` or ``celery_worker`` keeps the real clock: another process's clock
+    (localstripe sending its webhooks, a browser keeping cookies, a worker) must agree with it."""
+    if request.node.get_closest_marker("wall_clock") or request.node.get_closest_marker("celery_worker"):
+        yield None
+        return
+    with time_machine.travel(TEST_NOW, tick=True):
+        yield TEST_NOW
 
 
 @pytest.fixture(autouse=True)

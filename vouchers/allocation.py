@@ -6,8 +6,9 @@ and writes nothing. The rules:
 
 - a line of a provider related to the buyer gets nothing from any voucher;
 - a voucher pays for the part of a line whose usage falls in the voucher's
-  validity (``split`` prorates by time), if the program allows the line's
-  provider, hub, GPU model and workload;
+  validity, hour by hour (``ChargeLine.hours``; an hour the validity starts or
+  ends in, or a line without hours, is prorated by time with ``split``), if the
+  program allows the line's provider, hub, GPU model and workload;
 - it pays ``coverage_share`` of that part (``share``: the voucher's part and
   the buyer's part add up to it), limited by the voucher's remaining value and
   by what is left of the company's yearly cap for the issuer, for the calendar
@@ -23,8 +24,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from core.money import format_yuan, share, split
-from pools.tariffs import local_zone
-from vouchers.charges import ChargeLine, Ineligibility, LineOutcome
+from core.timezones import local_zone
+from vouchers.charges import HOUR, ChargeLine, Ineligibility, LineOutcome
 
 CapKey = tuple[str, int]  # (issuer id, calendar year)
 _MICROSECOND = timedelta(microseconds=1)
@@ -64,15 +65,22 @@ def cap_year(at: datetime) -> int:
 
 
 def _within(line: ChargeLine, purse: Purse) -> int:
-    """The fen of ``line`` for usage inside the voucher's validity, prorated by time."""
-    duration = (line.period_end - line.period_start) // _MICROSECOND
+    """The fen of ``line`` for usage inside the voucher's validity: hour by hour when the line
+    says when its usage happened, else spread evenly over its period."""
+    if line.hours:
+        return sum(_inside(amount, hour, hour + HOUR, purse) for hour, amount in line.hours)
+    return _inside(line.amount, line.period_start, line.period_end, purse)
+
+
+def _inside(amount: int, start: datetime, end: datetime, purse: Purse) -> int:
+    """The fen of ``amount``, used evenly over [start, end), that falls inside the voucher's validity."""
+    duration = (end - start) // _MICROSECOND
     if duration <= 0:  # usage at one instant
-        return line.amount if purse.valid_from <= line.period_start < purse.valid_until else 0
-    start, end = max(line.period_start, purse.valid_from), min(line.period_end, purse.valid_until)
-    inside = max(0, (end - start) // _MICROSECOND)
+        return amount if purse.valid_from <= start < purse.valid_until else 0
+    inside = max(0, (min(end, purse.valid_until) - max(start, purse.valid_from)) // _MICROSECOND)
     if inside in (0, duration):
-        return line.amount if inside else 0
-    return split(line.amount, [inside, duration - inside])[0]
+        return amount if inside else 0
+    return split(amount, [inside, duration - inside])[0]
 
 
 def _refusal(line: ChargeLine, purse: Purse) -> tuple[str, str] | None:
@@ -93,7 +101,8 @@ def _why(code: str, message: str, purse: Purse) -> Ineligibility:
 
 
 RELATED_PARTY = (
-    "The provider is in the buyer's group (same parent or same unified social credit code); "
+    "The provider is in the buyer's group (an ancestor, a descendant, under a common parent, "
+    "or the same unified social credit code); "
     "vouchers never pay a related party."
 )
 

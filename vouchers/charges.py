@@ -6,7 +6,9 @@ same, so that billing can post its ledger entries from it.
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+
+HOUR = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,10 @@ class ChargeLine:
     workload: str
     period_start: datetime
     period_end: datetime
+    # When the usage happened: (the start of each clock hour, the fen of the line used in it), the
+    # parts adding up to ``amount``. A voucher pays its share of each hour inside its validity. Empty
+    # (a quote's estimate, whose usage is still to come): the amount is spread evenly over the period.
+    hours: tuple[tuple[datetime, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from core.exceptions import ApplicationError, ConflictError
 from organizations.models import Organization
+from organizations.selectors import related_organizations
 from vouchers.models import VoucherProgram
 
 MAX_VOUCHERS_PER_REQUEST = 10_000
@@ -57,12 +58,23 @@ def check_program_issuable(program: VoucherProgram, now: datetime) -> None:
         raise ConflictError("This program's validity has ended; it issues no more vouchers.", code="program_ended")
 
 
-def buyer_refusal(program: VoucherProgram, organization: Organization) -> dict[str, str] | None:
-    """Why ``organization`` may not hold a voucher of ``program``, or None."""
+def buyer_refusal(
+    program: VoucherProgram, organization: Organization, issuers_group: frozenset[Any] | None = None
+) -> dict[str, str] | None:
+    """Why ``organization`` may not hold a voucher of ``program``, or None. ``issuers_group``: the
+    ids related to the program's issuer (``related_organizations``), read here if not given."""
     if organization.kind != Organization.Kind.BUYER:
         return problem("not_a_buyer", f"{organization.slug} is a {organization.kind}; only buyers hold vouchers.")
     if not organization.is_active:
         return problem("inactive_organization", f"{organization.slug} is deactivated.")
+    if issuers_group is None:
+        issuers_group = related_organizations(organization=program.issuer)
+    if organization.pk in issuers_group:
+        return problem(
+            "related_party",
+            f"{organization.slug} is in the issuer's group (or is the issuer); "
+            "an issuer cannot grant vouchers to itself or its own group.",
+        )
     if program.provinces and organization.province not in program.provinces:
         return problem(
             "not_eligible",
@@ -87,9 +99,10 @@ def row_problems(
     problems: dict[int, FieldProblems] = {}
     first_row: dict[Any, int] = {}
     starts = max(now, program.valid_from)
+    issuers_group = related_organizations(organization=program.issuer)
     for index, request in requests:
         found: FieldProblems = {}
-        refusal = buyer_refusal(program, request.organization)
+        refusal = buyer_refusal(program, request.organization, issuers_group)
         if refusal is not None:
             found["organization"] = [refusal]
         elif request.organization.pk in first_row:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.money import format_yuan
-from pools.tariffs import local_zone
+from core.timezones import local_zone
 from vouchers.models import Redemption
 
 # A cell starting with one of these is a formula to a spreadsheet; names come from users.

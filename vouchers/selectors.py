@@ -10,8 +10,9 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDay, TruncMonth
 from django.utils import timezone
 
+from core.timezones import local_zone
 from organizations.models import Organization
-from pools.tariffs import local_zone
+from organizations.selectors import related_organizations
 from vouchers.allocation import CapKey, Purse, allocate
 from vouchers.charges import ChargeLine
 from vouchers.models import LATE_INVOICE_GRACE, Redemption, Reversal, Voucher, VoucherProgram, YearlyCapUsage
@@ -76,13 +77,13 @@ def purses(vouchers: Sequence[Voucher]) -> list[Purse]:
 
 
 def related_providers(*, buyer: Organization, provider_ids: Iterable[str]) -> frozenset[str]:
-    """The providers among ``provider_ids`` in the buyer's group: never paid by a voucher."""
+    """The providers among ``provider_ids`` in the buyer's group (``related_organizations``): never paid."""
     wanted = {UUID(provider_id) for provider_id in provider_ids}
-    providers = list(Organization.objects.filter(pk__in=wanted))
-    missing = wanted - {provider.pk for provider in providers}
+    missing = wanted - set(Organization.objects.filter(pk__in=wanted).values_list("pk", flat=True))
     if missing:
         raise ValueError(f"no organizations with ids {sorted(map(str, missing))}")
-    return frozenset(str(provider.pk) for provider in providers if buyer.is_related_to(provider))
+    group = related_organizations(organization=buyer) if wanted else frozenset()
+    return frozenset(str(provider_id) for provider_id in wanted if provider_id in group)
 
 
 def voucher_estimates(
@@ -114,11 +115,6 @@ def voucher_estimates(
         )
         estimates.append(sum(outcome.voucher_amount for outcome in outcomes))
     return estimates
-
-
-def voucher_estimate(*, buyer: Organization, lines: Sequence[ChargeLine], at: datetime | None = None) -> int:
-    """What the buyer's vouchers would pay of ``lines`` now, in fen; nothing is locked or written."""
-    return voucher_estimates(buyer=buyer, alternatives=[lines], at=at)[0]
 
 
 # --- the issuer's report -------------------------------------------------------

@@ -354,6 +354,11 @@ def _check_lines(invoice_ref: str, lines: Sequence[ChargeLine], at: datetime) ->
             raise ValueError(f"line {line.line_ref}: the usage period must be aware datetimes")
         if line.period_end < line.period_start:
             raise ValueError(f"line {line.line_ref}: the usage period ends before it starts")
+        if line.hours and (
+            sum(amount for _, amount in line.hours) != line.amount
+            or any(amount < 0 or timezone.is_naive(hour) for hour, amount in line.hours)
+        ):
+            raise ValueError(f"line {line.line_ref}: the hours must be aware and their fen add up to the amount")
         uuid.UUID(line.provider_id)
 
 
@@ -370,6 +375,8 @@ def _digest(buyer: Organization, lines: Sequence[ChargeLine]) -> str:
             line.workload,
             line.period_start.astimezone(UTC).isoformat(),
             line.period_end.astimezone(UTC).isoformat(),
+            # Only when given: the digests of lines without hours stay what they were.
+            *([[[hour.astimezone(UTC).isoformat(), amount] for hour, amount in line.hours]] if line.hours else []),
         ]
         for line in sorted(lines, key=lambda line: line.line_ref)
     ]

@@ -44,6 +44,13 @@ class Invoice(models.Model):
     paid_at = models.DateTimeField(null=True, blank=True)
     voided_at = models.DateTimeField(null=True, blank=True)
     voided_by = models.CharField(max_length=200, blank=True)
+    hold_reason = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Why finalizing set this draft aside (usage without a price); empty once it is finalized.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

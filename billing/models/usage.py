@@ -78,6 +78,10 @@ class UsageRollup(models.Model):
     what events add later to a second, ``late`` row of the bucket, which the
     next invoice bills as an adjustment (``billed_quantity`` says how much of a
     late row is billed). So month-end reads the month's rows and marks none.
+
+    Usage is rated with the price version in force when it happened: an hour in
+    which a version takes effect (a pool's first hour, a price changed mid-hour)
+    is split at the version's start into a row per version.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -89,7 +93,14 @@ class UsageRollup(models.Model):
     model = models.CharField(max_length=100, blank=True, help_text="The token model; empty for card-seconds.")
     hour = models.DateTimeField(help_text="Start of the UTC hour.")
     price_plan = models.ForeignKey(
-        "pools.PricePlan", null=True, on_delete=models.PROTECT, related_name="+", help_text="In force in that hour."
+        "pools.PricePlan",
+        null=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text=(
+            "In force when the usage happened. Null only in rows stored before hours were split at a price "
+            "version's start: never billed; finalizing sets their invoice aside until a rebuild prices them."
+        ),
     )
     quantity = models.DecimalField(max_digits=24, decimal_places=6)
     events = models.PositiveIntegerField()
@@ -104,7 +115,9 @@ class UsageRollup(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["lease", "metric", "model", "hour", "late"], name="usage_rollup_bucket_unique"
+                fields=["lease", "metric", "model", "hour", "price_plan", "late"],
+                name="usage_rollup_bucket_unique",
+                nulls_distinct=False,
             ),
             # A late row may take back usage (a rebuild that counts less than was billed).
             models.CheckConstraint(

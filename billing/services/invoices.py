@@ -10,7 +10,7 @@ commit. Running it twice, or concurrently, changes nothing the second time.
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,11 +20,21 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from billing.bank_credits import banks_lock, banks_review, give_back_to_bank, pay_from_bank
 from billing.metrics import INVOICES_FINALIZED, INVOICES_SET_ASIDE, count_on_commit
 from billing.models import Account, Invoice, InvoiceLine, JournalEntry, ProviderStatement
 from billing.periods import local_year, month_of
 from billing.rating import RatedLine, late_rows_bill, rate, rate_unbilled, unbilled_rollups
-from billing.services.ledger import NewEntry, Purpose, account_for, accounts_for, entries_post, entry_reverse
+from billing.services.ledger import (
+    Credit,
+    NewEntry,
+    Purpose,
+    account_for,
+    accounts_for,
+    entries_post,
+    entry_reverse,
+)
+from billing.voucher_credits import redeem_vouchers, reverse_vouchers
 from core.exceptions import ConflictError
 from core.money import format_yuan, share
 from organizations.models import AuditEvent, Organization
@@ -35,25 +45,6 @@ logger = logging.getLogger(__name__)
 Status = Invoice.Status
 Method = Invoice.CollectionMethod
 VOIDED_KINDS = ("invoice.finalized", "invoice.voucher_credit", "invoice.bank_credit")
-
-
-@dataclass(frozen=True)
-class Credit:
-    """What a voucher or a bank credit paid of an invoice, as the ledger must record it."""
-
-    amount: int
-    account: Any  # the account that owes or gives it (voucher receivable of an issuer, bank liability)
-    description: str
-
-
-# Hooks that vouchers and the compute bank register (BillingConfig.ready): each
-# takes the invoice, its stored lines, what is still owed and the time, inside
-# the finalizing transaction, and returns the credits it applied; void hooks
-# give back what they took. Until they are registered, nothing is applied.
-CreditHook = Callable[[Invoice, list[InvoiceLine], int, datetime], list[Credit]]
-VOUCHER_HOOKS: list[CreditHook] = []
-BANK_HOOKS: list[CreditHook] = []
-VOID_HOOKS: list[Callable[[Invoice, datetime], None]] = []
 
 
 def invoice_for_period(*, buyer: Organization, at: datetime) -> Invoice:
@@ -147,28 +138,31 @@ def _usage_entry(invoice: Invoice, by_provider: dict[Any, tuple[int, int]], book
 
 def _apply_credits(invoice: Invoice, lines: list[InvoiceLine], books: _Books, now: datetime) -> list[NewEntry]:
     """Vouchers, then compute-bank credits, pay what they can of the subtotal; the rest is due."""
-    remaining = invoice.subtotal
-    buyer_receivable = books.receivable[invoice.buyer_id]
+    invoice.amount_due = invoice.subtotal
     entries = []
-    for hooks, field in ((VOUCHER_HOOKS, "voucher_credit"), (BANK_HOOKS, "bank_credit")):
-        for hook in hooks:
-            for credit in hook(invoice, lines, remaining, now):
-                credit_amount = min(credit.amount, remaining)
-                if credit_amount <= 0:
-                    continue
-                setattr(invoice, field, getattr(invoice, field) + credit_amount)
-                remaining -= credit_amount
-                entries.append(
-                    NewEntry(
-                        kind=f"invoice.{field}",
-                        description=credit.description,
-                        reference=invoice.reference,
-                        legs=[(credit.account, credit_amount), (buyer_receivable, -credit_amount)],
-                        at=now,
-                    )
-                )
-    invoice.amount_due = remaining
+    for credit in redeem_vouchers(invoice=invoice, lines=lines, remaining=invoice.amount_due, now=now):
+        entries += _book_credit(invoice, credit, "voucher_credit", books, now)
+    for credit in pay_from_bank(invoice=invoice, remaining=invoice.amount_due, now=now):
+        entries += _book_credit(invoice, credit, "bank_credit", books, now)
     return entries
+
+
+def _book_credit(invoice: Invoice, credit: Credit, field: str, books: _Books, now: datetime) -> list[NewEntry]:
+    """Take what ``credit`` pays off what the invoice still owes; the entry that records it."""
+    amount = min(credit.amount, invoice.amount_due)
+    if amount <= 0:
+        return []
+    setattr(invoice, field, getattr(invoice, field) + amount)
+    invoice.amount_due -= amount
+    return [
+        NewEntry(
+            kind=f"invoice.{field}",
+            description=credit.description,
+            reference=invoice.reference,
+            legs=[(credit.account, amount), (books.receivable[invoice.buyer_id], -amount)],
+            at=now,
+        )
+    ]
 
 
 @transaction.atomic
@@ -193,6 +187,7 @@ _FINALIZED_FIELDS = [
     "finalized_at",
     "paid_at",
     "next_payment_attempt_at",
+    "hold_reason",
 ]
 
 
@@ -202,16 +197,16 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
     in a few statements (month-end settles thousands); returns how many it finalized.
 
     One invoice never keeps the rest of its batch in draft: if the batch fails, each
-    invoice is finalized on its own, and one that fails alone is set aside (left a draft,
+    invoice is finalized on its own, and one that fails alone is set aside (left a draft with its reason,
     logged, counted in ``grid_invoices_set_aside_total``) for an operator to look at.
     """
     now = now or timezone.now()
     try:
         with transaction.atomic():
             return _finalize_together(invoice_ids, now)
-    except Exception:  # any failure: find the invoice it belongs to below
+    except Exception as error:  # any failure: find the invoice it belongs to below
         if len(invoice_ids) == 1:
-            _set_aside(invoice_ids[0])
+            _set_aside(invoice_ids[0], error)
             return 0
         logger.warning("finalizing a batch failed; finalizing its invoices one by one", exc_info=True)
     finalized = 0
@@ -219,12 +214,15 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
         try:
             with transaction.atomic():
                 finalized += _finalize_together([invoice_id], now)
-        except Exception:  # noqa: BLE001 - logged by _set_aside; the rest of the batch goes on
-            _set_aside(invoice_id)
+        except Exception as error:  # noqa: BLE001 - logged by _set_aside; the rest of the batch goes on
+            _set_aside(invoice_id, error)
     return finalized
 
 
-def _set_aside(invoice_id: Any) -> None:
+def _set_aside(invoice_id: Any, error: Exception) -> None:
+    """Leave the invoice a draft with its reason (``reconcile`` and the operator's dashboard list it)."""
+    reason = f"finalizing it failed: {type(error).__name__}: {error}"[:500]
+    Invoice.objects.filter(pk=invoice_id, status=Status.DRAFT).update(hold_reason=reason)
     logger.error("invoice set aside: finalizing it failed", extra={"invoice": str(invoice_id)}, exc_info=True)
     count_on_commit(INVOICES_SET_ASIDE)
 
@@ -245,7 +243,12 @@ def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
     # first is the calendar's choice, not the ids'.
     drafts.sort(key=lambda invoice: (invoice.period_start, str(invoice.pk)))
     unbilled = rate_unbilled(invoices=drafts)
-    drafts = [invoice for invoice in drafts if _owes_nothing_negative(invoice, unbilled[invoice.pk].lines)]
+    drafts = [
+        invoice
+        for invoice in drafts
+        if _all_priced(invoice, unbilled[invoice.pk].unpriced)
+        and _owes_nothing_negative(invoice, unbilled[invoice.pk].lines)
+    ]
     if not drafts:
         return 0
     late_rows_bill(rollup_ids=[row for invoice in drafts for row in unbilled[invoice.pk].late_rows])
@@ -260,6 +263,8 @@ def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
 
     entries = []
     statements: dict[tuple[datetime, datetime], dict[Any, tuple[int, int]]] = defaultdict(dict)
+    buyer_ids = {invoice.buyer_id for invoice in drafts}
+    banks_lock(buyer_ids=buyer_ids)  # in primary-key order, before credit is drawn invoice by invoice
     for invoice in drafts:
         invoice.subtotal = sum(line.amount for line in lines[invoice.pk])
         by_provider = _provider_totals(lines[invoice.pk])
@@ -269,7 +274,7 @@ def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
         for provider_id, (gross, commission) in by_provider.items():
             before = accrued.get(provider_id, (0, 0))
             accrued[provider_id] = (before[0] + gross, before[1] + commission)
-        invoice.finalized_at = now
+        invoice.finalized_at, invoice.hold_reason = now, ""
         invoice.status = Status.FINALIZED if invoice.amount_due else Status.PAID
         invoice.next_payment_attempt_at = now if invoice.amount_due else None
         invoice.paid_at = None if invoice.amount_due else now
@@ -280,6 +285,8 @@ def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
     for invoice, number in zip(drafts, _take_numbers(now, len(drafts)), strict=True):
         invoice.number = number
     Invoice.objects.bulk_update(drafts, _FINALIZED_FIELDS)
+    # Once the invoices no longer count as pending usage: what a draw left is what the buyer has.
+    banks_review(buyer_ids={invoice.buyer_id for invoice in drafts if invoice.bank_credit}, now=now)
     count_on_commit(INVOICES_FINALIZED, len(drafts))
 
     due = [invoice.pk for invoice in drafts if invoice.amount_due and invoice.collection_method == Method.STRIPE]
@@ -292,6 +299,31 @@ def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
             "invoice finalized", extra={"invoice": str(invoice.pk), "number": invoice.number, "due": invoice.amount_due}
         )
     return len(drafts)
+
+
+def _all_priced(invoice: Invoice, unpriced: list[dict[str, Any]]) -> bool:
+    """An invoice with usage that has no price (rollup rows an earlier release stored without
+    one) is set aside as a draft, with its reason and an error logged, rather than finalized
+    without that usage: ``manage.py rebuild_usage_rollups`` prices it, and the next run of
+    month-end finalizes the invoice. ``reconcile`` lists it meanwhile."""
+    if not unpriced:
+        return True
+    totals: dict[str, Any] = defaultdict(int)
+    for row in unpriced:
+        totals[row["metric"]] += row["unbilled"]
+    quantities = ", ".join(f"{format(total.normalize(), 'f')} {metric}" for metric, total in sorted(totals.items()))
+    leases = sorted({str(row["lease_id"]) for row in unpriced})
+    invoice.hold_reason = (
+        f"usage without a price: {quantities} of lease {', '.join(leases)}; "
+        "run manage.py rebuild_usage_rollups, then finalize again"
+    )[:500]
+    Invoice.objects.filter(pk=invoice.pk).update(hold_reason=invoice.hold_reason)
+    logger.error(
+        "invoice set aside: usage without a price",
+        extra={"invoice": str(invoice.pk), "buyer": str(invoice.buyer_id), "reason": invoice.hold_reason},
+    )
+    count_on_commit(INVOICES_SET_ASIDE)
+    return False
 
 
 def _owes_nothing_negative(invoice: Invoice, lines: list[RatedLine]) -> bool:
@@ -338,8 +370,8 @@ def invoice_void(*, invoice_id: Any, by: str, reason: str = "", now: datetime | 
     for entry in billed.order_by("posted_at"):
         entry_reverse(entry=entry, reason=reason or f"invoice {invoice.number} voided", at=now)
     _accrue_statements((invoice.period_start, invoice.period_end), _provider_totals(list(invoice.lines.all())), sign=-1)
-    for hook in VOID_HOOKS:
-        hook(invoice, now)
+    reverse_vouchers(invoice=invoice, now=now)
+    give_back_to_bank(invoice=invoice, now=now)
     refund = invoice.amount_paid > 0
     invoice.status, invoice.voided_at, invoice.voided_by = Status.VOID, now, by
     invoice.next_payment_attempt_at = None

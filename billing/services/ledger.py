@@ -15,6 +15,15 @@ from organizations.models import Organization
 Purpose = Account.Purpose
 
 
+@dataclass(frozen=True)
+class Credit:
+    """What a voucher or a bank credit paid of an invoice, as the ledger must record it."""
+
+    amount: int
+    account: Account  # the account that owes or gives it (voucher receivable of an issuer, bank clearing)
+    description: str
+
+
 # Accounts never change once made: each process remembers the ones it has seen
 # committed (not before: a rolled-back transaction may have made one).
 _accounts: dict[tuple[Any, str, str], Account] = {}

@@ -1,13 +1,17 @@
-"""Recompute every balance two ways, from the ledger and from the rows it stands for."""
+"""Recompute every balance two ways, from the ledger and from the rows it stands for; and check
+that usage is complete: priced, billed once, by the version in force when it happened."""
 
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.db import connection
 from django.db.models import F, Q, Sum
 
+from billing.cloudevents import GPU_SECONDS
 from billing.models import (
     Account,
     BankMovement,
@@ -18,7 +22,12 @@ from billing.models import (
     PaymentAttempt,
     ProviderStatement,
     TopUp,
+    UsageMetric,
+    UsageRollup,
+    UsageRollupDue,
 )
+from billing.rating import SECONDS_PER_HOUR, TOKENS_PER_UNIT
+from pools.models import PricePlan
 from vouchers.models import Redemption
 
 Purpose = Account.Purpose
@@ -28,11 +37,14 @@ Purpose = Account.Purpose
 class Difference:
     check: str
     subject: str
-    ledger: int
-    expected: int
+    ledger: int | Decimal
+    expected: int | Decimal
+    labels: tuple[str, str] | None = ("ledger", "from the records")  # what the two figures are; None: no figures
 
     def __str__(self) -> str:
-        return f"{self.check} {self.subject}: ledger {self.ledger}, from the records {self.expected}"
+        if self.labels is None:
+            return f"{self.check} {self.subject}"
+        return f"{self.check} {self.subject}: {self.labels[0]} {self.ledger}, {self.labels[1]} {self.expected}"
 
 
 def _ledger(purpose: str) -> dict[Any, int]:
@@ -121,6 +133,10 @@ def reconcile() -> list[Difference]:
         if int(total or 0) != credits.get(invoice_id, int(total or 0)):
             differences.append(Difference("voucher lines", str(invoice_id), int(total or 0), credits[invoice_id]))
     differences += _usage_beyond_leases()
+    differences += _unpriced_usage()
+    differences += _invoices_set_aside()
+    differences += _usage_billed()
+    differences += _usage_by_price_version()
     return differences
 
 
@@ -168,7 +184,173 @@ def _usage_beyond_leases() -> list[Difference]:
         for lease_id, hour, is_seconds, reported, allowed in cursor.fetchall():
             kind = "card-seconds" if is_seconds else "tokens"
             subject = f"lease {lease_id} {hour:%Y-%m-%d %H}:00 UTC {kind}"
-            differences.append(Difference("usage beyond the lease", subject, int(reported), int(allowed)))
+            differences.append(
+                Difference(
+                    "usage beyond the lease",
+                    subject,
+                    int(reported),
+                    int(allowed),
+                    ("reported", "the most its cards can do"),
+                )
+            )
+    return differences
+
+
+def _bucket(lease_id: Any, metric: str, model: str, hour: datetime) -> str:
+    return f"lease {lease_id} {metric}{' ' + model if model else ''} {hour:%Y-%m-%d %H:%M} UTC"
+
+
+def _unpriced_usage() -> list[Difference]:
+    """Rolled-up usage without a price version (stored so by releases before hours were split at
+    a version's start): no invoice can bill it until ``rebuild_usage_rollups`` prices it."""
+    rows = (
+        UsageRollup.objects.filter(price_plan__isnull=True)
+        .exclude(quantity=0)
+        .order_by("hour", "lease_id", "metric", "model")
+        .values_list("lease_id", "metric", "model", "hour", "quantity")
+    )
+    return [
+        Difference("usage without a price", _bucket(lease_id, metric, model, hour), 0, quantity, ("priced", "used"))
+        for lease_id, metric, model, hour, quantity in rows
+    ]
+
+
+def _invoices_set_aside() -> list[Difference]:
+    """Drafts that finalizing set aside, with their reason: usage of a closed month left unbilled."""
+    drafts = (
+        Invoice.objects.filter(status=Invoice.Status.DRAFT)
+        .exclude(hold_reason="")
+        .order_by("period_start", "pk")
+        .values_list("pk", "buyer_id", "period_start", "hold_reason")
+    )
+    return [
+        Difference("invoice set aside", f"{pk} of buyer {buyer_id} from {start:%Y-%m-%d}: {reason}", 0, 0, None)
+        for pk, buyer_id, start, reason in drafts
+    ]
+
+
+_BILLED_IN_FINALIZED_MONTHS = """
+SELECT r.lease_id, r.metric, r.model, r.price_plan_id, sum(r.quantity)
+FROM billing_usagerollup AS r JOIN billing_invoice AS i
+  ON i.buyer_id = r.buyer_id AND r.hour >= i.period_start AND r.hour < i.period_end
+WHERE NOT r.late AND r.price_plan_id IS NOT NULL AND i.status <> 'draft'
+GROUP BY 1, 2, 3, 4
+UNION ALL
+SELECT lease_id, metric, model, price_plan_id, sum(billed_quantity) FROM billing_usagerollup
+WHERE late AND billed_quantity <> 0 AND price_plan_id IS NOT NULL
+GROUP BY 1, 2, 3, 4
+"""
+
+_ON_INVOICE_LINES = """
+SELECT lease_id, metric, model, price_plan_id,
+       sum(quantity * CASE unit WHEN %(card_hour)s THEN %(seconds)s ELSE %(tokens)s END), count(*)
+FROM billing_invoiceline GROUP BY 1, 2, 3, 4
+"""
+
+
+def _usage_billed() -> list[Difference]:
+    """Every priced quantity rolled up in a finalized month (or a late row's billed part) is on
+    exactly one invoice line, per lease, metric, model and price version. Lines hold quantities
+    in card-hours or millions of tokens to 10 places: each line may be off by half the last place."""
+    rolled: dict[tuple[Any, ...], Decimal] = defaultdict(Decimal)
+    lines: dict[tuple[Any, ...], tuple[Decimal, int]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(_BILLED_IN_FINALIZED_MONTHS)
+        for *key, quantity in cursor.fetchall():
+            rolled[tuple(key)] += quantity
+        units: dict[str, Any] = {
+            "card_hour": str(InvoiceLine.Unit.CARD_HOUR),
+            "seconds": SECONDS_PER_HOUR,
+            "tokens": TOKENS_PER_UNIT,
+        }
+        cursor.execute(_ON_INVOICE_LINES, units)
+        for *key, quantity, count in cursor.fetchall():
+            lines[tuple(key)] = (quantity, count)
+    differences = []
+    for key in sorted(set(rolled) | set(lines), key=str):
+        billed, count = lines.get(key, (Decimal(0), 0))
+        per_unit = SECONDS_PER_HOUR if key[1] == UsageMetric.GPU_SECONDS else TOKENS_PER_UNIT
+        if abs(billed - rolled.get(key, Decimal(0))) > count * per_unit * Decimal("5e-11"):
+            lease_id, metric, model, plan_id = key
+            differences.append(
+                Difference(
+                    "usage billed",
+                    f"lease {lease_id} {metric}{' ' + model if model else ''} price version {plan_id}",
+                    billed,
+                    rolled.get(key, Decimal(0)),
+                    ("on invoice lines", "rolled up in finalized months"),
+                )
+            )
+    return differences
+
+
+# The price version of each event, found here without the rollup's code: the latest that took
+# effect at or before it (the pool's first, for usage stamped before the pool was listed).
+_EVENTS_BY_VERSION = """
+WITH h AS (SELECT * FROM unnest(%s::uuid[], %s::timestamptz[]) AS h (pool_id, hour))
+SELECT e.lease_id, h.hour, e.type, e.model, v.id, sum(e.quantity), sum(e.input_tokens), sum(e.output_tokens)
+FROM h JOIN marketplace_lease AS l ON l.pool_id = h.pool_id
+JOIN billing_usageevent AS e ON e.lease_id = l.id AND e.time >= h.hour AND e.time < h.hour + interval '1 hour'
+CROSS JOIN LATERAL (
+    SELECT p.id FROM pools_priceplan AS p WHERE p.pool_id = l.pool_id
+    ORDER BY p.effective_from <= e.time DESC, CASE WHEN p.effective_from <= e.time THEN p.effective_from END DESC,
+             p.effective_from
+    LIMIT 1
+) AS v
+GROUP BY 1, 2, 3, 4, 5
+"""
+
+_ROLLED_UP_BY_VERSION = """
+WITH h AS (SELECT * FROM unnest(%s::uuid[], %s::timestamptz[]) AS h (pool_id, hour))
+SELECT r.lease_id, r.hour, r.metric, r.model, r.price_plan_id, sum(r.quantity)
+FROM h JOIN billing_usagerollup AS r ON r.pool_id = h.pool_id AND r.hour = h.hour
+GROUP BY 1, 2, 3, 4, 5
+"""
+
+
+def _usage_by_price_version() -> list[Difference]:
+    """In every hour in which a price version took effect, each version's rolled-up usage (the
+    row its month billed and any late row) equals the raw events from its start, recounted from
+    the events; hours still waiting for their rollup are left out."""
+    versions = dict(PricePlan.objects.values_list("pk", "version"))
+    hours = sorted(
+        {
+            (pool_id, effective_from.replace(minute=0, second=0, microsecond=0))
+            for pool_id, effective_from in PricePlan.objects.values_list("pool_id", "effective_from")
+        }
+    )
+    if not hours:
+        return []
+    arrays: list[Any] = [[pool_id for pool_id, _ in hours], [hour for _, hour in hours]]
+    used: dict[tuple[Any, ...], Decimal] = defaultdict(Decimal)
+    rolled: dict[tuple[Any, ...], Decimal] = defaultdict(Decimal)
+    with connection.cursor() as cursor:
+        cursor.execute(_EVENTS_BY_VERSION, arrays)
+        for lease_id, hour, event_type, model, plan_id, seconds, inputs, outputs in cursor.fetchall():
+            if event_type == GPU_SECONDS:
+                used[(lease_id, hour, UsageMetric.GPU_SECONDS, "", plan_id)] += seconds
+            else:
+                used[(lease_id, hour, UsageMetric.INPUT_TOKENS, model, plan_id)] += inputs
+                used[(lease_id, hour, UsageMetric.OUTPUT_TOKENS, model, plan_id)] += outputs
+        cursor.execute(_ROLLED_UP_BY_VERSION, arrays)
+        for *key, quantity in cursor.fetchall():
+            rolled[tuple(key)] += quantity
+    due = set(UsageRollupDue.objects.values_list("lease_id", "hour"))
+    differences = []
+    for key in sorted(set(used) | set(rolled), key=str):
+        lease_id, hour, metric, model, plan_id = key
+        if used.get(key, 0) == rolled.get(key, 0) or (lease_id, hour) in due:
+            continue
+        version = f"version {versions[plan_id]}" if plan_id else "no price version"
+        differences.append(
+            Difference(
+                "usage by price version",
+                f"{_bucket(lease_id, metric, model, hour)} {version}",
+                rolled.get(key, Decimal(0)),
+                used.get(key, Decimal(0)),
+                ("rolled up", "used"),
+            )
+        )
     return differences
 
 

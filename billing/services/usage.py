@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
@@ -27,7 +28,7 @@ from uuid import UUID, uuid4
 import orjson
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Case, Count, DateTimeField, F, Q, Sum, Value, When
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
@@ -411,10 +412,11 @@ def invoices_for_usage(*, months: set[tuple[Any, tuple[datetime, datetime]]]) ->
 
 
 def plans_by_pool(*, pool_ids: Iterable[Any], until: datetime) -> dict[Any, list[tuple[datetime, Any]]]:
-    """Each pool's price versions as (effective from, id), oldest first."""
+    """Each pool's price versions that take effect before ``until`` as (effective from, id),
+    oldest first; and its first version in any case (see ``plan_in_force``)."""
     plans: dict[Any, list[tuple[datetime, Any]]] = defaultdict(list)
     for pool_id, effective_from, plan_id in (
-        PricePlan.objects.filter(pool_id__in=pool_ids, effective_from__lt=until)
+        PricePlan.objects.filter(Q(effective_from__lt=until) | Q(version=1), pool_id__in=pool_ids)
         .order_by("pool_id", "effective_from")
         .values_list("pool_id", "effective_from", "pk")
     ):
@@ -423,9 +425,38 @@ def plans_by_pool(*, pool_ids: Iterable[Any], until: datetime) -> dict[Any, list
 
 
 def plan_in_force(versions: list[tuple[datetime, Any]], at: datetime) -> Any:
-    """The id of the version in force at ``at``: usage is rated with the price of its hour."""
+    """The id of the version in force at ``at``, when the usage happened.
+
+    Usage stamped before a pool's first version (an agent's clock behind, within the grace
+    ingest allows before a lease's start) is rated at that first version: nothing ran before
+    the pool was listed, and usage is never left without a price.
+    """
     index = bisect_right(versions, at, key=lambda version: version[0])
-    return versions[index - 1][1] if index else None
+    return versions[max(index, 1) - 1][1] if versions else None
+
+
+def _version_start(
+    leases: dict[UUID, tuple[Any, ...]], plans: dict[Any, list[tuple[datetime, Any]]], start: datetime, end: datetime
+) -> Case | Value:
+    """For each event, the start of the latest price version that took effect inside an hour of
+    [start, end), at or before the event (null if none did): the rows of an hour are split there.
+
+    Only versions starting inside an hour take part; there are none in most rollups, and then
+    the events are summed by hour alone, as before this split existed.
+    """
+    starts = []
+    for pool_id, versions in plans.items():
+        pool_leases = sorted((lease_id for lease_id, row in leases.items() if row[1] == pool_id), key=str)
+        starts += [(at, pool_leases) for at, _ in versions if start < at < end and at != _hour_floor(at)]
+    if not starts:
+        return Value(None, output_field=DateTimeField())
+    starts.sort(key=lambda version: version[0], reverse=True)  # the latest that applies wins
+    whens = [When(Q(lease_id__in=pool_leases, time__gte=at), then=Value(at)) for at, pool_leases in starts]
+    return Case(*whens, default=Value(None), output_field=DateTimeField())
+
+
+def _hour_floor(at: datetime) -> datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
 
 
 def usage_rollup_buckets(*, buckets: Iterable[Bucket]) -> int:
@@ -461,32 +492,50 @@ def _roll_up(wanted: set[Bucket]) -> int:
         if mark[:2] in wanted
     ]
     hours = sorted(hour for _, hour in wanted)
-    plans = plans_by_pool(pool_ids={row[1] for row in leases.values()}, until=hours[-1] + timedelta(hours=1))
+    first, until = hours[0], hours[-1] + timedelta(hours=1)
+    pool_ids = sorted({row[1] for row in leases.values()}, key=str)
+    # A new price version locks its pool until it commits, and marks for a rollup the hours it
+    # reprices (``usage_hours_reprice``): this rollup reads the versions either after that
+    # commit, or before it and then commits first, so the version's marks see these rows.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM pools_resourcepool WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE", [pool_ids])
+    plans = plans_by_pool(pool_ids=pool_ids, until=until)
     sums = (
-        UsageEvent.objects.filter(lease_id__in=leases, time__gte=hours[0], time__lt=hours[-1] + timedelta(hours=1))
-        .annotate(bucket=TruncHour("time", tzinfo=UTC))
-        .values_list("lease_id", "bucket", "type", "model")
+        UsageEvent.objects.filter(lease_id__in=leases, time__gte=first, time__lt=until)
+        .annotate(bucket=TruncHour("time", tzinfo=UTC), since=_version_start(leases, plans, first, until))
+        .values_list("lease_id", "bucket", "since", "type", "model")
         .annotate(seconds=Sum("quantity"), inputs=Sum("input_tokens"), outputs=Sum("output_tokens"), events=Count("id"))
     )
-    rows: list[UsageRollup] = []
-    for lease_id, bucket, event_type, model, seconds, inputs, outputs, events in sums:
+    totals: dict[tuple[Any, ...], list[Any]] = {}
+    for lease_id, bucket, since, event_type, model, seconds, inputs, outputs, events in sums:
         if (lease_id, bucket) not in wanted:
             continue
-        _, pool_id, buyer_id, provider_id = leases[lease_id]
-        common = {
-            "lease_id": lease_id,
-            "pool_id": pool_id,
-            "buyer_id": buyer_id,
-            "provider_id": provider_id,
-            "price_plan_id": plan_in_force(plans.get(pool_id, []), bucket),
-        }
+        pool_id = leases[lease_id][1]
+        plan_id = plan_in_force(plans.get(pool_id, []), max(bucket, since) if since else bucket)
         if event_type == GPU_SECONDS:
             metrics = [(UsageMetric.GPU_SECONDS, "", seconds)]
         else:
             metrics = [(UsageMetric.INPUT_TOKENS, model, inputs), (UsageMetric.OUTPUT_TOKENS, model, outputs)]
-        rows.extend(
-            UsageRollup(**common, metric=metric, model=name, hour=bucket, quantity=quantity, events=events)
-            for metric, name, quantity in metrics
+        for metric, name, quantity in metrics:
+            total = totals.setdefault((lease_id, metric, name, bucket, plan_id), [Decimal(0), 0])
+            total[0] += quantity
+            total[1] += events
+    rows = []
+    for (lease_id, metric, name, bucket, plan_id), (quantity, events) in totals.items():
+        _, pool_id, buyer_id, provider_id = leases[lease_id]
+        rows.append(
+            UsageRollup(
+                lease_id=lease_id,
+                pool_id=pool_id,
+                buyer_id=buyer_id,
+                provider_id=provider_id,
+                price_plan_id=plan_id,
+                metric=metric,
+                model=name,
+                hour=bucket,
+                quantity=quantity,
+                events=events,
+            )
         )
     usage_rollups_store(rows=rows)
     for start in range(0, len(marks), 500):
@@ -499,38 +548,90 @@ def _roll_up(wanted: set[Bucket]) -> int:
 
 @transaction.atomic
 def usage_rollups_store(*, rows: list[UsageRollup]) -> None:
-    """Store these bucket totals, each the row its month's invoice bills or, once that invoice
-    is finalized, the late row of what was added since (see ``UsageRollup``)."""
-    closed = invoices_for_usage(months={(row.buyer_id, month_of(row.hour)) for row in rows}) if rows else set()
+    """Store these totals of (lease, metric, model, hour) per price version, each the row its
+    month's invoice bills or, once that invoice is finalized, the late row of what was added
+    since (see ``UsageRollup``). A version of such an hour that no longer has usage (a price
+    version made after its usage was rolled up took it) keeps nothing."""
+    if not rows:
+        return
+    closed = invoices_for_usage(months={(row.buyer_id, month_of(row.hour)) for row in rows})
+    stored = {
+        (lease_id, metric, model, hour, plan_id, late): (quantity, events)
+        for lease_id, metric, model, hour, plan_id, late, quantity, events in UsageRollup.objects.filter(
+            lease_id__in={row.lease_id for row in rows}, hour__in={row.hour for row in rows}
+        ).values_list("lease_id", "metric", "model", "hour", "price_plan_id", "late", "quantity", "events")
+    }
     UsageRollup.objects.bulk_create(
-        _late_rows_of_closed_months(rows, closed),
+        _late_rows_of_closed_months([*rows, *_emptied(rows, stored)], closed, stored),
         update_conflicts=True,
-        unique_fields=["lease", "metric", "model", "hour", "late"],
-        update_fields=["quantity", "events", "price_plan", "updated_at"],
+        unique_fields=["lease", "metric", "model", "hour", "price_plan", "late"],
+        update_fields=["quantity", "events", "updated_at"],
         batch_size=2000,
     )
 
 
-def _late_rows_of_closed_months(rows: list[UsageRollup], closed: set[tuple[Any, datetime]]) -> list[UsageRollup]:
+def _emptied(rows: list[UsageRollup], stored: dict[tuple[Any, ...], Any]) -> list[UsageRollup]:
+    """Zero rows for the stored versions of these rows' (lease, metric, model, hour) that they lack."""
+    template = {(row.lease_id, row.metric, row.model, row.hour): row for row in rows}
+    given = {(row.lease_id, row.metric, row.model, row.hour, row.price_plan_id) for row in rows}
+    emptied = []
+    for lease_id, metric, model, hour, plan_id in sorted({key[:5] for key in stored} - given, key=str):
+        row = template.get((lease_id, metric, model, hour))
+        if row is None:
+            continue
+        emptied.append(
+            UsageRollup(
+                lease_id=lease_id,
+                pool_id=row.pool_id,
+                buyer_id=row.buyer_id,
+                provider_id=row.provider_id,
+                price_plan_id=plan_id,
+                metric=metric,
+                model=model,
+                hour=hour,
+                quantity=Decimal(0),
+                events=0,
+            )
+        )
+    return emptied
+
+
+def _late_rows_of_closed_months(
+    rows: list[UsageRollup], closed: set[tuple[Any, datetime]], stored: dict[tuple[Any, ...], Any]
+) -> list[UsageRollup]:
     """Rows of months whose invoice is finalized become late rows holding what the events add
-    to the row that invoice billed; a bucket with nothing to add gets no late row."""
-    in_closed = [row for row in rows if (row.buyer_id, month_of(row.hour)[0]) in closed]
-    if not in_closed:
-        return rows
-    stored = {
-        (lease_id, metric, model, hour, late): (quantity, events)
-        for lease_id, metric, model, hour, late, quantity, events in UsageRollup.objects.filter(
-            lease_id__in={row.lease_id for row in in_closed}, hour__in={row.hour for row in in_closed}
-        ).values_list("lease_id", "metric", "model", "hour", "late", "quantity", "events")
-    }
-    kept = [row for row in rows if (row.buyer_id, month_of(row.hour)[0]) not in closed]
-    for row in in_closed:
-        key = (row.lease_id, row.metric, row.model, row.hour)
+    to the row that invoice billed; a bucket with nothing to add gets no late row. A row
+    without a price was never billed: it is updated in place (a rebuild that prices its usage
+    empties it, and the priced rows bill that usage as late usage)."""
+    kept = []
+    for row in rows:
+        if (row.buyer_id, month_of(row.hour)[0]) not in closed or row.price_plan_id is None:
+            kept.append(row)
+            continue
+        key = (row.lease_id, row.metric, row.model, row.hour, row.price_plan_id)
         billed_quantity, billed_events = stored.get((*key, False), (0, 0))
         row.late, row.quantity, row.events = True, row.quantity - billed_quantity, max(row.events - billed_events, 0)
         if row.quantity or (*key, True) in stored:
             kept.append(row)
     return kept
+
+
+def usage_hours_reprice(plan: PricePlan) -> None:
+    """Mark for a new rollup the hours of the pool's usage from the start of a new price
+    version's hour: usage already rolled up there may now be the new version's (a version may
+    start up to ``PRICE_CHANGE_SKEW`` before it is made; agents may stamp usage a little
+    ahead). Runs inside the transaction that makes the version, its pool locked (a pools hook)."""
+    buckets = sorted(
+        set(
+            UsageRollup.objects.filter(pool_id=plan.pool_id, hour__gte=_hour_floor(plan.effective_from)).values_list(
+                "lease_id", "hour"
+            )
+        ),
+        key=lambda bucket: (str(bucket[0]), bucket[1]),
+    )
+    if buckets:
+        _mark_due(buckets, now=timezone.now())
+        transaction.on_commit(lambda: queue_rollups(buckets), robust=True)
 
 
 def usage_rollups_rebuild(*, progress: Any = None) -> int:

@@ -9,6 +9,8 @@ no servers installed. ``.env.example`` lists every variable read here.
 from decimal import Decimal
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.env import (
     env_bool,
     env_choice,
@@ -371,12 +373,8 @@ METRICS_WORKER_PORT = env_int("METRICS_WORKER_PORT", 0, min_value=0, max_value=6
 # imported): one directory per gunicorn master, and per Celery worker; see config/gunicorn.py.
 PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
 if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR!r} is not a directory.")
 if METRICS_WORKER_PORT and not PROMETHEUS_MULTIPROC_DIR:
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured(
         "METRICS_WORKER_PORT needs PROMETHEUS_MULTIPROC_DIR: a worker's pool processes count in files "
         "of that directory, which the worker's main process serves."

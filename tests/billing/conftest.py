@@ -52,3 +52,8 @@ def token_event(lease: Lease, event_id: str, **data: Any) -> dict:
         "time": (timezone.now() - timedelta(minutes=30)).isoformat(),
         "data": {"model": "qwen3-72b", "input_tokens": 1000, "output_tokens": 200, **data},
     }
+
+
+@pytest.fixture(autouse=True)
+def _money_at_a_fixed_moment(frozen_clock: Any) -> None:
+    """Billing tests rate money: they run at ``TEST_NOW`` (tests/conftest.py)."""

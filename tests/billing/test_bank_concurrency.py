@@ -6,18 +6,20 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
-from billing.models import BankMovement, CreditGrant, CreditHold
-from billing.services.bank.grants import bank_draw
+from billing.models import Bank, BankMovement, CreditGrant, CreditHold, Invoice
+from billing.services.bank.grants import bank_draw, bank_of
 from billing.services.bank.state import bank_state, expected_cost
+from billing.services.invoices import invoice_for_period, invoices_finalize
 from billing.services.reconcile import reconcile
 from core.exceptions import RuleViolation
 from marketplace.dispatch import Requirements
 from marketplace.models import Lease
 from marketplace.services import lease_start, order_place
-from tests.billing.factories import credit, prepaid
+from tests.billing.factories import credit, leased, prepaid, usage
+from tests.billing.test_invoices import APRIL_5, SETUP, shanghai
 from tests.factories import BuyerFactory, ProviderFactory, pool_factory
 from tests.threads import run_concurrently
 
@@ -146,3 +148,45 @@ def test_concurrent_lease_starts_hold_no_more_credit_than_the_bank_has() -> None
     assert sorted(holds.values_list("lease_id", flat=True)) == sorted(running.values_list("pk", flat=True))
     assert sum(holds.values_list("amount", flat=True)) <= sum(costs[:3])
     assert bank_state(buyer_id=buyer.pk, at=start).available >= 0
+
+
+def test_a_batch_of_invoices_locks_its_buyers_banks_in_key_order_so_that_no_other_batch_deadlocks_with_it() -> None:
+    # given two buyers whose banks were made in one order and whose invoices are paid in the other
+    # (the buyer with the later bank has the older invoice), both paid by their banks
+
+    provider, first, second = ProviderFactory(), BuyerFactory(), BuyerFactory()
+    first_bank, second_bank = bank_of(first), bank_of(second)
+    assert first_bank.pk < second_bank.pk
+    for buyer, month in ((second, 2), (first, 3)):
+        credit(buyer, 1_000_000, at=SETUP)
+        usage(leased(buyer=buyer, provider=provider, at=SETUP), shanghai(24, 12, month=month))
+    invoices = [invoice_for_period(buyer=second, at=shanghai(24, 12, month=2)).pk]
+    invoices.append(invoice_for_period(buyer=first, at=shanghai(24, 12, month=3)).pk)
+    holding_first, errors = threading.Event(), []
+
+    def other_batch() -> None:  # takes the same banks in key order, slowly
+        with transaction.atomic():
+            Bank.objects.select_for_update().get(pk=first_bank.pk)
+            holding_first.set()
+            threading.Event().wait(1.5)
+            Bank.objects.select_for_update().get(pk=second_bank.pk)
+
+    def month_end() -> None:
+        holding_first.wait(5)
+        invoices_finalize(invoice_ids=invoices, now=APRIL_5)
+
+    def guarded(job):  # type: ignore[no-untyped-def]
+        def run() -> None:
+            try:
+                job()
+            except BaseException as exc:  # noqa: BLE001  a deadlock fails the test below
+                errors.append(exc)
+
+        return run
+
+    # when month-end runs while another transaction takes the banks in key order
+    run_concurrently([guarded(other_batch), guarded(month_end)])
+
+    # then neither deadlocked, and both invoices were paid by their banks
+    assert errors == []
+    assert sorted(Invoice.objects.filter(pk__in=invoices).values_list("status", flat=True)) == ["paid", "paid"]

@@ -8,17 +8,18 @@ import orjson
 import pytest
 from django.utils import timezone
 
-from billing.models import CreditGrant, CreditHold, Invoice, JournalEntry
-from billing.periods import local_zone
+from billing.models import BankEvent, CreditGrant, CreditHold, Invoice, JournalEntry
+from billing.services.bank.grants import bank_settings_set
 from billing.services.bank.holds import holds_review
 from billing.services.bank.state import expected_cost
-from billing.services.invoices import invoice_finalize, invoice_void
+from billing.services.invoices import draft_lines, invoice_finalize, invoice_void
 from billing.services.ledger import Purpose, balance_of
 from billing.services.payments import invoice_collect, payment_method_set
 from billing.services.reconcile import reconcile
 from billing.services.usage import usage_rollup_buckets
 from billing.stripe_client import stripe_client
 from core.money import round_to_fen, share
+from core.timezones import local_zone
 from marketplace.models import Lease
 from marketplace.services import lease_start
 from pools.tariffs import hour_bands
@@ -215,3 +216,34 @@ def test_pending_usage_is_what_no_finalized_invoice_billed_late_usage_included(b
     usage(lease, shanghai(3, 12), seconds=16 * 3600)  # late events of a billed hour: as much again
 
     assert bank_state(buyer_id=buyer.pk, at=APRIL_5).pending_usage == invoice.subtotal
+
+
+def low_balance_events(buyer) -> int:  # type: ignore[no-untyped-def]
+    return BankEvent.objects.filter(buyer=buyer, kind=BankEvent.Kind.LOW_BALANCE).count()
+
+
+def test_finalizing_an_invoice_the_bank_pays_raises_no_false_low_balance_event(buyer, provider) -> None:
+    # given 10,000.00 of credit, March usage the bank pays, and a threshold the balance left stays above
+    march_usage(buyer, provider)
+    credit(buyer, 1_000_000, at=SETUP)
+    subtotal = sum(line.amount for line in draft_lines(march_invoice(buyer)))
+    assert 0 < subtotal < 500_000
+    bank_settings_set(buyer=buyer, changes={"low_balance_threshold": 1_000_000 - subtotal - subtotal // 2})
+
+    # when the invoice is finalized
+    invoice = invoice_finalize(invoice_id=march_invoice(buyer).pk, now=APRIL_5)
+
+    # then the bank paid it and the buyer is not told of a low balance it does not have
+    assert invoice.bank_credit == subtotal
+    assert low_balance_events(buyer) == 0
+
+
+def test_finalizing_an_invoice_that_takes_the_bank_below_its_threshold_tells_the_buyer_once(buyer, provider) -> None:
+    march_usage(buyer, provider)
+    credit(buyer, 1_000_000, at=SETUP)
+    subtotal = sum(line.amount for line in draft_lines(march_invoice(buyer)))
+    bank_settings_set(buyer=buyer, changes={"low_balance_threshold": 1_000_000 - subtotal + 1})
+
+    invoice_finalize(invoice_id=march_invoice(buyer).pk, now=APRIL_5)
+
+    assert low_balance_events(buyer) == 1

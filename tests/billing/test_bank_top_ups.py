@@ -60,6 +60,7 @@ def wait_for(condition, seconds: float = 15) -> None:  # type: ignore[no-untyped
         time.sleep(0.1)
 
 
+@pytest.mark.wall_clock  # localstripe signs its webhooks with its own clock
 @pytest.mark.django_db(transaction=True)
 def test_a_top_up_is_granted_when_stripe_confirms_it_and_replays_grant_nothing_more(
     stripe_webhooks, buyer, buyer_client
@@ -298,3 +299,31 @@ def test_the_bank_check_task_expires_credit_and_reviews_holds(buyer) -> None:
         outcome = bank_check.apply().get()
 
     assert outcome == {"expired_fen": 1_000, "stale_top_ups": 0}
+
+
+def test_a_stale_automatic_top_up_stripe_never_completed_is_canceled_failed_and_never_blocks_the_next(
+    stripe, buyer
+) -> None:
+    # given an automatic top-up whose PaymentIntent was made but never confirmed (the worker died)
+    payment_method_set(organization=buyer, payment_method=card(GOOD_CARD))
+    bank_settings_set(buyer=buyer, changes={"auto_top_up_threshold": 10_000, "auto_top_up_amount": 50_000})
+    stuck = stripe_client().v1.payment_intents.create(
+        params={
+            "amount": 50_000,
+            "currency": "cny",
+            "customer": buyer.stripe_customer.customer_id,
+            "payment_method": buyer.stripe_customer.default_payment_method,
+        }
+    )
+    assert stuck.status == "requires_confirmation"
+    top_up = TopUp.objects.create(buyer=buyer, amount=50_000, automatic=True, payment_intent_id=stuck.id)
+    assert bank_auto_top_up(buyer_id=buyer.pk) is None  # it blocks the next while in flight
+
+    # when stale top-ups are settled
+    assert top_ups_settle_stale(now=timezone.now() + timedelta(hours=2)) == 1
+
+    # then Stripe will never charge it, it failed, and the next automatic top-up is charged
+    assert stripe_client().v1.payment_intents.retrieve(stuck.id).status == "canceled"
+    assert TopUp.objects.get(pk=top_up.pk).status == "failed"
+    following = bank_auto_top_up(buyer_id=buyer.pk)
+    assert following is not None and following.status == "succeeded"

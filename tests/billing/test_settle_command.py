@@ -12,11 +12,12 @@ from django.utils import timezone
 
 from billing.management.commands.settle import Command
 from billing.models import Invoice, JournalEntry, PaymentAttempt
-from billing.periods import local_zone, month_of, previous_month
+from billing.periods import month_of
 from billing.services.invoices import invoice_for_period
 from billing.services.payments import payment_method_set
 from billing.services.reconcile import reconcile
 from billing.stripe_client import stripe_client
+from core.timezones import local_zone
 from tests.billing.factories import leased, usage
 from tests.billing.test_payments import GOOD_CARD, card
 from tests.conftest import REPO, database_url
@@ -24,9 +25,13 @@ from tests.conftest import REPO, database_url
 pytestmark = pytest.mark.django_db
 
 
+def last_month() -> tuple[datetime, datetime]:
+    return month_of(month_of(timezone.now())[0] - timedelta(seconds=1))
+
+
 def last_months_draft(buyer, provider, *, card_on_file: bool = True) -> Invoice:  # type: ignore[no-untyped-def]
     """A draft for last month's usage (8 card-hours), with a card on file to pay it unless told."""
-    month_start, _ = previous_month(timezone.now())
+    month_start, _ = last_month()
     lease = leased(buyer=buyer, provider=provider, at=month_start - timedelta(days=5))
     usage(lease, month_start + timedelta(days=3, hours=4), seconds=8 * 3600)
     if card_on_file:
@@ -129,7 +134,7 @@ def test_settling_as_of_a_later_moment_is_refused_with_production_settings() -> 
 
 def test_as_of_is_refused_where_the_setting_is_off(settings, buyer, provider) -> None:
     settings.BILLING_AS_OF_ALLOWED = False
-    invoice = invoice_for_period(buyer=buyer, at=previous_month(timezone.now())[0])
+    invoice = invoice_for_period(buyer=buyer, at=last_month()[0])
 
     with pytest.raises(CommandError, match="BILLING_AS_OF_ALLOWED is off"):
         settle(as_of=next_month_4th()[0])
@@ -148,7 +153,7 @@ def test_as_of_is_refused_where_the_setting_is_off(settings, buyer, provider) ->
     ],
 )
 def test_a_bad_as_of_is_refused_with_a_message(buyer, as_of: str, message: str) -> None:
-    invoice = invoice_for_period(buyer=buyer, at=previous_month(timezone.now())[0])
+    invoice = invoice_for_period(buyer=buyer, at=last_month()[0])
 
     with pytest.raises(CommandError, match=message):
         settle(as_of=as_of)

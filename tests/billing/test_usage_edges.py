@@ -251,6 +251,12 @@ def test_an_invoice_that_cannot_be_finalized_is_set_aside_and_the_rest_of_its_ba
     assert finalized == 1
     assert statuses == {buyer.pk: Invoice.Status.DRAFT, other_buyer.pk: Invoice.Status.FINALIZED}
     assert REGISTRY.get_sample_value("grid_invoices_set_aside_total") == before + 1
+    # and the draft keeps why, which reconcile lists with it
+    held = Invoice.objects.get(pk=invoices[0].pk)
+    assert held.hold_reason.startswith("finalizing it failed: DataError")
+    assert [d.subject for d in reconcile() if d.check == "invoice set aside"] == [
+        f"{held.pk} of buyer {buyer.pk} from {held.period_start:%Y-%m-%d}: {held.hold_reason}"
+    ]
 
 
 # --- 6. exactly-once is per provider ----------------------------------------------------------------

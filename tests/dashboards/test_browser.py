@@ -77,6 +77,7 @@ def grid(transactional_db: None) -> Grid:
     return build_grid()
 
 
+@pytest.mark.wall_clock  # the browser keeps the session cookie by its own clock
 def test_each_kind_of_member_sees_the_apis_numbers_and_only_their_own_pages(grid, live_server) -> None:
     assert CHROMIUM.exists(), "The browser test needs Debian's chromium: apt-get install -y chromium"
     from playwright.sync_api import sync_playwright

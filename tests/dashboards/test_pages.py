@@ -10,9 +10,10 @@ from urllib.parse import quote
 import pytest
 from django.test import Client
 
+from billing.models import Invoice
 from core.money import format_yuan, shown_price
+from core.timezones import local_zone
 from pools.models import PricePlan, ResourcePool
-from pools.tariffs import local_zone
 from tests.billing.factories import credit
 from tests.dashboards.scenario import PASSWORD, Grid, api_get, build_grid
 from tests.factories import pool_factory
@@ -163,6 +164,17 @@ def test_the_operator_page_lists_stale_and_suspended_pools_and_overdue_invoices(
     assert figures(answer.content.decode(), "invoice-amount-due") == [format_yuan(grid.overdue.amount_due)]
     assert figures(answer.content.decode(), "overdue-count") == ["1"]
     assert figures(answer.content.decode(), "attention-count") == ["2"]
+
+
+def test_the_operator_page_lists_invoices_month_end_set_aside_with_their_reason(grid) -> None:
+    draft = Invoice.objects.get(buyer=grid.buyer, status="draft")
+    Invoice.objects.filter(pk=draft.pk).update(hold_reason="usage without a price: 60 gpu_seconds")
+
+    answer = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/")
+
+    assert [invoice.pk for invoice in answer.context["set_aside"]] == [draft.pk]
+    assert figures(answer.content.decode(), "set-aside-reason") == ["usage without a price: 60 gpu_seconds"]
+    assert figures(answer.content.decode(), "set-aside-count") == ["1"]
 
 
 def test_the_operator_page_counts_the_last_days_placements_by_hub(grid, make_client) -> None:

@@ -5,11 +5,12 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from marketplace.dispatch import REALTIME, SHANGHAI
+from core.timezones import local_zone
+from marketplace.dispatch import REALTIME
 from marketplace.selectors import pool_snapshots
 from marketplace.simulation import generate_orders, simulate
 
-DAY = datetime(2026, 3, 10, tzinfo=SHANGHAI)
+DAY = datetime(2026, 3, 10, tzinfo=local_zone())
 
 
 def test_generated_demand_is_three_parts_inference_to_one_of_training() -> None:

@@ -3,6 +3,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
 from organizations.models import Organization
+from organizations.selectors import related_organizations
 from organizations.validators import credit_code_check_char, validate_credit_code
 from tests.factories import BuyerFactory, ProviderFactory
 
@@ -56,17 +57,24 @@ def test_create_organization_command_refuses_a_bad_credit_code() -> None:
 
 
 @pytest.mark.django_db
-def test_related_parties_share_a_credit_code_or_a_group() -> None:
-    group = BuyerFactory()
-    buyer = BuyerFactory(parent=group)
-    sister_provider = ProviderFactory(parent=group)
-    same_entity_provider = ProviderFactory(credit_code=buyer.credit_code)
-    stranger = ProviderFactory()
+def test_related_parties_are_the_whole_group_and_the_same_legal_entity() -> None:
+    # given a group of three generations, a company that is one of them under another kind, and strangers
+    top = BuyerFactory()
+    middle, aunt = BuyerFactory(parent=top), ProviderFactory(parent=top)
+    buyer, sister, cousin = BuyerFactory(parent=middle), ProviderFactory(parent=middle), ProviderFactory(parent=aunt)
+    child = ProviderFactory(parent=buyer)
+    same_entity_as_top = ProviderFactory(credit_code=top.credit_code)
+    stranger, strangers_child = ProviderFactory(), ProviderFactory()
+    strangers_child.parent = stranger
+    strangers_child.save(update_fields=["parent"])
 
-    assert buyer.is_related_to(sister_provider)
-    assert buyer.is_related_to(group)
-    assert buyer.is_related_to(same_entity_provider)
-    assert not buyer.is_related_to(stranger)
+    # when the buyer's group is read
+    group = related_organizations(organization=buyer)
+
+    # then it holds its ancestors, descendants, siblings and cousins, and the same legal entity, not strangers
+    members = (top, middle, aunt, buyer, sister, cousin, child, same_entity_as_top)
+    assert group == frozenset(member.pk for member in members)
+    assert stranger.pk not in group and strangers_child.pk not in group
 
 
 @pytest.mark.django_db

@@ -1,10 +1,12 @@
 """A small model of the money of Compute Grid, in plain Python, for the money state machine.
 
 It knows nothing of the service's code: it is the rules of docs/architecture.md and the issues
-written out again with exact fractions. Usage is rated with the price version in force at
-the start of its hour and rounded once per invoice line; vouchers pay their program's
+written out again with exact fractions. Usage is rated with the price version in force when it
+happened (the pool's first, for usage stamped before the pool was listed), with the time-of-use
+band of its local hour, and rounded once per invoice line; vouchers pay their program's
 share of eligible lines, soonest-expiring first, within their remaining value, the yearly
-cap and their validity; the buyer owes the rest, collected by card or transfer; a void
+cap and their validity (hour by hour: a voucher issued mid-month pays its share of the hours
+of usage after it, not a share of the month); the buyer owes the rest, collected by card or transfer; a void
 gives everything back. Amounts are integer fen; rates are exact.
 """
 
@@ -16,12 +18,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
-from zoneinfo import ZoneInfo
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
+from core.timezones import local_zone
+
 LATE_INVOICE_GRACE = timedelta(days=7)
 HOUR = timedelta(hours=1)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+NEVER = datetime.max.replace(tzinfo=UTC)  # the expiry of grants that never expire, for sorting
 
 
 def round_half_up(exact: Fraction) -> int:
@@ -44,8 +46,18 @@ def prorate(amount: int, inside: int, duration: int) -> int:
     return first
 
 
+def split(amount: int, weights: list[Fraction]) -> list[int]:
+    """``amount`` in parts in proportion to ``weights``: largest remainder, earlier parts win ties."""
+    total = sum(weights)
+    exact = [amount * weight / total for weight in weights]
+    parts = [int(part) for part in exact]
+    for index in sorted(range(len(parts)), key=lambda i: (-(exact[i] - parts[i]), i))[: amount - sum(parts)]:
+        parts[index] += 1
+    return parts
+
+
 def month_of(at: datetime) -> tuple[datetime, datetime]:
-    local = at.astimezone(SHANGHAI)
+    local = at.astimezone(local_zone())
     start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     return start.astimezone(UTC), end.astimezone(UTC)
@@ -68,9 +80,10 @@ class Pool:
     bands: list[str]  # band of each local hour 0..23 (the hub's tariff)
     versions: list[Version]
 
-    def version_at(self, hour: datetime) -> int | None:
-        index = bisect_right([version.effective_from for version in self.versions], hour)
-        return index - 1 if index else None
+    def version_at(self, at: datetime) -> int:
+        """The version in force at ``at``; the first for a moment before the pool was listed."""
+        index = bisect_right([version.effective_from for version in self.versions], at)
+        return max(index, 1) - 1
 
 
 @dataclass
@@ -92,13 +105,32 @@ class Lease:
 @dataclass
 class Usage:
     """An hour of a lease: its month's invoice bills what it holds when it is finalized; what
-    comes later is late usage, billed by the buyer's next invoice as an adjustment."""
+    comes later is late usage, billed by the buyer's next invoice as an adjustment. Each
+    event is rated with the version in force when it happened, as the versions stand when
+    it is billed (a version may start before it is made, within the skew)."""
 
-    seconds: int = 0
-    billed: int = 0  # by the month's invoice
-    late_billed: int = 0  # by later invoices
+    events: list[tuple[datetime, int]] = field(default_factory=list)
+    billed: dict[int, int] = field(default_factory=dict)  # seconds per version, by the month's invoice
+    late_billed: dict[int, int] = field(default_factory=dict)  # by later invoices
     closed: bool = False  # the month's invoice is finalized
-    version: int | None = None
+
+    @property
+    def seconds(self) -> int:
+        return sum(seconds for _, seconds in self.events)
+
+    def by_version(self, pool: "Pool") -> dict[int, int]:
+        seconds: dict[int, int] = defaultdict(int)
+        for at, amount in self.events:
+            seconds[pool.version_at(at)] += amount
+        return seconds
+
+    def unbilled(self, pool: "Pool") -> dict[int, int]:
+        """Seconds per version no invoice has billed."""
+        used = self.by_version(pool)
+        if not self.closed:
+            return used
+        versions = set(used) | set(self.billed) | set(self.late_billed)
+        return {v: used.get(v, 0) - self.billed.get(v, 0) - self.late_billed.get(v, 0) for v in versions}
 
 
 @dataclass
@@ -157,8 +189,7 @@ class Grant:
     @property
     def burn_order(self) -> tuple[object, ...]:
         """Soonest-expiring first (never-expiring last), then by priority, then oldest."""
-        # Never-expiring grants tie on the second key: priority decides among them, not age.
-        return (self.expires_at is None, self.expires_at or EPOCH, self.priority, self.created_at)
+        return (self.expires_at is None, self.expires_at or NEVER, self.priority, self.created_at)
 
 
 @dataclass
@@ -171,6 +202,7 @@ class Line:
     provider: str
     amount: int
     voucher_amount: int = 0
+    hours: dict[datetime, int] = field(default_factory=dict)  # usage lines: card-seconds by UTC hour
 
 
 @dataclass
@@ -258,8 +290,7 @@ class MoneyModel:
         usage = self.usage.setdefault((lease_id, hour), Usage())
         if usage.seconds + seconds > limit:
             return False
-        usage.seconds += seconds
-        usage.version = lease.pool.version_at(hour)
+        usage.events.append((at, seconds))
         usage.closed = self._invoice_for(lease.buyer, hour, now)
         return True
 
@@ -335,29 +366,32 @@ class MoneyModel:
 
     def _take_unbilled(self, invoice: Invoice, takes_late: bool) -> list[Line]:
         seconds: dict[tuple[str, str, int, str], int] = defaultdict(int)
+        hours: dict[tuple[str, str, int, str], dict[datetime, int]] = defaultdict(dict)
         for (lease_id, hour), usage in self.usage.items():
             lease = self.leases[lease_id]
             if lease.buyer != invoice.buyer or hour >= invoice.period_end:
                 continue
             if hour >= invoice.period_start:
-                kind, delta = "usage", usage.seconds
-                usage.billed, usage.closed = usage.seconds, True
+                kind, deltas = "usage", usage.by_version(lease.pool)
+                usage.billed, usage.closed = dict(deltas), True
             elif takes_late and usage.closed:
-                kind, delta = "adjustment", usage.seconds - usage.billed - usage.late_billed
-                usage.late_billed += delta
+                kind, deltas = "adjustment", usage.unbilled(lease.pool)
+                for version, delta in deltas.items():
+                    usage.late_billed[version] = usage.late_billed.get(version, 0) + delta
             else:
                 continue
-            if not delta or usage.version is None:
-                continue
-            band = lease.pool.bands[hour.astimezone(SHANGHAI).hour]
-            seconds[(kind, lease_id, usage.version, band)] += delta
+            band = lease.pool.bands[hour.astimezone(local_zone()).hour]
+            for version, delta in deltas.items():
+                if delta:
+                    seconds[(kind, lease_id, version, band)] += delta
+                    hours[(kind, lease_id, version, band)][hour] = delta
         lines = []
         for (kind, lease_id, version, band), total in seconds.items():
             pool = self.leases[lease_id].pool
             exact = Fraction(total, 3600) * pool.versions[version].rate(band) * 100
             lines.append(
                 Line(kind, lease_id, band, version, pool.versions[version].effective_from, pool.provider,
-                     round_half_up(exact))
+                     round_half_up(exact), hours=hours[(kind, lease_id, version, band)])
             )  # fmt: skip
         # The order the service hands lines to vouchers in: by kind, lease, band, then price version.
         return sorted(lines, key=lambda line: (line.kind, line.lease, line.band, line.effective_from))
@@ -375,17 +409,23 @@ class MoneyModel:
         owed: dict[str, int] = defaultdict(int)
         if not offered or not purses:
             return owed
-        year = invoice.period_start.astimezone(SHANGHAI).year
-        duration = (invoice.period_end - invoice.period_start) // timedelta(microseconds=1)
+        year = invoice.period_start.astimezone(local_zone()).year
+        duration = HOUR // timedelta(microseconds=1)
         for line in offered:
+            # A voucher pays its share of each hour of the line's usage inside its validity: the line's
+            # fen split by the card-seconds of each hour (one rate), the hour a validity cuts prorated.
+            hours = sorted(line.hours)
+            parts = dict(zip(hours, split(line.amount, [Fraction(line.hours[hour]) for hour in hours]), strict=True))
             paid = 0
             for voucher in purses:
                 program = voucher.program
-                start, end = max(invoice.period_start, voucher.valid_from), min(invoice.period_end, voucher.valid_until)
-                inside = max(0, (end - start) // timedelta(microseconds=1))
-                if inside == 0 or (program.providers and line.provider not in program.providers):
+                within = 0
+                for hour, part in parts.items():
+                    start, end = max(hour, voucher.valid_from), min(hour + HOUR, voucher.valid_until)
+                    inside = max(0, (end - start) // timedelta(microseconds=1))
+                    within += part if inside == duration else prorate(part, inside, duration) if inside else 0
+                if within == 0 or (program.providers and line.provider not in program.providers):
                     continue
-                within = line.amount if inside == duration else prorate(line.amount, inside, duration)
                 wanted = share(within, program.coverage) - paid
                 cap_key = (invoice.buyer, program.issuer, year)
                 amount = min(wanted, voucher.remaining, max(0, program.yearly_cap - self.cap_used[cap_key]))
@@ -580,11 +620,11 @@ class MoneyModel:
         groups: dict[tuple[str, str, int, str], int] = defaultdict(int)
         for (lease_id, hour), usage in self.usage.items():
             lease = self.leases[lease_id]
-            if lease.buyer != buyer or usage.version is None:
+            if lease.buyer != buyer:
                 continue
-            unbilled = usage.seconds - usage.billed - usage.late_billed if usage.closed else usage.seconds
-            band = lease.pool.bands[hour.astimezone(SHANGHAI).hour]
-            groups[("usage" if hour >= now else "adjustment", lease_id, usage.version, band)] += unbilled
+            band = lease.pool.bands[hour.astimezone(local_zone()).hour]
+            for version, unbilled in usage.unbilled(lease.pool).items():
+                groups[("usage" if hour >= now else "adjustment", lease_id, version, band)] += unbilled
         pending: dict[str, int] = defaultdict(int)
         for (_, lease_id, version, band), seconds in groups.items():
             rate = self.leases[lease_id].pool.versions[version].rate(band)

@@ -5,11 +5,13 @@ Each sequence (a Hypothesis example) starts from the same world (two postpaid bu
 running lease at each of two providers, a prepaid buyer, two issuers) and from empty books: it
 runs in a savepoint rolled back at its end. Steps move a frozen clock through the months (usage,
 month close, the grace, finalization) and call the services: usage through the ingest path and
-the rollup, price versions, finalization (vouchers, then the compute bank, pay through billing's
-hooks), voucher issue, revocation and expiry, cards and collection through localstripe, payment
-outcomes delivered by Stripe webhooks, bank transfers, voids and refunds, compute-bank top-ups
-(granted by their webhook) and grants, and the prepaid buyer's leases holding credit. After every
-step the ledger sums to zero, every balance equals the model's and ``reconcile`` is clean.
+the rollup, price versions (from now, a little before, mid-hour later on, or from an hour to
+come), pools listed mid-hour and used at once, finalization (vouchers, then the compute bank, each
+called by name), voucher issue (mid-month and mid-hour between usage too), revocation and expiry,
+cards and collection through localstripe, payment outcomes delivered by Stripe webhooks, bank
+transfers, voids and refunds, compute-bank top-ups (granted by their webhook) and grants, and the
+prepaid buyer's leases holding credit. After every step the ledger sums to zero, every balance
+equals the model's and ``reconcile`` is clean.
 
 200 sequences by default; ``MONEY_SEQUENCES=2000`` (and ``MONEY_STEPS``) run more.
 """
@@ -41,7 +43,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from billing.models import CreditGrant, Invoice, PaymentAttempt
+from billing.models import CreditGrant, Invoice, PaymentAttempt, UsageRollupDue
 from billing.services.bank.grants import grant_create, grants_expire
 from billing.services.bank.top_ups import top_up_create
 from billing.services.invoices import invoice_finalize, invoice_void, invoices_due_for_finalizing, invoices_finalize
@@ -60,9 +62,12 @@ from core.exceptions import ApplicationError
 from marketplace.dispatch import Requirements
 from marketplace.models import Lease
 from marketplace.services import lease_end, lease_start, order_place
+from organizations.models import Organization
+from pools.models import Hub, ResourcePool
 from pools.reference_data import TOKENS_PER_SECOND
 from pools.services import pool_heartbeat, price_plan_create
 from pools.tariffs import hour_bands
+from tests.billing.factories import leased
 from tests.reliability import money_model as m
 from tests.reliability.money_world import (
     FACTORS,
@@ -84,6 +89,9 @@ SEQUENCES = int(os.environ.get("MONEY_SEQUENCES", "200"))
 STEPS = int(os.environ.get("MONEY_STEPS", "20"))
 
 CARDS = {"good": "4242424242424242", "declined": "4000000000000341", "refused": "4000000000000002"}
+PRICES = st.sampled_from([Decimal("9.99"), Decimal("12"), Decimal("20"), Decimal("33.33")])
+# Hubs where this sequence lists pools, one each (the world's pools are in jingjinji and yangtze).
+LISTING_HUBS = [("greater_bay", "Guangdong"), ("chengyu", "Sichuan"), ("ningxia", "Ningxia")]
 SECONDS = st.one_of(
     st.integers(1, 90), st.integers(1, 8 * 3600), st.just(8 * 3600), st.integers(8 * 3600, 8 * 3600 + 1200)
 )
@@ -117,17 +125,22 @@ class MoneyMachine(RuleBasedStateMachine):
             tokens_headroom=django_settings.USAGE_TOKENS_HEADROOM,
             start_early_seconds=django_settings.LEASE_START_EARLY_SECONDS,
         )
-        for pool in self.world.pools.values():
-            plan = pool.price_plans.get()
-            factors = {band: Decimal(factor) for band, factor in plan.time_of_use.items()}
-            self.model.pools[str(pool.pk)] = m.Pool(
-                str(pool.pk),
-                str(pool.provider_id),
-                hour_bands(pool.hub.tariff),
-                [m.Version(plan.effective_from, plan.price_per_card_hour, factors)],
-            )
+        self.pools = list(self.world.pools.values())  # and the pools listed in this sequence
+        self.listed: list[Lease] = []  # leases on those pools
+        for pool in self.pools:
+            self.model_pool(pool)
         for lease in self.world.leases:
             self.model.leases[str(lease.pk)] = self.model_lease(lease)
+
+    def model_pool(self, pool: ResourcePool) -> None:
+        plan = pool.price_plans.get()
+        factors = {band: Decimal(factor) for band, factor in plan.time_of_use.items()}
+        self.model.pools[str(pool.pk)] = m.Pool(
+            str(pool.pk),
+            str(pool.provider_id),
+            hour_bands(pool.hub.tariff),
+            [m.Version(plan.effective_from, plan.price_per_card_hour, factors)],
+        )
 
     def teardown(self) -> None:
         transaction.savepoint_rollback(self.savepoint)
@@ -290,25 +303,154 @@ class MoneyMachine(RuleBasedStateMachine):
         self.sent[provider].extend([event, accepted] for event, accepted in batch[: len(usage)])
 
     @rule(
-        pool=st.integers(0, 3),
-        base=st.sampled_from([Decimal("9.99"), Decimal("12"), Decimal("20"), Decimal("33.33")]),
+        pool=st.integers(0, 1000),
+        base=PRICES,
         factors=st.sampled_from(FACTORS),
-        hours_ahead=st.integers(1, 12),
+        # None: from now; seconds before now (within the skew allowed) or after it, mid-hour
+        # mostly; or the start of an hour to come.
+        starts=st.one_of(st.none(), st.integers(-60, 12 * 3600), st.integers(1, 12).map(lambda hours: -hours)),
     )
-    def price_changes(self, pool: int, base: Decimal, factors: dict[str, Decimal], hours_ahead: int) -> None:
-        record = self.world.pools[str(self.world.leases[pool].pool_id)]
-        bands = set(hour_bands(record.hub.tariff))
-        given = {band: factor for band, factor in factors.items() if band in bands}
-        starts = self.clock.replace(minute=0) + timedelta(hours=hours_ahead)
-        _, refusal = self.predict(
-            lambda: self.model.change_price(pool_id=str(record.pk), version=m.Version(starts, base, given))
-        )
+    def price_changes(self, pool: int, base: Decimal, factors: dict[str, Decimal], starts: int | None) -> None:
+        """A provider changes a pool's price, effective now, a little before (an agent's clock
+        behind), mid-hour later on, or from an hour to come. Usage already rolled up that the new
+        version covers is rolled up again (the task the version's transaction queues)."""
+        record = self.pick(self.pools, pool)
+        given = {band: factor for band, factor in factors.items() if band in set(hour_bands(record.hub.tariff))}
+        if starts is None or starts >= -60:
+            effective_from = None if starts is None else self.clock + timedelta(seconds=starts)
+        else:
+            effective_from = self.clock.replace(minute=0, second=0) + timedelta(hours=-starts)
+        version = m.Version(effective_from or self.clock, base, given)
+        _, refusal = self.predict(lambda: self.model.change_price(pool_id=str(record.pk), version=version))
         with self.at_clock():
             self.expect(
                 refusal,
                 lambda: price_plan_create(
-                    pool=record, by="test", price_per_card_hour=base, time_of_use=given, effective_from=starts
+                    pool=record, by="test", price_per_card_hour=base, time_of_use=given, effective_from=effective_from
                 ),
+            )
+            due = list(UsageRollupDue.objects.values_list("lease_id", "hour"))
+            usage_rollup_buckets(buckets=due)
+        if refusal is None:
+            SEEN["price versions from now or a little before"] += effective_from is None or effective_from <= self.clock
+            SEEN["price versions starting mid-hour"] += version.effective_from.minute > 0
+            SEEN["hours rolled up again for a new price version"] += len(due)
+
+    @rule(
+        index=st.integers(0, 1000),
+        base=PRICES,
+        factors=st.sampled_from(FACTORS),
+        skew=st.integers(0, 60),
+        before=SECONDS,
+        minutes=st.integers(1, 59),
+        after=SECONDS,
+    )
+    def the_price_changes_while_a_lease_reports(
+        self, index: int, base: Decimal, factors: dict[str, Decimal], skew: int, before: int, minutes: int, after: int
+    ) -> None:
+        """A running lease reports the current minute; its pool's price changes from now, or up to
+        a minute before (an agent's clock behind): what it covers is rolled up again. Minutes later
+        the lease reports again: the hour holds usage at both prices (issue 15: billed whole at
+        the old one)."""
+        lease = self.pick([*self.world.leases, *self.listed], index)
+        self.report(lease, [(self.clock, before)])
+        record = next(pool for pool in self.pools if pool.pk == lease.pool_id)
+        given = {band: factor for band, factor in factors.items() if band in set(hour_bands(record.hub.tariff))}
+        version = m.Version(self.clock - timedelta(seconds=skew), base, given)
+        _, refusal = self.predict(lambda: self.model.change_price(pool_id=str(record.pk), version=version))
+        with self.at_clock():
+            self.expect(
+                refusal,
+                lambda: price_plan_create(
+                    pool=record,
+                    by="test",
+                    price_per_card_hour=base,
+                    time_of_use=given,
+                    effective_from=version.effective_from,
+                ),
+            )
+            due = list(UsageRollupDue.objects.values_list("lease_id", "hour"))
+            usage_rollup_buckets(buckets=due)
+        SEEN["hours rolled up again for a new price version"] += len(due)
+        self.clock += timedelta(minutes=minutes)
+        self.report(lease, [(self.clock, after)])
+
+    @precondition(lambda self: len(self.listed) < len(LISTING_HUBS))
+    @rule(
+        buyer=st.integers(0, 1),
+        provider=st.integers(0, 1),
+        base=PRICES,
+        factors=st.sampled_from(FACTORS),
+        minutes=st.integers(0, 59),
+        later=st.integers(1, 40),
+        usage=st.lists(st.tuples(st.integers(0, 40 * 60), SECONDS), min_size=1, max_size=3),
+    )
+    def a_pool_is_listed_and_used_at_once(
+        self,
+        buyer: int,
+        provider: int,
+        base: Decimal,
+        factors: dict[str, Decimal],
+        minutes: int,
+        later: int,
+        usage: list[tuple[int, int]],
+    ) -> None:
+        """A provider lists a pool in the middle of an hour, a lease starts on it at once and its
+        usage follows within minutes: in the hour the pool's first price took effect, which was
+        on no invoice line (issue 15)."""
+        unblocked = [b for b in (buyer, 1 - buyer) if str(self.world.buyers[b].pk) not in self.model.blocked]
+        if not unblocked:
+            return
+        organization = Organization.objects.get(pk=self.world.buyers[unblocked[0]].pk)
+        self.clock += timedelta(minutes=minutes)
+        hub, province = LISTING_HUBS[len(self.listed)]
+        given = {
+            band: factor for band, factor in factors.items() if band in set(hour_bands(Hub.objects.get(pk=hub).tariff))
+        }
+        lease = leased(
+            buyer=organization, provider=self.world.providers[provider], at=self.clock, price=base,
+            time_of_use=given, hub_id=hub, province=province,
+        )  # fmt: skip
+        assert lease.start_at == self.clock  # booked from now: it may start at once
+        self.pools.append(lease.pool)
+        self.model_pool(lease.pool)
+        model_lease = self.model_lease(lease, started_at=self.clock)
+        _, refusal = self.predict(
+            lambda: self.model.start_lease(lease=model_lease, start_at=lease.start_at, now=self.clock)
+        )
+        with self.at_clock():
+            lease = self.expect(refusal, lambda: lease_start(lease_id=lease.pk, by="test", now=self.clock))
+        self.listed.append(lease)
+        SEEN["pools listed mid-hour and used at once"] += 1
+        self.clock += timedelta(minutes=later)
+        assert lease.started_at is not None
+        self.report(lease, [(min(self.clock, lease.started_at + timedelta(seconds=s)), q) for s, q in usage])
+
+    @precondition(lambda self: self.listed)
+    @rule(index=st.integers(0, 1000), usage=st.lists(st.tuples(st.integers(0, 48 * 60), SECONDS), max_size=3))
+    def a_listed_pool_is_used(self, index: int, usage: list[tuple[int, int]]) -> None:
+        lease = self.pick(self.listed, index)
+        assert lease.started_at is not None
+        self.report(lease, [(max(lease.started_at, self.clock - timedelta(minutes=back)), q) for back, q in usage])
+
+    def report(self, lease: Lease, usage: list[tuple[datetime, int]]) -> None:
+        """Usage events of ``lease`` at these times, ingested and rolled up."""
+        batch = []
+        for at, seconds in usage:
+            self.events += 1
+            event = {
+                "specversion": "1.0", "id": f"evt-{self.events}", "source": "agent://machine/listed",
+                "type": "compute.gpu_seconds", "subject": str(lease.pk), "time": at.isoformat(),
+                "data": {"quantity": seconds, "cards": lease.cards},
+            }  # fmt: skip
+            batch.append(
+                (event, self.model.report_usage(lease_id=str(lease.pk), at=at, seconds=seconds, now=self.clock))
+            )
+        with self.at_clock():
+            result = usage_events_ingest(provider_id=lease.provider_id, events=[e for e, _ in batch], now=self.clock)
+            assert result.accepted == sum(accepted for _, accepted in batch), result.errors
+            usage_rollup_buckets(
+                buckets=[(lease_id, datetime.fromtimestamp(hour * 3600, UTC)) for lease_id, hour in result.buckets]
             )
 
     # --- invoices -------------------------------------------------------------------------
@@ -528,6 +670,27 @@ class MoneyMachine(RuleBasedStateMachine):
                 *validity,
                 remaining=face_value,
             )
+
+    @rule(
+        program=st.integers(0, 1),
+        provider=st.integers(0, 1),
+        buyer=st.integers(0, 1),
+        face_value=st.integers(100, 80_000),
+        minutes=st.integers(0, 59),
+        seconds=SECONDS,
+    )
+    def a_voucher_is_issued_mid_month_between_usage(
+        self, program: int, provider: int, buyer: int, face_value: int, minutes: int, seconds: int
+    ) -> None:
+        """Usage before a voucher issued in the middle of a month and of an hour, and after it in that
+        hour and later: it pays its share of the hours inside its validity only (it once paid the
+        share of the month it was valid for, whenever the usage happened)."""
+        self.ingest(provider, [(buyer, 0, 0, seconds)], None)
+        self.clock += timedelta(minutes=minutes)
+        self.an_issuer_grants_a_voucher(program, buyer, face_value, None)
+        SEEN["vouchers issued mid-month between usage"] += 1
+        self.clock += timedelta(hours=2)
+        self.ingest(provider, [(buyer, 1, 59, seconds), (buyer, 0, 0, seconds)], None)
 
     @precondition(lambda self: self.model.vouchers)
     @rule(index=st.integers(0, 1000))

@@ -8,8 +8,8 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from core.timezones import local_zone
 from organizations.models import Organization
 from tests.factories import BuyerFactory, IssuerFactory, ProviderFactory
 from vouchers import services
@@ -17,11 +17,9 @@ from vouchers.charges import ChargeLine
 from vouchers.issuing import VoucherRequest
 from vouchers.models import Voucher, VoucherProgram
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-
 
 def local(*args: int) -> datetime:
-    return datetime(*args, tzinfo=SHANGHAI)  # type: ignore[misc]
+    return datetime(*args, tzinfo=local_zone())  # type: ignore[misc]
 
 
 YEAR_START, YEAR_END = local(2026, 1, 1), local(2027, 1, 1)

@@ -1,5 +1,7 @@
 """The allocation rules as a pure function, for any amounts."""
 
+from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 
 from hypothesis import given
@@ -60,3 +62,18 @@ def test_vouchers_never_pay_more_than_the_share_the_value_or_the_cap(
     for purse, start in zip(purses, remaining, strict=True):
         assert sum(grant.amount for grant in grants if grant.purse is purse) == start - purse.remaining >= 0
     assert cap_used[("issuer", 2026)] - used == sum(grant.amount for grant in grants) <= max(0, cap - used)
+
+
+def test_a_voucher_pays_its_share_of_the_hours_of_a_line_inside_its_validity_and_prorates_the_hour_it_starts_in() -> (
+    None
+):
+    # given a line used in three hours, and a 30% voucher valid from a quarter into the second hour
+    start = MARCH[0] + timedelta(days=6)
+    hours = ((start, 400), (start + timedelta(hours=1), 400), (start + timedelta(hours=2), 200))
+    line = replace(_line("1", 1_000), hours=hours)
+    purse = replace(_purse("A", Decimal("0.3"), 10**9, 10**9), valid_from=start + timedelta(hours=1, minutes=15))
+
+    (outcome,), _ = allocate(lines=[line], purses=[purse], cap_used={}, related_providers=frozenset())
+
+    # then it pays 30% of three quarters of the second hour and all of the third
+    assert outcome.voucher_amount == share(300 + 200, Decimal("0.3"))[0]

@@ -144,6 +144,30 @@ def test_a_buyer_outside_the_programs_eligibility_gets_no_voucher(issuer_client,
     assert not Voucher.objects.exists()
 
 
+@pytest.mark.parametrize("relation", ["itself", "subsidiary", "grandchild", "sister", "parent"])
+def test_an_issuer_cannot_grant_vouchers_to_itself_or_its_own_group(issuer_client, program, issuer, relation) -> None:  # type: ignore[no-untyped-def]
+    if relation == "itself":
+        buyer = BuyerFactory(credit_code=issuer.credit_code)
+    elif relation == "subsidiary":
+        buyer = BuyerFactory(parent=issuer)
+    elif relation == "grandchild":
+        buyer = BuyerFactory(parent=BuyerFactory(parent=issuer))
+    elif relation == "sister":
+        issuer.parent = BuyerFactory()
+        issuer.save(update_fields=["parent"])
+        buyer = BuyerFactory(parent=issuer.parent)
+    else:
+        buyer = BuyerFactory()
+        issuer.parent = buyer
+        issuer.save(update_fields=["parent"])
+
+    response = issuer_client.post(url(program), {"organization": buyer.slug, "face_value": "100"}, format="json")
+
+    assert response.status_code == 400, response.json()
+    assert response.json()["error"]["fields"]["0"]["organization"][0]["code"] == "related_party"
+    assert not Voucher.objects.exists()
+
+
 @pytest.mark.parametrize("body", ["a voucher", 5, [], None, {"organization": None, "face_value": "1"}])
 def test_a_body_that_is_not_vouchers_is_a_400(issuer_client, program, body) -> None:  # type: ignore[no-untyped-def]
     response = issuer_client.post(url(program), body, format="json")

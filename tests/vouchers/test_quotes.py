@@ -12,7 +12,7 @@ from vouchers import services
 from vouchers.issuing import VoucherRequest
 from vouchers.models import Claim, Redemption, Voucher
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen_clock")]  # quotes rate money
 
 ORDER = {"gpu_model": "H100-80G", "cards": 8, "workload": "training", "duration_hours": "4"}
 

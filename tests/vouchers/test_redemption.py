@@ -122,10 +122,34 @@ def test_two_programs_never_both_pay_their_share_of_one_line(buyer, provider) ->
     ]
 
 
-@pytest.mark.parametrize("relation", ["same_credit_code", "same_parent", "provider_is_parent", "buyer_is_parent"])
+@pytest.mark.parametrize(
+    "relation",
+    [
+        "same_credit_code",
+        "same_parent",
+        "provider_is_parent",
+        "buyer_is_parent",
+        "provider_is_grandparent",
+        "buyer_is_grandparent",
+        "common_grandparent",
+        "parent_is_the_providers_legal_entity",
+    ],
+)
 def test_a_provider_in_the_buyers_group_is_never_paid(relation) -> None:  # type: ignore[no-untyped-def]
     group = BuyerFactory()
-    if relation == "same_credit_code":
+    if relation == "provider_is_grandparent":  # the case found: a grandchild got the discount at its group's pool
+        provider = ProviderFactory()
+        buyer = BuyerFactory(parent=BuyerFactory(parent=provider))
+    elif relation == "buyer_is_grandparent":
+        buyer = BuyerFactory()
+        provider = ProviderFactory(parent=ProviderFactory(parent=buyer))
+    elif relation == "common_grandparent":
+        buyer = BuyerFactory(parent=BuyerFactory(parent=group))
+        provider = ProviderFactory(parent=ProviderFactory(parent=group))
+    elif relation == "parent_is_the_providers_legal_entity":
+        provider = ProviderFactory()
+        buyer = BuyerFactory(parent=BuyerFactory(credit_code=provider.credit_code))
+    elif relation == "same_credit_code":
         buyer = BuyerFactory()
         provider = ProviderFactory(credit_code=buyer.credit_code)
     elif relation == "same_parent":

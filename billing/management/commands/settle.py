@@ -14,8 +14,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from billing.models import PaymentAttempt
-from billing.periods import local_zone, month_of
+from billing.periods import month_of
 from billing.services import invoices, payments
+from core.timezones import local_zone
 
 PROGRESS_EVERY = 100  # collections between two progress lines
 

@@ -132,12 +132,20 @@ def grant_create(
 @retry_on_conflict
 @transaction.atomic
 def bank_draw(
-    *, buyer: Organization, amount: int, reference: str, partial: bool = False, now: datetime | None = None
+    *,
+    buyer: Organization,
+    amount: int,
+    reference: str,
+    partial: bool = False,
+    review: bool = True,
+    now: datetime | None = None,
 ) -> int:
     """Spend ``amount`` of the buyer's credit for ``reference``; returns what was drawn.
 
     With ``partial`` as much as there is is drawn (an invoice takes what the bank has);
     without, all or nothing: too little credit is refused with ``insufficient_funds``.
+    Without ``review`` the caller checks the balance (``bank_balance_changed``) once
+    what it draws for is booked: an invoice's usage counts as pending until it is finalized.
     """
     now = now or timezone.now()
     if amount <= 0:
@@ -185,7 +193,8 @@ def bank_draw(
         )
         for grant, part in taken
     )
-    bank_balance_changed(bank=bank, now=now)
+    if review:
+        bank_balance_changed(bank=bank, now=now)
     return drawn
 
 

@@ -111,7 +111,9 @@ def _review(hold_id: Any, now: datetime) -> tuple[str, Any]:
     if shortfall <= 0:
         outcome = "covered"
     elif state.available >= shortfall:
-        hold.amount += shortfall
+        # Usage beyond the hold (an hour dearer than the booking's average price) is pending usage,
+        # not held: the hold grows past it first, so that it holds the whole horizon again.
+        hold.amount = max(hold.amount, state.used_by_lease.get(lease.pk, 0)) + shortfall
         outcome = "extended"
     elif hold.warned_at is None:
         hold.warned_at = now

@@ -31,6 +31,7 @@ class BankState:
     pending_usage: int
     held: int
     held_by_lease: dict[Any, int] = field(default_factory=dict)
+    used_by_lease: dict[Any, int] = field(default_factory=dict)  # of the leases with a hold: billed and pending
 
     @property
     def available(self) -> int:
@@ -72,15 +73,14 @@ def bank_state(*, buyer_id: Any, at: datetime) -> BankState:
         .annotate(total=Sum("amount"))
         .order_by()
     )
-    held_by_lease = {
-        lease_id: max(0, amount - int(billed.get(lease_id) or 0) - pending.get(lease_id, 0))
-        for lease_id, amount in holds.items()
-    }
+    used_by_lease = {lease_id: int(billed.get(lease_id) or 0) + pending.get(lease_id, 0) for lease_id in holds}
+    held_by_lease = {lease_id: max(0, amount - used_by_lease[lease_id]) for lease_id, amount in holds.items()}
     return BankState(
         balance=balance,
         pending_usage=sum(pending.values()),
         held=sum(held_by_lease.values()),
         held_by_lease=held_by_lease,
+        used_by_lease=used_by_lease,
     )
 
 

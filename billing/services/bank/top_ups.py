@@ -223,6 +223,22 @@ def top_ups_settle_stale(*, now: datetime | None = None) -> int:
         )
         if status == "succeeded":
             settled += top_up_succeeded(top_up_id=top_up.pk, amount=top_up.amount, currency=top_up.currency)
-        elif top_up.automatic and status in (None, "requires_payment_method", "canceled"):
+        elif top_up.automatic:
+            # Whatever Stripe still waits for (a confirmation its worker never sent, an authentication
+            # nobody is there to give, a payment still processing) fails it: a charge that completes
+            # later is still granted by its webhook, and the next automatic top-up is not blocked.
+            if top_up.payment_intent_id and status in CANCELABLE:
+                _cancel(top_up.payment_intent_id)
             settled += top_up_failed(top_up_id=top_up.pk, message="The automatic top-up did not complete.")
     return settled
+
+
+# The PaymentIntent statuses Stripe can still cancel.
+CANCELABLE = ("requires_payment_method", "requires_confirmation", "requires_action", "requires_capture")
+
+
+def _cancel(payment_intent_id: str) -> None:
+    try:
+        stripe_client().v1.payment_intents.cancel(payment_intent_id)
+    except stripe.StripeError as exc:  # it moved on meanwhile: its webhook tells what became of it
+        logger.warning("a stale top-up's PaymentIntent was not canceled", extra={"error": str(exc)})
