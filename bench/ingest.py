@@ -151,9 +151,13 @@ def raw_copy(database_url: str, provider_id: Any, batches: list[bytes], *, with_
     with psycopg.connect(database_url) as connection, connection.cursor() as cursor:
         started = time.perf_counter()
         if with_keys:
-            with cursor.copy("COPY billing_usageeventkey (source, event_id, digest, time, batch) FROM STDIN") as copy:
+            with cursor.copy(
+                "COPY billing_usageeventkey (provider_id, source, event_id, digest, time, batch) FROM STDIN"
+            ) as copy:
                 for event in rows:
-                    copy.write_row((event["source"], event["id"] + "-copy", "0" * 64, event["time"], batch))
+                    copy.write_row(
+                        (provider_id, event["source"], event["id"] + "-copy", "0" * 64, event["time"], batch)
+                    )
         with cursor.copy(
             "COPY billing_usageevent (source, event_id, type, lease_id, provider_id, time, quantity, cards, data,"
             " received_at) FROM STDIN"
@@ -195,13 +199,13 @@ def staged_copy(database_url: str, provider_id: Any, batches: list[bytes]) -> fl
                     )
                 )  # fmt: skip
         cursor.execute(
-            "WITH new_keys AS (INSERT INTO billing_usageeventkey (source, event_id, digest, time, batch)"
-            " SELECT source, event_id, digest, time, %s FROM stage ON CONFLICT (source, event_id) DO NOTHING"
-            " RETURNING source, event_id)"
+            "WITH new_keys AS (INSERT INTO billing_usageeventkey (provider_id, source, event_id, digest, time, batch)"
+            " SELECT %(provider)s, source, event_id, digest, time, %(batch)s FROM stage"
+            " ON CONFLICT (provider_id, source, event_id) DO NOTHING RETURNING source, event_id)"
             " INSERT INTO billing_usageevent (source, event_id, type, lease_id, provider_id, time, quantity, cards,"
-            " data, received_at) SELECT s.source, s.event_id, s.type, s.lease_id, %s, s.time, s.quantity, s.cards,"
-            " s.data, now() FROM stage s JOIN new_keys USING (source, event_id)",
-            [batch, provider_id],
+            " data, received_at) SELECT s.source, s.event_id, s.type, s.lease_id, %(provider)s, s.time, s.quantity,"
+            " s.cards, s.data, now() FROM stage s JOIN new_keys USING (source, event_id)",
+            {"batch": batch, "provider": provider_id},
         )
         connection.commit()
         elapsed = time.perf_counter() - started

@@ -31,7 +31,8 @@ _DUPLICATE = USAGE_EVENTS.labels(outcome="duplicate", code="")
 INVOICES_FINALIZED = Counter("grid_invoices_finalized", "Invoices finalized (month end, or by an operator).")
 INVOICES_SET_ASIDE = Counter(
     "grid_invoices_set_aside",
-    "Invoices finalizing set aside as drafts (usage without a price): each needs an operator (reconcile lists them).",
+    "Invoices finalizing set aside as drafts (usage without a price, or finalizing them failed; the rest of their"
+    " batch was finalized): each needs an operator (reconcile lists them).",
 )
 
 PAYMENTS = Counter(

@@ -2,10 +2,11 @@
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -165,12 +166,22 @@ def order_place(*, buyer: Organization, requirements: Requirements, now: datetim
 
 @transaction.atomic
 def lease_start(*, lease_id: Any, by: str, now: datetime | None = None) -> Lease:
+    """Hand the cards over: the lease runs, and bills, from now. Not before its booked start, less
+    ``LEASE_START_EARLY_SECONDS``: a lease started days early would run, and bill, to its booked end."""
+    now = now or timezone.now()
     lease = Lease.objects.select_for_update().get(pk=lease_id)
     if lease.status != Lease.Status.SCHEDULED:
         raise ConflictError(
             f"This lease is {lease.status}; only a scheduled lease can start.", code="lease_not_scheduled"
         )
-    lease.status, lease.started_at = Lease.Status.RUNNING, now or timezone.now()
+    earliest = lease.start_at - timedelta(seconds=settings.LEASE_START_EARLY_SECONDS)
+    if now < earliest:
+        raise ConflictError(
+            f"This lease is booked to start at {lease.start_at.astimezone(UTC).isoformat()}; it can start from "
+            f"{earliest.astimezone(UTC).isoformat()}.",
+            code="lease_not_due",
+        )
+    lease.status, lease.started_at = Lease.Status.RUNNING, now
     lease.save(update_fields=["status", "started_at"])
     for hook in hooks.LEASE_START_HOOKS:
         hook(lease, lease.started_at)

@@ -285,7 +285,10 @@ HUBS: list[dict] = [
     },
 ]
 
-# fp16_tflops: dense FP16/BF16 tensor TFLOPS (no structured sparsity); power_watts: board TDP/TBP.
+# fp16_tflops: dense FP16/BF16 tensor TFLOPS (no structured sparsity); power_watts: board TDP/TBP;
+# tokens_per_second: the most tokens (input + output) one card can process in a second, a ceiling
+# for metering, not a benchmark: fp16_tflops x 10^12 / (2 FLOPs per parameter per token x 10^9
+# parameters), a forward pass of a 1-billion-parameter model at the card's peak (docs/reference-data.md).
 GPU_MODELS: list[dict] = [
     {
         "code": "H100-80G",
@@ -294,6 +297,7 @@ GPU_MODELS: list[dict] = [
         "memory_gb": 80,
         "fp16_tflops": Decimal("989.4"),
         "power_watts": 700,
+        "tokens_per_second": 494_700,
         "source": "NVIDIA H100 Tensor Core GPU datasheet (1,979 TFLOPS with sparsity)",
     },
     {
@@ -303,6 +307,7 @@ GPU_MODELS: list[dict] = [
         "memory_gb": 80,
         "fp16_tflops": Decimal("989.4"),
         "power_watts": 700,
+        "tokens_per_second": 494_700,
         "source": "Approx.: China variant of H100 SXM, same compute, NVLink cut to 400 GB/s",
     },
     {
@@ -312,6 +317,7 @@ GPU_MODELS: list[dict] = [
         "memory_gb": 141,
         "fp16_tflops": Decimal("989.4"),
         "power_watts": 700,
+        "tokens_per_second": 494_700,
         "source": "NVIDIA H200 Tensor Core GPU datasheet (1,979 TFLOPS with sparsity)",
     },
     {
@@ -321,6 +327,7 @@ GPU_MODELS: list[dict] = [
         "memory_gb": 96,
         "fp16_tflops": Decimal("148"),
         "power_watts": 400,
+        "tokens_per_second": 74_000,
         "source": "Approx.: press-reported NVIDIA HGX H20 specs (no public datasheet), 2023-11",
     },
     {
@@ -330,6 +337,7 @@ GPU_MODELS: list[dict] = [
         "memory_gb": 80,
         "fp16_tflops": Decimal("312"),
         "power_watts": 400,
+        "tokens_per_second": 156_000,
         "source": "NVIDIA A100 Tensor Core GPU datasheet (624 TFLOPS with sparsity)",
     },
     {
@@ -339,6 +347,7 @@ GPU_MODELS: list[dict] = [
         "memory_gb": 80,
         "fp16_tflops": Decimal("312"),
         "power_watts": 400,
+        "tokens_per_second": 156_000,
         "source": "Approx.: China variant of A100 SXM, same compute, NVLink cut to 400 GB/s",
     },
     {
@@ -348,6 +357,7 @@ GPU_MODELS: list[dict] = [
         "memory_gb": 48,
         "fp16_tflops": Decimal("362.1"),
         "power_watts": 350,
+        "tokens_per_second": 181_050,
         "source": "NVIDIA L40S datasheet (733 TFLOPS with sparsity)",
     },
     {
@@ -357,6 +367,7 @@ GPU_MODELS: list[dict] = [
         "memory_gb": 24,
         "fp16_tflops": Decimal("165.2"),
         "power_watts": 450,
+        "tokens_per_second": 82_600,
         "source": "NVIDIA Ada Lovelace architecture whitepaper (FP16 tensor, FP32 accumulate)",
     },
     {
@@ -366,6 +377,7 @@ GPU_MODELS: list[dict] = [
         "memory_gb": 64,
         "fp16_tflops": Decimal("320"),
         "power_watts": 400,
+        "tokens_per_second": 160_000,
         "source": "Approx.: third-party reports, ~280-376 TFLOPS by SKU; no public datasheet",
     },
     {
@@ -375,6 +387,10 @@ GPU_MODELS: list[dict] = [
         "memory_gb": 48,
         "fp16_tflops": Decimal("96"),
         "power_watts": 250,
+        "tokens_per_second": 48_000,
         "source": "Cambricon MLU370-X8 launch specs, 2022-03-21",
     },
 ]
+
+# Tokens a card can process per second, by GPU model: usage ingestion caps a lease's tokens an hour with it.
+TOKENS_PER_SECOND: dict[str, int] = {gpu["code"]: gpu["tokens_per_second"] for gpu in GPU_MODELS}

@@ -9,7 +9,8 @@ class UsageMetric(models.TextChoices):
 
 
 class UsageEventKey(models.Model):
-    """``source`` + ``id`` of every usage event ever accepted: the exactly-once guard.
+    """``source`` + ``id`` of every usage event ever accepted, per provider: the exactly-once guard.
+    Per provider, so that one provider's keys never block, nor reveal, another's events.
 
     The raw events live in a table partitioned by month, where PostgreSQL cannot
     keep a unique index that omits the partition key; this table holds the key
@@ -18,6 +19,11 @@ class UsageEventKey(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
+    # No foreign key constraint (a trigger per inserted row on the ingest path) and no index of its
+    # own (the unique constraint's index starts with it).
+    provider = models.ForeignKey(
+        "organizations.Organization", on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
     source = models.CharField(max_length=500)
     event_id = models.CharField(max_length=200)
     digest = models.CharField(max_length=64)
@@ -25,10 +31,12 @@ class UsageEventKey(models.Model):
     batch = models.UUIDField(help_text="The request that stored it.")
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["source", "event_id"], name="usage_event_key_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "source", "event_id"], name="usage_event_key_unique")
+        ]
 
     def __str__(self) -> str:
-        return f"{self.source}#{self.event_id}"
+        return f"{self.provider_id}:{self.source}#{self.event_id}"
 
 
 class UsageEvent(models.Model):

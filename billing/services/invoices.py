@@ -198,10 +198,41 @@ def invoices_finalize(*, invoice_ids: Sequence[Any], now: datetime | None = None
     """Finalize those of these invoices that are drafts of a closed period, together,
     in a few statements (month-end settles thousands); returns how many it finalized.
 
-    The work that holds locks other workers wait for (the providers' statements
-    and the year's invoice numbers) comes last, just before commit.
+    One invoice never keeps the rest of its batch in draft: if the batch fails, each
+    invoice is finalized on its own, and one that fails alone is set aside (left a draft with its reason,
+    logged, counted in ``grid_invoices_set_aside_total``) for an operator to look at.
     """
     now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            return _finalize_together(invoice_ids, now)
+    except Exception as error:  # any failure: find the invoice it belongs to below
+        if len(invoice_ids) == 1:
+            _set_aside(invoice_ids[0], error)
+            return 0
+        logger.warning("finalizing a batch failed; finalizing its invoices one by one", exc_info=True)
+    finalized = 0
+    for invoice_id in invoice_ids:
+        try:
+            with transaction.atomic():
+                finalized += _finalize_together([invoice_id], now)
+        except Exception as error:  # noqa: BLE001 - logged by _set_aside; the rest of the batch goes on
+            _set_aside(invoice_id, error)
+    return finalized
+
+
+def _set_aside(invoice_id: Any, error: Exception) -> None:
+    """Leave the invoice a draft with its reason (``reconcile`` and the operator's dashboard list it)."""
+    reason = f"finalizing it failed: {type(error).__name__}: {error}"[:500]
+    Invoice.objects.filter(pk=invoice_id, status=Status.DRAFT).update(hold_reason=reason)
+    logger.error("invoice set aside: finalizing it failed", extra={"invoice": str(invoice_id)}, exc_info=True)
+    count_on_commit(INVOICES_SET_ASIDE)
+
+
+def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
+    """Finalize these invoices in a few statements. The work that holds locks other workers
+    wait for (the providers' statements and the year's invoice numbers) comes last, just
+    before commit."""
     drafts = list(
         Invoice.objects.select_for_update(of=("self",))
         .select_related("buyer")

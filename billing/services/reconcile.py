@@ -141,10 +141,67 @@ def reconcile() -> list[Difference]:
     for invoice_id, total in voucher_lines:
         if int(total or 0) != credits.get(invoice_id, int(total or 0)):
             differences.append(Difference("voucher lines", str(invoice_id), int(total or 0), credits[invoice_id]))
+    differences += _usage_beyond_leases()
     differences += _unpriced_usage()
     differences += _invoices_set_aside()
     differences += _usage_billed()
     differences += _usage_by_price_version()
+    return differences
+
+
+# Per (lease, hour, kind): what the rollups hold, and the most the lease's cards can do in a whole
+# hour: cards x 3,600 x (1 + the tolerance) card-seconds; cards x 3,600 x its GPU model's tokens per
+# second x the headroom tokens. Ingest caps each hour tighter, by the seconds the lease ran in it
+# (``billing.services.usage._over_hourly_limits``); this bound holds for rows written by any path.
+# Late rows hold what came after a bucket's row was billed: a bucket's rows sum to its events.
+_BEYOND = """
+WITH usage AS (
+    SELECT r.lease_id, r.hour, r.metric = 'gpu_seconds' AS is_seconds, sum(r.quantity) AS reported
+    FROM billing_usagerollup r GROUP BY 1, 2, 3
+), speeds AS (
+    SELECT * FROM unnest(%(models)s::text[], %(speeds)s::bigint[]) AS s (gpu_model_id, tokens_per_second)
+)
+SELECT u.lease_id, u.hour, u.is_seconds, u.reported, floor(l.cards * 3600 * CASE
+    WHEN u.is_seconds THEN %(tolerance)s ELSE coalesce(s.tokens_per_second, %(most)s) * %(headroom)s END
+) AS allowed
+FROM usage u
+JOIN marketplace_lease l ON l.id = u.lease_id
+JOIN pools_resourcepool p ON p.id = l.pool_id
+LEFT JOIN speeds s ON s.gpu_model_id = p.gpu_model_id
+"""
+
+
+def _usage_beyond_leases() -> list[Difference]:
+    """Usage no lease could have used: more card-seconds or tokens in an hour than its cards can
+    do. The books balance around such usage (a token flood); this catches it."""
+    from django.conf import settings
+
+    from pools.reference_data import TOKENS_PER_SECOND
+
+    differences = []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT * FROM ({_BEYOND}) AS checked WHERE reported > allowed ORDER BY lease_id, hour",  # noqa: S608
+            {
+                "models": list(TOKENS_PER_SECOND),
+                "speeds": list(TOKENS_PER_SECOND.values()),
+                "most": max(TOKENS_PER_SECOND.values()),
+                "tolerance": 1 + settings.USAGE_HOURLY_TOLERANCE,
+                "headroom": settings.USAGE_TOKENS_HEADROOM,
+            },
+        )
+        for lease_id, hour, is_seconds, reported, allowed in cursor.fetchall():
+            kind = "card-seconds" if is_seconds else "tokens"
+            subject = f"lease {lease_id} {hour:%Y-%m-%d %H}:00 UTC {kind}"
+            differences.append(
+                Difference(
+                    "usage beyond the lease",
+                    subject,
+                    int(reported),
+                    int(allowed),
+                    ("reported", "the most its cards can do"),
+                )
+            )
     return differences
 
 

@@ -1,17 +1,20 @@
 """Usage ingestion (the hot path) and hourly rollups.
 
 ``usage_events_ingest`` takes a batch of CloudEvents from a provider and keeps
-each good event exactly once: ``source`` + ``id`` is unique forever in
-``UsageEventKey``. Per batch it runs a fixed number of queries whatever its
-size: lock the batch's leases; COPY the events into a staging table and move
-the new ones with one ``INSERT ... ON CONFLICT DO NOTHING`` (the keys that
-already existed are looked up only when there are some); sum the card-seconds
-of the hours the batch touches and take back, in the same transaction, what
-goes over a lease's hourly limit. Rollups are rebuilt per (lease, hour) bucket
+each good event exactly once: the provider + ``source`` + ``id`` is unique forever
+in ``UsageEventKey`` (one provider's keys never block nor reveal another's). Per
+batch it runs a fixed number of queries whatever its size: lock the batch's
+leases (an event must fall in its lease's run: from its start to the earlier of its
+booked end and its end); COPY the events into a staging table and move the new
+ones with one ``INSERT ... ON CONFLICT DO NOTHING`` (the keys that already existed
+are looked up only when there are some); sum the card-seconds and tokens of the
+hours the batch touches and take back, in the same transaction, what goes over a
+lease's hourly limits (by the seconds it ran in the hour). Rollups are rebuilt per (lease, hour) bucket
 by a Celery task after commit; the same transaction marks them due in
 ``UsageRollupDue``, so that Celery beat queues them again if that task is lost.
 """
 
+import math
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -25,7 +28,7 @@ from uuid import UUID, uuid4
 import orjson
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, Count, DateTimeField, Q, Sum, Value, When
+from django.db.models import Case, Count, DateTimeField, F, Q, Sum, Value, When
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
@@ -35,9 +38,12 @@ from billing.models import Invoice, UsageEvent, UsageMetric, UsageRollup, UsageR
 from billing.periods import month_of
 from marketplace.models import Lease
 from pools.models import PricePlan
+from pools.reference_data import TOKENS_PER_SECOND
 
 FUTURE_LIMIT = timedelta(minutes=5)
 SECONDS_PER_HOUR = 3600
+# A pool of a GPU model without a figure of its own is capped as the fastest card is.
+_MOST_TOKENS = max(TOKENS_PER_SECOND.values())
 
 Bucket = tuple[UUID, datetime]  # (lease id, start of the UTC hour)
 
@@ -86,7 +92,7 @@ def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetim
         parsed.append(event)
 
     with transaction.atomic():
-        fresh, cards = _check_leases(parsed, provider_id=provider_id, now=now, result=result)
+        fresh, runs = _check_leases(parsed, provider_id=provider_id, now=now, result=result)
         known = _insert(fresh, provider_id=provider_id, now=now)
         new = []
         for event in fresh:
@@ -99,18 +105,28 @@ def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetim
                 result.reject(
                     event.index, event.id, "conflict", "An event with this source and id was stored with other content."
                 )
-        excess = _over_hourly_limits(new, cards)
+        excess = _over_hourly_limits(new, runs, now=now)
         if excess:
-            _delete(excess)
-            for event in excess:
-                result.reject(
-                    event.index,
-                    event.id,
-                    "hourly_limit_exceeded",
-                    f"The lease would report more than {cards[event.lease_id]} cards x 3,600 card-seconds "
-                    "in this hour; you cannot bill more than you leased.",
-                )
-        dropped = {event.index for event in excess}
+            _delete([event for event, _ in excess], provider_id=provider_id)
+            for event, limit in excess:
+                if event.type == GPU_SECONDS:
+                    result.reject(
+                        event.index,
+                        event.id,
+                        "hourly_limit_exceeded",
+                        f"The lease would report more than {limit:,} card-seconds in this hour: its "
+                        f"{runs[event.lease_id].cards} cards x the seconds it ran in the hour; you cannot bill "
+                        "more than you leased.",
+                    )
+                else:
+                    result.reject(
+                        event.index,
+                        event.id,
+                        "hourly_token_limit_exceeded",
+                        f"The lease would report more than {limit:,} tokens in this hour: what its "
+                        f"{runs[event.lease_id].cards} cards can process in the seconds it ran.",
+                    )
+        dropped = {event.index for event, _ in excess}
         for event in new:
             if event.index not in dropped:
                 result.accepted += 1
@@ -154,35 +170,60 @@ def usage_rollups_overdue(*, now: datetime, limit: int = 50_000) -> list[Bucket]
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What ingest checks an event against: the lease's cards and its run."""
+
+    cards: int
+    started_at: datetime | None
+    until: datetime  # the end of its run: the earlier of its booked end and when it ended
+    tokens_per_second: int  # of one card of its GPU model
+
+    def seconds_in(self, hour_start: datetime, now: datetime) -> int:
+        """Whole seconds the lease ran in the hour starting at ``hour_start`` (so far, if it runs)."""
+        if self.started_at is None:
+            return 0
+        ran = min(hour_start + timedelta(hours=1), self.until, now) - max(hour_start, self.started_at)
+        return max(math.ceil(ran.total_seconds()), 0)
+
+
 def _check_leases(
     events: list[Event], *, provider_id: Any, now: datetime, result: IngestResult
-) -> tuple[list[Event], dict[UUID, int]]:
-    """The lease must be the calling provider's, and the time within its run.
-    Returns the events kept and the cards of each lease."""
+) -> tuple[list[Event], dict[UUID, _Run]]:
+    """The lease must be the calling provider's, and the time within its run (its start to the
+    earlier of its booked end and its end, give or take the clock-skew allowance).
+    Returns the events kept and the run of each lease."""
     lease_ids = sorted({event.lease_id for event in events})
-    # Locked in primary-key order: concurrent batches for one lease take turns,
-    # so the hourly sums below count every committed event.
-    leases = {
-        row[0]: row
-        for row in Lease.objects.select_for_update()
+    # Locked in primary-key order (the lease rows only, not their pools): concurrent batches for
+    # one lease take turns, so the hourly sums below count every committed event.
+    runs = {
+        lease_id: _Run(
+            cards, started_at, min(end_at, ended_at or end_at), TOKENS_PER_SECOND.get(gpu_model, _MOST_TOKENS)
+        )
+        for lease_id, cards, started_at, ended_at, end_at, gpu_model in Lease.objects.select_for_update(of=("self",))
         .filter(pk__in=lease_ids, provider_id=provider_id)
         .order_by("pk")
-        .values_list("id", "cards", "started_at", "ended_at")
+        .values_list("id", "cards", "started_at", "ended_at", "end_at", "pool__gpu_model_id")
     }
     grace = timedelta(seconds=settings.USAGE_TIME_GRACE_SECONDS)
     kept = []
     for event in events:
-        lease = leases.get(event.lease_id)
-        if lease is None:
+        run = runs.get(event.lease_id)
+        if run is None:
             result.reject(event.index, event.id, "unknown_lease", "No lease with this id runs on your pools.")
             continue
-        _, cards, started_at, ended_at = lease
+        cards = run.cards
         if event.time > now + FUTURE_LIMIT:
             result.reject(event.index, event.id, "time_in_future", "'time' is more than 5 minutes in the future.")
-        elif started_at is None:
+        elif run.started_at is None:
             result.reject(event.index, event.id, "lease_not_started", "This lease has not started.")
-        elif not started_at - grace <= event.time <= (ended_at or now) + grace:
-            result.reject(event.index, event.id, "outside_lease", "'time' is outside the lease's run.")
+        elif not run.started_at - grace <= event.time <= run.until + grace:
+            result.reject(
+                event.index,
+                event.id,
+                "outside_lease",
+                "'time' is outside the lease's run (from its start to its booked end, or its end if earlier).",
+            )
         elif event.cards is not None and event.cards > cards:
             result.reject(event.index, event.id, "cards_exceed_lease", f"The lease has {cards} cards.")
         elif event.quantity is not None and event.quantity > cards * SECONDS_PER_HOUR:
@@ -194,46 +235,55 @@ def _check_leases(
             )
         else:
             kept.append(event)
-    return kept, {lease_id: row[1] for lease_id, row in leases.items()}
+    return kept, runs
 
 
-def _over_hourly_limits(events: list[Event], cards: dict[UUID, int]) -> list[Event]:
-    """The new events that take a lease past its cards x 3,600 card-seconds (plus the
-    tolerance) in an hour, later events of the batch first. Runs after the insert, so
-    the sums count this batch too; the leases are locked, so they count every other
-    committed batch and no concurrent one."""
-    seconds = [event for event in events if event.type == GPU_SECONDS]
-    if not seconds:
+def _over_hourly_limits(events: list[Event], runs: dict[UUID, _Run], *, now: datetime) -> list[tuple[Event, int]]:
+    """The new events that take a lease past its limits in an hour, later events of the batch
+    first, each with the limit it passed: card-seconds up to its cards x the seconds it ran in
+    the hour (plus the clock-skew allowance, at most 3,600) x (1 + the tolerance); tokens up to
+    its GPU model's tokens per second x cards x those seconds x the headroom. Runs after the
+    insert, so the sums count this batch too; the leases are locked, so they count every other
+    committed batch and no concurrent one. One query whatever the batch's size."""
+    if not events:
         return []
-    hours = sorted({event.hour for event in seconds})
+    hours = sorted({event.hour for event in events})
     totals = {
-        (lease_id, bucket): total
-        for lease_id, bucket, total in UsageEvent.objects.filter(
-            lease_id__in={event.lease_id for event in seconds},
-            type=GPU_SECONDS,
+        (lease_id, bucket): (seconds or 0, tokens or 0)
+        for lease_id, bucket, seconds, tokens in UsageEvent.objects.filter(
+            lease_id__in={event.lease_id for event in events},
             time__gte=_hour_start(hours[0]),
             time__lt=_hour_start(hours[-1] + 1),
         )
         .annotate(bucket=TruncHour("time", tzinfo=UTC))
         .values_list("lease_id", "bucket")
-        .annotate(total=Sum("quantity"))
+        .annotate(seconds=Sum("quantity"), tokens=Sum(F("input_tokens") + F("output_tokens")))
     }
+    allowance = settings.USAGE_TIME_GRACE_SECONDS
     tolerance = 1 + settings.USAGE_HOURLY_TOLERANCE
-    by_bucket: dict[tuple[UUID, int], list[Event]] = defaultdict(list)
-    for event in seconds:
-        by_bucket[(event.lease_id, event.hour)].append(event)
-    excess: list[Event] = []
-    for (lease_id, hour), bucket_events in by_bucket.items():
-        limit = cards[lease_id] * SECONDS_PER_HOUR * tolerance
-        total = totals.get((lease_id, _hour_start(hour)), Decimal(0))
+    by_bucket: dict[tuple[UUID, int, bool], list[Event]] = defaultdict(list)
+    for event in events:
+        by_bucket[(event.lease_id, event.hour, event.type == GPU_SECONDS)].append(event)
+    excess: list[tuple[Event, int]] = []
+    for (lease_id, hour, is_seconds), bucket_events in by_bucket.items():
+        run, start = runs[lease_id], _hour_start(hour)
+        seconds = min(SECONDS_PER_HOUR, run.seconds_in(start, now) + allowance)
+        if is_seconds:
+            limit = int(run.cards * seconds * tolerance)
+            total = totals.get((lease_id, start), (0, 0))[0]
+            sizes = [event.quantity or 0 for event in bucket_events]
+        else:
+            limit = int(run.tokens_per_second * run.cards * seconds * settings.USAGE_TOKENS_HEADROOM)
+            total = totals.get((lease_id, start), (0, 0))[1]
+            sizes = [(event.input_tokens or 0) + (event.output_tokens or 0) for event in bucket_events]
         if total <= limit:
             continue
-        used = total - sum((event.quantity or Decimal(0) for event in bucket_events), Decimal(0))
-        for event in bucket_events:  # in batch order: the first ones fit
-            if used + (event.quantity or 0) > limit:
-                excess.append(event)
+        used = total - sum(sizes)
+        for event, size in zip(bucket_events, sizes, strict=True):  # in batch order: the first ones fit
+            if used + size > limit:
+                excess.append((event, limit))
             else:
-                used += event.quantity or 0
+                used += size
     return excess
 
 
@@ -261,8 +311,9 @@ def _rows(events: list[Event]) -> Iterable[tuple[Any, ...]]:
 
 
 def _insert(events: list[Event], *, provider_id: Any, now: datetime) -> dict[tuple[str, str], str]:
-    """Insert the events whose key is new. Returns the digest stored for each key
-    that already existed: those events were not inserted."""
+    """Insert the events whose key is new to this provider. Returns the digest stored for each
+    key the provider already used: those events were not inserted. Keys are per provider: one
+    provider's events never block, nor reveal, another's."""
     if not events:
         return {}
     batch = uuid4()
@@ -280,32 +331,50 @@ def _insert(events: list[Event], *, provider_id: Any, now: datetime) -> dict[tup
                 copy.write_row(row)
         cursor.execute(
             "WITH new_keys AS ("
-            "  INSERT INTO billing_usageeventkey (source, event_id, digest, time, batch)"
-            "  SELECT source, event_id, digest, time, %s FROM usage_stage"
-            "  ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id)"
+            "  INSERT INTO billing_usageeventkey (provider_id, source, event_id, digest, time, batch)"
+            "  SELECT %(provider)s, source, event_id, digest, time, %(batch)s FROM usage_stage"
+            "  ON CONFLICT (provider_id, source, event_id) DO NOTHING RETURNING source, event_id)"
             " INSERT INTO billing_usageevent (source, event_id, type, lease_id, provider_id, time, quantity, cards,"
             "  model, input_tokens, output_tokens, data, received_at)"
-            " SELECT s.source, s.event_id, s.type, s.lease_id, %s, s.time, s.quantity, s.cards, s.model,"
-            "  s.input_tokens, s.output_tokens, s.data, %s"
+            " SELECT s.source, s.event_id, s.type, s.lease_id, %(provider)s, s.time, s.quantity, s.cards, s.model,"
+            "  s.input_tokens, s.output_tokens, s.data, %(now)s"
             " FROM usage_stage s JOIN new_keys k USING (source, event_id)",
-            [batch, provider_id, now],
+            {"batch": batch, "provider": provider_id, "now": now},
         )
         if cursor.rowcount == len(events):
             return {}
         cursor.execute(
             "SELECT k.source, k.event_id, k.digest FROM usage_stage s"
-            " JOIN billing_usageeventkey k USING (source, event_id) WHERE k.batch <> %s",
-            [batch],
+            " JOIN billing_usageeventkey k USING (source, event_id) WHERE k.provider_id = %s AND k.batch <> %s",
+            [provider_id, batch],
         )
         return {(source, event_id): digest for source, event_id, digest in cursor.fetchall()}
 
 
-def _delete(events: list[Event]) -> None:
-    """Take back events inserted by this transaction (over the hourly limit)."""
-    keys = [(event.source, event.id) for event in events]
+def _delete(events: list[Event], *, provider_id: Any) -> None:
+    """Take back events this transaction inserted for the provider (over an hourly limit), in one
+    statement per table; the events are found by their lease and time (the table's index)."""
+    columns = {
+        "provider": provider_id,
+        "sources": [event.source for event in events],
+        "ids": [event.id for event in events],
+        "leases": [event.lease_id for event in events],
+        "times": [event.time for event in events],
+    }
     with connection.cursor() as cursor:
-        for table in ("billing_usageevent", "billing_usageeventkey"):
-            cursor.executemany(f"DELETE FROM {table} WHERE source = %s AND event_id = %s", keys)  # noqa: S608
+        cursor.execute(
+            "DELETE FROM billing_usageevent e USING unnest(%(sources)s::text[], %(ids)s::text[], %(leases)s::uuid[],"
+            " %(times)s::timestamptz[]) AS d (source, event_id, lease_id, time)"
+            " WHERE e.lease_id = d.lease_id AND e.time = d.time AND e.source = d.source AND e.event_id = d.event_id"
+            " AND e.provider_id = %(provider)s",
+            columns,
+        )
+        cursor.execute(
+            "DELETE FROM billing_usageeventkey k"
+            " USING unnest(%(sources)s::text[], %(ids)s::text[]) AS d (source, event_id)"
+            " WHERE k.provider_id = %(provider)s AND k.source = d.source AND k.event_id = d.event_id",
+            columns,
+        )
 
 
 # --- rollups -----------------------------------------------------------------

@@ -277,6 +277,9 @@ POOL_HEARTBEAT_MAX_SKEW_SECONDS = env_int("POOL_HEARTBEAT_MAX_SKEW_SECONDS", 30,
 
 # A lease whose pool has sent no heartbeat for this long ends as failed.
 LEASE_POOL_LOST_SECONDS = env_int("LEASE_POOL_LOST_SECONDS", 900, min_value=60)
+# A provider may start a lease this long before its booked start_at, no earlier (a hand-over a few
+# minutes early, clocks); the buyer pays for the booked run, not for days before it.
+LEASE_START_EARLY_SECONDS = env_int("LEASE_START_EARLY_SECONDS", 300, min_value=0, max_value=3600)
 
 CELERY_BEAT_SCHEDULE = {
     "leases-start-due": {"task": "marketplace.tasks.leases_start_due", "schedule": 60.0},
@@ -287,12 +290,20 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Metering --------------------------------------------------------------
 
-# Usage may be reported this long before a lease started or after it ended (agents' clocks, late flushes).
-USAGE_TIME_GRACE_SECONDS = env_int("USAGE_TIME_GRACE_SECONDS", 600, min_value=0)
-# A lease may report up to its cards x 3,600 card-seconds an hour, times (1 + this tolerance).
+# Clock-skew allowance of usage: an event's time may be this long before a lease started or after
+# its run ended (the earlier of its booked end_at and ended_at), and each hour may bill this many
+# seconds per card more than the lease was running in it. Two minutes: the documented agent stamps
+# a minute's usage with the minute's start (up to 60 s before the lease started), plus a minute of
+# clock skew. A lease that ran 2 seconds bills at most cards x (2 + 120) card-seconds.
+USAGE_TIME_GRACE_SECONDS = env_int("USAGE_TIME_GRACE_SECONDS", 120, min_value=0, max_value=900)
+# A lease may report up to its cards x the seconds it ran in an hour (at most 3,600, plus the
+# allowance above), times (1 + this tolerance).
 USAGE_HOURLY_TOLERANCE = env_decimal(
     "USAGE_HOURLY_TOLERANCE", Decimal("0.01"), min_value=Decimal(0), max_value=Decimal("0.5")
 )
+# Tokens a lease may report in an hour: its GPU model's tokens_per_second (pools/reference_data.py)
+# x cards x the seconds it ran in the hour (plus the allowance above) x this headroom.
+USAGE_TOKENS_HEADROOM = env_decimal("USAGE_TOKENS_HEADROOM", Decimal(2), min_value=Decimal(1), max_value=Decimal(100))
 # Usage batches are up to 10 MB (billing.cloudevents.MAX_BYTES); Django refuses larger bodies with a 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 

@@ -2,6 +2,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from marketplace.dispatch import Requirements
@@ -11,14 +12,16 @@ from tests.factories import pool_factory
 
 
 def running_lease(*, buyer: Any, provider: Any, cards: int = 8, started_hours_ago: float = 3) -> Lease:
-    """A lease of ``cards`` on a pool of ``provider``, running since some hours."""
-    pool_factory(provider=provider, cards=max(cards, 100))
-    order = order_place(
-        buyer=buyer,
-        requirements=Requirements(cards=cards, duration_hours=24, workload="training", gpu_model="H100-80G"),
-    )
+    """A lease of ``cards`` on a pool of ``provider``, booked and running since some hours."""
+    now = timezone.now()
+    started = now - timedelta(hours=started_hours_ago)
+    with time_machine.travel(started, tick=False):  # priced and booked when it started; its heartbeat is fresh
+        pool = pool_factory(provider=provider, cards=max(cards, 100), last_heartbeat_at=now)
+        order = order_place(
+            buyer=buyer, requirements=Requirements(cards=cards, duration_hours=24, workload="training", pool=pool.pk)
+        )
     lease = order.leases.get()
-    return lease_start(lease_id=lease.pk, by="test", now=timezone.now() - timedelta(hours=started_hours_ago))
+    return lease_start(lease_id=lease.pk, by="test", now=started)
 
 
 @pytest.fixture

@@ -33,8 +33,11 @@ def usage(
     )
 
 
-def leased(*, buyer: Any, provider: Any, at: datetime, price: Decimal = Decimal("20"), **pool: Any) -> Lease:
-    """A lease of 8 cards on a new pool of ``provider`` (Beijing hub unless told), placed at ``at``."""
+def leased(
+    *, buyer: Any, provider: Any, at: datetime, price: Decimal = Decimal("20"), hours: float = 24, **pool: Any
+) -> Lease:
+    """A lease of 8 cards for ``hours`` on a new pool of ``provider`` (Beijing hub unless told), placed
+    at ``at`` to start then."""
     import time_machine
 
     from marketplace.dispatch import Requirements
@@ -48,7 +51,7 @@ def leased(*, buyer: Any, provider: Any, at: datetime, price: Decimal = Decimal(
             buyer=buyer,
             requirements=Requirements(
                 cards=8,
-                duration_hours=24,
+                duration_hours=hours,
                 workload="training",
                 gpu_model=created.gpu_model_id,
                 allowed_hubs=frozenset({created.hub_id}),

@@ -22,14 +22,16 @@ from tests.factories import pool_factory
 pytestmark = pytest.mark.django_db
 
 
-def booked(buyer, provider, hours: int = 4) -> Lease:  # type: ignore[no-untyped-def]
-    """A scheduled lease of 2 cards for ``hours`` on a new pool of ``provider`` (priced since yesterday)."""
+def booked(buyer, provider, hours: int = 4, at=None) -> Lease:  # type: ignore[no-untyped-def]
+    """A scheduled lease of 2 cards for ``hours`` on a new pool of ``provider`` (priced since yesterday),
+    booked at ``at`` (now unless told) to start then."""
     now = timezone.now()
     with time_machine.travel(now - timedelta(days=1)):
         pool_factory(provider=provider, cards=10, price_per_card_hour=Decimal("10"), last_heartbeat_at=now)
     order = order_place(
         buyer=buyer,
         requirements=Requirements(cards=2, duration_hours=hours, workload="training", gpu_model="H100-80G"),
+        now=at,
     )
     return order.leases.get()
 
@@ -80,9 +82,10 @@ def test_a_postpaid_buyer_starts_without_any_credit(buyer, provider) -> None:
     assert not CreditHold.objects.exists()
 
 
-def test_metered_usage_draws_the_hold_down(buyer, lease) -> None:
+def test_metered_usage_draws_the_hold_down(buyer, provider) -> None:  # type: ignore[no-untyped-def]
     credit(buyer, 1_000_000)
     now = timezone.now()
+    lease = booked(prepaid(buyer), provider, at=now - timedelta(hours=1))
     lease_start(lease_id=lease.pk, by="test", now=now - timedelta(hours=1))
     hold = CreditHold.objects.get(lease=lease)
     before = state(buyer, now)
@@ -128,9 +131,9 @@ def lease_fail(lease: Lease, now) -> None:  # type: ignore[no-untyped-def]
 
 def test_a_long_lease_holds_the_horizon_and_is_topped_up_as_it_runs(buyer, provider, settings) -> None:
     settings.BANK_HOLD_HORIZON_HOURS = 1
-    lease = booked(prepaid(buyer), provider, hours=6)
-    credit(buyer, 1_000_000)
     start = timezone.now() - timedelta(hours=1)
+    lease = booked(prepaid(buyer), provider, hours=6, at=start)
+    credit(buyer, 1_000_000)
     lease_start(lease_id=lease.pk, by="test", now=start)
     first = CreditHold.objects.get(lease=lease).amount
     assert first == expected_cost(lease=lease, at=start) < round_to_fen(lease.estimated_cost)
@@ -147,8 +150,8 @@ def test_a_long_lease_holds_the_horizon_and_is_topped_up_as_it_runs(buyer, provi
 def test_a_lease_the_credit_cannot_cover_is_warned_then_ended_for_insufficient_funds(buyer, provider, settings) -> None:
     # given a prepaid lease whose first hour the credit just covers
     settings.BANK_HOLD_HORIZON_HOURS, settings.BANK_LEASE_GRACE_SECONDS = 1, 600
-    lease = booked(prepaid(buyer), provider, hours=6)
     start = timezone.now() - timedelta(hours=1)
+    lease = booked(prepaid(buyer), provider, hours=6, at=start)
     credit(buyer, expected_cost(lease=lease, at=start), at=start - timedelta(minutes=1))
     lease_start(lease_id=lease.pk, by="test", now=start)
     usage(lease, hour_of(start), seconds=2 * 3600)
@@ -174,8 +177,8 @@ def test_a_lease_the_credit_cannot_cover_is_warned_then_ended_for_insufficient_f
 
 def test_a_top_up_after_the_warning_keeps_the_lease_running(buyer, provider, settings) -> None:
     settings.BANK_HOLD_HORIZON_HOURS = 1
-    lease = booked(prepaid(buyer), provider, hours=6)
     start = timezone.now() - timedelta(hours=1)
+    lease = booked(prepaid(buyer), provider, hours=6, at=start)
     credit(buyer, expected_cost(lease=lease, at=start), at=start - timedelta(minutes=1))
     lease_start(lease_id=lease.pk, by="test", now=start)
     usage(lease, hour_of(start), seconds=2 * 3600)

@@ -113,8 +113,8 @@ def test_a_prepaid_lease_ended_for_insufficient_funds_is_billed_exactly_for_what
 ) -> None:
     # given a prepaid buyer whose credit covers the first hour of a six-hour lease and a little more
     settings.BANK_HOLD_HORIZON_HOURS, settings.BANK_LEASE_GRACE_SECONDS = 1, 600
-    lease = booked(prepaid(buyer), provider, hours=6)
     start = timezone.now().replace(second=0, microsecond=0) - timedelta(hours=2)
+    lease = booked(prepaid(buyer), provider, hours=6, at=start)
     credit(buyer, expected_cost(lease=lease, at=start) + 500, at=start - timedelta(minutes=1))
     payment_method_set(organization=buyer, payment_method=card(GOOD_CARD))
     lease_start(lease_id=lease.pk, by="test", now=start)

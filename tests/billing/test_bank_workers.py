@@ -24,8 +24,8 @@ def test_the_bank_check_on_a_worker_warns_then_ends_an_uncovered_lease_once(cele
     settings.BANK_HOLD_HORIZON_HOURS = 1
     celery_workers.start(env={"BANK_HOLD_HORIZON_HOURS": "1", "BANK_LEASE_GRACE_SECONDS": "0"})
     buyer = prepaid(BuyerFactory())
-    lease = booked(buyer, ProviderFactory(), hours=6)
     start = timezone.now() - timedelta(hours=1)
+    lease = booked(buyer, ProviderFactory(), hours=6, at=start)
     credit(buyer, expected_cost(lease=lease, at=start), at=start - timedelta(minutes=1))
     lease_start(lease_id=lease.pk, by="test", now=start)
     usage(lease, hour_of(start), seconds=2 * 3600)

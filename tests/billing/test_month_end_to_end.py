@@ -25,7 +25,7 @@ def test_usage_events_become_a_paid_invoice_and_a_statement_and_the_books_reconc
     stripe, buyer, provider, make_client, buyer_client
 ) -> None:
     month_start, month_end = month_of(month_of(timezone.now())[0] - timedelta(days=1))
-    lease = leased(buyer=buyer, provider=provider, at=month_start - timedelta(days=5))
+    lease = leased(buyer=buyer, provider=provider, at=month_start, hours=24 * 31)
     lease_start(lease_id=lease.pk, by="test", now=month_start)
     events = [
         {

@@ -198,7 +198,7 @@ def test_usage_stamped_before_the_pools_first_price_is_rated_at_that_first_price
 
 def test_a_rebuild_rates_usage_an_earlier_release_left_without_a_price_on_the_next_invoice(buyer, provider) -> None:
     lease = started(buyer, provider, registered=at(57))
-    report(lease, "e1", at(58), 3600, now=at(59))
+    report(lease, "e1", at(58), 8 * 90, now=at(59))  # its 8 cards for the 90 seconds it has run
     UsageRollup.objects.update(price_plan=None)  # as the release before this fix stored that hour
     with time_machine.travel(APRIL_5, tick=False):
         held = invoice_for_period(buyer=buyer, at=HOUR)
@@ -210,7 +210,7 @@ def test_a_rebuild_rates_usage_an_earlier_release_left_without_a_price_on_the_ne
         invoices_finalize(invoice_ids=[held.pk], now=APRIL_5)
 
     held.refresh_from_db()
-    assert (held.status, held.subtotal, held.hold_reason) == ("finalized", 2000, "")
+    assert (held.status, held.subtotal, held.hold_reason) == ("finalized", 400, "")  # 720 card-seconds at 20
     assert not UsageRollup.objects.filter(price_plan__isnull=True).exclude(quantity=0).exists()
     assert reconcile() == []
 

@@ -97,7 +97,7 @@ def a_closed_month(count: int, make_client: Callable[..., APIClient]) -> Month:
     leases = []
     for _ in range(count):
         buyer = BuyerFactory()
-        lease = leased(buyer=buyer, provider=provider, at=month_start - timedelta(days=10))
+        lease = leased(buyer=buyer, provider=provider, at=month_start, hours=24 * 31)
         leases.append(lease_start(lease_id=lease.pk, by="test", now=month_start))
         payment_method_set(organization=buyer, payment_method=card(GOOD_CARD))
     return Month(leases=leases, agent=make_client(provider))

@@ -10,6 +10,7 @@ of usage after it, not a share of the month); the buyer owes the rest, collected
 gives everything back. Amounts are integer fen; rates are exact.
 """
 
+import math
 from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -91,6 +92,14 @@ class Lease:
     pool: Pool
     buyer: str
     cards: int
+    started_at: datetime
+    until: datetime  # the end of its run: its booked end, or when it ended if earlier
+    tokens_per_second: int = 0  # of one card of its GPU model
+
+    def seconds_in(self, hour: datetime, now: datetime) -> int:
+        """Whole seconds it ran in the hour starting at ``hour`` (up to ``now``)."""
+        ran = (min(hour + HOUR, self.until, now) - max(hour, self.started_at)).total_seconds()
+        return max(math.ceil(ran), 0)
 
 
 @dataclass
@@ -231,9 +240,22 @@ class Refused(Exception):
 
 
 class MoneyModel:
-    def __init__(self, *, commission_rate: Decimal, hourly_tolerance: Decimal, dunning_steps: int) -> None:
+    def __init__(
+        self,
+        *,
+        commission_rate: Decimal,
+        hourly_tolerance: Decimal,
+        dunning_steps: int,
+        grace_seconds: int,
+        tokens_headroom: Decimal,
+        start_early_seconds: int,
+    ) -> None:
         self.commission_rate = commission_rate
         self.hourly_tolerance = Fraction(hourly_tolerance)
+        self.grace_seconds = grace_seconds
+        self.tokens_headroom = Fraction(tokens_headroom)
+        self.start_early_seconds = start_early_seconds
+        self.tokens: dict[tuple[str, datetime], int] = defaultdict(int)  # (lease, hour): tokens kept
         self.dunning_steps = dunning_steps
         self.pools: dict[str, Pool] = {}
         self.leases: dict[str, Lease] = {}
@@ -252,25 +274,62 @@ class MoneyModel:
 
     # --- usage and prices ---------------------------------------------------------------
 
+    def in_run(self, lease: Lease, at: datetime) -> bool:
+        """Usage is taken from its start to the end of its run, give or take the clock-skew allowance."""
+        grace = timedelta(seconds=self.grace_seconds)
+        return lease.started_at - grace <= at <= lease.until + grace
+
+    def hour_seconds(self, lease: Lease, hour: datetime, now: datetime) -> int:
+        """The seconds an hour may bill per card: those it ran in it and the allowance, at most 3,600."""
+        return min(3600, lease.seconds_in(hour, now) + self.grace_seconds)
+
     def report_usage(self, *, lease_id: str, at: datetime, seconds: int, now: datetime) -> bool:
         """A usage event of ``seconds`` card-seconds at ``at``; whether it is accepted."""
         lease = self.leases[lease_id]
-        if seconds > lease.cards * 3600:
+        if not self.in_run(lease, at) or seconds > lease.cards * 3600:
             return False
         hour = at.replace(minute=0, second=0, microsecond=0)
+        limit = int(lease.cards * self.hour_seconds(lease, hour, now) * (1 + self.hourly_tolerance))
         usage = self.usage.setdefault((lease_id, hour), Usage())
-        if usage.seconds + seconds > lease.cards * 3600 * (1 + self.hourly_tolerance):
+        if usage.seconds + seconds > limit:
             return False
         usage.events.append((at, seconds))
+        usage.closed = self._invoice_for(lease.buyer, hour, now)
+        return True
+
+    def _invoice_for(self, buyer: str, hour: datetime, now: datetime) -> bool:
+        """Usage of ``hour`` makes its month's draft, or once that is finalized the current month's
+        (which bills it late). Whether the month is closed."""
         month = month_of(hour)
-        invoice = self.invoices.get((lease.buyer, month[0]))
-        usage.closed = invoice is not None and invoice.status != "draft"
+        invoice = self.invoices.get((buyer, month[0]))
         if invoice is None:
-            self.invoices[(lease.buyer, month[0])] = Invoice(lease.buyer, *month)
+            self.invoices[(buyer, month[0])] = Invoice(buyer, *month)
         elif invoice.status != "draft":
             current = month_of(now)
-            self.invoices.setdefault((lease.buyer, current[0]), Invoice(lease.buyer, *current))
+            self.invoices.setdefault((buyer, current[0]), Invoice(buyer, *current))
+        return invoice is not None and invoice.status != "draft"
+
+    def report_tokens(self, *, lease_id: str, at: datetime, tokens: int, now: datetime) -> bool:
+        """A token event (input + output ``tokens``) at ``at``; whether it is accepted: an hour of a
+        lease keeps at most its cards' tokens per second x the seconds it may bill x the headroom.
+        Tokens are not priced in this world: they move no money, only the books' checks see them."""
+        lease = self.leases[lease_id]
+        if not self.in_run(lease, at):
+            return False
+        hour = at.replace(minute=0, second=0, microsecond=0)
+        seconds = self.hour_seconds(lease, hour, now)
+        limit = int(lease.tokens_per_second * lease.cards * seconds * self.tokens_headroom)
+        if self.tokens[(lease_id, hour)] + tokens > limit:
+            return False
+        self.tokens[(lease_id, hour)] += tokens
+        self._invoice_for(lease.buyer, hour, now)
         return True
+
+    def start_lease(self, *, lease: Lease, start_at: datetime, now: datetime) -> None:
+        """A lease starts from its booked start less the early allowance, no sooner."""
+        if now < start_at - timedelta(seconds=self.start_early_seconds):
+            raise Refused("lease_not_due")
+        self.leases[lease.id] = lease
 
     def change_price(self, *, pool_id: str, version: Version) -> None:
         pool = self.pools[pool_id]

@@ -24,6 +24,7 @@ from vouchers.models import Voucher, VoucherProgram, YearlyCapUsage
 SETUP = datetime(2026, 1, 10, 0, tzinfo=UTC)
 STARTED = SETUP + timedelta(hours=1)
 START = datetime(2026, 1, 20, 2, tzinfo=UTC)  # 10:00 in Shanghai
+BOOKED_HOURS = 3 * 365 * 24
 FACTORS = [
     {"peak": Decimal("1.5"), "flat": Decimal("1"), "valley": Decimal("0.5")},
     {"peak": Decimal("1"), "flat": Decimal("1"), "valley": Decimal("1")},
@@ -49,7 +50,8 @@ def build_world() -> World:
     leases = []
     for buyer in buyers[:2]:  # leases[2 * buyer + provider]
         for provider, hub in zip(providers, hubs, strict=True):
-            lease = leased(buyer=buyer, provider=provider, at=SETUP, time_of_use=FACTORS[0], **hub)
+            # booked for three years: every sequence's usage falls inside the booked run
+            lease = leased(buyer=buyer, provider=provider, at=SETUP, hours=BOOKED_HOURS, time_of_use=FACTORS[0], **hub)
             leases.append(lease_start(lease_id=lease.pk, by="test", now=STARTED))
     pools = {str(pool.pk): pool for pool in ResourcePool.objects.filter(pk__in=[lease.pool_id for lease in leases])}
     Bank.objects.create(organization=buyers[2], mode=Bank.Mode.PREPAID)  # its leases hold credit as they run

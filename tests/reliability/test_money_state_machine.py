@@ -65,6 +65,7 @@ from marketplace.models import Lease
 from marketplace.services import lease_end, lease_start, order_place
 from organizations.models import Organization
 from pools.models import Hub, ResourcePool
+from pools.reference_data import TOKENS_PER_SECOND
 from pools.services import pool_heartbeat, price_plan_create
 from pools.tariffs import hour_bands
 from tests.billing.factories import leased
@@ -114,19 +115,23 @@ class MoneyMachine(RuleBasedStateMachine):
         self.clock = START
         self.events = 0
         self.sent: list[list[list[Any]]] = [[], []]  # per provider: [event, accepted]
+        self.copies: dict[str, list[Any]] = {}  # provider 0's event id: provider 1's copy, [event, accepted]
         self.attempts: list[PaymentAttempt] = []
         self.prepaid: list[Lease] = []  # leases the prepaid buyer started in this sequence
         self.model = m.MoneyModel(
             commission_rate=django_settings.PLATFORM_COMMISSION_RATE,
             hourly_tolerance=django_settings.USAGE_HOURLY_TOLERANCE,
             dunning_steps=len(django_settings.BILLING_DUNNING_DAYS),
+            grace_seconds=django_settings.USAGE_TIME_GRACE_SECONDS,
+            tokens_headroom=django_settings.USAGE_TOKENS_HEADROOM,
+            start_early_seconds=django_settings.LEASE_START_EARLY_SECONDS,
         )
         self.pools = list(self.world.pools.values())  # and the pools listed in this sequence
         self.listed: list[Lease] = []  # leases on those pools
         for pool in self.pools:
             self.model_pool(pool)
         for lease in self.world.leases:
-            self.model_lease(lease)
+            self.model.leases[str(lease.pk)] = self.model_lease(lease)
 
     def model_pool(self, pool: ResourcePool) -> None:
         plan = pool.price_plans.get()
@@ -136,11 +141,6 @@ class MoneyMachine(RuleBasedStateMachine):
             str(pool.provider_id),
             hour_bands(pool.hub.tariff),
             [m.Version(plan.effective_from, plan.price_per_card_hour, factors)],
-        )
-
-    def model_lease(self, lease: Lease) -> None:
-        self.model.leases[str(lease.pk)] = m.Lease(
-            str(lease.pk), self.model.pools[str(lease.pool_id)], str(lease.buyer_id), lease.cards
         )
 
     def teardown(self) -> None:
@@ -172,6 +172,17 @@ class MoneyMachine(RuleBasedStateMachine):
 
     def pick(self, items: list[Any], index: int) -> Any:
         return items[index % len(items)]
+
+    def model_lease(self, lease: Lease, *, started_at: datetime | None = None) -> m.Lease:
+        return m.Lease(
+            str(lease.pk),
+            self.model.pools[str(lease.pool_id)],
+            str(lease.buyer_id),
+            lease.cards,
+            started_at or lease.started_at,
+            lease.end_at,
+            TOKENS_PER_SECOND[lease.pool.gpu_model_id],
+        )
 
     # --- the world of this sequence -------------------------------------------------------
 
@@ -401,11 +412,15 @@ class MoneyMachine(RuleBasedStateMachine):
             buyer=organization, provider=self.world.providers[provider], at=self.clock, price=base,
             time_of_use=given, hub_id=hub, province=province,
         )  # fmt: skip
-        with self.at_clock():
-            lease = lease_start(lease_id=lease.pk, by="test", now=self.clock)
+        assert lease.start_at == self.clock  # booked from now: it may start at once
         self.pools.append(lease.pool)
         self.model_pool(lease.pool)
-        self.model_lease(lease)
+        model_lease = self.model_lease(lease, started_at=self.clock)
+        _, refusal = self.predict(
+            lambda: self.model.start_lease(lease=model_lease, start_at=lease.start_at, now=self.clock)
+        )
+        with self.at_clock():
+            lease = self.expect(refusal, lambda: lease_start(lease_id=lease.pk, by="test", now=self.clock))
         self.listed.append(lease)
         SEEN["pools listed mid-hour and used at once"] += 1
         self.clock += timedelta(minutes=later)
@@ -819,7 +834,7 @@ class MoneyMachine(RuleBasedStateMachine):
             booked = (lease.end_at - lease.start_at).total_seconds()
             ahead = min(django_settings.BANK_HOLD_HORIZON_HOURS * 3600, (lease.end_at - self.clock).total_seconds())
             needed = m.round_half_up(Fraction(lease.estimated_cost) * Fraction(ahead) / Fraction(booked) * 100)
-            model_lease = m.Lease(str(lease.pk), self.model.pools[str(lease.pool_id)], str(organization.pk), cards)
+            model_lease = self.model_lease(lease, started_at=self.clock)
             _, refusal = self.predict(lambda: self.model.lease_starts(lease=model_lease, needed=needed, now=self.clock))
             started = self.expect(refusal, lambda: lease_start(lease_id=lease.pk, by="test", now=self.clock))
         if started is not None:
@@ -849,7 +864,147 @@ class MoneyMachine(RuleBasedStateMachine):
             if ends and lease.ended_at is None:
                 lease_end(lease_id=lease.pk, status=Lease.Status.COMPLETED, reason="done", by="test", now=self.clock)
                 self.model.holds[str(lease.pk)][1] = False
+                model_lease = self.model.leases[str(lease.pk)]
+                model_lease.until = min(model_lease.until, self.clock)
                 SEEN["prepaid leases ended, hold released"] += 1
+
+    @rule(
+        buyer=st.integers(0, 1),
+        ahead=st.one_of(st.integers(0, 600), st.integers(0, 72 * 3600)),
+        early=st.sampled_from([0, 120, 300, 301, 3600]),
+        ran=st.one_of(st.integers(1, 10), st.integers(1, 3 * 3600)),
+        usage=st.lists(st.tuples(st.integers(-400, 3 * 3600 + 400), st.integers(1, 2 * 180)), min_size=1, max_size=6),
+    )
+    def a_lease_booked_ahead_is_started_early_and_runs_for_seconds(
+        self, buyer: int, ahead: int, early: int, ran: int, usage: list[tuple[int, int]]
+    ) -> None:
+        """A lease booked ahead: its provider tries to start it at once, then ``early`` seconds before its
+        start, then at its start; it runs ``ran`` seconds; its agent reports usage around that run."""
+        organization = self.world.buyers[buyer]
+        requirements = Requirements(
+            cards=2, duration_hours=4, workload="training", gpu_model="H100-80G",
+            earliest_start=self.clock + timedelta(seconds=ahead),
+        )  # fmt: skip
+        with self.at_clock():
+            if str(organization.pk) in self.model.blocked:
+                self.expect(
+                    m.Refused("orders_blocked"), lambda: order_place(buyer=organization, requirements=requirements)
+                )
+                return
+            for pool in self.world.pools.values():  # the providers' agents keep the pools fresh
+                pool_heartbeat(pool=pool, healthy_cards=pool.cards, observed_at=self.clock)
+            lease = order_place(buyer=organization, requirements=requirements).leases.get()
+        started = None
+        for attempt in (self.clock, lease.start_at - timedelta(seconds=early), lease.start_at):
+            self.clock = max(self.clock, attempt)
+            model_lease = self.model_lease(lease, started_at=self.clock)
+            _, refusal = self.predict(
+                lambda: self.model.start_lease(lease=model_lease, start_at=lease.start_at, now=self.clock)  # noqa: B023
+            )
+            with self.at_clock():
+                started = self.expect(refusal, lambda: lease_start(lease_id=lease.pk, by="test", now=self.clock))
+            if started is not None:
+                break
+        assert started is not None
+        self.clock = started.started_at + timedelta(seconds=ran)
+        with self.at_clock():
+            lease_end(lease_id=lease.pk, status=Lease.Status.COMPLETED, reason="done", by="test", now=self.clock)
+        model_lease.until = self.clock
+        self.clock += timedelta(minutes=5)  # the agent's last batch
+        batch = []
+        for offset, seconds in usage:
+            self.events += 1
+            at = started.started_at + timedelta(seconds=offset)
+            event = {
+                "specversion": "1.0", "id": f"evt-{self.events}", "source": "agent://machine/pool",
+                "type": "compute.gpu_seconds", "subject": str(lease.pk), "time": at.isoformat(),
+                "data": {"quantity": seconds, "cards": lease.cards},
+            }  # fmt: skip
+            batch.append(
+                (event, self.model.report_usage(lease_id=str(lease.pk), at=at, seconds=seconds, now=self.clock))
+            )
+        with self.at_clock():
+            result = usage_events_ingest(
+                provider_id=lease.provider_id, events=[event for event, _ in batch], now=self.clock
+            )
+            assert result.accepted == sum(accepted for _, accepted in batch), result.errors
+            usage_rollup_buckets(
+                buckets=[(lease_id, datetime.fromtimestamp(hour * 3600, UTC)) for lease_id, hour in result.buckets]
+            )
+        SEEN["short leases run"] += 1
+        SEEN["short leases' usage events refused"] += len(batch) - result.accepted
+
+    @rule(
+        lease=st.integers(0, 3),
+        hours_back=st.integers(0, 48),
+        count=st.integers(1, 40),
+        size=st.sampled_from([10**6, 10**9, 10**10]),
+    )
+    def a_token_flood_is_reported(self, lease: int, hours_back: int, count: int, size: int) -> None:
+        """A provider reports ``count`` events of ``size`` input and output tokens in one hour of a lease:
+        the hour keeps what the lease's cards can process, the rest is refused."""
+        record = self.world.leases[lease]
+        at = max(STARTED, self.clock - timedelta(hours=hours_back))
+        events, expected = [], 0
+        for _ in range(count):
+            self.events += 1
+            events.append(
+                {
+                    "specversion": "1.0", "id": f"evt-{self.events}", "source": "agent://machine/pool",
+                    "type": "compute.tokens", "subject": str(record.pk), "time": at.isoformat(),
+                    "data": {"model": "qwen3-72b", "input_tokens": size, "output_tokens": size},
+                }
+            )  # fmt: skip
+            expected += self.model.report_tokens(lease_id=str(record.pk), at=at, tokens=2 * size, now=self.clock)
+        with self.at_clock():
+            result = usage_events_ingest(provider_id=record.provider_id, events=events, now=self.clock)
+            assert result.accepted == expected, result.errors[:3]
+            assert {error["code"] for error in result.errors} <= {"hourly_token_limit_exceeded"}
+            usage_rollup_buckets(
+                buckets=[(lease_id, datetime.fromtimestamp(hour * 3600, UTC)) for lease_id, hour in result.buckets]
+            )
+        SEEN["token events accepted"] += result.accepted
+        SEEN["token events refused (over the cards' throughput)"] += result.rejected
+
+    @precondition(lambda self: self.sent[0])
+    @rule(index=st.integers(0, 1000), quantity=st.integers(1, 3600))
+    def another_provider_sends_an_event_with_the_same_source_and_id(self, index: int, quantity: int) -> None:
+        """Provider 1 posts an event with the source and id of one of provider 0's against its own lease,
+        then provider 0 sends its event again: each provider's events are its own, none blocks the other."""
+        sent = self.pick(self.sent[0], index)
+        original, accepted_before = sent
+        at = datetime.fromisoformat(original["time"])
+        copy_sent = self.copies.get(original["id"])  # provider 1 copied this one before: the same copy again
+        if copy_sent is None:
+            buyer = [str(lease.pk) for lease in self.world.leases].index(original["subject"]) // 2
+            theirs = self.world.leases[2 * buyer + 1]
+            copy = {**original, "subject": str(theirs.pk), "data": {"quantity": quantity, "cards": theirs.cards}}
+            copy_sent = self.copies[original["id"]] = [copy, False]
+            self.sent[1].append(copy_sent)
+            copied_before = False
+        else:
+            copy, copied_before = copy_sent
+        copied = not copied_before and self.model.report_usage(
+            lease_id=copy["subject"], at=at, seconds=copy["data"]["quantity"], now=self.clock
+        )
+        again = not accepted_before and self.model.report_usage(
+            lease_id=original["subject"], at=at, seconds=original["data"]["quantity"], now=self.clock
+        )
+        with self.at_clock():
+            intruder = usage_events_ingest(provider_id=self.world.providers[1].pk, events=[copy], now=self.clock)
+            owner = usage_events_ingest(provider_id=self.world.providers[0].pk, events=[original], now=self.clock)
+            assert (intruder.accepted, intruder.duplicates) == (int(copied), int(copied_before)), intruder.errors
+            assert (owner.accepted, owner.duplicates) == (int(again), int(accepted_before)), owner.errors
+            assert "conflict" not in {error["code"] for error in intruder.errors + owner.errors}
+            usage_rollup_buckets(
+                buckets=[
+                    (lease_id, datetime.fromtimestamp(hour * 3600, UTC))
+                    for lease_id, hour in intruder.buckets | owner.buckets
+                ]
+            )
+        sent[1] = accepted_before or again
+        copy_sent[1] = copied_before or copied
+        SEEN["event ids shared by two providers"] += 1
 
     # --- the books ------------------------------------------------------------------------
 
