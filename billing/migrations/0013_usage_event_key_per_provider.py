@@ -15,7 +15,7 @@ WHERE e.source = k.source AND e.event_id = k.event_id AND k.provider_id IS NULL
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0011_rollup_per_price_version"),
+        ("billing", "0012_refunds"),
         ("organizations", "0001_initial"),
     ]
 
