@@ -813,6 +813,15 @@ class MoneyMachine(RuleBasedStateMachine):
             self.model.grant(m.Grant(str(grant.pk), str(organization.pk), True, amount, None, 100, self.clock))
         SEEN[f"top-ups {'granted' if succeeded else 'declined'}"] += 1
 
+    def place_order(self, organization: Any, requirements: Requirements) -> Lease | None:
+        """The order's lease, on pools the providers' agents keep fresh; None if the buyer is blocked."""
+        if str(organization.pk) in self.model.blocked:
+            self.expect(m.Refused("orders_blocked"), lambda: order_place(buyer=organization, requirements=requirements))
+            return None
+        for pool in self.world.pools.values():
+            pool_heartbeat(pool=pool, healthy_cards=pool.cards, observed_at=self.clock)
+        return order_place(buyer=organization, requirements=requirements).leases.get()
+
     @precondition(lambda self: len(self.prepaid) < 4)
     @rule(cards=st.integers(1, 2), hours=st.integers(1, 4))
     def a_prepaid_buyer_starts_a_lease(self, cards: int, hours: int) -> None:
@@ -823,14 +832,9 @@ class MoneyMachine(RuleBasedStateMachine):
             allowed_hubs=frozenset({"jingjinji"}),
         )  # fmt: skip
         with self.at_clock():
-            if str(organization.pk) in self.model.blocked:
-                self.expect(
-                    m.Refused("orders_blocked"), lambda: order_place(buyer=organization, requirements=requirements)
-                )
+            lease = self.place_order(organization, requirements)
+            if lease is None:
                 return
-            for pool in self.world.pools.values():  # the providers' agents keep the pools fresh
-                pool_heartbeat(pool=pool, healthy_cards=pool.cards, observed_at=self.clock)
-            lease = order_place(buyer=organization, requirements=requirements).leases.get()
             booked = (lease.end_at - lease.start_at).total_seconds()
             ahead = min(django_settings.BANK_HOLD_HORIZON_HOURS * 3600, (lease.end_at - self.clock).total_seconds())
             needed = m.round_half_up(Fraction(lease.estimated_cost) * Fraction(ahead) / Fraction(booked) * 100)
@@ -886,14 +890,9 @@ class MoneyMachine(RuleBasedStateMachine):
             earliest_start=self.clock + timedelta(seconds=ahead),
         )  # fmt: skip
         with self.at_clock():
-            if str(organization.pk) in self.model.blocked:
-                self.expect(
-                    m.Refused("orders_blocked"), lambda: order_place(buyer=organization, requirements=requirements)
-                )
+            lease = self.place_order(organization, requirements)
+            if lease is None:
                 return
-            for pool in self.world.pools.values():  # the providers' agents keep the pools fresh
-                pool_heartbeat(pool=pool, healthy_cards=pool.cards, observed_at=self.clock)
-            lease = order_place(buyer=organization, requirements=requirements).leases.get()
         started = None
         for attempt in (self.clock, lease.start_at - timedelta(seconds=early), lease.start_at):
             self.clock = max(self.clock, attempt)
