@@ -377,7 +377,7 @@ def test_a_newcomers_journey_runs_on_the_embedded_default_as_the_readme_tells_it
 
     with demo.step("the demo's logins open onto a working month: pools, leases, invoices, vouchers, credit"):
         grid_page, spend_page = demo.page("operator"), demo.page("buyer")
-        assert int(figure(grid_page, "<h2", "overdue-count")) >= 1
+        assert int(figure(grid_page, 'class="strip"', "overdue-count")) >= 1
         assert Decimal(figure(spend_page, "<dl", "spend-so-far")) > 0
         assert Decimal(figure(spend_page, "<dl", "bank-credit")) > 0
         assert 'data-state="overdue"' in spend_page
