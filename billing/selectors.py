@@ -280,7 +280,7 @@ def bank_movements(*, buyer: Organization) -> QuerySet[BankMovement]:
     return BankMovement.objects.filter(buyer=buyer).select_related("grant")
 
 
-def provider_accrued(*, organization: Organization, now: datetime) -> dict[str, int]:
+def provider_accrued(*, organization: Organization, now: datetime) -> dict[str, Any]:
     """A provider's earnings so far in the month of ``now``, before any invoice is finalized: its
     usage this month rated as the buyers' invoices will rate it, less the platform's commission."""
     period_start, period_end = month_of(now)

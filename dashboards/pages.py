@@ -452,7 +452,9 @@ def buyer_page(*, organization: Organization, now: datetime) -> dict[str, Any]:
     period_start, period_end = month_of(now)
     invoices = invoice_list(organization=organization)
     draft = invoices.filter(status=Invoice.Status.DRAFT, period_start=period_start).first()
-    spend = spend_forecast(invoice=draft, now=now) if draft else {"so_far": 0, "forecast": 0, "leases": []}
+    spend: dict[str, Any] = (
+        spend_forecast(invoice=draft, now=now) if draft else {"so_far": 0, "forecast": 0, "leases": []}
+    )
     vouchers = list(
         voucher_list(organization=organization)
         .filter(status__in=Voucher.LIVE)
@@ -520,7 +522,9 @@ def _spend_chart(
     today = now.astimezone(zone).date()
     spent = spend_by_day(invoice=draft)
     days = [first + DAY * n for n in range((last - first).days + 1)]
-    so_far, total, forecast = [], Decimal(0), []
+    so_far: list[Decimal | None] = []
+    forecast: list[Decimal | None] = []
+    total = Decimal(0)
     to_come = Decimal(spend["forecast"] - spend["so_far"]) / 100
     days_left = max((last - today).days, 0)
     for day in days:
