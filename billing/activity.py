@@ -130,8 +130,10 @@ def program_with_vouchers(
     coverage_share: Decimal,
     per_company_yearly_cap: int,
     workloads: Sequence[str] = (),
+    issued: datetime | None = None,
 ) -> VoucherProgram:
-    """An open program that gave each of ``holders`` a voucher of ``face_value`` when it opened."""
+    """An open program that gave each of ``holders`` a voucher of ``face_value`` when it opened
+    (or at ``issued``)."""
     program = voucher_services.program_create(
         issuer=issuer,
         name=name,
@@ -149,7 +151,7 @@ def program_with_vouchers(
         program=program,
         requests=[VoucherRequest(organization=buyer, face_value=face_value, valid_until=None) for buyer in holders],
         by=BY,
-        now=opened,
+        now=issued or opened,
     )
     return program
 
@@ -307,7 +309,9 @@ def demo_month(
     usage_backfill(leases, lambda lease: hours_between(last_days, last_days + timedelta(days=10)), rng=rng)
     usage_backfill(leases, lambda lease: hours_between(began, hour), rng=rng)
 
-    # Vouchers for inference (the buyer's training is not eligible), to the buyer and companies of its province.
+    # Vouchers for inference (the buyer's training is not eligible), to the buyer and companies of its province,
+    # from the middle of last month: they paid part of it and have some left, well inside the yearly cap of
+    # any other program of the issuer's (the README's journey opens one with a cap of 5,000 yuan).
     neighbours = Organization.objects.filter(kind="buyer", province=buyer.province, slug__startswith="nat-")
     program_with_vouchers(
         issuer=issuer,
@@ -316,10 +320,11 @@ def demo_month(
         opened=month_before - timedelta(days=20),
         valid_until=this_month + timedelta(days=300),
         budget=2_000_000_00,
-        face_value=20_000_00,
+        face_value=4_000_00,
         coverage_share=Decimal("0.3"),
         per_company_yearly_cap=50_000_00,
         workloads=["batch_inference", "realtime_inference"],
+        issued=last_month + timedelta(days=13),
     )
     drafts_finalize(period_start=month_before, at=last_month + timedelta(days=3), buyers=[buyer])
     (paid,) = drafts_finalize(period_start=last_month, at=min(now, this_month + timedelta(days=3)), buyers=[buyer])

@@ -175,10 +175,7 @@ def _invoice_rows(invoices: list[Invoice], now: datetime) -> list[dict[str, Any]
 
 
 def operator_page(*, organization: Organization, now: datetime, params: Params) -> dict[str, Any]:
-    names = _hub_names()
     hubs = hub_capacity()
-    for hub in hubs:
-        hub["name"] = names.get(hub["code"], hub["code"])
 
     placements = placements_by_hub(since=now - DAY, until=now)
     by_hub: dict[str, dict[str, int]] = {hub["code"]: {"leases": 0, "cards": 0} for hub in hubs}
