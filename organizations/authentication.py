@@ -5,6 +5,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from core.context import origin_identify
+from core.throttling import auth_failure_record, auth_failures_check
 from organizations.models import ApiKey, Organization
 from organizations.services import api_key_authenticate
 
@@ -44,11 +45,14 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).decode("latin-1")
         if not header:
             return None
+        auth_failures_check(request._request)
         scheme, _, raw_key = header.partition(" ")
         if scheme.lower() != self.keyword.lower() or not raw_key.strip():
+            auth_failure_record(request._request)
             raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <api key>'.")
         api_key = api_key_authenticate(raw_key=raw_key.strip())
         if api_key is None:
+            auth_failure_record(request._request)
             raise exceptions.AuthenticationFailed("This API key is unknown or revoked.")
         request._request.organization = api_key.organization  # type: ignore[attr-defined]
         origin_identify(organization_id=api_key.organization_id, api_key_prefix=api_key.prefix)

@@ -100,9 +100,9 @@ def test_the_database_refuses_to_truncate_the_ledger(accounts, statement: str) -
     entry_post(kind="t", description="t", reference="r", legs=[(receivable, 700), (revenue, -700)])
     immediate()
 
-    with pytest.raises(IntegrityError, match="TRUNCATE of billing_.* refused"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(statement)
+    refused = pytest.raises(IntegrityError, match=r"TRUNCATE of billing_\w+ refused")
+    with refused, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(statement)
 
     assert account_balance(receivable) == 700
 

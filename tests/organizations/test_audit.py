@@ -172,9 +172,9 @@ def test_the_database_refuses_to_change_or_delete_an_event(buyer) -> None:
 def test_the_database_refuses_to_truncate_the_trail(buyer) -> None:
     audit_record(actor="test", action="api_key.create", target=buyer, organization=buyer)
 
-    with pytest.raises(IntegrityError, match="TRUNCATE of organizations_auditevent refused"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("TRUNCATE organizations_auditevent")
+    refused = pytest.raises(IntegrityError, match="TRUNCATE of organizations_auditevent refused")
+    with refused, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("TRUNCATE organizations_auditevent")
 
     assert AuditEvent.objects.filter(organization_id=buyer.pk).count() == 1
 
