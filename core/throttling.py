@@ -8,7 +8,7 @@ one count), and a request past the limit is a 429 that says the limit and, in
 (default ``default``). A request with a key counts in its key's bucket
 (settings.API_RATE_LIMITS) and then in its organization's (API_RATE_LIMITS_PER_ORGANIZATION),
 so that more keys do not buy more requests; one without a key counts in its address's.
-Failed authentications (unknown, revoked or malformed API keys, bad dashboard logins) count
+Failed authentications (unknown, revoked or malformed API keys, bad sign-ins) count
 per client address (settings.AUTH_FAILURE_RATE_LIMIT); an address past the limit is refused
 before its credentials are even checked, until the window ends.
 """

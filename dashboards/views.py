@@ -15,7 +15,7 @@ from django.utils import timezone
 from billing.selectors import invoice_list, invoice_view
 from billing.serializers import InvoiceSerializer
 from core.exceptions import RateLimited
-from core.throttling import auth_failure_record, auth_failures_check
+from core.throttling import auth_failures_check
 from core.timezones import local_zone
 from dashboards import pages
 from dashboards.access import member_organizations, organization_page
@@ -29,9 +29,9 @@ Kind = Organization.Kind
 
 
 class LoginView(auth_views.LoginView):
-    """Django's sign-in page, with failed sign-ins counted per client address: past the limit
-    (settings.AUTH_FAILURE_RATE_LIMIT) the address gets a 429 page, with Retry-After, and its
-    password is not checked until the window ends."""
+    """Django's sign-in page. Failed sign-ins count per client address (the authentication
+    backend, organizations.authentication.SignInBackend); past the limit the address gets a 429
+    page, with Retry-After, until the window ends."""
 
     template_name = "dashboards/login.html"
     redirect_authenticated_user = True
@@ -43,10 +43,6 @@ class LoginView(auth_views.LoginView):
             context = self.get_context_data(form=self.get_form_class()(request), locked_out=limited.message)
             return self.render_to_response(context, status=429, headers=limited.headers)
         return super().post(request, *args, **kwargs)
-
-    def form_invalid(self, form: Any) -> HttpResponse:
-        auth_failure_record(self.request)
-        return super().form_invalid(form)
 
 
 def page(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:

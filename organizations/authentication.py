@@ -1,10 +1,14 @@
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth.backends import ModelBackend
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from core.context import origin_identify
+from core.exceptions import RateLimited
 from core.throttling import auth_failure_record, auth_failures_check
 from organizations.models import ApiKey, Organization
 from organizations.services import api_key_authenticate
@@ -60,3 +64,23 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return self.keyword
+
+
+class SignInBackend(ModelBackend):
+    """Django's username and password sign-in (the dashboards, the admin), with failed sign-ins
+    counted per client address: past settings.AUTH_FAILURE_RATE_LIMIT the address's sign-ins
+    fail, its passwords unchecked, until the window ends (the dashboards' page says so, 429)."""
+
+    def authenticate(
+        self, request: HttpRequest | None, username: str | None = None, password: str | None = None, **kwargs: Any
+    ) -> Any:
+        if request is None:  # not over HTTP (a test client's login, a shell)
+            return super().authenticate(request, username, password, **kwargs)
+        try:
+            auth_failures_check(request)
+        except RateLimited:
+            raise PermissionDenied from None  # django.contrib.auth.authenticate stops at it: no user
+        user = super().authenticate(request, username, password, **kwargs)
+        if user is None:
+            auth_failure_record(request)
+        return user

@@ -101,6 +101,9 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# People sign in (dashboards, admin) with Django's username and password, failed sign-ins
+# counted per client address (AUTH_FAILURE_RATE_LIMIT).
+AUTHENTICATION_BACKENDS = ["organizations.authentication.SignInBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -162,7 +165,7 @@ API_RATE_LIMITS_PER_ORGANIZATION = {
     "ingest": env_rate("API_RATE_LIMIT_INGEST_PER_ORGANIZATION", "1200/min"),
     "payments": env_rate("API_RATE_LIMIT_PAYMENTS_PER_ORGANIZATION", "30/min"),
 }
-# Failed authentications (bad, unknown or revoked API keys; bad dashboard logins) per client
+# Failed authentications (bad, unknown or revoked API keys; bad dashboard or admin sign-ins) per client
 # address: past it, the address is refused (429) until the window ends, good credentials too.
 AUTH_FAILURE_RATE_LIMIT = env_rate("AUTH_FAILURE_RATE_LIMIT", "20/min")
 # Live (unrevoked) API keys an organization may hold; one more is refused (422 api_key_limit_reached).

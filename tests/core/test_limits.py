@@ -316,6 +316,20 @@ def test_bad_dashboard_logins_lock_the_address_out(settings) -> None:
     assert other.post("/dashboard/login/", {"username": "ada", "password": "right-password"}).status_code == 302
 
 
+def test_bad_admin_logins_lock_the_address_out_too(settings) -> None:
+    settings.AUTH_FAILURE_RATE_LIMIT = (2, 60)
+    User.objects.create_user(username="root", password="right-password", is_staff=True, is_superuser=True)
+    browser = Client(REMOTE_ADDR=fresh_address())
+
+    for _ in range(2):
+        browser.post("/admin/login/", {"username": "root", "password": "wrong"})
+    locked = browser.post("/admin/login/", {"username": "root", "password": "right-password"})
+
+    assert locked.status_code == 200 and "_auth_user_id" not in browser.session  # refused, password unchecked
+    other = Client(REMOTE_ADDR=fresh_address())
+    assert other.post("/admin/login/", {"username": "root", "password": "right-password"}).status_code == 302
+
+
 PROXY = "10.1.2.3"
 
 
