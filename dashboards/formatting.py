@@ -74,11 +74,11 @@ def api_money(value: int | Decimal | str | None) -> str:
     return format_yuan(value) if isinstance(value, int) else str(Decimal(value).quantize(Decimal("0.01")))
 
 
-def price(value: Decimal | str | None, currency: bool = True) -> str:
+def price(value: Decimal | str | None) -> str:
     """A price per card-hour or per million tokens: ``"¥12.3457"`` (the API's ``"12.3457"``)."""
     if value is None or value == "":
         return ""
-    return f"{YUAN if currency else ''}{shown_price(value):,.4f}"
+    return f"{YUAN}{shown_price(value):,.4f}"
 
 
 def api_price(value: Decimal | str | None) -> str:

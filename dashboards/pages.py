@@ -238,7 +238,7 @@ def operator_page(*, organization: Organization, now: datetime, params: Params) 
         "prices": _prices_by_model(hubs, now),
         "placements": [{"hub": hub["code"], "name": hub["name"], **by_hub[hub["code"]]} for hub in hubs],
         "placements_chart": placements_chart,
-        "placements_label": _chart_text(_("Leases placed each hour of the last day, by hub"), placed, hub_total=True),
+        "placements_label": _chart_text(_("Leases placed in the last day, by hub"), placed),
         "days": list(reversed(days)),
         "usage_chart": usage_chart,
         "usage_label": _("Card-hours used each day, last %(days)s days: %(total)s in all, %(today)s today")
@@ -291,13 +291,9 @@ def _prices_by_model(hubs: list[dict[str, Any]], now: datetime) -> list[dict[str
     return rows
 
 
-def _chart_text(title: str, series: dict[str, list[Any]], *, hub_total: bool = False) -> str:
-    """A chart's text alternative: its title and each series' total (or last value)."""
-    parts = [
-        f"{name} {quantity(sum(values))}" if hub_total else f"{name} {values[-1]}"
-        for name, values in series.items()
-        if any(values)
-    ]
+def _chart_text(title: str, series: dict[str, list[Any]]) -> str:
+    """A chart's text alternative: its title and each series' total."""
+    parts = [f"{name} {quantity(sum(values))}" for name, values in series.items() if any(values)]
     return f"{title}: {', '.join(parts) or _('none')}."
 
 
