@@ -11,6 +11,10 @@ from core.serializers import CurrencyField, MoneyField, PriceField, StrictSerial
 MAX_USAGE_RANGE = {"hour": timedelta(days=31), "day": timedelta(days=366)}
 
 
+class UsageEventsBodySerializer(serializers.Serializer):
+    """Documents the body of a usage report; billing.schema describes it, billing.cloudevents reads it."""
+
+
 class IngestErrorSerializer(serializers.Serializer):
     index = serializers.IntegerField(help_text="Position of the event in the request.")
     id = serializers.CharField(allow_null=True)
