@@ -31,8 +31,8 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     OpenApiParameter.HEADER,
     required=False,
     description=(
-        "Printable characters, unique per request (a UUID): names this request: sent again with the same body, the first "
-        "successful answer is replayed (header `Idempotent-Replayed: true`) and nothing is done twice; "
+        "1 to 255 printable characters, unique per request (a UUID). Sent again with the same body, "
+        "the first successful answer is replayed (header `Idempotent-Replayed: true`) and nothing is done twice; "
         "with another body or path it is a 409 `idempotency_key_reused`. Kept 24 hours."
     ),
 )
@@ -109,6 +109,7 @@ class StrictFilterExtension(DjangoFilterExtension):
                     schema[keyword] = value
         return parameters
 
+
 _DESCRIPTIONS = {
     "400": (
         "Bad input: the body, a parameter or a header is invalid; `fields` says which and why. Codes: "
@@ -138,35 +139,76 @@ _DESCRIPTIONS = {
     ),
 }
 
-_ERROR_SCHEMA = {
+_FIELD_ERROR = {
     "type": "object",
-    "description": "The one error body of the API.",
-    "required": ["error"],
+    "description": "One problem with a field.",
+    "required": ["code", "message"],
     "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message", "fields"],
-            "additionalProperties": True,
-            "properties": {
-                "code": {
-                    "type": "string",
-                    "description": (
-                        "Stable, snake_case: what went wrong. Each response's description names the codes "
-                        "it may carry (e.g. `validation_error`, `not_found`, `server_error`)."
-                    ),
+        "code": {"type": "string", "description": "Stable, snake_case, e.g. `required`, `invalid_choice`."},
+        "message": {"type": "string"},
+    },
+}
+
+_ERROR_SCHEMAS: dict[str, dict[str, Any]] = {
+    "FieldError": _FIELD_ERROR,
+    ERROR_COMPONENT: {
+        "type": "object",
+        "description": "The one error body of the API.",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "fields"],
+                "additionalProperties": True,
+                "properties": {
+                    "code": {
+                        "type": "string",
+                        "description": (
+                            "Stable, snake_case: what went wrong. Each response's description names the codes "
+                            "it may carry (e.g. `validation_error`, `not_found`, `server_error`)."
+                        ),
+                    },
+                    "message": {"type": "string", "description": "What went wrong and what to do, for people."},
+                    "fields": {
+                        "type": "object",
+                        "description": (
+                            "By field name: its problems (a list of `FieldError`); for a nested object or a list of "
+                            "objects, by key or index: that object's fields, the same way."
+                        ),
+                        "additionalProperties": {
+                            "oneOf": [
+                                {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}},
+                                {
+                                    "type": "object",
+                                    "additionalProperties": True,
+                                    "description": "A nested object's or a list item's fields, the same way.",
+                                },
+                            ]
+                        },
+                    },
+                    "reasons": {
+                        "type": "array",
+                        "description": (
+                            "With 422 `no_capacity` (and `pool_rejected`): how many pools were turned down "
+                            "for each reason, most common first."
+                        ),
+                        "items": {
+                            "type": "object",
+                            "required": ["reason", "message", "pools"],
+                            "properties": {
+                                "reason": {"type": "string", "description": "e.g. `free_cards`, `latency`."},
+                                "message": {"type": "string"},
+                                "pools": {"type": "integer", "minimum": 1},
+                            },
+                        },
+                    },
+                    "request_id": {
+                        "type": "string",
+                        "description": "On a 500: the request's id in our logs (the X-Request-ID header).",
+                    },
                 },
-                "message": {"type": "string", "description": "What went wrong and what to do, for people."},
-                "fields": {
-                    "type": "object",
-                    "additionalProperties": True,
-                    "description": "Per field (or row index): a list of {code, message}.",
-                },
-                "request_id": {
-                    "type": "string",
-                    "description": "On a 500: the request's id in our logs (the X-Request-ID header).",
-                },
-            },
-        }
+            }
+        },
     },
 }
 
@@ -193,6 +235,22 @@ def _tighten(schemas: dict[str, Any]) -> None:
             schema.setdefault("additionalProperties", False)
 
 
+def _nullable_references(node: Any) -> None:
+    """drf-spectacular says a nullable reference as ``{"allOf": [ref], "nullable": true}``, which an
+    OpenAPI 3.0 validator reads as "never null" (``nullable`` needs a ``type`` beside it); say
+    "the reference or null" instead."""
+    if isinstance(node, dict):
+        all_of = node.get("allOf")
+        if node.get("nullable") is True and "type" not in node and isinstance(all_of, list) and len(all_of) == 1:
+            del node["nullable"], node["allOf"]
+            node["oneOf"] = [*all_of, {"enum": [None]}]
+        for value in node.values():
+            _nullable_references(value)
+    elif isinstance(node, list):
+        for value in node:
+            _nullable_references(value)
+
+
 def _own_codes(codes: dict[str, str]) -> str:
     if not codes:
         return ""
@@ -208,7 +266,8 @@ def document_errors(result: dict[str, Any], generator: Any, request: Any, public
     """
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     _tighten(schemas)
-    schemas[ERROR_COMPONENT] = _ERROR_SCHEMA
+    _nullable_references(result)
+    schemas.update(_ERROR_SCHEMAS)
     reference = {"$ref": f"#/components/schemas/{ERROR_COMPONENT}"}
     for path_item in result.get("paths", {}).values():
         for method, operation in path_item.items():

@@ -275,6 +275,7 @@ class OrderSerializer(serializers.ModelSerializer):
     estimated_cost = EstimateField()
     leases = LeaseSerializer(many=True, read_only=True)
     lease = serializers.SerializerMethodField(help_text="The order's first lease (the only one unless split).")
+    user_region = serializers.SerializerMethodField(help_text="Where the users are; null when not given.")
 
     class Meta:
         model = Order
@@ -304,6 +305,11 @@ class OrderSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(serializers.ChoiceField(choices=USER_REGIONS, allow_null=True))
+    def get_user_region(self, order: Order) -> str | None:
+        return order.user_region or None
+
+    @extend_schema_field(serializers.UUIDField(allow_null=True))
     def get_lease(self, order: Order) -> str | None:
         leases = sorted(order.leases.all(), key=lambda lease: str(lease.pk))
         return str(leases[0].pk) if leases else None
