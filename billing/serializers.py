@@ -1,6 +1,6 @@
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from django.utils import timezone
 from rest_framework import serializers
@@ -46,11 +46,12 @@ class UsageQuerySerializer(StrictSerializer):
         end = attrs.pop("to", None) or timezone.now()
         start = attrs.pop("from", None) or end - timedelta(days=1)
         if start >= end:
-            raise serializers.ValidationError({"to": ["'to' must come after 'from'."]})
+            raise serializers.ValidationError({"to": ["'to' must come after 'from'."]}, code="range_reversed")
         limit = MAX_USAGE_RANGE[attrs["granularity"]]
         if end - start > limit:
             raise serializers.ValidationError(
-                {"from": [f"At most {limit.days} days at {attrs['granularity']} granularity; narrow the range."]}
+                {"from": [f"At most {limit.days} days at {attrs['granularity']} granularity; narrow the range."]},
+                code="range_too_long",
             )
         return {**attrs, "start": start, "end": end}
 
@@ -169,6 +170,15 @@ class BankSerializer(serializers.Serializer):
 
 
 class BankSettingsSerializer(StrictSerializer):
+    """A buyer's thresholds; a field left out keeps its value, null clears it."""
+
+    rules: ClassVar[dict[str, str]] = {
+        "auto_top_up_incomplete": (
+            "`auto_top_up_threshold` and `auto_top_up_amount` are set together or cleared together "
+            "(after the change, both or neither)"
+        ),
+    }
+
     low_balance_threshold = MoneyField(min_value=Decimal("0"), allow_null=True, required=False)
     auto_top_up_threshold = MoneyField(min_value=Decimal("0"), allow_null=True, required=False)
     auto_top_up_amount = MoneyField(min_value=Decimal("0.01"), allow_null=True, required=False)

@@ -76,6 +76,16 @@ class AutoSchema(openapi.AutoSchema):
             parameters.append(IDEMPOTENCY_KEY)
         return parameters
 
+    def _map_serializer(self, serializer: Any, direction: str, bypass_extensions: bool = False) -> dict[str, Any]:
+        schema: dict[str, Any] = super()._map_serializer(serializer, direction, bypass_extensions)
+        rules = getattr(serializer, "rules", None)
+        if rules and direction == "request":
+            said = "; ".join(f"`{code}`: {rule}" for code, rule in rules.items())
+            schema["description"] = (
+                f"{schema.get('description', '')}\n\nRules across fields (a 400 with the code): {said}.".strip()
+            )
+        return schema
+
     def _map_serializer_field(self, field: Any, direction: str, bypass_extensions: bool = False) -> dict[str, Any]:
         schema: dict[str, Any] = super()._map_serializer_field(field, direction, bypass_extensions)
         if isinstance(field, serializers.DecimalField) and schema.get("format") == "decimal":

@@ -1,7 +1,7 @@
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
@@ -105,6 +105,14 @@ class OfferSerializer(serializers.ModelSerializer):
 class OrderRequestSerializer(StrictSerializer):
     """What a buyer needs; the same body for a quote and an order."""
 
+    rules: ClassVar[dict[str, str]] = {
+        "gpu_requirement_missing": "give `gpu_model` or `min_memory_gb`",
+        "required_for_realtime": "`realtime_inference` needs `user_region` and `max_latency_ms`",
+        "too_far_ahead": f"`earliest_start` and `deadline` at most {MAX_HORIZON_DAYS} days ahead",
+        "deadline_before_start": "`deadline` after `earliest_start`",
+        "window_too_short": "from `earliest_start` to `deadline` at least `duration_hours`",
+    }
+
     gpu_model = serializers.SlugRelatedField(
         slug_field="code", queryset=GpuModel.objects.all(), required=False, allow_null=True
     )
@@ -161,12 +169,17 @@ class OrderRequestSerializer(StrictSerializer):
         horizon = timezone.now() + timedelta(days=MAX_HORIZON_DAYS)
         for name in ("earliest_start", "deadline"):
             if attrs.get(name) and attrs[name] > horizon:
-                raise serializers.ValidationError({name: [f"At most {MAX_HORIZON_DAYS} days ahead."]})
+                raise serializers.ValidationError(
+                    {name: [f"At most {MAX_HORIZON_DAYS} days ahead."]}, code="too_far_ahead"
+                )
         if start and deadline and deadline <= start:
-            raise serializers.ValidationError({"deadline": ["The deadline must come after the earliest start."]})
+            raise serializers.ValidationError(
+                {"deadline": ["The deadline must come after the earliest start."]}, code="deadline_before_start"
+            )
         if start and deadline and (deadline - start) < timedelta(hours=float(attrs["duration_hours"])):
             raise serializers.ValidationError(
-                {"deadline": ["The window from earliest_start to deadline is shorter than duration_hours."]}
+                {"deadline": ["The window from earliest_start to deadline is shorter than duration_hours."]},
+                code="window_too_short",
             )
         return attrs
 

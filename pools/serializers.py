@@ -1,6 +1,6 @@
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
@@ -124,6 +124,11 @@ class PoolUpdateSerializer(StrictSerializer):
     effective_from = serializers.DateTimeField(
         required=False, help_text="When the new prices take effect: now (default) or later, never earlier."
     )
+
+    rules: ClassVar[dict[str, str]] = {
+        "empty_update": "change at least one field",
+        "effective_from_without_prices": "`effective_from` comes with the prices that take effect then",
+    }
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs:

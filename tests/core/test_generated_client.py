@@ -96,10 +96,15 @@ def test_a_provider_meters_usage_one_event_a_batch_and_in_binary_mode(
     one = report.sync(client=api, body=gpu("gpu-1"))
     batch = report.sync(client=api, body=[gpu("gpu-2"), tokens, gpu("gpu-1")])
     binary = report.sync(
-        client=api, body=models.GpuSecondsData(quantity=60), ce_specversion=models.V1UsageEventsCreateCeSpecversion("1.0"),
-        ce_id="gpu-3", ce_source="agent://generated", ce_type=models.V1UsageEventsCreateCeType("compute.gpu_seconds"),
-        ce_subject=str(lease.pk), ce_time=when.isoformat(),
-    )  # fmt: skip
+        client=api,
+        body=models.GpuSecondsData(quantity=60),
+        ce_specversion=models.V1UsageEventsCreateCeSpecversion("1.0"),
+        ce_id="gpu-3",
+        ce_source="agent://generated",
+        ce_type=models.V1UsageEventsCreateCeType("compute.gpu_seconds"),
+        ce_subject=str(lease.pk),
+        ce_time=when.isoformat(),
+    )
 
     assert isinstance(one, models.IngestResult) and (one.accepted, one.rejected) == (1, 0)
     assert (batch.accepted, batch.duplicates, batch.rejected) == (2, 1, 0)
