@@ -28,7 +28,9 @@ def json_type_error(field: serializers.Field, value: Any) -> str | None:
         if isinstance(field, field_class):
             if isinstance(value, bool) and bool not in types:
                 return f"Must be {name}."
-            return None if isinstance(value, types) else f"Must be {name}."
+            # DRF would take a blank decimal string for null.
+            blank = isinstance(field, serializers.DecimalField) and isinstance(value, str) and not value.strip()
+            return None if isinstance(value, types) and not blank else f"Must be {name}."
     return None
 
 

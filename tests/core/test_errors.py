@@ -89,6 +89,14 @@ def test_a_value_of_another_json_type_is_refused_not_coerced(buyer_client, body,
     assert response.json()["error"]["fields"][field][0]["code"] == "invalid_type"
 
 
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_decimal_string_is_refused_not_taken_for_null(buyer_client, blank: str) -> None:
+    response = buyer_client.patch("/api/v1/bank/", {"low_balance_threshold": blank}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["low_balance_threshold"][0]["code"] == "invalid_type"
+
+
 @pytest.mark.parametrize("query", ["status=", "workload=", "page_size="])
 def test_a_query_parameter_given_without_a_value_is_refused(buyer_client, query) -> None:
     response = buyer_client.get(f"/api/v1/orders/?{query}")
