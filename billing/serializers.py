@@ -199,7 +199,12 @@ class BankMovementSerializer(serializers.Serializer):
 
 
 class TopUpCreateSerializer(StrictSerializer):
-    amount = MoneyField()
+    amount = MoneyField(
+        help_text=(
+            "More than 0.00 (else 400 `invalid_amount`) and at most BANK_TOP_UP_MAX_YUAN, 1,000,000.00 by "
+            "default (else 400 `amount_too_large`)."
+        )
+    )
     currency = serializers.CharField(max_length=3, default="CNY")
 
 

@@ -31,9 +31,10 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     OpenApiParameter.HEADER,
     required=False,
     description=(
-        "1 to 255 printable characters, unique per request (a UUID). Sent again with the same body, "
-        "the first successful answer is replayed (header `Idempotent-Replayed: true`) and nothing is done twice; "
-        "with another body or path it is a 409 `idempotency_key_reused`. Kept 24 hours."
+        f"1 to {MAX_KEY_LENGTH} printable characters, unique per request (a UUID). Sent again with the same "
+        "body, the first successful answer is replayed (header `Idempotent-Replayed: true`) and nothing is done "
+        "twice; with another body or path it is a 409 `idempotency_key_reused`. Kept IDEMPOTENCY_KEY_TTL_HOURS "
+        "(24 by default)."
     ),
 )
 
