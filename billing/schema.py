@@ -21,6 +21,7 @@ from drf_spectacular.utils import OpenApiParameter
 
 from billing.cloudevents import GPU_SECONDS, MAX_EVENTS, MAX_TOKENS_PER_EVENT, TOKENS, TYPES
 
+# The limits billing.cloudevents.parse_event checks, attribute by attribute.
 _ATTRIBUTES: dict[str, dict[str, Any]] = {
     "specversion": {"type": "string", "enum": ["1.0"], "description": "CloudEvents version: `1.0`."},
     "id": {
@@ -122,6 +123,7 @@ class UsageEventsBodyExtension(OpenApiSerializerExtension):
                 *(_ref(name) for name in _DATA),
             ],
             "description": (
-                "One event, a list of up to 10,000 events, or in binary mode (`ce-*` headers) one event's `data`."
+                f"One event, a list of up to {MAX_EVENTS:,} events, or in binary mode (`ce-*` headers) one event's "
+                "`data`."
             ),
         }
