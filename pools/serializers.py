@@ -154,7 +154,7 @@ class PoolActionSerializer(StrictSerializer):
 class PoolSerializer(serializers.ModelSerializer):
     provider = serializers.SlugRelatedField(slug_field="slug", read_only=True)  # type: ignore[var-annotated]
     hub = serializers.CharField(source="hub_id", read_only=True)
-    region = serializers.CharField(source="hub.region", read_only=True)
+    region = serializers.ChoiceField(choices=Hub.Region.choices, source="hub.region", read_only=True)
     gpu_model = serializers.CharField(source="gpu_model_id", read_only=True)
     stale = serializers.SerializerMethodField()
     price_per_card_hour = serializers.SerializerMethodField(help_text="Base price of the version in force now.")
