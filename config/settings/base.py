@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "core",
     "organizations",
     "pools",
+    "orbit",
     "vouchers",
     "marketplace",
     "billing",
