@@ -8,7 +8,9 @@ class Satellite(models.Model):
     """A computing satellite: a resource pool of the ``orbit`` hub (its on-board computer is
     the pool's one card), with its orbital elements and its storage and link rates."""
 
-    pool = models.OneToOneField("pools.ResourcePool", on_delete=models.PROTECT, primary_key=True, related_name="satellite")
+    pool = models.OneToOneField(
+        "pools.ResourcePool", on_delete=models.PROTECT, primary_key=True, related_name="satellite"
+    )
     norad_id = models.PositiveIntegerField(unique=True)
     plane_slot = models.PositiveSmallIntegerField(help_text="Its place in the plane: neighbours are one slot apart.")
     tle_line1 = models.CharField(max_length=69)

@@ -47,7 +47,9 @@ class ContactListSerializer(serializers.Serializer):
 
 class DatasetCreateSerializer(StrictSerializer):
     satellite = serializers.UUIDField(help_text="The pool id of your satellite that holds the data.")
-    size_gb = serializers.DecimalField(max_digits=10, decimal_places=3, min_value=Decimal("0.001"), max_value=Decimal(1_000_000))
+    size_gb = serializers.DecimalField(
+        max_digits=10, decimal_places=3, min_value=Decimal("0.001"), max_value=Decimal(1_000_000)
+    )
     captured_at = serializers.DateTimeField()
     region = serializers.CharField(max_length=100, min_length=1)
 
