@@ -263,7 +263,7 @@ def dataset_for_order(*, dataset_id: Any) -> Dataset:
 
 
 def orbit_quote_for(
-    *, dataset_id: Any, result_size_gb: Decimal, deadline: datetime | None, now: datetime | None = None
+    *, dataset_id: Any, result_size_gb: Decimal, deadline: datetime | None = None, now: datetime | None = None
 ) -> OrbitQuote:
     now = now or timezone.now()
     if deadline is not None and deadline <= now:
@@ -279,7 +279,7 @@ def orbit_order_place(
     buyer: Organization,
     dataset_id: Any,
     result_size_gb: Decimal,
-    deadline: datetime | None,
+    deadline: datetime | None = None,
     now: datetime | None = None,
 ) -> Order:
     """Place the analysis of a dataset the way its quote chooses: the cards of that way's pool

@@ -94,7 +94,7 @@ SATELLITE: dict = {
     "storage_gb": 2_500,
     "downlink_mbps": 1_000,
     "isl_mbps": 100_000,
-    "price_per_card_hour": Decimal("900.0000"),  # the on-board computer, per hour
+    "price_per_card_hour": Decimal("300.0000"),  # the on-board computer, per hour
     "downlink_price_per_gb": Decimal("4.0000"),  # ground station time, per GB brought down
 }
 
