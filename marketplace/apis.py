@@ -86,7 +86,7 @@ _ORDER_BODY = PolymorphicProxySerializer(
     resource_type_field_name=None,
 )
 _ORBIT_CODES = {
-    "unknown_dataset": "no dataset has the `dataset` id given",
+    "unknown_dataset": "none of the buyer's datasets has the `dataset` id given",
     "deadline_unreachable": (
         "neither in orbit nor on the ground is the result down by the deadline; both ways in details"
     ),
@@ -117,7 +117,10 @@ class QuoteApi(APIView):
     def post(self, request: Request) -> Response:
         orbit_body = _orbit_body(request)
         if orbit_body is not None:
-            return Response(orbit.orbit_quote_for(dataset_id=orbit_body.pop("dataset"), **orbit_body).render())
+            quote = orbit.orbit_quote_for(
+                buyer=organization_of(request), dataset_id=orbit_body.pop("dataset"), **orbit_body
+            )
+            return Response(quote.render())
         _, requirements = _requirements(request)
         now = timezone.now()
         result = services.quote(requirements=requirements, now=now)

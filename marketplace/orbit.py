@@ -252,10 +252,11 @@ def orbit_quote(*, dataset: Dataset, result_size_gb: Decimal, deadline: datetime
     return OrbitQuote(dataset, result_size_gb, deadline, now, options, chosen, why)
 
 
-def dataset_for_order(*, dataset_id: Any) -> Dataset:
-    dataset = Dataset.objects.select_related("satellite", "satellite__pool").filter(pk=dataset_id).first()
+def dataset_for_order(*, buyer: Organization, dataset_id: Any) -> Dataset:
+    """The buyer's own dataset: another's answers as an unknown id does."""
+    dataset = Dataset.objects.select_related("satellite", "satellite__pool").filter(pk=dataset_id, buyer=buyer).first()
     if dataset is None:
-        message = "No dataset has this id; choose one of GET /api/v1/datasets/."
+        message = "None of your datasets has this id; choose one of GET /api/v1/datasets/."
         raise RuleViolation(
             message, code="unknown_dataset", fields={"dataset": [{"code": "unknown_dataset", "message": message}]}
         )
@@ -263,14 +264,18 @@ def dataset_for_order(*, dataset_id: Any) -> Dataset:
 
 
 def orbit_quote_for(
-    *, dataset_id: Any, result_size_gb: Decimal, deadline: datetime | None = None, now: datetime | None = None
+    *,
+    buyer: Organization,
+    dataset_id: Any,
+    result_size_gb: Decimal,
+    deadline: datetime | None = None,
+    now: datetime | None = None,
 ) -> OrbitQuote:
     now = now or timezone.now()
     if deadline is not None and deadline <= now:
         raise RuleViolation("The deadline has passed; give a later one.", code="deadline_too_soon")
-    return orbit_quote(
-        dataset=dataset_for_order(dataset_id=dataset_id), result_size_gb=result_size_gb, deadline=deadline, now=now
-    )
+    dataset = dataset_for_order(buyer=buyer, dataset_id=dataset_id)
+    return orbit_quote(dataset=dataset, result_size_gb=result_size_gb, deadline=deadline, now=now)
 
 
 @transaction.atomic
@@ -286,7 +291,9 @@ def orbit_order_place(
     (the satellite's computer, or a ground pool after the downlink) reserved with its order."""
     if buyer.orders_blocked_reason:
         raise RuleViolation(buyer.orders_blocked_reason, code="orders_blocked")
-    quote = orbit_quote_for(dataset_id=dataset_id, result_size_gb=result_size_gb, deadline=deadline, now=now)
+    quote = orbit_quote_for(
+        buyer=buyer, dataset_id=dataset_id, result_size_gb=result_size_gb, deadline=deadline, now=now
+    )
     chosen = quote.chosen
     if chosen is None or chosen.placement is None or chosen.requirements is None or chosen.result_at is None:
         raise RuleViolation(

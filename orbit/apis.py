@@ -69,6 +69,7 @@ class DatasetListCreateApi(ListAPIView):
                 "422": {
                     "unknown_satellite": "`satellite` is not the pool id of one of your orbit hub pools",
                     "over_storage": "larger than the satellite's storage",
+                    "unknown_buyer": "no buyer has the `buyer` slug given",
                 }
             }
         },
@@ -80,6 +81,7 @@ class DatasetListCreateApi(ListAPIView):
         data = body.validated_data
         dataset = services.dataset_register(
             provider=organization_of(request),
+            buyer_slug=data["buyer"],
             pool_id=data["satellite"],
             size_gb=data["size_gb"],
             captured_at=data["captured_at"],

@@ -33,10 +33,13 @@ class Satellite(models.Model):
 
 
 class Dataset(models.Model):
-    """Data a provider's satellite captured and holds, registered by its agent after the capture."""
+    """Data a provider's satellite captured for a buyer and holds, registered by its agent after the capture."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     provider = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="datasets")
+    buyer = models.ForeignKey(
+        "organizations.Organization", on_delete=models.PROTECT, related_name="orbit_datasets", help_text="Whose data."
+    )
     satellite = models.ForeignKey(Satellite, on_delete=models.PROTECT, related_name="datasets")
     size_gb = models.DecimalField(max_digits=10, decimal_places=3)
     captured_at = models.DateTimeField()
@@ -45,7 +48,10 @@ class Dataset(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["provider", "-created_at"], name="dataset_provider_idx")]
+        indexes = [
+            models.Index(fields=["provider", "-created_at"], name="dataset_provider_idx"),
+            models.Index(fields=["buyer", "-created_at"], name="dataset_buyer_idx"),
+        ]
         constraints = [models.CheckConstraint(condition=Q(size_gb__gt=0), name="dataset_size_positive")]
 
     def __str__(self) -> str:

@@ -33,12 +33,14 @@ def satellite_contacts(*, satellite: Satellite, start: datetime, end: datetime) 
 
 
 def dataset_list(*, organization: Organization) -> QuerySet[Dataset]:
-    """Providers see the datasets their satellites hold; buyers (who order their analysis) and operators all."""
-    datasets = Dataset.objects.select_related("satellite", "provider")
-    if organization.kind in (Organization.Kind.BUYER, Organization.Kind.OPERATOR):
+    """Providers see the datasets their satellites hold; buyers their own data; operators all."""
+    datasets = Dataset.objects.select_related("satellite", "provider", "buyer")
+    if organization.kind == Organization.Kind.OPERATOR:
         return datasets
     if organization.kind == Organization.Kind.PROVIDER:
         return datasets.filter(provider=organization)
+    if organization.kind == Organization.Kind.BUYER:
+        return datasets.filter(buyer=organization)
     return datasets.none()
 
 

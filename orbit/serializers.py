@@ -46,6 +46,7 @@ class ContactListSerializer(serializers.Serializer):
 
 
 class DatasetCreateSerializer(StrictSerializer):
+    buyer = serializers.SlugField(max_length=50, help_text="The slug of the buyer whose data this is.")
     satellite = serializers.UUIDField(help_text="The pool id of your satellite that holds the data.")
     size_gb = serializers.DecimalField(
         max_digits=10, decimal_places=3, min_value=Decimal("0.001"), max_value=Decimal(1_000_000)
@@ -57,8 +58,9 @@ class DatasetCreateSerializer(StrictSerializer):
 class DatasetSerializer(serializers.ModelSerializer):
     satellite = serializers.UUIDField(source="satellite_id")
     provider = serializers.CharField(source="provider.slug")
+    buyer = serializers.CharField(source="buyer.slug")
 
     class Meta:
         model = Dataset
-        fields = ["id", "provider", "satellite", "size_gb", "captured_at", "region", "created_at"]
+        fields = ["id", "provider", "buyer", "satellite", "size_gb", "captured_at", "region", "created_at"]
         read_only_fields = fields

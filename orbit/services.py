@@ -73,9 +73,22 @@ def constellation_register(*, provider: Organization, by: str, now: datetime | N
 
 @transaction.atomic
 def dataset_register(
-    *, provider: Organization, pool_id: object, size_gb: Decimal, captured_at: datetime, region: str
+    *,
+    provider: Organization,
+    buyer_slug: str,
+    pool_id: object,
+    size_gb: Decimal,
+    captured_at: datetime,
+    region: str,
 ) -> Dataset:
-    """A provider's agent registers data its satellite captured and holds."""
+    """A provider's agent registers data its satellite captured for a buyer and holds."""
+    buyer = Organization.objects.filter(slug=buyer_slug, kind=Organization.Kind.BUYER).first()
+    if buyer is None:
+        raise RuleViolation(
+            "No buyer has this slug; give the slug of the buyer whose data this is.",
+            code="unknown_buyer",
+            fields={"buyer": [{"code": "unknown_buyer", "message": "No such buyer."}]},
+        )
     satellite = (
         Satellite.objects.select_for_update(of=("self",))
         .filter(pool_id=pool_id, pool__provider=provider)
@@ -101,5 +114,5 @@ def dataset_register(
             fields={"size_gb": [{"code": "over_storage", "message": f"At most {satellite.storage_gb}."}]},
         )
     return Dataset.objects.create(
-        provider=provider, satellite=satellite, size_gb=size_gb, captured_at=captured_at, region=region
+        provider=provider, buyer=buyer, satellite=satellite, size_gb=size_gb, captured_at=captured_at, region=region
     )

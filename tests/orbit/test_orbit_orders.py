@@ -15,7 +15,7 @@ from billing.services.invoices import invoices_finalize
 from billing.services.usage import usage_rollup_buckets
 from marketplace.dispatch import Requirements
 from marketplace.models import Lease, OrbitOrder
-from marketplace.orbit import orbit_quote_for
+from marketplace.orbit import orbit_order_place, orbit_quote_for
 from marketplace.services import lease_start, order_place
 from orbit.models import Dataset, Satellite
 from orbit.reference_data import HUB_CODE
@@ -29,10 +29,11 @@ def ground() -> Any:
     return pool_factory(cards=10)
 
 
-def register(client: Any, satellite: Satellite, size_gb: str = "200") -> dict:
+def register(client: Any, satellite: Satellite, buyer: Any, size_gb: str = "200") -> dict:
     response = client.post(
         "/api/v1/datasets/",
         {
+            "buyer": buyer.slug,
             "satellite": str(satellite.pool_id),
             "size_gb": size_gb,
             "captured_at": (timezone.now() - timedelta(minutes=10)).isoformat(),
@@ -83,14 +84,18 @@ def test_contacts_of_a_ground_pool_or_another_providers_satellite_are_not_found(
     assert make_client(BuyerFactory()).get(f"/api/v1/pools/{ground_pool.pk}/contacts/").status_code == 404
 
 
-def test_a_provider_registers_datasets_only_on_its_own_satellites(constellation, make_client) -> None:
+def test_a_provider_registers_datasets_only_on_its_own_satellites_for_a_buyer_who_alone_sees_them(
+    constellation, make_client
+) -> None:
     owner = make_client(constellation[0].pool.provider)
     stranger = make_client(ProviderFactory())
+    buyer, other_buyer = BuyerFactory(), BuyerFactory()
 
-    dataset = register(owner, constellation[0])
+    dataset = register(owner, constellation[0], buyer)
     refused = stranger.post(
         "/api/v1/datasets/",
         {
+            "buyer": buyer.slug,
             "satellite": str(constellation[0].pool_id),
             "size_gb": "1",
             "captured_at": timezone.now().isoformat(),
@@ -98,11 +103,15 @@ def test_a_provider_registers_datasets_only_on_its_own_satellites(constellation,
         },
         format="json",
     )
+    other = make_client(other_buyer)
+    foreign_quote = other.post("/api/v1/quotes/", {"dataset": dataset["id"], "result_size_gb": "1"}, format="json")
 
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "unknown_satellite"
     assert stranger.get(f"/api/v1/datasets/{dataset['id']}/").status_code == 404
     assert stranger.get("/api/v1/datasets/").json()["count"] == 0
-    assert make_client(BuyerFactory()).get(f"/api/v1/datasets/{dataset['id']}/").status_code == 200
+    assert other.get(f"/api/v1/datasets/{dataset['id']}/").status_code == 404
+    assert foreign_quote.status_code == 422 and foreign_quote.json()["error"]["code"] == "unknown_dataset"
+    assert make_client(buyer).get(f"/api/v1/datasets/{dataset['id']}/").json()["buyer"] == buyer.slug
     assert Dataset.objects.count() == 1
 
 
@@ -123,8 +132,9 @@ def test_a_deadline_only_in_orbit_compute_can_meet_places_the_work_on_the_satell
 ) -> None:
     """200 GB of imagery: analysed on board in under two hours and its result down at the next
     pass, while the raw data needs some 27 minutes of contact, spread over several passes."""
-    dataset = register(make_client(constellation[3].pool.provider), constellation[3])
-    buyer = make_client(BuyerFactory())
+    buyer_org = BuyerFactory()
+    dataset = register(make_client(constellation[3].pool.provider), constellation[3], buyer_org)
+    buyer = make_client(buyer_org)
     free = buyer.post("/api/v1/quotes/", {"dataset": dataset["id"], "result_size_gb": "0.5"}, format="json").json()
     in_orbit, downlinked = free["options"]
     assert in_orbit["result_at"] < downlinked["result_at"]
@@ -151,7 +161,9 @@ def test_a_deadline_only_in_orbit_compute_can_meet_places_the_work_on_the_satell
 
 
 def test_without_a_deadline_the_cheaper_way_is_chosen_and_both_are_explained(constellation, ground) -> None:
+    buyer = BuyerFactory()
     dataset = Dataset.objects.create(
+        buyer=buyer,
         provider=constellation[0].pool.provider,
         satellite=constellation[0],
         size_gb=Decimal("2"),
@@ -159,7 +171,7 @@ def test_without_a_deadline_the_cheaper_way_is_chosen_and_both_are_explained(con
         region="fields",
     )
 
-    quote = orbit_quote_for(dataset_id=dataset.pk, result_size_gb=Decimal("0.1"), deadline=None).render()
+    quote = orbit_quote_for(buyer=buyer, dataset_id=dataset.pk, result_size_gb=Decimal("0.1"), deadline=None).render()
 
     costs = {o["plan"]: Decimal(o["estimated_cost"]) for o in quote["options"]}
     assert quote["chosen"] == min(costs, key=costs.__getitem__)
@@ -172,7 +184,9 @@ def test_without_a_deadline_the_cheaper_way_is_chosen_and_both_are_explained(con
 
 
 def test_a_large_dataset_is_downlinked_over_several_passes_before_the_ground_computes(constellation, ground) -> None:
+    buyer = BuyerFactory()
     dataset = Dataset.objects.create(
+        buyer=buyer,
         provider=constellation[0].pool.provider,
         satellite=constellation[0],
         size_gb=Decimal("400"),
@@ -180,7 +194,7 @@ def test_a_large_dataset_is_downlinked_over_several_passes_before_the_ground_com
         region="wildfire",
     )
 
-    quote = orbit_quote_for(dataset_id=dataset.pk, result_size_gb=Decimal("1"), deadline=None).render()
+    quote = orbit_quote_for(buyer=buyer, dataset_id=dataset.pk, result_size_gb=Decimal("1"), deadline=None).render()
 
     (ground_way,) = [o for o in quote["options"] if o["plan"] == "ground"]
     windows = ground_way["contact_windows"]
@@ -192,8 +206,9 @@ def test_a_large_dataset_is_downlinked_over_several_passes_before_the_ground_com
 
 
 def test_an_unreachable_deadline_is_refused_with_both_ways_and_nothing_reserved(constellation, ground, make_client):
-    dataset = register(make_client(constellation[0].pool.provider), constellation[0], size_gb="400")
-    buyer = make_client(BuyerFactory())
+    buyer_org = BuyerFactory()
+    dataset = register(make_client(constellation[0].pool.provider), constellation[0], buyer_org, size_gb="400")
+    buyer = make_client(buyer_org)
 
     response = buyer.post(
         "/api/v1/orders/",
@@ -233,10 +248,9 @@ def _post(client: Any, events: list[dict], at: datetime) -> dict:
 
 
 def _in_orbit_lease(constellation: list[Satellite], buyer: Any) -> Lease:
-    from marketplace.orbit import orbit_order_place
-
     satellite = constellation[3]
     dataset = Dataset.objects.create(
+        buyer=buyer,
         provider=satellite.pool.provider,
         satellite=satellite,
         size_gb=Decimal("200"),
