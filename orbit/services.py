@@ -33,8 +33,8 @@ def constellation_register(*, provider: Organization, by: str, now: datetime | N
     now = now or timezone.now()
     orbit_reference_load()
     specs = reference_data.SATELLITE
-    satellites = []
-    for slot, (line1, line2) in enumerate(reference_data.TLES):
+    satellites: list[Satellite] = []
+    for slot, (line1, _) in enumerate(reference_data.TLES):
         norad_id = int(line1[2:7])
         existing = Satellite.objects.filter(norad_id=norad_id).first()
         if existing is not None:
@@ -54,21 +54,26 @@ def constellation_register(*, provider: Organization, by: str, now: datetime | N
         )
         pool_approve(pool=pool, by=by, reason="constellation listed")
         pool_heartbeat(pool=pool, healthy_cards=1, observed_at=now)
-        satellites.append(
-            Satellite.objects.create(
-                pool=pool,
-                norad_id=norad_id,
-                plane_slot=slot,
-                tle_line1=line1,
-                tle_line2=line2,
-                process_gb_per_hour=specs["process_gb_per_hour"],
-                storage_gb=specs["storage_gb"],
-                downlink_mbps=specs["downlink_mbps"],
-                isl_mbps=specs["isl_mbps"],
-                downlink_price_per_gb=specs["downlink_price_per_gb"],
-            )
-        )
+        satellites.append(satellite_add(pool=pool, slot=slot))
     return satellites
+
+
+def satellite_add(*, pool: ResourcePool, slot: int) -> Satellite:
+    """Make an orbit hub pool the satellite of the constellation's ``slot``: its elements and rates."""
+    line1, line2 = reference_data.TLES[slot]
+    specs = reference_data.SATELLITE
+    return Satellite.objects.create(
+        pool=pool,
+        norad_id=int(line1[2:7]),
+        plane_slot=slot,
+        tle_line1=line1,
+        tle_line2=line2,
+        process_gb_per_hour=specs["process_gb_per_hour"],
+        storage_gb=specs["storage_gb"],
+        downlink_mbps=specs["downlink_mbps"],
+        isl_mbps=specs["isl_mbps"],
+        downlink_price_per_gb=specs["downlink_price_per_gb"],
+    )
 
 
 @transaction.atomic
