@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from core.exceptions import RuleViolation
 from core.money import estimate_in_yuan
-from marketplace.dispatch import Allocation, Placement, Requirements, dispatch
+from marketplace.dispatch import Allocation, Placement, PoolSnapshot, Requirements, dispatch
 from marketplace.models import OrbitOrder, Order, Workload
 from marketplace.selectors import pool_snapshots
 from marketplace.services import placement_book
@@ -189,7 +189,9 @@ def _in_orbit(dataset: Dataset, result_gb: Decimal, now: datetime) -> OrbitOptio
     return best
 
 
-def _ground(dataset: Dataset, deadline: datetime | None, now: datetime) -> OrbitOption:
+def _ground(
+    dataset: Dataset, deadline: datetime | None, now: datetime, ground_pools: list[PoolSnapshot] | None
+) -> OrbitOption:
     holder = dataset.satellite
     option = OrbitOption(plan=OrbitOrder.Plan.GROUND)
     down = downlink(
@@ -213,7 +215,7 @@ def _ground(dataset: Dataset, deadline: datetime | None, now: datetime) -> Orbit
         earliest_start=down.finished_at,
         deadline=deadline if room else None,
     )
-    result = dispatch(requirements, pool_snapshots(now=now), now)
+    result = dispatch(requirements, pool_snapshots(now=now) if ground_pools is None else ground_pools, now)
     if not result.placements:
         option.reason = f"no ground pool can take the analysis: {result.summary_text(requirements)}"
         return option
@@ -238,9 +240,17 @@ def _ground(dataset: Dataset, deadline: datetime | None, now: datetime) -> Orbit
     return option
 
 
-def orbit_quote(*, dataset: Dataset, result_size_gb: Decimal, deadline: datetime | None, now: datetime) -> OrbitQuote:
-    """Both ways, and the one chosen: among those that meet the deadline, the cheaper."""
-    options = [_in_orbit(dataset, result_size_gb, now), _ground(dataset, deadline, now)]
+def orbit_quote(
+    *,
+    dataset: Dataset,
+    result_size_gb: Decimal,
+    deadline: datetime | None,
+    now: datetime,
+    ground_pools: list[PoolSnapshot] | None = None,
+) -> OrbitQuote:
+    """Both ways, and the one chosen: among those that meet the deadline, the cheaper. The ground
+    way is dispatched over ``ground_pools`` (the market now, by default)."""
+    options = [_in_orbit(dataset, result_size_gb, now), _ground(dataset, deadline, now, ground_pools)]
     meeting = [option for option in options if option.meets(deadline)]
     chosen = min(meeting, key=lambda o: (o.cost, o.result_at)) if meeting else None
     if chosen is None:
