@@ -2,6 +2,7 @@
 
 from datetime import datetime, timedelta
 from decimal import Decimal
+from uuid import UUID
 
 from django.db import transaction
 from django.utils import timezone
@@ -81,7 +82,7 @@ def dataset_register(
     *,
     provider: Organization,
     buyer_slug: str,
-    pool_id: object,
+    pool_id: UUID,
     size_gb: Decimal,
     captured_at: datetime,
     region: str,
