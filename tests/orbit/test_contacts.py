@@ -4,6 +4,7 @@ GMST, and a brute-force elevation scan every 5 seconds."""
 
 import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sgp4.api import Satrec, jday
@@ -100,3 +101,24 @@ def test_a_downlink_larger_than_a_pass_spans_several_passes_in_order() -> None:
     assert transfer.finished_at == transfer.windows[-1][2]
     all_passes = contacts(line1, line2, start=start, end=transfer.finished_at)
     assert transfer.windows[0][0] == all_passes[0]  # the first contact after the start is used
+
+
+def test_computing_contacts_downloads_and_writes_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """The built-in timescale and SGP4 need no file: a fresh process computes contacts offline."""
+    import skyfield.iokit
+
+    from orbit import contacts as module
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"skyfield tried to download {args}")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(skyfield.iokit, "download", refuse)
+    monkeypatch.setattr(skyfield.iokit, "urlopen", refuse)
+    for cached in (module.timescale, module._satellite, module._day_passes):
+        cached.cache_clear()
+
+    found = contacts(*TLES[1], start=EPOCH_WINDOW[0], end=EPOCH_WINDOW[1])
+
+    assert found
+    assert list(tmp_path.iterdir()) == []
