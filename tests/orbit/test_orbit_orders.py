@@ -16,9 +16,10 @@ from billing.services.usage import usage_rollup_buckets
 from marketplace.dispatch import Requirements
 from marketplace.models import Lease, OrbitOrder
 from marketplace.orbit import orbit_order_place, orbit_quote_for
-from marketplace.services import lease_start, order_place
+from marketplace.services import lease_start, leases_fail_lost_pools, order_place
 from orbit.models import Dataset, Satellite
 from orbit.reference_data import HUB_CODE
+from pools.models import ResourcePool
 from tests.factories import BuyerFactory, ProviderFactory, pool_factory
 
 pytestmark = pytest.mark.django_db
@@ -323,3 +324,13 @@ def test_late_usage_from_orbit_for_a_finalized_month_is_an_adjustment_line(const
     assert (usage_line.kind, round(usage_line.quantity * 3600)) == (InvoiceLine.Kind.USAGE, 300)
     assert (adjustment.kind, round(adjustment.quantity * 3600)) == (InvoiceLine.Kind.ADJUSTMENT, 200)
     assert adjustment.rate == usage_line.rate
+
+
+def test_a_satellite_silent_between_passes_keeps_its_leases(constellation, ground) -> None:
+    lease = _in_orbit_lease(constellation, BuyerFactory())
+    ResourcePool.objects.filter(pk=lease.pool_id).update(last_heartbeat_at=timezone.now() - timedelta(hours=3))
+
+    failed = leases_fail_lost_pools(now=timezone.now(), lost_after_seconds=settings.LEASE_POOL_LOST_SECONDS)
+
+    lease.refresh_from_db()
+    assert (failed, lease.status) == (0, Lease.Status.RUNNING)
