@@ -108,8 +108,8 @@ def _windows(transfer: Transfer, what: str) -> list[dict[str, Any]]:
             "pass_start": _iso(contact.start),
             "pass_end": _iso(contact.end),
             "max_elevation": contact.max_elevation,
-            "from": _iso(begin),
-            "until": _iso(until),
+            "start": _iso(begin),
+            "end": _iso(until),
             "gb": str(gb),
         }
         for contact, begin, until, gb in transfer.windows

@@ -291,9 +291,9 @@ class OrbitWindowSerializer(serializers.Serializer):
     pass_start = serializers.DateTimeField()
     pass_end = serializers.DateTimeField()
     max_elevation = serializers.FloatField()
-    start = serializers.DateTimeField(source="from")
-    until = serializers.DateTimeField()
-    gb = serializers.DecimalField(max_digits=12, decimal_places=3)
+    start = serializers.DateTimeField(help_text="The part of the pass used: from ...")
+    end = serializers.DateTimeField(help_text="... until.")
+    gb = serializers.DecimalField(max_digits=12, decimal_places=3, help_text="Brought down in it.")
 
 
 class OrbitOptionSerializer(serializers.Serializer):

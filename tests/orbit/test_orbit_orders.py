@@ -16,6 +16,7 @@ from billing.services.usage import usage_rollup_buckets
 from marketplace.dispatch import Requirements
 from marketplace.models import Lease, OrbitOrder
 from marketplace.orbit import orbit_order_place, orbit_quote_for
+from marketplace.serializers import OrbitPlanSerializer
 from marketplace.services import lease_start, leases_fail_lost_pools, order_place
 from orbit.models import Dataset, Satellite
 from orbit.reference_data import HUB_CODE
@@ -149,6 +150,8 @@ def test_a_deadline_only_in_orbit_compute_can_meet_places_the_work_on_the_satell
 
     assert response.status_code == 201, response.content
     body = response.json()
+    plan = OrbitPlanSerializer(data=body["orbit"])  # the answer holds the schema the API publishes
+    assert plan.is_valid(), plan.errors
     assert body["orbit"]["plan"] == "in_orbit"
     quote = body["orbit"]["quote"]
     assert quote["why"] == "only in_orbit delivers the result by the deadline"
@@ -202,7 +205,7 @@ def test_a_large_dataset_is_downlinked_over_several_passes_before_the_ground_com
     assert len({w["pass_start"] for w in windows}) >= 5
     assert sum(Decimal(w["gb"]) for w in windows) == pytest.approx(Decimal(400), abs=Decimal("0.01"))
     downlink_step, compute_step = ground_way["steps"]
-    assert downlink_step["end"] == windows[-1]["until"]
+    assert downlink_step["end"] == windows[-1]["end"]
     assert compute_step["start"] >= downlink_step["end"]
 
 
