@@ -314,7 +314,7 @@ class OrbitQuoteSerializer(serializers.Serializer):
     satellite = serializers.UUIDField()
     result_size_gb = serializers.DecimalField(max_digits=10, decimal_places=3)
     deadline = serializers.DateTimeField(allow_null=True)
-    chosen = serializers.ChoiceField(choices=["in_orbit", "ground"], allow_null=True)
+    chosen = serializers.CharField(allow_null=True, help_text="The plan chosen: in_orbit or ground; null if none.")
     why = serializers.CharField()
     options = OrbitOptionSerializer(many=True)
 
