@@ -290,10 +290,15 @@ def test_usage_from_orbit_later_than_the_lateness_window_is_refused(constellatio
     worked = lease.start_at + timedelta(minutes=5)
     late = worked + timedelta(hours=settings.ORBIT_USAGE_LATENESS_HOURS, minutes=1)
 
-    answer = _post(make_client(lease.provider), [_gpu(lease, "orbit-2", worked, 600)], late)
+    client = make_client(lease.provider)
+    edge = worked + timedelta(hours=settings.ORBIT_USAGE_LATENESS_HOURS)
+
+    answer = _post(client, [_gpu(lease, "orbit-2", worked, 600)], late)
+    on_the_edge = _post(client, [_gpu(lease, "orbit-2b", worked, 600)], edge)
 
     assert answer["accepted"] == 0
     assert answer["errors"][0]["code"] == "too_late"
+    assert on_the_edge["accepted"] == 1  # the window's last second still counts
 
 
 def test_late_usage_from_orbit_for_a_finalized_month_is_an_adjustment_line(constellation, ground, make_client) -> None:
@@ -337,3 +342,30 @@ def test_a_satellite_silent_between_passes_keeps_its_leases(constellation, groun
 
     lease.refresh_from_db()
     assert (failed, lease.status) == (0, Lease.Status.RUNNING)
+
+
+def test_when_the_holders_computer_is_taken_a_neighbour_computes_over_the_inter_satellite_link(
+    constellation, ground
+) -> None:
+    buyer = BuyerFactory()
+    holder = constellation[6]
+    dataset = Dataset.objects.create(
+        buyer=buyer,
+        provider=holder.pool.provider,
+        satellite=holder,
+        size_gb=Decimal(200),
+        captured_at=timezone.now(),
+        region="flood",
+    )
+    neighbours = {constellation[5].pool_id, constellation[7].pool_id}
+    ResourcePool.objects.filter(pk=holder.pool_id).update(reserved_cards=1)  # busy with other work
+
+    order = orbit_order_place(buyer=buyer, dataset_id=dataset.pk, result_size_gb=Decimal("0.5"))
+
+    (in_orbit, _) = order.orbit.quote["options"]
+    assert order.orbit.plan == "in_orbit"
+    assert order.leases.get().pool_id in neighbours
+    link, compute, _ = in_orbit["steps"]
+    assert link["step"] == "inter_satellite_link"
+    assert compute["start"] == link["end"]  # 200 GB at 100 Gbps: 16 seconds
+    assert (datetime.fromisoformat(link["end"]) - datetime.fromisoformat(link["start"])).total_seconds() == 16
