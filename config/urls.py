@@ -10,6 +10,7 @@ from pools.metrics import PoolsCollector
 api_v1 = [
     path("", include("organizations.urls")),
     path("", include("pools.urls")),
+    path("", include("orbit.urls")),
     path("", include("vouchers.urls")),
     path("", include("marketplace.urls")),
     path("", include("billing.urls")),

@@ -2,7 +2,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from core.exceptions import NotFoundError
 from core.idempotency import idempotent
-from marketplace import services
+from marketplace import orbit, services
 from marketplace.dispatch import Requirements
 from marketplace.filters import LeaseFilter, OfferFilter
 from marketplace.models import Lease, Order
@@ -18,6 +18,8 @@ from marketplace.selectors import lease_list, offers_list, order_list, quote_vou
 from marketplace.serializers import (
     LeaseSerializer,
     OfferSerializer,
+    OrbitQuoteSerializer,
+    OrbitRequestSerializer,
     OrderRequestSerializer,
     OrderSerializer,
     QuoteResponseSerializer,
@@ -69,6 +71,28 @@ IsBuyerOrOperator = allow_kinds(Organization.Kind.BUYER, Organization.Kind.OPERA
 IsParty = allow_kinds(Organization.Kind.BUYER, Organization.Kind.PROVIDER, Organization.Kind.OPERATOR)
 
 
+def _orbit_body(request: Request) -> dict[str, Any] | None:
+    """The checked body of an in-orbit order or quote (one that names a ``dataset``), else None."""
+    if not (isinstance(request.data, dict) and "dataset" in request.data):
+        return None
+    body = OrbitRequestSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    return dict(body.validated_data)
+
+
+_ORDER_BODY = PolymorphicProxySerializer(
+    component_name="OrderOrOrbitRequest",
+    serializers=[OrderRequestSerializer, OrbitRequestSerializer],
+    resource_type_field_name=None,
+)
+_ORBIT_CODES = {
+    "unknown_dataset": "none of the buyer's datasets has the `dataset` id given",
+    "deadline_unreachable": (
+        "neither in orbit nor on the ground is the result down by the deadline; both ways in details"
+    ),
+}
+
+
 def _requirements(request: Request) -> tuple[OrderRequestSerializer, Requirements]:
     body = OrderRequestSerializer(data=request.data)
     body.is_valid(raise_exception=True)
@@ -81,12 +105,22 @@ class QuoteApi(APIView):
     permission_classes = [KeyRoleAllows, IsBuyer]
 
     @extend_schema(
-        request=OrderRequestSerializer,
-        responses=QuoteResponseSerializer,
-        summary="Get a quote",
-        extensions={"x-error-codes": {"422": {"pool_not_offered": _POOL_NOT_OFFERED}}},
+        request=_ORDER_BODY,
+        responses=PolymorphicProxySerializer(
+            component_name="QuoteOrOrbitQuote",
+            serializers=[QuoteResponseSerializer, OrbitQuoteSerializer],
+            resource_type_field_name=None,
+        ),
+        summary="Get a quote (with a `dataset`: the in-orbit and the ground way, compared)",
+        extensions={"x-error-codes": {"422": {"pool_not_offered": _POOL_NOT_OFFERED, **_ORBIT_CODES}}},
     )
     def post(self, request: Request) -> Response:
+        orbit_body = _orbit_body(request)
+        if orbit_body is not None:
+            quote = orbit.orbit_quote_for(
+                buyer=organization_of(request), dataset_id=orbit_body.pop("dataset"), **orbit_body
+            )
+            return Response(quote.render())
         _, requirements = _requirements(request)
         now = timezone.now()
         result = services.quote(requirements=requirements, now=now)
@@ -109,7 +143,7 @@ class OrderListCreateApi(ListAPIView):
         return order_list(organization=organization_of(self.request))
 
     @extend_schema(
-        request=OrderRequestSerializer,
+        request=_ORDER_BODY,
         responses={201: OrderSerializer},
         summary=(
             "Place an order: the dispatcher reserves the best placement (422 no_capacity with reasons), "
@@ -124,12 +158,19 @@ class OrderListCreateApi(ListAPIView):
                     ),
                     "pool_not_offered": _POOL_NOT_OFFERED,
                     "orders_blocked": "an unpaid invoice blocks new orders until it is paid",
+                    **_ORBIT_CODES,
                 }
             }
         },
     )
     @idempotent
     def post(self, request: Request) -> Response:
+        orbit_body = _orbit_body(request)
+        if orbit_body is not None:
+            order = orbit.orbit_order_place(
+                buyer=organization_of(request), dataset_id=orbit_body.pop("dataset"), **orbit_body
+            )
+            return Response(OrderSerializer(order_list(organization=order.buyer).get(pk=order.pk)).data, status=201)
         _, requirements = _requirements(request)
         order = services.order_place(buyer=organization_of(request), requirements=requirements)
         return Response(OrderSerializer(order_list(organization=order.buyer).get(pk=order.pk)).data, status=201)

@@ -115,3 +115,25 @@ class Lease(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
+
+
+class OrbitOrder(models.Model):
+    """An order to analyse a dataset held in orbit: where it runs, when its result is on the ground,
+    and the quote that chose it (both ways, with their times, costs and contact windows)."""
+
+    class Plan(models.TextChoices):
+        IN_ORBIT = "in_orbit", "Compute in orbit, downlink the result"
+        GROUND = "ground", "Downlink the raw data, compute on the ground"
+
+    order = models.OneToOneField(Order, on_delete=models.PROTECT, primary_key=True, related_name="orbit")
+    dataset = models.ForeignKey("orbit.Dataset", on_delete=models.PROTECT, related_name="+")
+    result_size_gb = models.DecimalField(max_digits=10, decimal_places=3)
+    plan = models.CharField(max_length=16, choices=Plan.choices)
+    result_at = models.DateTimeField(help_text="When the result is expected on the ground.")
+    quote = models.JSONField()
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(result_size_gb__gt=0), name="orbit_order_result_positive")]
+
+    def __str__(self) -> str:
+        return f"orbit order {self.pk} ({self.plan})"

@@ -26,6 +26,7 @@ from django.db.models.functions import Cast, TruncHour
 from core.money import round_to_fen
 from marketplace.dispatch import DispatchResult, PoolSnapshot, Requirements
 from marketplace.models import Lease, Order
+from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from organizations.models import Organization
 from pools.models import Hub, PricePlan, ResourcePool
 from pools.selectors import fresh_after
@@ -51,6 +52,7 @@ def offers_list(*, now: datetime, user_region: str | None = None) -> QuerySet[Re
         ResourcePool.objects.filter(
             status=ResourcePool.Status.ACTIVE, last_heartbeat_at__gte=fresh_after(now), free_cards__gt=0
         )
+        .exclude(hub_id=ORBIT_HUB)  # satellites are ordered through their datasets
         .select_related("provider", "hub", "gpu_model")
         .annotate(
             price_now=Subquery(
@@ -149,13 +151,14 @@ SELECT p.id, (
     ) AS plan_id,
     p.pue::float8, p.green_share::float8, p.free_cards, p.last_heartbeat_at < %(fresh)s OR p.last_heartbeat_at IS NULL
 FROM pools_resourcepool p
-WHERE p.status = 'active'
+WHERE p.status = 'active' AND p.hub_id <> %(orbit)s
 ORDER BY p.id
 """
 
 
 def pool_snapshots(*, now: datetime) -> list[PoolSnapshot]:
-    """Every active pool as the dispatcher sees it at ``now``.
+    """Every active pool on the ground as the dispatcher sees it at ``now`` (satellites take
+    only orders for the data they hold: ``marketplace.orbit``).
 
     Free cards, heartbeats, the price version in force, PUE and green share are
     read fresh in one query; the rest of each snapshot is kept in this process,
@@ -164,7 +167,7 @@ def pool_snapshots(*, now: datetime) -> list[PoolSnapshot]:
     """
     reliability = _reliability.get(lambda: provider_reliability(since=now - RELIABILITY_WINDOW))
     with connection.cursor() as cursor:
-        cursor.execute(_SNAPSHOT_SQL, {"now": now, "fresh": fresh_after(now)})
+        cursor.execute(_SNAPSHOT_SQL, {"now": now, "fresh": fresh_after(now), "orbit": ORBIT_HUB})
         rows = [row for row in cursor.fetchall() if row[1] is not None]
     missing = [row[:4] for row in rows if row[:4] not in _static_snapshots]
     if missing:
@@ -189,7 +192,7 @@ def lease_list(*, organization: Organization) -> QuerySet[Lease]:
 
 
 def order_list(*, organization: Organization) -> QuerySet[Order]:
-    orders = Order.objects.prefetch_related("leases")
+    orders = Order.objects.select_related("orbit").prefetch_related("leases")
     if organization.kind == Organization.Kind.OPERATOR:
         return orders
     return orders.filter(buyer=organization)

@@ -282,6 +282,64 @@ class LeaseSerializer(serializers.ModelSerializer):
         return "CNY"
 
 
+class OrbitRequestSerializer(StrictSerializer):
+    """An in-orbit order (or its quote): analyse a dataset a satellite holds, the result on the ground
+    by the deadline."""
+
+    dataset = serializers.UUIDField()
+    result_size_gb = serializers.DecimalField(
+        max_digits=10, decimal_places=3, min_value=Decimal("0.001"), max_value=Decimal(100_000)
+    )
+    deadline = serializers.DateTimeField(required=False, allow_null=True)
+
+    def validate_deadline(self, value: datetime | None) -> datetime | None:
+        if value is not None and value > timezone.now() + timedelta(days=MAX_HORIZON_DAYS):
+            raise serializers.ValidationError(f"At most {MAX_HORIZON_DAYS} days ahead.")
+        return value
+
+
+class OrbitWindowSerializer(serializers.Serializer):
+    what = serializers.CharField()
+    station = serializers.CharField()
+    pass_start = serializers.DateTimeField()
+    pass_end = serializers.DateTimeField()
+    max_elevation = serializers.FloatField()
+    start = serializers.DateTimeField(help_text="The part of the pass used: from ...")
+    end = serializers.DateTimeField(help_text="... until.")
+    gb = serializers.DecimalField(max_digits=12, decimal_places=3, help_text="Brought down in it.")
+
+
+class OrbitOptionSerializer(serializers.Serializer):
+    plan = serializers.ChoiceField(choices=["in_orbit", "ground"])
+    result_at = serializers.DateTimeField(allow_null=True)
+    time_to_result_seconds = serializers.IntegerField(allow_null=True)
+    estimated_cost = serializers.DecimalField(max_digits=18, decimal_places=2, allow_null=True)
+    meets_deadline = serializers.BooleanField()
+    reason = serializers.CharField(allow_blank=True)
+    steps = serializers.ListField(child=serializers.DictField())
+    contact_windows = OrbitWindowSerializer(many=True)
+
+
+class OrbitQuoteSerializer(serializers.Serializer):
+    """Both ways to the result (in orbit; downlink then ground), the one chosen and why."""
+
+    dataset = serializers.UUIDField()
+    satellite = serializers.UUIDField()
+    result_size_gb = serializers.DecimalField(max_digits=10, decimal_places=3)
+    deadline = serializers.DateTimeField(allow_null=True)
+    chosen = serializers.CharField(allow_null=True, help_text="The plan chosen: in_orbit or ground; null if none.")
+    why = serializers.CharField()
+    options = OrbitOptionSerializer(many=True)
+
+
+class OrbitPlanSerializer(serializers.Serializer):
+    dataset = serializers.UUIDField()
+    plan = serializers.ChoiceField(choices=["in_orbit", "ground"])
+    result_size_gb = serializers.DecimalField(max_digits=10, decimal_places=3)
+    result_at = serializers.DateTimeField()
+    quote = OrbitQuoteSerializer()
+
+
 class OrderSerializer(serializers.ModelSerializer):
     gpu_model = serializers.CharField(source="gpu_model_id", allow_null=True, read_only=True)
     max_price = PriceField(allow_null=True, read_only=True)
@@ -289,6 +347,7 @@ class OrderSerializer(serializers.ModelSerializer):
     leases = LeaseSerializer(many=True, read_only=True)
     lease = serializers.SerializerMethodField(help_text="The order's first lease (the only one unless split).")
     user_region = serializers.SerializerMethodField(help_text="Where the users are; null when not given.")
+    orbit = serializers.SerializerMethodField(help_text="An in-orbit order's plan and the quote that chose it.")
 
     class Meta:
         model = Order
@@ -314,6 +373,7 @@ class OrderSerializer(serializers.ModelSerializer):
             "warnings",
             "lease",
             "leases",
+            "orbit",
             "created_at",
         ]
         read_only_fields = fields
@@ -326,6 +386,19 @@ class OrderSerializer(serializers.ModelSerializer):
     def get_lease(self, order: Order) -> str | None:
         leases = sorted(order.leases.all(), key=lambda lease: str(lease.pk))
         return str(leases[0].pk) if leases else None
+
+    @extend_schema_field(OrbitPlanSerializer(allow_null=True))
+    def get_orbit(self, order: Order) -> dict[str, Any] | None:
+        orbit = getattr(order, "orbit", None)
+        if orbit is None:
+            return None
+        return {
+            "dataset": str(orbit.dataset_id),
+            "plan": orbit.plan,
+            "result_size_gb": str(orbit.result_size_gb),
+            "result_at": _DATETIME.to_representation(orbit.result_at),
+            "quote": orbit.quote,
+        }
 
 
 class _QuotePoolSerializer(serializers.Serializer):

@@ -15,6 +15,7 @@ from marketplace import hooks
 from marketplace.dispatch import DispatchResult, Placement, Requirements, dispatch, reason_message
 from marketplace.models import Lease, Order
 from marketplace.selectors import pool_snapshots
+from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from organizations.models import Organization
 from pools.models import ResourcePool
 from pools.services import pools_lock
@@ -121,6 +122,47 @@ def _reserve(placement: Placement) -> dict[Any, Any] | None:
 
 
 @transaction.atomic
+def placement_book(
+    *,
+    buyer: Organization,
+    requirements: Requirements,
+    placement: Placement,
+    warnings: list[str],
+    estimated_cost: float | None = None,
+) -> Order | None:
+    """Reserve the placement's cards and record its order and leases (the order's estimate is the
+    placement's unless given), or None if another order got the cards first."""
+    providers = _reserve(placement)
+    if providers is None:
+        return None
+    cost = placement.estimated_cost if estimated_cost is None else estimated_cost
+    order = Order.objects.create(
+        buyer=buyer,
+        estimated_cost=Decimal(str(cost)).quantize(ESTIMATE_PLACES),
+        warnings=warnings,
+        **_requirements_fields(requirements),
+    )
+    Lease.objects.bulk_create(
+        [
+            Lease(
+                order=order,
+                buyer=buyer,
+                provider_id=providers[allocation.pool_id],
+                pool_id=allocation.pool_id,
+                cards=allocation.cards,
+                workload=requirements.workload,
+                start_at=placement.start_at,
+                end_at=placement.end_at,
+                estimated_cost=Decimal(str(allocation.estimated_cost)).quantize(ESTIMATE_PLACES),
+            )
+            for allocation in placement.allocations
+        ]
+    )
+    logger.info("order placed", extra={"order": str(order.pk), "hub": placement.hub, "cards": order.cards})
+    return order
+
+
+@transaction.atomic
 def order_place(*, buyer: Organization, requirements: Requirements, now: datetime | None = None) -> Order:
     """Place an order: the best placement whose cards are still free is reserved, with
     its order and leases, in one transaction. A placement lost to a concurrent order
@@ -131,33 +173,8 @@ def order_place(*, buyer: Organization, requirements: Requirements, now: datetim
         raise RuleViolation(buyer.orders_blocked_reason, code="orders_blocked")
     result = quote(requirements=requirements, now=now)
     for placement in result.placements:
-        with transaction.atomic():
-            providers = _reserve(placement)
-            if providers is None:
-                continue
-            order = Order.objects.create(
-                buyer=buyer,
-                estimated_cost=Decimal(str(placement.estimated_cost)).quantize(ESTIMATE_PLACES),
-                warnings=result.warnings,
-                **_requirements_fields(requirements),
-            )
-            Lease.objects.bulk_create(
-                [
-                    Lease(
-                        order=order,
-                        buyer=buyer,
-                        provider_id=providers[allocation.pool_id],
-                        pool_id=allocation.pool_id,
-                        cards=allocation.cards,
-                        workload=requirements.workload,
-                        start_at=placement.start_at,
-                        end_at=placement.end_at,
-                        estimated_cost=Decimal(str(allocation.estimated_cost)).quantize(ESTIMATE_PLACES),
-                    )
-                    for allocation in placement.allocations
-                ]
-            )
-            logger.info("order placed", extra={"order": str(order.pk), "hub": placement.hub, "cards": order.cards})
+        order = placement_book(buyer=buyer, requirements=requirements, placement=placement, warnings=result.warnings)
+        if order is not None:
             return order
     if requirements.pool is not None:
         raise _pool_rejected(result, requirements)
@@ -281,7 +298,10 @@ def leases_fail_lost_pools(*, now: datetime | None = None, lost_after_seconds: i
     active = Lease.objects.filter(status__in=Lease.ACTIVE)
     suspended = active.filter(pool__status__in=[ResourcePool.Status.SUSPENDED, ResourcePool.Status.RETIRED])
     silent_since = now - timedelta(seconds=lost_after_seconds)
-    silent = active.filter(pool__status=ResourcePool.Status.ACTIVE, pool__last_heartbeat_at__lt=silent_since)
+    # A satellite is heard only when it passes a station: its silence between passes is no loss.
+    silent = active.filter(pool__status=ResourcePool.Status.ACTIVE, pool__last_heartbeat_at__lt=silent_since).exclude(
+        pool__hub_id=ORBIT_HUB
+    )
     return _end_each(
         list(suspended.values_list("pk", flat=True)),
         status=Lease.Status.FAILED,

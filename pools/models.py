@@ -24,6 +24,7 @@ class Hub(models.Model):
     class Region(models.TextChoices):
         EAST = "east", "East"
         WEST = "west", "West"
+        ORBIT = "orbit", "Orbit"  # the space computing constellation: neither east nor west
 
     code = models.SlugField(max_length=32, primary_key=True)
     name = models.CharField(max_length=100)

@@ -20,23 +20,25 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def hub_defaults(hub: dict[str, Any]) -> dict[str, Any]:
+    """A hub's row from its reference entry (the national hubs here, the orbit hub in ``orbit``)."""
+    return {
+        "name": hub["name"],
+        "name_zh": hub.get("name_zh", ""),
+        "region": hub["region"],
+        "cluster": hub.get("cluster", ""),
+        "provinces": hub["provinces"],
+        "hub_provinces": hub["hub_provinces"],
+        "tariff": _jsonable(hub["tariff"]),
+        "pue": hub["pue"],
+        "green_share": hub["green_share"],
+        "latency_ms": hub["latency_ms"],
+    }
+
+
 def load_reference_data(hub_model: Any, gpu_model_model: Any) -> None:
     for hub in reference_data.HUBS:
-        hub_model.objects.update_or_create(
-            code=hub["code"],
-            defaults={
-                "name": hub["name"],
-                "name_zh": hub.get("name_zh", ""),
-                "region": hub["region"],
-                "cluster": hub.get("cluster", ""),
-                "provinces": hub["provinces"],
-                "hub_provinces": hub["hub_provinces"],
-                "tariff": _jsonable(hub["tariff"]),
-                "pue": hub["pue"],
-                "green_share": hub["green_share"],
-                "latency_ms": hub["latency_ms"],
-            },
-        )
+        hub_model.objects.update_or_create(code=hub["code"], defaults=hub_defaults(hub))
     for gpu in reference_data.GPU_MODELS:
         gpu_model_model.objects.update_or_create(
             code=gpu["code"],

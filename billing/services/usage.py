@@ -37,6 +37,7 @@ from billing.metrics import usage_batch_counted
 from billing.models import Invoice, UsageEvent, UsageMetric, UsageRollup, UsageRollupDue
 from billing.periods import month_of
 from marketplace.models import Lease
+from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from pools.models import PricePlan
 from pools.reference_data import TOKENS_PER_SECOND
 
@@ -178,6 +179,7 @@ class _Run:
     started_at: datetime | None
     until: datetime  # the end of its run: the earlier of its booked end and when it ended
     tokens_per_second: int  # of one card of its GPU model
+    in_orbit: bool = False  # a satellite's: its agent reports at its next contact, inside the lateness window
 
     def seconds_in(self, hour_start: datetime, now: datetime) -> int:
         """Whole seconds the lease ran in the hour starting at ``hour_start`` (so far, if it runs)."""
@@ -198,13 +200,20 @@ def _check_leases(
     # one lease take turns, so the hourly sums below count every committed event.
     runs = {
         lease_id: _Run(
-            cards, started_at, min(end_at, ended_at or end_at), TOKENS_PER_SECOND.get(gpu_model, _MOST_TOKENS)
+            cards,
+            started_at,
+            min(end_at, ended_at or end_at),
+            TOKENS_PER_SECOND.get(gpu_model, _MOST_TOKENS),
+            hub == ORBIT_HUB,
         )
-        for lease_id, cards, started_at, ended_at, end_at, gpu_model in Lease.objects.select_for_update(of=("self",))
+        for lease_id, cards, started_at, ended_at, end_at, gpu_model, hub in Lease.objects.select_for_update(
+            of=("self",)
+        )
         .filter(pk__in=lease_ids, provider_id=provider_id)
         .order_by("pk")
-        .values_list("id", "cards", "started_at", "ended_at", "end_at", "pool__gpu_model_id")
+        .values_list("id", "cards", "started_at", "ended_at", "end_at", "pool__gpu_model_id", "pool__hub_id")
     }
+    orbit_window = timedelta(hours=settings.ORBIT_USAGE_LATENESS_HOURS)
     grace = timedelta(seconds=settings.USAGE_TIME_GRACE_SECONDS)
     kept = []
     for event in events:
@@ -217,6 +226,13 @@ def _check_leases(
             result.reject(event.index, event.id, "time_in_future", "'time' is more than 5 minutes in the future.")
         elif run.started_at is None:
             result.reject(event.index, event.id, "lease_not_started", "This lease has not started.")
+        elif run.in_orbit and event.time < now - orbit_window:
+            result.reject(
+                event.index,
+                event.id,
+                "too_late",
+                f"Usage from orbit is accepted up to {settings.ORBIT_USAGE_LATENESS_HOURS} hours after its 'time'.",
+            )
         elif not run.started_at - grace <= event.time <= run.until + grace:
             result.reject(
                 event.index,

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "core",
     "organizations",
     "pools",
+    "orbit",
     "vouchers",
     "marketplace",
     "billing",
@@ -333,6 +334,9 @@ USAGE_TOKENS_HEADROOM = env_decimal("USAGE_TOKENS_HEADROOM", Decimal(2), min_val
 # Usage batches are up to 10 MB (billing.cloudevents.MAX_BYTES); Django refuses larger bodies with a 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
+# A satellite's agent reports usage when it next passes a ground station, hours after the work and
+# with the work's own times: usage on orbit hub pools is accepted up to this long after its time.
+ORBIT_USAGE_LATENESS_HOURS = env_int("ORBIT_USAGE_LATENESS_HOURS", 48, min_value=1, max_value=24 * 14)
 # A bucket of usage whose rollup has not run this long after its events were stored is queued
 # again (its task was lost with the broker, which keeps nothing on disk).
 USAGE_ROLLUP_REQUEUE_SECONDS = env_int("USAGE_ROLLUP_REQUEUE_SECONDS", 300, min_value=1)

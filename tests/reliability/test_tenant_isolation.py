@@ -112,7 +112,9 @@ ROUTES: dict[str, dict[str, Check]] = {
     "healthz": {"GET": Exempt("liveness probe")},
     "readyz": {"GET": Exempt("readiness probe")},
     "metrics": {"GET": Exempt("Prometheus metrics: the operators' METRICS_TOKEN, no tenant data (tests/ops)")},
-    "api/v1/hubs/": {"GET": Exempt("reference data: the 8 national hubs")},
+    "api/v1/hubs/": {
+        "GET": Exempt("reference data: the 8 national hubs, and the orbit hub once a constellation is listed")
+    },
     "api/v1/gpu-models/": {"GET": Exempt("reference data: GPU models")},
     "api/v1/webhooks/stripe/": {"POST": Exempt("Stripe's webhook: no key, signature checked")},
     # Organizations and keys.
@@ -149,10 +151,36 @@ ROUTES: dict[str, dict[str, Check]] = {
         )
     },
     "api/v1/pools/<uuid:pool_id>/prices/": {"GET": Detail("pool_id", ("provider",))},
+    # A satellite's contacts are public to buyers (like offers); another provider gets 404.
+    "api/v1/pools/<uuid:pool_id>/contacts/": {"GET": Detail("pool_id", ("provider",))},
+    # Orbit: datasets are the buyer's, held by the provider's satellite.
+    "api/v1/datasets/": {
+        "GET": Listing(),
+        "POST": Create(
+            foreign=(
+                lambda w: {
+                    "buyer": w.b.buyer.slug,
+                    "satellite": str(w.a.satellite.pool_id),
+                    "size_gb": "1",
+                    "captured_at": timezone.now().isoformat(),
+                    "region": "b",
+                },
+            ),
+            body=lambda w: {
+                "buyer": w.b.buyer.slug,
+                "satellite": str(w.b.satellite.pool_id),
+                "size_gb": "1",
+                "captured_at": timezone.now().isoformat(),
+                "region": "b",
+            },
+        ),
+    },
+    "api/v1/datasets/<uuid:dataset_id>/": {"GET": Detail("dataset_id", ("buyer", "provider"))},
     # Demand.
     "api/v1/offers/": {"GET": Exempt("the public catalog: every active pool is offered to every buyer")},
     "api/v1/quotes/": {
         "POST": Create(
+            foreign=(lambda w: {"dataset": str(w.a.dataset.pk), "result_size_gb": "1"},),
             body=lambda w: {"gpu_model": "H100-80G", "cards": 1, "workload": "training", "duration_hours": "1"},
             catalog=True,
         )
@@ -168,6 +196,7 @@ ROUTES: dict[str, dict[str, Check]] = {
                     "duration_hours": "1",
                     "allowed_hubs": [str(w.a.pool.pk)],
                 },
+                lambda w: {"dataset": str(w.a.dataset.pk), "result_size_gb": "1"},
             )
         ),
     },

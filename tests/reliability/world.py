@@ -17,9 +17,12 @@ from billing.models import Bank, CreditGrant, Invoice, TopUp
 from billing.services.bank.grants import bank_of, grant_create
 from billing.services.invoices import invoice_finalize, invoice_for_period
 from marketplace.models import Lease, Order
+from orbit import reference_data as orbit_data
+from orbit.models import Dataset, Satellite
+from orbit.services import orbit_reference_load, satellite_add
 from organizations.models import ApiKey, Organization
 from organizations.services import api_key_create, member_set
-from pools.models import ResourcePool
+from pools.models import GpuModel, ResourcePool
 from tests.billing.factories import leased, usage
 from tests.factories import BuyerFactory, IssuerFactory, OperatorFactory, ProviderFactory, pool_factory
 from tests.vouchers.factories import program_factory, voucher_factory
@@ -51,6 +54,8 @@ class Tenant:
     voucher: Voucher | None = None
     bank: Bank | None = None  # the buyer's compute bank, with a promotional grant
     top_up: TopUp | None = None
+    satellite: Satellite | None = None  # a pool of the orbit hub
+    dataset: Dataset | None = None  # the buyer's data, held on the provider's satellite
 
     def organization(self, kind: str, operator: Organization) -> Organization:
         return operator if kind == "operator" else getattr(self, kind)
@@ -65,6 +70,7 @@ class Tenant:
             "program_id": self.program,
             "voucher_id": self.voucher,
             "top_up_id": self.top_up,
+            "dataset_id": self.dataset,
         }  # type: ignore[return-value]
 
 
@@ -108,6 +114,24 @@ def _tenant(hub: str, province: str) -> Tenant:
     grant_create(buyer=tenant.buyer, source=CreditGrant.Source.PROMOTION, amount=50_000, by="test")
     tenant.bank = bank_of(tenant.buyer)
     tenant.top_up = TopUp.objects.create(buyer=tenant.buyer, amount=10_000)  # pending: never sent to Stripe
+    orbit_reference_load()
+    satellite_pool = pool_factory(
+        provider=tenant.provider,
+        name="satellite",
+        hub_id=orbit_data.HUB_CODE,
+        province="Orbit",
+        gpu_model=GpuModel.objects.get(code=orbit_data.GPU_MODEL["code"]),
+        cards=1,
+    )
+    tenant.satellite = satellite_add(pool=satellite_pool, slot=Satellite.objects.count())
+    tenant.dataset = Dataset.objects.create(
+        provider=tenant.provider,
+        buyer=tenant.buyer,
+        satellite=tenant.satellite,
+        size_gb=10,
+        captured_at=timezone.now(),
+        region="isolation",
+    )
     return tenant
 
 

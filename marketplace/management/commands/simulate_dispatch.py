@@ -1,11 +1,16 @@
 import json
+from datetime import datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from marketplace.dispatch import PoolSnapshot
+from marketplace.orbit_simulation import simulate_orbit
 from marketplace.selectors import pool_snapshots
 from marketplace.simulation import PolicyResult, simulate
+from orbit.models import Satellite
+from pools.models import ResourcePool
 
 ELECTRICITY_CUT_TARGET = 0.18
 
@@ -20,6 +25,12 @@ class Command(BaseCommand):
         parser.add_argument("--orders", type=int, default=20_000, help="Orders in the day (default 20,000).")
         parser.add_argument("--seed", type=int, default=42)
         parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
+        parser.add_argument(
+            "--orbit",
+            action="store_true",
+            help="Instead: a day of in-orbit analyses (seed_orbit first), in orbit versus downlinked to the ground.",
+        )
+        parser.add_argument("--analyses", type=int, default=500, help="In-orbit analyses in the day (--orbit).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["orders"] < 1:
@@ -28,6 +39,9 @@ class Command(BaseCommand):
         pools = [pool for pool in pool_snapshots(now=now) if not pool.stale]
         if not pools:
             raise CommandError("No active pools with a fresh heartbeat: run `manage.py seed_national` first.")
+        if options["orbit"]:
+            self._orbit(pools, now, options)
+            return
         self.stderr.write(f"Simulating {options['orders']:,} orders on {len(pools)} pools ...")
 
         def progress(policy: str, done: int, total: int) -> None:
@@ -59,6 +73,22 @@ class Command(BaseCommand):
             self.stdout.write(f"buyer cost per card-hour:       {cost_cut:+.1%} cut by the dispatcher")
             for check, passed in checks.items():
                 self.stdout.write(f"{'PASS' if passed else 'FAIL'}  {check}")
+
+    def _orbit(self, pools: list[PoolSnapshot], now: datetime, options: dict[str, Any]) -> None:
+        satellites = list(Satellite.objects.select_related("pool").filter(pool__status=ResourcePool.Status.ACTIVE))
+        if not satellites:
+            raise CommandError("No satellites: run `manage.py seed_orbit` first.")
+        self.stderr.write(f"Simulating {options['analyses']:,} in-orbit analyses over {len(satellites)} satellites ...")
+        figures = simulate_orbit(
+            satellites=satellites, ground_pools=pools, day=now, seed=options["seed"], analyses=options["analyses"]
+        )
+        rows = {name: way.as_dict() for name, way in figures.items()}
+        if options["json"]:
+            self.stdout.write(json.dumps(rows, indent=2))
+            return
+        self.stdout.write(f"{'':26}{'in orbit':>14}{'ground':>14}{'chosen':>14}")
+        for key in rows["in_orbit"]:
+            self.stdout.write(f"{key:26}" + "".join(f"{rows[name][key]!s:>14}" for name in rows))
 
     def _table(self, grid: PolicyResult, baseline: PolicyResult) -> None:
         rows = list(grid.as_dict())
