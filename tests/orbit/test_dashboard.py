@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from dashboards.formatting import local_time
+from dashboards.formatting import local_time, percent
 from marketplace.orbit import orbit_order_place
 from orbit.models import Dataset
 from orbit.selectors import satellite_contacts
@@ -54,5 +54,9 @@ def test_the_operator_sees_each_satellites_next_contact_and_in_orbit_utilization
             satellite=satellite, start=timezone.now(), end=timezone.now() + timezone.timedelta(days=1)
         )[0]
         assert local_time(first.start) in rows[str(satellite.norad_id)]
-        assert ("100.00%" if satellite.pool_id == busy else "0.00%") in rows[str(satellite.norad_id)]
+        shown = percent(1 if satellite.pool_id == busy else 0)
+        assert f'data-figure="satellite-utilization" data-value="{1 if satellite.pool_id == busy else 0}' in rows[
+            str(satellite.norad_id)
+        ]
+        assert f">{shown}</td>" in rows[str(satellite.norad_id)]
     assert re.search(r'data-figure="orbit-utilization" data-value="0.0833"', html)
