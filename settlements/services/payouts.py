@@ -22,6 +22,7 @@ import hashlib
 import io
 from collections import defaultdict
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -98,7 +99,7 @@ def _due_items(run: PayoutRun) -> dict[Any, list[PayoutItem]]:
         amounts: dict[str, int] = {}
         if status == Invoice.Status.PAID:
             if Kind.SHARE not in done:
-                reserve = share(net, run.reserve_rate)[0]
+                reserve = share(net, Decimal(run.reserve_rate))[0]
                 amounts[Kind.SHARE] = net - reserve
                 done = {**done, Kind.SHARE: net - reserve}
             if Kind.RESERVE not in done and start < run.period_start:
