@@ -1,0 +1,120 @@
+"""Subsidy claims: evidence per redemption, the issuer's review, rejected lines billed back once, payments."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from billing.models import Invoice, InvoiceLine
+from billing.services.invoices import invoice_finalize, invoice_for_period
+from billing.services.ledger import Purpose, balance_of
+from billing.services.reconcile import reconcile
+from settlements.models import SubsidyClaim
+from settlements.services.claims import claims_build
+from settlements.services.payouts import payout_line_settle, payout_run_create, payout_run_send
+from tests.settlements.conftest import MAY_20
+from vouchers.models import Redemption, Voucher
+
+pytestmark = pytest.mark.django_db
+APRIL = datetime(2026, 4, 15, tzinfo=UTC)
+
+
+def _claim(paid_march: Any) -> SubsidyClaim:
+    (claim,) = claims_build(at=APRIL, now=MAY_20)
+    return claim
+
+
+def test_a_claim_holds_every_redemption_of_the_month_as_evidence(paid_march: Any, issuer: Any, make_client: Any) -> None:
+    claim = _claim(paid_march)
+    answer = make_client(issuer).get(f"/api/v1/claims/{claim.pk}/")
+
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["claimed"] == f"{paid_march.voucher_credit / 100:.2f}"
+    line = body["lines"][0]
+    assert line["invoice_number"] == paid_march.number
+    assert line["company_credit_code"] == paid_march.buyer.credit_code
+    assert len(body["lines"]) == Redemption.objects.count()
+    assert claims_build(at=APRIL, now=MAY_20) == []  # built once
+    csv = make_client(issuer).get(f"/api/v1/claims/{claim.pk}/evidence.csv")
+    assert csv.status_code == 200 and paid_march.number in csv.content.decode()
+
+
+def test_a_month_from_usage_to_a_settled_payout_and_a_paid_claim_reconciles(
+    paid_march: Any, provider: Any, account: Any, issuer: Any, operator: Any, make_client: Any
+) -> None:
+    claim = _claim(paid_march)
+    review = make_client(issuer).post(f"/api/v1/claims/{claim.pk}/review/", {"approve_all": True}, format="json")
+    assert review.status_code == 200, review.content
+    half = paid_march.voucher_credit // 2
+    for reference, amount in (("TRX-1", half), ("TRX-2", paid_march.voucher_credit - half)):
+        paid = make_client(operator).post(
+            f"/api/v1/claims/{claim.pk}/payments/", {"reference": reference, "amount": f"{amount / 100:.2f}"}, format="json"
+        )
+        assert paid.status_code == 200, paid.content
+    run = payout_run_create(at=datetime(2026, 3, 15, tzinfo=UTC), by="operator", now=MAY_20)
+    payout_run_send(run_id=run.pk, by="operator", now=MAY_20)
+    payout_line_settle(run_id=run.pk, line_id=run.lines.get().pk, paid=True, now=MAY_20)
+
+    claim.refresh_from_db()
+    assert (claim.status, claim.received) == ("paid", paid_march.voucher_credit)
+    assert balance_of(purpose=Purpose.VOUCHER_RECEIVABLE, organization=issuer) == 0
+    assert balance_of(purpose=Purpose.CASH) == paid_march.voucher_credit - run.total
+    assert reconcile() == []
+    again = make_client(operator).post(
+        f"/api/v1/claims/{claim.pk}/payments/", {"reference": "TRX-3", "amount": "0.01"}, format="json"
+    )
+    assert (again.status_code, again.json()["error"]["code"]) == (422, "overpayment")
+
+
+def test_a_rejected_line_is_billed_back_to_the_company_once(paid_march: Any, buyer: Any, issuer: Any, make_client: Any) -> None:
+    claim = _claim(paid_march)
+    line = claim.lines.first()
+    voucher = Voucher.objects.get()
+    remaining = voucher.remaining
+
+    answer = make_client(issuer).post(
+        f"/api/v1/claims/{claim.pk}/review/",
+        {"reject": [{"line": str(line.pk), "reason_code": "usage_ineligible", "reason": "not AI work"}]},
+        format="json",
+    )
+    twice = make_client(issuer).post(f"/api/v1/claims/{claim.pk}/review/", {"approve_all": True}, format="json")
+
+    assert answer.status_code == 200, answer.content
+    assert (twice.status_code, twice.json()["error"]["code"]) == (409, "claim_already_reviewed")
+    voucher.refresh_from_db()
+    assert voucher.remaining == remaining + line.amount
+    assert balance_of(purpose=Purpose.CLAIM_REBILL, organization=buyer) == line.amount
+    april = invoice_finalize(invoice_id=invoice_for_period(buyer=buyer, at=APRIL).pk, now=MAY_20)
+    rebilled = InvoiceLine.objects.filter(kind="claim_rejected")
+    assert [(r.invoice_id, r.amount) for r in rebilled] == [(april.pk, line.amount)]
+    assert "not AI work" in rebilled.get().description
+    may = invoice_finalize(invoice_id=invoice_for_period(buyer=buyer, at=MAY_20).pk, now=datetime(2026, 6, 5, tzinfo=UTC))
+    assert may.lines.filter(kind="claim_rejected").count() == 0
+    assert balance_of(purpose=Purpose.CLAIM_REBILL, organization=buyer) == 0
+    assert reconcile() == []
+
+
+def test_an_invoice_with_a_rejected_claim_line_cannot_be_voided(paid_march: Any, issuer: Any, make_client: Any) -> None:
+    from billing.services.invoices import invoice_void
+    from core.exceptions import ConflictError
+
+    claim = _claim(paid_march)
+    line = claim.lines.first()
+    make_client(issuer).post(
+        f"/api/v1/claims/{claim.pk}/review/", {"reject": [{"line": str(line.pk), "reason_code": "duplicate"}]}, format="json"
+    )
+
+    with pytest.raises(ConflictError):
+        invoice_void(invoice_id=paid_march.pk, by="operator")
+    assert Invoice.objects.get(pk=paid_march.pk).status == "paid"
+
+
+def test_another_issuer_sees_no_claim(paid_march: Any, make_client: Any) -> None:
+    from tests.factories import IssuerFactory
+
+    claim = _claim(paid_march)
+    other = make_client(IssuerFactory())
+
+    assert other.get(f"/api/v1/claims/{claim.pk}/").status_code == 404
+    assert other.get("/api/v1/claims/").json()["results"] == []
