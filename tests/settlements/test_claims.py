@@ -24,7 +24,9 @@ def _claim(paid_march: Any) -> SubsidyClaim:
     return claim
 
 
-def test_a_claim_holds_every_redemption_of_the_month_as_evidence(paid_march: Any, issuer: Any, make_client: Any) -> None:
+def test_a_claim_holds_every_redemption_of_the_month_as_evidence(
+    paid_march: Any, issuer: Any, make_client: Any
+) -> None:
     claim = _claim(paid_march)
     answer = make_client(issuer).get(f"/api/v1/claims/{claim.pk}/")
 
@@ -49,7 +51,9 @@ def test_a_month_from_usage_to_a_settled_payout_and_a_paid_claim_reconciles(
     half = paid_march.voucher_credit // 2
     for reference, amount in (("TRX-1", half), ("TRX-2", paid_march.voucher_credit - half)):
         paid = make_client(operator).post(
-            f"/api/v1/claims/{claim.pk}/payments/", {"reference": reference, "amount": f"{amount / 100:.2f}"}, format="json"
+            f"/api/v1/claims/{claim.pk}/payments/",
+            {"reference": reference, "amount": f"{amount / 100:.2f}"},
+            format="json",
         )
         assert paid.status_code == 200, paid.content
     run = payout_run_create(at=datetime(2026, 3, 15, tzinfo=UTC), by="operator", now=MAY_20)
@@ -67,7 +71,9 @@ def test_a_month_from_usage_to_a_settled_payout_and_a_paid_claim_reconciles(
     assert (again.status_code, again.json()["error"]["code"]) == (422, "overpayment")
 
 
-def test_a_rejected_line_is_billed_back_to_the_company_once(paid_march: Any, buyer: Any, issuer: Any, make_client: Any) -> None:
+def test_a_rejected_line_is_billed_back_to_the_company_once(
+    paid_march: Any, buyer: Any, issuer: Any, make_client: Any
+) -> None:
     claim = _claim(paid_march)
     line = claim.lines.first()
     voucher = Voucher.objects.get()
@@ -89,7 +95,9 @@ def test_a_rejected_line_is_billed_back_to_the_company_once(paid_march: Any, buy
     rebilled = InvoiceLine.objects.filter(kind="claim_rejected")
     assert [(r.invoice_id, r.amount) for r in rebilled] == [(april.pk, line.amount)]
     assert "not AI work" in rebilled.get().description
-    may = invoice_finalize(invoice_id=invoice_for_period(buyer=buyer, at=MAY_20).pk, now=datetime(2026, 6, 5, tzinfo=UTC))
+    may = invoice_finalize(
+        invoice_id=invoice_for_period(buyer=buyer, at=MAY_20).pk, now=datetime(2026, 6, 5, tzinfo=UTC)
+    )
     assert may.lines.filter(kind="claim_rejected").count() == 0
     assert balance_of(purpose=Purpose.CLAIM_REBILL, organization=buyer) == 0
     assert reconcile() == []
@@ -102,7 +110,9 @@ def test_an_invoice_with_a_rejected_claim_line_cannot_be_voided(paid_march: Any,
     claim = _claim(paid_march)
     line = claim.lines.first()
     make_client(issuer).post(
-        f"/api/v1/claims/{claim.pk}/review/", {"reject": [{"line": str(line.pk), "reason_code": "duplicate"}]}, format="json"
+        f"/api/v1/claims/{claim.pk}/review/",
+        {"reject": [{"line": str(line.pk), "reason_code": "duplicate"}]},
+        format="json",
     )
 
     with pytest.raises(ConflictError):

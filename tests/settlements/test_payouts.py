@@ -12,7 +12,13 @@ from core.exceptions import ConflictError, RuleViolation
 from organizations.models import AuditEvent
 from settlements.models import PayoutItem, PayoutLine, PayoutRun
 from settlements.services.accounts import payout_account_current, payout_account_set
-from settlements.services.payouts import payout_batch_csv, payout_line_settle, payout_return_file_apply, payout_run_create, payout_run_send
+from settlements.services.payouts import (
+    payout_batch_csv,
+    payout_line_settle,
+    payout_return_file_apply,
+    payout_run_create,
+    payout_run_send,
+)
 from tests.settlements.conftest import MAY_20
 from tests.threads import run_concurrently
 
@@ -25,7 +31,12 @@ def test_a_provider_registers_its_account_shown_masked(provider: Any, make_clien
 
     answer = client.put(
         "/api/v1/payout-account/",
-        {"account_name": f" {provider.legal_name} ", "bank_name": "ICBC", "branch": "Xicheng", "account_number": "6222000011112222"},
+        {
+            "account_name": f" {provider.legal_name} ",
+            "bank_name": "ICBC",
+            "branch": "Xicheng",
+            "account_number": "6222000011112222",
+        },
         format="json",
     )
 
@@ -48,12 +59,19 @@ def test_an_account_name_other_than_the_legal_name_is_refused(provider: Any, mak
 def test_a_change_waits_the_cooling_off_period_and_is_audited(provider: Any, account: Any, settings: Any) -> None:
     settings.PAYOUT_ACCOUNT_COOLING_OFF_HOURS = 72
     changed = payout_account_set(
-        provider=provider, account_name=provider.legal_name, bank_name="CCB", branch="b", account_number="99998888777766", by="key"
+        provider=provider,
+        account_name=provider.legal_name,
+        bank_name="CCB",
+        branch="b",
+        account_number="99998888777766",
+        by="key",
     )
 
     assert payout_account_current(provider=provider, at=changed.requested_at) == account
     assert payout_account_current(provider=provider, at=changed.requested_at + timedelta(hours=72)) == changed
-    events = AuditEvent.objects.filter(action="payout_account.change", organization_id=provider.pk).order_by("occurred_at")
+    events = AuditEvent.objects.filter(action="payout_account.change", organization_id=provider.pk).order_by(
+        "occurred_at"
+    )
     assert [e.summary["account_number"] for e in events] == ["************2233", "**********7766"]
     assert events.last().summary["previous"] == "************2233"  # type: ignore[union-attr]
     assert "99998888777766" not in str([e.summary for e in events])
@@ -63,7 +81,9 @@ def _owed(provider: Any) -> int:
     return -balance_of(purpose=Purpose.PROVIDER_PAYABLE, organization=provider)
 
 
-def test_a_run_pays_the_collected_net_and_settles_through_transit_to_cash(provider: Any, account: Any, paid_march: Any) -> None:
+def test_a_run_pays_the_collected_net_and_settles_through_transit_to_cash(
+    provider: Any, account: Any, paid_march: Any
+) -> None:
     net = ProviderStatement.objects.get(provider=provider).net
 
     run = payout_run_create(at=MARCH, by="operator", now=MAY_20)
@@ -88,8 +108,12 @@ def test_a_returned_line_goes_back_to_payable_with_its_reason_and_is_paid_by_the
     payout_run_send(run_id=run.pk, by="operator", now=MAY_20)
     line = run.lines.get()
 
-    payout_return_file_apply(run_id=run.pk, content=f"reference,status,reason\n{line.reference},FAILED,account closed\n")
-    payout_return_file_apply(run_id=run.pk, content=f"reference,status,reason\n{line.reference},FAILED,account closed\n")
+    payout_return_file_apply(
+        run_id=run.pk, content=f"reference,status,reason\n{line.reference},FAILED,account closed\n"
+    )
+    payout_return_file_apply(
+        run_id=run.pk, content=f"reference,status,reason\n{line.reference},FAILED,account closed\n"
+    )
 
     line.refresh_from_db()
     assert (line.status, line.failure_reason) == ("failed", "account closed")
@@ -105,7 +129,9 @@ def test_a_bad_return_file_changes_nothing(provider: Any, account: Any, paid_mar
     line = run.lines.get()
 
     with pytest.raises(RuleViolation):
-        payout_return_file_apply(run_id=run.pk, content=f"reference,status,reason\n{line.reference},PAID,\nNOPE,PAID,\n")
+        payout_return_file_apply(
+            run_id=run.pk, content=f"reference,status,reason\n{line.reference},PAID,\nNOPE,PAID,\n"
+        )
 
     assert PayoutLine.objects.get().status == "sent"
 
@@ -138,7 +164,9 @@ def test_two_runs_started_at_once_pay_each_provider_once(provider: Any, account:
     assert PayoutLine.objects.get().amount == ProviderStatement.objects.get(provider=provider).net
 
 
-def test_a_provider_owed_less_than_the_minimum_is_carried_forward(provider: Any, account: Any, paid_march: Any, settings: Any) -> None:
+def test_a_provider_owed_less_than_the_minimum_is_carried_forward(
+    provider: Any, account: Any, paid_march: Any, settings: Any
+) -> None:
     settings.PAYOUT_MINIMUM_FEN = 10**12
 
     with pytest.raises(ConflictError) as refused:
