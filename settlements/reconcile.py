@@ -65,7 +65,7 @@ def settlements_reconcile() -> list[Difference]:
             differences.append(
                 Difference("statement paid beyond its net", str(statement_id), total, nets[statement_id])
             )
-    line_totals = PayoutLine.objects.values_list("pk", "amount").annotate(items=Sum("items__amount"))
+    line_totals = PayoutLine.objects.values_list("pk", "amount").annotate(item_total=Sum("items__amount"))
     for line_id, amount, items in line_totals:
         if amount != (items or 0):
             differences.append(Difference("payout line items", str(line_id), int(items or 0), amount))

@@ -191,7 +191,7 @@ def money_owed(*, now: datetime) -> dict[str, int]:
         .annotate(total=Sum("amount"))
         .order_by()
     )
-    overdue = claims_of(organization=Organization(kind=Kind.OPERATOR), now=now).filter(overdue=True)
+    overdue = SubsidyClaim.objects.filter(status=SubsidyClaim.Status.REVIEWED, due_at__lt=now)
     return {
         "in_transit": -int(totals.get(Account.Purpose.PAYOUTS_IN_TRANSIT, 0)),
         "owed_by_issuers": int(totals.get(Account.Purpose.VOUCHER_RECEIVABLE, 0)),

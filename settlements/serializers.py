@@ -136,7 +136,7 @@ class ClaimRejectionSerializer(StrictSerializer):
 
 class ClaimReviewSerializer(StrictSerializer):
     approve_all = serializers.BooleanField(required=False, default=False)
-    reject = ClaimRejectionSerializer(many=True, required=False, default=list, max_length=10_000)
+    reject = ClaimRejectionSerializer(many=True, required=False, default=list)
 
 
 class ClaimPaymentSerializer(StrictSerializer):

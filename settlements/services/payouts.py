@@ -84,10 +84,10 @@ def _due_items(run: PayoutRun) -> dict[Any, list[PayoutItem]]:
         )
     }
     paid: dict[tuple[Any, str], dict[str, int]] = defaultdict(dict)
-    for provider_id, invoice_id, kind, amount in PayoutItem.objects.filter(active=True).values_list(
+    for provider_id, paid_invoice, kind, amount in PayoutItem.objects.filter(active=True).values_list(
         "provider_id", "invoice_id", "kind", "amount"
     ):
-        paid[(provider_id, str(invoice_id))][kind] = amount
+        paid[(provider_id, str(paid_invoice))][kind] = amount
     statements = {
         (provider_id, start): pk
         for pk, provider_id, start in ProviderStatement.objects.values_list("pk", "provider_id", "period_start")
