@@ -29,7 +29,7 @@ class PayoutAccountSerializer(serializers.Serializer):
 
 class PayoutRunCreateSerializer(StrictSerializer):
     period = serializers.RegexField(
-        r"^[0-9]{4}-(0[1-9]|1[0-2])$", help_text="YYYY-MM: that month's invoices and earlier."
+        r"^2[0-9]{3}-(0[1-9]|1[0-2])$", help_text="YYYY-MM: that month's invoices and earlier."
     )
 
 
