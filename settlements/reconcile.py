@@ -2,7 +2,8 @@
 
 - every statement's net is paid once or still payable: the payout entries on each provider's
   payable equal the lines sent and not returned, in transit equals the lines sent and not
-  settled, and no statement has more paid than its net;
+  settled, and no statement has more paid than its net (what was paid of an invoice voided
+  since is owed back through the payable, and never clawed back beyond what was paid);
 - every redemption of a month whose claims are built is on exactly one claim;
 - every claim's approved amount is received or receivable: its payments add up to what it
   received, and cash holds what issuers paid less what providers were paid.
@@ -13,7 +14,7 @@ from typing import Any
 
 from django.db.models import Sum
 
-from billing.models import Account, Leg, ProviderStatement
+from billing.models import Account, Invoice, Leg, ProviderStatement
 from billing.services.reconcile import Difference
 from settlements.models import ClaimPayment, PayoutItem, PayoutLine, SubsidyClaim
 from vouchers.models import Redemption
@@ -54,9 +55,20 @@ def settlements_reconcile() -> list[Difference]:
     differences += _differ("payouts in transit", _legs(Purpose.PAYOUTS_IN_TRANSIT, ""), {None: -int(in_transit)})
     differences += _differ("cash", _legs(Purpose.CASH, ""), {None: int(received) - int(paid)})
 
+    # What was paid of an invoice voided since is owed back (the provider's payable shows it) until
+    # a clawback takes it: those items are checked apart, never clawed back beyond what was paid.
+    paid_items = PayoutItem.objects.filter(active=True, line__status__in=OUT)
+    for invoice_id, total in (
+        paid_items.filter(invoice__status=Invoice.Status.VOID)
+        .values_list("invoice_id")
+        .annotate(t=Sum("amount"))
+        .order_by()
+    ):
+        if total < 0:
+            differences.append(Difference("clawed back beyond what was paid", str(invoice_id), total, 0))
     nets = dict(ProviderStatement.objects.values_list("pk", "net"))
     for statement_id, total in (
-        PayoutItem.objects.filter(active=True, line__status__in=OUT)
+        paid_items.exclude(invoice__status=Invoice.Status.VOID)
         .values_list("statement_id")
         .annotate(t=Sum("amount"))
         .order_by()

@@ -15,7 +15,7 @@ register = template.Library()
 @register.inclusion_tag("dashboards/partials/settlements.html")
 def settlements_panel(organization: Organization) -> dict[str, Any]:
     now = timezone.now()
-    context: dict[str, Any] = {"kind": organization.kind}
+    context: dict[str, Any] = {"kind": organization.kind, "slug": organization.slug}
     if organization.kind == Organization.Kind.PROVIDER:
         context["payouts"] = list(payouts_of(provider=organization)[:12])
     elif organization.kind in (Organization.Kind.ISSUER, Organization.Kind.OPERATOR):

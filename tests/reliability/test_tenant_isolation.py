@@ -299,6 +299,8 @@ ROUTES |= {
     "dashboard/<slug:slug>/invoices/<uuid:invoice_id>/": {"GET": Page("invoice_id")},
     "dashboard/<slug:slug>/invoices/<uuid:invoice_id>/pdf/": {"GET": Page("invoice_id")},
     "dashboard/<slug:slug>/programs/<uuid:program_id>/": {"GET": Page("program_id")},
+    "dashboard/<slug:slug>/claims/<uuid:claim_id>/pdf/": {"GET": Page("claim_id")},
+    "dashboard/<slug:slug>/claims/<uuid:claim_id>/claim.csv": {"GET": Page("claim_id")},
     "dashboard/<slug:slug>/programs/<uuid:program_id>/report.csv": {"GET": Page("program_id")},
 }
 

@@ -128,3 +128,37 @@ def test_another_issuer_sees_no_claim(paid_march: Any, make_client: Any) -> None
 
     assert other.get(f"/api/v1/claims/{claim.pk}/").status_code == 404
     assert other.get("/api/v1/claims/").json()["results"] == []
+
+
+def test_the_issuer_downloads_its_claim_as_pdf_and_csv_from_its_dashboard(
+    paid_march: Any, issuer: Any, client: Any
+) -> None:
+    from organizations.services import member_set
+
+    claim = _claim(paid_march)
+    member = member_set(organization=issuer, username="issuer-member", password="unused").user
+    client.force_login(member)
+
+    page = client.get(f"/dashboard/{issuer.slug}/")
+    pdf = client.get(f"/dashboard/{issuer.slug}/claims/{claim.pk}/pdf/")
+    csv = client.get(f"/dashboard/{issuer.slug}/claims/{claim.pk}/claim.csv")
+
+    assert page.status_code == 200 and claim.number in page.content.decode()
+    assert (pdf.status_code, pdf["Content-Type"], pdf.content[:5]) == (200, "application/pdf", b"%PDF-")
+    assert csv.status_code == 200 and paid_march.number in csv.content.decode()
+
+
+def test_the_operator_sees_money_in_transit_and_owed_balancing_to_the_ledger(
+    paid_march: Any, provider: Any, account: Any, operator: Any
+) -> None:
+    from settlements.selectors import money_owed
+
+    run = payout_run_create(at=datetime(2026, 3, 15, tzinfo=UTC), by="operator", now=MAY_20)
+    payout_run_send(run_id=run.pk, by="operator", now=MAY_20)
+
+    owed = money_owed(now=MAY_20)
+
+    assert owed["in_transit"] == run.total
+    assert owed["owed_by_issuers"] == paid_march.voucher_credit
+    assert owed["owed_to_providers"] == 0
+    assert owed["cash"] == 0

@@ -192,3 +192,38 @@ def test_an_uncollected_invoice_is_held_back(provider: Any, account: Any, buyer:
     with pytest.raises(ConflictError):
         payout_run_create(at=MARCH, by="operator", now=MAY_20)
     assert Account.objects.filter(purpose=Purpose.PAYOUTS_IN_TRANSIT).count() == 0
+
+
+def test_an_invoice_voided_after_its_payout_is_clawed_back_by_the_next_run(
+    provider: Any, account: Any, buyer: Any, paid_march: Any, settings: Any
+) -> None:
+    from billing.services.invoices import invoice_void
+
+    run = payout_run_create(at=MARCH, by="operator", now=MAY_20)
+    payout_run_send(run_id=run.pk, by="operator", now=MAY_20)
+    payout_line_settle(run_id=run.pk, line_id=run.lines.get().pk, paid=True, now=MAY_20)
+    invoice_void(invoice_id=paid_march.pk, by="operator", now=MAY_20)
+    assert _owed(provider) == -run.total  # the provider owes back what it was paid
+
+    with pytest.raises(ConflictError):  # a negative balance is carried forward, never paid
+        payout_run_create(at=MARCH, by="operator", now=MAY_20)
+
+    assert reconcile() == []
+
+
+def test_beat_builds_last_months_claims_and_starts_its_run_on_the_settlement_day(
+    provider: Any, account: Any, paid_march: Any, settings: Any
+) -> None:
+    from settlements.models import SubsidyClaim
+    from settlements.services.schedule import settlements_due
+
+    settings.SETTLEMENT_DAY = 15
+    assert settlements_due(now=datetime(2026, 4, 14, tzinfo=UTC)) == 0
+
+    made = settlements_due(now=datetime(2026, 4, 16, tzinfo=UTC))
+    again = settlements_due(now=datetime(2026, 4, 17, tzinfo=UTC))
+
+    assert (made, again) == (1, 0)  # March's run (March's redemptions: none; April's claim comes in May)
+    assert PayoutRun.objects.get().period_start.month in (2, 3)
+    assert settlements_due(now=datetime(2026, 5, 16, tzinfo=UTC)) == 1  # April's claim
+    assert SubsidyClaim.objects.count() == 1
