@@ -191,3 +191,24 @@ class InvoiceAdjustment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reference}: {self.amount}"
+
+    def as_invoice_line(self, invoice: Invoice, **fields: object) -> InvoiceLine:
+        """The (unsaved) line that bills it: on the usage line it comes from, with no quantity of its own."""
+        source = self.source_line
+        return InvoiceLine(
+            invoice=invoice,
+            kind=InvoiceLine.Kind.CLAIM_REJECTED,
+            lease_id=source.lease_id,
+            pool_id=source.pool_id,
+            provider_id=source.provider_id,
+            price_plan_id=source.price_plan_id,
+            metric=source.metric,
+            model=source.model,
+            band=source.band,
+            unit=source.unit,
+            quantity=0,
+            rate=0,
+            amount=self.amount,
+            description=self.description,
+            **fields,
+        )

@@ -334,26 +334,8 @@ def _adjustments_bill(drafts: list[Invoice], lines: dict[Any, list[InvoiceLine]]
         .order_by("pk")
     )
     for adjustment in adjustments:
-        invoice, source = latest[adjustment.buyer_id], adjustment.source_line
-        adjustment.invoice = invoice
-        lines[invoice.pk].append(
-            InvoiceLine(
-                invoice=invoice,
-                kind=InvoiceLine.Kind.CLAIM_REJECTED,
-                lease_id=source.lease_id,
-                pool_id=source.pool_id,
-                provider_id=source.provider_id,
-                price_plan_id=source.price_plan_id,
-                metric=source.metric,
-                model=source.model,
-                band=source.band,
-                unit=source.unit,
-                quantity=0,
-                rate=0,
-                amount=adjustment.amount,
-                description=adjustment.description,
-            )
-        )
+        adjustment.invoice = latest[adjustment.buyer_id]
+        lines[adjustment.invoice.pk].append(adjustment.as_invoice_line(adjustment.invoice))
     return adjustments
 
 

@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import time_machine
 
 from billing.models import Invoice, InvoiceLine
 from billing.services.invoices import invoice_finalize, invoice_for_period
@@ -79,26 +80,38 @@ def test_a_rejected_line_is_billed_back_to_the_company_once(
     voucher = Voucher.objects.get()
     remaining = voucher.remaining
 
-    answer = make_client(issuer).post(
-        f"/api/v1/claims/{claim.pk}/review/",
-        {"reject": [{"line": str(line.pk), "reason_code": "usage_ineligible", "reason": "not AI work"}]},
-        format="json",
-    )
-    twice = make_client(issuer).post(f"/api/v1/claims/{claim.pk}/review/", {"approve_all": True}, format="json")
+    with time_machine.travel(MAY_20, tick=False):
+        answer = make_client(issuer).post(
+            f"/api/v1/claims/{claim.pk}/review/",
+            {"reject": [{"line": str(line.pk), "reason_code": "usage_ineligible", "reason": "not AI work"}]},
+            format="json",
+        )
+        twice = make_client(issuer).post(f"/api/v1/claims/{claim.pk}/review/", {"approve_all": True}, format="json")
+        drafts = make_client(buyer).get("/api/v1/invoices/", {"status": "draft"}).json()["results"]
 
     assert answer.status_code == 200, answer.content
     assert (twice.status_code, twice.json()["error"]["code"]) == (409, "claim_already_reviewed")
     voucher.refresh_from_db()
     assert voucher.remaining == remaining + line.amount
     assert balance_of(purpose=Purpose.CLAIM_REBILL, organization=buyer) == line.amount
-    april = invoice_finalize(invoice_id=invoice_for_period(buyer=buyer, at=APRIL).pk, now=MAY_20)
-    rebilled = InvoiceLine.objects.filter(kind="claim_rejected")
-    assert [(r.invoice_id, r.amount) for r in rebilled] == [(april.pk, line.amount)]
-    assert "not AI work" in rebilled.get().description
+    shown = [(x["kind"], x["amount"], x["description"]) for invoice in drafts for x in invoice["lines"]]
+    assert shown == [
+        (
+            "claim_rejected",
+            f"{line.amount / 100:.2f}",
+            f"Voucher claim rejected ({claim.number}, usage_ineligible): not AI work",
+        )
+    ]
     may = invoice_finalize(
         invoice_id=invoice_for_period(buyer=buyer, at=MAY_20).pk, now=datetime(2026, 6, 5, tzinfo=UTC)
     )
-    assert may.lines.filter(kind="claim_rejected").count() == 0
+    june = invoice_finalize(
+        invoice_id=invoice_for_period(buyer=buyer, at=datetime(2026, 6, 15, tzinfo=UTC)).pk,
+        now=datetime(2026, 7, 5, tzinfo=UTC),
+    )
+    rebilled = InvoiceLine.objects.filter(kind="claim_rejected")
+    assert [(r.invoice_id, r.amount) for r in rebilled] == [(may.pk, line.amount)]
+    assert (may.subtotal, may.amount_due, june.subtotal) == (line.amount, line.amount, 0)
     assert balance_of(purpose=Purpose.CLAIM_REBILL, organization=buyer) == 0
     assert reconcile() == []
 
