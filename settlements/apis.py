@@ -161,6 +161,7 @@ class PayoutLineSettleApi(APIView):
             line_id=line_id,
             paid=body.validated_data["status"] == "paid",
             reason=body.validated_data["reason"],
+            by=str(request.user),
         )
         return Response(_run_data(request, run_id))
 
@@ -178,7 +179,7 @@ class PayoutReturnFileApi(APIView):
         body = ReturnFileSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         run = _run_for(request, run_id)
-        payouts.payout_return_file_apply(run_id=run.pk, content=body.validated_data["content"])
+        payouts.payout_return_file_apply(run_id=run.pk, content=body.validated_data["content"], by=str(request.user))
         return Response(_run_data(request, run_id))
 
 

@@ -7,11 +7,12 @@ from typing import Any
 
 from django.db.models import BigIntegerField, BooleanField, Case, ExpressionWrapper, F, Q, QuerySet, Sum, Value, When
 
-from billing.models import Account, Invoice, InvoiceLine, Leg
+from billing.models import Account, Invoice, InvoiceLine, Leg, ProviderStatement
 from core.money import format_yuan
 from organizations.models import Organization
 from pools.models import ResourcePool
-from settlements.models import PayoutLine, PayoutRun, SubsidyClaim
+from settlements.models import ClaimPayment, PayoutLine, PayoutRun, SubsidyClaim
+from vouchers.models import Redemption
 
 Kind = Organization.Kind
 
@@ -176,26 +177,44 @@ def claim_csv(claim: SubsidyClaim, rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def money_owed(*, now: datetime) -> dict[str, int]:
-    """The operator's view, from the ledger: in transit, owed by issuers, owed to providers, cash."""
-    totals = dict(
-        Leg.objects.filter(
-            account__purpose__in=[
-                Account.Purpose.PAYOUTS_IN_TRANSIT,
-                Account.Purpose.VOUCHER_RECEIVABLE,
-                Account.Purpose.PROVIDER_PAYABLE,
-                Account.Purpose.CASH,
-            ]
-        )
+def money_owed(*, now: datetime) -> dict[str, Any]:
+    """The operator's view: money in transit, owed by issuers, owed to providers and cash, each
+    from the ledger and from the rows it stands for (they balance when ``reconcile`` is clean)."""
+    ledger = dict(
+        Leg.objects.filter(account__purpose__in=[purpose for purpose, _ in OWED])
         .values_list("account__purpose")
         .annotate(total=Sum("amount"))
         .order_by()
     )
-    overdue = SubsidyClaim.objects.filter(status=SubsidyClaim.Status.REVIEWED, due_at__lt=now)
-    return {
-        "in_transit": -int(totals.get(Account.Purpose.PAYOUTS_IN_TRANSIT, 0)),
-        "owed_by_issuers": int(totals.get(Account.Purpose.VOUCHER_RECEIVABLE, 0)),
-        "owed_to_providers": -int(totals.get(Account.Purpose.PROVIDER_PAYABLE, 0)),
-        "cash": int(totals.get(Account.Purpose.CASH, 0)),
-        "overdue_claims": overdue.count(),
+    lines = dict(PayoutLine.objects.values_list("status").annotate(total=Sum("amount")).order_by())
+    sent, paid = int(lines.get(PayoutLine.Status.SENT, 0)), int(lines.get(PayoutLine.Status.PAID, 0))
+    received = int(ClaimPayment.objects.aggregate(total=Sum("amount"))["total"] or 0)
+    redeemed = Redemption.objects.aggregate(total=Sum("amount"), back=Sum("reversal__amount"))
+    nets = int(ProviderStatement.objects.aggregate(total=Sum("net"))["total"] or 0)
+    records = {
+        Account.Purpose.PAYOUTS_IN_TRANSIT: sent,
+        Account.Purpose.VOUCHER_RECEIVABLE: int(redeemed["total"] or 0) - int(redeemed["back"] or 0) - received,
+        Account.Purpose.PROVIDER_PAYABLE: nets - sent - paid,
+        Account.Purpose.CASH: received - paid,
     }
+    rows = [
+        {"label": label, "ledger": sign * int(ledger.get(purpose, 0)), "records": records[purpose]}
+        for (purpose, sign), label in zip(OWED, OWED_LABELS, strict=True)
+    ]
+    overdue = SubsidyClaim.objects.filter(status=SubsidyClaim.Status.REVIEWED, due_at__lt=now)
+    return {"rows": rows, "overdue_claims": overdue.count()}
+
+
+# The accounts the operator watches, each with the sign that shows it as a positive amount owed or held.
+OWED = [
+    (Account.Purpose.PAYOUTS_IN_TRANSIT, -1),
+    (Account.Purpose.VOUCHER_RECEIVABLE, 1),
+    (Account.Purpose.PROVIDER_PAYABLE, -1),
+    (Account.Purpose.CASH, 1),
+]
+OWED_LABELS = [
+    "In transit to providers",
+    "Owed by issuers",
+    "Owed to providers",
+    "Cash (claim payments in, payouts out)",
+]

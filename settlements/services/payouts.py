@@ -34,7 +34,9 @@ from billing.periods import month_of
 from billing.services.ledger import NewEntry, Purpose, account_for, accounts_for, entries_post
 from core.exceptions import ConflictError, NotFoundError, RuleViolation
 from core.money import format_yuan, share
+from core.timezones import local_zone
 from organizations.models import Organization
+from organizations.services import audit_record
 from settlements.models import PayoutAccount, PayoutItem, PayoutLine, PayoutRun
 from settlements.services.accounts import payout_account_current
 
@@ -176,6 +178,17 @@ def payout_run_create(*, at: datetime, by: str, now: datetime | None = None) -> 
     PayoutItem.objects.bulk_create([item for _, items in lines for item in items])
     run.checksum = hashlib.sha256(payout_batch_csv(run).encode()).hexdigest()
     run.save(update_fields=["checksum"])
+    audit_record(
+        actor=by,
+        action="payout_run.create",
+        target=run,
+        summary={
+            "period": f"{run.period_start.astimezone(local_zone()):%Y-%m}",
+            "lines": len(lines),
+            "total": format_yuan(run.total),
+            "checksum": run.checksum,
+        },
+    )
     return run
 
 
@@ -238,12 +251,13 @@ def payout_run_send(*, run_id: Any, by: str, now: datetime | None = None) -> Pay
     run.lines.update(status=PayoutLine.Status.SENT)
     run.status, run.sent_at, run.sent_by = PayoutRun.Status.SENT, now, by
     run.save(update_fields=["status", "sent_at", "sent_by"])
+    audit_record(actor=by, action="payout_run.send", target=run, summary={"total": format_yuan(run.total)})
     return run
 
 
 @transaction.atomic
 def payout_line_settle(
-    *, run_id: Any, line_id: Any, paid: bool, reason: str = "", now: datetime | None = None
+    *, run_id: Any, line_id: Any, paid: bool, by: str, reason: str = "", now: datetime | None = None
 ) -> PayoutLine:
     """The bank paid the line (payouts in transit to cash), or returned it (back to the provider's
     payable, its items freed for the next run). Only a sent line is settled, once."""
@@ -276,13 +290,20 @@ def payout_line_settle(
     )
     line.settled_at = now
     line.save(update_fields=["status", "failure_reason", "settled_at"])
+    audit_record(
+        actor=by,
+        action="payout_line.settle",
+        target=line,
+        organization=Organization(pk=line.provider_id),
+        summary={"reference": line.reference, "status": line.status, "reason": line.failure_reason},
+    )
     if not run.lines.filter(status__in=[PayoutLine.Status.PENDING, PayoutLine.Status.SENT]).exists():
         run.status, run.settled_at = PayoutRun.Status.SETTLED, now
         run.save(update_fields=["status", "settled_at"])
     return line
 
 
-def payout_return_file_apply(*, run_id: Any, content: str, now: datetime | None = None) -> list[PayoutLine]:
+def payout_return_file_apply(*, run_id: Any, content: str, by: str, now: datetime | None = None) -> list[PayoutLine]:
     """Apply a bank's return file (docs/payouts.md: ``reference,status,reason``; status ``PAID`` or
     ``FAILED``): every row is checked before any is applied, and lines already settled as the file
     says are left as they are, so uploading the same file twice changes nothing."""
@@ -309,6 +330,8 @@ def payout_return_file_apply(*, run_id: Any, content: str, now: datetime | None 
             if line.status == already:
                 continue
             settled.append(
-                payout_line_settle(run_id=run.pk, line_id=line.pk, paid=paid, reason=reason or "returned", now=now)
+                payout_line_settle(
+                    run_id=run.pk, line_id=line.pk, paid=paid, by=by, reason=reason or "returned", now=now
+                )
             )
         return settled

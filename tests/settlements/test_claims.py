@@ -14,6 +14,7 @@ from settlements.models import SubsidyClaim
 from settlements.services.claims import claims_build
 from settlements.services.payouts import payout_line_settle, payout_run_create, payout_run_send
 from tests.settlements.conftest import MAY_20
+from tests.threads import run_concurrently
 from vouchers.models import Redemption, Voucher
 
 pytestmark = pytest.mark.django_db
@@ -59,7 +60,7 @@ def test_a_month_from_usage_to_a_settled_payout_and_a_paid_claim_reconciles(
         assert paid.status_code == 200, paid.content
     run = payout_run_create(at=datetime(2026, 3, 15, tzinfo=UTC), by="operator", now=MAY_20)
     payout_run_send(run_id=run.pk, by="operator", now=MAY_20)
-    payout_line_settle(run_id=run.pk, line_id=run.lines.get().pk, paid=True, now=MAY_20)
+    payout_line_settle(run_id=run.pk, line_id=run.lines.get().pk, paid=True, by="operator", now=MAY_20)
 
     claim.refresh_from_db()
     assert (claim.status, claim.received) == ("paid", paid_march.voucher_credit)
@@ -171,7 +172,57 @@ def test_the_operator_sees_money_in_transit_and_owed_balancing_to_the_ledger(
 
     owed = money_owed(now=MAY_20)
 
-    assert owed["in_transit"] == run.total
-    assert owed["owed_by_issuers"] == paid_march.voucher_credit
-    assert owed["owed_to_providers"] == 0
-    assert owed["cash"] == 0
+    assert [(row["ledger"], row["records"]) for row in owed["rows"]] == [
+        (run.total, run.total),
+        (paid_march.voucher_credit, paid_march.voucher_credit),
+        (0, 0),
+        (0, 0),
+    ]
+
+
+def test_the_operators_dashboard_shows_what_is_owed_from_the_ledger_and_the_records(
+    paid_march: Any, operator: Any, client: Any
+) -> None:
+    from organizations.services import member_set
+
+    claim = _claim(paid_march)
+    client.force_login(member_set(organization=operator, username="operator-member", password="unused").user)
+
+    page = client.get(f"/dashboard/{operator.slug}/").content.decode()
+
+    assert "Money owed" in page and claim.number in page
+    owed = f"{paid_march.voucher_credit / 100:.2f}"
+    assert page.count(owed) >= 2  # owed by the issuer, in the ledger and from the records
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reviews_sent_at_once_review_the_claim_once_and_bill_a_line_back_once(
+    paid_march: Any, buyer: Any, issuer: Any
+) -> None:
+    from core.exceptions import ConflictError
+    from settlements.services.claims import claim_review
+
+    claim = _claim(paid_march)
+    line = claim.lines.first()
+    outcomes: list[str] = []
+
+    def review() -> None:
+        try:
+            claim_review(
+                claim_id=claim.pk,
+                approve_all=False,
+                rejections=[{"line": line.pk, "reason_code": "duplicate", "reason": ""}],
+                by="issuer",
+            )
+            outcomes.append("reviewed")
+        except ConflictError as error:
+            outcomes.append(error.code)
+
+    run_concurrently([review] * 6)
+
+    assert sorted(outcomes) == ["claim_already_reviewed"] * 5 + ["reviewed"]
+    assert balance_of(purpose=Purpose.CLAIM_REBILL, organization=buyer) == line.amount
+    from billing.models import InvoiceAdjustment
+
+    assert InvoiceAdjustment.objects.filter(buyer=buyer).count() == 1
+    assert reconcile() == []

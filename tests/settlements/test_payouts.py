@@ -94,7 +94,7 @@ def test_a_run_pays_the_collected_net_and_settles_through_transit_to_cash(
 
     payout_run_send(run_id=run.pk, by="operator", now=MAY_20)
     assert (_owed(provider), balance_of(purpose=Purpose.PAYOUTS_IN_TRANSIT)) == (0, -net)
-    payout_line_settle(run_id=run.pk, line_id=run.lines.get().pk, paid=True, now=MAY_20)
+    payout_line_settle(run_id=run.pk, line_id=run.lines.get().pk, paid=True, by="operator", now=MAY_20)
 
     assert (balance_of(purpose=Purpose.PAYOUTS_IN_TRANSIT), balance_of(purpose=Purpose.CASH)) == (0, -net)
     assert PayoutRun.objects.get().status == "settled"
@@ -109,10 +109,10 @@ def test_a_returned_line_goes_back_to_payable_with_its_reason_and_is_paid_by_the
     line = run.lines.get()
 
     payout_return_file_apply(
-        run_id=run.pk, content=f"reference,status,reason\n{line.reference},FAILED,account closed\n"
+        run_id=run.pk, by="operator", content=f"reference,status,reason\n{line.reference},FAILED,account closed\n"
     )
     payout_return_file_apply(
-        run_id=run.pk, content=f"reference,status,reason\n{line.reference},FAILED,account closed\n"
+        run_id=run.pk, by="operator", content=f"reference,status,reason\n{line.reference},FAILED,account closed\n"
     )
 
     line.refresh_from_db()
@@ -130,7 +130,7 @@ def test_a_bad_return_file_changes_nothing(provider: Any, account: Any, paid_mar
 
     with pytest.raises(RuleViolation):
         payout_return_file_apply(
-            run_id=run.pk, content=f"reference,status,reason\n{line.reference},PAID,\nNOPE,PAID,\n"
+            run_id=run.pk, by="operator", content=f"reference,status,reason\n{line.reference},PAID,\nNOPE,PAID,\n"
         )
 
     assert PayoutLine.objects.get().status == "sent"
@@ -201,7 +201,7 @@ def test_an_invoice_voided_after_its_payout_is_clawed_back_by_the_next_run(
 
     run = payout_run_create(at=MARCH, by="operator", now=MAY_20)
     payout_run_send(run_id=run.pk, by="operator", now=MAY_20)
-    payout_line_settle(run_id=run.pk, line_id=run.lines.get().pk, paid=True, now=MAY_20)
+    payout_line_settle(run_id=run.pk, line_id=run.lines.get().pk, paid=True, by="operator", now=MAY_20)
     invoice_void(invoice_id=paid_march.pk, by="operator", now=MAY_20)
     assert _owed(provider) == -run.total  # the provider owes back what it was paid
 
