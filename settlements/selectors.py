@@ -13,6 +13,7 @@ from organizations.models import Organization
 from pools.models import ResourcePool
 from settlements.models import ClaimPayment, PayoutLine, PayoutRun, SubsidyClaim
 from vouchers.models import Redemption
+from vouchers.report_csv import _cell  # the same guard against spreadsheet formulas
 
 Kind = Organization.Kind
 
@@ -66,9 +67,12 @@ def claim_evidence(claim: SubsidyClaim) -> list[dict[str, Any]]:
             "pk", "number"
         )
     }
-    pools = dict(
-        ResourcePool.objects.filter(pk__in={line.redemption.pool_id for line in lines}).values_list("pk", "name")
-    )
+    pools = {
+        str(pk): name
+        for pk, name in ResourcePool.objects.filter(pk__in={line.redemption.pool_id for line in lines}).values_list(
+            "pk", "name"
+        )
+    }
     rows = []
     for line in lines:
         redemption = line.redemption
@@ -84,7 +88,7 @@ def claim_evidence(claim: SubsidyClaim) -> list[dict[str, Any]]:
                 "company_credit_code": redemption.buyer.credit_code,
                 "company_province": redemption.buyer.province,
                 "provider": redemption.provider.legal_name,
-                "pool": pools.get(_uuid(redemption.pool_id), redemption.pool_id),
+                "pool": pools.get(redemption.pool_id, redemption.pool_id),
                 "hub": redemption.hub,
                 "gpu_model": redemption.gpu_model,
                 "usage_quantity": source.quantity if source else None,
@@ -96,15 +100,6 @@ def claim_evidence(claim: SubsidyClaim) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def _uuid(value: str) -> Any:
-    import uuid
-
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return value
 
 
 EVIDENCE_COLUMNS = [
@@ -127,13 +122,6 @@ EVIDENCE_COLUMNS = [
     "line_amount",
     "voucher_share",
 ]
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        return "'" + value
-    return "" if value is None else value
 
 
 def claim_csv(claim: SubsidyClaim, rows: list[dict[str, Any]]) -> str:
@@ -163,17 +151,10 @@ def claim_csv(claim: SubsidyClaim, rows: list[dict[str, Any]]) -> str:
             "line": row["id"],
             "line_amount": format_yuan(row["line_amount"]),
             "voucher_share": format_yuan(row["voucher_share"]),
+            "usage_start": row["usage_start"].isoformat(),
+            "usage_end": row["usage_end"].isoformat(),
         }
-        for key in ("usage_start", "usage_end"):
-            values[key] = row[key].isoformat()
-        writer.writerow(
-            [
-                _cell(values[column])
-                if isinstance(values[column], str)
-                else ("" if values[column] is None else values[column])
-                for column in EVIDENCE_COLUMNS
-            ]
-        )
+        writer.writerow([_cell(values[column]) for column in EVIDENCE_COLUMNS])
     return out.getvalue()
 
 

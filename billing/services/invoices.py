@@ -420,13 +420,6 @@ def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
         raise ConflictError(f"A {invoice.status} invoice cannot be voided.", code="invoice_not_voidable")
     if invoice.attempts.filter(status=PaymentAttempt.Status.PENDING).exists():
         raise ConflictError(_IN_FLIGHT, code="payment_in_flight")
-    if InvoiceAdjustment.objects.filter(source_line__invoice=invoice).exists():
-        # Its issuer rejected a voucher line of it, billed back to the buyer: a void would give the
-        # buyer the voucher's share twice. Credit the buyer by another means.
-        raise ConflictError(
-            "A voucher claim line of this invoice was rejected and billed back to the buyer; it cannot be voided.",
-            code="claim_line_rejected",
-        )
     # What finalizing posted is reversed; payments stay booked and are refunded, so that the
     # buyer is owed what it paid until the refund goes out.
     billed = JournalEntry.objects.filter(
@@ -436,6 +429,14 @@ def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
         entry_reverse(entry=entry, reason=reason or f"invoice {invoice.number} voided", at=now)
     _accrue_statements((invoice.period_start, invoice.period_end), _provider_totals(list(invoice.lines.all())), sign=-1)
     reverse_vouchers(invoice=invoice, now=now)
+    # Checked once the vouchers' claim of the invoice is locked (by reverse_vouchers), so that an
+    # issuer's review committing meanwhile is seen: its issuer rejected a voucher line of it, billed
+    # back to the buyer, and a void would give the buyer the voucher's share twice.
+    if InvoiceAdjustment.objects.filter(source_line__invoice=invoice).exists():
+        raise ConflictError(
+            "A voucher claim line of this invoice was rejected and billed back to the buyer; it cannot be voided.",
+            code="claim_line_rejected",
+        )
     give_back_to_bank(invoice=invoice, now=now)
     invoice.adjustments.update(invoice=None)  # billed again by the buyer's next invoice
     invoice.status, invoice.voided_at, invoice.voided_by = Status.VOID, now, by

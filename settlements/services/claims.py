@@ -122,6 +122,10 @@ def claim_review(
     unknown = sorted(set(rejected) - set(lines))
     if unknown:
         raise RuleViolation(f"Lines not on this claim: {', '.join(unknown)}.", code="unknown_line")
+    # The companies billed back are locked before the vouchers' side, in primary-key order, as a
+    # void locks its buyer before its vouchers: a void and a review at once take turns.
+    buyers = sorted({lines[pk].redemption.buyer_id for pk in rejected}, key=str)
+    list(Organization.objects.select_for_update(no_key=True).filter(pk__in=buyers).order_by("pk"))
     given_back = {
         r.pk for r in redemptions_reject(redemption_ids=[lines[pk].redemption_id for pk in sorted(rejected)], at=now)
     }

@@ -226,3 +226,43 @@ def test_reviews_sent_at_once_review_the_claim_once_and_bill_a_line_back_once(
 
     assert InvoiceAdjustment.objects.filter(buyer=buyer).count() == 1
     assert reconcile() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_void_and_a_rejecting_review_at_once_never_give_the_voucher_share_twice(
+    paid_march: Any, buyer: Any, issuer: Any
+) -> None:
+    from billing.services.invoices import invoice_void
+    from core.exceptions import ConflictError
+    from settlements.services.claims import claim_review
+
+    claim = _claim(paid_march)
+    line = claim.lines.first()
+    outcomes: list[str] = []
+
+    def review() -> None:
+        claim_review(
+            claim_id=claim.pk,
+            approve_all=False,
+            rejections=[{"line": line.pk, "reason_code": "duplicate", "reason": ""}],
+            by="issuer",
+        )
+        outcomes.append("reviewed")
+
+    def void() -> None:
+        try:
+            invoice_void(invoice_id=paid_march.pk, by="operator")
+            outcomes.append("voided")
+        except ConflictError as error:
+            outcomes.append(error.code)
+
+    run_concurrently([review, void])
+
+    line.refresh_from_db()
+    if "voided" in outcomes:
+        assert line.status == "withdrawn"
+        assert balance_of(purpose=Purpose.CLAIM_REBILL, organization=buyer) == 0
+    else:
+        assert sorted(outcomes) == ["claim_line_rejected", "reviewed"]
+        assert line.status == "rejected"
+    assert reconcile() == []
