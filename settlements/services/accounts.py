@@ -48,7 +48,8 @@ def payout_account_set(
             code="account_name_mismatch",
             fields={"account_name": ["Must match the legal name."]},
         )
-    Organization.objects.select_for_update().get(pk=provider.pk)  # one change at a time per provider
+    # One change at a time per provider; NO KEY UPDATE leaves rows that refer to it free to be written.
+    Organization.objects.select_for_update(no_key=True).get(pk=provider.pk)
     now = timezone.now()
     current = payout_account_current(provider=provider, at=now)
     pending = payout_account_pending(provider=provider, at=now)

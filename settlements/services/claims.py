@@ -117,7 +117,7 @@ def claim_review(
             code="invalid_review",
             fields={"approve_all": ["Either approve_all or reject, not both nor neither."]},
         )
-    lines = {str(line.pk): line for line in claim.lines.select_for_update().select_related("redemption")}
+    lines = {str(line.pk): line for line in claim.lines.select_for_update(of=("self",)).select_related("redemption")}
     rejected = {str(item["line"]): item for item in rejections}
     unknown = sorted(set(rejected) - set(lines))
     if unknown:
