@@ -27,6 +27,8 @@ from core.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
+# Set on every handler that honours the header: core.schema declares the header on exactly these.
+HONOURS_HEADER = "honours_idempotency_key"
 
 Handler = Callable[..., Response]
 
@@ -107,4 +109,5 @@ def idempotent(handler: Handler) -> Handler:
             # A concurrent request with the same key committed first.
             return _replay(IdempotencyRecord.objects.get(scope=scope, key=key), fingerprint)
 
+    setattr(wrapper, HONOURS_HEADER, True)
     return wrapper

@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('billing', '0014_claim_rebill_adjustments'),
+        ('billing', '0015_claim_rebill_adjustments'),
         ('organizations', '0004_audit_event_append_only'),
         ('vouchers', '0001_initial'),
     ]

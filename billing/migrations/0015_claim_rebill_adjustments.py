@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0013_usage_event_key_per_provider'),
+        ('billing', '0014_ledger_guards'),
         ('organizations', '0004_audit_event_append_only'),
     ]
 
