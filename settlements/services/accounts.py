@@ -46,7 +46,7 @@ def payout_account_set(
             "The account name must be the provider's legal name, as registered: "
             f"{provider.legal_name!r}. Payouts go only to the provider's own account.",
             code="account_name_mismatch",
-            fields={"account_name": ["Must match the legal name."]},
+            fields={"account_name": [{"code": "account_name_mismatch", "message": "Must be the legal name."}]},
         )
     # One change at a time per provider; NO KEY UPDATE leaves rows that refer to it free to be written.
     Organization.objects.select_for_update(no_key=True).get(pk=provider.pk)

@@ -115,7 +115,11 @@ def claim_review(
         raise ApplicationError(
             "Send approve_all true, or the lines you reject (every other line is approved).",
             code="invalid_review",
-            fields={"approve_all": ["Either approve_all or reject, not both nor neither."]},
+            fields={
+                "approve_all": [
+                    {"code": "invalid_review", "message": "Either approve_all or reject, not both nor neither."}
+                ]
+            },
         )
     lines = {str(line.pk): line for line in claim.lines.select_for_update(of=("self",)).select_related("redemption")}
     rejected = {str(item["line"]): item for item in rejections}
