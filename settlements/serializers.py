@@ -3,7 +3,7 @@ from decimal import Decimal
 from rest_framework import serializers
 
 from core.serializers import MoneyField, StrictSerializer
-from settlements.models import ClaimLine
+from settlements.models import ClaimLine, PayoutItem, PayoutLine, PayoutRun, SubsidyClaim
 
 
 class PayoutAccountSetSerializer(StrictSerializer):
@@ -34,7 +34,7 @@ class PayoutRunCreateSerializer(StrictSerializer):
 
 
 class PayoutItemSerializer(serializers.Serializer):
-    kind = serializers.CharField()
+    kind = serializers.ChoiceField(choices=PayoutItem.Kind.choices)
     invoice = serializers.UUIDField(source="invoice_id")
     invoice_number = serializers.CharField(source="invoice.number")
     statement = serializers.UUIDField(source="statement_id")
@@ -50,7 +50,7 @@ class PayoutLineSerializer(serializers.Serializer):
     account_number = serializers.CharField(source="account.masked_number")
     amount = MoneyField()
     currency = serializers.CharField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=PayoutLine.Status.choices)
     failure_reason = serializers.CharField()
     settled_at = serializers.DateTimeField(allow_null=True)
     items = PayoutItemSerializer(many=True, help_text="The invoices' shares it pays, and the statements they are of.")
@@ -60,7 +60,7 @@ class PayoutRunSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     period_start = serializers.DateTimeField()
     period_end = serializers.DateTimeField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=PayoutRun.Status.choices)
     currency = serializers.CharField()
     total = MoneyField()
     minimum = MoneyField()
@@ -84,7 +84,7 @@ class ReturnFileSerializer(StrictSerializer):
 
 class ClaimLineSerializer(serializers.Serializer):
     id = serializers.UUIDField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=ClaimLine.Status.choices)
     reason_code = serializers.CharField()
     reason = serializers.CharField()
     invoice_number = serializers.CharField(allow_null=True)
@@ -111,7 +111,7 @@ class ClaimSerializer(serializers.Serializer):
     issuer = serializers.CharField(source="issuer.slug")
     period_start = serializers.DateTimeField()
     period_end = serializers.DateTimeField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=SubsidyClaim.Status.choices)
     currency = serializers.CharField()
     claimed = MoneyField()
     approved = MoneyField()
