@@ -188,6 +188,7 @@ class InvoiceVoidApi(APIView):
             "x-error-codes": {
                 "409": {
                     "invoice_not_voidable": "the invoice is not finalized, paid or uncollectible",
+                    "claim_line_rejected": "its issuer rejected a voucher claim line of it, billed back to the buyer",
                     "payment_in_flight": (
                         "a card payment of the invoice is being collected or processed at Stripe; nothing "
                         "changed, try again in a few minutes"

@@ -14,6 +14,7 @@ from billing.models import (
     BankMovement,
     CreditHold,
     Invoice,
+    InvoiceAdjustment,
     Leg,
     ProviderStatement,
     UsageMetric,
@@ -151,9 +152,15 @@ def invoice_view(invoice: Invoice) -> Invoice:
         return invoice
     from billing.services.invoices import draft_lines
 
-    rated = draft_lines(invoice)
-    invoice.shown_lines = [line.as_invoice_line(invoice, id=None) for line in rated]  # type: ignore[attr-defined]
-    invoice.subtotal = invoice.amount_due = sum(line.amount for line in rated)
+    shown = [line.as_invoice_line(invoice, id=None) for line in draft_lines(invoice)]
+    older = Invoice.objects.filter(
+        buyer_id=invoice.buyer_id, status=Invoice.Status.DRAFT, period_start__lt=invoice.period_start
+    )
+    if not older.exists():  # the invoice finalized next bills what is waiting for it
+        waiting = InvoiceAdjustment.objects.filter(buyer_id=invoice.buyer_id, invoice__isnull=True)
+        shown += [adjustment.as_invoice_line(invoice, id=None) for adjustment in waiting.select_related("source_line")]
+    invoice.shown_lines = shown  # type: ignore[attr-defined]
+    invoice.subtotal = invoice.amount_due = sum(line.amount for line in shown)
     return invoice
 
 

@@ -79,6 +79,9 @@ class InvoiceLineSerializer(serializers.Serializer):
     rate = PriceField(help_text="Per unit: card-hour or million tokens; rated exactly, shown to 4 places.")
     amount = MoneyField()
     voucher_amount = MoneyField()
+    description = serializers.CharField(
+        default="", help_text="Why an adjustment is billed, e.g. a voucher claim line the issuer rejected."
+    )
 
 
 class InvoiceSerializer(serializers.Serializer):

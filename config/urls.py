@@ -14,6 +14,7 @@ api_v1 = [
     path("", include("vouchers.urls")),
     path("", include("marketplace.urls")),
     path("", include("billing.urls")),
+    path("", include("settlements.urls")),
 ]
 
 urlpatterns = [

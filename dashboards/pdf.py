@@ -132,3 +132,82 @@ def invoice_pdf(invoice: dict[str, Any]) -> bytes:
             ),
         )
     return bytes(pdf.output())
+
+
+CLAIM_COLUMNS = [
+    ("Invoice", 30),
+    ("Company", 46),
+    ("Credit code", 34),
+    ("Province", 22),
+    ("Provider", 40),
+    ("Hub", 22),
+    ("Usage", 28),
+    ("Line", 20),
+    ("Voucher", 20),
+    ("Status", 15),
+]
+CLAIM_TOTALS = [
+    ("Claimed", "claimed"),
+    ("Approved", "approved"),
+    ("Rejected", "rejected"),
+    ("Withdrawn", "withdrawn"),
+    ("Received", "received"),
+    ("Due", "due"),
+]
+
+
+def claim_pdf(claim: dict[str, Any]) -> bytes:
+    """``claim``: ``ClaimDetailSerializer`` data plus ``issuer_name``: a subsidy claim with its evidence lines."""
+    pdf = FPDF(orientation="L", format="A4")
+    pdf.set_title(_text(f"Subsidy claim {claim['number']}"))
+    pdf.set_creator("Compute Grid")
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 16)
+    pdf.cell(0, 10, _text(f"Subsidy claim {claim['number']}"), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.set_font("Helvetica", size=10)
+    for label, value in (
+        ("Issuer", f"{claim['issuer_name']} ({claim['issuer']})"),
+        ("Program", claim["program_name"]),
+        ("Redeemed", f"{local_time(claim['period_start'])} to {local_time(claim['period_end'])} ({time_zone()})"),
+        ("Status", claim["status"] + (" (overdue)" if claim["overdue"] else "")),
+        ("Currency", claim["currency"]),
+    ):
+        pdf.cell(35, 6, _text(_(label)))
+        pdf.cell(0, 6, _text(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.ln(4)
+    pdf.set_font("Helvetica", "B", 8)
+    for heading, width in CLAIM_COLUMNS:
+        pdf.cell(width, 7, _text(_(heading)), border="B")
+    pdf.ln()
+    pdf.set_font("Helvetica", size=7)
+    for line in claim["lines"]:
+        usage = f"{line['usage_quantity'] or ''} {line['usage_unit']}".strip()
+        cells = [
+            line["invoice_number"] or "-",
+            line["company"],
+            line["company_credit_code"],
+            line["company_province"],
+            line["provider"],
+            line["hub"],
+            usage,
+            money(line["line_amount"]),
+            money(line["voucher_share"]),
+            line["status"],
+        ]
+        for (_heading, width), cell in zip(CLAIM_COLUMNS, cells, strict=True):
+            pdf.cell(width, 5, _text(cell)[: width // 2])
+        pdf.ln()
+        if line["reason_code"]:
+            pdf.cell(
+                0,
+                5,
+                _text(f"    rejected: {line['reason_code']} {line['reason']}"),
+                new_x=XPos.LMARGIN,
+                new_y=YPos.NEXT,
+            )
+    pdf.ln(4)
+    pdf.set_font("Helvetica", size=10)
+    for label, key in CLAIM_TOTALS:
+        pdf.cell(230, 6, _text(_(label)), align="R")
+        pdf.cell(40, 6, _text(money(claim[key])), align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    return bytes(pdf.output())

@@ -20,7 +20,7 @@ from tests.conftest import REPO
 API_PREFIX = "api/v1/"
 API_MD = REPO / "docs" / "api.md"
 # The apps from the bottom up: each may import only the apps before it.
-LAYERS = ["core", "organizations", "pools", "orbit", "vouchers", "marketplace", "billing", "dashboards"]
+LAYERS = ["core", "organizations", "pools", "orbit", "vouchers", "marketplace", "billing", "settlements", "dashboards"]
 # A route as docs/api.md writes it: `METHOD path`, the path relative to /api/v1/.
 DOCUMENTED_ROUTE = re.compile(r"`(GET|POST|PUT|PATCH|DELETE) ([a-z][a-z0-9_{}/.-]*)`")
 MARKDOWN_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")

@@ -575,7 +575,16 @@ def vouchers_reverse(*, invoice_ref: str, at: datetime) -> ReversalResult:
     if claim.reversed_at is not None:
         return _reversal_result(claim, replayed=True)
 
-    redemptions = list(claim.redemptions.filter(reversal__isnull=True).order_by("pk"))
+    _reverse(list(claim.redemptions.filter(reversal__isnull=True).order_by("pk")), at=at)
+    claim.reversed_at = at
+    claim.save(update_fields=["reversed_at"])
+    return _reversal_result(claim, replayed=False)
+
+
+def _reverse(redemptions: list[Redemption], *, at: datetime) -> None:
+    """Give these redemptions back (their invoice claims locked by the caller): programs, then
+    vouchers, then each buyer's yearly-cap rows are locked in primary-key order; each amount goes
+    back to its live voucher, or to its program's budget as breakage if the voucher has ended."""
     program_ids = sorted({redemption.program_id for redemption in redemptions})
     programs = {
         p.pk: p for p in VoucherProgram.objects.select_for_update(no_key=True).filter(pk__in=program_ids).order_by("pk")
@@ -585,8 +594,10 @@ def vouchers_reverse(*, invoice_ref: str, at: datetime) -> ReversalResult:
     lapsed = [v for v in locked if v.status in Voucher.LIVE and v.valid_until <= at - LATE_INVOICE_GRACE]
     _end_vouchers(vouchers=lapsed, status=Voucher.Status.EXPIRED, now=at, by="reversal", reason="validity ended")
     vouchers = {v.pk: v for v in Voucher.objects.filter(pk__in=voucher_ids)}
-    keys = {(str(programs[r.program_id].issuer_id), r.cap_year) for r in redemptions}
-    caps = _lock_caps(buyer=claim.buyer, keys=keys)
+    caps: dict[Any, dict[CapKey, YearlyCapUsage]] = {}
+    for buyer_id in sorted({r.buyer_id for r in redemptions}, key=str):
+        keys = {(str(programs[r.program_id].issuer_id), r.cap_year) for r in redemptions if r.buyer_id == buyer_id}
+        caps[buyer_id] = _lock_caps(buyer=Organization(pk=buyer_id), keys=keys)
 
     returned: dict[Any, int] = {}
     breakage: dict[Any, int] = {}
@@ -605,7 +616,8 @@ def vouchers_reverse(*, invoice_ref: str, at: datetime) -> ReversalResult:
             )
         )
         key = (str(programs[redemption.program_id].issuer_id), redemption.cap_year)
-        YearlyCapUsage.objects.filter(pk=caps[key].pk).update(redeemed=F("redeemed") - redemption.amount)
+        cap = caps[redemption.buyer_id][key]
+        YearlyCapUsage.objects.filter(pk=cap.pk).update(redeemed=F("redeemed") - redemption.amount)
     Reversal.objects.bulk_create(reversals)
     for voucher_id, amount in returned.items():
         Voucher.objects.filter(pk=voucher_id).update(remaining=F("remaining") + amount, status=Voucher.Status.ACTIVE)
@@ -616,9 +628,18 @@ def vouchers_reverse(*, invoice_ref: str, at: datetime) -> ReversalResult:
         released_by_program[program_id] = released_by_program.get(program_id, 0) + amount
     for program_id, amount in released_by_program.items():
         VoucherProgram.objects.filter(pk=program_id).update(committed=F("committed") - amount)
-    claim.reversed_at = at
-    claim.save(update_fields=["reversed_at"])
-    return _reversal_result(claim, replayed=False)
+
+
+@transaction.atomic
+def redemptions_reject(*, redemption_ids: Sequence[Any], at: datetime) -> list[Redemption]:
+    """The issuer refused to fund these redemptions in its claim review: each is given back as a
+    void would (to its voucher while it lives, else to the program's budget), once. Returns those
+    it gave back now: a redemption already reversed (its invoice voided) is left as it is."""
+    claim_ids = sorted(set(Redemption.objects.filter(pk__in=redemption_ids).values_list("claim_id", flat=True)))
+    list(Claim.objects.select_for_update(no_key=True).filter(pk__in=claim_ids).order_by("pk"))
+    redemptions = list(Redemption.objects.filter(pk__in=redemption_ids, reversal__isnull=True).order_by("pk"))
+    _reverse(redemptions, at=at)
+    return redemptions
 
 
 def _reversal_result(claim: Claim, *, replayed: bool) -> ReversalResult:

@@ -1,5 +1,5 @@
 from billing.models.bank import Bank, BankEvent, BankMovement, CreditGrant, CreditHold, TopUp
-from billing.models.invoices import Invoice, InvoiceLine, InvoiceSequence, ProviderStatement
+from billing.models.invoices import Invoice, InvoiceAdjustment, InvoiceLine, InvoiceSequence, ProviderStatement
 from billing.models.ledger import Account, JournalEntry, Leg
 from billing.models.payments import PaymentAttempt, Refund, StripeCustomer, StripeEvent
 from billing.models.usage import UsageEvent, UsageEventKey, UsageMetric, UsageRollup, UsageRollupDue
@@ -12,6 +12,7 @@ __all__ = [
     "CreditGrant",
     "CreditHold",
     "Invoice",
+    "InvoiceAdjustment",
     "InvoiceLine",
     "InvoiceSequence",
     "JournalEntry",

@@ -101,6 +101,7 @@ class InvoiceLine(models.Model):
     class Kind(models.TextChoices):
         USAGE = "usage", "Usage"
         ADJUSTMENT = "adjustment", "Late usage of an earlier period"
+        CLAIM_REJECTED = "claim_rejected", "Voucher claim rejected: the voucher's share billed back"
 
     class Unit(models.TextChoices):
         CARD_HOUR = "card_hour", "Card-hour"
@@ -121,6 +122,9 @@ class InvoiceLine(models.Model):
     rate = models.DecimalField(max_digits=22, decimal_places=10)
     amount = models.BigIntegerField(help_text="quantity x rate, rounded once, in fen.")
     voucher_amount = models.BigIntegerField(default=0)
+    description = models.CharField(
+        max_length=300, blank=True, default="", db_default="", help_text="Why an adjustment line is billed."
+    )
 
     class Meta:
         ordering = ["invoice", "kind", "lease_id", "metric", "model", "band"]
@@ -161,3 +165,50 @@ class ProviderStatement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider_id} {self.period_start:%Y-%m}: {self.net}"
+
+
+class InvoiceAdjustment(models.Model):
+    """An amount to bill a buyer on its next invoice, with why: a voucher's share of a line that
+    the program's issuer rejected in its claim review. Recorded once per ``reference``; finalizing
+    the next invoice adds it as a line (``invoice`` set); voiding that invoice frees it again.
+
+    Its ledger side: the buyer's claim rebill account holds it until an invoice bills it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    buyer = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="+")
+    source_line = models.ForeignKey(InvoiceLine, on_delete=models.PROTECT, related_name="+")
+    reference = models.CharField(max_length=100, unique=True, help_text="What it is for, e.g. claim-line:<id>.")
+    amount = models.BigIntegerField(help_text="Fen.")
+    currency = models.CharField(max_length=3, default="CNY")
+    description = models.CharField(max_length=300)
+    invoice = models.ForeignKey(Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="adjustments")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="invoice_adjustment_positive")]
+        indexes = [models.Index(fields=["buyer", "invoice"], name="invoice_adjustment_due_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.reference}: {self.amount}"
+
+    def as_invoice_line(self, invoice: Invoice, **fields: object) -> InvoiceLine:
+        """The (unsaved) line that bills it: on the usage line it comes from, with no quantity of its own."""
+        source = self.source_line
+        return InvoiceLine(
+            invoice=invoice,
+            kind=InvoiceLine.Kind.CLAIM_REJECTED,
+            lease_id=source.lease_id,
+            pool_id=source.pool_id,
+            provider_id=source.provider_id,
+            price_plan_id=source.price_plan_id,
+            metric=source.metric,
+            model=source.model,
+            band=source.band,
+            unit=source.unit,
+            quantity=0,
+            rate=0,
+            amount=self.amount,
+            description=self.description,
+            **fields,
+        )

@@ -28,6 +28,9 @@ class Account(models.Model):
         BANK_TRANSFER_CLEARING = "bank_transfer_clearing", "Bank transfer clearing"
         BREAKAGE = "breakage", "Breakage (expired value)"
         PROMOTION_EXPENSE = "promotion_expense", "Promotional credit expense"
+        PAYOUTS_IN_TRANSIT = "payouts_in_transit", "Provider payouts sent to the bank, not yet settled"
+        CASH = "cash", "The platform's bank account: payouts out, issuers' claim payments in"
+        CLAIM_REBILL = "claim_rebill", "Rejected voucher claim lines to bill back to a buyer"
 
     id = models.BigAutoField(primary_key=True)
     organization = models.ForeignKey(

@@ -22,7 +22,15 @@ from django.utils import timezone
 
 from billing.bank_credits import banks_lock, banks_review, give_back_to_bank, pay_from_bank
 from billing.metrics import INVOICES_FINALIZED, INVOICES_SET_ASIDE, count_on_commit
-from billing.models import Account, Invoice, InvoiceLine, JournalEntry, PaymentAttempt, ProviderStatement
+from billing.models import (
+    Account,
+    Invoice,
+    InvoiceAdjustment,
+    InvoiceLine,
+    JournalEntry,
+    PaymentAttempt,
+    ProviderStatement,
+)
 from billing.periods import local_year, month_of
 from billing.rating import RatedLine, late_rows_bill, rate, rate_unbilled, unbilled_rollups
 from billing.services.ledger import (
@@ -99,7 +107,8 @@ def _provider_totals(lines: list[InvoiceLine]) -> dict[Any, tuple[int, int]]:
     """Per provider: gross and the platform's commission (one rounding per provider and invoice)."""
     gross: dict[Any, int] = defaultdict(int)
     for line in lines:
-        gross[line.provider_id] += line.amount
+        if line.kind != InvoiceLine.Kind.CLAIM_REJECTED:  # the provider was owed its share when the usage was billed
+            gross[line.provider_id] += line.amount
     return {
         provider: (amount, share(amount, settings.PLATFORM_COMMISSION_RATE)[0]) for provider, amount in gross.items()
     }
@@ -112,23 +121,31 @@ class _Books:
     receivable: dict[Any, Account]  # by buyer
     payable: dict[Any, Account]  # by provider
     revenue: Account
+    rebill: dict[Any, Account]  # by buyer, of those billed an adjustment
 
     @classmethod
     def of(cls, drafts: list[Invoice], lines: list[InvoiceLine]) -> "_Books":
+        rebilled = [line.invoice.buyer_id for line in lines if line.kind == InvoiceLine.Kind.CLAIM_REJECTED]
         return cls(
             receivable=accounts_for(purpose=Purpose.BUYER_RECEIVABLE, organization_ids=[i.buyer_id for i in drafts]),
             payable=accounts_for(purpose=Purpose.PROVIDER_PAYABLE, organization_ids=[i.provider_id for i in lines]),
             revenue=account_for(purpose=Purpose.PLATFORM_REVENUE),
+            rebill=accounts_for(purpose=Purpose.CLAIM_REBILL, organization_ids=rebilled) if rebilled else {},
         )
 
 
-def _usage_entry(invoice: Invoice, by_provider: dict[Any, tuple[int, int]], books: _Books, now: datetime) -> NewEntry:
-    """The buyer owes the subtotal; each provider is owed its lines less the commission, the platform the rest."""
+def _usage_entry(
+    invoice: Invoice, by_provider: dict[Any, tuple[int, int]], rebilled: int, books: _Books, now: datetime
+) -> NewEntry:
+    """The buyer owes the subtotal; each provider is owed its lines less the commission, the platform the rest;
+    rejected voucher claim lines billed back clear the buyer's claim rebill account."""
     legs = [(books.receivable[invoice.buyer_id], invoice.subtotal)]
     for provider_id in sorted(by_provider, key=str):
         gross, commission = by_provider[provider_id]
         legs.append((books.payable[provider_id], -(gross - commission)))
         legs.append((books.revenue, -commission))
+    if rebilled:
+        legs.append((books.rebill[invoice.buyer_id], -rebilled))
     return NewEntry(
         kind="invoice.finalized",
         description=f"Usage of {invoice.period_start:%Y-%m} for {invoice.buyer.slug}",
@@ -260,7 +277,9 @@ def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
         ]
         for invoice in drafts
     }
+    adjustments = _adjustments_bill(drafts, lines)
     all_lines = InvoiceLine.objects.bulk_create([line for invoice_lines in lines.values() for line in invoice_lines])
+    InvoiceAdjustment.objects.bulk_update(adjustments, ["invoice"])
     books = _Books.of(drafts, all_lines)
 
     entries = []
@@ -270,7 +289,8 @@ def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
     for invoice in drafts:
         invoice.subtotal = sum(line.amount for line in lines[invoice.pk])
         by_provider = _provider_totals(lines[invoice.pk])
-        entries.append(_usage_entry(invoice, by_provider, books, now))
+        rebilled = sum(line.amount for line in lines[invoice.pk] if line.kind == InvoiceLine.Kind.CLAIM_REJECTED)
+        entries.append(_usage_entry(invoice, by_provider, rebilled, books, now))
         entries += _apply_credits(invoice, lines[invoice.pk], books, now)
         accrued = statements[invoice.period_start, invoice.period_end]
         for provider_id, (gross, commission) in by_provider.items():
@@ -301,6 +321,22 @@ def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
             "invoice finalized", extra={"invoice": str(invoice.pk), "number": invoice.number, "due": invoice.amount_due}
         )
     return len(drafts)
+
+
+def _adjustments_bill(drafts: list[Invoice], lines: dict[Any, list[InvoiceLine]]) -> list[InvoiceAdjustment]:
+    """Each buyer's adjustments not billed yet go on its latest invoice of the batch, as lines of their
+    own (locked in primary-key order: an adjustment is billed once)."""
+    latest = {invoice.buyer_id: invoice for invoice in drafts}  # drafts are sorted oldest first
+    adjustments = list(
+        InvoiceAdjustment.objects.select_for_update()
+        .select_related("source_line")
+        .filter(buyer_id__in=list(latest), invoice__isnull=True)
+        .order_by("pk")
+    )
+    for adjustment in adjustments:
+        adjustment.invoice = latest[adjustment.buyer_id]
+        lines[adjustment.invoice.pk].append(adjustment.as_invoice_line(adjustment.invoice))
+    return adjustments
 
 
 def _all_priced(invoice: Invoice, unpriced: list[dict[str, Any]]) -> bool:
@@ -393,7 +429,16 @@ def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
         entry_reverse(entry=entry, reason=reason or f"invoice {invoice.number} voided", at=now)
     _accrue_statements((invoice.period_start, invoice.period_end), _provider_totals(list(invoice.lines.all())), sign=-1)
     reverse_vouchers(invoice=invoice, now=now)
+    # Checked once the vouchers' claim of the invoice is locked (by reverse_vouchers), so that an
+    # issuer's review committing meanwhile is seen: its issuer rejected a voucher line of it, billed
+    # back to the buyer, and a void would give the buyer the voucher's share twice.
+    if InvoiceAdjustment.objects.filter(source_line__invoice=invoice).exists():
+        raise ConflictError(
+            "A voucher claim line of this invoice was rejected and billed back to the buyer; it cannot be voided.",
+            code="claim_line_rejected",
+        )
     give_back_to_bank(invoice=invoice, now=now)
+    invoice.adjustments.update(invoice=None)  # billed again by the buyer's next invoice
     invoice.status, invoice.voided_at, invoice.voided_by = Status.VOID, now, by
     invoice.next_payment_attempt_at = None
     invoice.save(update_fields=["status", "voided_at", "voided_by", "next_payment_attempt_at"])
@@ -426,3 +471,24 @@ def invoices_due_for_finalizing(*, now: datetime) -> list[Any]:
         .order_by("period_start", "pk")
         .values_list("pk", flat=True)
     )
+
+
+@transaction.atomic
+def invoice_adjustment_add(
+    *, buyer_id: Any, source_line_id: Any, reference: str, amount: int, description: str, now: datetime
+) -> InvoiceAdjustment:
+    """Bill ``amount`` to the buyer on its next invoice, once per ``reference`` (a second call
+    returns the first's row). The buyer's invoice of this month is made if it has none, so that
+    month-end finalizes it even without usage."""
+    adjustment, _ = InvoiceAdjustment.objects.get_or_create(
+        reference=reference,
+        defaults={
+            "buyer_id": buyer_id,
+            "source_line_id": source_line_id,
+            "amount": amount,
+            "description": description[:300],
+            "created_at": now,
+        },
+    )
+    invoice_for_period(buyer=Organization(pk=buyer_id), at=now)
+    return adjustment

@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "vouchers",
     "marketplace",
     "billing",
+    "settlements",
     "dashboards",
 ]
 
@@ -265,6 +266,23 @@ INVOICE_SELLER_ADDRESS = env_str("INVOICE_SELLER_ADDRESS", "Beijing")
 INVOICE_BANK_NAME = env_str("INVOICE_BANK_NAME", "Industrial and Commercial Bank of China, Beijing Branch")
 INVOICE_BANK_ACCOUNT = env_str("INVOICE_BANK_ACCOUNT", "0200 0000 0000 0000 000")
 
+# --- Settlements: provider payouts and the issuers' subsidy claims ---------------
+
+# A provider's change of payout account takes effect this long after it is made (its first
+# account at once): a stolen key cannot redirect the next payout.
+PAYOUT_ACCOUNT_COOLING_OFF_HOURS = env_int("PAYOUT_ACCOUNT_COOLING_OFF_HOURS", 72, min_value=0, max_value=24 * 90)
+# A provider owed less than this (fen) in a run is carried forward to the next.
+PAYOUT_MINIMUM_FEN = env_int("PAYOUT_MINIMUM_FEN", 10_000, min_value=1)
+# Share of each invoice's provider net held back in the run of the invoice's month, paid a month later.
+PAYOUT_RESERVE_RATE = env_decimal(
+    "PAYOUT_RESERVE_RATE", Decimal("0.05"), min_value=Decimal("0"), max_value=Decimal("0.5")
+)
+# Day of the month (Asia/Shanghai) on which beat starts the payout run of the month before, and
+# builds the issuers' claims of the month before.
+SETTLEMENT_DAY = env_int("SETTLEMENT_DAY", 15, min_value=1, max_value=28)
+# An issuer pays an approved claim within this many days of its review; later it is overdue.
+CLAIM_PAYMENT_DAYS = env_int("CLAIM_PAYMENT_DAYS", 30, min_value=1)
+
 # --- Logging ---------------------------------------------------------------
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"})
@@ -313,6 +331,7 @@ CELERY_BEAT_SCHEDULE = {
     "leases-end-expired": {"task": "marketplace.tasks.leases_end_expired", "schedule": 60.0},
     "leases-fail-lost-pools": {"task": "marketplace.tasks.leases_fail_lost_pools", "schedule": 60.0},
     "vouchers-expire": {"task": "vouchers.tasks.vouchers_expire", "schedule": 900.0},
+    "settlements-due": {"task": "settlements.tasks.settlements_due", "schedule": 3600.0},
 }
 
 # --- Metering --------------------------------------------------------------

@@ -16,6 +16,7 @@ Operators are not a tenant: they see every tenant by design (docs/api.md).
 """
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -281,6 +282,40 @@ ROUTES: dict[str, dict[str, Check]] = {
 }
 
 ROUTES |= {
+    # Settlements: payouts and subsidy claims.
+    "api/v1/payout-account/": {
+        "GET": Listing(),
+        "PUT": Create(
+            foreign=(
+                lambda w: {
+                    "account_name": w.a.provider.legal_name,
+                    "bank_name": "b",
+                    "branch": "b",
+                    "account_number": "62220000999988887777",
+                },
+            )
+        ),
+    },
+    "api/v1/payouts/": {"GET": Listing()},
+    "api/v1/payout-runs/": {"GET": Listing(), "POST": Create(body=lambda w: {"period": "2026-03"})},  # operators
+    "api/v1/payout-runs/<uuid:run_id>/": {"GET": Detail("run_id", ())},
+    "api/v1/payout-runs/<uuid:run_id>/batch.csv": {"GET": Detail("run_id", ())},
+    "api/v1/payout-runs/<uuid:run_id>/send/": {"POST": Detail("run_id", ())},
+    "api/v1/payout-runs/<uuid:run_id>/return-file/": {
+        "POST": Detail("run_id", (), body=lambda w: {"content": "reference,status,reason\n"})
+    },
+    "api/v1/payout-runs/<uuid:run_id>/lines/<uuid:line_id>/settle/": {
+        "POST": Detail("line_id", (), body=lambda w: {"status": "paid"})
+    },
+    "api/v1/claims/": {"GET": Listing(queries=(lambda w: {"status": "submitted"},))},
+    "api/v1/claims/<uuid:claim_id>/": {"GET": Detail("claim_id", ("issuer",))},
+    "api/v1/claims/<uuid:claim_id>/evidence.csv": {"GET": Detail("claim_id", ("issuer",))},
+    "api/v1/claims/<uuid:claim_id>/review/": {
+        "POST": Detail("claim_id", ("issuer",), body=lambda w: {"approve_all": True})
+    },
+    "api/v1/claims/<uuid:claim_id>/payments/": {
+        "POST": Detail("claim_id", (), body=lambda w: {"reference": "x", "amount": "1.00"})  # operators
+    },
     # Dashboards: members signed in with a password (session), each only their organization's pages.
     "dashboard/login/": {
         "GET": Exempt("the sign-in form"),
@@ -293,6 +328,8 @@ ROUTES |= {
     "dashboard/<slug:slug>/invoices/<uuid:invoice_id>/": {"GET": Page("invoice_id")},
     "dashboard/<slug:slug>/invoices/<uuid:invoice_id>/pdf/": {"GET": Page("invoice_id")},
     "dashboard/<slug:slug>/programs/<uuid:program_id>/": {"GET": Page("program_id")},
+    "dashboard/<slug:slug>/claims/<uuid:claim_id>/pdf/": {"GET": Page("claim_id")},
+    "dashboard/<slug:slug>/claims/<uuid:claim_id>/claim.csv": {"GET": Page("claim_id")},
     "dashboard/<slug:slug>/programs/<uuid:program_id>/report.csv": {"GET": Page("program_id")},
 }
 
@@ -346,6 +383,10 @@ class Run:
         )
 
 
+def _params(route: str) -> list[str]:
+    return re.findall(r"<uuid:(\w+)>", route)
+
+
 def _path(route: str, **ids: str) -> str:
     path = "/" + route
     for name, value in ids.items():
@@ -387,6 +428,8 @@ def _snapshot(tenant: Tenant) -> dict[str, dict[str, Any]]:
 def check_detail(run: Run, route: str, method: str, check: Detail) -> None:
     world = run.world
     body = check.body(world) if check.body else None
+    # Other ids in the path (a payout run around its line) are A's own, so that only ``param`` differs.
+    route = _path(route, **{name: str(_object(world.a, name).pk) for name in _params(route) if name != check.param})[1:]
     foreign = _path(route, **{check.param: str(_object(world.a, check.param).pk)})
     missing = _path(route, **{check.param: str(uuid.uuid4())})
     for kind in TENANT_KINDS:

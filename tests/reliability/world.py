@@ -56,6 +56,9 @@ class Tenant:
     top_up: TopUp | None = None
     satellite: Satellite | None = None  # a pool of the orbit hub
     dataset: Dataset | None = None  # the buyer's data, held on the provider's satellite
+    claim: Any = None  # a subsidy claim on the tenant's program
+    payout_run: Any = None  # a run (operators' only) with a line paying the tenant's provider
+    payout_line: Any = None
 
     def organization(self, kind: str, operator: Organization) -> Organization:
         return operator if kind == "operator" else getattr(self, kind)
@@ -71,6 +74,9 @@ class Tenant:
             "voucher_id": self.voucher,
             "top_up_id": self.top_up,
             "dataset_id": self.dataset,
+            "claim_id": self.claim,
+            "run_id": self.payout_run,
+            "line_id": self.payout_line,
         }  # type: ignore[return-value]
 
 
@@ -132,7 +138,39 @@ def _tenant(hub: str, province: str) -> Tenant:
         captured_at=timezone.now(),
         region="isolation",
     )
+    _settlements(tenant)
     return tenant
+
+
+def _settlements(tenant: Tenant) -> None:
+    """A claim on the tenant's program, and a payout run paying its provider (rows only: no money moves)."""
+    from settlements.models import PayoutLine, PayoutRun, SubsidyClaim
+    from settlements.services.accounts import payout_account_set
+
+    assert tenant.program is not None
+    start, end = tenant.invoice.period_start, tenant.invoice.period_end  # type: ignore[union-attr]
+    tenant.claim = SubsidyClaim.objects.create(
+        number=f"CL-TEST-{tenant.program.pk}"[:40],
+        program=tenant.program,
+        issuer=tenant.issuer,
+        period_start=start,
+        period_end=end,
+        created_at=timezone.now(),
+    )
+    account = payout_account_set(
+        provider=tenant.provider,
+        account_name=tenant.provider.legal_name,
+        bank_name="Bank",
+        branch="Branch",
+        account_number="62220000111122223333",
+        by="test",
+    )
+    tenant.payout_run = PayoutRun.objects.create(
+        period_start=start, period_end=end, minimum=1, reserve_rate=0, created_by="test", created_at=timezone.now()
+    )
+    tenant.payout_line = PayoutLine.objects.create(
+        run=tenant.payout_run, number=1, provider=tenant.provider, account=account, amount=1
+    )
 
 
 def build_world() -> World:
