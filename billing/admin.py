@@ -153,8 +153,7 @@ class BankEventAdmin(ReadOnlyAdmin):
 @admin.register(UnprocessableWebhook)
 class UnprocessableWebhookAdmin(ReadOnlyAdmin):
     list_display = ["last_received_at", "deliveries", "error"]
-    fields = ["received_at", "last_received_at", "deliveries", "digest", "error", "body_text"]
-    readonly_fields = fields
+    fields = readonly_fields = ("received_at", "last_received_at", "deliveries", "digest", "error", "body_text")
 
     @admin.display(description="Body (as UTF-8, undecodable bytes replaced)")
     def body_text(self, webhook: UnprocessableWebhook) -> str:

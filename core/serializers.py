@@ -50,7 +50,7 @@ def valid_choices(name: str, values: Iterable[Any]) -> str:
     return f"{name} must be one of: {', '.join(str(value) for value in values)}"
 
 
-def datetime_in_range(value: datetime) -> None:
+def _datetime_in_range(value: datetime) -> None:
     """A date-time the service can compute with (``core.timezones.datetime_problem``): a day before
     0001-01-01 or after 9999-12-31 was an OverflowError, a 500."""
     if problem := datetime_problem(value):
@@ -79,7 +79,7 @@ class StrictSerializerMixin:
         for name, field in fields.items():
             _say_choices(name, field)
             if isinstance(field, serializers.DateTimeField) and not field.read_only:
-                field.validators.append(datetime_in_range)
+                field.validators.append(_datetime_in_range)
         return fields  # type: ignore[no-any-return]
 
     def to_internal_value(self, data: Any) -> Any:

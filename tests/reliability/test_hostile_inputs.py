@@ -11,13 +11,17 @@ reliability world (tests/reliability/world.py), path ids naming tenant A's objec
 Never a 5xx; and a 4xx changed nothing in the database (every table's rows compared
 before and after, but an API key's ``last_used_at``). Hypothesis draws the values
 (``HOSTILE_EXAMPLES`` per operation, default 12; derandomized, so CI sends the same).
-The named shapes of issue 16 are tests of their own at the top, each with its code.
+The named shapes of issue 16 are tests of their own beside the code they reach (tests/core,
+tests/billing). The figures are written to var/hostile-figures.json.
 """
 
 import json
 import os
 import re
+import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -27,6 +31,7 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.reliability.conftest import write_figures
 from tests.reliability.world import KINDS, World
 
 pytestmark = pytest.mark.django_db
@@ -207,9 +212,31 @@ def _client(method: str, path: str, world: World) -> Client:
     return Client(HTTP_AUTHORIZATION=f"Bearer {world.key(_kind_for[key])}")
 
 
+responses_by_status: Counter[int] = Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _figures() -> Iterator[None]:
+    started = time.monotonic()
+    yield
+    write_figures(
+        "hostile-figures.json",
+        {
+            "bodies": len(BODIES),
+            "fields": len(PROPERTIES),
+            "query_parameters": len(PARAMETERS),
+            "requests": sum(responses_by_status.values()),
+            "responses_by_status": dict(sorted(responses_by_status.items())),
+            "examples_per_case": EXAMPLES,
+            "seconds": round(time.monotonic() - started, 1),
+        },
+    )
+
+
 def _send_and_check(client: Client, method: str, url: str, body: bytes, content_type: str) -> None:
     before = _snapshot()
     response = client.generic(method, url, body, content_type=content_type)
+    responses_by_status[response.status_code] += 1
     assert response.status_code < 500, (method, url, body[:300], response.content[:500])
     if 400 <= response.status_code < 500:
         changed = [table for table, digest in _snapshot().items() if before.get(table) != digest]
