@@ -257,6 +257,17 @@ class StripeWebhookApi(APIView):
         ],
         responses={200: {"type": "object", "properties": {"received": {"type": "boolean"}}}},
         summary="Stripe webhook",
+        extensions={  # core.schema documents its codes
+            "x-error-codes": {
+                "400": {
+                    "invalid_signature": "the signature does not verify, or is older or newer than the tolerance",
+                    "unprocessable_webhook": (
+                        "the signature verifies but the body is not a Stripe event this service can read; "
+                        "it was kept for inspection"
+                    ),
+                }
+            }
+        },
     )
     def post(self, request: Request) -> Response:
         record = payments.webhook_receive(payload=request.body, signature=request.headers.get("Stripe-Signature"))
