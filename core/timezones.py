@@ -25,7 +25,7 @@ def local_zone() -> ZoneInfo:
 # The date-times the API takes, in UTC: wider than any billing date, narrow enough that a day or a
 # month either side is still a datetime (0001-01-01 less a day was an OverflowError, a 500).
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 # PostgreSQL refuses a UTC offset of 16 hours or more; RFC 3339 and Python take up to 23:59.
 MAX_UTC_OFFSET = timedelta(hours=15, minutes=59)
 

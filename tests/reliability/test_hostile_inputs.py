@@ -10,7 +10,7 @@ reliability world (tests/reliability/world.py), path ids naming tenant A's objec
 
 Never a 5xx; and a 4xx changed nothing in the database (every table's rows compared
 before and after, but an API key's ``last_used_at``). Hypothesis draws the values
-(``HOSTILE_EXAMPLES`` per operation, default 12; derandomized, so CI sends the same).
+(``HOSTILE_EXAMPLES`` per case, default 12; derandomized, so CI sends the same).
 The named shapes of issue 16 are tests of their own beside the code they reach (tests/core,
 tests/billing). The figures are written to var/hostile-figures.json.
 """
@@ -104,7 +104,7 @@ extreme_numbers = st.sampled_from(
 extreme_dates = st.sampled_from(
     ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
      "2026-03-01T00:00:00+16:00", "2026-03-01T00:00:00-16:00", "2026-03-01T00:00:00+23:59", "0001-01-01",
-     "9999-12-31", "1969-12-31T23:59:59Z", "2200-01-01T00:00:00Z", "+275760-09-13T00:00:00Z"]
+     "9999-12-31", "1969-12-31T23:59:59Z", "9000-01-01T00:00:00Z", "+275760-09-13T00:00:00Z"]
 )  # fmt: skip
 depths = st.sampled_from([33, 100, 1000, 5000])
 deep_values = depths.map(lambda depth: f"{DEEP}{depth}")
