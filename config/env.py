@@ -5,6 +5,7 @@ expected, so a typo in a deployment stops the process at start-up instead of
 running with a silently wrong default.
 """
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -158,3 +159,16 @@ def env_rate(name: str, default: str, *, environ: Mapping[str, str] | None = Non
     if not count.strip().isdigit() or int(count) < 1 or period.strip().lower() not in _PERIODS:
         raise ImproperlyConfigured(f"{name}={value!r} is not a rate: use e.g. 600/min (periods: s, min, hour, day).")
     return int(count), _PERIODS[period.strip().lower()]
+
+
+def env_networks(
+    name: str, *, environ: Mapping[str, str] | None = None
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Comma-separated addresses or CIDR blocks (``10.0.0.0/8, 192.0.2.7``); empty by default."""
+    networks = []
+    for item in env_list(name, [], environ=environ):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP address or CIDR block.") from None
+    return networks

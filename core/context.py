@@ -7,19 +7,42 @@ signature about its domain and is called alike from the API, the admin and comma
 """
 
 import functools
+import ipaddress
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest
 
 
+def _trusted(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in settings.TRUSTED_PROXIES)
+
+
 def client_ip(request: HttpRequest) -> str | None:
-    """The peer's address. X-Forwarded-For is not read: any client can send it, so it would let
-    a caller choose its own rate-limit bucket and audit address."""
-    return request.META.get("REMOTE_ADDR") or None
+    """The client's address, for rate limits and the audit trail: the peer's (REMOTE_ADDR), or,
+    when the peer is a trusted proxy (settings.TRUSTED_PROXIES), the right-most address of
+    X-Forwarded-For that is not a trusted proxy. Each proxy appends the address it saw, so what
+    lies left of that one is the client's to choose, and is never read; without a trusted proxy
+    the header is not read at all."""
+    peer = request.META.get("REMOTE_ADDR") or None
+    if peer is None or not _trusted(peer):
+        return peer
+    hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:  # not written by a proxy we trust: fall back to the one that sent it
+                return peer
+    return hops[0] if hops else peer  # every hop a trusted proxy: the farthest
 
 
 @dataclass(frozen=True)

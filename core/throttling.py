@@ -1,10 +1,16 @@
-"""Rate limits per API key, counted in the cache (Redis; local memory in the embedded default).
+"""Rate limits per API key and per organization, and failed authentications per client address,
+counted in the cache (Redis; local memory in the embedded default).
 
-A fixed window per scope and caller: the first request of a window creates its counter
-(``add``), every request increments it (``incr``, atomic in Redis, so concurrent web
-processes share one count), and a request past the limit is a 429 that says the limit
-and, in ``Retry-After``, when the window ends. Views name their scope with
-``throttle_scope`` (default ``default``); the limits are settings.API_RATE_LIMITS.
+A fixed window per bucket: the first request of a window creates its counter (``add``),
+every request increments it (``incr``, atomic in Redis, so concurrent web processes share
+one count), and a request past the limit is a 429 that says the limit and, in
+``Retry-After``, when the window ends. Views name their scope with ``throttle_scope``
+(default ``default``). A request with a key counts in its key's bucket
+(settings.API_RATE_LIMITS) and then in its organization's (API_RATE_LIMITS_PER_ORGANIZATION),
+so that more keys do not buy more requests; one without a key counts in its address's.
+Failed authentications (unknown, revoked or malformed API keys, bad sign-ins) count
+per client address (settings.AUTH_FAILURE_RATE_LIMIT); an address past the limit is refused
+before its credentials are even checked, until the window ends.
 """
 
 import logging
@@ -14,6 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.http import HttpRequest
 from redis.exceptions import RedisError
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
@@ -24,6 +31,7 @@ from core.exceptions import RateLimited
 logger = logging.getLogger(__name__)
 
 _PERIOD_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
+AUTH_FAILURES_SCOPE = "auth_failures"
 
 
 def _caller(request: Request) -> str:
@@ -36,30 +44,77 @@ def describe(limit: int, period: int) -> str:
     return f"{limit} requests per {name}" if name else f"{limit} requests per {period} seconds"
 
 
-class ScopedRateThrottle(BaseThrottle):
-    def allow_request(self, request: Request, view: Any) -> bool:
-        scope = getattr(view, "throttle_scope", "default")
-        limit, period = settings.API_RATE_LIMITS[scope]
-        caller = _caller(request)
-        now = time.time()
-        window = int(now // period)
-        key = f"throttle:{scope}:{caller}:{window}"
-        try:
-            cache.add(key, 0, timeout=period + 1)
-            count = cache.incr(key)
-        except ValueError:  # the counter expired between add and incr: this is the window's first request
-            cache.set(key, 1, timeout=period + 1)
-            count = 1
-        except (RedisError, OSError):
-            # Without the cache there is no count: serve rather than refuse everyone (the broker is down too).
-            logger.warning("rate limit not checked: the cache is unavailable", exc_info=True)
-            return True
-        if count <= limit:
-            return True
-        retry_after = max(1, math.ceil((window + 1) * period - now))
-        who = "this API key" if caller.startswith("key:") else "this address"
+def _window(period: int) -> tuple[int, int]:
+    """The current window's number and the seconds until it ends."""
+    now = time.time()
+    window = int(now // period)
+    return window, max(1, math.ceil((window + 1) * period - now))
+
+
+def _count(key: str, period: int) -> int | None:
+    """Add one to a window's counter and return it; None when the cache is down."""
+    try:
+        cache.add(key, 0, timeout=period + 1)
+        return int(cache.incr(key))
+    except ValueError:  # the counter expired between add and incr: this is the window's first count
+        cache.set(key, 1, timeout=period + 1)
+        return 1
+    except (RedisError, OSError):
+        # Without the cache there is no count: serve rather than refuse everyone (the broker is down too).
+        logger.warning("rate limit not checked: the cache is unavailable", exc_info=True)
+        return None
+
+
+def _take(*, scope: str, bucket: str, limit: int, period: int, who: str) -> None:
+    window, retry_after = _window(period)
+    count = _count(f"throttle:{scope}:{bucket}:{window}", period)
+    if count is not None and count > limit:
         raise RateLimited(
             f"Rate limit exceeded: {describe(limit, period)} for {who} on {scope} requests. Retry in {retry_after} s.",
             retry_after=retry_after,
             details={"limit": limit, "period_seconds": period, "scope": scope},
         )
+
+
+class ScopedRateThrottle(BaseThrottle):
+    def allow_request(self, request: Request, view: Any) -> bool:
+        scope = getattr(view, "throttle_scope", "default")
+        limit, period = settings.API_RATE_LIMITS[scope]
+        caller = _caller(request)
+        who = "this API key" if caller.startswith("key:") else "this address"
+        _take(scope=scope, bucket=caller, limit=limit, period=period, who=who)
+        organization_id = getattr(request.user, "organization_id", None)
+        if organization_id is not None and scope in settings.API_RATE_LIMITS_PER_ORGANIZATION:
+            limit, period = settings.API_RATE_LIMITS_PER_ORGANIZATION[scope]
+            who = "this organization's API keys together"
+            _take(scope=scope, bucket=f"org:{organization_id}", limit=limit, period=period, who=who)
+        return True
+
+
+def _auth_failures_key(request: HttpRequest) -> tuple[str, int, int, int]:
+    limit, period = settings.AUTH_FAILURE_RATE_LIMIT
+    window, retry_after = _window(period)
+    return f"throttle:{AUTH_FAILURES_SCOPE}:ip:{client_ip(request)}:{window}", limit, period, retry_after
+
+
+def auth_failures_check(request: HttpRequest) -> None:
+    """Refuse (429) an address that failed to authenticate too often in this window; call it
+    before checking the credentials, so that a locked-out address learns nothing."""
+    key, limit, period, retry_after = _auth_failures_key(request)
+    try:
+        failures = int(cache.get(key) or 0)
+    except (RedisError, OSError):
+        logger.warning("failed authentications not checked: the cache is unavailable", exc_info=True)
+        return
+    if failures >= limit:
+        raise RateLimited(
+            f"Too many failed authentications from this address: at most {limit} per "
+            f"{_PERIOD_NAMES.get(period, f'{period} seconds')}. Retry in {retry_after} s.",
+            retry_after=retry_after,
+            details={"limit": limit, "period_seconds": period, "scope": AUTH_FAILURES_SCOPE},
+        )
+
+
+def auth_failure_record(request: HttpRequest) -> None:
+    key, _, period, _ = _auth_failures_key(request)
+    _count(key, period)

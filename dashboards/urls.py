@@ -4,11 +4,7 @@ from django.urls import path
 from dashboards import views
 
 urlpatterns = [
-    path(
-        "login/",
-        auth_views.LoginView.as_view(template_name="dashboards/login.html", redirect_authenticated_user=True),
-        name="dashboard-login",
-    ),
+    path("login/", views.LoginView.as_view(), name="dashboard-login"),
     path("logout/", auth_views.LogoutView.as_view(), name="dashboard-logout"),
     path("", views.home, name="dashboard-home"),
     path("<slug:slug>/", views.dashboard, name="dashboard"),

@@ -5,6 +5,7 @@ from functools import wraps
 from typing import Any
 from uuid import UUID
 
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -13,6 +14,8 @@ from django.utils import timezone
 
 from billing.selectors import invoice_list, invoice_view
 from billing.serializers import InvoiceSerializer
+from core.exceptions import RateLimited
+from core.throttling import auth_failures_check
 from core.timezones import local_zone
 from dashboards import pages
 from dashboards.access import member_organizations, organization_page
@@ -23,6 +26,23 @@ from vouchers.report_csv import report_csv
 from vouchers.selectors import program_list, program_report, redemption_trail
 
 Kind = Organization.Kind
+
+
+class LoginView(auth_views.LoginView):
+    """Django's sign-in page. Failed sign-ins count per client address (the authentication
+    backend, organizations.authentication.SignInBackend); past the limit the address gets a 429
+    page, with Retry-After, until the window ends."""
+
+    template_name = "dashboards/login.html"
+    redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            auth_failures_check(request)
+        except RateLimited as limited:
+            context = self.get_context_data(form=self.get_form_class()(request), locked_out=limited.message)
+            return self.render_to_response(context, status=429, headers=limited.headers)
+        return super().post(request, *args, **kwargs)
 
 
 def page(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:

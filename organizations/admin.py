@@ -1,8 +1,10 @@
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
+from core.exceptions import RuleViolation
 from organizations.models import ApiKey, AuditEvent, Membership, Organization
-from organizations.services import api_key_create, api_key_revoke
+from organizations.services import api_key_cap_check, api_key_create, api_key_revoke
 
 
 class MembershipInline(admin.TabularInline):
@@ -20,8 +22,21 @@ class OrganizationAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
 
 
+class ApiKeyForm(forms.ModelForm):
+    def clean(self):  # type: ignore[no-untyped-def]
+        cleaned = super().clean() or {}
+        organization = cleaned.get("organization")
+        if self.instance._state.adding and organization is not None:
+            try:  # said on the form; api_key_create checks again with the organization locked
+                api_key_cap_check(organization=organization)
+            except RuleViolation as refused:
+                raise forms.ValidationError(refused.message, code=refused.code) from None
+        return cleaned
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
+    form = ApiKeyForm
     list_display = ["name", "organization", "role", "prefix", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["role", "organization__kind"]
     search_fields = ["name", "prefix", "organization__slug"]

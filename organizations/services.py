@@ -4,12 +4,13 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import models, transaction
 from django.utils import timezone
 
 from core.context import current_origin
-from core.exceptions import ConflictError, NotFoundError
+from core.exceptions import ConflictError, NotFoundError, RuleViolation
 from organizations.models import ApiKey, AuditEvent, Membership, Organization
 
 KEY_PREFIX_BYTES = 6
@@ -50,11 +51,26 @@ def organization_create(
     return organization
 
 
+def api_key_cap_check(*, organization: Organization) -> None:
+    cap = settings.API_KEYS_PER_ORGANIZATION
+    if ApiKey.objects.filter(organization=organization, revoked_at__isnull=True).count() >= cap:
+        raise RuleViolation(
+            f"This organization already has {cap} live API keys, the most it may hold: "
+            "revoke one it no longer uses (DELETE /api/v1/api-keys/{id}/) and create the new one then.",
+            code="api_key_limit_reached",
+            details={"limit": cap},
+        )
+
+
 @transaction.atomic
 def api_key_create(
     *, organization: Organization, name: str, role: str = ApiKey.Role.ADMIN, created_by: str = ""
 ) -> tuple[ApiKey, str]:
-    """Make a key; the clear key is returned once and never stored."""
+    """Make a key; the clear key is returned once and never stored. An organization holds at most
+    settings.API_KEYS_PER_ORGANIZATION live keys: its row is locked while they are counted, so
+    concurrent creations count one after another."""
+    Organization.objects.select_for_update().filter(pk=organization.pk).first()
+    api_key_cap_check(organization=organization)
     prefix = secrets.token_hex(KEY_PREFIX_BYTES)
     secret = secrets.token_urlsafe(KEY_SECRET_BYTES)
     api_key = ApiKey.objects.create(

@@ -56,6 +56,25 @@ def frozen_clock(request: pytest.FixtureRequest) -> Iterator[datetime | None]:
         yield TEST_NOW
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _flush_may_truncate_the_records() -> Iterator[None]:
+    """Transactional tests empty the database with Django's flush, one TRUNCATE of every table.
+    PostgreSQL refuses TRUNCATE of the ledger and the audit trail (core/0002_refuse_truncate)
+    unless ``compute_grid.allow_truncate`` names the current transaction: the flush alone sets it,
+    for its own transaction."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    flush = DatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self: DatabaseOperations, sql_list: list[str]) -> None:
+        allow = "SELECT set_config('compute_grid.allow_truncate', pg_current_xact_id()::text, true)"
+        flush(self, [allow, *sql_list])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DatabaseOperations, "execute_sql_flush", execute_sql_flush)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _forget_cached_accounts() -> Iterator[None]:
     """Tests flush or roll back the database under the process's cache of ledger accounts."""

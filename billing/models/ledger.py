@@ -3,8 +3,10 @@
 Amounts are integer fen: a positive leg debits its account, a negative one
 credits it. PostgreSQL enforces the rules (see the ledger migration): a leg is
 never zero, an entry's legs sum to zero per currency when its transaction
-commits, and posted entries and legs can be neither updated nor deleted; a
-mistake is corrected by a reversing entry.
+commits, posted entries and legs can be neither updated, deleted nor truncated,
+legs join an entry only in the transaction that creates it (the table's
+``created_xact`` column, filled by a trigger, is not a model field), and a leg is
+in its account's currency. A mistake is corrected by a reversing entry.
 """
 
 import uuid

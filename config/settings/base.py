@@ -19,6 +19,7 @@ from config.env import (
     env_int,
     env_int_list,
     env_list,
+    env_networks,
     env_rate,
     env_redis_url,
     env_str,
@@ -100,6 +101,9 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# People sign in (dashboards, admin) with Django's username and password, failed sign-ins
+# counted per client address (AUTH_FAILURE_RATE_LIMIT).
+AUTHENTICATION_BACKENDS = ["organizations.authentication.SignInBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -154,6 +158,22 @@ API_RATE_LIMITS = {
     "payments": env_rate("API_RATE_LIMIT_PAYMENTS", "30/min"),
     "webhooks": env_rate("API_RATE_LIMIT_WEBHOOKS", "1200/min"),
 }
+# Per organization, all its keys together, on top of each key's own limit: more keys buy no more
+# requests. A scope missing here has no organization limit (webhooks come from Stripe, not a key).
+API_RATE_LIMITS_PER_ORGANIZATION = {
+    "default": env_rate("API_RATE_LIMIT_PER_ORGANIZATION", "2400/min"),
+    "ingest": env_rate("API_RATE_LIMIT_INGEST_PER_ORGANIZATION", "1200/min"),
+    "payments": env_rate("API_RATE_LIMIT_PAYMENTS_PER_ORGANIZATION", "30/min"),
+}
+# Failed authentications (bad, unknown or revoked API keys; bad dashboard or admin sign-ins) per client
+# address: past it, the address is refused (429) until the window ends, good credentials too.
+AUTH_FAILURE_RATE_LIMIT = env_rate("AUTH_FAILURE_RATE_LIMIT", "20/min")
+# Live (unrevoked) API keys an organization may hold; one more is refused (422 api_key_limit_reached).
+API_KEYS_PER_ORGANIZATION = env_int("API_KEYS_PER_ORGANIZATION", 20, min_value=1)
+# The reverse proxies in front of the web processes (addresses or CIDR blocks). Only a request
+# whose peer is one of them has its X-Forwarded-For read: the client is the right-most address
+# that is not a trusted proxy. Empty (the default): the peer's address, whatever the header says.
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
 # How long a stored Idempotency-Key answer is replayed before the key may be reused.
 IDEMPOTENCY_KEY_TTL_HOURS = env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24, min_value=1)
 

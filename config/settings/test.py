@@ -20,3 +20,6 @@ STORAGES = {
 
 # The suite is not rate-limited; the throttle tests set low limits themselves.
 API_RATE_LIMITS = {scope: (1_000_000, 60) for scope in API_RATE_LIMITS}  # noqa: F405
+API_RATE_LIMITS_PER_ORGANIZATION = {scope: (1_000_000, 60) for scope in API_RATE_LIMITS_PER_ORGANIZATION}  # noqa: F405
+AUTH_FAILURE_RATE_LIMIT = (1_000_000, 60)
+API_KEYS_PER_ORGANIZATION = 1_000_000  # the suite makes a key per client; the cap's tests set it

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_database, env_decimal, env_int, env_rate, env_redis_url, env_str
+from config.env import (
+    env_bool,
+    env_database,
+    env_decimal,
+    env_int,
+    env_networks,
+    env_rate,
+    env_redis_url,
+    env_str,
+)
 from tests.conftest import REPO
 
 
@@ -72,6 +81,19 @@ def test_env_database_reads_a_postgres_url() -> None:
 def test_env_redis_url_refuses_another_scheme() -> None:
     with pytest.raises(ImproperlyConfigured, match="REDIS_URL"):
         env_redis_url("REDIS_URL", environ={"REDIS_URL": "http://127.0.0.1:6379"})
+
+
+def test_env_networks_reads_addresses_and_cidr_blocks() -> None:
+    networks = env_networks("TRUSTED_PROXIES", environ={"TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7,2001:db8::/32"})
+
+    assert [str(network) for network in networks] == ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]
+    assert env_networks("TRUSTED_PROXIES", environ={}) == []
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/33", "proxy.internal", "10.0.0.300"])
+def test_env_networks_refuses_what_is_not_an_address(value: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="TRUSTED_PROXIES"):
+        env_networks("TRUSTED_PROXIES", environ={"TRUSTED_PROXIES": value})
 
 
 def _start_django(

@@ -1,5 +1,5 @@
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -148,3 +148,26 @@ def test_create_api_key_command_prints_a_working_key(buyer, capsys) -> None:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
     assert client.get("/api/v1/organizations/me/").json()["slug"] == buyer.slug
+
+
+def test_create_api_key_command_says_when_the_organization_holds_the_most_keys(buyer, settings) -> None:
+    settings.API_KEYS_PER_ORGANIZATION = 1
+    api_key_create(organization=buyer, name="the one")
+
+    with pytest.raises(CommandError, match="already has 1 live API keys"):
+        call_command("create_api_key", "--org", buyer.slug)
+
+    assert ApiKey.objects.filter(organization=buyer).count() == 1
+
+
+def test_the_admin_refuses_a_key_past_the_cap_on_its_form(admin_client, buyer, settings) -> None:
+    settings.API_KEYS_PER_ORGANIZATION = 1
+    api_key_create(organization=buyer, name="the one")
+
+    response = admin_client.post(
+        "/admin/organizations/apikey/add/", {"organization": buyer.pk, "name": "one more", "role": "member"}
+    )
+
+    assert response.status_code == 200  # the form again, with the error
+    assert b"already has 1 live API keys" in response.content
+    assert ApiKey.objects.filter(organization=buyer).count() == 1

@@ -169,6 +169,16 @@ def test_the_database_refuses_to_change_or_delete_an_event(buyer) -> None:
     assert event.actor == "test"
 
 
+def test_the_database_refuses_to_truncate_the_trail(buyer) -> None:
+    audit_record(actor="test", action="api_key.create", target=buyer, organization=buyer)
+
+    refused = pytest.raises(IntegrityError, match="TRUNCATE of organizations_auditevent refused")
+    with refused, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("TRUNCATE organizations_auditevent")
+
+    assert AuditEvent.objects.filter(organization_id=buyer.pk).count() == 1
+
+
 def test_operators_read_the_trail_filtered_by_action_organization_and_time(operator, make_client) -> None:
     first, second = BuyerFactory(), BuyerFactory()
     audit_record(actor="test", action="api_key.create", target=first, organization=first)

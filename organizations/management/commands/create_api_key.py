@@ -3,6 +3,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.context import runs_as_command
+from core.exceptions import ApplicationError
 from organizations.models import ApiKey, Organization
 from organizations.services import api_key_create
 
@@ -21,7 +22,13 @@ class Command(BaseCommand):
         if organization is None:
             known = ", ".join(Organization.objects.order_by("slug").values_list("slug", flat=True)[:10])
             raise CommandError(f"No organization with slug {options['org']!r}. Some that exist: {known or 'none'}.")
-        _, raw_key = api_key_create(
-            organization=organization, name=options["name"], role=options["role"], created_by="command:create_api_key"
-        )
+        try:
+            _, raw_key = api_key_create(
+                organization=organization,
+                name=options["name"],
+                role=options["role"],
+                created_by="command:create_api_key",
+            )
+        except ApplicationError as refused:
+            raise CommandError(refused.message) from None
         self.stdout.write(raw_key)
