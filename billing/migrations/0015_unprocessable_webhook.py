@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0013_usage_event_key_per_provider'),
+        ('billing', '0014_ledger_guards'),
     ]
 
     operations = [

@@ -15,8 +15,8 @@ def forget_client_secrets(apps: Any, schema_editor: Any) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0014_unprocessable_webhook"),
-        ("core", "0001_initial"),
+        ("billing", "0015_unprocessable_webhook"),
+        ("core", "0002_refuse_truncate"),
     ]
 
     operations = [migrations.RunPython(forget_client_secrets, migrations.RunPython.noop)]
