@@ -28,7 +28,6 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -55,149 +54,36 @@ VOUCHER_BUYERS = 1000
 
 
 def build_activity() -> None:  # pragma: no cover - runs inside ``manage.py shell``
-    """A working month on the national data set; writes the page paths to ``pages.txt``."""
-    import random
-    from datetime import timedelta
-    from decimal import Decimal
-
+    """A working month on the national data set (``billing.activity.national_month``); writes the
+    page paths to ``pages.txt``."""
     from django.conf import settings
-    from django.db.models import Count
     from django.utils import timezone
 
-    from billing.models import Invoice, UsageMetric, UsageRollup
-    from billing.periods import month_of
-    from billing.services.invoices import invoice_finalize
-    from billing.services.usage import invoices_for_usage
-    from core.exceptions import ApplicationError
-    from marketplace.dispatch import Requirements
-    from marketplace.models import Lease
-    from marketplace.services import lease_start, order_place
-    from organizations.models import Organization
+    from billing.activity import national_month
     from organizations.services import member_set
-    from pools.models import Heartbeat, PricePlan
-    from vouchers import services as voucher_services
-    from vouchers.issuing import VoucherRequest
 
-    rng = random.Random(42)
-    now = timezone.now()
-    this_month, _ = month_of(now)
-    last_month, _ = month_of(this_month - timedelta(days=1))
     started = time.monotonic()
-    # Prices in force from before last month: the seed made them "now".
-    PricePlan.objects.update(effective_from=last_month - timedelta(days=60))
-    national = Organization.objects.filter(slug__startswith="nat-")
-    buyers = list(national.filter(kind="buyer").order_by("slug")[:300])
-    gpus = ["910B", "H20", "H100-80G", "A800-80G", "4090-24G", "L40S"]
-    for n in range(ORDERS):
-        workload = rng.choice(["training", "batch_inference", "realtime_inference"])
-        requirements = Requirements(
-            cards=rng.choice([8, 8, 16, 32]),
-            duration_hours=24 * 30,
-            workload=workload,
-            gpu_model=rng.choice(gpus),
-            user_region="shanghai" if workload == "realtime_inference" else None,
-            max_latency_ms=60 if workload == "realtime_inference" else None,
-        )
-        try:
-            order = order_place(buyer=buyers[n % len(buyers)], requirements=requirements, now=now)
-        except ApplicationError:
-            continue
-        for lease in order.leases.all():
-            lease_start(lease_id=lease.pk, by="bench", now=now)
-    leases = list(Lease.objects.select_related("pool"))
-    print(f"  {len(leases)} leases placed ({time.monotonic() - started:.0f} s)", flush=True)
-
-    plans = dict(PricePlan.objects.values_list("pool_id", "pk"))
-    first_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(days=USAGE_DAYS)
-
-    def rollup(lease: Any, hour: Any, share: float = 1) -> UsageRollup:
-        return UsageRollup(
-            lease=lease,
-            pool_id=lease.pool_id,
-            buyer_id=lease.buyer_id,
-            provider_id=lease.provider_id,
-            metric=UsageMetric.GPU_SECONDS,
-            hour=hour,
-            price_plan_id=plans[lease.pool_id],
-            quantity=Decimal(lease.cards * 3600 * share),
-            events=60,
-        )
-
-    rollups = [
-        rollup(lease, first_hour + timedelta(hours=h), rng.choice([1, 1, 1, 0.75, 0.5]))
-        for lease in leases
-        for h in range(24 * USAGE_DAYS)
-    ]
-    # Last month: a day of usage for some leases, finalized below.
-    rollups += [
-        rollup(lease, last_month + timedelta(days=10, hours=h))
-        for lease in leases[:LAST_MONTH_LEASES]
-        for h in range(24)
-    ]
-    UsageRollup.objects.bulk_create(rollups, batch_size=5000)
-    months = {(lease.buyer_id, month) for lease in leases for month in {month_of(first_hour), month_of(now)}}
-    months |= {(lease.buyer_id, (last_month, this_month)) for lease in leases[:LAST_MONTH_LEASES]}
-    invoices_for_usage(months=months)
-    print(f"  {len(rollups):,} hourly rollups ({time.monotonic() - started:.0f} s)", flush=True)
-
-    issuer = national.get(kind="issuer")
-    program = voucher_services.program_create(
-        issuer=issuer,
-        name="Compute vouchers (bench)",
-        budget=100_000_000_00,
-        coverage_share=Decimal("0.3"),
-        per_company_yearly_cap=50_000_00,
-        valid_from=last_month - timedelta(days=30),
-        valid_until=now + timedelta(days=365),
-        by="bench",
-        now=last_month - timedelta(days=30),
+    month = national_month(
+        now=timezone.now(),
+        orders=ORDERS,
+        usage_days=USAGE_DAYS,
+        last_month_leases=LAST_MONTH_LEASES,
+        voucher_buyers=VOUCHER_BUYERS,
+        say=lambda line: print(line, flush=True),
     )
-    program = voucher_services.program_open(program=program, by="bench", now=last_month - timedelta(days=30))
-    holders = {lease.buyer for lease in leases} | set(national.filter(kind="buyer").order_by("slug")[:VOUCHER_BUYERS])
-    voucher_services.vouchers_issue(
-        program=program,
-        requests=[VoucherRequest(organization=buyer, face_value=15_000_00, valid_until=None) for buyer in holders],
-        by="bench",
-        now=last_month - timedelta(days=30),
-    )
-    finalized_at = min(now, this_month + timedelta(days=2))
-    drafts = Invoice.objects.filter(status="draft", period_start=last_month).values_list("pk", flat=True)
-    for invoice_id in drafts:
-        invoice_finalize(invoice_id=invoice_id, now=finalized_at)
-    print(f"  {len(drafts)} invoices of last month finalized ({time.monotonic() - started:.0f} s)", flush=True)
-
-    top = Lease.objects.values("provider_id").annotate(n=Count("pk")).order_by("-n")[0]["provider_id"]
-    provider = Organization.objects.get(pk=top)
-    pool_ids = list(provider.pools.values_list("pk", flat=True))
-    Heartbeat.objects.bulk_create(
-        [
-            Heartbeat(pool_id=pool_id, healthy_cards=0, observed_at=now - timedelta(minutes=m))
-            for pool_id in pool_ids
-            for m in range(1, 24 * 60)
-        ],
-        batch_size=5000,
-        ignore_conflicts=True,
-    )
-    buyer_id = (
-        Lease.objects.filter(buyer__invoices__period_start=last_month)
-        .values("buyer_id")
-        .annotate(n=Count("pk"))
-        .order_by("-n")[0]["buyer_id"]
-    )
-    buyer = Organization.objects.get(pk=buyer_id)
-    operator = Organization.objects.get(kind="operator", slug__startswith="nat-")
-    invoice = Invoice.objects.get(buyer=buyer, period_start=last_month)
     lines = []
-    for organization in (operator, issuer, buyer, provider):
-        member_set(organization=organization, username=f"bench-{organization.kind}", password=PASSWORD)
-        lines.append(f"{organization.kind} bench-{organization.kind} /dashboard/{organization.slug}/")
-    lines.append(f"issuer bench-issuer /dashboard/{issuer.slug}/programs/{program.pk}/")
-    lines.append(f"buyer bench-buyer /dashboard/{buyer.slug}/invoices/{invoice.pk}/")
-    lines.append(f"buyer bench-buyer /dashboard/{buyer.slug}/invoices/{invoice.pk}/pdf/")
+    for kind in ("operator", "issuer", "buyer", "provider"):
+        organization = month[kind]
+        member_set(organization=organization, username=f"bench-{kind}", password=PASSWORD)
+        lines.append(f"{kind} bench-{kind} /dashboard/{organization.slug}/")
+    issuer, buyer, invoice = month["issuer"].slug, month["buyer"].slug, month["invoice"].pk
+    lines.append(f"issuer bench-issuer /dashboard/{issuer}/programs/{month['program'].pk}/")
+    lines.append(f"buyer bench-buyer /dashboard/{buyer}/invoices/{invoice}/")
+    lines.append(f"buyer bench-buyer /dashboard/{buyer}/invoices/{invoice}/pdf/")
     (Path(settings.DATA_DIR) / "pages.txt").write_text("\n".join(lines) + "\n")
     print(
-        f"  provider {provider.slug}: {len(pool_ids)} pools; buyer {buyer.slug}; "
-        f"{len(holders)} vouchers ({time.monotonic() - started:.0f} s)",
+        f"  provider {month['provider'].slug}: {month['pools']} pools; buyer {buyer}; "
+        f"{month['vouchers']} vouchers ({time.monotonic() - started:.0f} s)",
         flush=True,
     )
 

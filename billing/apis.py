@@ -9,8 +9,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing.cloudevents import BATCH, MAX_BYTES, MAX_EVENTS, STRUCTURED, events_from_request
+from billing.cloudevents import MAX_BYTES, events_from_request
 from billing.models import BankMovement, Invoice, ProviderStatement, TopUp
+from billing.schema import BINARY_HEADERS
 from billing.selectors import bank_movements, bank_summary, invoice_list, invoice_view, statement_list, usage_series
 from billing.serializers import (
     BankMovementSerializer,
@@ -24,6 +25,7 @@ from billing.serializers import (
     StatementSerializer,
     TopUpCreateSerializer,
     TopUpSerializer,
+    UsageEventsBodySerializer,
     UsageQuerySerializer,
     UsageRowSerializer,
 )
@@ -36,21 +38,15 @@ from core.idempotency import idempotent
 from organizations.models import Organization
 from organizations.permissions import IsProvider, KeyRoleAllows, allow_kinds, organization_of
 
-EVENT_SCHEMA = {"type": "object", "description": "A CloudEvent 1.0 (fields above), checked on its own."}
-# Any item: one that is not an event is that item's rejection in the answer, not the batch's.
-EVENT_BATCH_SCHEMA = {
-    "type": "array",
-    "minItems": 1,
-    "maxItems": MAX_EVENTS,
-    "items": {"description": "A CloudEvent 1.0 (fields above), checked on its own."},
-}
-
 
 class UsageEventsApi(APIView):
     """Provider agents report usage as CloudEvents 1.0.
 
-    One event (`application/cloudevents+json`, or binary mode with `ce-*` headers), a batch
-    (`application/cloudevents-batch+json`) or a plain JSON array: at most 10,000 events and 10 MB.
+    One event (`application/cloudevents+json`, or `application/json`; or binary mode: the
+    attributes as `ce-*` headers and the event's `data` as the body), a batch
+    (`application/cloudevents-batch+json`) or a JSON array (`application/json`): at most
+    10,000 events and 10 MB. The schema below describes the events (`UsageEvent`) under
+    `application/json`; the two CloudEvents media types take the same events.
     Types `compute.gpu_seconds` (`data.quantity` card-seconds, optional `data.cards`) and
     `compute.tokens` (`data.model`, `data.input_tokens`, `data.output_tokens`); `subject` is the
     lease id; `time` is when the usage happened. `source` + `id` identify an event forever:
@@ -63,9 +59,8 @@ class UsageEventsApi(APIView):
     throttle_scope = "ingest"
 
     @extend_schema(
-        # Each event is checked on its own (a bad one is rejected in the answer, the rest kept), so the
-        # body's schema is only its shape; the fields of an event are in the description above.
-        request={BATCH: EVENT_BATCH_SCHEMA, STRUCTURED: EVENT_SCHEMA, "application/json": EVENT_BATCH_SCHEMA},
+        request={"application/json": UsageEventsBodySerializer},
+        parameters=BINARY_HEADERS,
         responses=IngestResultSerializer,
         summary="Report usage events",
         extensions={"x-body-required": True},  # core.schema: without one it is a 415

@@ -2,7 +2,7 @@
 
 A request carries one event in structured mode (``application/cloudevents+json``)
 or binary mode (``ce-*`` headers, the data as the body), a batch
-(``application/cloudevents-batch+json``) or a plain JSON array. Each event is
+(``application/cloudevents-batch+json``) or a plain JSON array (or one event). Each event is
 checked on its own, so that one bad event never sinks the rest of its batch.
 Plain dicts and tuples only: this is the hot path of ingestion.
 """
@@ -55,6 +55,8 @@ def events_from_request(content_type: str, headers: Mapping[str, str], body: byt
             raise ApplicationError("A structured CloudEvent is a JSON object.", code="invalid_request")
         events = [payload]
     elif media_type in (BATCH, "application/json"):
+        if media_type == "application/json" and isinstance(payload, dict):
+            payload = [payload]  # one event, as in structured mode
         if not isinstance(payload, list):
             raise ApplicationError(
                 f"Send a JSON array of CloudEvents (or one event as {STRUCTURED}).", code="invalid_request"

@@ -21,7 +21,9 @@ from billing.models import (
     UsageRollupDue,
 )
 from billing.models.ledger import Account
-from core.money import round_to_fen
+from billing.periods import month_of
+from billing.rating import rate, rate_by_hour
+from core.money import round_to_fen, share
 from core.timezones import local_zone
 from marketplace.models import Lease
 from organizations.models import Organization
@@ -155,6 +157,35 @@ def invoice_view(invoice: Invoice) -> Invoice:
     return invoice
 
 
+def invoice_due_at(invoice: Invoice) -> datetime | None:
+    """When a finalized invoice is due: the first dunning day after its finalization. Unpaid after
+    that, it is overdue (``invoices_overdue``)."""
+    if invoice.finalized_at is None:
+        return None
+    return invoice.finalized_at + timedelta(days=settings.BILLING_DUNNING_DAYS[0])
+
+
+def invoice_owed(invoice: Invoice) -> int:
+    """What a finalized or uncollectible invoice still owes, in fen; 0 for any other."""
+    if invoice.status not in (Invoice.Status.FINALIZED, Invoice.Status.UNCOLLECTIBLE):
+        return 0
+    return max(0, invoice.amount_due - (invoice.amount_paid - invoice.amount_refunded))
+
+
+def invoice_days_overdue(invoice: Invoice, *, now: datetime) -> int | None:
+    """Whole days since the invoice fell due, if it is owed and past due; None otherwise."""
+    due = invoice_due_at(invoice)
+    if due is None or not invoice_owed(invoice) or (due >= now and invoice.status != Invoice.Status.UNCOLLECTIBLE):
+        return None
+    return max(0, (now - due).days)
+
+
+def invoices_overdue_total(invoices: QuerySet[Invoice]) -> int:
+    """What ``invoices`` still owe, in fen."""
+    owed = invoices.aggregate(owed=Sum(F("amount_due") - F("amount_paid") + F("amount_refunded")))["owed"]
+    return int(owed or 0)
+
+
 def invoices_overdue(*, organization: Organization, now: datetime) -> QuerySet[Invoice]:
     """Unpaid invoices past the first dunning day after finalization, and uncollectible ones."""
     past_due = now - timedelta(days=settings.BILLING_DUNNING_DAYS[0])
@@ -180,11 +211,16 @@ def invoices_set_aside(*, organization: Organization) -> QuerySet[Invoice]:
 def spend_forecast(*, invoice: Invoice, now: datetime) -> dict[str, Any]:
     """Spend so far in the draft ``invoice``'s period, by lease (its live-rated lines), and the
     forecast to the period's end: each lease still active keeps spending at its rate so far
-    until its booked end or the period's end, whichever comes first."""
+    until its booked end or the period's end, whichever comes first, and never faster than all
+    its cards at its dearest price per card-hour (usage reported for hours before the lease's
+    start would otherwise make a rate without bound)."""
     shown = invoice_view(invoice)
     so_far: dict[Any, int] = {}
+    dearest: dict[Any, Decimal] = {}
     for line in shown.shown_lines:  # type: ignore[attr-defined]
         so_far[line.lease_id] = so_far.get(line.lease_id, 0) + line.amount
+        if line.unit == "card_hour":
+            dearest[line.lease_id] = max(dearest.get(line.lease_id, Decimal(0)), line.rate)
     leases = Lease.objects.select_related("pool").in_bulk(list(so_far))
     rows = []
     for lease_id, spent in sorted(so_far.items(), key=lambda item: (-item[1], str(item[0]))):
@@ -193,6 +229,8 @@ def spend_forecast(*, invoice: Invoice, now: datetime) -> dict[str, Any]:
         ends = min(invoice.period_end, lease.end_at) if lease.is_active else now
         elapsed, ahead = (now - began).total_seconds(), max((ends - now).total_seconds(), 0)
         extra = round_to_fen(Decimal(spent) / 100 * Decimal(ahead) / Decimal(elapsed)) if elapsed > 0 else 0
+        if lease_id in dearest:
+            extra = min(extra, round_to_fen(dearest[lease_id] * lease.cards * Decimal(ahead) / SECONDS_PER_HOUR))
         rows.append({"lease": lease, "so_far": spent, "forecast": spent + extra})
     return {
         "invoice": shown,
@@ -240,3 +278,26 @@ def bank_summary(*, buyer: Organization, at: datetime) -> dict[str, Any]:
 
 def bank_movements(*, buyer: Organization) -> QuerySet[BankMovement]:
     return BankMovement.objects.filter(buyer=buyer).select_related("grant")
+
+
+def provider_accrued(*, organization: Organization, now: datetime) -> dict[str, Any]:
+    """A provider's earnings so far in the month of ``now``, before any invoice is finalized: its
+    usage this month rated as the buyers' invoices will rate it, less the platform's commission."""
+    period_start, period_end = month_of(now)
+    rollups = UsageRollup.objects.filter(provider=organization, late=False, hour__gte=period_start, hour__lt=period_end)
+    gross = sum(line.amount for line in rate(rollups, period_start=period_start))
+    commission = share(gross, settings.PLATFORM_COMMISSION_RATE)[0] if gross else 0
+    return {"period_start": period_start, "gross": gross, "commission": commission, "net": gross - commission}
+
+
+def spend_by_day(*, invoice: Invoice) -> dict[Any, Decimal]:
+    """The draft ``invoice``'s usage rated hour by hour and summed by local day (a ``date``), in exact
+    yuan: what the buyer spent each day of the period so far."""
+    rollups = UsageRollup.objects.filter(
+        buyer_id=invoice.buyer_id, hour__gte=invoice.period_start, hour__lt=invoice.period_end
+    )
+    days: dict[Any, Decimal] = defaultdict(Decimal)
+    for hours in rate_by_hour(rollups).values():
+        for hour, amount in hours.items():
+            days[hour.astimezone(local_zone()).date()] += amount
+    return dict(days)

@@ -1,14 +1,18 @@
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from django.utils import timezone
 from rest_framework import serializers
 
-from billing.models import UsageMetric
+from billing.models import Bank, BankEvent, BankMovement, CreditGrant, Invoice, InvoiceLine, TopUp, UsageMetric
 from core.serializers import CurrencyField, MoneyField, PriceField, StrictSerializer
 
 MAX_USAGE_RANGE = {"hour": timedelta(days=31), "day": timedelta(days=366)}
+
+
+class UsageEventsBodySerializer(serializers.Serializer):
+    """Documents the body of a usage report; billing.schema describes it, billing.cloudevents reads it."""
 
 
 class IngestErrorSerializer(serializers.Serializer):
@@ -42,11 +46,12 @@ class UsageQuerySerializer(StrictSerializer):
         end = attrs.pop("to", None) or timezone.now()
         start = attrs.pop("from", None) or end - timedelta(days=1)
         if start >= end:
-            raise serializers.ValidationError({"to": ["'to' must come after 'from'."]})
+            raise serializers.ValidationError({"to": ["'to' must come after 'from'."]}, code="range_reversed")
         limit = MAX_USAGE_RANGE[attrs["granularity"]]
         if end - start > limit:
             raise serializers.ValidationError(
-                {"from": [f"At most {limit.days} days at {attrs['granularity']} granularity; narrow the range."]}
+                {"from": [f"At most {limit.days} days at {attrs['granularity']} granularity; narrow the range."]},
+                code="range_too_long",
             )
         return {**attrs, "start": start, "end": end}
 
@@ -54,7 +59,7 @@ class UsageQuerySerializer(StrictSerializer):
 class UsageRowSerializer(serializers.Serializer):
     lease = serializers.UUIDField()
     pool = serializers.UUIDField()
-    metric = serializers.CharField()
+    metric = serializers.ChoiceField(choices=UsageMetric.choices)
     model = serializers.CharField(help_text="Token model; empty for card-seconds.")
     period_start = serializers.DateTimeField()
     quantity = serializers.DecimalField(max_digits=24, decimal_places=6)
@@ -63,13 +68,13 @@ class UsageRowSerializer(serializers.Serializer):
 
 class InvoiceLineSerializer(serializers.Serializer):
     id = serializers.UUIDField(allow_null=True, help_text="Null on a draft: its lines are rated live.")
-    kind = serializers.CharField()
+    kind = serializers.ChoiceField(choices=InvoiceLine.Kind.choices)
     lease = serializers.UUIDField(source="lease_id")
     pool = serializers.UUIDField(source="pool_id")
-    metric = serializers.CharField()
+    metric = serializers.ChoiceField(choices=UsageMetric.choices)
     model = serializers.CharField()
     band = serializers.CharField()
-    unit = serializers.CharField()
+    unit = serializers.ChoiceField(choices=InvoiceLine.Unit.choices)
     quantity = serializers.DecimalField(max_digits=24, decimal_places=10)
     rate = PriceField(help_text="Per unit: card-hour or million tokens; rated exactly, shown to 4 places.")
     amount = MoneyField()
@@ -82,8 +87,8 @@ class InvoiceSerializer(serializers.Serializer):
     buyer = serializers.CharField(source="buyer.slug")
     period_start = serializers.DateTimeField()
     period_end = serializers.DateTimeField()
-    status = serializers.CharField()
-    collection_method = serializers.CharField()
+    status = serializers.ChoiceField(choices=Invoice.Status.choices)
+    collection_method = serializers.ChoiceField(choices=Invoice.CollectionMethod.choices)
     currency = serializers.CharField()
     subtotal = MoneyField()
     voucher_credit = MoneyField()
@@ -126,7 +131,7 @@ class StatementSerializer(serializers.Serializer):
 
 class GrantSerializer(serializers.Serializer):
     id = serializers.UUIDField()
-    source = serializers.CharField()  # type: ignore[assignment]  # a field, not Field.source
+    source = serializers.ChoiceField(choices=CreditGrant.Source.choices)  # type: ignore[assignment]  # a field, not Field.source
     amount = MoneyField()
     remaining = MoneyField()
     expires_at = serializers.DateTimeField(allow_null=True, help_text="Null: never expires.")
@@ -143,7 +148,7 @@ class HoldSerializer(serializers.Serializer):
 
 
 class BankEventSerializer(serializers.Serializer):
-    kind = serializers.CharField()
+    kind = serializers.ChoiceField(choices=BankEvent.Kind.choices)
     message = serializers.CharField()
     lease = serializers.UUIDField(source="lease_id", allow_null=True)
     created_at = serializers.DateTimeField()
@@ -151,7 +156,7 @@ class BankEventSerializer(serializers.Serializer):
 
 class BankSerializer(serializers.Serializer):
     currency = serializers.CharField()
-    mode = serializers.CharField(help_text="postpaid or prepaid (set by an operator).")
+    mode = serializers.ChoiceField(choices=Bank.Mode.choices, help_text="Set by an operator.")
     balance = MoneyField(help_text="What is left of the grants that have not expired.")
     held = MoneyField(help_text="Reserved for running leases beyond their usage so far (prepaid).")
     pending_usage = MoneyField(help_text="Usage not yet invoiced; the month's invoice draws it from the bank.")
@@ -165,6 +170,15 @@ class BankSerializer(serializers.Serializer):
 
 
 class BankSettingsSerializer(StrictSerializer):
+    """A buyer's thresholds; a field left out keeps its value, null clears it."""
+
+    rules: ClassVar[dict[str, str]] = {
+        "auto_top_up_incomplete": (
+            "`auto_top_up_threshold` and `auto_top_up_amount` are set together or cleared together "
+            "(after the change, both or neither)"
+        ),
+    }
+
     low_balance_threshold = MoneyField(min_value=Decimal("0"), allow_null=True, required=False)
     auto_top_up_threshold = MoneyField(min_value=Decimal("0"), allow_null=True, required=False)
     auto_top_up_amount = MoneyField(min_value=Decimal("0.01"), allow_null=True, required=False)
@@ -173,17 +187,24 @@ class BankSettingsSerializer(StrictSerializer):
 class BankMovementSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     created_at = serializers.DateTimeField()
-    reason = serializers.CharField(help_text="grant, draw, draw_reversed or expiry.")
+    reason = serializers.ChoiceField(choices=BankMovement.Reason.choices)
     amount = MoneyField(help_text="Positive adds credit, negative takes it.")
     currency = serializers.CharField(source="grant.currency")
     grant = serializers.UUIDField(source="grant_id")
-    source = serializers.CharField(source="grant.source", help_text="The grant's source.")  # type: ignore[assignment]
+    source = serializers.ChoiceField(  # type: ignore[assignment]
+        choices=CreditGrant.Source.choices, source="grant.source", help_text="The grant's source."
+    )
     reference = serializers.CharField(help_text="What it is for: invoice:<id>, top-up:<id>, grant:<id>.")
     ledger_entry = serializers.UUIDField(source="entry_id", help_text="The journal entry that booked it.")
 
 
 class TopUpCreateSerializer(StrictSerializer):
-    amount = MoneyField()
+    amount = MoneyField(
+        help_text=(
+            "More than 0.00 (else 400 `invalid_amount`) and at most BANK_TOP_UP_MAX_YUAN, 1,000,000.00 by "
+            "default (else 400 `amount_too_large`)."
+        )
+    )
     currency = serializers.CharField(max_length=3, default="CNY")
 
 
@@ -191,7 +212,7 @@ class TopUpSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     amount = MoneyField()
     currency = serializers.CharField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=TopUp.Status.choices)
     payment_intent = serializers.CharField(source="payment_intent_id", allow_null=True)
     client_secret = serializers.CharField(
         required=False, help_text="Confirm the PaymentIntent with it (Stripe.js); only in the answer that made it."

@@ -42,9 +42,14 @@ def _field_errors(detail: Any) -> dict[str, Any]:
         return {str(key): _field_errors(value) for key, value in detail.items()}
     if isinstance(detail, list):
         if all(isinstance(item, exceptions.ErrorDetail) for item in detail):
-            return [{"code": item.code, "message": str(item)} for item in detail]  # type: ignore[return-value]
+            return [{"code": _code(item), "message": str(item)} for item in detail]  # type: ignore[return-value]
         return {str(index): _field_errors(item) for index, item in enumerate(detail) if item}
-    return [{"code": getattr(detail, "code", "invalid"), "message": str(detail)}]  # type: ignore[return-value]
+    return [{"code": _code(detail), "message": str(detail)}]  # type: ignore[return-value]
+
+
+def _code(detail: Any) -> str:
+    """Every problem has a code: a Django form's error (a list's filters) may come without one."""
+    return getattr(detail, "code", None) or "invalid"
 
 
 def _validation_response(exc: exceptions.ValidationError) -> Response:

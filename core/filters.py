@@ -48,6 +48,25 @@ class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
         return super().filter(qs, value.astimezone(UTC) if value is not None else None)
 
 
+class _RepeatableCSVWidget(django_filters.widgets.CSVWidget):
+    """``?ordering=price,-green_share`` and ``?ordering=price&ordering=-green_share`` alike: every
+    value given counts (Django's QueryDict.get would keep only the last)."""
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> Any:
+        values = data.getlist(name) if hasattr(data, "getlist") else []
+        if len(values) > 1:
+            return [part for value in values for part in value.split(",")]
+        return super().value_from_datadict(data, files, name)
+
+
+class OrderingFilter(django_filters.OrderingFilter):
+    """Ordering by every key given, comma-separated or repeated."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", _RepeatableCSVWidget)
+        super().__init__(*args, **kwargs)
+
+
 class StrictFilterSet(django_filters.FilterSet):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -66,7 +85,9 @@ class StrictFilterSet(django_filters.FilterSet):
         for name, filter_ in self.filters.items():
             free_text = type(filter_) is django_filters.CharFilter
             if not free_text and name in self.data and self.data.get(name) == "":
-                self.form.add_error(name, "Give a value, or leave the parameter out.")
+                self.form.add_error(
+                    name, forms.ValidationError("Give a value, or leave the parameter out.", code="blank")
+                )
                 valid = False
         return valid
 

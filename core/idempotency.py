@@ -31,6 +31,8 @@ from core.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
+# Set on every handler that honours the header: core.schema declares the header on exactly these.
+HONOURS_HEADER = "honours_idempotency_key"
 
 Handler = Callable[..., Response]
 Body = dict[str, Any]
@@ -125,4 +127,5 @@ def idempotent(
             # A concurrent request with the same key committed first.
             return _replay(IdempotencyRecord.objects.get(scope=scope, key=key), fingerprint, on_replay)
 
+    setattr(wrapper, HONOURS_HEADER, True)
     return wrapper

@@ -12,9 +12,114 @@ Each status says the stable codes every operation may answer with it; an operati
 names its own codes with the ``x-error-codes`` extension (``{status: {code: meaning}}``).
 """
 
+from decimal import Decimal
 from typing import Any
 
+from django import forms
+from drf_spectacular import openapi
+from drf_spectacular.contrib.django_filters import DjangoFilterExtension
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework import serializers
+
+from core.idempotency import HEADER, HONOURS_HEADER, MAX_KEY_LENGTH
+
 ERROR_COMPONENT = "Error"
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    HEADER,
+    {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+    OpenApiParameter.HEADER,
+    required=False,
+    description=(
+        f"1 to {MAX_KEY_LENGTH} printable characters, unique per request (a UUID). Sent again with the same "
+        "body, the first successful answer is replayed (header `Idempotent-Replayed: true`) and nothing is done "
+        "twice; with another body or path it is a 409 `idempotency_key_reused`. Kept IDEMPOTENCY_KEY_TTL_HOURS "
+        "(24 by default)."
+    ),
+)
+
+
+def _bounds(minimum: Any, maximum: Any) -> str:
+    if minimum is not None and maximum is not None:
+        return f"From {minimum} to {maximum}."
+    if minimum is not None:
+        return f"At least {minimum}."
+    return f"At most {maximum}." if maximum is not None else ""
+
+
+def _bound_decimal(schema: dict[str, Any], field: serializers.DecimalField) -> None:
+    """A decimal string's limits: the server's minimum and maximum in the description, and in the
+    pattern what a pattern can say: at least one digit, no minus sign where negatives are refused,
+    not zero where the minimum is the smallest step above it."""
+    pattern = schema.get("pattern", "")
+    pattern = pattern.replace("\\d{0,", "\\d{1,", 1)
+    minimum, maximum = field.min_value, field.max_value
+    if minimum is not None and Decimal(minimum) >= 0:
+        pattern = pattern.replace("^-?", "^", 1)
+        step = Decimal(1).scaleb(-(field.decimal_places or 0))
+        if 0 < Decimal(minimum) <= step:
+            pattern = "^(?=.*[1-9])" + pattern[1:]
+    if pattern:
+        schema["pattern"] = pattern
+    said = _bounds(minimum, maximum)
+    if said:
+        schema["description"] = f"{schema.get('description', '')} {said}".strip()
+
+
+class AutoSchema(openapi.AutoSchema):
+    """drf-spectacular's, saying what the server does: ``Idempotency-Key`` on the operations whose
+    handler honours it (``core.idempotency``), and the limits of decimal strings."""
+
+    def get_override_parameters(self) -> list[Any]:
+        parameters = list(super().get_override_parameters())
+        handler = getattr(self.view, self.method.lower(), None)
+        if getattr(handler, HONOURS_HEADER, False):
+            parameters.append(IDEMPOTENCY_KEY)
+        return parameters
+
+    def _map_serializer(self, serializer: Any, direction: str, bypass_extensions: bool = False) -> dict[str, Any]:
+        schema: dict[str, Any] = super()._map_serializer(serializer, direction, bypass_extensions)
+        rules = getattr(serializer, "rules", None)
+        if rules and direction == "request":
+            said = "; ".join(f"`{code}`: {rule}" for code, rule in rules.items())
+            schema["description"] = (
+                f"{schema.get('description', '')}\n\nRules across fields (a 400 with the code): {said}.".strip()
+            )
+        return schema
+
+    def _map_serializer_field(self, field: Any, direction: str, bypass_extensions: bool = False) -> dict[str, Any]:
+        schema: dict[str, Any] = super()._map_serializer_field(field, direction, bypass_extensions)
+        if isinstance(field, serializers.DecimalField) and schema.get("format") == "decimal":
+            _bound_decimal(schema, field)
+        return schema
+
+
+class StrictFilterExtension(DjangoFilterExtension):
+    """The query parameters of lists as their form fields read them: whole numbers as integers,
+    with the filter's minimum and maximum."""
+
+    target_class = "core.filters.StrictFilterBackend"
+    priority = 1
+
+    def resolve_filter_field(
+        self, auto_schema: Any, model: Any, filterset_class: Any, field_name: str, filter_field: Any
+    ) -> list[dict[str, Any]]:
+        parameters: list[dict[str, Any]] = super().resolve_filter_field(
+            auto_schema, model, filterset_class, field_name, filter_field
+        )
+        form_field = filter_field.field
+        for parameter in parameters:
+            schema = parameter["schema"]
+            if isinstance(form_field, forms.IntegerField) and not isinstance(
+                form_field, forms.FloatField | forms.DecimalField
+            ):
+                schema["type"] = "integer"
+            for bound, keyword in (("min_value", "minimum"), ("max_value", "maximum")):
+                value = filter_field.extra.get(bound)
+                if value is not None and schema.get("type") in ("integer", "number"):
+                    schema[keyword] = value
+        return parameters
+
 
 _DESCRIPTIONS = {
     "400": (
@@ -46,35 +151,76 @@ _DESCRIPTIONS = {
     ),
 }
 
-_ERROR_SCHEMA = {
+_FIELD_ERROR = {
     "type": "object",
-    "description": "The one error body of the API.",
-    "required": ["error"],
+    "description": "One problem with a field.",
+    "required": ["code", "message"],
     "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message", "fields"],
-            "additionalProperties": True,
-            "properties": {
-                "code": {
-                    "type": "string",
-                    "description": (
-                        "Stable, snake_case: what went wrong. Each response's description names the codes "
-                        "it may carry (e.g. `validation_error`, `not_found`, `server_error`)."
-                    ),
+        "code": {"type": "string", "description": "Stable, snake_case, e.g. `required`, `invalid_choice`."},
+        "message": {"type": "string"},
+    },
+}
+
+_ERROR_SCHEMAS: dict[str, dict[str, Any]] = {
+    "FieldError": _FIELD_ERROR,
+    ERROR_COMPONENT: {
+        "type": "object",
+        "description": "The one error body of the API.",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "fields"],
+                "additionalProperties": True,
+                "properties": {
+                    "code": {
+                        "type": "string",
+                        "description": (
+                            "Stable, snake_case: what went wrong. Each response's description names the codes "
+                            "it may carry (e.g. `validation_error`, `not_found`, `server_error`)."
+                        ),
+                    },
+                    "message": {"type": "string", "description": "What went wrong and what to do, for people."},
+                    "fields": {
+                        "type": "object",
+                        "description": (
+                            "By field name: its problems (a list of `FieldError`); for a nested object or a list of "
+                            "objects, by key or index: that object's fields, the same way."
+                        ),
+                        "additionalProperties": {
+                            "oneOf": [
+                                {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}},
+                                {
+                                    "type": "object",
+                                    "additionalProperties": True,
+                                    "description": "A nested object's or a list item's fields, the same way.",
+                                },
+                            ]
+                        },
+                    },
+                    "reasons": {
+                        "type": "array",
+                        "description": (
+                            "With 422 `no_capacity` (and `pool_rejected`): how many pools were turned down "
+                            "for each reason, most common first."
+                        ),
+                        "items": {
+                            "type": "object",
+                            "required": ["reason", "message", "pools"],
+                            "properties": {
+                                "reason": {"type": "string", "description": "e.g. `free_cards`, `latency`."},
+                                "message": {"type": "string"},
+                                "pools": {"type": "integer", "minimum": 1},
+                            },
+                        },
+                    },
+                    "request_id": {
+                        "type": "string",
+                        "description": "On a 500: the request's id in our logs (the X-Request-ID header).",
+                    },
                 },
-                "message": {"type": "string", "description": "What went wrong and what to do, for people."},
-                "fields": {
-                    "type": "object",
-                    "additionalProperties": True,
-                    "description": "Per field (or row index): a list of {code, message}.",
-                },
-                "request_id": {
-                    "type": "string",
-                    "description": "On a 500: the request's id in our logs (the X-Request-ID header).",
-                },
-            },
-        }
+            }
+        },
     },
 }
 
@@ -95,15 +241,26 @@ def _statuses(method: str, operation: dict[str, Any]) -> list[str]:
 
 
 def _tighten(schemas: dict[str, Any]) -> None:
-    """Say what the server does: request bodies refuse unknown fields (StrictSerializer), and
-    a decimal string has at least one digit (drf-spectacular's pattern also admits "" and "-")."""
+    """Say what the server does: request bodies refuse unknown fields (StrictSerializer)."""
     for name, schema in schemas.items():
         if name.endswith("Request") and schema.get("type") == "object":
             schema.setdefault("additionalProperties", False)
-        for prop in schema.get("properties", {}).values():
-            pattern = prop.get("pattern")
-            if prop.get("format") == "decimal" and pattern and pattern.startswith("^-?\\d{0,"):
-                prop["pattern"] = pattern.replace("^-?\\d{0,", "^-?\\d{1,", 1)
+
+
+def _nullable_references(node: Any) -> None:
+    """drf-spectacular says a nullable reference as ``{"allOf": [ref], "nullable": true}``, which an
+    OpenAPI 3.0 validator reads as "never null" (``nullable`` needs a ``type`` beside it); say
+    "the reference or null" instead."""
+    if isinstance(node, dict):
+        all_of = node.get("allOf")
+        if node.get("nullable") is True and "type" not in node and isinstance(all_of, list) and len(all_of) == 1:
+            del node["nullable"], node["allOf"]
+            node["oneOf"] = [*all_of, {"enum": [None]}]
+        for value in node.values():
+            _nullable_references(value)
+    elif isinstance(node, list):
+        for value in node:
+            _nullable_references(value)
 
 
 def _own_codes(codes: dict[str, str]) -> str:
@@ -121,7 +278,8 @@ def document_errors(result: dict[str, Any], generator: Any, request: Any, public
     """
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     _tighten(schemas)
-    schemas[ERROR_COMPONENT] = _ERROR_SCHEMA
+    _nullable_references(result)
+    schemas.update(_ERROR_SCHEMAS)
     reference = {"$ref": f"#/components/schemas/{ERROR_COMPONENT}"}
     for path_item in result.get("paths", {}).values():
         for method, operation in path_item.items():

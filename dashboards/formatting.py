@@ -1,21 +1,28 @@
-"""Times and prices as people read them on the dashboards and the invoice PDF.
+"""Figures, times and prices as people read them on the dashboards and the invoice PDF, in one place.
 
-Times are shown in the billing time zone (``settings.BILLING_TIME_ZONE``, Asia/Shanghai), as
-``2026-12-07 14:05``, whether they come as datetimes or as the API's ISO 8601 strings (the
-pages show some figures exactly as the API answers them). Prices have the API's four places.
+One format everywhere: money with ``¥``, thousands separators and two places; prices per
+card-hour (or per million tokens) with four; quantities (cards, card-hours) as whole numbers;
+shares as percentages; times in the billing time zone (``settings.BILLING_TIME_ZONE``,
+Asia/Shanghai) as ``2026-12-07 14:05``, whether they come as datetimes or as the API's ISO 8601
+strings. The exact figure the API answers stays beside what is shown (``api_money``), in a
+``data-value`` attribute, so that the pages and the API can be compared.
 """
 
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.utils import dateformat
 from django.utils.dateparse import parse_datetime
+from django.utils.timesince import timesince
+from django.utils.translation import gettext
 
-from core.money import shown_price
+from core.money import fen_to_yuan, format_yuan, shown_price
 from core.timezones import local_zone
 
 MINUTE = "Y-m-d H:i"
+DAY = "Y-m-d"
+YUAN = "¥"
 
 
 def time_zone() -> str:
@@ -23,16 +30,71 @@ def time_zone() -> str:
     return str(settings.BILLING_TIME_ZONE)
 
 
+def _moment(value: datetime | str) -> datetime:
+    moment = parse_datetime(value) if isinstance(value, str) else value
+    if moment is None:
+        raise ValueError(f"not a date-time: {value!r}")
+    return moment
+
+
 def local_time(value: datetime | str | None, format: str = MINUTE) -> str:
     """``value`` in the billing time zone, in Django's date ``format``; "" for no time."""
     if value is None or value == "":
         return ""
-    moment = parse_datetime(value) if isinstance(value, str) else value
-    if moment is None:
-        raise ValueError(f"not a date-time: {value!r}")
-    return dateformat.format(moment.astimezone(local_zone()), format)
+    return dateformat.format(_moment(value).astimezone(local_zone()), format)
+
+
+def ago(value: datetime | str | None, now: datetime) -> str:
+    """How long before ``now``: "2 minutes ago", "just now"; "" for no time."""
+    if value is None or value == "":
+        return ""
+    moment = _moment(value)
+    if (now - moment).total_seconds() < 60:
+        return gettext("just now")
+    return gettext("%(time)s ago") % {"time": timesince(moment, now, depth=1)}
+
+
+def _yuan(value: int | Decimal | str) -> Decimal:
+    """Integer fen, or yuan as a Decimal or as the API's string."""
+    return fen_to_yuan(value) if isinstance(value, int) else Decimal(value)
+
+
+def money(value: int | Decimal | str | None) -> str:
+    """``1234567`` fen (or ``"12345.67"`` yuan) -> ``"¥12,345.67"``; negative as ``"-¥12.00"``."""
+    if value is None or value == "":
+        return ""
+    amount = _yuan(value).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return f"{'-' if amount < 0 else ''}{YUAN}{abs(amount):,.2f}"
+
+
+def api_money(value: int | Decimal | str | None) -> str:
+    """The API's money string for the same figure: ``1234567`` fen -> ``"12345.67"``."""
+    if value is None or value == "":
+        return ""
+    return format_yuan(value) if isinstance(value, int) else str(Decimal(value).quantize(Decimal("0.01")))
 
 
 def price(value: Decimal | str | None) -> str:
-    """A price per card-hour or per million tokens as the API shows it: ``"12.3457"``."""
-    return "" if value is None else f"{shown_price(value):f}"
+    """A price per card-hour or per million tokens: ``"¥12.3457"`` (the API's ``"12.3457"``)."""
+    if value is None or value == "":
+        return ""
+    return f"{YUAN}{shown_price(value):,.4f}"
+
+
+def api_price(value: Decimal | str | None) -> str:
+    """A price as the API writes it: ``"12.3457"``."""
+    return "" if value is None or value == "" else f"{shown_price(value):f}"
+
+
+def quantity(value: int | Decimal | str | None) -> str:
+    """A count or card-hours as a whole number with thousands separators: ``"12,346"``."""
+    if value is None or value == "":
+        return ""
+    return f"{Decimal(value).quantize(Decimal(1), rounding=ROUND_HALF_UP):,}"
+
+
+def percent(share: Decimal | float | str | None) -> str:
+    """A 0..1 share as a percentage with one place: ``"45.3%"``."""
+    if share is None or share == "":
+        return ""
+    return f"{(Decimal(str(share)) * 100).quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)}%"

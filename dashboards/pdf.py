@@ -1,24 +1,21 @@
-"""An invoice as PDF, drawn with fpdf2 (pure Python) from the API's own representation.
+"""An invoice as PDF, drawn with fpdf2 (pure Python) from the same document as the print view
+(``dashboards.invoices.invoice_document``): seller and buyer, period, due date and status, the
+lines by pool and GPU model, the totals with the amount due emphasised, and how to pay.
 
-The built-in PDF fonts cover Latin-1 only: any other character (a company's
-Chinese name, say) is written as "?" rather than failing the download.
+The built-in PDF fonts cover Latin-1 only: any other character (a company's Chinese name, say)
+is written as "?" rather than failing the download.
 """
 
 from typing import Any
 
+from django.utils.translation import gettext as _
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
-from dashboards.formatting import local_time, time_zone
+from dashboards.formatting import local_time, money, price, time_zone
 
-COLUMNS = [("Lease", 62), ("Metric", 30), ("Band", 16), ("Quantity", 26), ("Rate", 26), ("Amount", 26)]
-TOTALS = [
-    ("Subtotal", "subtotal"),
-    ("Voucher credit", "voucher_credit"),
-    ("Compute bank credit", "bank_credit"),
-    ("Amount due", "amount_due"),
-    ("Amount paid", "amount_paid"),
-]
+WIDTHS = [22, 40, 22, 34, 24, 24, 20]  # lease, item, band, quantity, unit price, amount, voucher: 186 mm
+RIGHT = {3, 4, 5, 6}
 
 
 def _text(value: Any) -> str:
@@ -26,39 +23,112 @@ def _text(value: Any) -> str:
 
 
 def invoice_pdf(invoice: dict[str, Any]) -> bytes:
-    """``invoice``: ``InvoiceSerializer`` data plus ``buyer_name``."""
+    """``invoice``: ``invoice_document``'s dict."""
     pdf = FPDF(format="A4")
-    pdf.set_title(_text(f"Invoice {invoice['number'] or 'draft'}"))
+    pdf.set_title(_text(f"{_('Invoice')} {invoice['number'] or _('draft')}"))
     pdf.set_creator("Compute Grid")
     pdf.add_page()
     pdf.set_font("Helvetica", "B", 16)
-    title = f"Invoice {invoice['number']}" if invoice["number"] else "Draft invoice (usage so far)"
+    title = f"{_('Invoice')} {invoice['number']}" if invoice["number"] else _("Draft invoice (usage so far)")
     pdf.cell(0, 10, _text(title), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    pdf.set_font("Helvetica", size=10)
-    for label, value in (
-        ("Billed to", f"{invoice['buyer_name']} ({invoice['buyer']})"),
-        ("Period", f"{local_time(invoice['period_start'])} to {local_time(invoice['period_end'])} ({time_zone()})"),
-        ("Status", invoice["status"]),
-        ("Currency", invoice["currency"]),
-        ("Finalized", local_time(invoice["finalized_at"]) or "-"),
+
+    seller, top = invoice["seller"], pdf.get_y()
+    for x, heading, name, code, address in (
+        (10, _("Seller"), seller["name"], seller["credit_code"], seller["address"]),
+        (105, _("Buyer"), invoice["buyer_name"], invoice["buyer_credit_code"], invoice["buyer_address"]),
     ):
+        pdf.set_xy(x, top)
+        pdf.set_font("Helvetica", "B", 9)
+        pdf.cell(90, 5, _text(heading), new_x=XPos.LEFT, new_y=YPos.NEXT)
+        pdf.set_font("Helvetica", size=9)
+        for text in (name, f"{_('Unified social credit code')}: {code}", address):
+            pdf.cell(90, 5, _text(text), new_x=XPos.LEFT, new_y=YPos.NEXT)
+    pdf.set_xy(10, top + 24)
+
+    status = (
+        _("Overdue by %(days)s days") % {"days": invoice["days_overdue"]}
+        if invoice["days_overdue"] is not None
+        else invoice["status"]
+    )
+    period = f"{local_time(invoice['period_first_day'], 'Y-m-d')} - {local_time(invoice['period_last_day'], 'Y-m-d')}"
+    exact = f"{local_time(invoice['period_start'])} to {local_time(invoice['period_end'])} ({time_zone()})"
+    for label, value in (
+        (_("Period"), f"{period}  ({exact})"),
+        (_("Issued"), local_time(invoice["finalized_at"]) or "-"),
+        (_("Due"), local_time(invoice["due_at"], "Y-m-d") or "-"),
+        (_("Status"), status),
+        (_("Currency"), invoice["currency"]),
+    ):
+        pdf.set_font("Helvetica", "B" if label == _("Status") and invoice["days_overdue"] is not None else "", 10)
         pdf.cell(35, 6, _text(label))
         pdf.cell(0, 6, _text(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    pdf.ln(4)
-    pdf.set_font("Helvetica", "B", 9)
-    for heading, width in COLUMNS:
-        pdf.cell(width, 7, heading, border="B", align="R" if width == 26 else "L")
-    pdf.ln()
-    pdf.set_font("Helvetica", size=8)
-    for line in invoice["lines"]:
-        metric = line["metric"] + (f" {line['model']}" if line["model"] else "")
-        cells = [str(line["lease"]), metric, line["band"], line["quantity"], line["rate"], line["amount"]]
-        for (_, width), cell in zip(COLUMNS, cells, strict=True):
-            pdf.cell(width, 6, _text(cell), align="R" if width == 26 else "L")
+
+    headings = [_("Lease"), _("Item"), _("Band"), _("Card-hours"), _("Unit price"), _("Amount"), _("Voucher")]
+    for group in invoice["groups"]:
+        pdf.ln(3)
+        pdf.set_font("Helvetica", "B", 10)
+        pdf.cell(
+            0, 6, _text(f"{group['name']} - {group['gpu_model']} - {group['hub']}"), new_x=XPos.LMARGIN, new_y=YPos.NEXT
+        )
+        pdf.set_font("Helvetica", "B", 8)
+        for index, (heading, width) in enumerate(zip(headings, WIDTHS, strict=True)):
+            pdf.cell(width, 6, _text(heading), border="B", align="R" if index in RIGHT else "L")
         pdf.ln()
+        pdf.set_font("Helvetica", size=8)
+        for line in group["lines"]:
+            item = _("GPU card-hours") if line["unit"] == "card_hour" else f"{line['metric']} {line['model']}".strip()
+            cells = [
+                str(line["lease"])[:8],
+                item,
+                line["band"],
+                f"{float(line['quantity']):,.2f}",
+                price(line["rate"]),
+                money(line["amount"]),
+                money(line["voucher_amount"]),
+            ]
+            for index, (cell, width) in enumerate(zip(cells, WIDTHS, strict=True)):
+                pdf.cell(width, 5, _text(cell), align="R" if index in RIGHT else "L")
+            pdf.ln()
+        pdf.set_font("Helvetica", "B", 8)
+        pdf.cell(sum(WIDTHS[:3]), 5, _text(_("Subtotal of the pool")), border="T")
+        pdf.cell(WIDTHS[3], 5, f"{float(group['card_hours']):,.2f}", border="T", align="R")
+        pdf.cell(WIDTHS[4], 5, "", border="T")
+        pdf.cell(WIDTHS[5], 5, _text(money(group["amount"])), border="T", align="R")
+        pdf.cell(WIDTHS[6], 5, "", border="T", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
     pdf.ln(4)
-    pdf.set_font("Helvetica", size=10)
-    for label, key in TOTALS:
-        pdf.cell(160, 6, label, align="R")
-        pdf.cell(26, 6, _text(invoice[key]), align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    for label, key, sign in (
+        (_("Subtotal"), "subtotal", ""),
+        (_("Compute vouchers"), "voucher_credit", "-"),
+        (_("Compute bank credit"), "bank_credit", "-"),
+        (_("Amount due"), "amount_due", ""),
+        (_("Paid"), "amount_paid", ""),
+    ):
+        due = key == "amount_due"
+        pdf.set_font("Helvetica", "B" if due else "", 12 if due else 10)
+        pdf.cell(150, 8 if due else 6, _text(label), align="R")
+        pdf.cell(36, 8 if due else 6, _text(sign + money(invoice[key])), align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+    if invoice["number"]:
+        pdf.ln(4)
+        pdf.set_font("Helvetica", "B", 10)
+        pdf.cell(0, 6, _text(_("How to pay")), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.set_font("Helvetica", size=9)
+        bank = invoice["bank"]
+        pdf.multi_cell(
+            0,
+            5,
+            _text(
+                _(
+                    "By bank transfer to %(seller)s, account %(account)s at %(bank)s, with the invoice number "
+                    "%(number)s as the reference. By card: the card on file is charged when the invoice is issued."
+                )
+                % {
+                    "seller": seller["name"],
+                    "account": bank["account"],
+                    "bank": bank["name"],
+                    "number": invoice["number"],
+                }
+            ),
+        )
     return bytes(pdf.output())

@@ -12,13 +12,13 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils import timezone
 
-from billing.selectors import invoice_list, invoice_view
-from billing.serializers import InvoiceSerializer
+from billing.selectors import invoice_list
 from core.exceptions import RateLimited
 from core.throttling import auth_failures_check
 from core.timezones import local_zone
 from dashboards import pages
 from dashboards.access import member_organizations, organization_page
+from dashboards.invoices import invoice_document
 from dashboards.pdf import invoice_pdf
 from organizations.models import Organization
 from vouchers.models import VoucherProgram
@@ -72,7 +72,7 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     now = timezone.now()
     context: dict[str, Any] = {"organization": organization, "now": now}
     if organization.kind == Kind.OPERATOR:
-        context.update(pages.operator_page(organization=organization, now=now))
+        context.update(pages.operator_page(organization=organization, now=now, params=request.GET))
     elif organization.kind == Kind.ISSUER:
         context.update(pages.issuer_page(organization=organization))
     elif organization.kind == Kind.BUYER:
@@ -110,12 +110,18 @@ def program_csv(request: HttpRequest, slug: str, program_id: UUID) -> StreamingH
 
 
 def _invoice_data(request: HttpRequest, slug: str, invoice_id: UUID) -> tuple[Organization, dict[str, Any]]:
-    """The invoice exactly as ``GET invoices/{id}/`` answers it."""
+    """The invoice exactly as ``GET invoices/{id}/`` answers it, as a finance document."""
     organization = organization_page(request, slug, Kind.BUYER, Kind.OPERATOR)
-    invoice = invoice_list(organization=organization).filter(pk=invoice_id).prefetch_related("lines").first()
-    if invoice is None:
+    found = (
+        invoice_list(organization=organization)
+        .filter(pk=invoice_id)
+        .select_related("buyer")
+        .prefetch_related("lines")
+        .first()
+    )
+    if found is None:
         raise Http404("No such invoice.")
-    return organization, {**InvoiceSerializer(invoice_view(invoice)).data, "buyer_name": invoice.buyer.legal_name}
+    return organization, invoice_document(found, now=timezone.now())
 
 
 @page

@@ -4,13 +4,13 @@ import django_filters
 from django.db.models import QuerySet
 from rest_framework.exceptions import ValidationError
 
-from core.filters import IntegerFilter, StrictFilterSet
+from core.filters import IntegerFilter, OrderingFilter, StrictFilterSet
 from marketplace.models import Lease
 from pools.models import ResourcePool
 from pools.reference_data import USER_REGIONS
 
 
-class StableOrderingFilter(django_filters.OrderingFilter):
+class StableOrderingFilter(OrderingFilter):
     """Orders as asked, then by id, so that pages never shuffle between requests."""
 
     def filter(self, qs: QuerySet[Any], value: Any) -> QuerySet[Any]:
@@ -41,7 +41,11 @@ class OfferFilter(StrictFilterSet):
             ("latency_ms", "latency"),
             ("free_cards", "free_cards"),
         ),
-        help_text="price, -price, green_share, -green_share, latency (needs user_region), free_cards.",
+        help_text=(
+            "price, -price, green_share, -green_share, latency (needs user_region), free_cards; several keys "
+            "comma-separated (`price,-green_share`) or repeated (`ordering=price&ordering=-green_share`), "
+            "the first sorting first."
+        ),
     )
 
     class Meta:

@@ -237,6 +237,13 @@ def lowest_prices_now(*, now: datetime) -> dict[str, Decimal]:
     }
 
 
+def lowest_prices_by_model(*, now: datetime) -> dict[tuple[str, str], Decimal]:
+    """The lowest price per card-hour now of each GPU model in each hub, by (hub, model): the first of
+    ``GET offers/?hub=&gpu_model=&ordering=price``. Prices compare only within a model."""
+    rows = offers_list(now=now).values("hub_id", "gpu_model_id").annotate(lowest=Min("price_now")).order_by()
+    return {(row["hub_id"], row["gpu_model_id"]): row["lowest"] for row in rows}
+
+
 def placements_by_hub(*, since: datetime, until: datetime) -> list[dict[str, Any]]:
     """Leases placed between ``since`` and ``until``, by hub and UTC hour: leases and cards."""
     rows = (

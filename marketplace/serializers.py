@@ -1,7 +1,7 @@
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
@@ -37,7 +37,7 @@ class OfferSerializer(serializers.ModelSerializer):
     provider = serializers.CharField(source="provider.slug")
     provider_name = serializers.CharField(source="provider.legal_name")
     hub = serializers.CharField(source="hub_id")
-    region = serializers.CharField(source="hub.region")
+    region = serializers.ChoiceField(choices=Hub.Region.choices, source="hub.region")
     gpu_model = serializers.CharField(source="gpu_model_id")
     memory_gb = serializers.IntegerField(source="gpu_model.memory_gb")
     price_per_card_hour = PriceField(source="price_now", help_text="Price per card-hour now.")
@@ -105,6 +105,14 @@ class OfferSerializer(serializers.ModelSerializer):
 class OrderRequestSerializer(StrictSerializer):
     """What a buyer needs; the same body for a quote and an order."""
 
+    rules: ClassVar[dict[str, str]] = {
+        "gpu_requirement_missing": "give `gpu_model` or `min_memory_gb`",
+        "required_for_realtime": "`realtime_inference` needs `user_region` and `max_latency_ms`",
+        "too_far_ahead": f"`earliest_start` and `deadline` at most {MAX_HORIZON_DAYS} days ahead",
+        "deadline_before_start": "`deadline` after `earliest_start`",
+        "window_too_short": "from `earliest_start` to `deadline` at least `duration_hours`",
+    }
+
     gpu_model = serializers.SlugRelatedField(
         slug_field="code", queryset=GpuModel.objects.all(), required=False, allow_null=True
     )
@@ -161,12 +169,17 @@ class OrderRequestSerializer(StrictSerializer):
         horizon = timezone.now() + timedelta(days=MAX_HORIZON_DAYS)
         for name in ("earliest_start", "deadline"):
             if attrs.get(name) and attrs[name] > horizon:
-                raise serializers.ValidationError({name: [f"At most {MAX_HORIZON_DAYS} days ahead."]})
+                raise serializers.ValidationError(
+                    {name: [f"At most {MAX_HORIZON_DAYS} days ahead."]}, code="too_far_ahead"
+                )
         if start and deadline and deadline <= start:
-            raise serializers.ValidationError({"deadline": ["The deadline must come after the earliest start."]})
+            raise serializers.ValidationError(
+                {"deadline": ["The deadline must come after the earliest start."]}, code="deadline_before_start"
+            )
         if start and deadline and (deadline - start) < timedelta(hours=float(attrs["duration_hours"])):
             raise serializers.ValidationError(
-                {"deadline": ["The window from earliest_start to deadline is shorter than duration_hours."]}
+                {"deadline": ["The window from earliest_start to deadline is shorter than duration_hours."]},
+                code="window_too_short",
             )
         return attrs
 
@@ -275,6 +288,7 @@ class OrderSerializer(serializers.ModelSerializer):
     estimated_cost = EstimateField()
     leases = LeaseSerializer(many=True, read_only=True)
     lease = serializers.SerializerMethodField(help_text="The order's first lease (the only one unless split).")
+    user_region = serializers.SerializerMethodField(help_text="Where the users are; null when not given.")
 
     class Meta:
         model = Order
@@ -304,6 +318,11 @@ class OrderSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(serializers.ChoiceField(choices=USER_REGIONS, allow_null=True))
+    def get_user_region(self, order: Order) -> str | None:
+        return order.user_region or None
+
+    @extend_schema_field(serializers.UUIDField(allow_null=True))
     def get_lease(self, order: Order) -> str | None:
         leases = sorted(order.leases.all(), key=lambda lease: str(lease.pk))
         return str(leases[0].pk) if leases else None
@@ -318,7 +337,7 @@ class _QuotePlacementSerializer(serializers.Serializer):
     pool = serializers.UUIDField()
     pools = _QuotePoolSerializer(many=True)
     hub = serializers.CharField()
-    region = serializers.CharField()
+    region = serializers.ChoiceField(choices=Hub.Region.choices)
     start_at = serializers.DateTimeField()
     end_at = serializers.DateTimeField()
     estimated_cost = serializers.DecimalField(max_digits=18, decimal_places=2)

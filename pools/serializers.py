@@ -1,6 +1,6 @@
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
@@ -125,6 +125,11 @@ class PoolUpdateSerializer(StrictSerializer):
         required=False, help_text="When the new prices take effect: now (default) or later, never earlier."
     )
 
+    rules: ClassVar[dict[str, str]] = {
+        "empty_update": "change at least one field",
+        "effective_from_without_prices": "`effective_from` comes with the prices that take effect then",
+    }
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs:
             raise serializers.ValidationError("Nothing to change.", code="empty_update")
@@ -149,7 +154,7 @@ class PoolActionSerializer(StrictSerializer):
 class PoolSerializer(serializers.ModelSerializer):
     provider = serializers.SlugRelatedField(slug_field="slug", read_only=True)  # type: ignore[var-annotated]
     hub = serializers.CharField(source="hub_id", read_only=True)
-    region = serializers.CharField(source="hub.region", read_only=True)
+    region = serializers.ChoiceField(choices=Hub.Region.choices, source="hub.region", read_only=True)
     gpu_model = serializers.CharField(source="gpu_model_id", read_only=True)
     stale = serializers.SerializerMethodField()
     price_per_card_hour = serializers.SerializerMethodField(help_text="Base price of the version in force now.")

@@ -24,6 +24,7 @@ if "$PY" manage.py seed_national --scale 0.05 --seed 42 >/dev/null 2>&1; then
 else
   echo "    national demo data: already there"
 fi
+"$PY" manage.py seed_activity
 
 # The operators' token for /metrics ("Watching the service" in the README), kept across restarts.
 METRICS_TOKEN_FILE="${DATA_DIR:-var}/metrics-token.txt"

@@ -2,7 +2,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db.models import Q
 from django.utils import timezone
@@ -179,6 +179,11 @@ class ProgramCreateSerializer(StrictSerializer):
         if value == 0:
             raise serializers.ValidationError("A program pays a share above 0.", code="min_value")
         return value
+
+    rules: ClassVar[dict[str, str]] = {
+        "ends_before_start": "`valid_until` after `valid_from` (default now)",
+        "in_past": "`valid_until` in the future",
+    }
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         now = timezone.now()

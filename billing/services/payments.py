@@ -49,6 +49,7 @@ from billing.models import (
     StripeEvent,
     UnprocessableWebhook,
 )
+from billing.selectors import invoice_owed
 from billing.services.ledger import Purpose, account_for, entry_post
 from billing.stripe_client import stripe_client
 from core.exceptions import ApplicationError, ConflictError
@@ -113,21 +114,14 @@ def _open_attempt(invoice_id: Any, now: datetime | None = None) -> PaymentAttemp
         return PaymentAttempt.objects.create(
             invoice=invoice,
             number=number,
-            amount=_owed(invoice),
+            amount=invoice_owed(invoice),
             currency=invoice.currency,
             idempotency_key=f"invoice:{invoice.pk}:attempt:{number}",
         )
 
 
 def _collectible(invoice: Invoice) -> bool:
-    return invoice.status in COLLECTIBLE and _owed(invoice) > 0
-
-
-def _owed(invoice: Invoice) -> int:
-    """What a finalized or uncollectible invoice still owes; 0 for any other."""
-    if invoice.status not in (Invoice.Status.FINALIZED, Invoice.Status.UNCOLLECTIBLE):
-        return 0
-    return max(0, invoice.amount_due - (invoice.amount_paid - invoice.amount_refunded))
+    return invoice.status in COLLECTIBLE and invoice_owed(invoice) > 0
 
 
 def invoice_collect(*, invoice_id: Any, now: datetime | None = None) -> PaymentAttempt | None:
@@ -378,9 +372,9 @@ def bank_transfer_record(*, invoice: Invoice, amount: int, by: str, now: datetim
     locked = Invoice.objects.select_for_update().select_related("buyer").get(pk=invoice.pk)
     if locked.status not in (Invoice.Status.FINALIZED, Invoice.Status.UNCOLLECTIBLE):
         raise ConflictError(f"A {locked.status} invoice takes no payment.", code="invoice_not_payable")
-    if not 0 < amount <= _owed(locked):
+    if not 0 < amount <= invoice_owed(locked):
         raise ApplicationError(
-            f"The transfer must be between 0.01 and {format_yuan(_owed(locked))}.", code="invalid_amount"
+            f"The transfer must be between 0.01 and {format_yuan(invoice_owed(locked))}.", code="invalid_amount"
         )
     entry_post(
         kind="payment.bank_transfer",
@@ -395,7 +389,7 @@ def bank_transfer_record(*, invoice: Invoice, amount: int, by: str, now: datetim
     # A card attempt in flight is not refused: the transfer arrived whatever it does. The collection
     # run cancels the attempt (the invoice owes nothing), or books and refunds a charge Stripe made.
     locked.amount_paid += amount
-    if not _owed(locked):
+    if not invoice_owed(locked):
         locked.status, locked.paid_at, locked.next_payment_attempt_at = Invoice.Status.PAID, now, None
     locked.save(update_fields=["amount_paid", "status", "paid_at", "next_payment_attempt_at"])
     metrics.count_on_commit(metrics.BANK_TRANSFER_RECORDED)

@@ -140,7 +140,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "core.pagination.PageNumberPagination",
     "DEFAULT_FILTER_BACKENDS": ["core.filters.StrictFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.schema.AutoSchema",
     "EXCEPTION_HANDLER": "core.exception_handler.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["core.throttling.ScopedRateThrottle"],
     "UNAUTHENTICATED_USER": None,
@@ -257,6 +257,12 @@ DEFAULT_CURRENCY = "CNY"
 PLATFORM_COMMISSION_RATE = env_decimal(
     "PLATFORM_COMMISSION_RATE", Decimal("0.10"), min_value=Decimal("0"), max_value=Decimal("1")
 )
+# The seller on every invoice (the platform's operating company) and where buyers pay by transfer
+INVOICE_SELLER_NAME = env_str("INVOICE_SELLER_NAME", "Compute Grid Platform Operations Co., Ltd.")
+INVOICE_SELLER_CREDIT_CODE = env_str("INVOICE_SELLER_CREDIT_CODE", "91330100MA0000001F")
+INVOICE_SELLER_ADDRESS = env_str("INVOICE_SELLER_ADDRESS", "Beijing")
+INVOICE_BANK_NAME = env_str("INVOICE_BANK_NAME", "Industrial and Commercial Bank of China, Beijing Branch")
+INVOICE_BANK_ACCOUNT = env_str("INVOICE_BANK_ACCOUNT", "0200 0000 0000 0000 000")
 
 # --- Logging ---------------------------------------------------------------
 

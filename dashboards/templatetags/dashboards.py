@@ -1,29 +1,45 @@
-"""Figures as the API writes them: money through ``core.money.format_yuan``, prices with four
-places; times as people read them, in the billing time zone (``dashboards.formatting``)."""
+"""The one format of every figure on the pages (``dashboards.formatting``), as template filters,
+and the pieces every page draws: charts with their text alternative, bars, pagination."""
 
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django import template
-from django.utils.html import format_html
+from django.utils.html import format_html, json_script
 
-from core.money import format_yuan
 from dashboards import formatting
 
 register = template.Library()
 
 
 @register.filter
-def yuan(fen: int | None) -> str:
-    """Integer fen as the API's money string: ``1500000`` -> ``"15000.00"``."""
-    return "" if fen is None else format_yuan(fen)
+def yuan(value: int | Decimal | str | None) -> str:
+    """Money as people read it: ``1234567`` fen (or the API's ``"12345.67"``) -> ``"¥12,345.67"``."""
+    return formatting.money(value)
+
+
+@register.filter
+def api_yuan(value: int | Decimal | str | None) -> str:
+    """The API's money string of the same figure, for ``data-value``: ``1234567`` -> ``"12345.67"``."""
+    return formatting.api_money(value)
 
 
 @register.filter
 def price(value: Decimal | str | None) -> str:
-    """A price per card-hour (or per million tokens) with the API's four places."""
+    """A price per card-hour (or per million tokens) with four places: ``"¥9.8000"``."""
     return formatting.price(value)
+
+
+@register.filter
+def api_price(value: Decimal | str | None) -> str:
+    return formatting.api_price(value)
+
+
+@register.filter
+def whole(value: int | Decimal | str | None) -> str:
+    """Cards, card-hours, counts: ``"12,346"``."""
+    return formatting.quantity(value)
 
 
 @register.filter
@@ -31,6 +47,12 @@ def local(value: datetime | str | None, format: str = formatting.MINUTE) -> str:
     """A time (a datetime or the API's ISO string) in Asia/Shanghai: ``2026-12-07 14:05``;
     ``|local:"Y-m"`` for the month."""
     return formatting.local_time(value, format)
+
+
+@register.filter
+def ago(value: datetime | str | None, now: datetime) -> str:
+    """``{{ pool.last_heartbeat_at|ago:now }}``: "2 minutes ago"."""
+    return formatting.ago(value, now)
 
 
 @register.simple_tag
@@ -41,8 +63,8 @@ def time_zone() -> str:
 
 @register.filter
 def percent(share: Decimal | None) -> str:
-    """A 0..1 share as a percentage with two places."""
-    return "" if share is None else f"{Decimal(share) * 100:.2f}%"
+    """A 0..1 share as a percentage: ``"45.3%"``."""
+    return formatting.percent(share)
 
 
 @register.filter
@@ -51,11 +73,31 @@ def get(mapping: dict[str, Any], key: str) -> Any:
 
 
 @register.simple_tag
-def chart(config: dict[str, Any], name: str, height: int = 260) -> str:
-    """A canvas that ``dashboards.js`` draws ``config`` (a Chart.js configuration) on."""
-    from django.utils.html import json_script
+def bar(share: Decimal | float | None) -> str:
+    """A horizontal bar filled to ``share`` (0..1), for utilization and progress."""
+    width = min(max(float(share or 0), 0), 1) * 100
+    return format_html('<span class="bar" aria-hidden="true"><span style="width:{}%"></span></span>', f"{width:.1f}")
 
+
+@register.simple_tag
+def chart(config: dict[str, Any], name: str, label: str, height: int = 240) -> str:
+    """A canvas that ``dashboards.js`` draws ``config`` (a Chart.js configuration) on; ``label`` is
+    its text alternative (``aria-label``, and the canvas's fallback content)."""
     script = json_script(config, f"chart-{name}")
     return format_html(
-        '<div class="chart" style="height:{}px"><canvas data-chart="chart-{}"></canvas></div>{}', height, name, script
+        '<div class="chart" style="height:{}px"><canvas data-chart="chart-{}" role="img" aria-label="{}">{}</canvas>'
+        "</div>{}",
+        height,
+        name,
+        label,
+        label,
+        script,
     )
+
+
+@register.simple_tag(takes_context=True)
+def page_url(context: dict[str, Any], name: str, number: int) -> str:
+    """This page's address with ``?<name>_page=number``, the other lists' pages kept."""
+    query = context["request"].GET.copy()
+    query[f"{name}_page"] = str(number)
+    return f"?{query.urlencode()}#{name}"

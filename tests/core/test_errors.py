@@ -4,7 +4,9 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from rest_framework.exceptions import ErrorDetail, ValidationError
 
+from core.exception_handler import exception_handler
 from tests.vouchers.test_programs_api import valid_program
 
 pytestmark = pytest.mark.django_db
@@ -87,11 +89,40 @@ def test_a_value_of_another_json_type_is_refused_not_coerced(buyer_client, body,
     assert response.json()["error"]["fields"][field][0]["code"] == "invalid_type"
 
 
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_decimal_string_is_refused_not_taken_for_null(buyer_client, blank: str) -> None:
+    response = buyer_client.patch("/api/v1/bank/", {"low_balance_threshold": blank}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["low_balance_threshold"][0]["code"] == "invalid_type"
+
+
 @pytest.mark.parametrize("query", ["status=", "workload=", "page_size="])
 def test_a_query_parameter_given_without_a_value_is_refused(buyer_client, query) -> None:
     response = buyer_client.get(f"/api/v1/orders/?{query}")
 
     assert response.status_code == 400
+    name = query.removesuffix("=")
+    assert all(isinstance(error["code"], str) for error in response.json()["error"]["fields"][name])
+
+
+def test_a_blank_filter_says_its_code(provider, make_client) -> None:
+    response = make_client(provider).get("/api/v1/pools/?status=")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["status"][0]["code"] == "blank"
+
+
+def test_a_field_error_without_a_code_is_answered_with_one() -> None:
+    # given a problem raised without a code (as a Django form's errors may be)
+    problem = ValidationError({"when": [ErrorDetail("Not a date.", code=None)], "rows": [{"x": ["Bad."]}]})
+
+    # when the one error handler answers it
+    body = exception_handler(problem, {}).data["error"]
+
+    # then every problem, nested ones too, carries a string code
+    assert body["fields"]["when"] == [{"code": "invalid", "message": "Not a date."}]
+    assert body["fields"]["rows"]["0"]["x"][0]["code"] == "invalid"
 
 
 def test_filtering_by_an_unknown_id_finds_nothing_rather_than_failing(buyer_client) -> None:

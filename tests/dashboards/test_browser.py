@@ -2,12 +2,16 @@
 
 The app is served by pytest-django's live server on PostgreSQL; a member of each
 kind of organization signs in through the login form, opens their pages, and the
-numbers shown (read from ``data-figure`` elements) are checked against what the
-API answers over HTTP for the same question. Screenshots go to
-``var/screenshots/dashboards/``. No browser is downloaded: without
-``/usr/bin/chromium`` (``apt-get install -y chromium``) this test fails.
+numbers shown (read from ``data-figure`` elements: their ``data-value``, the API's
+exact figure beside the formatted one) are checked against what the API answers over
+HTTP for the same question. Each page is also opened on a desk (1440 x 900) and a
+phone (390 x 844): it must not scroll sideways, and every chart must have a text
+alternative. Screenshots of each page at both sizes are kept in
+``var/screenshots/dashboards/`` (``<page>-<width>.png``). No browser is downloaded:
+without ``/usr/bin/chromium`` (``apt-get install -y chromium``) this test fails.
 """
 
+import io
 import json
 import urllib.request
 from datetime import timedelta
@@ -18,6 +22,8 @@ from urllib.parse import quote
 
 import pytest
 
+from billing.selectors import invoices_overdue
+from dashboards.pages import PAGE_ROWS
 from organizations.services import api_key_create
 from tests.conftest import REPO
 from tests.dashboards.scenario import PASSWORD, Grid, build_grid
@@ -25,6 +31,17 @@ from tests.dashboards.scenario import PASSWORD, Grid, build_grid
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SCREENSHOTS = REPO / "var" / "screenshots" / "dashboards"
+VIEWPORTS = [(1440, 900), (390, 844)]  # a desk, a phone
+SCREENS = 3  # the operator's page on the national data set: under this many screens tall on a desk
+LAYOUT = """() => ({
+    scrollWidth: document.documentElement.scrollWidth,
+    width: window.innerWidth,
+    height: document.documentElement.scrollHeight,
+    charts: document.querySelectorAll("canvas, .heatmap").length,
+    unlabelled: [...document.querySelectorAll("canvas, .heatmap")]
+        .filter((chart) => chart.getAttribute("role") !== "img" || !(chart.getAttribute("aria-label") || "").trim())
+        .map((chart) => chart.dataset.chart || chart.className),
+})"""
 
 
 class Api:
@@ -51,15 +68,19 @@ class Api:
 def figure(page: Any, name: str, within: str = "") -> str:
     element = page.locator(f'{within} [data-figure="{name}"]'.strip())
     assert element.count() == 1, f"{within} {name}: {element.count()} elements"
-    return str(element.get_attribute("data-value") or element.inner_text()).strip()
+    value = element.get_attribute("data-value")  # the API's exact figure, beside the one formatted for people
+    return str(element.inner_text() if value is None else value).strip()
 
 
 def figures(page: Any, name: str) -> list[str]:
-    return [text.strip() for text in page.locator(f'[data-figure="{name}"]').all_inner_texts()]
+    pairs = page.locator(f'[data-figure="{name}"]').evaluate_all(
+        "(elements) => elements.map((element) => [element.getAttribute('data-value'), element.innerText])"
+    )
+    return [str(text if value is None else value).strip() for value, text in pairs]
 
 
-def sign_in(browser: Any, base: str, username: str) -> Any:
-    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+def sign_in(browser: Any, base: str, username: str, width: int = 1440, height: int = 900) -> Any:
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
     page.goto(f"{base}/dashboard/login/")
     page.fill('input[name="username"]', username)
     page.fill('input[name="password"]', PASSWORD)
@@ -70,6 +91,22 @@ def sign_in(browser: Any, base: str, username: str) -> Any:
 
 def charts_drawn(page: Any) -> int:
     return int(page.locator('canvas[data-drawn="true"]').count())
+
+
+def looks_right_on_a_desk_and_a_phone(browser: Any, base: str, username: str, path: str, name: str) -> list[dict]:
+    """Open ``path`` at each of ``VIEWPORTS``: no sideways scroll, a text alternative for every chart;
+    a screenshot of each kept as ``<name>-<width>.png``. The layout measured at each size."""
+    measured = []
+    for width, height in VIEWPORTS:
+        page = sign_in(browser, base, username, width, height)
+        assert page.goto(base + path).status == 200, path
+        layout = page.evaluate(LAYOUT)
+        assert layout["scrollWidth"] <= layout["width"], f"{name} scrolls sideways at {width} px: {layout}"
+        assert not layout["unlabelled"], f"{name}: charts without a text alternative: {layout['unlabelled']}"
+        page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
+        measured.append(layout)
+        page.context.close()
+    return measured
 
 
 @pytest.fixture
@@ -107,11 +144,12 @@ def test_each_kind_of_member_sees_the_apis_numbers_and_only_their_own_pages(grid
                 assert int(figure(page, "hub-reserved", card)) == reserved
                 shown = Decimal(figure(page, "hub-utilization", card))
                 assert shown == ((Decimal(reserved) / cards).quantize(Decimal("0.0001")) if cards else 0)
-                offers = apis["buyer"].get(f"/api/v1/offers/?hub={hub['code']}&ordering=price")
-                price = figure(page, "hub-price-now", card)
-                assert (Decimal(price) if offers else price) == (
-                    Decimal(offers[0]["price_per_card_hour"]) if offers else "no offers"
-                )
+            for row in page.locator("tr[data-gpu]").all():
+                gpu = row.get_attribute("data-gpu")
+                for hub in apis["operator"].get("/api/v1/hubs/"):
+                    offers = apis["buyer"].get(f"/api/v1/offers/?hub={hub['code']}&gpu_model={gpu}&ordering=price")
+                    price = figure(page, f"price-{hub['code']}", f'tr[data-gpu="{gpu}"]')
+                    assert price == (offers[0]["price_per_card_hour"] if offers else ""), (gpu, hub["code"])
             every_pool = apis["operator"].get("/api/v1/pools/?page_size=500")
             attention = [
                 p for p in every_pool if p["status"] == "suspended" or (p["status"] == "active" and p["stale"])
@@ -124,7 +162,6 @@ def test_each_kind_of_member_sees_the_apis_numbers_and_only_their_own_pages(grid
                 [lease for lease in leases if lease["created_at"] >= day_ago]
             )
             assert charts_drawn(page) == 3
-            page.screenshot(path=str(SCREENSHOTS / "operator.png"), full_page=True)
 
             # --- issuer: a program's burn-down and spend
             page = sign_in(browser, base, users[slugs["issuer"]])
@@ -141,7 +178,6 @@ def test_each_kind_of_member_sees_the_apis_numbers_and_only_their_own_pages(grid
                 page.click('[data-link="csv"]')
             assert Path(download.value.path()).read_text().startswith("program,")
             assert charts_drawn(page) == 4
-            page.screenshot(path=str(SCREENSHOTS / "issuer-program.png"), full_page=True)
 
             # --- buyer: spend, credit, invoices
             page = sign_in(browser, base, users[slugs["buyer"]])
@@ -154,7 +190,7 @@ def test_each_kind_of_member_sees_the_apis_numbers_and_only_their_own_pages(grid
             row = f'[data-invoice="{invoice_id}"]'
             for key in ("subtotal", "voucher_credit", "bank_credit", "amount_due", "amount_paid"):
                 assert figure(page, f"invoice-{key.replace('_', '-')}", row) == invoice[key], key
-            page.screenshot(path=str(SCREENSHOTS / "buyer.png"), full_page=True)
+            assert charts_drawn(page) == 1
             pdf = page.request.get(base + page.get_attribute(f'{row} [data-link="pdf"]', "href"))
             assert pdf.headers["content-type"] == "application/pdf"
             assert pdf.body().startswith(b"%PDF-")
@@ -186,11 +222,81 @@ def test_each_kind_of_member_sees_the_apis_numbers_and_only_their_own_pages(grid
             assert Decimal(figure(page, "pool-card-hours", row)) == sum(Decimal(r["quantity"]) for r in used) / 3600
             statements = apis["provider"].get("/api/v1/statements/")
             assert figures(page, "statement-net") == [statement["net"] for statement in statements] != []
-            assert charts_drawn(page) == 3
-            page.screenshot(path=str(SCREENSHOTS / "provider.png"), full_page=True)
+            assert charts_drawn(page) == 1
+            assert page.locator('.heatmap[role="img"] .hm-row:not(.hm-days)').count() == len(
+                apis["provider"].get("/api/v1/pools/")
+            )
             assert page.goto(f"{base}/dashboard/{slugs['buyer']}/").status == 404
+
+            # --- every page on a desk and on a phone
+            pages = [
+                ("operator", "operator", ""),
+                ("issuer", "issuer", ""),
+                ("issuer-program", "issuer", f"programs/{program_id}/"),
+                ("buyer", "buyer", ""),
+                ("buyer-invoice", "buyer", f"invoices/{invoice_id}/"),
+                ("provider", "provider", ""),
+            ]
+            for name, kind, path in pages:
+                looks_right_on_a_desk_and_a_phone(
+                    browser, base, users[slugs[kind]], f"/dashboard/{slugs[kind]}/{path}", name
+                )
         finally:
             browser.close()
 
-    for name in ("operator", "issuer-program", "buyer", "buyer-invoice-print", "provider"):
-        assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000, name
+    print(f"screenshots: {SCREENSHOTS}")  # noqa: T201
+    for name, *_ in pages:
+        for width, _height in VIEWPORTS:
+            assert (SCREENSHOTS / f"{name}-{width}.png").stat().st_size > 10_000, name
+
+
+@pytest.fixture
+def national(transactional_db: None) -> dict[str, Any]:
+    """The national data set (5%) with a working month on it, as ``make demo`` and the benchmark build it."""
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from billing.activity import national_month
+    from organizations.services import member_set
+
+    call_command("seed_national", scale=0.05, seed=42, stdout=io.StringIO())
+    month = national_month(
+        now=timezone.now(), orders=80, usage_days=2, last_month_leases=80, voucher_buyers=100, say=lambda line: None
+    )
+    member_set(organization=month["operator"], username="national-operator", password=PASSWORD)
+    return {
+        "slug": month["operator"].slug,
+        "overdue": invoices_overdue(organization=month["operator"], now=timezone.now()).count(),
+    }
+
+
+@pytest.mark.wall_clock  # the browser keeps the session cookie by its own clock
+def test_the_operators_page_of_the_national_grid_is_under_three_screens_and_pages_its_overdue_invoices(
+    national, live_server
+) -> None:
+    assert CHROMIUM.exists(), "The browser test needs Debian's chromium: apt-get install -y chromium"
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = f"/dashboard/{national['slug']}/"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            desk, _phone = looks_right_on_a_desk_and_a_phone(
+                browser, live_server.url, "national-operator", path, "operator-national"
+            )
+            assert desk["height"] < SCREENS * VIEWPORTS[0][1], f"{desk['height']} px tall on a desk"
+            page = sign_in(browser, live_server.url, "national-operator")
+            page.goto(live_server.url + path)
+            shown = page.locator("#overdue tr[data-invoice]").count()
+            assert int(figure(page, "overdue-count")) == national["overdue"]
+            assert shown == min(national["overdue"], PAGE_ROWS)
+            if national["overdue"] > PAGE_ROWS:
+                with page.expect_navigation():
+                    page.click('[data-pager="overdue"] a[rel="next"]')
+                assert page.locator("#overdue tr[data-invoice]").count() == min(
+                    national["overdue"] - PAGE_ROWS, PAGE_ROWS
+                )
+        finally:
+            browser.close()
+    print(f"desk: {desk['height']} px tall; {national['overdue']} invoices overdue; screenshots: {SCREENSHOTS}")  # noqa: T201

@@ -2,7 +2,7 @@
 
 import re
 import zlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 
 from billing.models import Invoice
-from core.money import format_yuan, shown_price
+from core.money import format_yuan
 from core.timezones import local_zone
 from pools.models import PricePlan, ResourcePool
 from tests.billing.factories import credit
@@ -34,11 +34,13 @@ def signed_in(grid: Grid, organization: Any) -> Client:
 
 
 def figures(html: str, name: str) -> list[str]:
-    """The text of every element marked ``data-figure="name"`` (none of them nest)."""
-    return [
-        re.sub(r"<[^>]+>", "", text).strip()
-        for text in re.findall(rf'data-figure="{name}"[^>]*>(.*?)</(?:td|dd|span)>', html, re.S)
-    ]
+    """Every figure marked ``data-figure="name"`` (none of them nest): its exact value (``data-value``,
+    the API's figure beside the one shown formatted) or else its text."""
+    found = []
+    for attributes, text in re.findall(rf'data-figure="{name}"([^>]*)>(.*?)</(?:td|dd|span|a)>', html, re.S):
+        value = re.search(r'data-value="([^"]*)"', attributes)
+        found.append(value[1] if value else re.sub(r"<[^>]+>", "", text).strip())
+    return found
 
 
 def test_a_visitor_who_is_not_signed_in_is_sent_to_the_login_page(grid) -> None:
@@ -112,24 +114,31 @@ def test_the_operator_page_shows_each_hubs_cards_and_utilization_as_the_pools_ap
     assert len(answer.context["hubs"]) == 8
 
 
-def test_the_operator_page_shows_the_lowest_price_now_of_each_hubs_offers(grid, make_client) -> None:
-    offers = api_get(make_client(grid.buyer), "/api/v1/offers/?hub=jingjinji&ordering=price")
-
-    answer = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/")
-
-    hub = next(hub for hub in answer.context["hubs"] if hub["code"] == "jingjinji")
-    assert shown_price(hub["price_now"]) == Decimal(offers[0]["price_per_card_hour"])
-    card = re.search(r'data-hub="jingjinji">(.*?)</article>', answer.content.decode(), re.S)
-    assert card is not None and figures(card.group(1), "hub-price-now") == [offers[0]["price_per_card_hour"]]
+def price_row(html: str, gpu: str) -> str:
+    row = re.search(rf'<tr data-gpu="{re.escape(gpu)}">(.*?)</tr>', html, re.S)
+    assert row is not None, gpu
+    return row.group(1)
 
 
-def test_the_operator_page_shows_prices_with_the_apis_four_places(grid) -> None:
+def test_the_operator_page_compares_the_lowest_price_now_within_each_gpu_model(grid, make_client) -> None:
+    gpu = grid.lease.pool.gpu_model_id
+    offers = api_get(make_client(grid.buyer), f"/api/v1/offers/?hub=jingjinji&gpu_model={gpu}&ordering=price")
+
+    html = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/").content.decode()
+
+    assert figures(price_row(html, gpu), "price-jingjinji") == [offers[0]["price_per_card_hour"]]
+    assert figures(price_row(html, gpu), "price-ningxia") == [""]  # no offer of the model there: a dash
+    assert re.search(r'class="n best"[^>]*data-hub="jingjinji"', price_row(html, gpu))
+
+
+def test_the_operator_page_shows_prices_with_four_places_and_a_yuan_sign(grid) -> None:
     PricePlan.objects.filter(pool=grid.lease.pool).update(hour_prices=["0.1234550000"] * 24)  # the cheapest
 
-    answer = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/")
+    html = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/").content.decode()
 
-    card = re.search(r'data-hub="jingjinji">(.*?)</article>', answer.content.decode(), re.S)
-    assert card is not None and figures(card.group(1), "hub-price-now") == ["0.1235"]
+    row = price_row(html, grid.lease.pool.gpu_model_id)
+    assert figures(row, "price-jingjinji") == ["0.1235"]
+    assert ">¥0.1235</td>" in row
 
 
 def test_the_operator_page_lists_pools_waiting_for_approval_with_provider_hub_and_cards(grid) -> None:
@@ -160,9 +169,10 @@ def test_the_operator_page_lists_stale_and_suspended_pools_and_overdue_invoices(
     shown = {pool["id"]: pool for pool in answer.context["attention"]}
     assert set(shown) == {str(grid.stale_pool.pk), str(grid.suspended_pool.pk)}
     assert shown[str(grid.stale_pool.pk)]["stale"] is True
-    assert [invoice.pk for invoice in answer.context["overdue"]] == [grid.overdue.pk]
+    assert [row["invoice"].pk for row in answer.context["overdue"]] == [grid.overdue.pk]
     assert figures(answer.content.decode(), "invoice-amount-due") == [format_yuan(grid.overdue.amount_due)]
     assert figures(answer.content.decode(), "overdue-count") == ["1"]
+    assert figures(answer.content.decode(), "overdue-total") == [format_yuan(grid.overdue.amount_due)]
     assert figures(answer.content.decode(), "attention-count") == ["2"]
 
 
@@ -184,7 +194,12 @@ def test_the_operator_page_counts_the_last_days_placements_by_hub(grid, make_cli
     answer = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/")
 
     placed = {row["hub"]: row for row in answer.context["placements"]}
-    assert placed["jingjinji"] == {"hub": "jingjinji", "leases": 1, "cards": recent[0]["cards"]}
+    assert placed["jingjinji"] == {
+        "hub": "jingjinji",
+        "name": "Beijing-Tianjin-Hebei",
+        "leases": 1,
+        "cards": recent[0]["cards"],
+    }
 
 
 def test_the_operator_page_shows_usage_and_the_platforms_commission_by_day(grid, make_client) -> None:
@@ -320,7 +335,7 @@ def test_the_pdf_shows_the_period_and_finalization_in_shanghai_time(grid) -> Non
 
     text = pdf_text(answer.content)
     period = f"{local(grid.invoice.period_start)} to {local(grid.invoice.period_end)} \\(Asia/Shanghai\\)"
-    assert f"({period})" in text  # a PDF string escapes its parentheses
+    assert period in text  # a PDF string escapes its parentheses
     assert f"({local(grid.invoice.finalized_at)})" in text
     assert "T00:00:00" not in text and "+00:00" not in text and "Z)" not in text
 
@@ -381,12 +396,17 @@ def test_the_provider_page_shows_heartbeats_and_periods_in_shanghai_time(grid, m
     grid.lease.pool.refresh_from_db()
     shown = figures(html, "pool-last-heartbeat")
     assert local(grid.lease.pool.last_heartbeat_at) in shown
+    row = re.search(
+        rf'<tr data-pool="{grid.lease.pool_id}"><td>[^<]*</td><td data-figure="pool-last-heartbeat".*?</tr>', html
+    )
+    assert row is not None and re.search(r">(9|10)\sminutes ago</time>", row.group(0))  # its last, 10 minutes before
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d|never", text) for text in shown), shown
     assert local(grid.invoice.period_start)[:7] in months  # Shanghai months: a UTC date would be a day early
     assert figures(html, "statement-period") == months
     assert answer.context["earnings_chart"]["data"]["labels"] == list(reversed(months))
-    hours = answer.context["heartbeat_chart"]["data"]["labels"]
-    assert hours[-1] == grid.now.astimezone(local_zone()).strftime("%H:00")
+    last_hour = answer.context["heatmap"]["rows"][0]["cells"][-1]["title"]
+    # The hour under way is not drawn: the heatmap ends with the last whole hour
+    assert last_hour.startswith((grid.now - timedelta(hours=1)).astimezone(local_zone()).strftime("%m-%d %H:00"))
 
 
 def test_the_operator_pages_placements_chart_counts_hours_in_shanghai_time(grid) -> None:
@@ -421,9 +441,108 @@ def test_the_buyer_page_shows_its_compute_bank_credit_as_the_bank_api(grid, make
     )
 
 
-def test_pools_sharing_a_name_keep_a_line_each_on_the_providers_charts(grid) -> None:
+def test_pools_sharing_a_name_keep_a_row_each_on_the_providers_heatmap(grid) -> None:
     answer = signed_in(grid, grid.provider).get(f"/dashboard/{grid.provider.slug}/")
 
-    for chart in ("utilization_chart", "heartbeat_chart"):
-        labels = [dataset["label"] for dataset in answer.context[chart]["data"]["datasets"]]
-        assert len(labels) == len(set(labels)) == len(answer.context["pools"]) == 5, chart
+    labels = [row["label"] for row in answer.context["heatmap"]["rows"]]
+    assert len(labels) == len(set(labels)) == len(answer.context["pools"]) == 5
+
+
+def test_figures_are_shown_in_one_format_with_the_yuan_sign_separators_and_places() -> None:
+    from dashboards import formatting
+
+    assert formatting.money(123456789) == "¥1,234,567.89"
+    assert formatting.money("-12.5") == "-¥12.50"
+    assert formatting.api_money(123456789) == "1234567.89"
+    assert formatting.price("9.80000001") == "¥9.8000"
+    assert formatting.price(Decimal("1234.56785")) == "¥1,234.5679"
+    assert formatting.quantity(Decimal("12345.5")) == "12,346"
+    assert formatting.percent(Decimal("0.4567")) == "45.7%"
+
+
+def test_an_overdue_invoice_shows_on_the_buyers_page_with_its_days_and_a_way_to_pay(grid) -> None:
+    html = signed_in(grid, grid.other_buyer).get(f"/dashboard/{grid.other_buyer.slug}/").content.decode()
+
+    days = (grid.now - grid.overdue.finalized_at).days - 1  # due one dunning day after it was issued
+    assert 'data-state="overdue"' in html
+    assert figures(html, "invoice-state") == ["overdue"]
+    assert f"{days}\xa0days overdue" in html or f"{days} days overdue" in html
+    assert f'href="/dashboard/{grid.other_buyer.slug}/invoices/{grid.overdue.pk}/#pay" data-link="pay"' in html
+
+
+def test_the_buyers_forecast_after_vouchers_and_credit_is_what_is_left_to_pay(grid) -> None:
+    answer = signed_in(grid, grid.buyer).get(f"/dashboard/{grid.buyer.slug}/")
+
+    context = answer.context
+    forecast = context["spend"]["forecast"]
+    assert 0 < context["forecast_vouchers"] <= context["vouchers_left"]
+    assert context["forecast_bank"] == min(context["bank_credit"], forecast - context["forecast_vouchers"])
+    assert context["forecast_to_pay"] == forecast - context["forecast_vouchers"] - context["forecast_bank"]
+    assert figures(answer.content.decode(), "forecast-to-pay") == [format_yuan(context["forecast_to_pay"])]
+
+
+def test_usage_reported_before_a_lease_started_does_not_make_the_forecast_run_away(grid) -> None:
+    from tests.billing.factories import usage
+
+    # given a week of full usage backdated before the lease's start (as a backfill writes it)
+    for hours_ago in range(3, 3 + 24 * 5):
+        usage(grid.lease, grid.now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours_ago), seconds=1)
+
+    answer = signed_in(grid, grid.buyer).get(f"/dashboard/{grid.buyer.slug}/")
+
+    (row,) = answer.context["spend"]["leases"]
+    lease, period_end = grid.lease, answer.context["period_end"]
+    ahead = (min(lease.end_at, period_end) - answer.context["now"]).total_seconds() / 3600
+    rate = PricePlan.objects.filter(pool=lease.pool).first().hour_prices  # type: ignore[union-attr]
+    ceiling = Decimal(max(Decimal(price) for price in rate)) * lease.cards * Decimal(ahead) * 100
+    assert row["forecast"] - row["so_far"] <= ceiling + 1
+
+
+def test_the_print_view_is_a_finance_document(grid) -> None:
+    from django.test import override_settings
+
+    with override_settings(INVOICE_SELLER_NAME="Grid Ops Co., Ltd.", INVOICE_SELLER_CREDIT_CODE="91330100MA0000001F"):
+        page = signed_in(grid, grid.other_buyer).get(f"/dashboard/{grid.other_buyer.slug}/invoices/{grid.overdue.pk}/")
+    html = page.content.decode()
+
+    due = (grid.overdue.finalized_at + timedelta(days=1)).astimezone(local_zone()).strftime("%Y-%m-%d")
+    first = grid.overdue.period_start.astimezone(local_zone())
+    last = (grid.overdue.period_end - timedelta(days=1)).astimezone(local_zone())
+    assert "Grid Ops Co., Ltd." in html
+    assert figures(html, "seller-credit-code") == ["91330100MA0000001F"]
+    assert figures(html, "buyer-credit-code") == [grid.other_buyer.credit_code]
+    assert figures(html, "invoice-period-dates") == [f"{first:%Y-%m-%d} – {last:%Y-%m-%d}"]
+    assert figures(html, "invoice-due-date") == [due]
+    assert 'data-figure="invoice-overdue"' in html and 'id="pay"' in html
+    assert f'<table class="lines" data-pool="{grid.overdue.lines.first().pool_id}">' in html  # type: ignore[union-attr]
+    assert 'class="due" data-figure="invoice-amount-due"' in html
+
+
+def test_the_issuer_page_shows_each_programs_redeemed_and_companies_subsidised(grid, make_client) -> None:
+    report = make_client(grid.issuer).get(f"/api/v1/voucher-programs/{grid.program.pk}/report/").json()
+
+    html = signed_in(grid, grid.issuer).get(f"/dashboard/{grid.issuer.slug}/").content.decode()
+
+    assert figures(html, "program-redeemed") == [report["redeemed"]]
+    assert figures(html, "program-companies") == ["1"]
+    assert 'class="bar"' in html
+
+
+def test_the_burn_down_spans_the_programs_validity_with_a_target_pace_and_no_all_zero_series(grid) -> None:
+    answer = signed_in(grid, grid.issuer).get(f"/dashboard/{grid.issuer.slug}/programs/{grid.program.pk}/")
+
+    chart = answer.context["burndown_chart"]
+    labels, names = chart["data"]["labels"], [dataset["label"] for dataset in chart["data"]["datasets"]]
+    assert labels[-1] == grid.program.valid_until.astimezone(local_zone()).date().isoformat()
+    assert "target pace (redeemed)" in names
+    assert "expired" not in names and "revoked" not in names  # zero throughout
+
+
+def test_the_operators_overdue_list_pages_ten_at_a_time(grid) -> None:
+    from dashboards.pages import PAGE_ROWS, paged
+
+    rows = list(range(25))
+
+    assert list(paged(rows, {}, "overdue").object_list) == rows[:PAGE_ROWS]
+    assert list(paged(rows, {"overdue_page": "3"}, "overdue").object_list) == rows[20:]
+    assert list(paged(rows, {"overdue_page": "junk"}, "overdue").object_list) == rows[:PAGE_ROWS]

@@ -101,6 +101,27 @@ def test_offers_order_by_price_now_green_share_and_latency(frozen, buyer_client)
     assert latencies == sorted(latencies)
 
 
+@pytest.mark.parametrize("ordering", ["ordering=price,-green_share", "ordering=price&ordering=-green_share"])
+def test_offers_sort_by_every_key_given_comma_separated_or_repeated(frozen, buyer_client, ordering: str) -> None:
+    # given two pools at one price, the greener one made last, and a dearer one
+    cheap_grey = pool_factory(green_share=Decimal("0.2"), price_per_card_hour=Decimal("12"))
+    cheap_green = pool_factory(green_share=Decimal("0.8"), price_per_card_hour=Decimal("12"))
+    dear = pool_factory(green_share=Decimal("0.9"), price_per_card_hour=Decimal("20"))
+
+    # when the buyer sorts by price, then by green share, descending
+    response = buyer_client.get(f"/api/v1/offers/?{ordering}")
+
+    # then both keys count: cheapest first, and among equals the greener
+    assert ids(response) == [str(p.pk) for p in (cheap_green, cheap_grey, dear)]
+
+
+def test_a_repeated_ordering_with_an_unknown_key_is_a_400(frozen, buyer_client) -> None:
+    response = buyer_client.get("/api/v1/offers/?ordering=price&ordering=random")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["ordering"][0]["code"] == "invalid_choice"
+
+
 def test_ordering_by_latency_needs_a_user_region(frozen, buyer_client) -> None:
     response = buyer_client.get("/api/v1/offers/?ordering=latency")
 

@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from marketplace import services
 from marketplace.models import Lease, Order
+from marketplace.serializers import OrderRequestSerializer
 from organizations.services import api_key_create
 from pools.models import GpuModel, PricePlan, ResourcePool
 from pools.services import pool_suspend
@@ -129,6 +130,25 @@ def test_bad_orders_are_refused_and_reserve_nothing(buyer_client, change, field)
     assert response.status_code == 400
     assert field in response.json()["error"]["fields"]
     assert reserved(pool) == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("code", "change", "field"),
+    [
+        ("gpu_requirement_missing", {"gpu_model": None}, "gpu_model"),
+        ("required_for_realtime", {"workload": "realtime_inference"}, "user_region"),
+        ("too_far_ahead", {"deadline": "2099-01-01T00:00:00Z"}, "deadline"),
+        ("deadline_before_start", {"deadline": "2026-01-01T00:00Z", "earliest_start": "2026-01-02T00:00Z"}, "deadline"),
+        ("window_too_short", {"deadline": "2026-01-01T02:00Z", "earliest_start": "2026-01-01T00:00Z"}, "deadline"),
+    ],
+)  # fmt: skip
+def test_each_rule_across_fields_is_answered_with_its_own_code(buyer_client, code, change, field) -> None:  # type: ignore[no-untyped-def]
+    response = buyer_client.post("/api/v1/quotes/", {**ORDER, **change}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"][field][0]["code"] == code
+    assert code in OrderRequestSerializer.rules  # the schema's description names it
 
 
 @pytest.mark.django_db
