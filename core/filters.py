@@ -68,9 +68,12 @@ class OrderingFilter(django_filters.OrderingFilter):
 
 
 class StrictFilterSet(django_filters.FilterSet):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for name, filter_ in self.filters.items():
+    @classmethod
+    def get_filters(cls) -> Any:
+        # When the class is made, before anything builds (and caches) a filter's form field: the
+        # schema reads the fields of the class's own filters, which each request's filters copy.
+        filters = super().get_filters()
+        for name, filter_ in filters.items():
             if isinstance(filter_, django_filters.ChoiceFilter):
                 # An invalid choice names the valid ones (Django's message only quotes the value given).
                 values = [value for value, _ in filter_.extra["choices"] if value != ""]
@@ -79,6 +82,7 @@ class StrictFilterSet(django_filters.FilterSet):
             elif issubclass(filter_.field_class, forms.DecimalField):  # a NumberFilter's field: bounded
                 filter_.extra.setdefault("max_digits", FILTER_MAX_DIGITS)
                 filter_.extra.setdefault("decimal_places", FILTER_DECIMAL_PLACES)
+        return filters
 
     def is_valid(self) -> bool:
         valid = super().is_valid()
