@@ -1,5 +1,6 @@
 """Operators' pages for the compute bank: a buyer's mode (prepaid or postpaid), promotional
-credit granted through the service, and the bank's records, read-only."""
+credit granted through the service, and the bank's records, read-only; and the Stripe webhooks
+that were signed but could not be processed, as received."""
 
 from decimal import Decimal
 from typing import Any
@@ -9,7 +10,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils import timezone
 
-from billing.models import Bank, BankEvent, BankMovement, CreditGrant, CreditHold, TopUp
+from billing.models import Bank, BankEvent, BankMovement, CreditGrant, CreditHold, TopUp, UnprocessableWebhook
 from billing.services.bank.grants import grant_create
 from core.money import format_yuan, yuan_to_fen
 from organizations.models import Organization
@@ -147,3 +148,13 @@ class TopUpAdmin(ReadOnlyAdmin):
 class BankEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "buyer", "kind", "message"]
     list_filter = ["kind"]
+
+
+@admin.register(UnprocessableWebhook)
+class UnprocessableWebhookAdmin(ReadOnlyAdmin):
+    list_display = ["last_received_at", "deliveries", "error"]
+    fields = readonly_fields = ("received_at", "last_received_at", "deliveries", "digest", "error", "body_text")
+
+    @admin.display(description="Body (as UTF-8, undecodable bytes replaced)")
+    def body_text(self, webhook: UnprocessableWebhook) -> str:
+        return bytes(webhook.body).decode("utf-8", errors="replace")

@@ -31,7 +31,7 @@ from billing.serializers import (
 )
 from billing.services import invoices, payments
 from billing.services.bank.grants import bank_settings_set
-from billing.services.bank.top_ups import top_up_create
+from billing.services.bank.top_ups import top_up_client_secret, top_up_create
 from billing.services.usage import usage_events_ingest
 from core.exceptions import NotFoundError
 from core.idempotency import idempotent
@@ -253,6 +253,17 @@ class StripeWebhookApi(APIView):
         ],
         responses={200: {"type": "object", "properties": {"received": {"type": "boolean"}}}},
         summary="Stripe webhook",
+        extensions={  # core.schema documents its codes
+            "x-error-codes": {
+                "400": {
+                    "invalid_signature": "the signature does not verify, or is older or newer than the tolerance",
+                    "unprocessable_webhook": (
+                        "the signature verifies but the body is not a Stripe event this service can read; "
+                        "it was kept for inspection"
+                    ),
+                }
+            }
+        },
     )
     def post(self, request: Request) -> Response:
         record = payments.webhook_receive(payload=request.body, signature=request.headers.get("Stripe-Signature"))
@@ -294,6 +305,12 @@ class BankTransactionListApi(ListAPIView):
         return bank_movements(buyer=organization_of(self.request))
 
 
+def _with_client_secret(body: dict[str, Any]) -> dict[str, Any]:
+    """A top-up's answer replayed for its Idempotency-Key: the stored answer has no client secret
+    (the idempotency table keeps no secret), Stripe gives it again."""
+    return {**body, "client_secret": top_up_client_secret(payment_intent_id=body["payment_intent"])}
+
+
 class TopUpCreateApi(APIView):
     """Buyer: buy credit. Returns a Stripe PaymentIntent's client secret to confirm with Stripe.js;
     the credit is granted when Stripe confirms the payment (webhook). CNY only, up to BANK_TOP_UP_MAX_YUAN."""
@@ -302,7 +319,7 @@ class TopUpCreateApi(APIView):
     throttle_scope = "payments"
 
     @extend_schema(request=TopUpCreateSerializer, responses={201: TopUpSerializer}, summary="Top up the bank")
-    @idempotent
+    @idempotent(unstored=("client_secret",), on_replay=_with_client_secret)
     def post(self, request: Request) -> Response:
         body = TopUpCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)

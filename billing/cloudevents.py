@@ -19,6 +19,8 @@ from typing import Any
 import orjson
 
 from core.exceptions import ApplicationError, PayloadTooLarge
+from core.parsers import NUL_MESSAGE, has_nul, parse_json
+from core.timezones import datetime_problem
 
 MAX_EVENTS = 10_000
 MAX_BYTES = 10 * 1024 * 1024
@@ -42,10 +44,7 @@ def events_from_request(content_type: str, headers: Mapping[str, str], body: byt
     if len(body) > MAX_BYTES:
         raise PayloadTooLarge(too_large_message(), code="payload_too_large")
     media_type = content_type.split(";")[0].strip().lower()
-    try:
-        payload = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError as exc:
-        raise ApplicationError(f"The request body is not valid JSON: {exc}", code="malformed_json") from None
+    payload = parse_json(body) if body else None  # a body too deep or not Unicode is a 400 for all its events
 
     if "ce-specversion" in headers:
         event: dict[str, Any] = {name: headers[f"ce-{name}"] for name in BINARY_ATTRIBUTES if f"ce-{name}" in headers}
@@ -121,6 +120,8 @@ def parse_event(index: int, event: Any) -> Event:
     if event.get("specversion") != "1.0":
         raise Rejected("unsupported_specversion", "Only CloudEvents specversion '1.0' is accepted.")
     event_id, source = _text(event, "id", 200), _text(event, "source", 500)
+    if "\x00" in event_id or "\x00" in source:
+        raise Rejected("invalid_text", NUL_MESSAGE)
     event_type = event.get("type")
     if event_type not in TYPES:
         raise Rejected("unknown_type", f"'type' must be one of {', '.join(TYPES)}.")
@@ -135,6 +136,8 @@ def parse_event(index: int, event: Any) -> Event:
         raise Rejected("invalid_time", "'time' must be an RFC 3339 timestamp.") from None
     if time.tzinfo is None:
         raise Rejected("invalid_time", "'time' needs a UTC offset, e.g. 2026-03-01T08:00:00Z.")
+    if problem := datetime_problem(time):
+        raise Rejected("invalid_time", f"'time': {problem}")
     data = event.get("data")
     if not isinstance(data, dict):
         raise Rejected("invalid_data", "'data' must be a JSON object.")
@@ -156,9 +159,11 @@ def parse_event(index: int, event: Any) -> Event:
             raise Rejected("invalid_tokens", "data.model must name the model, 1 to 100 characters.")
         input_tokens, output_tokens = _count(data, "input_tokens"), _count(data, "output_tokens")
 
-    digest = hashlib.sha256(
-        orjson.dumps([event_type, str(lease_id), raw_time, data], option=orjson.OPT_SORT_KEYS)
-    ).hexdigest()
+    content = orjson.dumps([event_type, str(lease_id), raw_time, data], option=orjson.OPT_SORT_KEYS)
+    # A NUL anywhere in data (the model, a key) is written \u0000 here: only then is data walked.
+    if b"\\u0000" in content and has_nul(data):
+        raise Rejected("invalid_text", NUL_MESSAGE)
+    digest = hashlib.sha256(content).hexdigest()
     hour = int(time.timestamp()) // 3600
     return Event(
         index, source, event_id, event_type, lease_id, time, hour, quantity, cards, model, input_tokens, output_tokens,

@@ -46,11 +46,13 @@ BANK_TRANSFER_RECORDED = PAYMENTS.labels(method="bank_transfer", outcome="succee
 
 STRIPE_WEBHOOKS = Counter(
     "grid_stripe_webhooks",
-    "Stripe webhooks received: processed, ignored, failed, duplicate (handled before) or invalid_signature.",
+    "Stripe webhooks received: processed, ignored, failed, duplicate (handled before), invalid_signature "
+    "or unprocessable (signed, but not an event this service can read: kept for inspection).",
     ["outcome"],
 )
 WEBHOOK_DUPLICATE = STRIPE_WEBHOOKS.labels(outcome="duplicate")
 WEBHOOK_INVALID_SIGNATURE = STRIPE_WEBHOOKS.labels(outcome="invalid_signature")
+WEBHOOK_UNPROCESSABLE = STRIPE_WEBHOOKS.labels(outcome="unprocessable")
 for _status in (StripeEvent.Status.PROCESSED, StripeEvent.Status.IGNORED, StripeEvent.Status.FAILED):
     STRIPE_WEBHOOKS.labels(outcome=_status)
 

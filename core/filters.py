@@ -10,10 +10,12 @@ from typing import Any
 
 import django_filters
 from django import forms
+from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.exceptions import ValidationError
 
 from core.serializers import valid_choices
+from core.timezones import datetime_problem
 
 
 class IntegerFilter(django_filters.NumberFilter):
@@ -22,16 +24,28 @@ class IntegerFilter(django_filters.NumberFilter):
     field_class = forms.IntegerField
 
 
+# A decimal parameter has at most this many digits, and places: `1e-999999` overflowed PostgreSQL's numeric.
+FILTER_MAX_DIGITS = 24
+FILTER_DECIMAL_PLACES = 10
+
+
+def _datetime_in_range(value: Any) -> None:
+    if value is not None and (problem := datetime_problem(value)):
+        raise forms.ValidationError(problem, code="datetime_out_of_range")
+
+
+class _UtcIsoDateTimeField(IsoDateTimeField):
+    default_validators = [_datetime_in_range]
+
+
 class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
-    """An ISO 8601 date-time, compared in UTC (PostgreSQL refuses offsets beyond 15:59)."""
+    """An ISO 8601 date-time within the range the API takes (``core.timezones``), compared in UTC
+    (PostgreSQL refuses offsets beyond 15:59)."""
+
+    field_class = _UtcIsoDateTimeField
 
     def filter(self, qs: Any, value: Any) -> Any:
-        if value is not None:
-            try:
-                value = value.astimezone(UTC)
-            except OverflowError:
-                raise ValidationError({self.field_name: ["This date-time is out of range."]}) from None
-        return super().filter(qs, value)
+        return super().filter(qs, value.astimezone(UTC) if value is not None else None)
 
 
 class _RepeatableCSVWidget(django_filters.widgets.CSVWidget):
@@ -54,14 +68,21 @@ class OrderingFilter(django_filters.OrderingFilter):
 
 
 class StrictFilterSet(django_filters.FilterSet):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for name, filter_ in self.filters.items():
+    @classmethod
+    def get_filters(cls) -> Any:
+        # When the class is made, before anything builds (and caches) a filter's form field: the
+        # schema reads the fields of the class's own filters, which each request's filters copy.
+        filters = super().get_filters()
+        for name, filter_ in filters.items():
             if isinstance(filter_, django_filters.ChoiceFilter):
                 # An invalid choice names the valid ones (Django's message only quotes the value given).
                 values = [value for value, _ in filter_.extra["choices"] if value != ""]
                 text = valid_choices(name, values).replace("%", "%%")  # for Django's %-formatting
                 filter_.extra["error_messages"] = {"invalid_choice": f"%(value)s is not a valid choice; {text}."}
+            elif issubclass(filter_.field_class, forms.DecimalField):  # a NumberFilter's field: bounded
+                filter_.extra.setdefault("max_digits", FILTER_MAX_DIGITS)
+                filter_.extra.setdefault("decimal_places", FILTER_DECIMAL_PLACES)
+        return filters
 
     def is_valid(self) -> bool:
         valid = super().is_valid()

@@ -6,6 +6,10 @@ same key with another body or path is a 409. The record is inserted in the
 same transaction as the handler's work, so a concurrent retry waits on the
 unique index until the first finishes and then replays its answer; a failed
 request stores nothing and may be retried.
+
+A secret in an answer is not stored: ``@idempotent(unstored=("client_secret",),
+on_replay=...)`` keeps the answer without those fields, and ``on_replay`` puts
+them back from where they are kept (Stripe, for a PaymentIntent's client secret).
 """
 
 import functools
@@ -31,6 +35,7 @@ MAX_KEY_LENGTH = 255
 HONOURS_HEADER = "honours_idempotency_key"
 
 Handler = Callable[..., Response]
+Body = dict[str, Any]
 
 
 def _scope(request: Request) -> str:
@@ -48,13 +53,14 @@ def _fingerprint(request: Request) -> str:
     return digest.hexdigest()
 
 
-def _replay(record: IdempotencyRecord, fingerprint: str) -> Response:
+def _replay(record: IdempotencyRecord, fingerprint: str, on_replay: Callable[[Body], Body] | None) -> Response:
     if record.request_hash != fingerprint:
         raise ConflictError(
             f"The {HEADER} {record.key!r} was already used for a different request. Use a new key for a new request.",
             code="idempotency_key_reused",
         )
-    return Response(record.response_body, status=record.status_code, headers={"Idempotent-Replayed": "true"})
+    body = on_replay(record.response_body) if on_replay else record.response_body
+    return Response(body, status=record.status_code, headers={"Idempotent-Replayed": "true"})
 
 
 class _KeyTaken(Exception):
@@ -77,7 +83,16 @@ def _claim(*, scope: str, key: str, request: Request, fingerprint: str) -> Idemp
         raise _KeyTaken from None
 
 
-def idempotent(handler: Handler) -> Handler:
+def idempotent(
+    handler: Handler | None = None,
+    *,
+    unstored: tuple[str, ...] = (),
+    on_replay: Callable[[Body], Body] | None = None,
+) -> Any:
+    """``@idempotent``, or ``@idempotent(unstored=(...), on_replay=...)`` for an answer with secrets."""
+    if handler is None:
+        return functools.partial(idempotent, unstored=unstored, on_replay=on_replay)
+
     @functools.wraps(handler)
     def wrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
         key = request.headers.get(HEADER)
@@ -93,7 +108,7 @@ def idempotent(handler: Handler) -> Handler:
 
         existing = IdempotencyRecord.objects.filter(scope=scope, key=key).first()
         if existing is not None:
-            return _replay(existing, fingerprint)
+            return _replay(existing, fingerprint, on_replay)
         try:
             with transaction.atomic():
                 record = _claim(scope=scope, key=key, request=request, fingerprint=fingerprint)
@@ -102,12 +117,15 @@ def idempotent(handler: Handler) -> Handler:
                     transaction.set_rollback(True)
                     return response
                 record.status_code = response.status_code
-                record.response_body = json.loads(JSONRenderer().render(response.data) or b"null")
+                body = json.loads(JSONRenderer().render(response.data) or b"null")
+                if isinstance(body, dict):
+                    body = {name: value for name, value in body.items() if name not in unstored}
+                record.response_body = body
                 record.save(update_fields=["status_code", "response_body"])
                 return response
         except _KeyTaken:
             # A concurrent request with the same key committed first.
-            return _replay(IdempotencyRecord.objects.get(scope=scope, key=key), fingerprint)
+            return _replay(IdempotencyRecord.objects.get(scope=scope, key=key), fingerprint, on_replay)
 
     setattr(wrapper, HONOURS_HEADER, True)
     return wrapper

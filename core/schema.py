@@ -126,7 +126,8 @@ _DESCRIPTIONS = {
         "Bad input: the body, a parameter or a header is invalid; `fields` says which and why. Codes: "
         "`validation_error` (each field's problems in `fields`, each with its own code: `invalid_choice` "
         'names the valid values, e.g. "workload must be one of: realtime_inference, batch_inference, '
-        'training"), `unknown_field`, `malformed_json`.'
+        'training"), `unknown_field`, `malformed_json`, `json_too_deep` (more than 32 levels), `invalid_text` (a NUL '
+        "character, a lone surrogate or bytes that are not UTF-8)."
     ),
     "401": "No API key, or an unknown or revoked one.",
     "403": "This kind of organization, or this key's role, may not do this.",

@@ -1,10 +1,12 @@
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, ClassVar
 
 from django.conf import settings
 from rest_framework import serializers
 
 from core.money import PRICE_PLACES, estimate_in_yuan, fen_to_yuan, shown_price, yuan_to_fen
+from core.timezones import datetime_problem
 
 # The JSON type each kind of field takes, as the schema says: DRF alone would also take
 # 8 for "8", "8" for 8 and 1 for true, so a request could mean something else than it says.
@@ -50,6 +52,13 @@ def valid_choices(name: str, values: Iterable[Any]) -> str:
     return f"{name} must be one of: {', '.join(str(value) for value in values)}"
 
 
+def _datetime_in_range(value: datetime) -> None:
+    """A date-time the service can compute with (``core.timezones.datetime_problem``): a day before
+    0001-01-01 or after 9999-12-31 was an OverflowError, a 500."""
+    if problem := datetime_problem(value):
+        raise serializers.ValidationError(problem, code="datetime_out_of_range")
+
+
 def _say_choices(name: str, field: serializers.Field) -> None:
     """Make an invalid choice name the valid ones (DRF's message only quotes the value given)."""
     if isinstance(field, serializers.ChoiceField):
@@ -64,7 +73,7 @@ class StrictSerializerMixin:
     and values of another JSON type than the field's.
 
     A typo such as ``{"card": 8}`` must not be taken as a request without cards. An invalid
-    choice says which values are valid.
+    choice says which values are valid. A date-time must be one the service can compute with.
 
     ``rules``: the rules that span fields, ``{code: what it says}``; a request breaking one is
     refused with that code, and core.schema writes them into the body's description.
@@ -76,6 +85,8 @@ class StrictSerializerMixin:
         fields = super().get_fields()  # type: ignore[misc]
         for name, field in fields.items():
             _say_choices(name, field)
+            if isinstance(field, serializers.DateTimeField) and not field.read_only:
+                field.validators.append(_datetime_in_range)
         return fields  # type: ignore[no-any-return]
 
     def to_internal_value(self, data: Any) -> Any:

@@ -1,7 +1,7 @@
 from billing.models.bank import Bank, BankEvent, BankMovement, CreditGrant, CreditHold, TopUp
 from billing.models.invoices import Invoice, InvoiceAdjustment, InvoiceLine, InvoiceSequence, ProviderStatement
 from billing.models.ledger import Account, JournalEntry, Leg
-from billing.models.payments import PaymentAttempt, Refund, StripeCustomer, StripeEvent
+from billing.models.payments import PaymentAttempt, Refund, StripeCustomer, StripeEvent, UnprocessableWebhook
 from billing.models.usage import UsageEvent, UsageEventKey, UsageMetric, UsageRollup, UsageRollupDue
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "StripeCustomer",
     "StripeEvent",
     "TopUp",
+    "UnprocessableWebhook",
     "UsageEvent",
     "UsageEventKey",
     "UsageMetric",

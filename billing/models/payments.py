@@ -131,3 +131,23 @@ class StripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_id} {self.type} {self.status}"
+
+
+class UnprocessableWebhook(models.Model):
+    """A webhook whose Stripe signature verified but whose body cannot be processed (not JSON, not an
+    event, a field of another type than Stripe's): answered 400 and kept as received for operators
+    to inspect (the admin); nothing acted on it. The same body delivered again is the same row."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    digest = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the body.")
+    body = models.BinaryField(help_text="As received: it may not be UTF-8.")
+    error = models.TextField()
+    deliveries = models.PositiveIntegerField(default=1)
+    received_at = models.DateTimeField(auto_now_add=True)
+    last_received_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-last_received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.digest[:12]} {self.error[:60]}"

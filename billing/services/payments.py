@@ -22,7 +22,9 @@ confirmed: its PaymentIntent is canceled, or booked and refunded if Stripe had
 already charged it.
 """
 
+import hashlib
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -35,15 +37,25 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from rest_framework.exceptions import ParseError
 
 from billing import metrics
-from billing.models import CreditGrant, Invoice, PaymentAttempt, Refund, StripeCustomer, StripeEvent
+from billing.models import (
+    CreditGrant,
+    Invoice,
+    PaymentAttempt,
+    Refund,
+    StripeCustomer,
+    StripeEvent,
+    UnprocessableWebhook,
+)
 from billing.selectors import invoice_owed
 from billing.services.ledger import Purpose, account_for, entry_post
 from billing.stripe_client import stripe_client
 from core.exceptions import ApplicationError, ConflictError
 from core.locks import advisory_lock
 from core.money import format_yuan
+from core.parsers import NUL_MESSAGE, has_nul, parse_json
 from organizations.models import AuditEvent, Organization
 from organizations.services import audit_record
 
@@ -575,17 +587,91 @@ def refunds_make_due(*, now: datetime | None = None) -> int:
 # --- webhooks ----------------------------------------------------------------
 
 
-def webhook_receive(*, payload: bytes, signature: str | None) -> StripeEvent:
-    """Verify and store a webhook; the same event id again is stored once."""
+class _Unprocessable(Exception):
+    """A signed webhook whose body this service cannot act on; the message says why."""
+
+
+# The fields of a PaymentIntent that webhook_process reads, and the JSON types Stripe gives them.
+_INTENT_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "metadata": (dict,),
+    "last_payment_error": (dict,),
+    "amount": (int,),
+    "amount_received": (int,),
+    "currency": (str,),
+}
+
+
+def _webhook_verify(payload: bytes, signature: str | None) -> None:
+    """Stripe's signature of the body, made within the tolerance either side of now: a signature
+    older is a replay, and one from further in the future than that is no more believable."""
+    tolerance = settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS
     try:
-        event = stripe.Webhook.construct_event(
-            payload, signature, settings.STRIPE_WEBHOOK_SECRET, tolerance=settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS
-        )
-    except (stripe.SignatureVerificationError, ValueError) as exc:
+        stripe.WebhookSignature.verify_header(payload, signature, settings.STRIPE_WEBHOOK_SECRET, tolerance)
+        signed_at = int(next(part[2:] for part in (signature or "").split(",") if part.startswith("t=")))
+        if signed_at > time.time() + tolerance:
+            raise stripe.SignatureVerificationError(
+                f"Timestamp in the future, beyond the tolerance ({signed_at})", signature, payload
+            )
+    except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
         metrics.WEBHOOK_INVALID_SIGNATURE.inc()
         raise ApplicationError(f"The Stripe signature does not verify: {exc}", code="invalid_signature") from None
+
+
+def _webhook_event(payload: bytes) -> dict[str, Any]:
+    """The event in a verified body, with the keys and types webhook_process reads; else _Unprocessable."""
+    try:
+        event = parse_json(payload)
+    except ParseError as exc:
+        raise _Unprocessable(f"The body is not JSON this service can read: {exc.detail}") from None
+    if has_nul(event):
+        raise _Unprocessable(NUL_MESSAGE)
+    if not isinstance(event, dict):
+        raise _Unprocessable("The body is not a JSON object (a Stripe event).")
+    for name in ("id", "type"):
+        if not isinstance(event.get(name), str) or not 0 < len(event[name]) <= 100:
+            raise _Unprocessable(f"'{name}' must be a string of 1 to 100 characters.")
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        raise _Unprocessable("'data.object' must be a JSON object.")
+    for name, types in _INTENT_FIELDS.items():
+        value = data["object"].get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            raise _Unprocessable(f"'data.object.{name}' must be {' or '.join(t.__name__ for t in types)} or null.")
+    error = data["object"].get("last_payment_error") or {}
+    if any(error.get(name) is not None and not isinstance(error[name], str) for name in ("code", "message")):
+        raise _Unprocessable("'data.object.last_payment_error' code and message must be strings or null.")
+    return event
+
+
+def _webhook_keep_unprocessable(payload: bytes, error: str) -> None:
+    """Keep the body for inspection, once per body however often Stripe delivers it again."""
+    digest = hashlib.sha256(payload).hexdigest()
+    kept, created = UnprocessableWebhook.objects.get_or_create(
+        digest=digest, defaults={"body": payload, "error": error}
+    )
+    if not created:
+        UnprocessableWebhook.objects.filter(pk=kept.pk).update(
+            deliveries=F("deliveries") + 1, last_received_at=timezone.now()
+        )
+    metrics.WEBHOOK_UNPROCESSABLE.inc()
+    logger.warning("unprocessable stripe webhook kept", extra={"webhook": str(kept.pk), "error": error})
+
+
+def webhook_receive(*, payload: bytes, signature: str | None) -> StripeEvent:
+    """Verify and store a webhook; the same event id again is stored once. A signed body that is not
+    an event this service can read is kept apart (``UnprocessableWebhook``) and refused with a 400."""
+    _webhook_verify(payload, signature)
+    try:
+        event = _webhook_event(payload)
+    except _Unprocessable as exc:
+        _webhook_keep_unprocessable(payload, str(exc))
+        raise ApplicationError(
+            f"The webhook is signed but cannot be processed: {exc} It was kept for inspection.",
+            code="unprocessable_webhook",
+        ) from None
     record, _ = StripeEvent.objects.get_or_create(
-        event_id=event.id, defaults={"type": event.type, "payload": event.to_dict()}
+        event_id=event["id"], defaults={"type": event["type"], "payload": event}
     )
     return record
 

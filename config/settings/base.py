@@ -384,13 +384,19 @@ BILLING_AS_OF_ALLOWED = False
 BILLING_PAYMENTS_RETURNED_AS = env_choice("BILLING_PAYMENTS_RETURNED_AS", "refund", {"refund", "bank_credit"})
 # A refund Stripe did not make (an error, no answer) is tried again after this long, by the sweep.
 BILLING_REFUND_RETRY_SECONDS = env_int("BILLING_REFUND_RETRY_SECONDS", 600, min_value=1)
-STRIPE_API_KEY = env_str("STRIPE_API_KEY", "sk_test_compute_grid_local")
+# Public values, for the tests and the demo against localstripe: anyone can sign a webhook with this
+# secret. Production refuses both (production.py).
+PUBLIC_STRIPE_DEFAULTS = {
+    "STRIPE_API_KEY": "sk_test_compute_grid_local",
+    "STRIPE_WEBHOOK_SECRET": "whsec_compute_grid_local",
+}
+STRIPE_API_KEY = env_str("STRIPE_API_KEY", PUBLIC_STRIPE_DEFAULTS["STRIPE_API_KEY"])
 # Empty: Stripe itself. Tests and the local demo point it at localstripe, e.g. http://127.0.0.1:8420
 STRIPE_API_BASE = env_str("STRIPE_API_BASE", "")
 # How long one call to Stripe may take before it is abandoned (then retried by the library, then by
 # the next collection run, which looks the PaymentIntent up by its attempt and never charges twice).
 STRIPE_TIMEOUT_SECONDS = env_int("STRIPE_TIMEOUT_SECONDS", 30, min_value=1)
-STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "whsec_compute_grid_local")
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", PUBLIC_STRIPE_DEFAULTS["STRIPE_WEBHOOK_SECRET"])
 # How old a webhook's signature timestamp may be, against replays.
 STRIPE_WEBHOOK_TOLERANCE_SECONDS = env_int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300, min_value=1)
 # Confirm charges as off-session (merchant-initiated). localstripe does not know the parameter on confirm.

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -174,6 +175,48 @@ def test_a_top_up_retried_with_its_idempotency_key_makes_one_payment_intent(stri
     assert second.json() == first.json()
     assert TopUp.objects.count() == 1
     assert len(stripe_client().v1.payment_intents.list().data) == 1
+
+
+def test_the_idempotency_table_keeps_no_client_secret_and_a_replay_still_gives_it(stripe, buyer_client) -> None:
+    # given a top-up made with an Idempotency-Key
+    first = buyer_client.post("/api/v1/bank/top-ups/", {"amount": "20.00"}, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    secret = first.json()["client_secret"]
+
+    # then its client secret is nowhere in the idempotency table
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM core_idempotencyrecord")
+        assert cursor.fetchone()[0] == 1
+        cursor.execute("SELECT count(*) FROM core_idempotencyrecord t WHERE t::text LIKE %s", [f"%{secret}%"])
+        assert cursor.fetchone()[0] == 0
+        cursor.execute("SELECT count(*) FROM core_idempotencyrecord t WHERE t::text LIKE '%%client_secret%%'")
+        assert cursor.fetchone()[0] == 0
+
+    # and the same request again replays the same answer, client secret included (asked of Stripe)
+    again = buyer_client.post("/api/v1/bank/top-ups/", {"amount": "20.00"}, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    assert (again.status_code, again["Idempotent-Replayed"]) == (201, "true")
+    assert again.json() == first.json()
+    assert TopUp.objects.count() == 1
+
+
+def test_the_migration_takes_client_secrets_out_of_stored_answers(stripe, buyer_client) -> None:
+    # given an answer stored before this service stopped keeping client secrets
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from core.models import IdempotencyRecord
+
+    first = buyer_client.post("/api/v1/bank/top-ups/", {"amount": "20.00"}, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    IdempotencyRecord.objects.update(response_body={**first.json()})
+    migration = import_module("billing.migrations.0016_idempotency_records_without_client_secret")
+
+    # when the migration runs
+    migration.forget_client_secrets(apps, None)
+
+    # then the stored answer has no client secret, and a replay still gives it
+    assert "client_secret" not in IdempotencyRecord.objects.get().response_body
+    again = buyer_client.post("/api/v1/bank/top-ups/", {"amount": "20.00"}, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    assert again.json() == first.json()
 
 
 def test_only_buyers_have_a_bank(stripe, make_client, provider, issuer, operator) -> None:

@@ -1,8 +1,11 @@
+import hashlib
+import hmac
 import json
 import socket
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import stripe as stripe_library
@@ -10,7 +13,7 @@ import time_machine
 from django.db import connection
 from django.test import Client
 
-from billing.models import Invoice, JournalEntry, PaymentAttempt, StripeEvent
+from billing.models import Invoice, JournalEntry, PaymentAttempt, StripeEvent, UnprocessableWebhook
 from billing.services.invoices import invoice_finalize, invoice_void
 from billing.services.ledger import Purpose, balance_of
 from billing.services.payments import invoice_collect, invoice_refund, payment_method_set
@@ -205,9 +208,9 @@ def test_voiding_a_paid_invoice_refunds_it_through_stripe(stripe, buyer, provide
 # --- webhooks ----------------------------------------------------------------
 
 
-def signed(event: dict, *, secret: str = "whsec_compute_grid_local", age: int = 0) -> tuple[bytes, str]:
-    """The event signed as Stripe signs it, ``age`` seconds ago."""
-    payload = json.dumps(event).encode()
+def signed(event: Any, *, secret: str = "whsec_compute_grid_local", age: int = 0) -> tuple[bytes, str]:
+    """The event signed as Stripe signs it, ``age`` seconds ago (a body given as bytes, as it is)."""
+    payload = event if isinstance(event, bytes) else json.dumps(event).encode()
     timestamp = int(time.time()) - age
     signature = stripe_library.WebhookSignature._compute_signature(f"{timestamp}.{payload.decode()}", secret)
     return payload, f"t={timestamp},v1={signature}"
@@ -276,7 +279,9 @@ def test_a_failure_arriving_after_the_success_changes_nothing(pending_attempt) -
     [
         {"secret": "whsec_somebody_else"},
         {"age": 3600},  # older than the tolerance: a replay
+        {"age": -3600},  # from the future, beyond the tolerance: no more believable
     ],
+    ids=["another-secret", "stale", "future"],
 )
 def test_a_webhook_with_a_bad_or_stale_signature_is_refused_and_not_stored(pending_attempt, signing) -> None:  # type: ignore[no-untyped-def]
     payload, signature = signed(intent_event("evt_bad", "succeeded", pending_attempt), **signing)
@@ -287,6 +292,93 @@ def test_a_webhook_with_a_bad_or_stale_signature_is_refused_and_not_stored(pendi
     assert response.json()["error"]["code"] == "invalid_signature"
     assert not StripeEvent.objects.exists()
     assert Invoice.objects.get(pk=pending_attempt.invoice_id).status == "finalized"
+
+
+def test_a_webhook_signed_within_the_tolerance_of_a_clock_ahead_is_accepted(pending_attempt) -> None:
+    response = post_webhook(*signed(intent_event("evt_ahead", "succeeded", pending_attempt), age=-60))
+
+    assert response.status_code == 200
+    assert StripeEvent.objects.get(event_id="evt_ahead").status == "processed"
+
+
+def _with_object(pending_attempt: PaymentAttempt, **fields: Any) -> dict:
+    event = intent_event("evt_odd", "payment_failed", pending_attempt)
+    event["data"]["object"].update(fields)
+    return event
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"this is not JSON",
+        b"[" * 1000 + b"]" * 1000,
+        b'{"id": "evt_x", "type": "payment_intent.succeeded", "data": {"object": {"id": "\\ud800"}}}',
+        b'["a list, not an event"]',
+        b'{"type": "payment_intent.succeeded", "data": {"object": {}}}',
+        b'{"id": 7, "type": "payment_intent.succeeded", "data": {"object": {}}}',
+        b'{"id": "evt_x", "type": ["payment_intent.succeeded"], "data": {"object": {}}}',
+        b'{"id": "evt_x", "type": "payment_intent.succeeded"}',
+        b'{"id": "evt_x", "type": "payment_intent.succeeded", "data": []}',
+        b'{"id": "evt_x", "type": "payment_intent.succeeded", "data": {"object": "pi_1"}}',
+        b'{"id": "evt_\\u0000", "type": "payment_intent.succeeded", "data": {"object": {}}}',
+        lambda attempt: _with_object(attempt, metadata="attempt"),
+        lambda attempt: _with_object(attempt, last_payment_error="declined"),
+        lambda attempt: _with_object(attempt, last_payment_error={"code": 5}),
+        lambda attempt: _with_object(attempt, amount_received="lots"),
+        lambda attempt: _with_object(attempt, id={"nested": True}),
+        lambda attempt: {**_with_object(attempt), "id": "e" * 101},
+    ],
+    ids=["not-json", "deep", "lone-surrogate", "list", "no-id", "id-number", "type-list", "no-data",
+         "data-list", "object-string", "nul", "metadata-string", "error-string", "error-code-number",
+         "amount-string", "intent-id-object", "id-too-long"],
+)  # fmt: skip
+def test_a_signed_webhook_that_cannot_be_processed_is_a_400_and_kept_for_inspection(pending_attempt, body) -> None:  # type: ignore[no-untyped-def]
+    # given a body signed with the webhook secret, but not an event this service can read
+    payload, signature = signed(body(pending_attempt) if callable(body) else body)
+
+    # when Stripe delivers it, twice
+    answers = [post_webhook(payload, signature) for _ in range(2)]
+
+    # then it is refused with a 400 each time (not a 500), kept once as received, and nothing moved
+    assert [answer.status_code for answer in answers] == [400, 400]
+    assert answers[0].json()["error"]["code"] == "unprocessable_webhook"
+    kept = UnprocessableWebhook.objects.get()
+    assert (bytes(kept.body), kept.deliveries) == (payload, 2)
+    assert kept.error and kept.error in answers[0].json()["error"]["message"]
+    assert not StripeEvent.objects.exists()
+    assert Invoice.objects.get(pk=pending_attempt.invoice_id).status == "finalized"
+
+
+def test_an_unsigned_body_that_cannot_be_processed_is_refused_and_not_kept(pending_attempt) -> None:
+    _, signature = signed({"id": "evt_other"})
+
+    response = post_webhook(b"this is not JSON", signature)
+
+    assert response.json()["error"]["code"] == "invalid_signature"
+    assert not UnprocessableWebhook.objects.exists()
+
+
+def test_a_body_that_is_not_utf8_is_refused_as_unverifiable_not_a_500(pending_attempt) -> None:
+    # Stripe signs the body as text: bytes that are not UTF-8 cannot carry its signature
+    payload = b"\xff\xfe not UTF-8"
+    timestamp = int(time.time())
+    mac = hmac.new(b"whsec_compute_grid_local", f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
+
+    response = post_webhook(payload, f"t={timestamp},v1={mac}")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_signature"
+
+
+def test_an_unprocessable_webhook_is_listed_in_the_admin(pending_attempt, admin_client) -> None:
+    post_webhook(*signed(b"this is not JSON"))
+    kept = UnprocessableWebhook.objects.get()
+
+    listing = admin_client.get("/admin/billing/unprocessablewebhook/")
+    page = admin_client.get(f"/admin/billing/unprocessablewebhook/{kept.pk}/change/")
+
+    assert listing.status_code == page.status_code == 200
+    assert "this is not JSON" in page.content.decode()
 
 
 def test_a_webhook_for_an_unknown_payment_intent_is_a_harmless_no_op(pending_attempt) -> None:

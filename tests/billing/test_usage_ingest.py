@@ -78,6 +78,89 @@ def test_each_bad_event_is_rejected_with_its_code_and_the_rest_kept(provider_cli
     assert list(UsageEvent.objects.values_list("event_id", flat=True)) == ["good"]
 
 
+def _in_offset(event: dict, hours: int) -> dict:
+    """The event's own moment, written with another UTC offset."""
+    from datetime import datetime
+    from datetime import timezone as tz
+
+    moment = datetime.fromisoformat(event["time"]).astimezone(tz(timedelta(hours=hours)))
+    return {**event, "time": moment.isoformat()}
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        (lambda lease: gpu_event(lease, "bad", source="agent://a\x00b"), "invalid_text"),
+        (lambda lease: gpu_event(lease, "bad\x00"), "invalid_text"),
+        (lambda lease: token_event(lease, "bad", model="qwen\x00"), "invalid_text"),
+        (lambda lease: gpu_event(lease, "bad", data={"quantity": 60, "note": "\x00"}), "invalid_text"),
+        (lambda lease: gpu_event(lease, "bad", data={"quantity": 60, "no\x00te": 1}), "invalid_text"),
+        (lambda lease: gpu_event(lease, "bad", data={"quantity": 60, "deep": [{"a": ["\x00"]}]}), "invalid_text"),
+        (lambda lease: _in_offset(gpu_event(lease, "bad"), 16), "invalid_time"),
+        (lambda lease: _in_offset(gpu_event(lease, "bad"), -16), "invalid_time"),
+        (lambda lease: gpu_event(lease, "bad", time="0001-01-01T00:00:00+01:00"), "invalid_time"),
+        (lambda lease: gpu_event(lease, "bad", time="9999-12-31T23:59:59-01:00"), "invalid_time"),
+        (lambda lease: gpu_event(lease, "bad", time="0001-01-01T00:00:00Z"), "invalid_time"),
+    ],
+    ids=["nul-source", "nul-id", "nul-model", "nul-data", "nul-data-key", "nul-deep-in-data", "offset+16",
+         "offset-16", "year-1", "year-9999", "year-1-utc"],
+)  # fmt: skip
+def test_an_event_postgresql_cannot_store_is_rejected_alone_and_its_batch_kept(
+    provider_client, lease, bad, code
+) -> None:  # type: ignore[no-untyped-def]
+    # given good events on both sides of one that PostgreSQL cannot store (a NUL, an offset of 16 hours)
+    good = [gpu_event(lease, "good-1", minutes_ago=20), token_event(lease, "good-2")]
+    events = [good[0], bad(lease), good[1]]
+
+    # when they are sent in one batch
+    response = send(provider_client, events)
+
+    # then the bad one is rejected with its code, and the good ones are stored
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    assert [(error["index"], error["code"]) for error in body["errors"]] == [(1, code)]
+    assert set(UsageEvent.objects.values_list("event_id", flat=True)) == {"good-1", "good-2"}
+    # and sent again, the good ones are duplicates, not new events
+    again = send(provider_client, good).json()
+    assert (again["accepted"], again["duplicates"]) == (0, 2)
+    assert UsageEvent.objects.count() == UsageEventKey.objects.count() == 2
+
+
+def test_one_structured_event_with_a_nul_is_rejected_not_a_500(provider_client, lease) -> None:
+    response = send(provider_client, gpu_event(lease, "bad", source="a\x00"), "application/cloudevents+json")
+
+    assert response.status_code == 200
+    assert response.json()["errors"][0]["code"] == "invalid_text"
+    assert not UsageEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("headers", "data", "code"),
+    [
+        ({"id": "b\x00"}, {"quantity": 60}, "invalid_text"),
+        ({"source": "agent://\x00"}, {"quantity": 60}, "invalid_text"),
+        ({}, {"quantity": 60, "note": "a\x00b"}, "invalid_text"),
+        ({"time": "2026-03-18T22:00:00+16:00"}, {"quantity": 60}, "invalid_time"),
+    ],
+    ids=["nul-id", "nul-source", "nul-data", "offset+16"],
+)
+def test_a_binary_mode_event_postgresql_cannot_store_is_rejected_not_a_500(
+    provider_client, lease, headers, data, code
+) -> None:  # type: ignore[no-untyped-def]
+    event = {**gpu_event(lease, "b1"), **headers}
+    extra = {
+        f"HTTP_CE_{name.upper()}": event[name] for name in ("specversion", "id", "source", "type", "subject", "time")
+    }
+
+    response = provider_client.generic("POST", URL, orjson.dumps(data), content_type="application/json", **extra)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["rejected"] == 1
+    assert response.json()["errors"][0]["code"] == code
+    assert not UsageEvent.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("data", "code"),
     [
@@ -229,6 +312,9 @@ def test_a_body_over_10_mb_is_a_413(provider_client) -> None:
     ("body", "content_type", "status", "code"),
     [
         (b"{not json", BATCH, 400, "malformed_json"),
+        (b"[" * 1000 + b"]" * 1000, BATCH, 400, "json_too_deep"),
+        (b"[" * 40 + b"]" * 40, BATCH, 400, "json_too_deep"),
+        (b'[{"id": "\\ud800"}]', BATCH, 400, "invalid_text"),
         (b'{"a": 1}', BATCH, 400, "invalid_request"),
         (b"[]", BATCH, 400, "empty_batch"),
         (b"[1]", "text/csv", 415, "unsupported_media_type"),

@@ -229,6 +229,41 @@ def test_production_settings_refuse_to_start_without_a_database_url() -> None:
     assert "embedded" in result.stderr
 
 
+_PRODUCTION = {
+    "DATABASE_URL": "postgres://app@db:5432/grid",
+    "ALLOWED_HOSTS": "grid.example.com",
+    "METRICS_TOKEN": "m" * 32,
+    "STRIPE_API_KEY": "sk_live_own_account_key",
+    "STRIPE_WEBHOOK_SECRET": "whsec_own_account_secret",
+}
+
+
+@pytest.mark.parametrize("name", ["STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET"])
+@pytest.mark.parametrize("value", ["public default", "unset", ""])
+def test_production_settings_refuse_to_start_with_a_public_or_missing_stripe_secret(name: str, value: str) -> None:
+    # given production settings complete but for one Stripe secret: the public default, unset or empty
+    from config.settings.base import PUBLIC_STRIPE_DEFAULTS
+
+    env = dict(_PRODUCTION)
+    if value == "unset":
+        del env[name]
+    else:
+        env[name] = PUBLIC_STRIPE_DEFAULTS[name] if value == "public default" else value
+
+    result = _start_django(env, "config.settings.production")
+
+    # then the service does not start, and says why in one line
+    assert result.returncode != 0
+    message = f"ImproperlyConfigured: Set {name} to your Stripe account's own value (the default is public)."
+    assert result.stderr.strip().splitlines()[-1].endswith(message), result.stderr
+
+
+def test_production_settings_start_with_the_accounts_own_stripe_secrets() -> None:
+    result = _start_django(_PRODUCTION, "config.settings.production")
+
+    assert result.returncode == 0, result.stderr
+
+
 def test_production_settings_pass_the_deployment_checks() -> None:
     env = {k: v for k, v in os.environ.items() if k not in {"DEBUG"}}
     env.update(
@@ -237,6 +272,8 @@ def test_production_settings_pass_the_deployment_checks() -> None:
             "SECRET_KEY": "k3y-" + "a9Zq7Lm2Xc5Vb8Nw" * 4,
             "ALLOWED_HOSTS": "grid.example.com",
             "METRICS_TOKEN": "m3tr1cs-" + "a9Zq7Lm2Xc5Vb8Nw" * 2,
+            "STRIPE_API_KEY": "sk_live_" + "a9Zq7Lm2Xc5Vb8Nw" * 2,
+            "STRIPE_WEBHOOK_SECRET": "whsec_" + "a9Zq7Lm2Xc5Vb8Nw" * 2,
         }
     )
     result = subprocess.run(

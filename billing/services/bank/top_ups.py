@@ -79,6 +79,13 @@ def top_up_create(*, buyer: Organization, amount: int, currency: str) -> tuple[T
     return top_up, str(intent.client_secret)
 
 
+def top_up_client_secret(*, payment_intent_id: str) -> str:
+    """The client secret of a top-up's PaymentIntent, asked of Stripe: this service does not keep
+    it (a replayed answer to ``POST bank/top-ups/`` gets it here)."""
+    intent = _stripe(lambda: stripe_client().v1.payment_intents.retrieve(payment_intent_id))
+    return str(intent.client_secret)
+
+
 def _stripe(call: Any) -> Any:
     try:
         return call()
