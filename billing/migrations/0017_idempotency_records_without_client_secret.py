@@ -15,7 +15,7 @@ def forget_client_secrets(apps: Any, schema_editor: Any) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0015_unprocessable_webhook"),
+        ("billing", "0016_unprocessable_webhook"),
         ("core", "0002_refuse_truncate"),
     ]
 

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0014_ledger_guards'),
+        ('billing', '0015_claim_rebill_adjustments'),
     ]
 
     operations = [
