@@ -208,7 +208,7 @@ def test_the_migration_takes_client_secrets_out_of_stored_answers(stripe, buyer_
 
     first = buyer_client.post("/api/v1/bank/top-ups/", {"amount": "20.00"}, format="json", HTTP_IDEMPOTENCY_KEY="k1")
     IdempotencyRecord.objects.update(response_body={**first.json()})
-    migration = import_module("billing.migrations.0016_idempotency_records_without_client_secret")
+    migration = import_module("billing.migrations.0017_idempotency_records_without_client_secret")
 
     # when the migration runs
     migration.forget_client_secrets(apps, None)
