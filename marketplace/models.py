@@ -1,4 +1,5 @@
 import uuid
+from datetime import datetime
 
 from django.db import models
 from django.db.models import Q
@@ -89,6 +90,19 @@ class Lease(models.Model):
     end_reason = models.CharField(max_length=64, blank=True)
     ended_by = models.CharField(max_length=200, blank=True)
     estimated_cost = models.DecimalField(max_digits=18, decimal_places=4)
+    price_plan = models.ForeignKey(
+        "pools.PricePlan",
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The price version the lease was placed on: its booked hours are billed with it.",
+    )
+    max_price = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="The buyer's ceiling per card-hour: a rise above it ends the lease (price_above_max).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -115,3 +129,8 @@ class Lease(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
+
+    @property
+    def price_locked_until(self) -> datetime:
+        """Usage before this is billed with the lease's own price version: its booked hours."""
+        return self.end_at

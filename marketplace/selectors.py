@@ -178,7 +178,7 @@ def pool_snapshots(*, now: datetime) -> list[PoolSnapshot]:
 
 def lease_list(*, organization: Organization) -> QuerySet[Lease]:
     """Buyers see their leases, providers the leases on their pools, operators all."""
-    leases = Lease.objects.select_related("pool")
+    leases = Lease.objects.select_related("pool", "price_plan")
     if organization.kind == Organization.Kind.BUYER:
         return leases.filter(buyer=organization)
     if organization.kind == Organization.Kind.PROVIDER:
@@ -189,7 +189,7 @@ def lease_list(*, organization: Organization) -> QuerySet[Lease]:
 
 
 def order_list(*, organization: Organization) -> QuerySet[Order]:
-    orders = Order.objects.prefetch_related("leases")
+    orders = Order.objects.prefetch_related("leases__pool", "leases__price_plan")
     if organization.kind == Organization.Kind.OPERATOR:
         return orders
     return orders.filter(buyer=organization)

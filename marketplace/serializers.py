@@ -216,6 +216,7 @@ class QuoteSerializer:
                     "region": placement.region,
                     "start_at": placement.start_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
                     "end_at": placement.end_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                    "price_locked_until": placement.end_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
                     "estimated_cost": _money(placement.estimated_cost),
                     "estimated_cost_after_vouchers": _after_vouchers(placement.estimated_cost, credit),
                     "average_price_per_card_hour": _PRICE.to_representation(
@@ -241,6 +242,13 @@ class LeaseSerializer(serializers.ModelSerializer):
     gpu_model = serializers.CharField(source="pool.gpu_model_id", read_only=True)
     estimated_cost = EstimateField()
     currency = serializers.SerializerMethodField()
+    price_version = serializers.IntegerField(
+        source="price_plan.version", read_only=True, help_text="The pool's price version the lease was placed on."
+    )
+    price_locked_until = serializers.DateTimeField(
+        read_only=True, help_text="Usage before this (the booked end) is billed with price_version."
+    )
+    max_price = PriceField(allow_null=True, read_only=True, help_text="The buyer's ceiling per card-hour.")
 
     class Meta:
         model = Lease
@@ -261,6 +269,9 @@ class LeaseSerializer(serializers.ModelSerializer):
             "ended_by",
             "estimated_cost",
             "currency",
+            "price_version",
+            "price_locked_until",
+            "max_price",
             "created_at",
         ]
         read_only_fields = fields
@@ -275,6 +286,9 @@ class OrderSerializer(serializers.ModelSerializer):
     estimated_cost = EstimateField()
     leases = LeaseSerializer(many=True, read_only=True)
     lease = serializers.SerializerMethodField(help_text="The order's first lease (the only one unless split).")
+    price_locked_until = serializers.SerializerMethodField(
+        help_text="The booked hours' prices are locked until then (the leases' booked end)."
+    )
 
     class Meta:
         model = Order
@@ -298,11 +312,17 @@ class OrderSerializer(serializers.ModelSerializer):
             "estimated_cost",
             "currency",
             "warnings",
+            "price_locked_until",
             "lease",
             "leases",
             "created_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_price_locked_until(self, order: Order) -> str | None:
+        ends = [lease.price_locked_until for lease in order.leases.all()]
+        return _DATETIME.to_representation(max(ends)) if ends else None
 
     def get_lease(self, order: Order) -> str | None:
         leases = sorted(order.leases.all(), key=lambda lease: str(lease.pk))
@@ -321,6 +341,7 @@ class _QuotePlacementSerializer(serializers.Serializer):
     region = serializers.CharField()
     start_at = serializers.DateTimeField()
     end_at = serializers.DateTimeField()
+    price_locked_until = serializers.DateTimeField(help_text="Its booked hours keep the quoted prices until then.")
     estimated_cost = serializers.DecimalField(max_digits=18, decimal_places=2)
     estimated_cost_after_vouchers = serializers.DecimalField(
         max_digits=18, decimal_places=2, help_text="Less what the calling buyer's vouchers would pay now."

@@ -17,6 +17,7 @@ from marketplace.models import Lease, Order
 from marketplace.selectors import pool_snapshots
 from organizations.models import Organization
 from pools.models import ResourcePool
+from pools.selectors import price_plans_in_force
 from pools.services import pools_lock
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,9 @@ def order_place(*, buyer: Organization, requirements: Requirements, now: datetim
             providers = _reserve(placement)
             if providers is None:
                 continue
+            # The versions the quote priced (in force now), read with the pools locked: a version made
+            # meanwhile waits for this order, which keeps the version it was quoted.
+            plans = price_plans_in_force(pool_ids=list(providers), at=now)
             order = Order.objects.create(
                 buyer=buyer,
                 estimated_cost=Decimal(str(placement.estimated_cost)).quantize(ESTIMATE_PLACES),
@@ -153,6 +157,8 @@ def order_place(*, buyer: Organization, requirements: Requirements, now: datetim
                         start_at=placement.start_at,
                         end_at=placement.end_at,
                         estimated_cost=Decimal(str(allocation.estimated_cost)).quantize(ESTIMATE_PLACES),
+                        price_plan=plans[allocation.pool_id],
+                        max_price=order.max_price,
                     )
                     for allocation in placement.allocations
                 ]

@@ -273,6 +273,10 @@ POOL_HEARTBEAT_STALE_SECONDS = env_int("POOL_HEARTBEAT_STALE_SECONDS", 300, min_
 # How far ahead of the server's clock a heartbeat's observed_at may be (clock skew).
 POOL_HEARTBEAT_MAX_SKEW_SECONDS = env_int("POOL_HEARTBEAT_MAX_SKEW_SECONDS", 30, min_value=0)
 
+# A provider's price rise reaches running leases (outside their booked, price-locked hours) no
+# sooner than this after it is published; new orders pay it at once, decreases apply at once.
+PRICE_RISE_NOTICE_HOURS = env_int("PRICE_RISE_NOTICE_HOURS", 24, min_value=0)
+
 # --- Marketplace -----------------------------------------------------------
 
 # A lease whose pool has sent no heartbeat for this long ends as failed.

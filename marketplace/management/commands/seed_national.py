@@ -576,6 +576,7 @@ class Command(BaseCommand):
                     pool=pool,
                     version=1,
                     effective_from=now,
+                    running_from=now,
                     price_per_card_hour=price,
                     time_of_use={band: str(factor) for band, factor in sorted(factors.items())},
                     hour_prices=[str(hour_price) for hour_price in prices],
