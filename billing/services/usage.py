@@ -15,7 +15,6 @@ by a Celery task after commit; the same transaction marks them due in
 """
 
 import math
-from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field

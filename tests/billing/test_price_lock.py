@@ -24,7 +24,12 @@ def reports_past_the_booking(settings: Any) -> None:
 
 
 def lines_by_rate(invoice: Any) -> dict[Decimal, Decimal]:
-    return {line.rate: line.quantity for line in invoice.lines.all() if line.quantity}
+    """Card-hours billed at each rate (one line per band and rate)."""
+    hours: dict[Decimal, Decimal] = {}
+    for line in invoice.lines.all():
+        if line.quantity:
+            hours[line.rate] = hours.get(line.rate, Decimal(0)) + line.quantity
+    return hours
 
 
 def test_a_rise_mid_lease_leaves_the_booked_hours_at_the_locked_price(buyer, provider) -> None:
