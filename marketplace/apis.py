@@ -14,12 +14,14 @@ from marketplace import services
 from marketplace.dispatch import Requirements
 from marketplace.filters import LeaseFilter, OfferFilter
 from marketplace.models import Lease, Order
-from marketplace.selectors import lease_list, offers_list, order_list, quote_voucher_credits
+from marketplace.selectors import lease_list, offers_list, order_list, price_index, quote_voucher_credits
 from marketplace.serializers import (
     LeaseSerializer,
     OfferSerializer,
     OrderRequestSerializer,
     OrderSerializer,
+    PriceIndexQuerySerializer,
+    PriceIndexSerializer,
     QuoteResponseSerializer,
     QuoteSerializer,
 )
@@ -209,3 +211,16 @@ class LeaseTerminateApi(APIView):
             lease=_lease_for(request, lease_id), organization=organization_of(request), by=str(request.user)
         )
         return Response(LeaseSerializer(_lease_for(request, lease.pk)).data)
+
+
+class PriceIndexApi(APIView):
+    """The compute price index: public to any key."""
+
+    permission_classes = [KeyRoleAllows]
+
+    @extend_schema(parameters=[PriceIndexQuerySerializer], responses=PriceIndexSerializer, summary="Price index")
+    def get(self, request: Request) -> Response:
+        query = PriceIndexQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        series = price_index(**query.validated_data)
+        return Response(PriceIndexSerializer({**query.validated_data, "currency": "CNY", "series": series}).data)

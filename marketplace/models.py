@@ -1,6 +1,7 @@
 import uuid
 from datetime import datetime
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
@@ -134,3 +135,30 @@ class Lease(models.Model):
     def price_locked_until(self) -> datetime:
         """Usage before this is billed with the lease's own price version: its booked hours."""
         return self.end_at
+
+
+class PriceIndexSnapshot(models.Model):
+    """The card-hour prices of one GPU model's active offers in one hub in one hour, weighted by
+    their free cards: the distinct prices, ascending, and the free cards offered at each.
+
+    The price index (``marketplace.selectors.price_index``) reads its quantiles from these rows,
+    for a hub or for several merged (east, west, national). The beat takes one snapshot an hour,
+    so the table grows by at most GPU models x hubs rows an hour.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    hour = models.DateTimeField(help_text="The start of the UTC hour.")
+    gpu_model = models.ForeignKey("pools.GpuModel", on_delete=models.PROTECT, related_name="+")
+    hub = models.ForeignKey("pools.Hub", on_delete=models.PROTECT, related_name="+")
+    prices = ArrayField(models.DecimalField(max_digits=22, decimal_places=10))
+    cards = ArrayField(models.PositiveIntegerField(), help_text="Free cards offered at each price.")
+    taken_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["hour", "gpu_model", "hub"]
+        constraints = [
+            models.UniqueConstraint(fields=["gpu_model", "hour", "hub"], name="price_index_snapshot_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gpu_model_id} in {self.hub_id} at {self.hour:%Y-%m-%d %H:00}"

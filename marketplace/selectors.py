@@ -24,6 +24,7 @@ from django.db.models.fields.json import KT, KeyTextTransform
 from django.db.models.functions import Cast, TruncHour
 
 from core.money import round_to_fen
+from core.timezones import local_zone
 from marketplace.dispatch import DispatchResult, PoolSnapshot, Requirements
 from marketplace.models import Lease, Order
 from organizations.models import Organization
@@ -246,3 +247,63 @@ def placements_by_hub(*, since: datetime, until: datetime) -> list[dict[str, Any
         .order_by("hour", "hub")
     )
     return [dict(row) for row in rows]
+
+
+AREAS = ("east", "west", "national")
+
+_PRICE_INDEX_SQL = """
+WITH rows AS (
+    SELECT s.gpu_model_id AS model, {bucket} AS at, s.hour, s.prices, s.cards
+    FROM marketplace_priceindexsnapshot AS s
+    WHERE s.hour >= %(start)s AND s.hour < %(end)s {where}
+), prices AS (
+    SELECT r.model, r.at, u.price, sum(u.cards) AS cards
+    FROM rows AS r CROSS JOIN LATERAL unnest(r.prices, r.cards) AS u (price, cards)
+    GROUP BY 1, 2, 3
+), running AS (
+    SELECT model, at, price, sum(cards) OVER (PARTITION BY model, at ORDER BY price) AS running,
+           sum(cards) OVER (PARTITION BY model, at) AS total
+    FROM prices
+), hours AS (
+    SELECT model, at, count(DISTINCT hour) AS hours FROM rows GROUP BY 1, 2
+)
+SELECT r.model, r.at, max(h.hours), max(r.total),
+       min(r.price) FILTER (WHERE r.running >= 0.1 * r.total),
+       min(r.price) FILTER (WHERE r.running >= 0.5 * r.total),
+       min(r.price) FILTER (WHERE r.running >= 0.9 * r.total)
+FROM running AS r JOIN hours AS h ON h.model = r.model AND h.at = r.at
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+
+def price_index(
+    *, start: datetime, end: datetime, granularity: str, area: str, gpu_model: str | None = None
+) -> list[dict[str, Any]]:
+    """The compute price index: per GPU model and hour (or local day), the card-hour prices of the
+    active offers of ``area`` (a hub's code, east, west or national) weighted by their free cards,
+    from the hourly snapshots (``PriceIndexSnapshot``): p10, median and p90 (each the lowest price
+    at which at least that share of the cards is offered) and the free cards offered (per hour, on
+    average over the day's snapshots). One query; the snapshots of the hubs of a region merge."""
+    params: dict[str, Any] = {"start": start, "end": end, "zone": str(local_zone())}
+    where = ""
+    if area in ("east", "west"):
+        where += " AND s.hub_id IN (SELECT code FROM pools_hub WHERE region = %(region)s)"
+        params["region"] = area
+    elif area != "national":
+        where += " AND s.hub_id = %(hub)s"
+        params["hub"] = area
+    if gpu_model is not None:
+        where += " AND s.gpu_model_id = %(model)s"
+        params["model"] = gpu_model
+    bucket = (
+        "s.hour" if granularity == "hour" else "date_trunc('day', s.hour AT TIME ZONE %(zone)s) AT TIME ZONE %(zone)s"
+    )
+    series: dict[str, list[dict[str, Any]]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(_PRICE_INDEX_SQL.format(bucket=bucket, where=where), params)
+        for model, at, hours, total, p10, median, p90 in cursor.fetchall():
+            series.setdefault(model, []).append(
+                {"at": at, "p10": p10, "median": median, "p90": p90, "cards": round(total / hours)}
+            )
+    return [{"gpu_model": model, "area": area, "points": points} for model, points in series.items()]

@@ -375,3 +375,78 @@ class QuoteResponseSerializer(serializers.Serializer):
     placements = _QuotePlacementSerializer(many=True)
     rejected = _RejectedSerializer()
     warnings = serializers.ListField(child=serializers.CharField())
+
+
+MAX_INDEX_RANGE = {"hour": timedelta(days=93), "day": timedelta(days=366)}
+
+
+class PriceIndexQuerySerializer(StrictSerializer):
+    gpu_model = serializers.CharField(required=False, help_text="One GPU model; default every model.")
+    hub = serializers.CharField(required=False, help_text="One hub's index.")
+    region = serializers.ChoiceField(
+        choices=["east", "west", "national"], required=False, help_text="A region's index; default national."
+    )
+    granularity = serializers.ChoiceField(choices=["hour", "day"], default="hour", help_text="Day: local days.")
+    start = serializers.DateTimeField(required=False, help_text="From (inclusive); default 24 hours (30 days) ago.")
+    end = serializers.DateTimeField(required=False, help_text="To (exclusive); default now.")
+
+    def get_fields(self) -> dict[str, Any]:
+        fields = super().get_fields()
+        fields["from"], fields["to"] = fields.pop("start"), fields.pop("end")
+        return fields
+
+    def validate_gpu_model(self, value: str) -> str:
+        if not GpuModel.objects.filter(code=value).exists():
+            raise serializers.ValidationError(
+                "No such GPU model; see GET /api/v1/gpu-models/.", code="unknown_gpu_model"
+            )
+        return value
+
+    def validate_hub(self, value: str) -> str:
+        if not Hub.objects.filter(code=value).exists():
+            raise serializers.ValidationError("No such hub; see GET /api/v1/hubs/.", code="unknown_hub")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "hub" in attrs and "region" in attrs:
+            raise serializers.ValidationError({"region": ["Give a hub or a region, not both."]})
+        granularity = attrs["granularity"]
+        end = attrs.pop("to", None) or timezone.now()
+        start = attrs.pop("from", None) or end - (timedelta(days=1) if granularity == "hour" else timedelta(days=30))
+        if start >= end:
+            raise serializers.ValidationError({"to": ["'to' must come after 'from'."]})
+        limit = MAX_INDEX_RANGE[granularity]
+        if end - start > limit:
+            raise serializers.ValidationError(
+                {"from": [f"At most {limit.days} days at {granularity} granularity; narrow the range."]}
+            )
+        area = attrs.pop("hub", None) or attrs.pop("region", None) or "national"
+        return {**attrs, "area": area, "start": start, "end": end}
+
+
+class PriceIndexPointSerializer(serializers.Serializer):
+    at = serializers.DateTimeField(help_text="The start of the hour, or of the local day.")
+    p10 = PriceField()
+    median = PriceField()
+    p90 = PriceField()
+    cards = serializers.IntegerField(help_text="Free cards offered (per hour, on average over a day).")
+
+
+class PriceIndexSeriesSerializer(serializers.Serializer):
+    gpu_model = serializers.CharField()
+    area = serializers.CharField(help_text="A hub's code, east, west or national.")
+    points = PriceIndexPointSerializer(many=True)
+
+
+class PriceIndexSerializer(serializers.Serializer):
+    granularity = serializers.CharField()
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    currency = serializers.CharField()
+    series = PriceIndexSeriesSerializer(many=True)
+
+    def get_fields(self) -> dict[str, Any]:
+        fields = super().get_fields()
+        fields["from"], fields["to"] = fields.pop("start"), fields.pop("end")
+        fields["from"].source, fields["to"].source = "start", "end"
+        return fields

@@ -1,6 +1,7 @@
 """Every write of the marketplace: placing orders, starting and ending leases."""
 
 import logging
+from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,8 +14,8 @@ from django.utils import timezone
 from core.exceptions import ApplicationError, ConflictError, RuleViolation
 from marketplace import hooks
 from marketplace.dispatch import DispatchResult, Placement, Requirements, dispatch, reason_message
-from marketplace.models import Lease, Order
-from marketplace.selectors import pool_snapshots
+from marketplace.models import Lease, Order, PriceIndexSnapshot
+from marketplace.selectors import offers_list, pool_snapshots
 from organizations.models import Organization
 from pools.models import ResourcePool
 from pools.selectors import price_plans_in_force
@@ -301,3 +302,32 @@ def leases_fail_lost_pools(*, now: datetime | None = None, lost_after_seconds: i
         by="system",
         now=now,
     )
+
+
+@transaction.atomic
+def price_index_snapshot(*, now: datetime | None = None) -> int:
+    """Take the price index's snapshot of the UTC hour of ``now`` (Celery beat, every 10 minutes,
+    so a lost run costs no hour): per GPU model and hub, each distinct card-hour price of the
+    active offers (``offers_list``) and the free cards offered at it. The first snapshot of an
+    hour stands; a later one in the same hour changes nothing. Returns the rows written."""
+    now = now or timezone.now()
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    if PriceIndexSnapshot.objects.filter(hour=hour).exists():
+        return 0
+    offered: dict[tuple[str, str], dict[Decimal, int]] = defaultdict(lambda: defaultdict(int))
+    for model, hub, price, free in offers_list(now=now).values_list(
+        "gpu_model_id", "hub_id", "price_now", "free_cards"
+    ):
+        offered[(model, hub)][price] += free
+    rows = [
+        PriceIndexSnapshot(
+            hour=hour,
+            gpu_model_id=model,
+            hub_id=hub,
+            prices=sorted(prices),
+            cards=[prices[price] for price in sorted(prices)],
+            taken_at=now,
+        )
+        for (model, hub), prices in sorted(offered.items())
+    ]
+    return len(PriceIndexSnapshot.objects.bulk_create(rows, ignore_conflicts=True))

@@ -289,6 +289,8 @@ CELERY_BEAT_SCHEDULE = {
     "leases-start-due": {"task": "marketplace.tasks.leases_start_due", "schedule": 60.0},
     "leases-end-expired": {"task": "marketplace.tasks.leases_end_expired", "schedule": 60.0},
     "leases-fail-lost-pools": {"task": "marketplace.tasks.leases_fail_lost_pools", "schedule": 60.0},
+    "leases-end-above-max-price": {"task": "marketplace.tasks.leases_end_above_max_price", "schedule": 60.0},
+    "price-index-snapshot": {"task": "marketplace.tasks.price_index_snapshot", "schedule": 600.0},
     "vouchers-expire": {"task": "vouchers.tasks.vouchers_expire", "schedule": 900.0},
 }
 
