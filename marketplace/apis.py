@@ -13,10 +13,12 @@ from core.idempotency import idempotent
 from marketplace import services
 from marketplace.dispatch import Requirements
 from marketplace.filters import LeaseFilter, OfferFilter
-from marketplace.models import Lease, Order
+from marketplace.models import FeedEvent, Lease, Order
 from marketplace.selectors import lease_list, offers_list, order_list, price_index, quote_voucher_credits
 from marketplace.serializers import (
+    FeedEventSerializer,
     LeaseSerializer,
+    LeaseUpdateSerializer,
     OfferSerializer,
     OrderRequestSerializer,
     OrderSerializer,
@@ -182,11 +184,33 @@ class LeaseListApi(ListAPIView):
 
 
 class LeaseDetailApi(APIView):
-    permission_classes = [KeyRoleAllows, IsParty]
+    def get_permissions(self) -> list[Any]:
+        kind = IsBuyer if self.request.method == "PATCH" else IsParty
+        return [KeyRoleAllows(), kind()]
 
     @extend_schema(responses=LeaseSerializer)
     def get(self, request: Request, lease_id: Any) -> Response:
         return Response(LeaseSerializer(_lease_for(request, lease_id)).data)
+
+    @extend_schema(request=LeaseUpdateSerializer, responses=LeaseSerializer, summary="Raise a lease's max_price")
+    def patch(self, request: Request, lease_id: Any) -> Response:
+        lease = _lease_for(request, lease_id)
+        body = LeaseUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        lease = services.lease_max_price_raise(lease=lease, by=str(request.user), **body.validated_data)
+        return Response(LeaseSerializer(_lease_for(request, lease.pk)).data)
+
+
+class FeedApi(ListAPIView):
+    """What the calling organization should know, newest first: price rises reaching its leases,
+    leases ended because a rise passed their max_price."""
+
+    serializer_class = FeedEventSerializer
+
+    def get_queryset(self) -> QuerySet[FeedEvent]:
+        if getattr(self, "swagger_fake_view", False):
+            return FeedEvent.objects.none()
+        return FeedEvent.objects.filter(organization=organization_of(self.request))
 
 
 class LeaseStartApi(APIView):

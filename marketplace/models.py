@@ -137,6 +137,29 @@ class Lease(models.Model):
         return self.end_at
 
 
+class FeedEvent(models.Model):
+    """Something an organization should know, in its feed (``GET feed/``): a price rise that
+    reaches one of its leases, a lease ended because a rise passed its ceiling."""
+
+    class Kind(models.TextChoices):
+        PRICE_RISE = "price_rise", "A price rise reaches the lease"
+        PRICE_ABOVE_MAX = "price_above_max", "The lease ended: the price rose above its max_price"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey("organizations.Organization", on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    lease = models.ForeignKey(Lease, on_delete=models.CASCADE, related_name="+")
+    occurred_at = models.DateTimeField()
+    data = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-occurred_at", "id"]
+        indexes = [models.Index(fields=["organization", "-occurred_at"], name="feed_event_org_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} for {self.organization_id} at {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
 class PriceIndexSnapshot(models.Model):
     """The card-hour prices of one GPU model's active offers in one hub in one hour, weighted by
     their free cards: the distinct prices, ascending, and the free cards offered at each.

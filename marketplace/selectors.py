@@ -307,3 +307,34 @@ def price_index(
                 {"at": at, "p10": p10, "median": median, "p90": p90, "cards": round(total / hours)}
             )
     return [{"gpu_model": model, "area": area, "points": points} for model, points in series.items()]
+
+
+def price_change_effects(plan: PricePlan) -> list[dict[str, Any]]:
+    """The active leases of the pool of ``plan`` (a new version, saved or not), in id order, each
+    with when it starts paying ``plan`` (not before its price lock ends, nor before ``plan``
+    reaches running leases), the change in its expected cost (its booked hours from then, at the
+    new price instead of its own version's), and whether the new price (its average over the
+    day, as an order's max_price is an average) passes its max_price."""
+    effects = []
+    leases = Lease.objects.filter(pool_id=plan.pool_id, status__in=Lease.ACTIVE).select_related("price_plan")
+    for lease in leases.order_by("pk"):
+        takes_effect_at = max(plan.running_from, lease.price_locked_until)
+        change, hour = Decimal(0), takes_effect_at
+        while hour < lease.end_at:  # booked hours after the lock: none while the lock lasts the booking
+            change += lease.cards * (plan.rate_at(hour) - lease.price_plan.rate_at(hour))
+            hour += timedelta(hours=1)
+        effects.append(
+            {
+                "lease": lease.pk,
+                "buyer_id": lease.buyer_id,
+                "status": lease.status,
+                "cards": lease.cards,
+                "end_at": lease.end_at,
+                "price_locked_until": lease.price_locked_until,
+                "takes_effect_at": takes_effect_at,
+                "expected_cost_change": change,
+                "max_price": lease.max_price,
+                "ends_for_max_price": lease.max_price is not None and plan.average_price > lease.max_price,
+            }
+        )
+    return effects

@@ -10,7 +10,7 @@ from rest_framework import serializers
 from core.money import estimate_in_yuan, fen_to_yuan
 from core.serializers import EstimateField, PriceField, StrictSerializer
 from marketplace.dispatch import DispatchResult, Requirements
-from marketplace.models import Lease, Order, Workload
+from marketplace.models import FeedEvent, Lease, Order, Workload
 from pools.models import MAX_POOL_CARDS, GpuModel, Hub, ResourcePool
 from pools.reference_data import USER_REGIONS
 from pools.serializers import TokenPricesField
@@ -450,3 +450,21 @@ class PriceIndexSerializer(serializers.Serializer):
         fields["from"], fields["to"] = fields.pop("start"), fields.pop("end")
         fields["from"].source, fields["to"].source = "start", "end"
         return fields
+
+
+class LeaseUpdateSerializer(StrictSerializer):
+    max_price = PriceField(
+        max_digits=12,
+        min_value=Decimal("0.0001"),
+        allow_null=True,
+        help_text="The new ceiling per card-hour, at least the current one; null lifts it.",
+    )
+
+
+class FeedEventSerializer(serializers.ModelSerializer):
+    lease = serializers.UUIDField(source="lease_id")
+
+    class Meta:
+        model = FeedEvent
+        fields = ["id", "kind", "lease", "occurred_at", "data"]
+        read_only_fields = fields

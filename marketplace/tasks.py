@@ -24,3 +24,8 @@ def leases_fail_lost_pools() -> int:
 @shared_task(name="marketplace.tasks.price_index_snapshot")
 def price_index_snapshot() -> int:
     return services.price_index_snapshot()
+
+
+@shared_task(name="marketplace.tasks.leases_end_above_max_price")
+def leases_end_above_max_price() -> int:
+    return services.leases_end_above_max_price()

@@ -144,6 +144,9 @@ class PricePlan(models.Model):
         help_text="From when running leases pay it outside their price lock: effective_from, or for a rise "
         "not before PRICE_RISE_NOTICE_HOURS after it was made."
     )
+    rise = models.BooleanField(
+        default=False, help_text="Higher, in some hour or token price, than the version running leases paid."
+    )
     price_per_card_hour = models.DecimalField(max_digits=12, decimal_places=4)
     currency = models.CharField(max_length=3, default="CNY")
     time_of_use = models.JSONField(help_text='Factor per band, e.g. {"peak": "1.05", "flat": "1", "valley": "0.9"}.')
@@ -172,6 +175,11 @@ class PricePlan(models.Model):
     def rate_at(self, at: datetime) -> Decimal:
         """The price per card-hour in force at ``at`` under this plan."""
         return Decimal(self.hour_prices[local_hour(at)])
+
+    @property
+    def average_price(self) -> Decimal:
+        """The mean of its 24 hour prices: what an order's ``max_price`` (an average) is held against."""
+        return sum((Decimal(price) for price in self.hour_prices), Decimal(0)) / 24
 
     def rises_from(self, other: "PricePlan") -> bool:
         """Higher than ``other`` in any hour (so any time-of-use band) or any token price."""

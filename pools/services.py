@@ -172,7 +172,7 @@ def price_plan_create(
         token_prices=_token_prices_json(token_prices) if token_prices is not None else latest.token_prices,
         created_by=by,
     )
-    plan.running_from = _running_from(plan, locked, now=now)
+    plan.rise, plan.running_from = _reaches_running_leases(plan, locked, now=now)
     if dry_run:
         return plan
     plan.save(force_insert=True)
@@ -181,19 +181,20 @@ def price_plan_create(
     return plan
 
 
-def _running_from(plan: PricePlan, pool: ResourcePool, *, now: datetime) -> datetime:
-    """When a new version reaches running leases (outside their price lock). At once unless it
-    rises from the version they pay then; a rise no higher than a rise already announced and still
-    waiting reaches them with it; any other rise after ``PRICE_RISE_NOTICE_HOURS`` from now."""
+def _reaches_running_leases(plan: PricePlan, pool: ResourcePool, *, now: datetime) -> tuple[bool, datetime]:
+    """Whether a new version is a rise, and when it reaches running leases (outside their price
+    lock). At once unless it rises from the version they pay then; a rise no higher than a rise
+    already announced and still waiting reaches them with it; any other rise after
+    ``PRICE_RISE_NOTICE_HOURS`` from now."""
     versions = list(pool.price_plans.order_by("version"))
     latest = versions[-1]
     reached = [version for version in versions if version.running_from <= plan.effective_from]
     paid = max(reached, key=lambda version: version.version) if reached else versions[0]
     if not plan.rises_from(paid):
-        return plan.effective_from
+        return False, plan.effective_from
     if latest.running_from > plan.effective_from and not plan.rises_from(latest):
-        return latest.running_from
-    return max(plan.effective_from, now + timedelta(hours=settings.PRICE_RISE_NOTICE_HOURS))
+        return True, latest.running_from
+    return True, max(plan.effective_from, now + timedelta(hours=settings.PRICE_RISE_NOTICE_HOURS))
 
 
 @transaction.atomic
@@ -377,3 +378,13 @@ def pool_edit(*, pool: ResourcePool, by: str, **changes: Any) -> ResourcePool:
     if prices:
         price_plan_create(pool=pool, by=by, **prices)
     return pool
+
+
+@transaction.atomic
+def price_plan_publish(
+    *, pool: ResourcePool, by: str, dry_run: bool = False, **prices: Any
+) -> tuple[PricePlan, list[dict[str, Any]]]:
+    """A provider's new price version (with ``dry_run``, the version as it would be made, not
+    saved) and the leases it reaches, with the change in their expected cost (the effect hooks)."""
+    plan = price_plan_create(pool=pool, by=by, dry_run=dry_run, **prices)
+    return plan, [effect for hook in hooks.PRICE_EFFECT_HOOKS for effect in hook(plan)]

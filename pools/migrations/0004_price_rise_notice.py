@@ -9,6 +9,13 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.AddField(model_name="priceplan", name="running_from", field=models.DateTimeField(null=True)),
+        migrations.AddField(
+            model_name="priceplan",
+            name="rise",
+            field=models.BooleanField(
+                default=False, help_text="Higher, in some hour or token price, than the version running leases paid."
+            ),
+        ),
         migrations.RunSQL("UPDATE pools_priceplan SET running_from = effective_from", migrations.RunSQL.noop),
         migrations.AlterField(
             model_name="priceplan",
