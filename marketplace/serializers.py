@@ -388,7 +388,7 @@ class PriceIndexQuerySerializer(StrictSerializer):
     )
     granularity = serializers.ChoiceField(choices=["hour", "day"], default="hour", help_text="Day: local days.")
     start = serializers.DateTimeField(required=False, help_text="From (inclusive); default 24 hours (30 days) ago.")
-    end = serializers.DateTimeField(required=False, help_text="To (exclusive); default now.")
+    end = serializers.DateTimeField(required=False, help_text="To (exclusive); default the end of this hour.")
 
     def get_fields(self) -> dict[str, Any]:
         fields = super().get_fields()
@@ -411,7 +411,8 @@ class PriceIndexQuerySerializer(StrictSerializer):
         if "hub" in attrs and "region" in attrs:
             raise serializers.ValidationError({"region": ["Give a hub or a region, not both."]})
         granularity = attrs["granularity"]
-        end = attrs.pop("to", None) or timezone.now()
+        # By default up to the end of this hour: one answer for every key within an hour.
+        end = attrs.pop("to", None) or timezone.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
         start = attrs.pop("from", None) or end - (timedelta(days=1) if granularity == "hour" else timedelta(days=30))
         if start >= end:
             raise serializers.ValidationError({"to": ["'to' must come after 'from'."]})
