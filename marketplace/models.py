@@ -1,7 +1,6 @@
 import uuid
 from datetime import datetime
 
-from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
@@ -161,27 +160,24 @@ class FeedEvent(models.Model):
 
 
 class PriceIndexSnapshot(models.Model):
-    """The card-hour prices of one GPU model's active offers in one hub in one hour, weighted by
-    their free cards: the distinct prices, ascending, and the free cards offered at each.
-
-    The price index (``marketplace.selectors.price_index``) reads its quantiles from these rows,
-    for a hub or for several merged (east, west, national). The beat takes one snapshot an hour,
-    so the table grows by at most GPU models x hubs rows an hour.
-    """
+    """One GPU model's active offers in one hour: per hub, each distinct card-hour price and the
+    free cards offered at it (``offers``), and the index (p10, median, p90, cards) of each hub, of
+    east and west and of the nation, computed from them when the snapshot is taken
+    (``marketplace.price_index``). The beat takes one snapshot an hour: the table grows by one row
+    per GPU model an hour, fewer than GPU models x hubs."""
 
     id = models.BigAutoField(primary_key=True)
     hour = models.DateTimeField(help_text="The start of the UTC hour.")
     gpu_model = models.ForeignKey("pools.GpuModel", on_delete=models.PROTECT, related_name="+")
-    hub = models.ForeignKey("pools.Hub", on_delete=models.PROTECT, related_name="+")
-    prices = ArrayField(models.DecimalField(max_digits=22, decimal_places=10))
-    cards = ArrayField(models.PositiveIntegerField(), help_text="Free cards offered at each price.")
+    offers = models.JSONField(help_text='Per hub, [price, free cards] by price: {"ningxia": [["12.5", 40]]}.')
+    index = models.JSONField(
+        help_text='Per area (hub, east, west, national): {"p10": "..", "median": "..", "p90": "..", "cards": 48}.'
+    )
     taken_at = models.DateTimeField()
 
     class Meta:
-        ordering = ["hour", "gpu_model", "hub"]
-        constraints = [
-            models.UniqueConstraint(fields=["gpu_model", "hour", "hub"], name="price_index_snapshot_unique"),
-        ]
+        ordering = ["hour", "gpu_model"]
+        constraints = [models.UniqueConstraint(fields=["gpu_model", "hour"], name="price_index_snapshot_unique")]
 
     def __str__(self) -> str:
-        return f"{self.gpu_model_id} in {self.hub_id} at {self.hour:%Y-%m-%d %H:00}"
+        return f"{self.gpu_model_id} at {self.hour:%Y-%m-%d %H:00}"

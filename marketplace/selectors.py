@@ -1,6 +1,8 @@
 """Reads of the marketplace: offers, the dispatcher's snapshot, orders and leases."""
 
+import json
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -26,7 +28,8 @@ from django.db.models.functions import Cast, TruncHour
 from core.money import round_to_fen
 from core.timezones import local_zone
 from marketplace.dispatch import DispatchResult, PoolSnapshot, Requirements
-from marketplace.models import Lease, Order
+from marketplace.models import Lease, Order, PriceIndexSnapshot
+from marketplace.price_index import area_index, areas_of
 from organizations.models import Organization
 from pools.models import Hub, PricePlan, ResourcePool
 from pools.selectors import fresh_after
@@ -249,64 +252,46 @@ def placements_by_hub(*, since: datetime, until: datetime) -> list[dict[str, Any
     return [dict(row) for row in rows]
 
 
-AREAS = ("east", "west", "national")
-
-_PRICE_INDEX_SQL = """
-WITH rows AS (
-    SELECT s.gpu_model_id AS model, {bucket} AS at, s.hour, s.prices, s.cards
-    FROM marketplace_priceindexsnapshot AS s
-    WHERE s.hour >= %(start)s AND s.hour < %(end)s {where}
-), prices AS (
-    SELECT r.model, r.at, u.price, sum(u.cards) AS cards
-    FROM rows AS r CROSS JOIN LATERAL unnest(r.prices, r.cards) AS u (price, cards)
-    GROUP BY 1, 2, 3
-), running AS (
-    SELECT model, at, price, sum(cards) OVER (PARTITION BY model, at ORDER BY price) AS running,
-           sum(cards) OVER (PARTITION BY model, at) AS total
-    FROM prices
-), hours AS (
-    SELECT model, at, count(DISTINCT hour) AS hours FROM rows GROUP BY 1, 2
-)
-SELECT r.model, r.at, max(h.hours), max(r.total),
-       min(r.price) FILTER (WHERE r.running >= 0.1 * r.total),
-       min(r.price) FILTER (WHERE r.running >= 0.5 * r.total),
-       min(r.price) FILTER (WHERE r.running >= 0.9 * r.total)
-FROM running AS r JOIN hours AS h ON h.model = r.model AND h.at = r.at
-GROUP BY 1, 2
-ORDER BY 1, 2
-"""
-
-
 def price_index(
     *, start: datetime, end: datetime, granularity: str, area: str, gpu_model: str | None = None
 ) -> list[dict[str, Any]]:
     """The compute price index: per GPU model and hour (or local day), the card-hour prices of the
-    active offers of ``area`` (a hub's code, east, west or national) weighted by their free cards,
-    from the hourly snapshots (``PriceIndexSnapshot``): p10, median and p90 (each the lowest price
-    at which at least that share of the cards is offered) and the free cards offered (per hour, on
-    average over the day's snapshots). One query; the snapshots of the hubs of a region merge."""
-    params: dict[str, Any] = {"start": start, "end": end, "zone": str(local_zone())}
-    where = ""
-    if area in ("east", "west"):
-        where += " AND s.hub_id IN (SELECT code FROM pools_hub WHERE region = %(region)s)"
-        params["region"] = area
-    elif area != "national":
-        where += " AND s.hub_id = %(hub)s"
-        params["hub"] = area
+    active offers of ``area`` (a hub's code, east, west or national) weighted by their free cards:
+    p10, median and p90 (``marketplace.price_index``) and the free cards offered (by day, the mean
+    over the day's snapshots with offers there). An hour reads the index its snapshot holds; a
+    day merges the offers of its hours."""
+    snapshots = PriceIndexSnapshot.objects.filter(hour__gte=start, hour__lt=end).order_by("gpu_model_id", "hour")
     if gpu_model is not None:
-        where += " AND s.gpu_model_id = %(model)s"
-        params["model"] = gpu_model
-    bucket = (
-        "s.hour" if granularity == "hour" else "date_trunc('day', s.hour AT TIME ZONE %(zone)s) AT TIME ZONE %(zone)s"
-    )
+        snapshots = snapshots.filter(gpu_model_id=gpu_model)
     series: dict[str, list[dict[str, Any]]] = {}
-    with connection.cursor() as cursor:
-        cursor.execute(_PRICE_INDEX_SQL.format(bucket=bucket, where=where), params)
-        for model, at, hours, total, p10, median, p90 in cursor.fetchall():
-            series.setdefault(model, []).append(
-                {"at": at, "p10": p10, "median": median, "p90": p90, "cards": round(total / hours)}
-            )
+    if granularity == "hour":
+        for model, hour, index in snapshots.filter(index__has_key=area).values_list(
+            "gpu_model_id", "hour", KT(f"index__{area}")
+        ):
+            series.setdefault(model, []).append(_index_point(hour, json.loads(index), hours=1))
+    else:
+        regions = dict(Hub.objects.values_list("code", "region"))
+        days: dict[tuple[str, datetime], list[dict[str, Any]]] = defaultdict(list)
+        for model, hour, offers in snapshots.values_list("gpu_model_id", "hour", "offers"):
+            pairs = [pair for hub, hub_pairs in offers.items() if area in areas_of(hub, regions) for pair in hub_pairs]
+            if pairs:
+                day = hour.astimezone(local_zone()).replace(hour=0).astimezone(hour.tzinfo)
+                days[(model, day)].append(pairs)
+        for (model, day), hours in days.items():
+            index = area_index((Decimal(price), cards) for pairs in hours for price, cards in pairs)
+            if index is not None:
+                series.setdefault(model, []).append(_index_point(day, index, hours=len(hours)))
     return [{"gpu_model": model, "area": area, "points": points} for model, points in series.items()]
+
+
+def _index_point(at: datetime, index: dict[str, Any], *, hours: int) -> dict[str, Any]:
+    return {
+        "at": at,
+        "p10": Decimal(index["p10"]),
+        "median": Decimal(index["median"]),
+        "p90": Decimal(index["p90"]),
+        "cards": round(index["cards"] / hours),
+    }
 
 
 def price_change_effects(plan: PricePlan) -> list[dict[str, Any]]:

@@ -15,9 +15,10 @@ from core.exceptions import ApplicationError, ConflictError, RuleViolation
 from marketplace import hooks
 from marketplace.dispatch import DispatchResult, Placement, Requirements, dispatch, reason_message
 from marketplace.models import FeedEvent, Lease, Order, PriceIndexSnapshot
+from marketplace.price_index import offers_json, snapshot_index
 from marketplace.selectors import offers_list, pool_snapshots, price_change_effects
 from organizations.models import Organization
-from pools.models import PricePlan, ResourcePool
+from pools.models import Hub, PricePlan, ResourcePool
 from pools.selectors import plan_in_force, plans_by_pool, price_plans_in_force
 from pools.services import pools_lock
 
@@ -307,29 +308,31 @@ def leases_fail_lost_pools(*, now: datetime | None = None, lost_after_seconds: i
 @transaction.atomic
 def price_index_snapshot(*, now: datetime | None = None) -> int:
     """Take the price index's snapshot of the UTC hour of ``now`` (Celery beat, every 10 minutes,
-    so a lost run costs no hour): per GPU model and hub, each distinct card-hour price of the
-    active offers (``offers_list``) and the free cards offered at it. The first snapshot of an
-    hour stands; a later one in the same hour changes nothing. Returns the rows written."""
+    so a lost run costs no hour): per GPU model, the active offers (``offers_list``) by hub, each
+    distinct card-hour price with the free cards offered at it, and the index of every hub,
+    region and the nation. The first snapshot of an hour stands; a later one in the same hour
+    changes nothing. Returns the rows written."""
     now = now or timezone.now()
     hour = now.replace(minute=0, second=0, microsecond=0)
     if PriceIndexSnapshot.objects.filter(hour=hour).exists():
         return 0
-    offered: dict[tuple[str, str], dict[Decimal, int]] = defaultdict(lambda: defaultdict(int))
-    for model, hub, price, free in offers_list(now=now).values_list(
-        "gpu_model_id", "hub_id", "price_now", "free_cards"
-    ):
-        offered[(model, hub)][price] += free
-    rows = [
-        PriceIndexSnapshot(
-            hour=hour,
-            gpu_model_id=model,
-            hub_id=hub,
-            prices=sorted(prices),
-            cards=[prices[price] for price in sorted(prices)],
-            taken_at=now,
+    regions = dict(Hub.objects.values_list("code", "region"))
+    offered: dict[str, dict[str, dict[Decimal, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+    offers = offers_list(now=now).values_list("gpu_model_id", "hub_id", "price_now", "free_cards")
+    for model, hub, price, free in offers:
+        offered[model][hub][price] += free
+    rows = []
+    for model, hubs in sorted(offered.items()):
+        pairs = {hub: list(prices.items()) for hub, prices in hubs.items()}
+        rows.append(
+            PriceIndexSnapshot(
+                hour=hour,
+                gpu_model_id=model,
+                offers=offers_json(pairs),
+                index=snapshot_index(pairs, regions),
+                taken_at=now,
+            )
         )
-        for (model, hub), prices in sorted(offered.items())
-    ]
     return len(PriceIndexSnapshot.objects.bulk_create(rows, ignore_conflicts=True))
 
 

@@ -30,11 +30,15 @@ def weighted_quantile(pairs: list[tuple[Decimal, int]], share: Decimal) -> Decim
     raise AssertionError("no cards")
 
 
+def pairs_of(row: PriceIndexSnapshot, hubs: set[str]) -> list[tuple[Decimal, int]]:
+    return [(Decimal(price), cards) for hub, pairs in row.offers.items() if hub in hubs for price, cards in pairs]
+
+
 def expected(rows: list[PriceIndexSnapshot], hubs: set[str]) -> dict[tuple[str, datetime], dict[str, Any]]:
     pairs: dict[tuple[str, datetime], list[tuple[Decimal, int]]] = defaultdict(list)
     for row in rows:
-        if row.hub_id in hubs:
-            pairs[(row.gpu_model_id, row.hour)] += list(zip(row.prices, row.cards, strict=True))
+        if pairs_of(row, hubs):
+            pairs[(row.gpu_model_id, row.hour)] += pairs_of(row, hubs)
     return {
         key: {
             "p10": weighted_quantile(values, Decimal("0.1")),
@@ -73,18 +77,19 @@ def market(provider) -> None:
 
 
 def test_a_snapshot_holds_each_price_and_its_free_cards_per_model_and_hub(market) -> None:
-    row = PriceIndexSnapshot.objects.get(hour=NOW.replace(minute=0), gpu_model_id="H100-80G", hub_id="ningxia")
+    row = PriceIndexSnapshot.objects.get(hour=NOW.replace(minute=0), gpu_model_id="H100-80G")
 
-    assert row.cards == [40, 8]
-    assert row.prices[0] < row.prices[1]
-    assert PriceIndexSnapshot.objects.count() == 3 * 3  # (H100 x 2 hubs + A100 x 1 hub) x 3 hours
+    assert [cards for _, cards in row.offers["ningxia"]] == [40, 8]
+    assert [cards for _, cards in row.offers["jingjinji"]] == [10, 30, 5]
+    assert set(row.index) == {"jingjinji", "ningxia", "east", "west", "national"}
+    assert PriceIndexSnapshot.objects.count() == 2 * 3  # (H100, A100) x 3 hours
 
 
 def test_a_second_snapshot_in_the_same_hour_changes_nothing(market) -> None:
     with time_machine.travel(NOW + timedelta(minutes=30), tick=False):
         assert price_index_snapshot() == 0
 
-    assert PriceIndexSnapshot.objects.count() == 9
+    assert PriceIndexSnapshot.objects.count() == 6
 
 
 @pytest.mark.parametrize("area", ["national", "east", "west", "jingjinji"])
@@ -121,7 +126,7 @@ def _shown(value: dict[str, Any]) -> dict[str, Decimal]:
 def test_a_day_merges_its_hours_and_gives_the_average_cards(market, operator, make_client) -> None:
     rows = list(PriceIndexSnapshot.objects.filter(gpu_model_id="H100-80G"))
     want = expected(rows, {"jingjinji", "ningxia"})
-    pairs = [(p, c) for row in rows for p, c in zip(row.prices, row.cards, strict=True)]
+    pairs = [pair for row in rows for pair in pairs_of(row, {"jingjinji", "ningxia"})]
 
     with time_machine.travel(NOW + timedelta(hours=3), tick=False):
         body = (

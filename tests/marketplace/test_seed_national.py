@@ -144,13 +144,14 @@ def test_keys_file_holds_a_working_key_for_each_kind(data_dir: Path) -> None:
 
 def test_the_price_index_has_90_days_of_hourly_history_rising_to_todays_prices() -> None:
     from datetime import timedelta
+    from decimal import Decimal
 
     from marketplace.models import PriceIndexSnapshot
 
     seed("--scale", "0.05")
 
     now_rows = {
-        (row.gpu_model_id, row.hub_id): row
+        row.gpu_model_id: row
         for row in PriceIndexSnapshot.objects.filter(hour=timezone.now().replace(minute=0, second=0, microsecond=0))
     }
     hours = PriceIndexSnapshot.objects.order_by().values_list("hour", flat=True).distinct()
@@ -158,4 +159,7 @@ def test_the_price_index_has_90_days_of_hourly_history_rising_to_todays_prices()
     assert len(hours) == 90 * 24 + 1
     assert max(hours) - min(hours) == timedelta(days=90)
     assert PriceIndexSnapshot.objects.count() == len(now_rows) * len(hours)
-    assert all(row.prices[0] < now_rows[(row.gpu_model_id, row.hub_id)].prices[0] for row in oldest)
+    for row in oldest:
+        now_index = now_rows[row.gpu_model_id].index
+        assert set(row.index) == set(now_index)
+        assert all(Decimal(row.index[area]["median"]) < Decimal(now_index[area]["median"]) for area in row.index)

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from core.context import runs_as_command
 from marketplace.models import PriceIndexSnapshot
+from marketplace.price_index import offers_from_json, offers_json, snapshot_index
 from marketplace.services import price_index_snapshot
 from organizations.models import Organization
 from organizations.services import api_key_create
@@ -202,6 +203,10 @@ def credit_code(registration: str, division: str, body: str) -> str:
 def division_code(province: str, city: str | None = None) -> str:
     code, cities, _ = PROVINCES[province]
     return f"{code}{cities.index(city) + 1:02d}00" if city else f"{code}0000"
+
+
+def _price(price: Decimal) -> Decimal:
+    return price.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
 
 
 def money(amount: Decimal) -> Decimal:
@@ -613,6 +618,7 @@ class Command(BaseCommand):
         price_index_snapshot(now=now)
         this_hour = now.replace(minute=0, second=0, microsecond=0)
         current = list(PriceIndexSnapshot.objects.filter(hour=this_hour))
+        regions = dict(Hub.objects.values_list("code", "region"))
         rows = []
         for hours_ago in range(1, HISTORY_DAYS * 24 + 1):
             hour = this_hour - timedelta(hours=hours_ago)
@@ -620,27 +626,21 @@ class Command(BaseCommand):
             local = (hour.hour + 8) % 24
             free = 0.55 + 0.45 * math.cos(2 * math.pi * (local - 3) / 24)  # fewest free at 15:00, most at 03:00
             for snapshot in current:
-                prices = [
-                    (price * trend).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP) for price in snapshot.prices
-                ]
-                cards = [max(1, round(count * free)) for count in snapshot.cards]
-                merged: dict[Decimal, int] = {}
-                for price, count in zip(prices, cards, strict=True):
-                    merged[price] = merged.get(price, 0) + count
+                offers = {
+                    hub: [(_price(price * trend), max(1, round(cards * free))) for price, cards in pairs]
+                    for hub, pairs in offers_from_json(snapshot.offers).items()
+                }
                 rows.append(
                     PriceIndexSnapshot(
                         hour=hour,
                         gpu_model_id=snapshot.gpu_model_id,
-                        hub_id=snapshot.hub_id,
-                        prices=sorted(merged),
-                        cards=[merged[price] for price in sorted(merged)],
+                        offers=offers_json(offers),
+                        index=snapshot_index(offers, regions),
                         taken_at=now,
                     )
                 )
         PriceIndexSnapshot.objects.bulk_create(rows, batch_size=BATCH_SIZE, ignore_conflicts=True)
-        self.stdout.write(
-            f"price index history {len(rows):,} snapshots ({HISTORY_DAYS} days x {len(current)} per hour)"
-        )
+        self.stdout.write(f"price index history {len(rows):,} snapshots ({HISTORY_DAYS} days x {len(current)} an hour)")
 
     def _create_keys(self) -> list[str]:
         lines = []
