@@ -427,3 +427,35 @@ def test_pools_sharing_a_name_keep_a_line_each_on_the_providers_charts(grid) -> 
     for chart in ("utilization_chart", "heartbeat_chart"):
         labels = [dataset["label"] for dataset in answer.context[chart]["data"]["datasets"]]
         assert len(labels) == len(set(labels)) == len(answer.context["pools"]) == 5, chart
+
+
+def _price_index_chart(html: str) -> dict[str, Any]:
+    import json
+
+    found = re.search(r'<script id="chart-price-index" type="application/json">(.*?)</script>', html, re.S)
+    assert found is not None, "no price index chart"
+    return dict(json.loads(found.group(1)))
+
+
+def test_every_kind_of_page_shows_the_price_index_beside_its_own_prices(grid) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from marketplace.services import price_index_snapshot
+
+    for days_ago in (2, 1):
+        price_index_snapshot(now=timezone.now() - timedelta(days=days_ago))
+    model = grid.lease.pool.gpu_model_id
+
+    pages = {
+        organization.kind: signed_in(grid, organization).get(f"/dashboard/{organization.slug}/").content.decode()
+        for organization in (grid.operator, grid.issuer, grid.buyer, grid.provider)
+    }
+
+    labels = {
+        kind: [line["label"] for line in _price_index_chart(html)["data"]["datasets"]] for kind, html in pages.items()
+    }
+    assert f"{model} national median" in labels["operator"] and f"{model} national median" in labels["issuer"]
+    assert labels["buyer"] == [f"{model} national median", f"{model} your locked price"]
+    assert labels["provider"] == [f"{model} national median", f"{model} your price now"]
