@@ -1,10 +1,9 @@
 """Reads of the marketplace: offers, the dispatcher's snapshot, orders and leases."""
 
-import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -25,7 +24,7 @@ from django.db.models import (
 from django.db.models.fields.json import KT, KeyTextTransform
 from django.db.models.functions import Cast, TruncHour
 
-from core.money import round_to_fen
+from core.money import round_to_fen, shown_price
 from core.timezones import local_zone
 from marketplace.dispatch import DispatchResult, PoolSnapshot, Requirements
 from marketplace.models import Lease, Order, PriceIndexSnapshot
@@ -252,6 +251,20 @@ def placements_by_hub(*, since: datetime, until: datetime) -> list[dict[str, Any
     return [dict(row) for row in rows]
 
 
+# An hour's point as the API shows it, in SQL: the snapshot holds the index of every area, and this
+# runs for every hourly series (a month of them is 720 rows), so PostgreSQL formats it.
+_HOURLY_INDEX_SQL = """
+SELECT gpu_model_id, to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+       round((index -> %(area)s ->> 'p10')::numeric, 4)::text,
+       round((index -> %(area)s ->> 'median')::numeric, 4)::text,
+       round((index -> %(area)s ->> 'p90')::numeric, 4)::text,
+       (index -> %(area)s ->> 'cards')::int
+FROM marketplace_priceindexsnapshot
+WHERE hour >= %(start)s AND hour < %(end)s AND index ? %(area)s {model}
+ORDER BY gpu_model_id, hour
+"""
+
+
 def price_index(
     *, start: datetime, end: datetime, granularity: str, area: str, gpu_model: str | None = None
 ) -> list[dict[str, Any]]:
@@ -259,39 +272,39 @@ def price_index(
     active offers of ``area`` (a hub's code, east, west or national) weighted by their free cards:
     p10, median and p90 (``marketplace.price_index``) and the free cards offered (by day, the mean
     over the day's snapshots with offers there). An hour reads the index its snapshot holds; a
-    day merges the offers of its hours."""
+    day merges the offers of its hours. Points as the API shows them: ``at`` in UTC ISO 8601, prices
+    with 4 places rounded half up (``core.money.shown_price``, as PostgreSQL's ``round`` does)."""
+    series: dict[str, list[dict[str, Any]]] = {}
+    if granularity == "hour":
+        params = {"start": start, "end": end, "area": area, "model": gpu_model}
+        with connection.cursor() as cursor:
+            cursor.execute(_HOURLY_INDEX_SQL.format(model="AND gpu_model_id = %(model)s" if gpu_model else ""), params)
+            for model, at, p10, median, p90, cards in cursor.fetchall():
+                series.setdefault(model, []).append(
+                    {"at": at, "p10": p10, "median": median, "p90": p90, "cards": cards}
+                )
+        return [{"gpu_model": model, "area": area, "points": points} for model, points in series.items()]
     snapshots = PriceIndexSnapshot.objects.filter(hour__gte=start, hour__lt=end).order_by("gpu_model_id", "hour")
     if gpu_model is not None:
         snapshots = snapshots.filter(gpu_model_id=gpu_model)
-    series: dict[str, list[dict[str, Any]]] = {}
-    if granularity == "hour":
-        for model, hour, index in snapshots.filter(index__has_key=area).values_list(
-            "gpu_model_id", "hour", KT(f"index__{area}")
-        ):
-            series.setdefault(model, []).append(_index_point(hour, json.loads(index), hours=1))
-    else:
-        regions = dict(Hub.objects.values_list("code", "region"))
-        days: dict[tuple[str, datetime], list[dict[str, Any]]] = defaultdict(list)
-        for model, hour, offers in snapshots.values_list("gpu_model_id", "hour", "offers"):
-            pairs = [pair for hub, hub_pairs in offers.items() if area in areas_of(hub, regions) for pair in hub_pairs]
-            if pairs:
-                day = hour.astimezone(local_zone()).replace(hour=0).astimezone(hour.tzinfo)
-                days[(model, day)].append(pairs)
-        for (model, day), hours in days.items():
-            index = area_index((Decimal(price), cards) for pairs in hours for price, cards in pairs)
-            if index is not None:
-                series.setdefault(model, []).append(_index_point(day, index, hours=len(hours)))
+    regions = dict(Hub.objects.values_list("code", "region"))
+    days: dict[tuple[str, datetime], list[list[Any]]] = defaultdict(list)
+    for model, hour, offers in snapshots.values_list("gpu_model_id", "hour", "offers"):
+        pairs = [pair for hub, hub_pairs in offers.items() if area in areas_of(hub, regions) for pair in hub_pairs]
+        if pairs:
+            day = hour.astimezone(local_zone()).replace(hour=0).astimezone(UTC)
+            days[(model, day)].append(pairs)
+    for (model, day), hours in days.items():
+        index = area_index((Decimal(price), cards) for pairs in hours for price, cards in pairs)
+        if index is not None:
+            series.setdefault(model, []).append(
+                {
+                    "at": day.isoformat().replace("+00:00", "Z"),
+                    **{name: f"{shown_price(index[name]):f}" for name in ("p10", "median", "p90")},
+                    "cards": round(index["cards"] / len(hours)),
+                }
+            )
     return [{"gpu_model": model, "area": area, "points": points} for model, points in series.items()]
-
-
-def _index_point(at: datetime, index: dict[str, Any], *, hours: int) -> dict[str, Any]:
-    return {
-        "at": at,
-        "p10": Decimal(index["p10"]),
-        "median": Decimal(index["median"]),
-        "p90": Decimal(index["p90"]),
-        "cards": round(index["cards"] / hours),
-    }
 
 
 def price_change_effects(plan: PricePlan) -> list[dict[str, Any]]:
