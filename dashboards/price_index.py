@@ -53,7 +53,10 @@ def price_index_panel(*, organization: Organization, now: datetime) -> dict[str,
 def _averages(prices: list[tuple[str, Decimal]]) -> dict[str, Decimal]:
     """The mean price per GPU model, the most frequent model first."""
     counts = Counter(model for model, _ in prices)
-    return {model: sum(price for m, price in prices if m == model) / count for model, count in counts.most_common()}
+    return {
+        model: sum((price for m, price in prices if m == model), Decimal(0)) / count
+        for model, count in counts.most_common()
+    }
 
 
 def _most_offered(now: datetime) -> list[str]:

@@ -276,7 +276,7 @@ def price_index(
     with 4 places rounded half up (``core.money.shown_price``, as PostgreSQL's ``round`` does)."""
     series: dict[str, list[dict[str, Any]]] = {}
     if granularity == "hour":
-        params = {"start": start, "end": end, "area": area, "model": gpu_model}
+        params: dict[str, Any] = {"start": start, "end": end, "area": area, "model": gpu_model}
         with connection.cursor() as cursor:
             cursor.execute(_HOURLY_INDEX_SQL.format(model="AND gpu_model_id = %(model)s" if gpu_model else ""), params)
             for model, at, p10, median, p90, cards in cursor.fetchall():

@@ -318,7 +318,7 @@ def price_index_snapshot(*, now: datetime | None = None) -> int:
         return 0
     regions = dict(Hub.objects.values_list("code", "region"))
     offered: dict[str, dict[str, dict[Decimal, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
-    offers = offers_list(now=now).values_list("gpu_model_id", "hub_id", "price_now", "free_cards")
+    offers = offers_list(now=now).values_list("gpu_model_id", "hub_id", "price_now", "free_cards")  # type: ignore[misc]  # an annotation
     for model, hub, price, free in offers:
         offered[model][hub][price] += free
     rows = []
@@ -410,7 +410,7 @@ def leases_end_above_max_price(*, now: datetime | None = None) -> int:
         pool_versions = versions.get(pool_id, [])
         moments = sorted({locked_until} | {at for at, _, _ in pool_versions if locked_until < at <= now})
         for moment in moments:
-            if averages[plan_in_force(pool_versions, moment)] > max_price:
+            if max_price is not None and averages[plan_in_force(pool_versions, moment)] > max_price:
                 ended += _end_above_max_price(lease_id=lease_id, at=moment)
                 break
     return ended
