@@ -252,16 +252,15 @@ def placements_by_hub(*, since: datetime, until: datetime) -> list[dict[str, Any
 
 
 # An hour's point as the API shows it, in SQL: the snapshot holds the index of every area, and this
-# runs for every hourly series (a month of them is 720 rows), so PostgreSQL formats it.
+# runs for every hourly series (a month of them is 720 rows), so PostgreSQL formats it. The area's
+# object is read once per row (jsonb_to_record): reading each member apart took 7 times as long.
 _HOURLY_INDEX_SQL = """
-SELECT gpu_model_id, to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-       round((index -> %(area)s ->> 'p10')::numeric, 4)::text,
-       round((index -> %(area)s ->> 'median')::numeric, 4)::text,
-       round((index -> %(area)s ->> 'p90')::numeric, 4)::text,
-       (index -> %(area)s ->> 'cards')::int
-FROM marketplace_priceindexsnapshot
-WHERE hour >= %(start)s AND hour < %(end)s AND index ? %(area)s {model}
-ORDER BY gpu_model_id, hour
+SELECT s.gpu_model_id, to_char(s.hour AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+       round(a.p10, 4)::text, round(a.median, 4)::text, round(a.p90, 4)::text, a.cards
+FROM marketplace_priceindexsnapshot AS s,
+     jsonb_to_record(s.index -> %(area)s) AS a (p10 numeric, median numeric, p90 numeric, cards int)
+WHERE s.hour >= %(start)s AND s.hour < %(end)s AND a.cards IS NOT NULL {model}
+ORDER BY s.gpu_model_id, s.hour
 """
 
 
@@ -278,7 +277,9 @@ def price_index(
     if granularity == "hour":
         params: dict[str, Any] = {"start": start, "end": end, "area": area, "model": gpu_model}
         with connection.cursor() as cursor:
-            cursor.execute(_HOURLY_INDEX_SQL.format(model="AND gpu_model_id = %(model)s" if gpu_model else ""), params)
+            cursor.execute(
+                _HOURLY_INDEX_SQL.format(model="AND s.gpu_model_id = %(model)s" if gpu_model else ""), params
+            )
             for model, at, p10, median, p90, cards in cursor.fetchall():
                 series.setdefault(model, []).append(
                     {"at": at, "p10": p10, "median": median, "p90": p90, "cards": cards}
