@@ -131,7 +131,7 @@ def price_plan_create(
     What is not given carries over from the latest version. New orders are priced with it
     from ``effective_from``. A lease keeps the version it was placed on for its booked
     hours; outside them a running lease pays the new version from ``running_from``: at
-    ``effective_from`` for a decrease, and for a rise (higher than the latest version in
+    ``effective_from`` for a decrease, and for a rise (higher than what they pay then in
     any hour or token price) not before ``PRICE_RISE_NOTICE_HOURS`` from now. The hooks
     (marketplace: notices to the buyers; billing: usage to rate again) run after it is made.
     """
@@ -164,7 +164,6 @@ def price_plan_create(
         pool=locked,
         version=latest.version + 1,
         effective_from=effective_from,
-        running_from=effective_from,
         price_per_card_hour=base,
         time_of_use=factors,
         time_of_use_custom=time_of_use is not None,
