@@ -177,10 +177,11 @@ class PriceIndexSnapshot(models.Model):
 
     class Meta:
         ordering = ["hour", "gpu_model"]
-        constraints = [models.UniqueConstraint(fields=["gpu_model", "hour"], name="price_index_snapshot_unique")]
-        # An hourly series reads the index alone, from this index (an index-only scan): a month of
-        # one model is some 50 pages, where its rows lie on 720 (every hour's models lie together).
-        indexes = [models.Index(fields=["gpu_model", "hour"], include=["index"], name="price_index_series_idx")]
+        # An hourly series reads the index alone, from this unique index (an index-only scan): a month
+        # of one model is some 50 pages, where its rows lie on 720 (every hour's models lie together).
+        constraints = [
+            models.UniqueConstraint(fields=["gpu_model", "hour"], include=["index"], name="price_index_snapshot_unique")
+        ]
 
     def __str__(self) -> str:
         return f"{self.gpu_model_id} at {self.hour:%Y-%m-%d %H:00}"
