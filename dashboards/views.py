@@ -20,6 +20,7 @@ from dashboards import pages
 from dashboards.access import member_organizations, organization_page
 from dashboards.invoices import invoice_document
 from dashboards.pdf import invoice_pdf
+from dashboards.price_index import price_index_panel
 from organizations.models import Organization
 from vouchers.models import VoucherProgram
 from vouchers.report_csv import report_csv
@@ -79,6 +80,7 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         context.update(pages.buyer_page(organization=organization, now=now))
     else:
         context.update(pages.provider_page(organization=organization, now=now))
+    context.update(price_index_panel(organization=organization, now=now))
     return render(request, f"dashboards/{organization.kind}.html", context)
 
 

@@ -3,6 +3,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
+from rest_framework.fields import DateTimeField
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,15 +14,19 @@ from core.idempotency import idempotent
 from marketplace import orbit, services
 from marketplace.dispatch import Requirements
 from marketplace.filters import LeaseFilter, OfferFilter
-from marketplace.models import Lease, Order
-from marketplace.selectors import lease_list, offers_list, order_list, quote_voucher_credits
+from marketplace.models import FeedEvent, Lease, Order
+from marketplace.selectors import lease_list, offers_list, order_list, price_index, quote_voucher_credits
 from marketplace.serializers import (
+    FeedEventSerializer,
     LeaseSerializer,
+    LeaseUpdateSerializer,
     OfferSerializer,
     OrbitQuoteSerializer,
     OrbitRequestSerializer,
     OrderRequestSerializer,
     OrderSerializer,
+    PriceIndexQuerySerializer,
+    PriceIndexSerializer,
     QuoteResponseSerializer,
     QuoteSerializer,
 )
@@ -221,11 +226,33 @@ class LeaseListApi(ListAPIView):
 
 
 class LeaseDetailApi(APIView):
-    permission_classes = [KeyRoleAllows, IsParty]
+    def get_permissions(self) -> list[Any]:
+        kind = IsBuyer if self.request.method == "PATCH" else IsParty
+        return [KeyRoleAllows(), kind()]
 
     @extend_schema(responses=LeaseSerializer)
     def get(self, request: Request, lease_id: Any) -> Response:
         return Response(LeaseSerializer(_lease_for(request, lease_id)).data)
+
+    @extend_schema(request=LeaseUpdateSerializer, responses=LeaseSerializer, summary="Raise a lease's max_price")
+    def patch(self, request: Request, lease_id: Any) -> Response:
+        lease = _lease_for(request, lease_id)
+        body = LeaseUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        lease = services.lease_max_price_raise(lease=lease, by=str(request.user), **body.validated_data)
+        return Response(LeaseSerializer(_lease_for(request, lease.pk)).data)
+
+
+class FeedApi(ListAPIView):
+    """What the calling organization should know, newest first: price rises reaching its leases,
+    leases ended because a rise passed their max_price."""
+
+    serializer_class = FeedEventSerializer
+
+    def get_queryset(self) -> QuerySet[FeedEvent]:
+        if getattr(self, "swagger_fake_view", False):
+            return FeedEvent.objects.none()
+        return FeedEvent.objects.filter(organization=organization_of(self.request))
 
 
 class LeaseStartApi(APIView):
@@ -250,3 +277,29 @@ class LeaseTerminateApi(APIView):
             lease=_lease_for(request, lease_id), organization=organization_of(request), by=str(request.user)
         )
         return Response(LeaseSerializer(_lease_for(request, lease.pk)).data)
+
+
+_DATETIME = DateTimeField()
+
+
+class PriceIndexApi(APIView):
+    """The compute price index: public to any key."""
+
+    permission_classes = [KeyRoleAllows]
+
+    @extend_schema(parameters=[PriceIndexQuerySerializer], responses=PriceIndexSerializer, summary="Price index")
+    def get(self, request: Request) -> Response:
+        query = PriceIndexQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        # The series come as the API shows them (``price_index``): a month of hours is 720 points,
+        # too many to pass through a serializer field by field within the index's 50 ms.
+        return Response(
+            {
+                "granularity": data["granularity"],
+                "from": _DATETIME.to_representation(data["start"]),
+                "to": _DATETIME.to_representation(data["end"]),
+                "currency": "CNY",
+                "series": price_index(**data),
+            }
+        )

@@ -7,3 +7,10 @@ class MarketplaceConfig(AppConfig):
 
     def ready(self) -> None:
         from marketplace import receivers  # noqa: F401  connects the signal receivers
+        from marketplace.selectors import price_change_effects
+        from marketplace.services import price_rise_notify
+        from pools import hooks
+
+        if price_rise_notify not in hooks.PRICE_VERSION_HOOKS:
+            hooks.PRICE_VERSION_HOOKS.append(price_rise_notify)
+            hooks.PRICE_EFFECT_HOOKS.append(price_change_effects)

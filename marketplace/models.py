@@ -1,4 +1,5 @@
 import uuid
+from datetime import datetime
 
 from django.db import models
 from django.db.models import Q
@@ -89,6 +90,19 @@ class Lease(models.Model):
     end_reason = models.CharField(max_length=64, blank=True)
     ended_by = models.CharField(max_length=200, blank=True)
     estimated_cost = models.DecimalField(max_digits=18, decimal_places=4)
+    price_plan = models.ForeignKey(
+        "pools.PricePlan",
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The price version the lease was placed on: its booked hours are billed with it.",
+    )
+    max_price = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="The buyer's ceiling per card-hour: a rise above it ends the lease (price_above_max).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -116,6 +130,11 @@ class Lease(models.Model):
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
 
+    @property
+    def price_locked_until(self) -> datetime:
+        """Usage before this is billed with the lease's own price version: its booked hours."""
+        return self.end_at
+
 
 class OrbitOrder(models.Model):
     """An order to analyse a dataset held in orbit: where it runs, when its result is on the ground,
@@ -137,3 +156,54 @@ class OrbitOrder(models.Model):
 
     def __str__(self) -> str:
         return f"orbit order {self.pk} ({self.plan})"
+
+
+class FeedEvent(models.Model):
+    """Something an organization should know, in its feed (``GET feed/``): a price rise that
+    reaches one of its leases, a lease ended because a rise passed its ceiling."""
+
+    class Kind(models.TextChoices):
+        PRICE_RISE = "price_rise", "A price rise reaches the lease"
+        PRICE_ABOVE_MAX = "price_above_max", "The lease ended: the price rose above its max_price"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey("organizations.Organization", on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    lease = models.ForeignKey(Lease, on_delete=models.CASCADE, related_name="+")
+    occurred_at = models.DateTimeField()
+    data = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-occurred_at", "id"]
+        indexes = [models.Index(fields=["organization", "-occurred_at"], name="feed_event_org_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} for {self.organization_id} at {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+class PriceIndexSnapshot(models.Model):
+    """One GPU model's active offers in one hour: per hub, each distinct card-hour price and the
+    free cards offered at it (``offers``), and the index (p10, median, p90, cards) of each hub, of
+    east and west and of the nation, computed from them when the snapshot is taken
+    (``marketplace.price_index``). The beat takes one snapshot an hour: the table grows by one row
+    per GPU model an hour, fewer than GPU models x hubs."""
+
+    id = models.BigAutoField(primary_key=True)
+    hour = models.DateTimeField(help_text="The start of the UTC hour.")
+    gpu_model = models.ForeignKey("pools.GpuModel", on_delete=models.PROTECT, related_name="+")
+    offers = models.JSONField(help_text='Per hub, [price, free cards] by price: {"ningxia": [["12.5", 40]]}.')
+    index = models.JSONField(
+        help_text='Per area (hub, east, west, national): {"p10": "..", "median": "..", "p90": "..", "cards": 48}.'
+    )
+    taken_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["hour", "gpu_model"]
+        # An hourly series reads the index alone, from this unique index (an index-only scan): a month
+        # of one model is some 50 pages, where its rows lie on 720 (every hour's models lie together).
+        constraints = [
+            models.UniqueConstraint(fields=["gpu_model", "hour"], include=["index"], name="price_index_snapshot_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gpu_model_id} at {self.hour:%Y-%m-%d %H:00}"

@@ -1,8 +1,9 @@
 """Reads of the marketplace: offers, the dispatcher's snapshot, orders and leases."""
 
 import time
+from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,9 +24,11 @@ from django.db.models import (
 from django.db.models.fields.json import KT, KeyTextTransform
 from django.db.models.functions import Cast, TruncHour
 
-from core.money import round_to_fen
+from core.money import round_to_fen, shown_price
+from core.timezones import local_zone
 from marketplace.dispatch import DispatchResult, PoolSnapshot, Requirements
-from marketplace.models import Lease, Order
+from marketplace.models import Lease, Order, PriceIndexSnapshot
+from marketplace.price_index import area_index, areas_of
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from organizations.models import Organization
 from pools.models import Hub, PricePlan, ResourcePool
@@ -181,7 +184,7 @@ def pool_snapshots(*, now: datetime) -> list[PoolSnapshot]:
 
 def lease_list(*, organization: Organization) -> QuerySet[Lease]:
     """Buyers see their leases, providers the leases on their pools, operators all."""
-    leases = Lease.objects.select_related("pool")
+    leases = Lease.objects.select_related("pool", "price_plan")
     if organization.kind == Organization.Kind.BUYER:
         return leases.filter(buyer=organization)
     if organization.kind == Organization.Kind.PROVIDER:
@@ -192,7 +195,7 @@ def lease_list(*, organization: Organization) -> QuerySet[Lease]:
 
 
 def order_list(*, organization: Organization) -> QuerySet[Order]:
-    orders = Order.objects.select_related("orbit").prefetch_related("leases")
+    orders = Order.objects.select_related("orbit").prefetch_related("leases__pool", "leases__price_plan")
     if organization.kind == Organization.Kind.OPERATOR:
         return orders
     return orders.filter(buyer=organization)
@@ -256,3 +259,91 @@ def placements_by_hub(*, since: datetime, until: datetime) -> list[dict[str, Any
         .order_by("hour", "hub")
     )
     return [dict(row) for row in rows]
+
+
+# An hour's point as the API shows it, in SQL: the snapshot holds the index of every area, and this
+# runs for every hourly series (a month of them is 720 rows), so PostgreSQL formats it. The area's
+# object is read once per row (jsonb_to_record): reading each member apart took 7 times as long.
+_HOURLY_INDEX_SQL = """
+SELECT s.gpu_model_id, to_char(s.hour AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+       round(a.p10, 4)::text, round(a.median, 4)::text, round(a.p90, 4)::text, a.cards
+FROM marketplace_priceindexsnapshot AS s,
+     jsonb_to_record(s.index -> %(area)s) AS a (p10 numeric, median numeric, p90 numeric, cards int)
+WHERE s.hour >= %(start)s AND s.hour < %(end)s AND a.cards IS NOT NULL {model}
+ORDER BY s.gpu_model_id, s.hour
+"""
+
+
+def price_index(
+    *, start: datetime, end: datetime, granularity: str, area: str, gpu_model: str | None = None
+) -> list[dict[str, Any]]:
+    """The compute price index: per GPU model and hour (or local day), the card-hour prices of the
+    active offers of ``area`` (a hub's code, east, west or national) weighted by their free cards:
+    p10, median and p90 (``marketplace.price_index``) and the free cards offered (by day, the mean
+    over the day's snapshots with offers there). An hour reads the index its snapshot holds; a
+    day merges the offers of its hours. Points as the API shows them: ``at`` in UTC ISO 8601, prices
+    with 4 places rounded half up (``core.money.shown_price``, as PostgreSQL's ``round`` does)."""
+    series: dict[str, list[dict[str, Any]]] = {}
+    if granularity == "hour":
+        params: dict[str, Any] = {"start": start, "end": end, "area": area, "model": gpu_model}
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _HOURLY_INDEX_SQL.format(model="AND s.gpu_model_id = %(model)s" if gpu_model else ""), params
+            )
+            for model, at, p10, median, p90, cards in cursor.fetchall():
+                series.setdefault(model, []).append(
+                    {"at": at, "p10": p10, "median": median, "p90": p90, "cards": cards}
+                )
+        return [{"gpu_model": model, "area": area, "points": points} for model, points in series.items()]
+    snapshots = PriceIndexSnapshot.objects.filter(hour__gte=start, hour__lt=end).order_by("gpu_model_id", "hour")
+    if gpu_model is not None:
+        snapshots = snapshots.filter(gpu_model_id=gpu_model)
+    regions = dict(Hub.objects.values_list("code", "region"))
+    days: dict[tuple[str, datetime], list[list[Any]]] = defaultdict(list)
+    for model, hour, offers in snapshots.values_list("gpu_model_id", "hour", "offers"):
+        pairs = [pair for hub, hub_pairs in offers.items() if area in areas_of(hub, regions) for pair in hub_pairs]
+        if pairs:
+            day = hour.astimezone(local_zone()).replace(hour=0).astimezone(UTC)
+            days[(model, day)].append(pairs)
+    for (model, day), hours in days.items():
+        index = area_index((Decimal(price), cards) for pairs in hours for price, cards in pairs)
+        if index is not None:
+            series.setdefault(model, []).append(
+                {
+                    "at": day.isoformat().replace("+00:00", "Z"),
+                    **{name: f"{shown_price(index[name]):f}" for name in ("p10", "median", "p90")},
+                    "cards": round(index["cards"] / len(hours)),
+                }
+            )
+    return [{"gpu_model": model, "area": area, "points": points} for model, points in series.items()]
+
+
+def price_change_effects(plan: PricePlan) -> list[dict[str, Any]]:
+    """The active leases of the pool of ``plan`` (a new version, saved or not), in id order, each
+    with when it starts paying ``plan`` (not before its price lock ends, nor before ``plan``
+    reaches running leases), the change in its expected cost (its booked hours from then, at the
+    new price instead of its own version's), and whether the new price (its average over the
+    day, as an order's max_price is an average) passes its max_price."""
+    effects = []
+    leases = Lease.objects.filter(pool_id=plan.pool_id, status__in=Lease.ACTIVE).select_related("price_plan")
+    for lease in leases.order_by("pk"):
+        takes_effect_at = max(plan.running_from, lease.price_locked_until)
+        change, hour = Decimal(0), takes_effect_at
+        while hour < lease.end_at:  # booked hours after the lock: none while the lock lasts the booking
+            change += lease.cards * (plan.rate_at(hour) - lease.price_plan.rate_at(hour))
+            hour += timedelta(hours=1)
+        effects.append(
+            {
+                "lease": lease.pk,
+                "buyer_id": lease.buyer_id,
+                "status": lease.status,
+                "cards": lease.cards,
+                "end_at": lease.end_at,
+                "price_locked_until": lease.price_locked_until,
+                "takes_effect_at": takes_effect_at,
+                "expected_cost_change": change,
+                "max_price": lease.max_price,
+                "ends_for_max_price": lease.max_price is not None and plan.average_price > lease.max_price,
+            }
+        )
+    return effects

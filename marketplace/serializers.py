@@ -10,7 +10,7 @@ from rest_framework import serializers
 from core.money import estimate_in_yuan, fen_to_yuan
 from core.serializers import EstimateField, PriceField, StrictSerializer
 from marketplace.dispatch import DispatchResult, Requirements
-from marketplace.models import Lease, Order, Workload
+from marketplace.models import FeedEvent, Lease, Order, Workload
 from pools.models import MAX_POOL_CARDS, GpuModel, Hub, ResourcePool
 from pools.reference_data import USER_REGIONS
 from pools.serializers import TokenPricesField
@@ -229,6 +229,7 @@ class QuoteSerializer:
                     "region": placement.region,
                     "start_at": placement.start_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
                     "end_at": placement.end_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                    "price_locked_until": placement.end_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
                     "estimated_cost": _money(placement.estimated_cost),
                     "estimated_cost_after_vouchers": _after_vouchers(placement.estimated_cost, credit),
                     "average_price_per_card_hour": _PRICE.to_representation(
@@ -254,6 +255,13 @@ class LeaseSerializer(serializers.ModelSerializer):
     gpu_model = serializers.CharField(source="pool.gpu_model_id", read_only=True)
     estimated_cost = EstimateField()
     currency = serializers.SerializerMethodField()
+    price_version = serializers.IntegerField(
+        source="price_plan.version", read_only=True, help_text="The pool's price version the lease was placed on."
+    )
+    price_locked_until = serializers.DateTimeField(
+        read_only=True, help_text="Usage before this (the booked end) is billed with price_version."
+    )
+    max_price = PriceField(allow_null=True, read_only=True, help_text="The buyer's ceiling per card-hour.")
 
     class Meta:
         model = Lease
@@ -274,6 +282,9 @@ class LeaseSerializer(serializers.ModelSerializer):
             "ended_by",
             "estimated_cost",
             "currency",
+            "price_version",
+            "price_locked_until",
+            "max_price",
             "created_at",
         ]
         read_only_fields = fields
@@ -348,6 +359,9 @@ class OrderSerializer(serializers.ModelSerializer):
     lease = serializers.SerializerMethodField(help_text="The order's first lease (the only one unless split).")
     user_region = serializers.SerializerMethodField(help_text="Where the users are; null when not given.")
     orbit = serializers.SerializerMethodField(help_text="An in-orbit order's plan and the quote that chose it.")
+    price_locked_until = serializers.SerializerMethodField(
+        help_text="The booked hours' prices are locked until then (the leases' booked end)."
+    )
 
     class Meta:
         model = Order
@@ -371,6 +385,7 @@ class OrderSerializer(serializers.ModelSerializer):
             "estimated_cost",
             "currency",
             "warnings",
+            "price_locked_until",
             "lease",
             "leases",
             "orbit",
@@ -381,6 +396,11 @@ class OrderSerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.ChoiceField(choices=USER_REGIONS, allow_null=True))
     def get_user_region(self, order: Order) -> str | None:
         return order.user_region or None
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_price_locked_until(self, order: Order) -> str | None:
+        ends = [lease.price_locked_until for lease in order.leases.all()]
+        return _DATETIME.to_representation(max(ends)) if ends else None
 
     @extend_schema_field(serializers.UUIDField(allow_null=True))
     def get_lease(self, order: Order) -> str | None:
@@ -413,6 +433,7 @@ class _QuotePlacementSerializer(serializers.Serializer):
     region = serializers.ChoiceField(choices=Hub.Region.choices)
     start_at = serializers.DateTimeField()
     end_at = serializers.DateTimeField()
+    price_locked_until = serializers.DateTimeField(help_text="Its booked hours keep the quoted prices until then.")
     estimated_cost = serializers.DecimalField(max_digits=18, decimal_places=2)
     estimated_cost_after_vouchers = serializers.DecimalField(
         max_digits=18, decimal_places=2, help_text="Less what the calling buyer's vouchers would pay now."
@@ -446,3 +467,97 @@ class QuoteResponseSerializer(serializers.Serializer):
     placements = _QuotePlacementSerializer(many=True)
     rejected = _RejectedSerializer()
     warnings = serializers.ListField(child=serializers.CharField())
+
+
+MAX_INDEX_RANGE = {"hour": timedelta(days=93), "day": timedelta(days=366)}
+
+
+class PriceIndexQuerySerializer(StrictSerializer):
+    gpu_model = serializers.CharField(required=False, help_text="One GPU model; default every model.")
+    hub = serializers.CharField(required=False, help_text="One hub's index.")
+    region = serializers.ChoiceField(
+        choices=["east", "west", "national"], required=False, help_text="A region's index; default national."
+    )
+    granularity = serializers.ChoiceField(choices=["hour", "day"], default="hour", help_text="Day: local days.")
+    start = serializers.DateTimeField(required=False, help_text="From (inclusive); default 24 hours (30 days) ago.")
+    end = serializers.DateTimeField(required=False, help_text="To (exclusive); default the end of this hour.")
+
+    def get_fields(self) -> dict[str, Any]:
+        fields = super().get_fields()
+        fields["from"], fields["to"] = fields.pop("start"), fields.pop("end")
+        return fields
+
+    def validate_gpu_model(self, value: str) -> str:
+        if not GpuModel.objects.filter(code=value).exists():
+            raise serializers.ValidationError(
+                "No such GPU model; see GET /api/v1/gpu-models/.", code="unknown_gpu_model"
+            )
+        return value
+
+    def validate_hub(self, value: str) -> str:
+        if not Hub.objects.filter(code=value).exists():
+            raise serializers.ValidationError("No such hub; see GET /api/v1/hubs/.", code="unknown_hub")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "hub" in attrs and "region" in attrs:
+            raise serializers.ValidationError({"region": ["Give a hub or a region, not both."]})
+        granularity = attrs["granularity"]
+        # By default up to the end of this hour: one answer for every key within an hour.
+        end = attrs.pop("to", None) or timezone.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        start = attrs.pop("from", None) or end - (timedelta(days=1) if granularity == "hour" else timedelta(days=30))
+        if start >= end:
+            raise serializers.ValidationError({"to": ["'to' must come after 'from'."]})
+        limit = MAX_INDEX_RANGE[granularity]
+        if end - start > limit:
+            raise serializers.ValidationError(
+                {"from": [f"At most {limit.days} days at {granularity} granularity; narrow the range."]}
+            )
+        area = attrs.pop("hub", None) or attrs.pop("region", None) or "national"
+        return {**attrs, "area": area, "start": start, "end": end}
+
+
+class PriceIndexPointSerializer(serializers.Serializer):
+    at = serializers.DateTimeField(help_text="The start of the hour, or of the local day.")
+    p10 = PriceField()
+    median = PriceField()
+    p90 = PriceField()
+    cards = serializers.IntegerField(help_text="Free cards offered (per hour, on average over a day).")
+
+
+class PriceIndexSeriesSerializer(serializers.Serializer):
+    gpu_model = serializers.CharField()
+    area = serializers.CharField(help_text="A hub's code, east, west or national.")
+    points = PriceIndexPointSerializer(many=True)
+
+
+class PriceIndexSerializer(serializers.Serializer):
+    granularity = serializers.CharField()
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    currency = serializers.CharField()
+    series = PriceIndexSeriesSerializer(many=True)
+
+    def get_fields(self) -> dict[str, Any]:
+        fields = super().get_fields()
+        fields["from"], fields["to"] = fields.pop("start"), fields.pop("end")
+        fields["from"].source, fields["to"].source = "start", "end"
+        return fields
+
+
+class LeaseUpdateSerializer(StrictSerializer):
+    max_price = PriceField(
+        max_digits=12,
+        min_value=Decimal("0.0001"),
+        allow_null=True,
+        help_text="The new ceiling per card-hour, at least the current one; null lifts it.",
+    )
+
+
+class FeedEventSerializer(serializers.ModelSerializer):
+    lease = serializers.UUIDField(source="lease_id")
+
+    class Meta:
+        model = FeedEvent
+        fields = ["id", "kind", "lease", "occurred_at", "data"]
+        read_only_fields = fields

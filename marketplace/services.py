@@ -1,6 +1,7 @@
 """Every write of the marketplace: placing orders, starting and ending leases."""
 
 import logging
+from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,11 +14,13 @@ from django.utils import timezone
 from core.exceptions import ApplicationError, ConflictError, RuleViolation
 from marketplace import hooks
 from marketplace.dispatch import DispatchResult, Placement, Requirements, dispatch, reason_message
-from marketplace.models import Lease, Order
-from marketplace.selectors import pool_snapshots
+from marketplace.models import FeedEvent, Lease, Order, PriceIndexSnapshot
+from marketplace.price_index import offers_json, snapshot_index
+from marketplace.selectors import offers_list, pool_snapshots, price_change_effects
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from organizations.models import Organization
-from pools.models import ResourcePool
+from pools.models import Hub, PricePlan, ResourcePool
+from pools.selectors import plan_in_force, plans_by_pool, price_plans_in_force
 from pools.services import pools_lock
 
 logger = logging.getLogger(__name__)
@@ -129,12 +132,17 @@ def placement_book(
     placement: Placement,
     warnings: list[str],
     estimated_cost: float | None = None,
+    now: datetime | None = None,
 ) -> Order | None:
     """Reserve the placement's cards and record its order and leases (the order's estimate is the
-    placement's unless given), or None if another order got the cards first."""
+    placement's unless given), or None if another order got the cards first. Each lease keeps the
+    price version the quote priced (in force ``now``)."""
     providers = _reserve(placement)
     if providers is None:
         return None
+    # Read with the pools locked: a version made meanwhile waits for this order, which keeps the
+    # version it was quoted.
+    plans = price_plans_in_force(pool_ids=list(providers), at=now or timezone.now())
     cost = placement.estimated_cost if estimated_cost is None else estimated_cost
     order = Order.objects.create(
         buyer=buyer,
@@ -154,6 +162,8 @@ def placement_book(
                 start_at=placement.start_at,
                 end_at=placement.end_at,
                 estimated_cost=Decimal(str(allocation.estimated_cost)).quantize(ESTIMATE_PLACES),
+                price_plan=plans[allocation.pool_id],
+                max_price=order.max_price,
             )
             for allocation in placement.allocations
         ]
@@ -173,7 +183,9 @@ def order_place(*, buyer: Organization, requirements: Requirements, now: datetim
         raise RuleViolation(buyer.orders_blocked_reason, code="orders_blocked")
     result = quote(requirements=requirements, now=now)
     for placement in result.placements:
-        order = placement_book(buyer=buyer, requirements=requirements, placement=placement, warnings=result.warnings)
+        order = placement_book(
+            buyer=buyer, requirements=requirements, placement=placement, warnings=result.warnings, now=now
+        )
         if order is not None:
             return order
     if requirements.pool is not None:
@@ -315,3 +327,132 @@ def leases_fail_lost_pools(*, now: datetime | None = None, lost_after_seconds: i
         by="system",
         now=now,
     )
+
+
+@transaction.atomic
+def price_index_snapshot(*, now: datetime | None = None) -> int:
+    """Take the price index's snapshot of the UTC hour of ``now`` (Celery beat, every 10 minutes,
+    so a lost run costs no hour): per GPU model, the active offers (``offers_list``) by hub, each
+    distinct card-hour price with the free cards offered at it, and the index of every hub,
+    region and the nation. The first snapshot of an hour stands; a later one in the same hour
+    changes nothing. Returns the rows written."""
+    now = now or timezone.now()
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    if PriceIndexSnapshot.objects.filter(hour=hour).exists():
+        return 0
+    regions = dict(Hub.objects.values_list("code", "region"))
+    offered: dict[str, dict[str, dict[Decimal, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+    offers = offers_list(now=now).values_list("gpu_model_id", "hub_id", "price_now", "free_cards")  # type: ignore[misc]  # an annotation
+    for model, hub, price, free in offers:
+        offered[model][hub][price] += free
+    rows = []
+    for model, hubs in sorted(offered.items()):
+        pairs = {hub: list(prices.items()) for hub, prices in hubs.items()}
+        rows.append(
+            PriceIndexSnapshot(
+                hour=hour,
+                gpu_model_id=model,
+                offers=offers_json(pairs),
+                index=snapshot_index(pairs, regions),
+                taken_at=now,
+            )
+        )
+    return len(PriceIndexSnapshot.objects.bulk_create(rows, ignore_conflicts=True))
+
+
+def _feed_data(effect: dict[str, Any], plan: PricePlan) -> dict[str, Any]:
+    return {
+        "pool": str(plan.pool_id),
+        "price_version": plan.version,
+        "effective_from": plan.effective_from.isoformat(),
+        "running_from": plan.running_from.isoformat(),
+        "takes_effect_at": effect["takes_effect_at"].isoformat(),
+        "price_locked_until": effect["price_locked_until"].isoformat(),
+        "expected_cost_change": str(effect["expected_cost_change"]),
+        "ends_for_max_price": effect["ends_for_max_price"],
+    }
+
+
+def price_rise_notify(plan: PricePlan) -> None:
+    """Tell the buyer of each active lease on the pool of a rise (a pools hook, inside the
+    transaction that makes the version, so the events commit with it)."""
+    if not plan.rise:
+        return
+    now = timezone.now()
+    FeedEvent.objects.bulk_create(
+        [
+            FeedEvent(
+                organization_id=effect["buyer_id"],
+                kind=FeedEvent.Kind.PRICE_RISE,
+                lease_id=effect["lease"],
+                occurred_at=now,
+                data=_feed_data(effect, plan),
+            )
+            for effect in price_change_effects(plan)
+        ]
+    )
+
+
+@transaction.atomic
+def lease_max_price_raise(*, lease: Lease, max_price: Decimal | None, by: str) -> Lease:
+    """The buyer raises its lease's ceiling per card-hour (or lifts it, with None); never lowers it."""
+    locked = Lease.objects.select_for_update().get(pk=lease.pk)
+    if not locked.is_active:
+        raise ConflictError(
+            f"This lease already ended ({locked.status}, {locked.end_reason}).", code="lease_already_ended"
+        )
+    if locked.max_price is not None and max_price is not None and max_price < locked.max_price:
+        message = f"max_price can only be raised (it is {locked.max_price}) or lifted (null)."
+        raise RuleViolation(
+            message, code="max_price_lowered", fields={"max_price": [{"code": "max_price_lowered", "message": message}]}
+        )
+    locked.max_price = max_price
+    locked.save(update_fields=["max_price"])
+    return locked
+
+
+def leases_end_above_max_price(*, now: datetime | None = None) -> int:
+    """End each running lease whose price (its average over the day, as an order's max_price is an
+    average), once its lock ended, rose above its max_price: at the
+    moment it did (the lock's end, or when a rise reached running leases), billed to then (Celery
+    beat). Its buyer gets a feed event."""
+    now = now or timezone.now()
+    leases = list(
+        Lease.objects.filter(status=Lease.Status.RUNNING, max_price__isnull=False, end_at__lte=now).values_list(
+            "pk", "pool_id", "end_at", "max_price"
+        )
+    )
+    if not leases:
+        return 0
+    versions = plans_by_pool(pool_ids={pool_id for _, pool_id, _, _ in leases}, until=now + timedelta(microseconds=1))
+    averages = {
+        plan.pk: plan.average_price
+        for plan in PricePlan.objects.filter(pk__in={plan_id for pool in versions.values() for _, _, plan_id in pool})
+    }
+    ended = 0
+    for lease_id, pool_id, locked_until, max_price in leases:
+        pool_versions = versions.get(pool_id, [])
+        moments = sorted({locked_until} | {at for at, _, _ in pool_versions if locked_until < at <= now})
+        for moment in moments:
+            if max_price is not None and averages[plan_in_force(pool_versions, moment)] > max_price:
+                ended += _end_above_max_price(lease_id=lease_id, at=moment)
+                break
+    return ended
+
+
+@transaction.atomic
+def _end_above_max_price(*, lease_id: Any, at: datetime) -> int:
+    try:
+        lease = lease_end(
+            lease_id=lease_id, status=Lease.Status.COMPLETED, reason="price_above_max", by="system", now=at
+        )
+    except ConflictError:  # ended meanwhile by another path
+        return 0
+    FeedEvent.objects.create(
+        organization_id=lease.buyer_id,
+        kind=FeedEvent.Kind.PRICE_ABOVE_MAX,
+        lease=lease,
+        occurred_at=timezone.now(),
+        data={"ended_at": at.isoformat(), "max_price": str(lease.max_price)},
+    )
+    return 1

@@ -19,3 +19,13 @@ def leases_end_expired() -> int:
 @shared_task(name="marketplace.tasks.leases_fail_lost_pools")
 def leases_fail_lost_pools() -> int:
     return services.leases_fail_lost_pools(lost_after_seconds=settings.LEASE_POOL_LOST_SECONDS)
+
+
+@shared_task(name="marketplace.tasks.price_index_snapshot")
+def price_index_snapshot() -> int:
+    return services.price_index_snapshot()
+
+
+@shared_task(name="marketplace.tasks.leases_end_above_max_price")
+def leases_end_above_max_price() -> int:
+    return services.leases_end_above_max_price()

@@ -11,5 +11,7 @@ urlpatterns = [
     path("leases/", apis.LeaseListApi.as_view(), name="lease-list"),
     path("leases/<uuid:lease_id>/", apis.LeaseDetailApi.as_view(), name="lease-detail"),
     path("leases/<uuid:lease_id>/start/", apis.LeaseStartApi.as_view(), name="lease-start"),
+    path("feed/", apis.FeedApi.as_view(), name="feed"),
+    path("price-index/", apis.PriceIndexApi.as_view(), name="price-index"),
     path("leases/<uuid:lease_id>/terminate/", apis.LeaseTerminateApi.as_view(), name="lease-terminate"),
 ]

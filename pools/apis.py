@@ -19,6 +19,7 @@ from pools import services
 from pools.models import GpuModel, Hub, ResourcePool
 from pools.selectors import pool_list, price_plans_in_force
 from pools.serializers import (
+    DryRunSerializer,
     GpuModelSerializer,
     HeartbeatSerializer,
     HubSerializer,
@@ -26,6 +27,8 @@ from pools.serializers import (
     PoolCreateSerializer,
     PoolSerializer,
     PoolUpdateSerializer,
+    PriceChangeResultSerializer,
+    PriceChangeSerializer,
     PricePlanSerializer,
 )
 
@@ -196,10 +199,30 @@ class PoolHeartbeatApi(APIView):
 
 
 class PoolPriceListApi(APIView):
-    """Every price version of a pool, newest first."""
+    """Every price version of a pool, newest first; a provider makes a new one (or tries it first)."""
 
     def get_permissions(self) -> list[Any]:
-        return [KeyRoleAllows(), IsProviderOrOperator()]
+        kind = IsProvider if self.request.method == "POST" else IsProviderOrOperator
+        return [KeyRoleAllows(), kind()]
+
+    @extend_schema(
+        request=PriceChangeSerializer,
+        responses={200: PriceChangeResultSerializer, 201: PriceChangeResultSerializer},
+        parameters=[DryRunSerializer],
+        summary="Make a new price version, or with dry_run=true see the leases it would reach",
+    )
+    def post(self, request: Request, pool_id: Any) -> Response:
+        pool = _own_pool(request, pool_id)
+        query = DryRunSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        body = PriceChangeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        dry_run = query.validated_data["dry_run"]
+        plan, affected = services.price_plan_publish(
+            pool=pool, by=actor(request), dry_run=dry_run, **body.validated_data
+        )
+        result = PriceChangeResultSerializer({"dry_run": dry_run, "version": plan, "affected_leases": affected})
+        return Response(result.data, status=status.HTTP_200_OK if dry_run else status.HTTP_201_CREATED)
 
     @extend_schema(responses=PricePlanSerializer(many=True))
     def get(self, request: Request, pool_id: Any) -> Response:

@@ -140,7 +140,14 @@ class PricePlan(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     pool = models.ForeignKey(ResourcePool, on_delete=models.CASCADE, related_name="price_plans")
     version = models.PositiveIntegerField()
-    effective_from = models.DateTimeField()
+    effective_from = models.DateTimeField(help_text="From when new orders are priced with this version.")
+    running_from = models.DateTimeField(
+        help_text="From when running leases pay it outside their price lock: effective_from, or for a rise "
+        "not before PRICE_RISE_NOTICE_HOURS after it was made."
+    )
+    rise = models.BooleanField(
+        default=False, help_text="Higher, in some hour or token price, than the version running leases paid."
+    )
     price_per_card_hour = models.DecimalField(max_digits=12, decimal_places=4)
     currency = models.CharField(max_length=3, default="CNY")
     time_of_use = models.JSONField(help_text='Factor per band, e.g. {"peak": "1.05", "flat": "1", "valley": "0.9"}.')
@@ -169,6 +176,21 @@ class PricePlan(models.Model):
     def rate_at(self, at: datetime) -> Decimal:
         """The price per card-hour in force at ``at`` under this plan."""
         return Decimal(self.hour_prices[local_hour(at)])
+
+    @property
+    def average_price(self) -> Decimal:
+        """The mean of its 24 hour prices: what an order's ``max_price`` (an average) is held against."""
+        return sum((Decimal(price) for price in self.hour_prices), Decimal(0)) / 24
+
+    def rises_from(self, other: "PricePlan") -> bool:
+        """Higher than ``other`` in any hour (so any time-of-use band) or any token price."""
+        if any(Decimal(new) > Decimal(old) for new, old in zip(self.hour_prices, other.hour_prices, strict=True)):
+            return True
+        return any(
+            Decimal(price) > Decimal(other.token_prices.get(model, {}).get(side, "0"))
+            for model, sides in self.token_prices.items()
+            for side, price in sides.items()
+        )
 
 
 class PoolStatusChange(models.Model):

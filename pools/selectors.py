@@ -1,3 +1,5 @@
+from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -43,6 +45,37 @@ def price_plans_in_force(*, pool_ids: list[UUID], at: datetime) -> dict[UUID, Pr
     ):
         plans.setdefault(plan.pool_id, plan)
     return plans
+
+
+Versions = list[tuple[datetime, int, Any]]  # a pool's (running from, version, id), by running_from
+
+
+def plans_by_pool(*, pool_ids: Iterable[Any], until: datetime) -> dict[Any, Versions]:
+    """Each pool's price versions that reach running leases before ``until`` as (running from,
+    version, id), earliest first; and its first version in any case (see ``plan_in_force``)."""
+    plans: dict[Any, Versions] = defaultdict(list)
+    for pool_id, running_from, version, plan_id in (
+        PricePlan.objects.filter(Q(running_from__lt=until) | Q(version=1), pool_id__in=pool_ids)
+        .order_by("pool_id", "running_from", "version")
+        .values_list("pool_id", "running_from", "version", "pk")
+    ):
+        plans[pool_id].append((running_from, version, plan_id))
+    return plans
+
+
+def plan_in_force(versions: Versions, at: datetime) -> Any:
+    """The id of the version a running lease pays at ``at`` outside its price lock: the newest of
+    those that reached running leases by then (a decrease made while a rise waits for its notice
+    supersedes the rise at once).
+
+    Usage stamped before a pool's first version (an agent's clock behind, within the grace
+    ingest allows before a lease's start) is rated at that first version: nothing ran before
+    the pool was listed, and usage is never left without a price.
+    """
+    reached = [version for version in versions if version[0] <= at]
+    if not reached:
+        return versions[0][2] if versions else None
+    return max(reached, key=lambda version: version[1])[2]
 
 
 def hub_capacity() -> list[dict[str, Any]]:

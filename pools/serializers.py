@@ -224,7 +224,11 @@ class PoolSerializer(serializers.ModelSerializer):
 
 class PricePlanSerializer(serializers.Serializer):
     version = serializers.IntegerField()
-    effective_from = serializers.DateTimeField()
+    effective_from = serializers.DateTimeField(help_text="From when new orders are priced with it.")
+    running_from = serializers.DateTimeField(
+        help_text="From when running leases pay it outside their price lock (a rise: after the notice)."
+    )
+    rise = serializers.BooleanField(help_text="Higher in some hour or token price than what running leases paid.")
     price_per_card_hour = PriceField()
     currency = serializers.CharField()
     time_of_use = serializers.JSONField()
@@ -234,3 +238,47 @@ class PricePlanSerializer(serializers.Serializer):
     token_prices = TokenPricesField()
     created_by = serializers.CharField()
     created_at = serializers.DateTimeField()
+
+
+class PriceChangeSerializer(StrictSerializer):
+    """A new price version: what is not given carries over from the latest one."""
+
+    price_per_card_hour = _price_field(required=False)
+    time_of_use = TimeOfUseField(required=False)
+    token_prices = TokenPricesField(required=False)
+    effective_from = serializers.DateTimeField(
+        required=False, help_text="When new orders pay it: now (default) or later, never earlier."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not any(field in attrs for field in ("price_per_card_hour", "time_of_use", "token_prices")):
+            raise serializers.ValidationError(
+                "Give price_per_card_hour, time_of_use or token_prices.", code="no_price_given"
+            )
+        return attrs
+
+
+class AffectedLeaseSerializer(serializers.Serializer):
+    lease = serializers.UUIDField()
+    status = serializers.CharField()
+    cards = serializers.IntegerField()
+    end_at = serializers.DateTimeField()
+    price_locked_until = serializers.DateTimeField()
+    takes_effect_at = serializers.DateTimeField(help_text="When the lease starts paying the new version.")
+    expected_cost_change = serializers.DecimalField(
+        max_digits=18, decimal_places=2, help_text="Yuan, over its booked hours from takes_effect_at."
+    )
+    max_price = PriceField(allow_null=True)
+    ends_for_max_price = serializers.BooleanField(
+        help_text="The new price is above the lease's max_price: it would end price_above_max at takes_effect_at."
+    )
+
+
+class PriceChangeResultSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    version = PricePlanSerializer()
+    affected_leases = AffectedLeaseSerializer(many=True)
+
+
+class DryRunSerializer(StrictSerializer):
+    dry_run = serializers.BooleanField(default=False, help_text="true: change nothing, list the leases reached.")

@@ -103,6 +103,7 @@ def pool_register(
         pool=pool,
         version=1,
         effective_from=now,
+        running_from=now,
         price_per_card_hour=price_per_card_hour,
         time_of_use=factors,
         time_of_use_custom=bool(time_of_use),
@@ -123,12 +124,16 @@ def price_plan_create(
     time_of_use: Mapping[str, Decimal] | None = None,
     token_prices: Mapping[str, Mapping[str, Decimal]] | None = None,
     effective_from: datetime | None = None,
+    dry_run: bool = False,
 ) -> PricePlan:
     """A new price version from ``effective_from`` (now by default, never in the past).
 
-    What is not given carries over from the latest version. Usage keeps being
-    rated with the version in force when it happened; the hooks (billing) rate again
-    usage already rolled up that the new version covers.
+    What is not given carries over from the latest version. New orders are priced with it
+    from ``effective_from``. A lease keeps the version it was placed on for its booked
+    hours; outside them a running lease pays the new version from ``running_from``: at
+    ``effective_from`` for a decrease, and for a rise (higher than what they pay then in
+    any hour or token price) not before ``PRICE_RISE_NOTICE_HOURS`` from now. The hooks
+    (marketplace: notices to the buyers; billing: usage to rate again) run after it is made.
     """
     locked = ResourcePool.objects.select_for_update().select_related("hub", "gpu_model").get(pk=pool.pk)
     if locked.status == Status.RETIRED:
@@ -155,7 +160,7 @@ def price_plan_create(
         factors, prices = dict(latest.time_of_use), list(latest.hour_prices)
     else:
         factors, prices = _plan_prices(pool=locked, price_per_card_hour=base, time_of_use=time_of_use)
-    plan = PricePlan.objects.create(
+    plan = PricePlan(
         pool=locked,
         version=latest.version + 1,
         effective_from=effective_from,
@@ -166,9 +171,29 @@ def price_plan_create(
         token_prices=_token_prices_json(token_prices) if token_prices is not None else latest.token_prices,
         created_by=by,
     )
+    plan.rise, plan.running_from = _reaches_running_leases(plan, locked, now=now)
+    if dry_run:
+        return plan
+    plan.save(force_insert=True)
     for hook in hooks.PRICE_VERSION_HOOKS:
         hook(plan)
     return plan
+
+
+def _reaches_running_leases(plan: PricePlan, pool: ResourcePool, *, now: datetime) -> tuple[bool, datetime]:
+    """Whether a new version is a rise, and when it reaches running leases (outside their price
+    lock). At once unless it rises from the version they pay then; a rise no higher than a rise
+    already announced and still waiting reaches them with it; any other rise after
+    ``PRICE_RISE_NOTICE_HOURS`` from now."""
+    versions = list(pool.price_plans.order_by("version"))
+    latest = versions[-1]
+    reached = [version for version in versions if version.running_from <= plan.effective_from]
+    paid = max(reached, key=lambda version: version.version) if reached else versions[0]
+    if not plan.rises_from(paid):
+        return False, plan.effective_from
+    if latest.running_from > plan.effective_from and not plan.rises_from(latest):
+        return True, latest.running_from
+    return True, max(plan.effective_from, now + timedelta(hours=settings.PRICE_RISE_NOTICE_HOURS))
 
 
 @transaction.atomic
@@ -352,3 +377,13 @@ def pool_edit(*, pool: ResourcePool, by: str, **changes: Any) -> ResourcePool:
     if prices:
         price_plan_create(pool=pool, by=by, **prices)
     return pool
+
+
+@transaction.atomic
+def price_plan_publish(
+    *, pool: ResourcePool, by: str, dry_run: bool = False, **prices: Any
+) -> tuple[PricePlan, list[dict[str, Any]]]:
+    """A provider's new price version (with ``dry_run``, the version as it would be made, not
+    saved) and the leases it reaches, with the change in their expected cost (the effect hooks)."""
+    plan = price_plan_create(pool=pool, by=by, dry_run=dry_run, **prices)
+    return plan, [effect for hook in hooks.PRICE_EFFECT_HOOKS for effect in hook(plan)]

@@ -30,6 +30,7 @@ from billing.models import (
     UsageRollupDue,
 )
 from billing.rating import SECONDS_PER_HOUR, TOKENS_PER_UNIT
+from marketplace.models import Lease
 from pools.models import PricePlan
 from vouchers.models import Redemption
 
@@ -309,18 +310,20 @@ def _usage_billed() -> list[Difference]:
     return differences
 
 
-# The price version of each event, found here without the rollup's code: the latest that took
-# effect at or before it (the pool's first, for usage stamped before the pool was listed).
+# The price version of each event, found here without the rollup's code: in the lease's booked
+# hours the version it was placed on; after them the newest version that reached running leases
+# at or before the event (the pool's first, for usage stamped before the pool was listed).
 _EVENTS_BY_VERSION = """
 WITH h AS (SELECT * FROM unnest(%s::uuid[], %s::timestamptz[]) AS h (pool_id, hour))
 SELECT e.lease_id, h.hour, e.type, e.model, v.id, sum(e.quantity), sum(e.input_tokens), sum(e.output_tokens)
 FROM h JOIN marketplace_lease AS l ON l.pool_id = h.pool_id
 JOIN billing_usageevent AS e ON e.lease_id = l.id AND e.time >= h.hour AND e.time < h.hour + interval '1 hour'
 CROSS JOIN LATERAL (
-    SELECT p.id FROM pools_priceplan AS p WHERE p.pool_id = l.pool_id
-    ORDER BY p.effective_from <= e.time DESC, CASE WHEN p.effective_from <= e.time THEN p.effective_from END DESC,
-             p.effective_from
-    LIMIT 1
+    SELECT CASE WHEN e.time < l.end_at THEN l.price_plan_id ELSE coalesce(
+        (SELECT p.id FROM pools_priceplan AS p WHERE p.pool_id = l.pool_id AND p.running_from <= e.time
+         ORDER BY p.version DESC LIMIT 1),
+        (SELECT p.id FROM pools_priceplan AS p WHERE p.pool_id = l.pool_id ORDER BY p.version LIMIT 1)
+    ) END AS id
 ) AS v
 GROUP BY 1, 2, 3, 4, 5
 """
@@ -334,16 +337,20 @@ GROUP BY 1, 2, 3, 4, 5
 
 
 def _usage_by_price_version() -> list[Difference]:
-    """In every hour in which a price version took effect, each version's rolled-up usage (the
-    row its month billed and any late row) equals the raw events from its start, recounted from
-    the events; hours still waiting for their rollup are left out."""
+    """In every hour in which a lease's price version may change (a version takes effect or reaches
+    running leases, a lease's price lock ends), each version's rolled-up usage (the row its month
+    billed and any late row) equals the raw events from its start, recounted from the events;
+    hours still waiting for their rollup are left out."""
     versions = dict(PricePlan.objects.values_list("pk", "version"))
-    hours = sorted(
-        {
-            (pool_id, effective_from.replace(minute=0, second=0, microsecond=0))
-            for pool_id, effective_from in PricePlan.objects.values_list("pool_id", "effective_from")
-        }
-    )
+    moments = [
+        *PricePlan.objects.values_list("pool_id", "effective_from"),
+        *PricePlan.objects.values_list("pool_id", "running_from"),
+        # A lock ends where the version may change: only on pools with more than one version.
+        *Lease.objects.filter(pool_id__in=PricePlan.objects.filter(version=2).values("pool_id")).values_list(
+            "pool_id", "end_at"
+        ),
+    ]
+    hours = sorted({(pool_id, at.replace(minute=0, second=0, microsecond=0)) for pool_id, at in moments})
     if not hours:
         return []
     arrays: list[Any] = [[pool_id for pool_id, _ in hours], [hour for _, hour in hours]]

@@ -15,7 +15,6 @@ by a Celery task after commit; the same transaction marks them due in
 """
 
 import math
-from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from marketplace.models import Lease
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from pools.models import PricePlan
 from pools.reference_data import TOKENS_PER_SECOND
+from pools.selectors import Versions, plan_in_force, plans_by_pool
 
 FUTURE_LIMIT = timedelta(minutes=5)
 SECONDS_PER_HOUR = 3600
@@ -427,47 +427,34 @@ def invoices_for_usage(*, months: set[tuple[Any, tuple[datetime, datetime]]]) ->
     return closed
 
 
-def plans_by_pool(*, pool_ids: Iterable[Any], until: datetime) -> dict[Any, list[tuple[datetime, Any]]]:
-    """Each pool's price versions that take effect before ``until`` as (effective from, id),
-    oldest first; and its first version in any case (see ``plan_in_force``)."""
-    plans: dict[Any, list[tuple[datetime, Any]]] = defaultdict(list)
-    for pool_id, effective_from, plan_id in (
-        PricePlan.objects.filter(Q(effective_from__lt=until) | Q(version=1), pool_id__in=pool_ids)
-        .order_by("pool_id", "effective_from")
-        .values_list("pool_id", "effective_from", "pk")
-    ):
-        plans[pool_id].append((effective_from, plan_id))
-    return plans
-
-
-def plan_in_force(versions: list[tuple[datetime, Any]], at: datetime) -> Any:
-    """The id of the version in force at ``at``, when the usage happened.
-
-    Usage stamped before a pool's first version (an agent's clock behind, within the grace
-    ingest allows before a lease's start) is rated at that first version: nothing ran before
-    the pool was listed, and usage is never left without a price.
-    """
-    index = bisect_right(versions, at, key=lambda version: version[0])
-    return versions[max(index, 1) - 1][1] if versions else None
+def lease_plan_at(lease: tuple[Any, datetime], versions: Versions, at: datetime) -> Any:
+    """The version that prices a lease's usage at ``at``: the one it was placed on, in its booked
+    hours (``lease`` is its locked version id and its booked end); after them, ``plan_in_force``."""
+    locked_plan, locked_until = lease
+    return locked_plan if at < locked_until else plan_in_force(versions, at)
 
 
 def _version_start(
-    leases: dict[UUID, tuple[Any, ...]], plans: dict[Any, list[tuple[datetime, Any]]], start: datetime, end: datetime
+    leases: dict[UUID, tuple[Any, ...]], plans: dict[Any, Versions], start: datetime, end: datetime
 ) -> Case | Value:
-    """For each event, the start of the latest price version that took effect inside an hour of
-    [start, end), at or before the event (null if none did): the rows of an hour are split there.
+    """For each event, the latest moment inside an hour of [start, end), at or before the event,
+    at which the lease's price version changes (null if none did): the rows of an hour are split
+    there. A lease's version changes where its price lock ends (if the version in force then is
+    another) and, after that, where a version reaches running leases.
 
-    Only versions starting inside an hour take part; there are none in most rollups, and then
-    the events are summed by hour alone, as before this split existed.
+    There are no such moments in most rollups, and then the events are summed by hour alone.
     """
     starts = []
-    for pool_id, versions in plans.items():
-        pool_leases = sorted((lease_id for lease_id, row in leases.items() if row[1] == pool_id), key=str)
-        starts += [(at, pool_leases) for at, _ in versions if start < at < end and at != _hour_floor(at)]
+    for lease_id, (_, pool_id, _, _, locked_plan, locked_until) in leases.items():
+        versions = plans.get(pool_id, [])
+        moments = [at for at, _, _ in versions if at > locked_until]
+        if plan_in_force(versions, locked_until) != locked_plan:
+            moments.append(locked_until)
+        starts += [(at, lease_id) for at in moments if start < at < end and at != _hour_floor(at)]
     if not starts:
         return Value(None, output_field=DateTimeField())
-    starts.sort(key=lambda version: version[0], reverse=True)  # the latest that applies wins
-    whens = [When(Q(lease_id__in=pool_leases, time__gte=at), then=Value(at)) for at, pool_leases in starts]
+    starts.sort(key=lambda moment: moment[0], reverse=True)  # the latest that applies wins
+    whens = [When(Q(lease_id=lease_id, time__gte=at), then=Value(at)) for at, lease_id in starts]
     return Case(*whens, default=Value(None), output_field=DateTimeField())
 
 
@@ -496,7 +483,7 @@ def _roll_up(wanted: set[Bucket]) -> int:
         for row in Lease.objects.select_for_update()
         .filter(pk__in={lease_id for lease_id, _ in wanted})
         .order_by("pk")
-        .values_list("id", "pool_id", "buyer_id", "provider_id")
+        .values_list("id", "pool_id", "buyer_id", "provider_id", "price_plan_id", "end_at")
     }
     # Read the marks before the events: an ingest that commits after this line marks its
     # buckets again (another batch), so its mark survives the delete below.
@@ -526,8 +513,9 @@ def _roll_up(wanted: set[Bucket]) -> int:
     for lease_id, bucket, since, event_type, model, seconds, inputs, outputs, events in sums:
         if (lease_id, bucket) not in wanted:
             continue
-        pool_id = leases[lease_id][1]
-        plan_id = plan_in_force(plans.get(pool_id, []), max(bucket, since) if since else bucket)
+        _, pool_id, _, _, locked_plan, locked_until = leases[lease_id]
+        at = max(bucket, since) if since else bucket
+        plan_id = lease_plan_at((locked_plan, locked_until), plans.get(pool_id, []), at)
         if event_type == GPU_SECONDS:
             metrics = [(UsageMetric.GPU_SECONDS, "", seconds)]
         else:
@@ -538,7 +526,7 @@ def _roll_up(wanted: set[Bucket]) -> int:
             total[1] += events
     rows = []
     for (lease_id, metric, name, bucket, plan_id), (quantity, events) in totals.items():
-        _, pool_id, buyer_id, provider_id = leases[lease_id]
+        _, pool_id, buyer_id, provider_id, _, _ = leases[lease_id]
         rows.append(
             UsageRollup(
                 lease_id=lease_id,

@@ -318,6 +318,10 @@ POOL_HEARTBEAT_STALE_SECONDS = env_int("POOL_HEARTBEAT_STALE_SECONDS", 300, min_
 # How far ahead of the server's clock a heartbeat's observed_at may be (clock skew).
 POOL_HEARTBEAT_MAX_SKEW_SECONDS = env_int("POOL_HEARTBEAT_MAX_SKEW_SECONDS", 30, min_value=0)
 
+# A provider's price rise reaches running leases (outside their booked, price-locked hours) no
+# sooner than this after it is published; new orders pay it at once, decreases apply at once.
+PRICE_RISE_NOTICE_HOURS = env_int("PRICE_RISE_NOTICE_HOURS", 24, min_value=0)
+
 # --- Marketplace -----------------------------------------------------------
 
 # A lease whose pool has sent no heartbeat for this long ends as failed.
@@ -330,6 +334,8 @@ CELERY_BEAT_SCHEDULE = {
     "leases-start-due": {"task": "marketplace.tasks.leases_start_due", "schedule": 60.0},
     "leases-end-expired": {"task": "marketplace.tasks.leases_end_expired", "schedule": 60.0},
     "leases-fail-lost-pools": {"task": "marketplace.tasks.leases_fail_lost_pools", "schedule": 60.0},
+    "leases-end-above-max-price": {"task": "marketplace.tasks.leases_end_above_max_price", "schedule": 60.0},
+    "price-index-snapshot": {"task": "marketplace.tasks.price_index_snapshot", "schedule": 600.0},
     "vouchers-expire": {"task": "vouchers.tasks.vouchers_expire", "schedule": 900.0},
     "settlements-due": {"task": "settlements.tasks.settlements_due", "schedule": 3600.0},
 }

@@ -5,7 +5,7 @@ from decimal import Decimal
 from typing import Any
 
 from billing.models import UsageMetric, UsageRollup
-from billing.services.usage import plan_in_force, plans_by_pool, usage_rollups_store
+from billing.services.usage import lease_plan_at, plans_by_pool, usage_rollups_store
 from marketplace.models import Lease
 
 
@@ -27,7 +27,7 @@ def usage(
                 provider_id=lease.provider_id,
                 quantity=Decimal(seconds),
                 events=1,
-                price_plan_id=plan_in_force(versions, hour),
+                price_plan_id=lease_plan_at((lease.price_plan_id, lease.end_at), versions, hour),
             )
         ]
     )

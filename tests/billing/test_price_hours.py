@@ -63,15 +63,26 @@ def rollups_run(now: datetime) -> None:
         usage_rollup_buckets(buckets=list(UsageRollupDue.objects.values_list("lease_id", "hour")))
 
 
-def started(buyer: Any, provider: Any, *, registered: datetime, price: Decimal = Decimal(20)) -> Lease:
-    """A lease on a pool registered at ``registered`` (flat prices all day), started a minute later."""
-    lease = leased(buyer=buyer, provider=provider, at=registered, price=price, time_of_use=FLAT)
+def started(
+    buyer: Any, provider: Any, *, registered: datetime, price: Decimal = Decimal(20), hours: float = 24
+) -> Lease:
+    """A lease booked for ``hours`` on a pool registered at ``registered`` (flat prices all day),
+    started 30 seconds later."""
+    lease = leased(buyer=buyer, provider=provider, at=registered, price=price, time_of_use=FLAT, hours=hours)
     return lease_start(lease_id=lease.pk, by="test", now=registered + timedelta(seconds=30))
 
 
 def change_price(lease: Lease, price: Decimal, *, now: datetime, effective_from: datetime | None = None) -> None:
     with time_machine.travel(now, tick=False):
         price_plan_create(pool=lease.pool, by="provider", price_per_card_hour=price, effective_from=effective_from)
+
+
+@pytest.fixture
+def unlocked(settings: Any) -> None:
+    """Usage outside the price lock, priced by the version in force: the leases of these tests are
+    booked until HOUR, their agents report for up to an hour past it, and rises apply at once."""
+    settings.USAGE_TIME_GRACE_SECONDS = 3600
+    settings.PRICE_RISE_NOTICE_HOURS = 0
 
 
 def finalize_march(buyer: Any) -> Invoice:
@@ -94,8 +105,8 @@ def test_usage_in_the_hour_a_pool_is_registered_is_billed_at_its_first_price(buy
     assert reconcile() == []
 
 
-def test_an_hour_whose_price_changes_at_half_past_bills_each_side_at_its_own_price(buyer, provider) -> None:
-    lease = started(buyer, provider, registered=EARLIER)
+def test_an_hour_whose_price_changes_at_half_past_bills_each_side_at_its_own_price(buyer, provider, unlocked) -> None:
+    lease = started(buyer, provider, registered=EARLIER, hours=1)
     report(lease, "before", at(10), 8 * 600, now=at(11))
     change_price(lease, Decimal(30), now=at(30))
     report(lease, "after", at(45), 8 * 900, now=at(46))
@@ -110,8 +121,8 @@ def test_an_hour_whose_price_changes_at_half_past_bills_each_side_at_its_own_pri
     assert reconcile() == []
 
 
-def test_the_split_hour_keeps_the_time_of_use_band_of_its_local_hour(buyer, provider) -> None:
-    lease = leased(buyer=buyer, provider=provider, at=EARLIER, price=Decimal(20))  # the hub's own bands
+def test_the_split_hour_keeps_the_time_of_use_band_of_its_local_hour(buyer, provider, unlocked) -> None:
+    lease = leased(buyer=buyer, provider=provider, at=EARLIER, price=Decimal(20), hours=3)  # the hub's own bands
     lease = lease_start(lease_id=lease.pk, by="test", now=EARLIER)
     peak = HOUR + timedelta(hours=2)  # 11:00 in Shanghai, peak in Beijing
     report(lease, "before", peak + timedelta(minutes=10), 3600, now=peak + timedelta(minutes=11))
@@ -126,8 +137,8 @@ def test_the_split_hour_keeps_the_time_of_use_band_of_its_local_hour(buyer, prov
     assert Decimal(new.hour_prices[11]) > Decimal(30)  # the peak factor applies to the new base price too
 
 
-def test_usage_rolled_up_before_a_price_change_that_covers_it_is_rolled_up_again(buyer, provider) -> None:
-    lease = started(buyer, provider, registered=EARLIER)
+def test_usage_rolled_up_before_a_price_change_that_covers_it_is_rolled_up_again(buyer, provider, unlocked) -> None:
+    lease = started(buyer, provider, registered=EARLIER, hours=1)
     # An agent whose clock runs a little ahead: 01:31 reported at 01:29 (up to 5 minutes ahead is accepted).
     report(lease, "ahead", at(31), 3600, now=at(29))
     change_price(lease, Decimal(30), now=at(30))
@@ -143,9 +154,9 @@ def test_usage_rolled_up_before_a_price_change_that_covers_it_is_rolled_up_again
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_price_version_made_while_its_hour_is_being_rolled_up_waits_and_reprices_it() -> None:
+def test_a_price_version_made_while_its_hour_is_being_rolled_up_waits_and_reprices_it(unlocked) -> None:
     buyer, provider = BuyerFactory(), ProviderFactory()
-    lease = started(buyer, provider, registered=EARLIER)
+    lease = started(buyer, provider, registered=EARLIER, hours=1)
     event = {
         "specversion": "1.0", "id": "ahead", "source": "agent://test/pool", "type": "compute.gpu_seconds",
         "subject": str(lease.pk), "time": at(31).isoformat(), "data": {"quantity": 3600, "cards": 8},
@@ -172,16 +183,17 @@ def test_a_price_version_made_while_its_hour_is_being_rolled_up_waits_and_repric
 
 
 def test_a_price_version_that_starts_within_the_skew_before_it_was_made_reprices_what_it_covers(
-    buyer, provider
+    buyer, provider, unlocked
 ) -> None:
-    lease = started(buyer, provider, registered=EARLIER)
+    lease = started(buyer, provider, registered=EARLIER, hours=1)
     report(lease, "e1", at(29, 40), 1800, now=at(29, 45))
-    change_price(lease, Decimal(30), now=at(30, 10), effective_from=at(29, 30))  # an agent's clock 40 s behind
+    # A decrease, which reaches running leases at its start (a rise, at its notice's end from now).
+    change_price(lease, Decimal(10), now=at(30, 10), effective_from=at(29, 30))  # an agent's clock 40 s behind
     rollups_run(now=at(30, 15))
 
     lines = {line.rate: line.quantity for line in finalize_march(buyer).lines.all() if line.quantity}
 
-    assert lines == {Decimal(30): Decimal("0.5")}
+    assert lines == {Decimal(10): Decimal("0.5")}
 
 
 def test_usage_stamped_before_the_pools_first_price_is_rated_at_that_first_price(buyer, provider) -> None:
@@ -279,9 +291,9 @@ def test_reconcile_finds_rolled_up_usage_of_a_finalized_month_on_no_invoice_line
 
 
 def test_reconcile_finds_an_hour_billed_at_the_price_in_force_at_its_start_instead_of_when_used(
-    buyer, provider
+    buyer, provider, unlocked
 ) -> None:
-    lease = started(buyer, provider, registered=EARLIER)
+    lease = started(buyer, provider, registered=EARLIER, hours=1)
     change_price(lease, Decimal(30), now=at(30))
     report(lease, "after", at(45), 900, now=at(46))
     old = lease.pool.price_plans.get(version=1)

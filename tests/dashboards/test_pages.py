@@ -546,3 +546,35 @@ def test_the_operators_overdue_list_pages_ten_at_a_time(grid) -> None:
     assert list(paged(rows, {}, "overdue").object_list) == rows[:PAGE_ROWS]
     assert list(paged(rows, {"overdue_page": "3"}, "overdue").object_list) == rows[20:]
     assert list(paged(rows, {"overdue_page": "junk"}, "overdue").object_list) == rows[:PAGE_ROWS]
+
+
+def _price_index_chart(html: str) -> dict[str, Any]:
+    import json
+
+    found = re.search(r'<script id="chart-price-index" type="application/json">(.*?)</script>', html, re.S)
+    assert found is not None, "no price index chart"
+    return dict(json.loads(found.group(1)))
+
+
+def test_every_kind_of_page_shows_the_price_index_beside_its_own_prices(grid) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from marketplace.services import price_index_snapshot
+
+    for days_ago in (2, 1):
+        price_index_snapshot(now=timezone.now() - timedelta(days=days_ago))
+    model = grid.lease.pool.gpu_model_id
+
+    pages = {
+        organization.kind: signed_in(grid, organization).get(f"/dashboard/{organization.slug}/").content.decode()
+        for organization in (grid.operator, grid.issuer, grid.buyer, grid.provider)
+    }
+
+    labels = {
+        kind: [line["label"] for line in _price_index_chart(html)["data"]["datasets"]] for kind, html in pages.items()
+    }
+    assert f"{model} national median" in labels["operator"] and f"{model} national median" in labels["issuer"]
+    assert labels["buyer"] == [f"{model} national median", f"{model} your locked price"]
+    assert labels["provider"] == [f"{model} national median", f"{model} your price now"]

@@ -140,3 +140,26 @@ def test_keys_file_holds_a_working_key_for_each_kind(data_dir: Path) -> None:
         assert api_key is not None and api_key.organization.slug == slug
         kinds[kind] = api_key.organization.kind
     assert kinds == {"buyer": "buyer", "provider": "provider", "issuer": "issuer", "operator": "operator"}
+
+
+def test_the_price_index_has_90_days_of_hourly_history_rising_to_todays_prices() -> None:
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from marketplace.models import PriceIndexSnapshot
+
+    seed("--scale", "0.05")
+
+    now_rows = {
+        row.gpu_model_id: row
+        for row in PriceIndexSnapshot.objects.filter(hour=timezone.now().replace(minute=0, second=0, microsecond=0))
+    }
+    hours = PriceIndexSnapshot.objects.order_by().values_list("hour", flat=True).distinct()
+    oldest = PriceIndexSnapshot.objects.filter(hour=min(hours))
+    assert len(hours) == 90 * 24 + 1
+    assert max(hours) - min(hours) == timedelta(days=90)
+    assert PriceIndexSnapshot.objects.count() == len(now_rows) * len(hours)
+    for row in oldest:
+        now_index = now_rows[row.gpu_model_id].index
+        assert set(row.index) == set(now_index)
+        assert all(Decimal(row.index[area]["median"]) < Decimal(now_index[area]["median"]) for area in row.index)

@@ -65,12 +65,16 @@ def month_of(at: datetime) -> tuple[datetime, datetime]:
 
 @dataclass
 class Version:
-    effective_from: datetime
+    effective_from: datetime  # new orders pay it from then
     base: Decimal
     factors: dict[str, Decimal]
+    running_from: datetime | None = None  # running leases pay it from then, outside their lock (set by the model)
 
     def rate(self, band: str) -> Fraction:
         return Fraction(self.base) * Fraction(self.factors.get(band, Decimal(1)))
+
+    def rises_from(self, other: "Version", bands: list[str]) -> bool:
+        return any(self.rate(band) > other.rate(band) for band in set(bands))
 
 
 @dataclass
@@ -81,9 +85,16 @@ class Pool:
     versions: list[Version]
 
     def version_at(self, at: datetime) -> int:
-        """The version in force at ``at``; the first for a moment before the pool was listed."""
+        """The version new orders get at ``at``; the first for a moment before the pool was listed."""
         index = bisect_right([version.effective_from for version in self.versions], at)
         return max(index, 1) - 1
+
+    def running_version_at(self, at: datetime) -> int:
+        """The version running leases pay at ``at`` outside their lock: the newest that reached them."""
+        reached = [
+            n for n, version in enumerate(self.versions) if (version.running_from or version.effective_from) <= at
+        ]
+        return max(reached, default=0)
 
 
 @dataclass
@@ -95,6 +106,14 @@ class Lease:
     started_at: datetime
     until: datetime  # the end of its run: its booked end, or when it ended if earlier
     tokens_per_second: int = 0  # of one card of its GPU model
+    locked: int = 0  # the version it was placed on: its booked hours pay it
+    booked_end: datetime | None = None  # its price lock ends then (its booked end)
+
+    def version_at(self, at: datetime) -> int:
+        """The version that prices its usage at ``at``: its own in its booked hours, then the running one."""
+        if self.booked_end is None or at < self.booked_end:
+            return self.locked
+        return self.pool.running_version_at(at)
 
     def seconds_in(self, hour: datetime, now: datetime) -> int:
         """Whole seconds it ran in the hour starting at ``hour`` (up to ``now``)."""
@@ -118,15 +137,15 @@ class Usage:
     def seconds(self) -> int:
         return sum(seconds for _, seconds in self.events)
 
-    def by_version(self, pool: "Pool") -> dict[int, int]:
+    def by_version(self, lease: "Lease") -> dict[int, int]:
         seconds: dict[int, int] = defaultdict(int)
         for at, amount in self.events:
-            seconds[pool.version_at(at)] += amount
+            seconds[lease.version_at(at)] += amount
         return seconds
 
-    def unbilled(self, pool: "Pool") -> dict[int, int]:
+    def unbilled(self, lease: "Lease") -> dict[int, int]:
         """Seconds per version no invoice has billed."""
-        used = self.by_version(pool)
+        used = self.by_version(lease)
         if not self.closed:
             return used
         versions = set(used) | set(self.billed) | set(self.late_billed)
@@ -249,12 +268,14 @@ class MoneyModel:
         grace_seconds: int,
         tokens_headroom: Decimal,
         start_early_seconds: int,
+        rise_notice_hours: int = 24,
     ) -> None:
         self.commission_rate = commission_rate
         self.hourly_tolerance = Fraction(hourly_tolerance)
         self.grace_seconds = grace_seconds
         self.tokens_headroom = Fraction(tokens_headroom)
         self.start_early_seconds = start_early_seconds
+        self.rise_notice = timedelta(hours=rise_notice_hours)
         self.tokens: dict[tuple[str, datetime], int] = defaultdict(int)  # (lease, hour): tokens kept
         self.dunning_steps = dunning_steps
         self.pools: dict[str, Pool] = {}
@@ -331,11 +352,25 @@ class MoneyModel:
             raise Refused("lease_not_due")
         self.leases[lease.id] = lease
 
-    def change_price(self, *, pool_id: str, version: Version) -> None:
+    def change_price(self, *, pool_id: str, version: Version, now: datetime) -> bool:
+        """A new version; returns whether it is a rise for running leases. A decrease reaches them
+        at its start; a rise no higher than a rise still waiting, with that one; any other rise
+        ``rise_notice`` after it is made."""
         pool = self.pools[pool_id]
         if version.effective_from <= pool.versions[-1].effective_from:
             raise Refused("price_version_order")
+        latest, paid = pool.versions[-1], pool.versions[pool.running_version_at(version.effective_from)]
+        rise = version.rises_from(paid, pool.bands)
+        if not rise:
+            version.running_from = version.effective_from
+        elif (latest.running_from or latest.effective_from) > version.effective_from and not version.rises_from(
+            latest, pool.bands
+        ):
+            version.running_from = latest.running_from
+        else:
+            version.running_from = max(version.effective_from, now + self.rise_notice)
         pool.versions.append(version)
+        return rise
 
     # --- finalization -------------------------------------------------------------------
 
@@ -375,10 +410,10 @@ class MoneyModel:
             if lease.buyer != invoice.buyer or hour >= invoice.period_end:
                 continue
             if hour >= invoice.period_start:
-                kind, deltas = "usage", usage.by_version(lease.pool)
+                kind, deltas = "usage", usage.by_version(lease)
                 usage.billed, usage.closed = dict(deltas), True
             elif takes_late and usage.closed:
-                kind, deltas = "adjustment", usage.unbilled(lease.pool)
+                kind, deltas = "adjustment", usage.unbilled(lease)
                 for version, delta in deltas.items():
                     usage.late_billed[version] = usage.late_billed.get(version, 0) + delta
             else:
@@ -655,7 +690,7 @@ class MoneyModel:
             if lease.buyer != buyer:
                 continue
             band = lease.pool.bands[hour.astimezone(local_zone()).hour]
-            for version, unbilled in usage.unbilled(lease.pool).items():
+            for version, unbilled in usage.unbilled(lease).items():
                 groups[("usage" if hour >= now else "adjustment", lease_id, version, band)] += unbilled
         pending: dict[str, int] = defaultdict(int)
         for (_, lease_id, version, band), seconds in groups.items():

@@ -125,6 +125,7 @@ class MoneyMachine(RuleBasedStateMachine):
             grace_seconds=django_settings.USAGE_TIME_GRACE_SECONDS,
             tokens_headroom=django_settings.USAGE_TOKENS_HEADROOM,
             start_early_seconds=django_settings.LEASE_START_EARLY_SECONDS,
+            rise_notice_hours=django_settings.PRICE_RISE_NOTICE_HOURS,
         )
         self.pools = list(self.world.pools.values())  # and the pools listed in this sequence
         self.listed: list[Lease] = []  # leases on those pools
@@ -174,14 +175,18 @@ class MoneyMachine(RuleBasedStateMachine):
         return items[index % len(items)]
 
     def model_lease(self, lease: Lease, *, started_at: datetime | None = None) -> m.Lease:
+        """The model's lease, locked to the version its pool offered new orders when it was placed."""
+        pool = self.model.pools[str(lease.pool_id)]
         return m.Lease(
             str(lease.pk),
-            self.model.pools[str(lease.pool_id)],
+            pool,
             str(lease.buyer_id),
             lease.cards,
             started_at or lease.started_at,
             lease.end_at,
             TOKENS_PER_SECOND[lease.pool.gpu_model_id],
+            locked=pool.version_at(lease.created_at),
+            booked_end=lease.end_at,
         )
 
     # --- the world of this sequence -------------------------------------------------------
@@ -322,7 +327,9 @@ class MoneyMachine(RuleBasedStateMachine):
         else:
             effective_from = self.clock.replace(minute=0, second=0) + timedelta(hours=-starts)
         version = m.Version(effective_from or self.clock, base, given)
-        _, refusal = self.predict(lambda: self.model.change_price(pool_id=str(record.pk), version=version))
+        _, refusal = self.predict(
+            lambda: self.model.change_price(pool_id=str(record.pk), version=version, now=self.clock)
+        )
         with self.at_clock():
             self.expect(
                 refusal,
@@ -358,7 +365,9 @@ class MoneyMachine(RuleBasedStateMachine):
         record = next(pool for pool in self.pools if pool.pk == lease.pool_id)
         given = {band: factor for band, factor in factors.items() if band in set(hour_bands(record.hub.tariff))}
         version = m.Version(self.clock - timedelta(seconds=skew), base, given)
-        _, refusal = self.predict(lambda: self.model.change_price(pool_id=str(record.pk), version=version))
+        _, refusal = self.predict(
+            lambda: self.model.change_price(pool_id=str(record.pk), version=version, now=self.clock)
+        )
         with self.at_clock():
             self.expect(
                 refusal,
@@ -375,6 +384,56 @@ class MoneyMachine(RuleBasedStateMachine):
         SEEN["hours rolled up again for a new price version"] += len(due)
         self.clock += timedelta(minutes=minutes)
         self.report(lease, [(self.clock, after)])
+
+    @rule(
+        buyer=st.integers(0, 1),
+        pool=st.integers(0, 1000),
+        change=st.sampled_from([Decimal("0.5"), Decimal("0.9"), Decimal("1.1"), Decimal(3)]),
+        minutes=st.integers(1, 59),
+        booked=SECONDS,
+        tail=st.integers(0, 120),
+        after=SECONDS,
+    )
+    def the_price_rises_or_falls_against_a_running_lease(
+        self, buyer: int, pool: int, change: Decimal, minutes: int, booked: int, tail: int, after: int
+    ) -> None:
+        """A buyer books an hour of a pool and its lease runs; minutes later the provider raises or
+        lowers the price from now. The lease's booked hour stays at the price it was placed on;
+        usage its agent stamps past the booked end (within the skew allowed) pays the new price
+        at once after a decrease, and the price it paid after a rise (the notice has not ended)."""
+        record = self.pick(self.pools, pool)
+        organization = Organization.objects.get(pk=self.world.buyers[buyer].pk)
+        requirements = Requirements(
+            cards=1, duration_hours=1, workload="training", gpu_model=record.gpu_model_id, pool=record.pk
+        )
+        with self.at_clock():
+            lease = self.place_order(organization, requirements)
+            if lease is None:
+                return
+            model_lease = self.model_lease(lease, started_at=self.clock)
+            self.model.start_lease(lease=model_lease, start_at=lease.start_at, now=self.clock)
+            lease = lease_start(lease_id=lease.pk, by="test", now=self.clock)
+        self.clock += timedelta(minutes=minutes)
+        latest = record.price_plans.order_by("-version").first()
+        assert latest is not None
+        base = (latest.price_per_card_hour * change).quantize(Decimal("0.0001"))
+        factors = {band: Decimal(factor) for band, factor in latest.time_of_use.items()}
+        version = m.Version(self.clock, base, factors)
+        rise, refusal = self.predict(
+            lambda: self.model.change_price(pool_id=str(record.pk), version=version, now=self.clock)
+        )
+        with self.at_clock():
+            self.expect(
+                refusal,
+                lambda: price_plan_create(pool=record, by="test", price_per_card_hour=base, time_of_use=factors),
+            )
+            usage_rollup_buckets(buckets=list(UsageRollupDue.objects.values_list("lease_id", "hour")))
+        if refusal is None:
+            SEEN["price rises against a running lease" if rise else "price decreases against a running lease"] += 1
+        self.clock = max(self.clock, lease.end_at + timedelta(seconds=tail))
+        self.report(
+            lease, [(lease.end_at - timedelta(minutes=1), booked), (lease.end_at + timedelta(seconds=tail), after)]
+        )
 
     @precondition(lambda self: len(self.listed) < len(LISTING_HUBS))
     @rule(

@@ -34,6 +34,7 @@ from rest_framework.test import APIClient
 
 from billing.models import ProviderStatement
 from billing.serializers import BankSerializer, BankSettingsSerializer
+from marketplace.serializers import LeaseSerializer, LeaseUpdateSerializer
 from organizations.models import ApiKey
 from pools.serializers import PoolSerializer, PoolUpdateSerializer
 from tests.reliability.conftest import write_figures
@@ -46,6 +47,13 @@ Body = Callable[[World], Any]
 @dataclass(frozen=True)
 class Exempt:
     """A public route: it holds no tenant's data."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Public:
+    """Open to any key and the same for all: every kind of key of both tenants gets the same 200."""
 
     reason: str
 
@@ -97,7 +105,7 @@ class Page:
     param: str | None = None
 
 
-Check = Exempt | Detail | Listing | Create | Patch | Page
+Check = Exempt | Public | Detail | Listing | Create | Patch | Page
 
 REASON = {"reason": "isolation test"}
 
@@ -151,7 +159,12 @@ ROUTES: dict[str, dict[str, Check]] = {
             "pool_id", ("provider",), body=lambda w: {"healthy_cards": 1, "observed_at": timezone.now().isoformat()}
         )
     },
-    "api/v1/pools/<uuid:pool_id>/prices/": {"GET": Detail("pool_id", ("provider",))},
+    "api/v1/pools/<uuid:pool_id>/prices/": {
+        "GET": Detail("pool_id", ("provider",)),
+        "POST": Detail("pool_id", ("provider",), body=lambda w: {"price_per_card_hour": "99"}),
+    },
+    "api/v1/price-index/": {"GET": Public("the compute price index: market prices, no tenant's rows")},
+    "api/v1/feed/": {"GET": Listing()},
     # A satellite's contacts are public to buyers (like offers); another provider gets 404.
     "api/v1/pools/<uuid:pool_id>/contacts/": {"GET": Detail("pool_id", ("provider",))},
     # Orbit: datasets are the buyer's, held by the provider's satellite.
@@ -206,7 +219,10 @@ ROUTES: dict[str, dict[str, Check]] = {
     "api/v1/leases/": {
         "GET": Listing(queries=(lambda w: {"pool": str(w.a.pool.pk)}, lambda w: {"order": str(w.a.order.pk)}))
     },
-    "api/v1/leases/<uuid:lease_id>/": {"GET": Detail("lease_id", ("buyer", "provider"))},
+    "api/v1/leases/<uuid:lease_id>/": {
+        "GET": Detail("lease_id", ("buyer", "provider")),
+        "PATCH": Patch("lease_id", "buyer", read=LeaseSerializer, write=LeaseUpdateSerializer),
+    },
     "api/v1/leases/<uuid:lease_id>/start/": {"POST": Detail("lease_id", ("provider",))},
     "api/v1/leases/<uuid:lease_id>/terminate/": {"POST": Detail("lease_id", ("buyer", "provider"))},
     # Metering and billing.
@@ -527,7 +543,22 @@ def check_page(run: Run, route: str, method: str, check: Page) -> None:
             assert answer.status_code == 404 or theirs.encode() not in body, f"{where} names A's organization"
 
 
-RUNNERS = {Detail: check_detail, Listing: check_listing, Create: check_create, Patch: check_patch, Page: check_page}
+def check_public(run: Run, route: str, method: str, check: Public) -> None:
+    answers = [
+        run.call(run.client(kind, tenant), method, "/" + route) for kind in TENANT_KINDS for tenant in ("a", "b")
+    ]
+    assert all(answer.status_code == 200 for answer in answers), f"{method} {route}: {[a.status_code for a in answers]}"
+    assert len({answer.content for answer in answers}) == 1, f"{method} {route} differs between keys"
+
+
+RUNNERS = {
+    Public: check_public,
+    Detail: check_detail,
+    Listing: check_listing,
+    Create: check_create,
+    Patch: check_patch,
+    Page: check_page,
+}
 
 
 def test_every_route_and_method_has_an_isolation_check() -> None:

@@ -27,6 +27,9 @@ from django.db.models import Count, ProtectedError, Sum
 from django.utils import timezone
 
 from core.context import runs_as_command
+from marketplace.models import PriceIndexSnapshot
+from marketplace.price_index import offers_from_json, offers_json, snapshot_index
+from marketplace.services import price_index_snapshot
 from organizations.models import Organization
 from organizations.services import api_key_create
 from organizations.validators import credit_code_check_char
@@ -42,6 +45,7 @@ BATCH_SIZE = 1000
 PROVIDERS, POOLS, CARDS, BUYERS = 155, 578, 720_000, 3000
 MAX_SCALE = 50.0
 HUB_PROVINCE_SHARE = 0.75  # of pools in the hub's own provinces, the rest in the provinces it serves
+HISTORY_DAYS = 90  # of the price index
 SERVER_CARDS = 8  # pools are whole 8-card servers whenever the total allows it
 Status = ResourcePool.Status
 
@@ -199,6 +203,10 @@ def credit_code(registration: str, division: str, body: str) -> str:
 def division_code(province: str, city: str | None = None) -> str:
     code, cities, _ = PROVINCES[province]
     return f"{code}{cities.index(city) + 1:02d}00" if city else f"{code}0000"
+
+
+def _price(price: Decimal) -> Decimal:
+    return price.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
 
 
 def money(amount: Decimal) -> Decimal:
@@ -483,6 +491,7 @@ class Command(BaseCommand):
             now = timezone.now()
             providers = self._write_organizations(plan)
             self._write_pools(plan, providers, now)
+            self._write_price_index_history(now)
             lines = self._create_keys()
         keys_file = settings.DATA_DIR / "national-keys.txt"
         keys_file.parent.mkdir(parents=True, exist_ok=True)
@@ -494,6 +503,7 @@ class Command(BaseCommand):
 
     def _delete_seeded(self) -> None:
         seeded = Organization.objects.filter(slug__startswith=SLUG_PREFIX)
+        PriceIndexSnapshot.objects.all().delete()  # the index of the seeded market, and its history
         try:
             pools, _ = ResourcePool.objects.filter(provider__in=seeded).delete()
             subsidiaries, _ = seeded.filter(parent__isnull=False).delete()
@@ -576,6 +586,7 @@ class Command(BaseCommand):
                     pool=pool,
                     version=1,
                     effective_from=now,
+                    running_from=now,
                     price_per_card_hour=price,
                     time_of_use={band: str(factor) for band, factor in sorted(factors.items())},
                     hour_prices=[str(hour_price) for hour_price in prices],
@@ -598,6 +609,38 @@ class Command(BaseCommand):
         self.stdout.write(f"status changes {len(changes):,}")
         Heartbeat.objects.bulk_create(heartbeats, batch_size=BATCH_SIZE)
         self.stdout.write(f"heartbeats {len(heartbeats):,}/{len(pools):,}")
+
+    def _write_price_index_history(self, now: datetime) -> None:
+        """The price index's snapshot now, and HISTORY_DAYS of hourly history before it so that its
+        charts have a past: the same offers, their prices rising towards today's (prices 90 days
+        ago were about 30% lower, as in early 2026) and their free cards following the day (most
+        taken in the working hours of Shanghai)."""
+        price_index_snapshot(now=now)
+        this_hour = now.replace(minute=0, second=0, microsecond=0)
+        current = list(PriceIndexSnapshot.objects.filter(hour=this_hour))
+        regions = dict(Hub.objects.values_list("code", "region"))
+        rows = []
+        for hours_ago in range(1, HISTORY_DAYS * 24 + 1):
+            hour = this_hour - timedelta(hours=hours_ago)
+            trend = Decimal(1) - Decimal("0.3") * Decimal(hours_ago) / Decimal(HISTORY_DAYS * 24)
+            local = (hour.hour + 8) % 24
+            free = 0.55 + 0.45 * math.cos(2 * math.pi * (local - 3) / 24)  # fewest free at 15:00, most at 03:00
+            for snapshot in current:
+                offers = {
+                    hub: [(_price(price * trend), max(1, round(cards * free))) for price, cards in pairs]
+                    for hub, pairs in offers_from_json(snapshot.offers).items()
+                }
+                rows.append(
+                    PriceIndexSnapshot(
+                        hour=hour,
+                        gpu_model_id=snapshot.gpu_model_id,
+                        offers=offers_json(offers),
+                        index=snapshot_index(offers, regions),
+                        taken_at=now,
+                    )
+                )
+        PriceIndexSnapshot.objects.bulk_create(rows, batch_size=BATCH_SIZE, ignore_conflicts=True)
+        self.stdout.write(f"price index history {len(rows):,} snapshots ({HISTORY_DAYS} days x {len(current)} an hour)")
 
     def _create_keys(self) -> list[str]:
         lines = []
