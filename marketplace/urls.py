@@ -1,6 +1,6 @@
 from django.urls import path
 
-from marketplace import apis
+from marketplace import apis, token_apis
 
 urlpatterns = [
     path("offers/", apis.OfferListApi.as_view(), name="offer-list"),
@@ -12,4 +12,8 @@ urlpatterns = [
     path("leases/<uuid:lease_id>/", apis.LeaseDetailApi.as_view(), name="lease-detail"),
     path("leases/<uuid:lease_id>/start/", apis.LeaseStartApi.as_view(), name="lease-start"),
     path("leases/<uuid:lease_id>/terminate/", apis.LeaseTerminateApi.as_view(), name="lease-terminate"),
+    path("token-offers/", token_apis.TokenOfferListApi.as_view(), name="token-offer-list"),
+    path("token-quotes/", token_apis.TokenQuoteApi.as_view(), name="token-quote"),
+    path("token-orders/", token_apis.TokenOrderListCreateApi.as_view(), name="token-order-list"),
+    path("token-orders/<uuid:order_id>/", token_apis.TokenOrderDetailApi.as_view(), name="token-order-detail"),
 ]

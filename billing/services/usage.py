@@ -38,12 +38,9 @@ from billing.models import Invoice, UsageEvent, UsageMetric, UsageRollup, UsageR
 from billing.periods import month_of
 from marketplace.models import Lease
 from pools.models import PricePlan
-from pools.reference_data import TOKENS_PER_SECOND
 
 FUTURE_LIMIT = timedelta(minutes=5)
 SECONDS_PER_HOUR = 3600
-# A pool of a GPU model without a figure of its own is capped as the fastest card is.
-_MOST_TOKENS = max(TOKENS_PER_SECOND.values())
 
 Bucket = tuple[UUID, datetime]  # (lease id, start of the UTC hour)
 
@@ -177,7 +174,8 @@ class _Run:
     cards: int
     started_at: datetime | None
     until: datetime  # the end of its run: the earlier of its booked end and when it ended
-    tokens_per_second: int  # of one card of its GPU model
+    tokens_per_second: int  # of one card: a token order's endpoint's throughput per card
+    model: str | None = None  # a token order's: the model its endpoint serves (its lease bills tokens only)
 
     def seconds_in(self, hour_start: datetime, now: datetime) -> int:
         """Whole seconds the lease ran in the hour starting at ``hour_start`` (so far, if it runs)."""
@@ -185,6 +183,18 @@ class _Run:
             return 0
         ran = min(hour_start + timedelta(hours=1), self.until, now) - max(hour_start, self.started_at)
         return max(math.ceil(ran.total_seconds()), 0)
+
+
+def _run(
+    cards: int,
+    started_at: datetime | None,
+    ended_at: datetime | None,
+    end_at: datetime,
+    model: str | None,
+    throughput: int | None,
+) -> _Run:
+    """A token order's lease is capped by its endpoint's throughput; a card lease takes no tokens."""
+    return _Run(cards, started_at, min(end_at, ended_at or end_at), throughput or 0, model)
 
 
 def _check_leases(
@@ -197,13 +207,19 @@ def _check_leases(
     # Locked in primary-key order (the lease rows only, not their pools): concurrent batches for
     # one lease take turns, so the hourly sums below count every committed event.
     runs = {
-        lease_id: _Run(
-            cards, started_at, min(end_at, ended_at or end_at), TOKENS_PER_SECOND.get(gpu_model, _MOST_TOKENS)
-        )
-        for lease_id, cards, started_at, ended_at, end_at, gpu_model in Lease.objects.select_for_update(of=("self",))
+        row[0]: _run(*row[1:])
+        for row in Lease.objects.select_for_update(of=("self",))
         .filter(pk__in=lease_ids, provider_id=provider_id)
         .order_by("pk")
-        .values_list("id", "cards", "started_at", "ended_at", "end_at", "pool__gpu_model_id")
+        .values_list(
+            "id",
+            "cards",
+            "started_at",
+            "ended_at",
+            "end_at",
+            "endpoint__model",
+            "endpoint__throughput_per_card",
+        )
     }
     grace = timedelta(seconds=settings.USAGE_TIME_GRACE_SECONDS)
     kept = []
@@ -224,6 +240,21 @@ def _check_leases(
                 "outside_lease",
                 "'time' is outside the lease's run (from its start to its booked end, or its end if earlier).",
             )
+        elif run.model is None and event.type != GPU_SECONDS:
+            result.reject(
+                event.index,
+                event.id,
+                "tokens_on_card_lease",
+                "A card lease is billed by card-seconds only; send tokens against a token order (POST token-orders/).",
+            )
+        elif run.model is not None and event.type == GPU_SECONDS:
+            result.reject(
+                event.index, event.id, "card_seconds_on_token_order", "A token order is billed by tokens only."
+            )
+        elif run.model is not None and event.model != run.model:
+            result.reject(
+                event.index, event.id, "model_not_served", f"This token order's endpoint serves {run.model} only."
+            )
         elif event.cards is not None and event.cards > cards:
             result.reject(event.index, event.id, "cards_exceed_lease", f"The lease has {cards} cards.")
         elif event.quantity is not None and event.quantity > cards * SECONDS_PER_HOUR:
@@ -242,7 +273,7 @@ def _over_hourly_limits(events: list[Event], runs: dict[UUID, _Run], *, now: dat
     """The new events that take a lease past its limits in an hour, later events of the batch
     first, each with the limit it passed: card-seconds up to its cards x the seconds it ran in
     the hour (plus the clock-skew allowance, at most 3,600) x (1 + the tolerance); tokens up to
-    its GPU model's tokens per second x cards x those seconds x the headroom. Runs after the
+    its endpoint's throughput per card x its cards x those seconds (a token order). Runs after the
     insert, so the sums count this batch too; the leases are locked, so they count every other
     committed batch and no concurrent one. One query whatever the batch's size."""
     if not events:
@@ -273,7 +304,7 @@ def _over_hourly_limits(events: list[Event], runs: dict[UUID, _Run], *, now: dat
             total = totals.get((lease_id, start), (0, 0))[0]
             sizes = [event.quantity or 0 for event in bucket_events]
         else:
-            limit = int(run.tokens_per_second * run.cards * seconds * settings.USAGE_TOKENS_HEADROOM)
+            limit = int(run.tokens_per_second * run.cards * seconds)
             total = totals.get((lease_id, start), (0, 0))[1]
             sizes = [(event.input_tokens or 0) + (event.output_tokens or 0) for event in bucket_events]
         if total <= limit:
