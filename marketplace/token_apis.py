@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.exceptions import ApplicationError, NotFoundError
+from core.filters import refuse_unknown_parameters
 from core.idempotency import idempotent
 from marketplace import token_services
 from marketplace.apis import IsBuyerOrOperator
@@ -36,6 +37,7 @@ class TokenOfferListApi(ListAPIView):
 
     serializer_class = TokenOfferSerializer
     permission_classes = [KeyRoleAllows, IsBuyerOrOperator]
+    filter_backends: list[type] = []  # the parameters are checked here: offers are not a queryset
 
     @extend_schema(
         summary="Find token offers",
@@ -50,11 +52,16 @@ class TokenOfferListApi(ListAPIView):
 
     def get_queryset(self) -> Any:
         params = self.request.query_params
-        unknown = sorted(set(params) - {"model", "user_region", "ordering", "page", "page_size", "cursor"})
+        paginator = self.paginator
+        assert paginator is not None
+        refuse_unknown_parameters(
+            self.request,
+            {"model", "user_region", "ordering", paginator.page_query_param, paginator.page_size_query_param},  # type: ignore[attr-defined]
+        )
         region, ordering = params.get("user_region"), params.get("ordering", "price")
-        if unknown or (region is not None and region not in USER_REGIONS) or ordering not in ORDERINGS:
+        if (region is not None and region not in USER_REGIONS) or ordering not in ORDERINGS:
             raise ApplicationError(
-                "Filter by model, user_region (one of the user regions) and ordering (price or latency).",
+                f"user_region is one of {', '.join(sorted(USER_REGIONS))}; ordering is price or latency.",
                 code="invalid_filter",
             )
         if ordering == "latency" and region is None:

@@ -1,0 +1,249 @@
+"""The token market: endpoints, token offers and quotes, token orders billed per token."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from billing.models import InvoiceLine
+from billing.services.invoices import invoice_finalize
+from billing.services.reconcile import reconcile
+from billing.services.usage import usage_events_ingest, usage_rollup_buckets
+from core.money import round_to_fen, share
+from core.timezones import local_zone
+from marketplace.models import Lease
+from marketplace.token_dispatch import REALTIME, TokenRequest, electricity_per_million
+from marketplace.token_services import token_order_place
+from pools.endpoints import endpoint_approve, endpoint_register
+from pools.models import ModelEndpoint, ResourcePool
+from pools.tariffs import hour_bands
+from tests.billing.conftest import gpu_event, running_lease
+from tests.billing.test_invoices import APRIL_5, march_invoice
+from tests.factories import pool_factory
+from tests.vouchers.factories import program_factory, voucher_factory
+
+pytestmark = pytest.mark.django_db
+
+MODEL = "deepseek-v3"
+ORDERED = datetime(2026, 3, 10, 2, tzinfo=UTC)  # 10:00 in Shanghai: a peak hour in Beijing
+
+
+def endpoint(provider: Any, *, hub: str = "jingjinji", province: str = "Beijing", **fields: Any) -> ModelEndpoint:
+    """An approved endpoint of 4 cards at 2,000 tokens/s per card on a fresh pool of ``provider``."""
+    pool = pool_factory(provider=provider, hub_id=hub, province=province, cards=16)
+    made = endpoint_register(
+        provider=provider,
+        pool=pool,
+        model=fields.get("model", MODEL),
+        input_price=fields.get("input_price", Decimal("2.00")),
+        output_price=fields.get("output_price", Decimal("8.00")),
+        throughput_per_card=fields.get("throughput_per_card", 2000),
+        cards=4,
+        by="test",
+    )
+    return endpoint_approve(endpoint=made, by="operator")
+
+
+def realtime(**fields: Any) -> TokenRequest:
+    return TokenRequest(
+        **{
+            "model": MODEL,
+            "input_tokens": 1000,
+            "output_tokens": 1000,
+            "workload": REALTIME,
+            "user_region": "beijing",
+            **fields,
+        }
+    )
+
+
+def tokens_event(lease: Lease, event_id: str, at: datetime, **data: Any) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "agent://test/endpoint",
+        "type": "compute.tokens",
+        "subject": str(lease.pk),
+        "time": at.isoformat(),
+        "data": {"model": MODEL, "input_tokens": 3_000_000, "output_tokens": 1_000_000, **data},
+    }
+
+
+def ingest(lease: Lease, events: list[dict[str, Any]], now: datetime) -> Any:
+    result = usage_events_ingest(provider_id=lease.provider_id, events=events, now=now)
+    usage_rollup_buckets(buckets=[(lease.pk, datetime.fromtimestamp(hour * 3600, UTC)) for _, hour in result.buckets])
+    return result
+
+
+@pytest.fixture
+def token_lease(buyer: Any, provider: Any) -> Lease:
+    with time_machine.travel(ORDERED - timedelta(minutes=1), tick=False):
+        endpoint(provider)
+    with time_machine.travel(ORDERED, tick=False):
+        order = token_order_place(buyer=buyer, request=realtime(), by="test")
+    return order.leases.get()
+
+
+def test_an_approved_endpoint_reserves_its_cards_so_no_card_lease_takes_them(provider) -> None:
+    served = endpoint(provider)
+
+    pool = ResourcePool.objects.get(pk=served.pool_id)
+    assert (served.status, pool.reserved_cards, pool.free_cards) == ("active", 4, 12)
+
+
+def test_an_endpoints_prices_are_a_price_version_of_its_pool_priced_by_band(provider) -> None:
+    served = endpoint(provider)
+
+    plan = served.pool.price_plans.order_by("-version").first()
+    assert plan.token_prices[MODEL] == {"input": "2.00", "output": "8.00"}
+    peak = plan.token_rate(MODEL, "output", "peak")
+    valley = plan.token_rate(MODEL, "output", "valley")
+    assert peak == (Decimal("8.00") * Decimal(plan.time_of_use["peak"])).quantize(Decimal("1e-10"))
+    assert valley < Decimal("8.00") < peak
+
+
+def test_token_offers_list_fresh_endpoints_with_electricity_per_million(provider, make_client, buyer) -> None:
+    served = endpoint(provider)
+    stale = endpoint(provider, hub="ningxia", province="Ningxia")
+    ResourcePool.objects.filter(pk=stale.pool_id).update(last_heartbeat_at=timezone.now() - timedelta(hours=1))
+
+    body = make_client(buyer).get(f"/api/v1/token-offers/?model={MODEL}&user_region=beijing").json()
+
+    assert [offer["endpoint"] for offer in body["results"]] == [str(served.pk)]
+    offer = body["results"][0]
+    assert offer["throughput"] == 8000
+    assert Decimal(offer["electricity_cost_per_million_tokens"]) > 0
+
+
+def test_a_realtime_quote_turns_down_endpoints_beyond_the_latency_bound(provider, make_client, buyer) -> None:
+    near = endpoint(provider)
+    far = endpoint(provider, hub="greater_bay", province="Guangdong")  # 24 ms from Beijing
+
+    body = (
+        make_client(buyer)
+        .post(
+            "/api/v1/token-quotes/",
+            {
+                "model": MODEL,
+                "input_tokens": 1000,
+                "output_tokens": 500,
+                "workload": "realtime",
+                "user_region": "beijing",
+                "max_latency_ms": 10,
+            },
+            format="json",
+        )
+        .json()
+    )
+
+    assert [placement["endpoint"] for placement in body["placements"]] == [str(near.pk)]
+    assert body["rejected"]["endpoints"] == [{"endpoint": str(far.pk), "reason": "latency"}]
+    assert body["rejected"]["summary"][0]["message"] == "latency over 10 ms"
+
+
+def test_a_batch_quote_waits_for_the_valley_hours_before_its_deadline(provider, make_client, buyer) -> None:
+    with time_machine.travel(ORDERED - timedelta(minutes=1), tick=False):
+        endpoint(provider)
+    with time_machine.travel(ORDERED, tick=False):  # 10:00 Shanghai, peak
+        deadline = ORDERED + timedelta(hours=20)
+        body = (
+            make_client(buyer)
+            .post(
+                "/api/v1/token-quotes/",
+                {
+                    "model": MODEL,
+                    "input_tokens": 10**7,
+                    "output_tokens": 10**7,
+                    "workload": "batch",
+                    "deadline": deadline.isoformat(),
+                },
+                format="json",
+            )
+            .json()
+        )
+
+    assert body["placements"], body
+    start = datetime.fromisoformat(body["placements"][0]["start_at"]).astimezone(local_zone())
+    assert start.hour == 23  # Beijing's valley starts at 23:00
+
+
+def test_token_usage_is_billed_per_million_with_the_band_price_and_the_voucher_share(
+    buyer, provider, issuer, token_lease
+) -> None:
+    program = program_factory(issuer, coverage_share="0.2", valid_until=datetime(2027, 1, 1, tzinfo=local_zone()))
+    voucher_factory(program, buyer, face_value=10_000_000, now=ORDERED - timedelta(days=1))
+    hour = ORDERED + timedelta(hours=1)  # 11:00 Shanghai, peak in Beijing
+    result = ingest(
+        token_lease, [tokens_event(token_lease, "t1", hour + timedelta(minutes=5))], hour + timedelta(minutes=30)
+    )
+    assert result.accepted == 1
+
+    invoice = invoice_finalize(invoice_id=march_invoice(buyer).pk, now=APRIL_5)
+
+    lines = {line.metric: line for line in invoice.lines.all()}
+    assert set(lines) == {"input_tokens", "output_tokens"}
+    plan = token_lease.pool.price_plans.order_by("-version").first()
+    band = hour_bands(token_lease.pool.hub.tariff)[11]
+    assert lines["output_tokens"].unit == InvoiceLine.Unit.MILLION_TOKENS
+    assert lines["output_tokens"].amount == round_to_fen(plan.token_rate(MODEL, "output", band))  # 1 million
+    assert lines["input_tokens"].amount == round_to_fen(3 * plan.token_rate(MODEL, "input", band))
+    assert invoice.voucher_credit == sum(share(line.amount, Decimal("0.2"))[0] for line in lines.values()) > 0
+    assert reconcile() == []
+
+
+def test_the_same_token_event_twice_is_billed_once(token_lease) -> None:
+    at = ORDERED + timedelta(minutes=20)
+    event = tokens_event(token_lease, "t1", at)
+
+    first = ingest(token_lease, [event], at + timedelta(minutes=1))
+    second = ingest(token_lease, [event], at + timedelta(minutes=2))
+
+    assert (first.accepted, second.accepted, second.duplicates) == (1, 0, 1)
+    assert sum(r.quantity for r in token_lease.usage_rollups.all()) == 4_000_000
+
+
+def test_tokens_beyond_the_endpoints_throughput_in_an_hour_are_refused(token_lease) -> None:
+    # 4 cards x 2,000 tokens/s for the 40 minutes it ran by then: at most 19.2 million (with the skew allowance a bit more).
+    at = ORDERED + timedelta(minutes=40)
+    events = [tokens_event(token_lease, f"t{i}", ORDERED + timedelta(minutes=i)) for i in range(1, 9)]  # 32 million
+
+    result = ingest(token_lease, events, at)
+
+    assert result.accepted < 8
+    assert {error["code"] for error in result.errors} == {"hourly_token_limit_exceeded"}
+    assert sum(r.quantity for r in token_lease.usage_rollups.all()) <= 4 * 2000 * (40 * 60 + 300)
+
+
+def test_tokens_on_a_card_lease_are_refused_so_nothing_is_billed_twice(buyer, provider) -> None:
+    lease = running_lease(buyer=buyer, provider=provider)
+    event = {
+        **gpu_event(lease, "t1"),
+        "type": "compute.tokens",
+        "data": {"model": MODEL, "input_tokens": 5, "output_tokens": 5},
+    }
+
+    result = usage_events_ingest(provider_id=provider.pk, events=[event], now=timezone.now())
+
+    assert [error["code"] for error in result.errors] == ["tokens_on_card_lease"]
+
+
+def test_card_seconds_on_a_token_order_are_refused(token_lease) -> None:
+    event = {**gpu_event(token_lease, "g1"), "time": (ORDERED + timedelta(minutes=5)).isoformat()}
+
+    result = usage_events_ingest(
+        provider_id=token_lease.provider_id, events=[event], now=ORDERED + timedelta(minutes=10)
+    )
+
+    assert [error["code"] for error in result.errors] == ["card_seconds_on_token_order"]
+
+
+def test_electricity_per_million_tokens_matches_a_plain_computation() -> None:
+    # 700 W x PUE 1.3 for an hour at 0.28 yuan/kWh, over 2,000 tokens/s x 3,600 s.
+    plain = 0.7 * 1.3 * 0.28 / (2000 * 3600) * 1_000_000
+
+    assert electricity_per_million(power_watts=700, pue=1.3, kwh_price=0.28, throughput_per_card=2000) == pytest.approx(
+        plain
+    )
