@@ -518,7 +518,9 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Cannot reset: other rows still refer to seeded data ({error.args[0]}). Use a fresh database."
             ) from error
-        self.stdout.write(f"reset: deleted {organizations + subsidiaries + pools + endpoints:,} rows of the previous seed")
+        self.stdout.write(
+            f"reset: deleted {organizations + subsidiaries + pools + endpoints:,} rows of the previous seed"
+        )
 
     def _write_organizations(self, plan: NationalPlan) -> list[Organization]:
         def build(draft: OrgDraft, kind: str, parent: Organization | None = None) -> Organization:
