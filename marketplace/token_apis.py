@@ -134,8 +134,8 @@ class TokenOrderDetailApi(APIView):
     permission_classes = [KeyRoleAllows, IsBuyerOrOperator]
 
     @extend_schema(responses=TokenOrderSerializer)
-    def get(self, request: Request, order_id: Any) -> Response:
-        order = _token_orders(request).filter(pk=order_id).first()
+    def get(self, request: Request, token_order_id: Any) -> Response:
+        order = _token_orders(request).filter(pk=token_order_id).first()
         if order is None:
             raise NotFoundError("No such token order.")
         return Response(TokenOrderSerializer(order).data)

@@ -8,6 +8,7 @@ from core.serializers import PriceField, StrictSerializer
 from marketplace.models import Order
 from marketplace.serializers import _money
 from marketplace.token_dispatch import BATCH, REALTIME, TokenDispatchResult, TokenRequest
+from pools.models import MODEL_NAME
 from pools.reference_data import USER_REGIONS
 
 MAX_TOKENS = 10**12
@@ -15,7 +16,7 @@ _PRICE = PriceField()
 
 
 class TokenRequestSerializer(StrictSerializer):
-    model = serializers.SlugField(max_length=64, help_text="e.g. deepseek-v3")
+    model = serializers.CharField(max_length=64, validators=[MODEL_NAME], help_text="e.g. deepseek-v3")
     input_tokens = serializers.IntegerField(min_value=0, max_value=MAX_TOKENS, help_text="Expected input tokens.")
     output_tokens = serializers.IntegerField(min_value=0, max_value=MAX_TOKENS, help_text="Expected output tokens.")
     workload = serializers.ChoiceField(choices=[REALTIME, BATCH])

@@ -15,5 +15,5 @@ urlpatterns = [
     path("token-offers/", token_apis.TokenOfferListApi.as_view(), name="token-offer-list"),
     path("token-quotes/", token_apis.TokenQuoteApi.as_view(), name="token-quote"),
     path("token-orders/", token_apis.TokenOrderListCreateApi.as_view(), name="token-order-list"),
-    path("token-orders/<uuid:order_id>/", token_apis.TokenOrderDetailApi.as_view(), name="token-order-detail"),
+    path("token-orders/<uuid:token_order_id>/", token_apis.TokenOrderDetailApi.as_view(), name="token-order-detail"),
 ]

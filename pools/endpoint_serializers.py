@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.serializers import PriceField, StrictSerializer
-from pools.models import MAX_POOL_CARDS, ModelEndpoint
+from pools.models import MAX_POOL_CARDS, MODEL_NAME, ModelEndpoint
 from pools.selectors import pool_is_stale, price_plan_at
 from pools.serializers import TokenPriceSerializer
 from pools.tariffs import hour_bands, local_hour
@@ -23,7 +23,9 @@ def _token_price(**kwargs: Any) -> PriceField:
 
 class EndpointCreateSerializer(StrictSerializer):
     pool = serializers.UUIDField(help_text="One of your pools.")
-    model = serializers.SlugField(max_length=64, help_text="The model served, e.g. qwen3-32b or deepseek-v3.")
+    model = serializers.CharField(
+        max_length=64, validators=[MODEL_NAME], help_text="e.g. qwen3-32b, deepseek-v3, glm-4.5"
+    )
     input_price = _token_price()
     output_price = _token_price()
     throughput_per_card = serializers.IntegerField(

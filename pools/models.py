@@ -2,6 +2,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q, Value
 from django.db.models.functions import Greatest
@@ -207,6 +208,12 @@ class Heartbeat(models.Model):
         return f"{self.pool_id} {self.healthy_cards} at {self.observed_at:%H:%M:%S}"
 
 
+# A served model's name: lowercase letters, digits, dots, dashes and underscores (glm-4.5, qwen3-32b).
+MODEL_NAME = RegexValidator(
+    r"^[a-z0-9][a-z0-9._-]*$", "Lowercase letters, digits, '.', '-' and '_', starting with a letter or digit."
+)
+
+
 class ModelEndpoint(models.Model):
     """A model a provider serves by the token on cards it dedicates from one of its pools.
 
@@ -224,7 +231,11 @@ class ModelEndpoint(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     pool = models.ForeignKey(ResourcePool, on_delete=models.PROTECT, related_name="endpoints")
-    model = models.SlugField(max_length=64, help_text="The model served, e.g. qwen3-32b or deepseek-v3.")
+    model = models.CharField(
+        max_length=64,
+        validators=[MODEL_NAME],
+        help_text="The model served, e.g. qwen3-32b, deepseek-v3 or glm-4.5.",
+    )
     throughput_per_card = models.PositiveIntegerField(help_text="Tokens (input and output) per second per card.")
     cards = models.PositiveIntegerField(help_text="Cards of the pool dedicated to this endpoint.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)

@@ -3,6 +3,7 @@
 import django.db.models.deletion
 import django.utils.timezone
 import uuid
+import django.core.validators
 from django.db import migrations, models
 
 
@@ -17,7 +18,7 @@ class Migration(migrations.Migration):
             name='ModelEndpoint',
             fields=[
                 ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('model', models.SlugField(help_text='The model served, e.g. qwen3-32b or deepseek-v3.', max_length=64)),
+                ('model', models.CharField(help_text='The model served, e.g. qwen3-32b, deepseek-v3 or glm-4.5.', max_length=64, validators=[django.core.validators.RegexValidator('^[a-z0-9][a-z0-9._-]*$', "Lowercase letters, digits, '.', '-' and '_', starting with a letter or digit.")])),
                 ('throughput_per_card', models.PositiveIntegerField(help_text='Tokens (input and output) per second per card.')),
                 ('cards', models.PositiveIntegerField(help_text='Cards of the pool dedicated to this endpoint.')),
                 ('status', models.CharField(choices=[('pending', 'Pending approval'), ('active', 'Active'), ('suspended', 'Suspended'), ('retired', 'Retired')], default='pending', max_length=16)),

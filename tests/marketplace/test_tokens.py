@@ -206,7 +206,7 @@ def test_the_same_token_event_twice_is_billed_once(token_lease) -> None:
 
 
 def test_tokens_beyond_the_endpoints_throughput_in_an_hour_are_refused(token_lease) -> None:
-    # 4 cards x 2,000 tokens/s for the 40 minutes it ran by then: at most 19.2 million (with the skew allowance a bit more).
+    # 4 cards x 2,000 tokens/s for the 40 minutes it ran by then: 19.2 million (a bit more with the skew allowance).
     at = ORDERED + timedelta(minutes=40)
     events = [tokens_event(token_lease, f"t{i}", ORDERED + timedelta(minutes=i)) for i in range(1, 9)]  # 32 million
 
