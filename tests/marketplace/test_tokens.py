@@ -12,6 +12,7 @@ from billing.models import InvoiceLine
 from billing.services.invoices import invoice_finalize
 from billing.services.reconcile import reconcile
 from billing.services.usage import usage_events_ingest, usage_rollup_buckets
+from billing.token_electricity import electricity_per_million_by_hub_and_hour, endpoint_hours
 from core.money import round_to_fen, share
 from core.timezones import local_zone
 from marketplace.models import Lease
@@ -247,3 +248,18 @@ def test_electricity_per_million_tokens_matches_a_plain_computation() -> None:
     assert electricity_per_million(power_watts=700, pue=1.3, kwh_price=0.28, throughput_per_card=2000) == pytest.approx(
         plain
     )
+
+
+def test_each_endpoint_hours_electricity_per_token_matches_a_plain_computation(token_lease) -> None:
+    # given 4 million tokens served in the 11:00 (Shanghai) hour of a 4-card H100 endpoint in Beijing
+    hour = ORDERED + timedelta(hours=1)
+    ingest(token_lease, [tokens_event(token_lease, "t1", hour + timedelta(minutes=5))], hour + timedelta(minutes=30))
+
+    (row,) = endpoint_hours(since=ORDERED, until=ORDERED + timedelta(hours=3))
+
+    # then energy = 4 cards x 0.7 kW x PUE 1.2 x 1 h at Beijing's peak price (1.12 yuan/kWh), over 4e6 tokens
+    assert (row.hour, row.tokens) == (hour, 4_000_000)
+    plain = 4 * 700 / 1000 * 1.2 * 1.12 / 4_000_000 * 1_000_000
+    assert float(row.per_million_tokens) == pytest.approx(plain)
+    (chart,) = electricity_per_million_by_hub_and_hour(since=ORDERED, until=ORDERED + timedelta(hours=3))
+    assert (chart["hub"], float(chart["per_million_tokens"])) == ("jingjinji", pytest.approx(plain))
