@@ -26,6 +26,7 @@ from billing.serializers import StatementSerializer
 from core.money import fen_to_yuan
 from core.timezones import local_zone
 from dashboards.formatting import local_time
+from dashboards.token_charts import token_electricity_series
 from marketplace.selectors import lowest_prices_now, placements_by_hub
 from organizations.models import Organization
 from pools.selectors import (
@@ -138,6 +139,7 @@ def operator_page(*, organization: Organization, now: datetime) -> dict[str, Any
         ],
         "placements": [{"hub": code, **totals} for code, totals in by_hub.items()],
         "placements_chart": placements_chart,
+        "token_electricity_chart": line_chart(*token_electricity_series(now=now), y_title="CNY per million tokens"),
         "days": list(reversed(days)),
         "usage_chart": usage_chart,
         "revenue_chart": revenue_chart,
