@@ -50,6 +50,9 @@ class EndpointSnapshot:
     output_prices: Sequence[float]  # per million output tokens, by local hour 0..23
     tariff_kwh: Sequence[float]  # the hub's electricity price, yuan per kWh, by local hour
     latency_ms: Mapping[str, int]
+    # The price curves of input_prices, output_prices and tariff_kwh (``marketplace.dispatch._curve``),
+    # made once per price version rather than per quote.
+    curves: tuple[Any, Any, Any]
     stale: bool
 
     @property
@@ -128,10 +131,15 @@ def _run_hours(endpoint: EndpointSnapshot, request: TokenRequest) -> float:
     return request.tokens / endpoint.tokens_per_hour
 
 
+def curves(
+    input_prices: Sequence[float], output_prices: Sequence[float], tariff_kwh: Sequence[float]
+) -> tuple[Any, Any, Any]:
+    return _curve(tuple(input_prices)), _curve(tuple(output_prices)), _curve(tuple(tariff_kwh))
+
+
 def _cost(endpoint: EndpointSnapshot, request: TokenRequest, start: float, hours: float) -> tuple[float, float]:
     """The buyer's cost and the electricity cost of the request's tokens spread evenly from ``start``."""
-    inputs, outputs = _curve(tuple(endpoint.input_prices)), _curve(tuple(endpoint.output_prices))
-    tariff = _curve(tuple(endpoint.tariff_kwh))
+    inputs, outputs, tariff = endpoint.curves
     cost = (
         request.input_tokens * inputs.between(start, hours) + request.output_tokens * outputs.between(start, hours)
     ) / (hours * TOKENS_PER_MILLION)
@@ -141,11 +149,10 @@ def _cost(endpoint: EndpointSnapshot, request: TokenRequest, start: float, hours
 
 
 def _cheapest(endpoint: EndpointSnapshot, request: TokenRequest, earliest: float, latest: float, hours: float) -> float:
-    weighted = tuple(
-        request.input_tokens * price_in + request.output_tokens * price_out
-        for price_in, price_out in zip(endpoint.input_prices, endpoint.output_prices, strict=True)
-    )
-    return _cheapest_start(_curve(weighted), earliest, latest, hours)
+    """The cheapest start. Input and output prices are one base price each times the same band
+    factors (``PricePlan.token_rate``), so any mix of them is cheapest where either is."""
+    inputs, outputs, _ = endpoint.curves
+    return _cheapest_start(inputs if request.input_tokens else outputs, earliest, latest, hours)
 
 
 def token_dispatch(

@@ -7,7 +7,7 @@ from typing import Any
 from django.db import connection
 
 from marketplace.selectors import _hub_facts, _hubs
-from marketplace.token_dispatch import EndpointSnapshot
+from marketplace.token_dispatch import EndpointSnapshot, curves
 from pools.models import ModelEndpoint, PricePlan
 from pools.selectors import fresh_after
 from pools.tariffs import hour_bands, hour_prices, local_hour
@@ -64,6 +64,8 @@ def _load_static(keys: list[tuple[Any, ...]]) -> None:
             continue
         region, kwh, latency = hubs[hub]
         bands = hour_bands(tariff)
+        prices_in = _token_hour_prices(plan, model, "input", bands)
+        prices_out = _token_hour_prices(plan, model, "output", bands)
         _static[key] = (
             endpoint_id,
             pool_id,
@@ -76,10 +78,11 @@ def _load_static(keys: list[tuple[Any, ...]]) -> None:
             watts,
             pue,
             float(green),
-            _token_hour_prices(plan, model, "input", bands),
-            _token_hour_prices(plan, model, "output", bands),
+            prices_in,
+            prices_out,
             kwh,
             latency,
+            curves(prices_in, prices_out, kwh),
         )
 
 
@@ -97,7 +100,7 @@ def endpoint_snapshots(*, now: datetime, model: str | None = None) -> list[Endpo
     for endpoint_id, plan_id, pue, stale in rows:
         static = _static[(endpoint_id, plan_id, pue)]
         if static is not None:
-            snapshots.append(EndpointSnapshot(*static, stale))  # type: ignore[call-arg]  # the 15 leading fields
+            snapshots.append(EndpointSnapshot(*static, stale))  # type: ignore[call-arg]  # the 16 leading fields
     return snapshots
 
 
