@@ -167,8 +167,10 @@ def test_a_batch_quote_waits_for_the_valley_hours_before_its_deadline(provider, 
         )
 
     assert body["placements"], body
-    start = datetime.fromisoformat(body["placements"][0]["start_at"]).astimezone(local_zone())
-    assert start.hour == 23  # Beijing's valley starts at 23:00
+    placement = body["placements"][0]
+    start, end = (datetime.fromisoformat(placement[at]).astimezone(local_zone()) for at in ("start_at", "end_at"))
+    bands = hour_bands(ResourcePool.objects.get().hub.tariff)
+    assert bands[start.hour] == bands[(end - timedelta(seconds=1)).hour] == "valley"  # Beijing: 23:00 to 07:00
 
 
 def test_token_usage_is_billed_per_million_with_the_band_price_and_the_voucher_share(
