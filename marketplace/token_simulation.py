@@ -91,7 +91,7 @@ def generate_token_jobs(*, day: datetime, seed: int, jobs: int, models: Sequence
             extra: dict[str, Any] = {
                 "workload": REALTIME,
                 "user_region": region,
-                "max_latency_ms": rng.choice((10, 15, 20)),
+                "max_latency_ms": rng.choice(CHAT_LATENCY_MS),
             }
         else:
             tokens, share = rng.choice(BATCH_TOKENS), BATCH_INPUT_SHARE

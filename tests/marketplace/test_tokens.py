@@ -265,3 +265,30 @@ def test_each_endpoint_hours_electricity_per_token_matches_a_plain_computation(t
     assert float(row.per_million_tokens) == pytest.approx(plain)
     (chart,) = electricity_per_million_by_hub_and_hour(since=ORDERED, until=ORDERED + timedelta(hours=3))
     assert (chart["hub"], float(chart["per_million_tokens"])) == ("jingjinji", pytest.approx(plain))
+
+
+def snapshot(endpoint_id: str, hub: str, region: str, kwh: tuple[float, float], latency: dict[str, int]) -> Any:
+    """An endpoint of 100 cards at 2,000 tokens/s, its prices following its tariff (peak 10-22 local)."""
+    from marketplace.token_dispatch import EndpointSnapshot, curves
+
+    tariff = [kwh[1] if 10 <= hour < 22 else kwh[0] for hour in range(24)]
+    prices_in = [2 * price / kwh[1] for price in tariff]
+    prices_out = [8 * price / kwh[1] for price in tariff]
+    return EndpointSnapshot(
+        endpoint_id, endpoint_id, "p", hub, region, MODEL, 100, 2000, 700, 1.2, 0.5,
+        prices_in, prices_out, tariff, latency, curves(prices_in, prices_out, tariff), False,
+    )  # fmt: skip
+
+
+def test_the_token_simulation_cuts_electricity_per_token_with_no_latency_violation() -> None:
+    from marketplace.token_simulation import simulate_tokens
+
+    east = snapshot("east", "jingjinji", "east", (0.3, 1.1), {region: 5 for region in ("beijing", "shanghai")})
+    west = snapshot("west", "ningxia", "west", (0.18, 0.5), {region: 25 for region in ("beijing", "shanghai")})
+    day = datetime(2026, 3, 10, tzinfo=local_zone())
+
+    grid, baseline = simulate_tokens(endpoints=[east, west], day=day, seed=1, jobs=300)
+
+    assert grid.latency_violations == 0
+    assert grid.per_million(grid.electricity_cost) < 0.82 * baseline.per_million(baseline.electricity_cost)
+    assert grid.west_tokens > 0 and baseline.west_tokens == 0

@@ -619,15 +619,17 @@ class Command(BaseCommand):
         self._write_endpoints(plan, pools, now)
 
     def _write_endpoints(self, plan: NationalPlan, pools: list[ResourcePool], now: datetime) -> None:
-        """A model endpoint for each model a pool prices, on a tenth of its cards in whole servers,
-        approved (its cards reserved) where the pool is active. Derived from the pools alone, so
-        the seed's other figures do not move."""
+        """A model endpoint for each model a pool prices, on a tenth of its cards in whole servers
+        (together at most half the pool), approved (its cards reserved) where the pool is active.
+        Derived from the pools alone, so the seed's other figures do not move."""
         endpoints = []
         for draft, pool in zip(plan.pools, pools, strict=True):
-            cards = min(
-                pool.cards // 2, max(SERVER_CARDS, round(pool.cards * ENDPOINT_SHARE / SERVER_CARDS) * SERVER_CARDS)
-            )
-            if not draft.token_prices or cards < 1:
+            if not draft.token_prices:
+                continue
+            # At most half the pool for all its endpoints together: the rest stays for card leases.
+            most = pool.cards // (2 * len(draft.token_prices))
+            cards = min(most, max(SERVER_CARDS, round(pool.cards * ENDPOINT_SHARE / SERVER_CARDS) * SERVER_CARDS))
+            if cards < 1:
                 continue
             for model in sorted(draft.token_prices):
                 speed = CARD_SPEED.get(draft.gpu, CARD_SPEED_OTHER)
