@@ -124,6 +124,17 @@ def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetim
                         f"{runs[event.lease_id].cards} cards can process in the seconds it ran.",
                     )
         dropped = {event.index for event, _ in excess}
+        over = _over_budget([event for event in new if event.index not in dropped], runs)
+        if over:
+            _delete([event for event, _ in over], provider_id=provider_id)
+            for event, budget in over:
+                result.reject(
+                    event.index,
+                    event.id,
+                    "token_budget_exceeded",
+                    f"This batch token order was placed for {budget:,} tokens; it cannot bill more.",
+                )
+            dropped |= {event.index for event, _ in over}
         for event in new:
             if event.index not in dropped:
                 result.accepted += 1
@@ -176,6 +187,7 @@ class _Run:
     until: datetime  # the end of its run: the earlier of its booked end and when it ended
     tokens_per_second: int  # of one card: a token order's endpoint's throughput per card
     model: str | None = None  # a token order's: the model its endpoint serves (its lease bills tokens only)
+    budget: int | None = None  # a batch token order's: the tokens it was ordered for, at most
 
     def seconds_in(self, hour_start: datetime, now: datetime) -> int:
         """Whole seconds the lease ran in the hour starting at ``hour_start`` (so far, if it runs)."""
@@ -192,9 +204,16 @@ def _run(
     end_at: datetime,
     model: str | None,
     throughput: int | None,
+    deadline: datetime | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
 ) -> _Run:
-    """A token order's lease is capped by its endpoint's throughput; a card lease takes no tokens."""
-    return _Run(cards, started_at, min(end_at, ended_at or end_at), throughput or 0, model)
+    """A token order's lease is capped by its endpoint's throughput (a batch job also by the tokens
+    it was ordered for); a card lease takes no tokens."""
+    budget = None
+    if model is not None and deadline is not None:  # a batch job, not a pay-as-you-go account
+        budget = (input_tokens or 0) + (output_tokens or 0)
+    return _Run(cards, started_at, min(end_at, ended_at or end_at), throughput or 0, model, budget)
 
 
 def _check_leases(
@@ -219,6 +238,9 @@ def _check_leases(
             "end_at",
             "endpoint__model",
             "endpoint__throughput_per_card",
+            "order__deadline",
+            "order__input_tokens",
+            "order__output_tokens",
         )
     }
     grace = timedelta(seconds=settings.USAGE_TIME_GRACE_SECONDS)
@@ -313,6 +335,33 @@ def _over_hourly_limits(events: list[Event], runs: dict[UUID, _Run], *, now: dat
         for event, size in zip(bucket_events, sizes, strict=True):  # in batch order: the first ones fit
             if used + size > limit:
                 excess.append((event, limit))
+            else:
+                used += size
+    return excess
+
+
+def _over_budget(events: list[Event], runs: dict[UUID, _Run]) -> list[tuple[Event, int]]:
+    """The new token events that take a batch token order past the tokens it was ordered for, later
+    events of the batch first. Runs after the insert, under the leases' locks, as the hourly limits."""
+    budgeted = {event.lease_id for event in events if runs[event.lease_id].budget is not None}
+    if not budgeted:
+        return []
+    totals = dict(
+        UsageEvent.objects.filter(lease_id__in=budgeted)
+        .values_list("lease_id")
+        .annotate(tokens=Sum(F("input_tokens") + F("output_tokens")))
+    )
+    excess: list[tuple[Event, int]] = []
+    for lease_id in budgeted:
+        budget = runs[lease_id].budget or 0
+        if (totals.get(lease_id) or 0) <= budget:
+            continue
+        mine = [event for event in events if event.lease_id == lease_id]
+        sizes = [(event.input_tokens or 0) + (event.output_tokens or 0) for event in mine]
+        used = totals[lease_id] - sum(sizes)
+        for event, size in zip(mine, sizes, strict=True):  # in batch order: the first ones fit
+            if used + size > budget:
+                excess.append((event, budget))
             else:
                 used += size
     return excess

@@ -267,6 +267,15 @@ def test_each_endpoint_hours_electricity_per_token_matches_a_plain_computation(t
     assert (chart["hub"], float(chart["per_million_tokens"])) == ("jingjinji", pytest.approx(plain))
 
 
+def lease_start_if_due(lease: Lease) -> None:
+    from marketplace.services import lease_start
+
+    lease.refresh_from_db()
+    if lease.status == Lease.Status.SCHEDULED:
+        lease_start(lease_id=lease.pk, by="test", now=lease.start_at)
+    lease.refresh_from_db()
+
+
 def snapshot(endpoint_id: str, hub: str, region: str, kwh: tuple[float, float], latency: dict[str, int]) -> Any:
     """An endpoint of 100 cards at 2,000 tokens/s, its prices following its tariff (peak 10-22 local)."""
     from marketplace.token_dispatch import EndpointSnapshot, curves
@@ -292,3 +301,29 @@ def test_the_token_simulation_cuts_electricity_per_token_with_no_latency_violati
     assert grid.latency_violations == 0
     assert grid.per_million(grid.electricity_cost) < 0.82 * baseline.per_million(baseline.electricity_cost)
     assert grid.west_tokens > 0 and baseline.west_tokens == 0
+
+
+def test_a_batch_token_job_bills_no_more_tokens_than_it_was_ordered_for(buyer, provider) -> None:
+    # given a batch job ordered for 8 million tokens (6 in, 2 out), due in 20 hours
+    with time_machine.travel(ORDERED - timedelta(minutes=1), tick=False):
+        endpoint(provider)
+    job = TokenRequest(
+        model=MODEL,
+        input_tokens=6_000_000,
+        output_tokens=2_000_000,
+        workload="batch",
+        deadline=ORDERED + timedelta(hours=20),
+    )
+    with time_machine.travel(ORDERED, tick=False):
+        lease = token_order_place(buyer=buyer, request=job, by="test").leases.get()
+    with time_machine.travel(lease.start_at, tick=False):
+        lease_start_if_due(lease)
+    at = lease.start_at + timedelta(minutes=40)  # within what its 4 cards serve in the hour so far
+
+    # when its provider reports three events of 4 million tokens
+    result = ingest(
+        lease, [tokens_event(lease, f"t{i}", at + timedelta(minutes=i)) for i in range(3)], at + timedelta(minutes=20)
+    )
+
+    # then two are billed, the third is refused
+    assert (result.accepted, [error["code"] for error in result.errors]) == (2, ["token_budget_exceeded"])
