@@ -16,12 +16,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from core.timezones import local_zone
-from marketplace.dispatch import MAX_PLACEMENTS, _cheapest_start, _curve, _hours_since
+from marketplace.dispatch import LATENCY_WEIGHT_PER_MS, MAX_PLACEMENTS, _cheapest_start, _curve, _hours_since
 
 REALTIME = "realtime"
 BATCH = "batch"
 TOKENS_PER_MILLION = 1_000_000.0
-LATENCY_WEIGHT_PER_MS = 0.005
 # A real-time request without a bound of its own: a chat's network round trip budget.
 DEFAULT_REALTIME_LATENCY_MS = 30
 

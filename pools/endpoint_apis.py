@@ -13,12 +13,12 @@ from rest_framework.views import APIView
 
 from core.exceptions import NotFoundError
 from core.filters import StrictFilterSet
-from organizations.models import Organization
 from organizations.permissions import IsOperator, IsProvider, KeyRoleAllows, organization_of
 from pools import endpoints
 from pools.apis import IsProviderOrOperator, actor
 from pools.endpoint_serializers import EndpointCreateSerializer, EndpointRepriceSerializer, EndpointSerializer
 from pools.models import ModelEndpoint
+from pools.selectors import endpoint_list
 from pools.serializers import PoolActionSerializer
 
 
@@ -30,14 +30,6 @@ class EndpointFilter(StrictFilterSet):
     class Meta:
         model = ModelEndpoint
         fields: list[str] = []
-
-
-def endpoint_list(*, organization: Organization) -> QuerySet[ModelEndpoint]:
-    """Providers see their own endpoints; operators see every endpoint."""
-    rows = ModelEndpoint.objects.select_related("pool__hub", "pool__provider")
-    if organization.kind == Organization.Kind.OPERATOR:
-        return rows
-    return rows.filter(pool__provider=organization)
 
 
 def _endpoint_for(request: Request, endpoint_id: Any, *, own: bool = False) -> ModelEndpoint:

@@ -111,7 +111,3 @@ class EndpointSerializer(serializers.ModelSerializer):
     @extend_schema_field(TokenPriceSerializer(allow_null=True))
     def get_prices_now(self, endpoint: ModelEndpoint) -> dict[str, str] | None:
         return self._prices(endpoint, hour_bands(endpoint.pool.hub.tariff)[local_hour(timezone.now())])
-
-
-def endpoint_with_pool(endpoint: ModelEndpoint) -> ModelEndpoint:
-    return ModelEndpoint.objects.select_related("pool__hub", "pool__provider").get(pk=endpoint.pk)
