@@ -14,6 +14,7 @@ from billing.models import (
     BankMovement,
     CreditHold,
     Invoice,
+    InvoiceLine,
     Leg,
     ProviderStatement,
     UsageMetric,
@@ -21,6 +22,7 @@ from billing.models import (
     UsageRollupDue,
 )
 from billing.models.ledger import Account
+from billing.token_electricity import lease_electricity_per_million
 from core.money import round_to_fen
 from core.timezones import local_zone
 from marketplace.models import Lease
@@ -146,13 +148,22 @@ def invoice_view(invoice: Invoice) -> Invoice:
     """The invoice as shown: a draft gets its lines and totals rated live from the usage so far."""
     if invoice.status != Invoice.Status.DRAFT:
         invoice.shown_lines = list(invoice.lines.all())  # type: ignore[attr-defined]
-        return invoice
-    from billing.services.invoices import draft_lines
+    else:
+        from billing.services.invoices import draft_lines
 
-    rated = draft_lines(invoice)
-    invoice.shown_lines = [line.as_invoice_line(invoice, id=None) for line in rated]  # type: ignore[attr-defined]
-    invoice.subtotal = invoice.amount_due = sum(line.amount for line in rated)
+        rated = draft_lines(invoice)
+        invoice.shown_lines = [line.as_invoice_line(invoice, id=None) for line in rated]  # type: ignore[attr-defined]
+        invoice.subtotal = invoice.amount_due = sum(line.amount for line in rated)
+    with_token_electricity(invoice.shown_lines, since=invoice.period_start, until=invoice.period_end)  # type: ignore[attr-defined]
     return invoice
+
+
+def with_token_electricity(lines: list[Any], *, since: datetime, until: datetime) -> None:
+    """Give each token line its order's electricity cost per million tokens over the period."""
+    token_leases = [line.lease_id for line in lines if line.unit == InvoiceLine.Unit.MILLION_TOKENS]
+    rates = lease_electricity_per_million(lease_ids=token_leases, since=since, until=until) if token_leases else {}
+    for line in lines:
+        line.electricity_cost_per_million_tokens = rates.get(line.lease_id)
 
 
 def invoices_overdue(*, organization: Organization, now: datetime) -> QuerySet[Invoice]:

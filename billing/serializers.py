@@ -3,10 +3,13 @@ from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing.models import UsageMetric
 from core.serializers import CurrencyField, MoneyField, PriceField, StrictSerializer
+
+_PRICE = PriceField()
 
 MAX_USAGE_RANGE = {"hour": timedelta(days=31), "day": timedelta(days=366)}
 
@@ -74,6 +77,14 @@ class InvoiceLineSerializer(serializers.Serializer):
     rate = PriceField(help_text="Per unit: card-hour or million tokens; rated exactly, shown to 4 places.")
     amount = MoneyField()
     voucher_amount = MoneyField()
+    electricity_cost_per_million_tokens = serializers.SerializerMethodField(
+        help_text="Of a token line: its order's electricity cost per million tokens in the period (an estimate)."
+    )
+
+    @extend_schema_field(PriceField(allow_null=True))
+    def get_electricity_cost_per_million_tokens(self, line: Any) -> str | None:
+        rate = getattr(line, "electricity_cost_per_million_tokens", None)
+        return None if rate is None else _PRICE.to_representation(rate)
 
 
 class InvoiceSerializer(serializers.Serializer):

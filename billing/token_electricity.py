@@ -90,3 +90,33 @@ def electricity_per_million_by_hub_and_hour(*, since: datetime, until: datetime)
         {"hub": hub, "hour": hour, "tokens": int(tokens), "per_million_tokens": cost / tokens * MILLION}
         for (hub, hour), (cost, tokens) in sorted(totals.items(), key=lambda item: (item[0][1], item[0][0]))
     ]
+
+
+def lease_electricity_per_million(*, lease_ids: list[Any], since: datetime, until: datetime) -> dict[Any, Decimal]:
+    """Of each token order's lease: the electricity cost per million of the tokens it was billed for
+    from ``since`` to ``until``, its endpoint's figure of each hour weighted by the lease's tokens then."""
+    served: dict[Any, list[tuple[Any, datetime, Decimal]]] = defaultdict(list)
+    for lease_id, endpoint_id, hour, tokens in (
+        UsageRollup.objects.filter(
+            lease_id__in=lease_ids,
+            lease__endpoint__isnull=False,
+            hour__gte=since,
+            hour__lt=until,
+            metric__in=[UsageMetric.INPUT_TOKENS, UsageMetric.OUTPUT_TOKENS],
+        )
+        .values_list("lease_id", "lease__endpoint_id", "hour")
+        .annotate(Sum("quantity"))
+    ):
+        served[lease_id].append((endpoint_id, hour, tokens))
+    endpoint_ids = list({endpoint_id for rows in served.values() for endpoint_id, _, _ in rows})
+    rates = {
+        (row.endpoint_id, row.hour): row.per_million_tokens
+        for row in endpoint_hours(since=since, until=until, endpoint_ids=endpoint_ids)
+    }
+    result = {}
+    for lease_id, rows in served.items():
+        weighted = [(tokens, rates[(endpoint_id, hour)]) for endpoint_id, hour, tokens in rows if tokens > 0]
+        total = sum((tokens for tokens, _ in weighted), Decimal(0))
+        if total:
+            result[lease_id] = sum((tokens * rate for tokens, rate in weighted), Decimal(0)) / total
+    return result

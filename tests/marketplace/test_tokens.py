@@ -9,6 +9,7 @@ import time_machine
 from django.utils import timezone
 
 from billing.models import InvoiceLine
+from billing.selectors import invoice_view
 from billing.services.invoices import invoice_finalize
 from billing.services.reconcile import reconcile
 from billing.services.usage import usage_events_ingest, usage_rollup_buckets
@@ -195,6 +196,11 @@ def test_token_usage_is_billed_per_million_with_the_band_price_and_the_voucher_s
     assert lines["input_tokens"].amount == round_to_fen(3 * plan.token_rate(MODEL, "input", band))
     assert invoice.voucher_credit == sum(share(line.amount, Decimal("0.2"))[0] for line in lines.values()) > 0
     assert reconcile() == []
+    # and each token line carries the electricity per million tokens of the hour it was served in:
+    # 4 cards x 0.7 kW x PUE 1.2 x 1 h at 1.12 yuan/kWh (Beijing's peak) over the 4 million tokens
+    shown = invoice_view(invoice).shown_lines
+    rates = [float(line.electricity_cost_per_million_tokens) for line in shown]
+    assert rates == pytest.approx([4 * 0.7 * 1.2 * 1.12 / 4] * 2)
 
 
 def test_the_same_token_event_twice_is_billed_once(token_lease) -> None:
