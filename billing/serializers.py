@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing.models import UsageMetric
+from billing.token_electricity import provider_electricity_per_million
 from core.serializers import CurrencyField, MoneyField, PriceField, StrictSerializer
 
 _PRICE = PriceField()
@@ -133,6 +134,16 @@ class StatementSerializer(serializers.Serializer):
     gross = MoneyField()
     commission = MoneyField()
     net = MoneyField(help_text="Net payable to the provider.")
+    electricity_cost_per_million_tokens = serializers.SerializerMethodField(
+        help_text="Of the provider's model endpoints in the period: electricity over the tokens served (an estimate)."
+    )
+
+    @extend_schema_field(PriceField(allow_null=True))
+    def get_electricity_cost_per_million_tokens(self, statement: Any) -> str | None:
+        rate = provider_electricity_per_million(
+            provider_id=statement.provider_id, since=statement.period_start, until=statement.period_end
+        )
+        return None if rate is None else _PRICE.to_representation(rate)
 
 
 class GrantSerializer(serializers.Serializer):

@@ -120,3 +120,11 @@ def lease_electricity_per_million(*, lease_ids: list[Any], since: datetime, unti
         if total:
             result[lease_id] = sum((tokens * rate for tokens, rate in weighted), Decimal(0)) / total
     return result
+
+
+def provider_electricity_per_million(*, provider_id: Any, since: datetime, until: datetime) -> Decimal | None:
+    """Of a provider's endpoints over a period: their electricity over the tokens they were billed for."""
+    endpoint_ids = list(ModelEndpoint.objects.filter(pool__provider_id=provider_id).values_list("pk", flat=True))
+    rows = endpoint_hours(since=since, until=until, endpoint_ids=endpoint_ids) if endpoint_ids else []
+    tokens = sum(row.tokens for row in rows)
+    return sum((row.electricity_cost for row in rows), Decimal(0)) / tokens * MILLION if tokens else None

@@ -13,7 +13,11 @@ from billing.selectors import invoice_view
 from billing.services.invoices import invoice_finalize
 from billing.services.reconcile import reconcile
 from billing.services.usage import usage_events_ingest, usage_rollup_buckets
-from billing.token_electricity import electricity_per_million_by_hub_and_hour, endpoint_hours
+from billing.token_electricity import (
+    electricity_per_million_by_hub_and_hour,
+    endpoint_hours,
+    provider_electricity_per_million,
+)
 from core.money import round_to_fen, share
 from core.timezones import local_zone
 from marketplace.models import Lease
@@ -271,6 +275,10 @@ def test_each_endpoint_hours_electricity_per_token_matches_a_plain_computation(t
     assert float(row.per_million_tokens) == pytest.approx(plain)
     (chart,) = electricity_per_million_by_hub_and_hour(since=ORDERED, until=ORDERED + timedelta(hours=3))
     assert (chart["hub"], float(chart["per_million_tokens"])) == ("jingjinji", pytest.approx(plain))
+    statement = provider_electricity_per_million(
+        provider_id=token_lease.provider_id, since=ORDERED, until=ORDERED + timedelta(hours=3)
+    )
+    assert float(statement) == pytest.approx(plain)
 
 
 def lease_start_if_due(lease: Lease) -> None:
