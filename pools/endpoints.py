@@ -33,6 +33,7 @@ def _latest_plan(pool: ResourcePool) -> PricePlan:
     return plan
 
 
+@transaction.atomic
 def endpoint_reprice(
     *,
     endpoint: ModelEndpoint,
@@ -43,6 +44,7 @@ def endpoint_reprice(
 ) -> PricePlan:
     """New prices per million tokens for the endpoint's model: a new version of its pool's prices,
     from ``effective_from`` (now by default, never in the past), the other models' prices carried over."""
+    pools_lock([endpoint.pool_id])  # before reading the latest version: two models' reprices take turns
     prices = dict(_latest_plan(endpoint.pool).token_prices)
     prices[endpoint.model] = {"input": input_price, "output": output_price}
     return price_plan_create(pool=endpoint.pool, by=by, token_prices=prices, effective_from=effective_from)
