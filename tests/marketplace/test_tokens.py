@@ -341,3 +341,53 @@ def test_a_batch_token_job_bills_no_more_tokens_than_it_was_ordered_for(buyer, p
 
     # then two are billed, the third is refused
     assert (result.accepted, [error["code"] for error in result.errors]) == (2, ["token_budget_exceeded"])
+
+
+def test_a_provider_publishes_an_endpoint_an_operator_approves_it_and_its_prices_change_by_version(
+    provider, operator, make_client
+) -> None:
+    pool = pool_factory(provider=provider, cards=16)
+    body = {
+        "pool": str(pool.pk),
+        "model": "glm-4.5",
+        "input_price": "2.00",
+        "output_price": "8.00",
+        "throughput_per_card": 2000,
+        "cards": 8,
+    }
+    later = timezone.now() + timedelta(seconds=1)
+    with time_machine.travel(later - timedelta(seconds=1), tick=False):
+        created = make_client(provider).post("/api/v1/endpoints/", body, format="json")
+    with time_machine.travel(later, tick=False):
+        approved = make_client(operator).post(f"/api/v1/endpoints/{created.json()['id']}/approve/", {}, format="json")
+        repriced = make_client(provider).patch(
+            f"/api/v1/endpoints/{created.json()['id']}/",
+            {"input_price": "1.50", "output_price": "6.00"},
+            format="json",
+        )
+
+    assert (created.status_code, created.json()["status"]) == (201, "pending")
+    assert (approved.status_code, approved.json()["status"]) == (200, "active")
+    assert ResourcePool.objects.get(pk=pool.pk).reserved_cards == 8
+    assert repriced.json()["prices"] == {"input": "1.5000", "output": "6.0000"}
+    assert repriced.json()["price_version"] == created.json()["price_version"] + 1
+
+
+def test_an_endpoint_cannot_claim_more_throughput_than_its_cards_can_process(provider, make_client) -> None:
+    pool = pool_factory(provider=provider, cards=16)  # H100: at most 494,700 tokens per second
+
+    answer = make_client(provider).post(
+        "/api/v1/endpoints/",
+        {
+            "pool": str(pool.pk),
+            "model": "m",
+            "input_price": "1",
+            "output_price": "1",
+            "throughput_per_card": 600_000,
+            "cards": 1,
+        },
+        format="json",
+    )
+
+    assert (answer.status_code, answer.json()["error"]["code"]) == (400, "throughput_implausible")
+    assert not ModelEndpoint.objects.exists()
