@@ -232,8 +232,9 @@ def lease_end(*, lease_id: Any, status: str, reason: str, by: str, now: datetime
     lease.save(update_fields=["status", "ended_at", "end_reason", "ended_by"])
     for hook in hooks.LEASE_END_HOOKS:
         hook(lease, lease.ended_at)
-    (pool,) = pools_lock([lease.pool_id])
-    ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=pool.reserved_cards - lease.cards)
+    if lease.endpoint_id is None:  # a token order's lease holds no cards: its endpoint's are reserved
+        (pool,) = pools_lock([lease.pool_id])
+        ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=pool.reserved_cards - lease.cards)
     if not Lease.objects.filter(order_id=lease.order_id, status__in=Lease.ACTIVE).exists():
         Order.objects.filter(pk=lease.order_id, status=Order.Status.PLACED).update(status=Order.Status.ENDED)
     return lease
