@@ -109,7 +109,7 @@ def test_an_event_postgresql_cannot_store_is_rejected_alone_and_its_batch_kept(
     provider_client, lease, bad, code
 ) -> None:  # type: ignore[no-untyped-def]
     # given good events on both sides of one that PostgreSQL cannot store (a NUL, an offset of 16 hours)
-    good = [gpu_event(lease, "good-1", minutes_ago=20), token_event(lease, "good-2")]
+    good = [gpu_event(lease, "good-1", minutes_ago=20), gpu_event(lease, "good-2", minutes_ago=10)]
     events = [good[0], bad(lease), good[1]]
 
     # when they are sent in one batch
