@@ -54,12 +54,12 @@ def _pay(request: HttpRequest, invoice: Invoice) -> None:
         if error.code == "no_payment_method":
             messages.error(request, _no_card_message(invoice))
         elif invoice.status == Invoice.Status.PAID:
-            messages.info(request, _("Invoice %(number)s is paid; nothing more was charged.") % {"number": invoice.number})
+            messages.info(request, _paid_message(invoice))
         else:
             messages.error(request, _("%(refusal)s Nothing was charged.") % {"refusal": error.message})
         return
     if attempt is None and not invoice_owed(Invoice.objects.get(pk=invoice.pk)):
-        messages.info(request, _("Invoice %(number)s is paid; nothing more was charged.") % {"number": invoice.number})
+        messages.info(request, _paid_message(invoice))
     elif attempt is None or attempt.status == PaymentAttempt.Status.PENDING:
         messages.warning(
             request,
@@ -73,10 +73,11 @@ def _pay(request: HttpRequest, invoice: Invoice) -> None:
             % {"number": invoice.number, "amount": money(attempt.amount)},
         )
     else:
+        reason = attempt.failure_message or attempt.failure_code
         messages.error(
             request,
             _("The card on file was declined: %(reason)s Invoice %(number)s still owes %(owed)s.")
-            % {"reason": attempt.failure_message or attempt.failure_code, "number": invoice.number, "owed": money(owed)},
+            % {"reason": reason, "number": invoice.number, "owed": money(owed)},
         )
 
 
@@ -86,3 +87,7 @@ def _no_card_message(invoice: Invoice) -> str:
         "with Stripe.js, sent as payment_method to POST /api/v1/invoices/%(id)s/pay/), or pay by bank transfer "
         "with the details on invoice %(number)s."
     ) % {"id": invoice.pk, "number": invoice.number}
+
+
+def _paid_message(invoice: Invoice) -> str:
+    return _("Invoice %(number)s is paid; nothing more was charged.") % {"number": invoice.number}

@@ -55,8 +55,9 @@ def test_the_operator_sees_each_satellites_next_contact_and_in_orbit_utilization
         )[0]
         assert local_time(first.start) in rows[str(satellite.norad_id)]
         shown = percent(1 if satellite.pool_id == busy else 0)
-        assert f'data-figure="satellite-utilization" data-value="{1 if satellite.pool_id == busy else 0}' in rows[
-            str(satellite.norad_id)
-        ]
+        assert (
+            f'data-figure="satellite-utilization" data-value="{1 if satellite.pool_id == busy else 0}'
+            in rows[str(satellite.norad_id)]
+        )
         assert f">{shown}</td>" in rows[str(satellite.norad_id)]
     assert re.search(r'data-figure="orbit-utilization" data-value="0.0833"', html)
