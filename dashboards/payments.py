@@ -12,9 +12,10 @@ from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_POST
+from django.views import View
 
 from billing.models import Invoice, PaymentAttempt
 from billing.selectors import invoice_list, invoice_owed
@@ -25,18 +26,20 @@ from dashboards.formatting import money
 from dashboards.views import page
 
 
-@require_POST
-@page
-def invoice_pay_with_card(request: HttpRequest, slug: str, invoice_id: UUID) -> HttpResponseRedirect:
-    organization = invoice_payer(request, slug)
-    invoice = invoice_list(organization=organization).filter(pk=invoice_id).select_related("buyer").first()
-    if invoice is None:
-        raise Http404("No such invoice.")
-    back = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=False):
-        back = reverse("dashboard-invoice", args=[slug, invoice.pk])
-    _pay(request, invoice)
-    return redirect(back)
+class InvoicePay(View):
+    """POST only: the form on the buyer's page and on the invoice page."""
+
+    @method_decorator(page)
+    def post(self, request: HttpRequest, slug: str, invoice_id: UUID) -> HttpResponseRedirect:
+        organization = invoice_payer(request, slug)
+        invoice = invoice_list(organization=organization).filter(pk=invoice_id).select_related("buyer").first()
+        if invoice is None:
+            raise Http404("No such invoice.")
+        back = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=False):
+            back = reverse("dashboard-invoice", args=[slug, invoice.pk])
+        _pay(request, invoice)
+        return redirect(back)
 
 
 def _pay(request: HttpRequest, invoice: Invoice) -> None:

@@ -1,14 +1,17 @@
 """The buyer's pay button: the dashboards' one write, through the service ``POST invoices/{id}/pay/`` calls."""
 
 import re
+import threading
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from billing.models import Invoice, JournalEntry, PaymentAttempt
 from billing.selectors import invoice_owed
 from billing.services.payments import payment_method_set
 from billing.services.reconcile import reconcile
+from billing.stripe_client import stripe_client
 from organizations.models import Membership
 from organizations.services import member_set
 from tests.billing.test_payments import DECLINED_ON_CHARGE, GOOD_CARD, card
@@ -74,6 +77,40 @@ def test_the_overdue_invoice_is_paid_with_the_card_on_file_once_though_the_form_
     assert JournalEntry.objects.filter(reference=invoice.reference, kind="payment.stripe").count() == 1
     assert re.findall(r'data-message="([a-z]+)"', shown) == ["success", "info"]
     assert f'data-pay="{invoice.pk}"' not in shown  # nothing left to pay
+    assert reconcile() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_form_posted_twice_at_once_charges_once(stripe, grid) -> None:
+    payment_method_set(organization=grid.other_buyer, payment_method=card(GOOD_CARD))
+    page = f"/dashboard/{grid.other_buyer.slug}/"
+    clients = [signed_in(grid.users[grid.other_buyer.slug]) for _ in range(2)]
+    forms = [
+        re.search(rf'action="([^"]+)"[^>]*data-pay="{grid.overdue.pk}".*?</form>', c.get(page).content.decode(), re.S)
+        for c in clients
+    ]
+    barrier, statuses = threading.Barrier(2), []
+
+    def post(client: Client, form: re.Match[str]) -> None:
+        fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form[0]))
+        barrier.wait()
+        try:
+            statuses.append(client.post(form[1], fields).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post, args=(c, f)) for c, f in zip(clients, forms, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    succeeded = [pi for pi in stripe_client().v1.payment_intents.list().data if pi.status == "succeeded"]
+    told = [message(c.get(page).content.decode())[0] for c in clients]
+    assert statuses == [302, 302] and len(succeeded) == 1
+    assert JournalEntry.objects.filter(reference=grid.overdue.reference, kind="payment.stripe").count() == 1
+    assert told.count("success") == 1 and set(told) - {"success"} <= {"info", "warning"}  # paid, or in flight
+    assert Invoice.objects.get(pk=grid.overdue.pk).status == "paid"
     assert reconcile() == []
 
 
