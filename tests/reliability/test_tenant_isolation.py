@@ -99,7 +99,7 @@ class Patch:
 
 @dataclass(frozen=True)
 class Page:
-    """A dashboard page (a signed-in member, not a key): ``<slug:slug>`` is an organization's page,
+    """A dashboard page or form (a signed-in member, not a key): ``<slug:slug>`` is an organization's page,
     ``param`` names one of its objects. B's members get 404 on A's pages and on A's objects under
     their own page, and see none of A's ids."""
 
@@ -398,6 +398,8 @@ ROUTES |= {
     "dashboard/<slug:slug>/": {"GET": Page()},
     "dashboard/<slug:slug>/invoices/<uuid:invoice_id>/": {"GET": Page("invoice_id")},
     "dashboard/<slug:slug>/invoices/<uuid:invoice_id>/pdf/": {"GET": Page("invoice_id")},
+    # The buyer's pay button: B's members get 404 on A's invoice, under A's page or their own.
+    "dashboard/<slug:slug>/invoices/<uuid:invoice_id>/pay/": {"POST": Page("invoice_id")},
     "dashboard/<slug:slug>/programs/<uuid:program_id>/": {"GET": Page("program_id")},
     "dashboard/<slug:slug>/claims/<uuid:claim_id>/pdf/": {"GET": Page("claim_id")},
     "dashboard/<slug:slug>/claims/<uuid:claim_id>/claim.csv": {"GET": Page("claim_id")},
@@ -585,7 +587,7 @@ def check_page(run: Run, route: str, method: str, check: Page) -> None:
             path = _path(route.replace("<slug:slug>", slug or ""), **ids)
             # What an id or an organization that does not exist answers: the same as A's must.
             unknown = route.replace("<slug:slug>", own if check.param else "no-such-organization")
-            answer, baseline = member.get(path), member.get(_path(unknown, **missing))
+            answer, baseline = member.generic(method, path), member.generic(method, _path(unknown, **missing))
             run.requests += 2
             where = f"{method} {path} as {kind} B's member"
             if slug == own and not check.param:
