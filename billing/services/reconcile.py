@@ -311,9 +311,9 @@ def _usage_billed() -> list[Difference]:
 
 
 # The price version of each event, found here without the rollup's code: in the lease's booked
-# hours the version it was placed on (a pay-as-you-go token account, a batch token job's is to
-# its deadline: none, only until that version reaches running leases); after them the newest
-# version that reached running leases at or before the event (the pool's first, for usage
+# hours the version it was placed on (a batch token job's run to its deadline; a pay-as-you-go
+# token account books none: only until that version reaches running leases); after them the
+# newest version that reached running leases at or before the event (the pool's first, for usage
 # stamped before the pool was listed).
 _EVENTS_BY_VERSION = """
 WITH h AS (SELECT * FROM unnest(%s::uuid[], %s::timestamptz[]) AS h (pool_id, hour))
