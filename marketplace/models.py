@@ -2,7 +2,8 @@ import uuid
 from datetime import datetime
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, F, Q, When
+from django.db.models.functions import Greatest
 
 
 class Workload(models.TextChoices):
@@ -153,8 +154,26 @@ class Lease(models.Model):
 
     @property
     def price_locked_until(self) -> datetime:
-        """Usage before this is billed with the lease's own price version: its booked hours."""
+        """Usage before this is billed with the lease's own price version (``price_lock_end``, the same in SQL)."""
+        if self.endpoint_id is not None and self.order.deadline is None:
+            return max(self.start_at, self.price_plan.running_from)
         return self.end_at
+
+
+def price_lock_end() -> Case:
+    """Until when a lease's usage is billed with its own price version, in SQL (``Lease.price_locked_until``
+    reads the same): a booking's hours, a card lease's or a batch token job's (to its deadline). A
+    pay-as-you-go token account is no booking (it stays open a year unless ended): it keeps its version
+    only until that version would reach running leases anyway (its opening, or the end of the notice of
+    the rise it was opened on); from then it pays what running leases pay (a rise after its notice)."""
+    return Case(
+        When(
+            endpoint__isnull=False,
+            order__deadline__isnull=True,
+            then=Greatest("start_at", "price_plan__running_from"),
+        ),
+        default=F("end_at"),
+    )
 
 
 class OrbitOrder(models.Model):

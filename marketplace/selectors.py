@@ -184,7 +184,7 @@ def pool_snapshots(*, now: datetime) -> list[PoolSnapshot]:
 
 def lease_list(*, organization: Organization) -> QuerySet[Lease]:
     """Buyers see their leases, providers the leases on their pools, operators all."""
-    leases = Lease.objects.select_related("pool", "price_plan")
+    leases = Lease.objects.select_related("pool", "price_plan", "order")
     if organization.kind == Organization.Kind.BUYER:
         return leases.filter(buyer=organization)
     if organization.kind == Organization.Kind.PROVIDER:
@@ -325,11 +325,12 @@ def price_change_effects(plan: PricePlan) -> list[dict[str, Any]]:
     new price instead of its own version's), and whether the new price (its average over the
     day, as an order's max_price is an average) passes its max_price."""
     effects = []
-    leases = Lease.objects.filter(pool_id=plan.pool_id, status__in=Lease.ACTIVE).select_related("price_plan")
+    leases = Lease.objects.filter(pool_id=plan.pool_id, status__in=Lease.ACTIVE).select_related("price_plan", "order")
     for lease in leases.order_by("pk"):
         takes_effect_at = max(plan.running_from, lease.price_locked_until)
         change, hour = Decimal(0), takes_effect_at
-        while hour < lease.end_at:  # booked hours after the lock: none while the lock lasts the booking
+        # booked hours after the lock (none while the lock lasts the booking); a token order pays by the token
+        while hour < lease.end_at and lease.endpoint_id is None:
             change += lease.cards * (plan.rate_at(hour) - lease.price_plan.rate_at(hour))
             hour += timedelta(hours=1)
         effects.append(

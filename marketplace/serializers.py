@@ -259,7 +259,9 @@ class LeaseSerializer(serializers.ModelSerializer):
         source="price_plan.version", read_only=True, help_text="The pool's price version the lease was placed on."
     )
     price_locked_until = serializers.DateTimeField(
-        read_only=True, help_text="Usage before this (the booked end) is billed with price_version."
+        read_only=True,
+        help_text="Usage before this (the booked end; a pay-as-you-go token account's opening) is billed with "
+        "price_version.",
     )
     max_price = PriceField(allow_null=True, read_only=True, help_text="The buyer's ceiling per card-hour.")
 

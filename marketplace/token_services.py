@@ -14,9 +14,9 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
-from core.exceptions import ApplicationError, NotFoundError, RuleViolation
+from core.exceptions import ApplicationError, ConflictError, NotFoundError, RuleViolation
 from marketplace.models import Lease, Order, Workload
-from marketplace.services import ESTIMATE_PLACES, lease_start
+from marketplace.services import ESTIMATE_PLACES, lease_end, lease_start
 from marketplace.token_dispatch import BATCH, REALTIME, TokenDispatchResult, TokenRequest, token_dispatch
 from marketplace.token_selectors import endpoint_snapshots
 from organizations.models import Organization
@@ -68,7 +68,15 @@ def token_order_place(
             details={"reasons": result.summary(request)},
         )
     placement = result.placements[0]
-    endpoint = ModelEndpoint.objects.select_related("pool").get(pk=placement.endpoint_id)
+    # Locked, and active still: an operator's suspension or a retirement waits for this order, or
+    # this order sees it (``endpoint_token_orders_settle`` then ends or counts it).
+    endpoint = (
+        ModelEndpoint.objects.select_for_update(of=("self",)).select_related("pool").get(pk=placement.endpoint_id)
+    )
+    if endpoint.status != ModelEndpoint.Status.ACTIVE:
+        raise ConflictError(
+            f"This endpoint was just {endpoint.status}; ask for a new quote.", code="endpoint_not_active"
+        )
     batch = request.workload == BATCH and request.deadline is not None
     start_at = placement.start_at if batch else now
     end_at = request.deadline if batch and request.deadline else now + timedelta(days=TOKEN_ACCOUNT_DAYS)
@@ -104,3 +112,28 @@ def token_order_place(
     if start_at <= now:
         lease_start(lease_id=order.pk, by=by, now=now)
     return order
+
+
+def endpoint_token_orders_settle(endpoint: ModelEndpoint, to: str, by: str) -> None:
+    """An endpoint's open token orders when its status changes (``pools.hooks.ENDPOINT_STATUS_HOOKS``,
+    its pool and itself locked, before its cards go back to the pool). Its provider cannot retire it
+    while they are placed or running (``endpoint_in_use``): the buyers paid for a run. An operator's
+    suspension ends them now: a running one as failed, one not started as cancelled, both
+    ``endpoint_suspended``; usage up to now is billed, later usage is refused."""
+    open_leases = Lease.objects.filter(endpoint_id=endpoint.pk, status__in=Lease.ACTIVE).order_by("pk")
+    if to == ModelEndpoint.Status.RETIRED:
+        orders = [str(pk) for pk in open_leases.values_list("order_id", flat=True)]
+        if orders:
+            raise ConflictError(
+                f"{len(orders)} token orders on this endpoint are placed or running; retire it after they end "
+                "(their buyers end them, or you terminate them with POST /api/v1/leases/{id}/terminate/), "
+                "or ask an operator to suspend it.",
+                code="endpoint_in_use",
+                details={"orders": orders},
+            )
+    elif to == ModelEndpoint.Status.SUSPENDED:
+        now = timezone.now()
+        # Locked first: one a buyer ends meanwhile is ended by one of us, never twice.
+        for lease_id, status in open_leases.select_for_update(of=("self",)).values_list("pk", "status"):
+            ended = Lease.Status.FAILED if status == Lease.Status.RUNNING else Lease.Status.CANCELLED
+            lease_end(lease_id=lease_id, status=ended, reason="endpoint_suspended", by=by, now=now)

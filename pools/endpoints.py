@@ -20,6 +20,7 @@ from django.utils import timezone
 from core.exceptions import ApplicationError, ConflictError, RuleViolation
 from organizations.models import Organization
 from organizations.services import audit_record
+from pools import hooks
 from pools.models import ModelEndpoint, PricePlan, ResourcePool
 from pools.reference_data import TOKENS_PER_SECOND
 from pools.services import pools_lock, price_plan_create
@@ -111,7 +112,9 @@ def _transition(
     *, endpoint: ModelEndpoint, to: str, allowed_from: Iterable[str], by: str, reason: str, action: str
 ) -> ModelEndpoint:
     """Move an endpoint's status under its pool's lock (then its own), reserving its cards on
-    the pool when it becomes active and giving them back when it stops being active."""
+    the pool when it becomes active and giving them back, once, when it stops being active: the
+    status hooks have settled its token orders by then (the marketplace's), so no card is both an
+    endpoint's and free for card leases."""
     (pool,) = pools_lock([endpoint.pool_id])
     locked = ModelEndpoint.objects.select_for_update().get(pk=endpoint.pk)
     if locked.status not in allowed_from:
@@ -119,6 +122,8 @@ def _transition(
             f"A {locked.status} endpoint cannot become {to}; only one that is {' or '.join(sorted(allowed_from))} can.",
             code="invalid_transition",
         )
+    for hook in hooks.ENDPOINT_STATUS_HOOKS:
+        hook(locked, to, by)
     if to == Status.ACTIVE:
         if pool.status != ResourcePool.Status.ACTIVE:
             raise ConflictError(f"Its pool is {pool.status}; approve the pool first.", code="pool_not_active")
@@ -159,7 +164,8 @@ def endpoint_approve(*, endpoint: ModelEndpoint, by: str, reason: str = "") -> M
 
 @transaction.atomic
 def endpoint_suspend(*, endpoint: ModelEndpoint, by: str, reason: str = "") -> ModelEndpoint:
-    """An operator takes an endpoint out of the market; its cards go back to the pool."""
+    """An operator takes an endpoint out of the market: its open token orders end now (usage up to
+    now is billed, later usage refused), then its cards go back to the pool."""
     return _transition(
         endpoint=endpoint,
         to=Status.SUSPENDED,
@@ -172,8 +178,8 @@ def endpoint_suspend(*, endpoint: ModelEndpoint, by: str, reason: str = "") -> M
 
 @transaction.atomic
 def endpoint_retire(*, endpoint: ModelEndpoint, by: str, reason: str = "") -> ModelEndpoint:
-    """The provider withdraws an endpoint for good; its cards go back to the pool. It takes no new
-    token orders; those open keep their booked run (a batch job to its deadline)."""
+    """The provider withdraws an endpoint for good; its cards go back to the pool. Refused
+    (``endpoint_in_use``) while token orders on it are placed or running: they end first."""
     return _transition(
         endpoint=endpoint,
         to=Status.RETIRED,

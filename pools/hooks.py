@@ -19,3 +19,11 @@ PRICE_VERSION_HOOKS: list[PriceVersionHook] = []
 PriceEffectHook = Callable[[Any], list[dict[str, Any]]]  # (the unsaved PricePlan) -> leases it reaches
 
 PRICE_EFFECT_HOOKS: list[PriceEffectHook] = []
+
+# An endpoint status hook runs inside the transaction that changes a model endpoint's status,
+# its pool and the endpoint locked, before its cards are reserved or given back: the marketplace
+# refuses to retire an endpoint that open token orders use, and ends them when an operator
+# suspends it. It may refuse the change by raising an ``ApplicationError``.
+EndpointStatusHook = Callable[[Any, str, str], None]  # (the locked ModelEndpoint, its new status, by)
+
+ENDPOINT_STATUS_HOOKS: list[EndpointStatusHook] = []

@@ -14,7 +14,7 @@ from core.exceptions import ApplicationError, ConflictError, RuleViolation
 from organizations.models import AuditEvent, Organization
 from organizations.services import audit_record
 from pools import hooks
-from pools.models import GpuModel, Heartbeat, PoolStatusChange, PricePlan, ResourcePool
+from pools.models import GpuModel, Heartbeat, ModelEndpoint, PoolStatusChange, PricePlan, ResourcePool
 from pools.selectors import pool_is_stale
 from pools.signals import pool_status_changed
 from pools.tariffs import default_factors, hour_bands, hour_prices
@@ -278,12 +278,21 @@ def pool_suspend(*, pool: ResourcePool, by: str, reason: str = "") -> ResourcePo
 
 @transaction.atomic
 def pool_retire(*, pool: ResourcePool, by: str, reason: str = "") -> ResourcePool:
-    """The provider withdraws a pool for good, once no lease holds any of its cards."""
+    """The provider withdraws a pool for good, once no lease and no active endpoint holds any of its cards."""
     locked = ResourcePool.objects.select_for_update().get(pk=pool.pk)
     if locked.reserved_cards:
+        endpoints = list(
+            ModelEndpoint.objects.filter(pool=locked, status=ModelEndpoint.Status.ACTIVE).order_by("model")
+        )
+        by_endpoints = sum(endpoint.cards for endpoint in endpoints)
+        held = []
+        if locked.reserved_cards > by_endpoints:
+            held.append(f"{locked.reserved_cards - by_endpoints} by scheduled or running leases (wait for them to end)")
+        if endpoints:
+            models = ", ".join(endpoint.model for endpoint in endpoints)
+            held.append(f"{by_endpoints} by its active model endpoints ({models}; retire them first)")
         raise ConflictError(
-            f"{locked.reserved_cards} cards of this pool are held by scheduled or running leases; "
-            "retire it after they end.",
+            f"{locked.reserved_cards} cards of this pool are held: {'; '.join(held)}; retire the pool after that.",
             code="pool_in_use",
         )
     return _transition(

@@ -30,7 +30,7 @@ from billing.models import (
     UsageRollupDue,
 )
 from billing.rating import SECONDS_PER_HOUR, TOKENS_PER_UNIT
-from marketplace.models import Lease
+from marketplace.models import Lease, price_lock_end
 from pools.models import PricePlan
 from vouchers.models import Redemption
 
@@ -311,15 +311,22 @@ def _usage_billed() -> list[Difference]:
 
 
 # The price version of each event, found here without the rollup's code: in the lease's booked
-# hours the version it was placed on; after them the newest version that reached running leases
-# at or before the event (the pool's first, for usage stamped before the pool was listed).
+# hours the version it was placed on (a batch token job's run to its deadline; a pay-as-you-go
+# token account books none: only until that version reaches running leases); after them the
+# newest version that reached running leases at or before the event (the pool's first, for usage
+# stamped before the pool was listed).
 _EVENTS_BY_VERSION = """
 WITH h AS (SELECT * FROM unnest(%s::uuid[], %s::timestamptz[]) AS h (pool_id, hour))
 SELECT e.lease_id, h.hour, e.type, e.model, v.id, sum(e.quantity), sum(e.input_tokens), sum(e.output_tokens)
 FROM h JOIN marketplace_lease AS l ON l.pool_id = h.pool_id
+JOIN marketplace_order AS o ON o.id = l.order_id
+JOIN pools_priceplan AS lp ON lp.id = l.price_plan_id
 JOIN billing_usageevent AS e ON e.lease_id = l.id AND e.time >= h.hour AND e.time < h.hour + interval '1 hour'
 CROSS JOIN LATERAL (
-    SELECT CASE WHEN e.time < l.end_at THEN l.price_plan_id ELSE coalesce(
+    SELECT CASE WHEN e.time < (
+        CASE WHEN l.endpoint_id IS NOT NULL AND o.deadline IS NULL THEN greatest(l.start_at, lp.running_from)
+        ELSE l.end_at END
+    ) THEN l.price_plan_id ELSE coalesce(
         (SELECT p.id FROM pools_priceplan AS p WHERE p.pool_id = l.pool_id AND p.running_from <= e.time
          ORDER BY p.version DESC LIMIT 1),
         (SELECT p.id FROM pools_priceplan AS p WHERE p.pool_id = l.pool_id ORDER BY p.version LIMIT 1)
@@ -346,9 +353,9 @@ def _usage_by_price_version() -> list[Difference]:
         *PricePlan.objects.values_list("pool_id", "effective_from"),
         *PricePlan.objects.values_list("pool_id", "running_from"),
         # A lock ends where the version may change: only on pools with more than one version.
-        *Lease.objects.filter(pool_id__in=PricePlan.objects.filter(version=2).values("pool_id")).values_list(
-            "pool_id", "end_at"
-        ),
+        *Lease.objects.filter(pool_id__in=PricePlan.objects.filter(version=2).values("pool_id"))
+        .annotate(locked_until=price_lock_end())
+        .values_list("pool_id", "locked_until"),
     ]
     hours = sorted({(pool_id, at.replace(minute=0, second=0, microsecond=0)) for pool_id, at in moments})
     if not hours:

@@ -35,7 +35,7 @@ from billing.cloudevents import GPU_SECONDS, Event, Rejected, parse_event
 from billing.metrics import usage_batch_counted
 from billing.models import Invoice, UsageEvent, UsageMetric, UsageRollup, UsageRollupDue
 from billing.periods import month_of
-from marketplace.models import Lease
+from marketplace.models import Lease, price_lock_end
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from pools.models import PricePlan
 from pools.selectors import Versions, plan_in_force, plans_by_pool
@@ -505,7 +505,8 @@ def invoices_for_usage(*, months: set[tuple[Any, tuple[datetime, datetime]]]) ->
 
 def lease_plan_at(lease: tuple[Any, datetime], versions: Versions, at: datetime) -> Any:
     """The version that prices a lease's usage at ``at``: the one it was placed on, in its booked
-    hours (``lease`` is its locked version id and its booked end); after them, ``plan_in_force``."""
+    hours (``lease`` is its locked version id and its lock's end, ``price_lock_end``: a booking's end,
+    a pay-as-you-go token account's opening); after them, ``plan_in_force``."""
     locked_plan, locked_until = lease
     return locked_plan if at < locked_until else plan_in_force(versions, at)
 
@@ -556,10 +557,11 @@ def _roll_up(wanted: set[Bucket]) -> int:
     # bucket take turns, and each sums every event committed before it (no stale total wins).
     leases = {
         row[0]: row
-        for row in Lease.objects.select_for_update()
+        for row in Lease.objects.select_for_update(of=("self",))
         .filter(pk__in={lease_id for lease_id, _ in wanted})
         .order_by("pk")
-        .values_list("id", "pool_id", "buyer_id", "provider_id", "price_plan_id", "end_at")
+        .annotate(locked_until=price_lock_end())
+        .values_list("id", "pool_id", "buyer_id", "provider_id", "price_plan_id", "locked_until")
     }
     # Read the marks before the events: an ingest that commits after this line marks its
     # buckets again (another batch), so its mark survives the delete below.
