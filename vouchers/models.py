@@ -9,7 +9,8 @@ and given back to the budget, never to the voucher). So for every voucher
 commitment is ``face_value - released - rejected``), and for every program
 ``committed`` is the sum of its vouchers' commitments, ``committed == outstanding
 + redeemed`` and ``budget_left == budget - committed``; the database keeps
-``committed`` within the budget and ``reconcile`` checks the sums. ``vouchers.selectors.program_report`` derives all of it from rows.
+``committed`` within the budget and ``reconcile`` checks the sums.
+``vouchers.selectors.program_report`` derives all of it from rows.
 """
 
 import uuid

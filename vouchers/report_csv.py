@@ -14,7 +14,18 @@ from vouchers.models import Redemption
 # A cell starting with one of these is a formula to a spreadsheet; names come from users.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
-TOTALS = ["budget", "granted", "committed", "redeemed", "reversed", "outstanding", "expired", "revoked", "rejected", "left"]
+TOTALS = [
+    "budget",
+    "granted",
+    "committed",
+    "redeemed",
+    "reversed",
+    "outstanding",
+    "expired",
+    "revoked",
+    "rejected",
+    "left",
+]
 TRAIL = [
     "redemption",
     "redeemed_at",

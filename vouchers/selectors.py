@@ -264,7 +264,9 @@ def program_burndown(*, program: VoucherProgram, until: datetime | None = None) 
         "revoked": by_day(vouchers.filter(status=Voucher.Status.REVOKED), "ended_at", "released"),
         "redeemed": by_day(Redemption.objects.filter(program=program), "redeemed_at", "amount"),
         "reversed": by_day(Reversal.objects.filter(redemption__program=program), "reversed_at", "amount"),
-        "rejected": by_day(Reversal.objects.filter(redemption__program=program, rejected__gt=0), "reversed_at", "rejected"),
+        "rejected": by_day(
+            Reversal.objects.filter(redemption__program=program, rejected__gt=0), "reversed_at", "rejected"
+        ),
     }
     moves: dict[Any, dict[str, int]] = {}
     for name, days in flows.items():

@@ -136,7 +136,17 @@ def _figures(client: Any, program: Any) -> dict[str, int]:
     return {**fen, "budget_left": round(Decimal(shown["budget_left"]) * 100), "api_committed": fen["committed"]}
 
 
-REPORT_FIGURES = ("granted", "committed", "redeemed", "reversed", "outstanding", "expired", "revoked", "rejected", "left")
+REPORT_FIGURES = (
+    "granted",
+    "committed",
+    "redeemed",
+    "reversed",
+    "outstanding",
+    "expired",
+    "revoked",
+    "rejected",
+    "left",
+)
 
 
 def test_a_rejected_line_of_an_active_voucher_goes_back_to_the_programs_budget_not_the_voucher(

@@ -111,7 +111,9 @@ def test_the_report_and_burndown_count_a_rejection_apart_from_voids_and_expiry(b
 
     assert (report["redeemed"], report["reversed"], report["rejected"]) == (20_000, 0, 10_000)
     assert (report["outstanding"], report["committed"], report["left"]) == (70_000, 90_000, 910_000)
-    assert report["granted"] == sum(report[key] for key in ("redeemed", "outstanding", "expired", "revoked", "rejected"))
+    assert report["granted"] == sum(
+        report[key] for key in ("redeemed", "outstanding", "expired", "revoked", "rejected")
+    )
     assert report["left"] == report["budget"] - report["redeemed"] - report["outstanding"]
     keys = ("granted", "redeemed", "outstanding", "expired", "revoked", "rejected", "left")
     assert {key: last[key] for key in keys} == {key: report[key] for key in keys}
