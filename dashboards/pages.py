@@ -326,6 +326,7 @@ REPORT_TOTALS = [
     ("Outstanding on vouchers", "outstanding"),
     ("Expired", "expired"),
     ("Revoked", "revoked"),
+    ("Rejected in claims", "rejected"),
     ("Left to grant", "left"),
 ]
 
@@ -426,8 +427,10 @@ def _burndown_chart(program: VoucherProgram, burndown: list[dict[str, Any]], now
         (_("outstanding on vouchers"), "outstanding"),
         (_("expired"), "expired"),
         (_("revoked"), "revoked"),
+        (_("rejected in claims"), "rejected"),
     ]
-    current = {"left": program.budget, "granted": 0, "redeemed": 0, "outstanding": 0, "expired": 0, "revoked": 0}
+    current = dict.fromkeys(("granted", "redeemed", "outstanding", "expired", "revoked", "rejected"), 0)
+    current["left"] = program.budget
     series: dict[str, list[Any]] = {name: [] for name, _key in keys}
     for day in days:
         current = by_day.get(day, current)

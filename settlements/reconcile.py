@@ -5,6 +5,9 @@
   settled, and no statement has more paid than its net (what was paid of an invoice voided
   since is owed back through the payable, and never clawed back beyond what was paid);
 - every redemption of a month whose claims are built is on exactly one claim;
+- every rejected claim line was given back to its program's budget (a rejected reversal of its
+  amount) and billed to the company once (an adjustment of its amount), and nothing else was
+  given back as rejected;
 - every claim's approved amount is received or receivable: its payments add up to what it
   received, and cash holds what issuers paid less what providers were paid.
 """
@@ -14,10 +17,10 @@ from typing import Any
 
 from django.db.models import Sum
 
-from billing.models import Account, Invoice, Leg, ProviderStatement
+from billing.models import Account, Invoice, InvoiceAdjustment, Leg, ProviderStatement
 from billing.services.reconcile import Difference
-from settlements.models import ClaimPayment, PayoutItem, PayoutLine, SubsidyClaim
-from vouchers.models import Redemption
+from settlements.models import ClaimLine, ClaimPayment, PayoutItem, PayoutLine, SubsidyClaim
+from vouchers.models import Redemption, Reversal
 
 Purpose = Account.Purpose
 OUT = (PayoutLine.Status.SENT, PayoutLine.Status.PAID)
@@ -88,6 +91,8 @@ def settlements_reconcile() -> list[Difference]:
         ).values_list("pk", flat=True)
         differences += [Difference("redemption on no claim", str(pk), 0, 1, None) for pk in missing]
 
+    differences += _rejected_lines()
+
     paid_by_claim = dict(ClaimPayment.objects.values_list("claim_id").annotate(t=Sum("amount")).order_by())
     issuer_payments = _legs(Purpose.VOUCHER_RECEIVABLE, "claim.payment")
     expected: dict[Any, int] = defaultdict(int)
@@ -99,3 +104,17 @@ def settlements_reconcile() -> list[Difference]:
             differences.append(Difference("claim received", str(claim_id), paid_by_claim.get(claim_id, 0), got))
     differences += _differ("issuer claim payments", issuer_payments, expected)
     return differences
+
+
+def _rejected_lines() -> list[Difference]:
+    """A rejected line's amount went back to the budget (not to the voucher) and is billed once."""
+    lines = ClaimLine.objects.filter(status=ClaimLine.Status.REJECTED).values_list("pk", "redemption_id", "amount")
+    given_back = dict(Reversal.objects.filter(rejected__gt=0).values_list("redemption_id", "rejected"))
+    billed = dict(
+        InvoiceAdjustment.objects.filter(reference__startswith="claim-line:").values_list("reference", "amount")
+    )
+    return _differ(
+        "rejected claim line given back to the budget",
+        given_back,
+        {redemption_id: amount for _, redemption_id, amount in lines},
+    ) + _differ("rejected claim line billed back", billed, {f"claim-line:{pk}": amount for pk, _, amount in lines})

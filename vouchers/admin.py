@@ -310,7 +310,7 @@ class VoucherAdmin(admin.ModelAdmin):
 
 class ReversalInline(admin.StackedInline):
     model = Reversal
-    fields = ("reversed_at", "amount", "returned", "breakage")
+    fields = ("reversed_at", "amount", "returned", "breakage", "rejected")
     readonly_fields = fields
     can_delete = False
 

@@ -2,11 +2,15 @@
 
 Money is integer fen. A program's ``committed`` holds what its vouchers may
 still spend or already spent: a voucher's face value while it lives, and only
-what it spent once it expired or was revoked (the rest is ``released`` back).
-So for every voucher ``face_value == remaining + redeemed - reversed + released``,
-and for every program ``committed == outstanding + redeemed`` and
-``budget_left == budget - committed``; the database keeps ``committed`` within
-the budget. ``vouchers.selectors.program_report`` derives all of it from rows.
+what it spent once it expired or was revoked (the rest is ``released`` back),
+less what its issuer ``rejected`` in a claim review (billed back to the company
+and given back to the budget, never to the voucher). So for every voucher
+``face_value == remaining + redeemed - reversed + released + rejected`` (its
+commitment is ``face_value - released - rejected``), and for every program
+``committed`` is the sum of its vouchers' commitments, ``committed == outstanding
++ redeemed`` and ``budget_left == budget - committed``; the database keeps
+``committed`` within the budget and ``reconcile`` checks the sums.
+``vouchers.selectors.program_report`` derives all of it from rows.
 """
 
 import uuid
@@ -50,7 +54,8 @@ class VoucherProgram(models.Model):
     currency = models.CharField(max_length=3, default="CNY")
     budget = models.BigIntegerField(help_text="Fen.")
     committed = models.BigIntegerField(
-        default=0, help_text="Fen: face values of live vouchers plus what ended vouchers spent."
+        default=0,
+        help_text="Fen: face values of live vouchers plus what ended vouchers spent, less claim lines rejected.",
     )
     coverage_share = models.DecimalField(
         max_digits=5, decimal_places=4, help_text="Share of an eligible bill a voucher pays, above 0 and at most 1."
@@ -126,6 +131,11 @@ class Voucher(models.Model):
         default=0,
         help_text="Fen given back to the program's budget unused: at expiry or revocation, and reversals after it.",
     )
+    rejected = models.BigIntegerField(
+        default=0,
+        help_text="Fen of its redemptions the issuer rejected in a claim review: billed back to the company and "
+        "given back to the program's budget, never to the voucher.",
+    )
     valid_from = models.DateTimeField()
     valid_until = models.DateTimeField()
     issued_by = models.CharField(max_length=200, blank=True)
@@ -144,7 +154,12 @@ class Voucher(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(face_value__gt=0), name="voucher_face_value_positive"),
             models.CheckConstraint(
-                condition=Q(remaining__gte=0, released__gte=0, remaining__lte=F("face_value") - F("released")),
+                condition=Q(
+                    remaining__gte=0,
+                    released__gte=0,
+                    rejected__gte=0,
+                    remaining__lte=F("face_value") - F("released") - F("rejected"),
+                ),
                 name="voucher_remaining_within_face_value",
             ),
             models.CheckConstraint(condition=Q(valid_until__gt=F("valid_from")), name="voucher_valid_window"),
@@ -251,10 +266,13 @@ class Redemption(models.Model):
 
 
 class Reversal(models.Model):
-    """A redemption undone because its invoice was voided: once, and in full.
+    """A redemption undone, once and in full: because its invoice was voided, or because the
+    issuer rejected it in its claim review.
 
-    The value goes back to the voucher (``returned``) if it still lives, or to
-    the program's budget as breakage if it expired or was revoked meanwhile.
+    A void's value goes back to the voucher (``returned``) if it still lives, or
+    to the program's budget as breakage if it expired or was revoked meanwhile.
+    A rejected redemption's value (``rejected``) always goes back to the program's
+    budget: the company is billed it, so the voucher may not spend it again.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -262,12 +280,21 @@ class Reversal(models.Model):
     amount = models.BigIntegerField()
     returned = models.BigIntegerField(help_text="Fen back on the voucher.")
     breakage = models.BigIntegerField(help_text="Fen released to the budget: the voucher had ended.")
+    rejected = models.BigIntegerField(
+        default=0, help_text="Fen released to the budget: the issuer rejected the redemption in its claim review."
+    )
     reversed_at = models.DateTimeField()
 
     class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=Q(amount__gt=0, returned__gte=0, breakage__gte=0, amount=F("returned") + F("breakage")),
+                condition=Q(
+                    amount__gt=0,
+                    returned__gte=0,
+                    breakage__gte=0,
+                    amount=F("returned") + F("breakage") + F("rejected"),
+                )
+                & (Q(rejected=0) | Q(rejected=F("amount"))),
                 name="reversal_parts_add_up",
             ),
         ]

@@ -14,7 +14,18 @@ from vouchers.models import Redemption
 # A cell starting with one of these is a formula to a spreadsheet; names come from users.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
-TOTALS = ["budget", "granted", "committed", "redeemed", "reversed", "outstanding", "expired", "revoked", "left"]
+TOTALS = [
+    "budget",
+    "granted",
+    "committed",
+    "redeemed",
+    "reversed",
+    "outstanding",
+    "expired",
+    "revoked",
+    "rejected",
+    "left",
+]
 TRAIL = [
     "redemption",
     "redeemed_at",
@@ -38,6 +49,7 @@ TRAIL = [
     "reversed_amount",
     "returned_to_voucher",
     "breakage",
+    "rejected_in_claim",
 ]
 
 
@@ -81,6 +93,7 @@ def _trail_row(redemption: Redemption) -> list[Any]:
         format_yuan(reversal.amount) if reversal else "",
         format_yuan(reversal.returned) if reversal else "",
         format_yuan(reversal.breakage) if reversal else "",
+        format_yuan(reversal.rejected) if reversal else "",
     ]
 
 

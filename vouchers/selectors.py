@@ -127,7 +127,8 @@ def _net() -> Any:
 
 def program_report(*, program: VoucherProgram) -> dict[str, Any]:
     """Budget, grants, spend by company, provider, the company's province, hub and month (of the usage, Asia/Shanghai),
-    expiry and what is left, all derived from voucher and redemption rows. Amounts in fen."""
+    expiry, claim lines the issuer rejected and what is left, all derived from voucher and redemption rows.
+    Amounts in fen; ``redeemed`` is net of both voids (``reversed``) and rejections (``rejected``)."""
     vouchers = Voucher.objects.filter(program=program)
     live, status = Q(status__in=Voucher.LIVE), Voucher.Status
     totals = vouchers.aggregate(
@@ -139,9 +140,12 @@ def program_report(*, program: VoucherProgram) -> dict[str, Any]:
     counts = dict(vouchers.order_by().values("status").annotate(n=Count("pk")).values_list("status", "n"))
     redemptions = Redemption.objects.filter(program=program)
     spent = redemptions.aggregate(
-        gross=Coalesce(Sum("amount"), 0), reversed=Coalesce(Sum("reversal__amount"), 0), count=Count("pk")
+        gross=Coalesce(Sum("amount"), 0),
+        undone=Coalesce(Sum("reversal__amount"), 0),
+        rejected=Coalesce(Sum("reversal__rejected"), 0),
+        count=Count("pk"),
     )
-    redeemed = spent["gross"] - spent["reversed"]
+    redeemed = spent["gross"] - spent["undone"]
 
     granted_by_company = {
         row["buyer_id"]: row
@@ -201,10 +205,11 @@ def program_report(*, program: VoucherProgram) -> dict[str, Any]:
         "granted": totals["granted"],
         "committed": program.committed,
         "redeemed": redeemed,
-        "reversed": spent["reversed"],
+        "reversed": spent["undone"] - spent["rejected"],
         "outstanding": totals["outstanding"],
         "expired": totals["expired"],
         "revoked": totals["revoked"],
+        "rejected": spent["rejected"],
         "left": program.budget_left,
         "vouchers": {choice: counts.get(choice, 0) for choice in status.values},
         "redemptions": spent["count"],
@@ -243,8 +248,9 @@ def redemption_trail(*, program: VoucherProgram) -> QuerySet[Redemption]:
 
 def program_burndown(*, program: VoucherProgram, until: datetime | None = None) -> list[dict[str, Any]]:
     """The program's budget day by day (Asia/Shanghai days), cumulative, in fen: granted (face
-    values), redeemed (less reversals), expired and revoked (released when the voucher ended),
-    outstanding on vouchers and left to grant. The last day's figures are the report's."""
+    values), redeemed (less reversals and rejections), expired and revoked (released when the
+    voucher ended), rejected in claim reviews (back to the budget when rejected), outstanding on
+    vouchers and left to grant. The last day's figures are the report's."""
     zone = local_zone()
 
     def by_day(rows: QuerySet[Any], at: str, amount: str) -> dict[Any, int]:
@@ -258,6 +264,9 @@ def program_burndown(*, program: VoucherProgram, until: datetime | None = None) 
         "revoked": by_day(vouchers.filter(status=Voucher.Status.REVOKED), "ended_at", "released"),
         "redeemed": by_day(Redemption.objects.filter(program=program), "redeemed_at", "amount"),
         "reversed": by_day(Reversal.objects.filter(redemption__program=program), "reversed_at", "amount"),
+        "rejected": by_day(
+            Reversal.objects.filter(redemption__program=program, rejected__gt=0), "reversed_at", "rejected"
+        ),
     }
     moves: dict[Any, dict[str, int]] = {}
     for name, days in flows.items():
@@ -266,20 +275,20 @@ def program_burndown(*, program: VoucherProgram, until: datetime | None = None) 
     if not moves:
         return []
     last = timezone.localtime(until or timezone.now(), zone).date()
-    first, totals = min(moves), dict.fromkeys(("granted", "redeemed", "expired", "revoked"), 0)
+    first, totals = min(moves), dict.fromkeys(("granted", "redeemed", "expired", "revoked", "rejected"), 0)
     series, current = [], first
     while current <= max(last, max(moves)):
         move = moves.get(current, {})
         for name in totals:
             totals[name] += move.get(name, 0)
         totals["redeemed"] -= move.get("reversed", 0)
-        ended = totals["expired"] + totals["revoked"]
+        back = totals["expired"] + totals["revoked"] + totals["rejected"]  # given back to the budget
         series.append(
             {
                 "day": current.isoformat(),
                 **totals,
-                "outstanding": totals["granted"] - totals["redeemed"] - ended,
-                "left": program.budget - totals["granted"] + ended,
+                "outstanding": totals["granted"] - totals["redeemed"] - back,
+                "left": program.budget - totals["granted"] + back,
             }
         )
         current += timedelta(days=1)

@@ -202,7 +202,10 @@ class ProgramCreateSerializer(StrictSerializer):
 class ProgramSerializer(serializers.ModelSerializer):
     issuer = serializers.SlugRelatedField(slug_field="slug", read_only=True)  # type: ignore[var-annotated]
     budget = MoneyField(read_only=True)
-    committed = MoneyField(read_only=True, help_text="Face values of live vouchers plus what ended vouchers spent.")
+    committed = MoneyField(
+        read_only=True,
+        help_text="Face values of live vouchers plus what ended vouchers spent, less claim lines the issuer rejected.",
+    )
     budget_left = MoneyField(read_only=True, help_text="Budget less committed: what new vouchers may still take.")
     per_company_yearly_cap = MoneyField(read_only=True)
     providers = serializers.SerializerMethodField()
@@ -288,6 +291,9 @@ class ReversalSerializer(serializers.Serializer):
     amount = MoneyField()
     returned = MoneyField(help_text="Back on the voucher.")
     breakage = MoneyField(help_text="Released to the budget: the voucher had expired or been revoked.")
+    rejected = MoneyField(
+        help_text="Released to the budget: the issuer rejected it in its claim review and the company is billed it."
+    )
 
 
 class RedemptionSerializer(serializers.ModelSerializer):
@@ -340,6 +346,11 @@ class VoucherSerializer(serializers.ModelSerializer):
     face_value = MoneyField(read_only=True)
     remaining = MoneyField(read_only=True)
     released = MoneyField(read_only=True, help_text="Given back to the program's budget unused (expiry, revocation).")
+    rejected = MoneyField(
+        read_only=True,
+        help_text="Redemptions the issuer rejected in its claim review: billed back to the company and given back "
+        "to the program's budget, never to the voucher.",
+    )
     redemptions = RedemptionSerializer(many=True, read_only=True)
 
     class Meta:
@@ -357,6 +368,7 @@ class VoucherSerializer(serializers.ModelSerializer):
             "face_value",
             "remaining",
             "released",
+            "rejected",
             "valid_from",
             "valid_until",
             "created_at",
@@ -413,19 +425,22 @@ class _VoucherCounts(serializers.Serializer):
 
 
 class ProgramReportSerializer(serializers.Serializer):
-    """The issuer's audit of a program. ``granted == redeemed + outstanding + expired + revoked``
+    """The issuer's audit of a program. ``granted == redeemed + outstanding + expired + revoked + rejected``
     and ``left == budget - redeemed - outstanding``."""
 
     program = ProgramSerializer()
     currency = serializers.CharField()
     budget = MoneyField()
     granted = MoneyField(help_text="Face values of every voucher granted.")
-    committed = MoneyField()
-    redeemed = MoneyField(help_text="What vouchers paid, less reversals.")
+    committed = MoneyField(help_text="Redeemed plus outstanding: the budget held by vouchers.")
+    redeemed = MoneyField(help_text="What vouchers paid, less reversals and rejected claim lines.")
     reversed = MoneyField(help_text="Redemptions reversed because their invoices were voided.")
     outstanding = MoneyField(help_text="Still on live vouchers.")
     expired = MoneyField(help_text="Expired unused (breakage).")
     revoked = MoneyField(help_text="Released by revocation.")
+    rejected = MoneyField(
+        help_text="Claim lines the issuer rejected: billed back to the companies and given back to the budget."
+    )
     left = MoneyField(help_text="Budget not committed to any voucher.")
     vouchers = _VoucherCounts()
     redemptions = serializers.IntegerField()

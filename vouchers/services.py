@@ -581,10 +581,12 @@ def vouchers_reverse(*, invoice_ref: str, at: datetime) -> ReversalResult:
     return _reversal_result(claim, replayed=False)
 
 
-def _reverse(redemptions: list[Redemption], *, at: datetime) -> None:
+def _reverse(redemptions: list[Redemption], *, at: datetime, rejected: bool = False) -> None:
     """Give these redemptions back (their invoice claims locked by the caller): programs, then
-    vouchers, then each buyer's yearly-cap rows are locked in primary-key order; each amount goes
-    back to its live voucher, or to its program's budget as breakage if the voucher has ended."""
+    vouchers, then each buyer's yearly-cap rows are locked in primary-key order. A void's amount
+    goes back to its live voucher, or to its program's budget as breakage if the voucher has ended;
+    a ``rejected`` amount (the issuer refused to fund it) always goes to the program's budget, off
+    the voucher's commitment, so that the voucher never spends it again."""
     program_ids = sorted({redemption.program_id for redemption in redemptions})
     programs = {
         p.pk: p for p in VoucherProgram.objects.select_for_update(no_key=True).filter(pk__in=program_ids).order_by("pk")
@@ -599,19 +601,20 @@ def _reverse(redemptions: list[Redemption], *, at: datetime) -> None:
         keys = {(str(programs[r.program_id].issuer_id), r.cap_year) for r in redemptions if r.buyer_id == buyer_id}
         caps[buyer_id] = _lock_caps(buyer=Organization(pk=buyer_id), keys=keys)
 
-    returned: dict[Any, int] = {}
-    breakage: dict[Any, int] = {}
+    # Per voucher, where each amount goes: the Reversal column and the Voucher column that take it.
+    parts: dict[str, dict[Any, int]] = {"returned": {}, "breakage": {}, "rejected": {}}
     reversals = []
     for redemption in redemptions:
         live = vouchers[redemption.voucher_id].status in Voucher.LIVE
-        goes_to = returned if live else breakage
-        goes_to[redemption.voucher_id] = goes_to.get(redemption.voucher_id, 0) + redemption.amount
+        part = "rejected" if rejected else "returned" if live else "breakage"
+        parts[part][redemption.voucher_id] = parts[part].get(redemption.voucher_id, 0) + redemption.amount
         reversals.append(
             Reversal(
                 redemption=redemption,
                 amount=redemption.amount,
-                returned=redemption.amount if live else 0,
-                breakage=0 if live else redemption.amount,
+                returned=redemption.amount if part == "returned" else 0,
+                breakage=redemption.amount if part == "breakage" else 0,
+                rejected=redemption.amount if part == "rejected" else 0,
                 reversed_at=at,
             )
         )
@@ -619,32 +622,34 @@ def _reverse(redemptions: list[Redemption], *, at: datetime) -> None:
         cap = caps[redemption.buyer_id][key]
         YearlyCapUsage.objects.filter(pk=cap.pk).update(redeemed=F("redeemed") - redemption.amount)
     Reversal.objects.bulk_create(reversals)
-    for voucher_id, amount in returned.items():
+    for voucher_id, amount in parts["returned"].items():
         Voucher.objects.filter(pk=voucher_id).update(remaining=F("remaining") + amount, status=Voucher.Status.ACTIVE)
-    released_by_program: dict[Any, int] = {}
-    for voucher_id, amount in breakage.items():
-        Voucher.objects.filter(pk=voucher_id).update(released=F("released") + amount)
-        program_id = vouchers[voucher_id].program_id
-        released_by_program[program_id] = released_by_program.get(program_id, 0) + amount
-    for program_id, amount in released_by_program.items():
+    to_budget: dict[Any, int] = {}
+    for part, column in (("breakage", "released"), ("rejected", "rejected")):
+        for voucher_id, amount in parts[part].items():
+            Voucher.objects.filter(pk=voucher_id).update(**{column: F(column) + amount})
+            program_id = vouchers[voucher_id].program_id
+            to_budget[program_id] = to_budget.get(program_id, 0) + amount
+    for program_id, amount in to_budget.items():
         VoucherProgram.objects.filter(pk=program_id).update(committed=F("committed") - amount)
 
 
 @transaction.atomic
 def redemptions_reject(*, redemption_ids: Sequence[Any], at: datetime) -> list[Redemption]:
-    """The issuer refused to fund these redemptions in its claim review: each is given back as a
-    void would (to its voucher while it lives, else to the program's budget), once. Returns those
-    it gave back now: a redemption already reversed (its invoice voided) is left as it is."""
+    """The issuer refused to fund these redemptions in its claim review (the company is billed them
+    instead): each amount goes back to its program's budget, never to its voucher, whether the
+    voucher lives or has ended, and to the company's yearly cap; once. Returns those given back now:
+    a redemption already reversed (its invoice voided, or rejected before) is left as it is."""
     claim_ids = sorted(set(Redemption.objects.filter(pk__in=redemption_ids).values_list("claim_id", flat=True)))
     list(Claim.objects.select_for_update(no_key=True).filter(pk__in=claim_ids).order_by("pk"))
     redemptions = list(Redemption.objects.filter(pk__in=redemption_ids, reversal__isnull=True).order_by("pk"))
-    _reverse(redemptions, at=at)
+    _reverse(redemptions, at=at, rejected=True)
     return redemptions
 
 
 def _reversal_result(claim: Claim, *, replayed: bool) -> ReversalResult:
     totals: dict[Any, dict[str, Any]] = {}
-    reversals = Reversal.objects.filter(redemption__claim=claim).select_related(
+    reversals = Reversal.objects.filter(redemption__claim=claim, rejected=0).select_related(
         "redemption__voucher", "redemption__program"
     )
     for reversal in reversals.order_by("redemption__voucher__code"):

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import F, Sum
+from django.db.models.functions import Coalesce
 
 from billing.cloudevents import GPU_SECONDS
 from billing.models import (
@@ -32,7 +33,7 @@ from billing.models import (
 from billing.rating import SECONDS_PER_HOUR, TOKENS_PER_UNIT
 from marketplace.models import Lease, price_lock_end
 from pools.models import PricePlan
-from vouchers.models import Redemption
+from vouchers.models import Redemption, Voucher, VoucherProgram
 
 Purpose = Account.Purpose
 
@@ -140,6 +141,7 @@ def reconcile() -> list[Difference]:
     for buyer_id, amount, status in InvoiceAdjustment.objects.values_list("buyer_id", "amount", "invoice__status"):
         to_rebill[buyer_id] += amount if status in (None, Invoice.Status.VOID) else 0
     differences += _compare("claim rebill", _ledger(Purpose.CLAIM_REBILL), to_rebill)
+    differences += _voucher_budgets()
 
     mismatched = (
         Invoice.objects.exclude(status=Invoice.Status.DRAFT)
@@ -239,6 +241,33 @@ def _unpriced_usage() -> list[Difference]:
         Difference("usage without a price", _bucket(lease_id, metric, model, hour), 0, quantity, ("priced", "used"))
         for lease_id, metric, model, hour, quantity in rows
     ]
+
+
+def _voucher_budgets() -> list[Difference]:
+    """Each voucher's face value is what it has left, spent (less reversals), released and had
+    rejected, and what it had rejected is its redemptions' rejected reversals (never back on the
+    voucher); each program's committed budget is its vouchers' commitments (face value less what
+    went back to the budget), so ``budget == committed + budget_left`` holds of the rows."""
+    differences = []
+    vouchers = Voucher.objects.annotate(
+        spent=Coalesce(Sum("redemptions__amount"), 0) - Coalesce(Sum("redemptions__reversal__amount"), 0),
+        rejections=Coalesce(Sum("redemptions__reversal__rejected"), 0),
+    ).order_by("pk")
+    commitments: dict[Any, int] = defaultdict(int)
+    for pk, program_id, face, left, spent, released, rejected, rejections in vouchers.values_list(
+        "pk", "program_id", "face_value", "remaining", "spent", "released", "rejected", "rejections"
+    ):
+        commitments[program_id] += face - released - rejected
+        if face != left + spent + released + rejected:
+            differences.append(Difference("voucher face value", str(pk), left + spent + released + rejected, face))
+        if rejected != rejections:
+            differences.append(Difference("voucher rejected", str(pk), rejected, rejections, ("voucher", "reversals")))
+    for pk, committed in VoucherProgram.objects.order_by("pk").values_list("pk", "committed"):
+        if committed != commitments.get(pk, 0):
+            differences.append(
+                Difference("program committed", str(pk), committed, commitments.get(pk, 0), ("program", "vouchers"))
+            )
+    return differences
 
 
 def _invoices_set_aside() -> list[Difference]:

@@ -2,10 +2,11 @@
 the issuer, paid by bank transfer.
 
 A claim of month M holds every redemption redeemed in M (Asia/Shanghai): a month's claim is
-complete once the month is over. A line the issuer rejects is given back as a void gives it
-back (to its voucher while it lives, else to the program's budget), and billed to the company on
-its next invoice ("voucher claim rejected"); its ledger entry moves the amount from the issuer's
-voucher receivable to the buyer's claim rebill account, which the invoice clears.
+complete once the month is over. A line the issuer rejects goes back to its program's budget,
+never to its voucher (``vouchers.services.redemptions_reject``: the voucher cannot spend it
+again), and is billed to the company on its next invoice ("voucher claim rejected"); its ledger
+entry moves the amount from the issuer's voucher receivable to the buyer's claim rebill account,
+which the invoice clears.
 """
 
 from collections.abc import Sequence
