@@ -877,7 +877,7 @@ class MoneyMachine(RuleBasedStateMachine):
         if str(organization.pk) in self.model.blocked:
             self.expect(m.Refused("orders_blocked"), lambda: order_place(buyer=organization, requirements=requirements))
             return None
-        for pool in self.world.pools.values():
+        for pool in self.pools:  # the world's and those listed in this sequence
             pool_heartbeat(pool=pool, healthy_cards=pool.cards, observed_at=self.clock)
         return order_place(buyer=organization, requirements=requirements).leases.get()
 
