@@ -319,7 +319,7 @@ SELECT e.lease_id, h.hour, e.type, e.model, v.id, sum(e.quantity), sum(e.input_t
 FROM h JOIN marketplace_lease AS l ON l.pool_id = h.pool_id
 JOIN billing_usageevent AS e ON e.lease_id = l.id AND e.time >= h.hour AND e.time < h.hour + interval '1 hour'
 CROSS JOIN LATERAL (
-    SELECT CASE WHEN e.time < l.end_at THEN l.price_plan_id ELSE coalesce(
+    SELECT CASE WHEN e.time < l.price_locked_until THEN l.price_plan_id ELSE coalesce(
         (SELECT p.id FROM pools_priceplan AS p WHERE p.pool_id = l.pool_id AND p.running_from <= e.time
          ORDER BY p.version DESC LIMIT 1),
         (SELECT p.id FROM pools_priceplan AS p WHERE p.pool_id = l.pool_id ORDER BY p.version LIMIT 1)
@@ -347,7 +347,7 @@ def _usage_by_price_version() -> list[Difference]:
         *PricePlan.objects.values_list("pool_id", "running_from"),
         # A lock ends where the version may change: only on pools with more than one version.
         *Lease.objects.filter(pool_id__in=PricePlan.objects.filter(version=2).values("pool_id")).values_list(
-            "pool_id", "end_at"
+            "pool_id", "price_locked_until"
         ),
     ]
     hours = sorted({(pool_id, at.replace(minute=0, second=0, microsecond=0)) for pool_id, at in moments})

@@ -483,7 +483,7 @@ def _roll_up(wanted: set[Bucket]) -> int:
         for row in Lease.objects.select_for_update()
         .filter(pk__in={lease_id for lease_id, _ in wanted})
         .order_by("pk")
-        .values_list("id", "pool_id", "buyer_id", "provider_id", "price_plan_id", "end_at")
+        .values_list("id", "pool_id", "buyer_id", "provider_id", "price_plan_id", "price_locked_until")
     }
     # Read the marks before the events: an ingest that commits after this line marks its
     # buckets again (another batch), so its mark survives the delete below.
