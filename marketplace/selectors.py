@@ -404,3 +404,31 @@ def price_change_effects(plan: PricePlan, *, now: datetime | None = None) -> lis
             }
         )
     return effects
+
+
+def max_price_ends(*, leases: QuerySet[Lease], now: datetime) -> dict[Any, datetime]:
+    """Of ``leases``, those whose price in their unlocked hours (past their price lock, to their
+    end) rose above their max_price by ``now``, each with the moment it did: its lock's end, or
+    when a version reached running leases. A price is a version's average over the day, as an
+    order's max_price is an average. Booked hours are locked: no moment falls inside them."""
+    rows = list(
+        leases.filter(max_price__isnull=False, price_locked_until__lte=now, end_at__gt=F("price_locked_until"))
+        .order_by("pk")
+        .values_list("pk", "pool_id", "price_locked_until", "end_at", "max_price")
+    )
+    if not rows:
+        return {}
+    versions = plans_by_pool(pool_ids={row[1] for row in rows}, until=now + timedelta(microseconds=1))
+    averages = {
+        plan.pk: plan.average_price
+        for plan in PricePlan.objects.filter(pk__in={plan_id for pool in versions.values() for _, _, plan_id in pool})
+    }
+    ends = {}
+    for lease_id, pool_id, locked_until, end_at, max_price in rows:
+        pool_versions = versions.get(pool_id, [])
+        moments = {locked_until} | {at for at, _, _ in pool_versions if locked_until < at <= now and at < end_at}
+        for moment in sorted(moments):
+            if max_price is not None and averages[plan_in_force(pool_versions, moment)] > max_price:
+                ends[lease_id] = moment
+                break
+    return ends

@@ -9,7 +9,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from core.exceptions import ApplicationError, ConflictError, RuleViolation
@@ -17,11 +16,17 @@ from marketplace import hooks
 from marketplace.dispatch import DispatchResult, Placement, Requirements, dispatch, reason_message
 from marketplace.models import FeedEvent, Lease, Order, PriceIndexSnapshot
 from marketplace.price_index import offers_json, snapshot_index
-from marketplace.selectors import lease_unlocked_cost, offers_list, pool_snapshots, price_change_effects
+from marketplace.selectors import (
+    lease_unlocked_cost,
+    max_price_ends,
+    offers_list,
+    pool_snapshots,
+    price_change_effects,
+)
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from organizations.models import Organization
 from pools.models import Hub, PricePlan, ResourcePool
-from pools.selectors import plan_in_force, plans_by_pool, price_plans_in_force
+from pools.selectors import price_plans_in_force
 from pools.services import pools_lock
 
 logger = logging.getLogger(__name__)
@@ -469,38 +474,15 @@ def lease_update(*, lease: Lease, by: str, **changes: Any) -> Lease:
 
 
 def leases_end_above_max_price(*, now: datetime | None = None) -> int:
-    """End each running lease whose price (its average over the day, as an order's max_price is an
-    average), in its unlocked hours (past its booked end, to its extended end), rose above its
-    max_price: at the moment it did (the lock's end, or when a rise reached running leases),
-    billed to then (Celery beat). Its buyer gets a feed event."""
+    """End each running lease whose price in its unlocked hours rose above its max_price
+    (``max_price_ends``): at the moment it did, billed to then (Celery beat). Its buyer gets a
+    feed event."""
     now = now or timezone.now()
-    leases = list(
-        Lease.objects.filter(
-            status=Lease.Status.RUNNING,
-            max_price__isnull=False,
-            price_locked_until__lte=now,
-            end_at__gt=F("price_locked_until"),
-        ).values_list("pk", "pool_id", "price_locked_until", "end_at", "max_price")
+    leases = Lease.objects.filter(status=Lease.Status.RUNNING)
+    return sum(
+        _end_above_max_price(lease_id=lease_id, at=moment)
+        for lease_id, moment in max_price_ends(leases=leases, now=now).items()
     )
-    if not leases:
-        return 0
-    versions = plans_by_pool(
-        pool_ids={pool_id for _, pool_id, _, _, _ in leases}, until=now + timedelta(microseconds=1)
-    )
-    averages = {
-        plan.pk: plan.average_price
-        for plan in PricePlan.objects.filter(pk__in={plan_id for pool in versions.values() for _, _, plan_id in pool})
-    }
-    ended = 0
-    for lease_id, pool_id, locked_until, end_at, max_price in leases:
-        pool_versions = versions.get(pool_id, [])
-        moments = sorted({locked_until} | {at for at, _, _ in pool_versions if locked_until < at <= min(now, end_at)})
-        moments = [moment for moment in moments if moment < end_at]
-        for moment in moments:
-            if max_price is not None and averages[plan_in_force(pool_versions, moment)] > max_price:
-                ended += _end_above_max_price(lease_id=lease_id, at=moment)
-                break
-    return ended
 
 
 @transaction.atomic

@@ -36,6 +36,7 @@ from billing.metrics import usage_batch_counted
 from billing.models import Invoice, UsageEvent, UsageMetric, UsageRollup, UsageRollupDue
 from billing.periods import month_of
 from marketplace.models import Lease
+from marketplace.selectors import max_price_ends
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from pools.models import PricePlan
 from pools.reference_data import TOKENS_PER_SECOND
@@ -177,7 +178,7 @@ class _Run:
 
     cards: int
     started_at: datetime | None
-    until: datetime  # the end of its run: the earlier of its booked end and when it ended
+    until: datetime  # the end of its run: the earliest of its end_at, when it ended and its max_price end
     tokens_per_second: int  # of one card of its GPU model
     in_orbit: bool = False  # a satellite's: its agent reports at its next contact, inside the lateness window
 
@@ -198,20 +199,24 @@ def _check_leases(
     lease_ids = sorted({event.lease_id for event in events})
     # Locked in primary-key order (the lease rows only, not their pools): concurrent batches for
     # one lease take turns, so the hourly sums below count every committed event.
+    leases = Lease.objects.filter(pk__in=lease_ids, provider_id=provider_id)
+    rows = list(
+        leases.select_for_update(of=("self",))
+        .order_by("pk")
+        .values_list("id", "cards", "started_at", "ended_at", "end_at", "pool__gpu_model_id", "pool__hub_id")
+    )
+    # A running lease whose price passed its max_price ends at that second (the beat ends it within
+    # a minute): usage after it is refused now, not billed above the buyer's ceiling meanwhile.
+    ceilings = max_price_ends(leases=leases.filter(status=Lease.Status.RUNNING), now=now)
     runs = {
         lease_id: _Run(
             cards,
             started_at,
-            min(end_at, ended_at or end_at),
+            min(end_at, ended_at or end_at, ceilings.get(lease_id, end_at)),
             TOKENS_PER_SECOND.get(gpu_model, _MOST_TOKENS),
             hub == ORBIT_HUB,
         )
-        for lease_id, cards, started_at, ended_at, end_at, gpu_model, hub in Lease.objects.select_for_update(
-            of=("self",)
-        )
-        .filter(pk__in=lease_ids, provider_id=provider_id)
-        .order_by("pk")
-        .values_list("id", "cards", "started_at", "ended_at", "end_at", "pool__gpu_model_id", "pool__hub_id")
+        for lease_id, cards, started_at, ended_at, end_at, gpu_model, hub in rows
     }
     orbit_window = timedelta(hours=settings.ORBIT_USAGE_LATENESS_HOURS)
     grace = timedelta(seconds=settings.USAGE_TIME_GRACE_SECONDS)

@@ -253,6 +253,32 @@ def test_max_price_ends_the_extended_lease_at_the_second_the_rise_reaches_it_bil
     assert reconcile() == []
 
 
+def test_usage_past_the_max_price_second_is_refused_before_the_beat_ends_the_lease(
+    pool, buyer, buyer_client, three_hours_notice
+) -> None:
+    lease = booked(pool, buyer, max_price=25)
+    extend(buyer_client, lease, EXTENDED_END, now=t(1))
+    change_price(lease, Decimal(100), now=RISE_AT)
+    events = [
+        {
+            "specversion": "1.0",
+            "id": name,
+            "source": "agent://test/pool",
+            "type": "compute.gpu_seconds",
+            "subject": str(lease.pk),
+            "time": when.isoformat(),
+            "data": {"quantity": 60, "cards": 8},
+        }
+        for name, when in (("in-time", REACHES - timedelta(seconds=1)), ("late", REACHES + timedelta(seconds=121)))
+    ]
+
+    result = usage_events_ingest(provider_id=lease.provider_id, events=events, now=REACHES + timedelta(minutes=3))
+
+    assert result.accepted == 1
+    assert [(error["id"], error["code"]) for error in result.errors] == [("late", "outside_lease")]
+    assert Lease.objects.get(pk=lease.pk).status == "running"  # the beat has not run yet
+
+
 def test_max_price_leaves_an_extended_lease_alone_until_the_rise_reaches_it(
     pool, buyer, buyer_client, three_hours_notice
 ) -> None:
