@@ -2,7 +2,7 @@
 
 Card-seconds are billed per card-hour at the plan's price for the local hour
 (time-of-use band); tokens per million at the plan's token prices for the
-model. Rates stay exact Decimals; each invoice line rounds once
+model times the same band's factor (``PricePlan.token_rate``). Rates stay exact Decimals; each invoice line rounds once
 (``core.money.round_to_fen``).
 """
 
@@ -245,8 +245,8 @@ def _lines(rows: list[dict[str, Any]]) -> list[RatedLine]:
             per_unit = SECONDS_PER_HOUR
         else:
             side = "input" if row["metric"] == UsageMetric.INPUT_TOKENS else "output"
-            unit, band = InvoiceLine.Unit.MILLION_TOKENS, ""
-            unit_rate = Decimal(plan.token_prices.get(row["model"], {}).get(side, "0"))
+            unit, band = InvoiceLine.Unit.MILLION_TOKENS, bands[row["local_hour"]]
+            unit_rate = plan.token_rate(row["model"], side, band)
             per_unit = TOKENS_PER_UNIT
         key = (row["kind"], row["lease_id"], row["metric"], row["model"], plan.pk, unit_rate, band)
         line = lines.get(key)

@@ -15,6 +15,7 @@ from billing.models import (
     CreditHold,
     Invoice,
     InvoiceAdjustment,
+    InvoiceLine,
     Leg,
     ProviderStatement,
     UsageMetric,
@@ -24,6 +25,7 @@ from billing.models import (
 from billing.models.ledger import Account
 from billing.periods import month_of
 from billing.rating import rate, rate_by_hour
+from billing.token_electricity import lease_electricity_per_million
 from core.money import round_to_fen, share
 from core.timezones import local_zone
 from marketplace.models import Lease
@@ -146,22 +148,34 @@ def statement_list(*, organization: Organization) -> QuerySet[ProviderStatement]
 
 
 def invoice_view(invoice: Invoice) -> Invoice:
-    """The invoice as shown: a draft gets its lines and totals rated live from the usage so far."""
+    """The invoice as shown: a draft gets its lines and totals rated live from the usage so far (and
+    the adjustments waiting for the next invoice finalized); token lines get their electricity cost."""
     if invoice.status != Invoice.Status.DRAFT:
         invoice.shown_lines = list(invoice.lines.all())  # type: ignore[attr-defined]
-        return invoice
-    from billing.services.invoices import draft_lines
+    else:
+        from billing.services.invoices import draft_lines
 
-    shown = [line.as_invoice_line(invoice, id=None) for line in draft_lines(invoice)]
-    older = Invoice.objects.filter(
-        buyer_id=invoice.buyer_id, status=Invoice.Status.DRAFT, period_start__lt=invoice.period_start
-    )
-    if not older.exists():  # the invoice finalized next bills what is waiting for it
-        waiting = InvoiceAdjustment.objects.filter(buyer_id=invoice.buyer_id, invoice__isnull=True)
-        shown += [adjustment.as_invoice_line(invoice, id=None) for adjustment in waiting.select_related("source_line")]
-    invoice.shown_lines = shown  # type: ignore[attr-defined]
-    invoice.subtotal = invoice.amount_due = sum(line.amount for line in shown)
+        shown = [line.as_invoice_line(invoice, id=None) for line in draft_lines(invoice)]
+        older = Invoice.objects.filter(
+            buyer_id=invoice.buyer_id, status=Invoice.Status.DRAFT, period_start__lt=invoice.period_start
+        )
+        if not older.exists():  # the invoice finalized next bills what is waiting for it
+            waiting = InvoiceAdjustment.objects.filter(buyer_id=invoice.buyer_id, invoice__isnull=True)
+            shown += [
+                adjustment.as_invoice_line(invoice, id=None) for adjustment in waiting.select_related("source_line")
+            ]
+        invoice.shown_lines = shown  # type: ignore[attr-defined]
+        invoice.subtotal = invoice.amount_due = sum(line.amount for line in shown)
+    with_token_electricity(invoice.shown_lines, since=invoice.period_start, until=invoice.period_end)  # type: ignore[attr-defined]
     return invoice
+
+
+def with_token_electricity(lines: list[Any], *, since: datetime, until: datetime) -> None:
+    """Give each token line its order's electricity cost per million tokens over the period."""
+    token_leases = [line.lease_id for line in lines if line.unit == InvoiceLine.Unit.MILLION_TOKENS]
+    rates = lease_electricity_per_million(lease_ids=token_leases, since=since, until=until) if token_leases else {}
+    for line in lines:
+        line.electricity_cost_per_million_tokens = rates.get(line.lease_id)
 
 
 def invoice_due_at(invoice: Invoice) -> datetime | None:

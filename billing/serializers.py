@@ -3,10 +3,14 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing.models import Bank, BankEvent, BankMovement, CreditGrant, Invoice, InvoiceLine, TopUp, UsageMetric
+from billing.token_electricity import provider_electricity_per_million
 from core.serializers import CurrencyField, MoneyField, PriceField, StrictSerializer
+
+_PRICE = PriceField()
 
 MAX_USAGE_RANGE = {"hour": timedelta(days=31), "day": timedelta(days=366)}
 
@@ -82,6 +86,14 @@ class InvoiceLineSerializer(serializers.Serializer):
     description = serializers.CharField(
         default="", help_text="Why an adjustment is billed, e.g. a voucher claim line the issuer rejected."
     )
+    electricity_cost_per_million_tokens = serializers.SerializerMethodField(
+        help_text="Of a token line: its order's electricity cost per million tokens in the period (an estimate)."
+    )
+
+    @extend_schema_field(PriceField(allow_null=True))
+    def get_electricity_cost_per_million_tokens(self, line: Any) -> str | None:
+        rate = getattr(line, "electricity_cost_per_million_tokens", None)
+        return None if rate is None else _PRICE.to_representation(rate)
 
 
 class InvoiceSerializer(serializers.Serializer):
@@ -130,6 +142,16 @@ class StatementSerializer(serializers.Serializer):
     gross = MoneyField()
     commission = MoneyField()
     net = MoneyField(help_text="Net payable to the provider.")
+    electricity_cost_per_million_tokens = serializers.SerializerMethodField(
+        help_text="Of the provider's model endpoints in the period: electricity over the tokens served (an estimate)."
+    )
+
+    @extend_schema_field(PriceField(allow_null=True))
+    def get_electricity_cost_per_million_tokens(self, statement: Any) -> str | None:
+        rate = provider_electricity_per_million(
+            provider_id=statement.provider_id, since=statement.period_start, until=statement.period_end
+        )
+        return None if rate is None else _PRICE.to_representation(rate)
 
 
 class GrantSerializer(serializers.Serializer):

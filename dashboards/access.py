@@ -22,3 +22,11 @@ def organization_page(request: HttpRequest, slug: str, *kinds: str) -> Organizat
     if organization is None or (kinds and organization.kind not in kinds):
         raise Http404("No such page.")
     return organization
+
+
+def invoice_payer(request: HttpRequest, slug: str) -> Organization:
+    """The buyer ``slug`` if the user may pay its invoices; 404 otherwise. The API's
+    ``POST invoices/{id}/pay/`` admits a buyer's keys of every role but read-only
+    (organizations.permissions.KeyRoleAllows); a membership is admin or member, never read-only,
+    so every member of the buyer may pay, and nobody else."""
+    return organization_page(request, slug, Organization.Kind.BUYER)

@@ -43,6 +43,7 @@ def invoice_document(invoice: Invoice, *, now: datetime) -> dict[str, Any]:
             "days_overdue": days_overdue,
             "state": "overdue" if days_overdue is not None else invoice.status,
             "owed": format_yuan(invoice_owed(invoice)),
+            "owed_fen": invoice_owed(invoice),
             "groups": _groups(data["lines"]),
         }
     )

@@ -37,7 +37,8 @@ from billing.selectors import (
 from billing.serializers import StatementSerializer
 from core.money import fen_to_yuan, round_to_fen
 from core.timezones import local_zone
-from dashboards.formatting import local_time, money, percent, quantity
+from dashboards.formatting import local_time, money, percent, price, quantity
+from dashboards.token_charts import token_electricity_series
 from marketplace.selectors import lowest_prices_by_model, placements_by_hub
 from organizations.models import Organization
 from pools.models import GpuModel, Hub
@@ -239,6 +240,7 @@ def operator_page(*, organization: Organization, now: datetime, params: Params) 
         "placements": [{"hub": hub["code"], "name": hub["name"], **by_hub[hub["code"]]} for hub in hubs],
         "placements_chart": placements_chart,
         "placements_label": _chart_text(_("Leases placed in the last day, by hub"), placed),
+        **_token_electricity(hubs, now),
         "days": list(reversed(days)),
         "usage_chart": usage_chart,
         "usage_label": _("Card-hours used each day, last %(days)s days: %(total)s in all, %(today)s today")
@@ -289,6 +291,23 @@ def _prices_by_model(hubs: list[dict[str, Any]], now: datetime) -> list[dict[str
             }
         )
     return rows
+
+
+def _token_electricity(hubs: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    """The chart of electricity cost per million tokens by hub over the last day, hubs by name."""
+    hours, series = token_electricity_series(now=now)
+    names = {hub["code"]: hub["name"] for hub in hubs}
+    lines = {names.get(code, code): values for code, values in series.items()}
+    latest = [
+        f"{name} {price(known[-1])}"
+        for name, values in lines.items()
+        if (known := [v for v in values if v is not None])
+    ]
+    return {
+        "token_electricity_chart": line_chart(hours, lines, y_title=_("CNY per million tokens")),
+        "token_electricity_label": _("Electricity cost per million tokens by hub, last 24 hours, latest: %(hubs)s.")
+        % {"hubs": ", ".join(latest) or _("none")},
+    }
 
 
 def _chart_text(title: str, series: dict[str, list[Any]]) -> str:

@@ -42,6 +42,16 @@ class Order(models.Model):
         related_name="+",
         help_text="The offer the buyer chose, if it chose one: the order is placed on this pool only.",
     )
+    endpoint = models.ForeignKey(
+        "pools.ModelEndpoint",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="orders",
+        help_text="A token order's model endpoint; its lease bills tokens only.",
+    )
+    input_tokens = models.BigIntegerField(null=True, blank=True, help_text="A token order's expected input tokens.")
+    output_tokens = models.BigIntegerField(null=True, blank=True, help_text="A token order's expected output tokens.")
     estimated_cost = models.DecimalField(max_digits=18, decimal_places=4)
     currency = models.CharField(max_length=3, default="CNY")
     warnings = models.JSONField(default=list, blank=True)
@@ -80,6 +90,17 @@ class Lease(models.Model):
     buyer = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="leases")
     provider = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="provided_leases")
     pool = models.ForeignKey("pools.ResourcePool", on_delete=models.PROTECT, related_name="leases")
+    endpoint = models.ForeignKey(
+        "pools.ModelEndpoint",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="leases",
+        help_text=(
+            "Set on a token order's lease: it bills tokens of the endpoint's model only, and holds no cards of "
+            "its own (the endpoint's are reserved). A card lease bills card-seconds only."
+        ),
+    )
     cards = models.PositiveIntegerField()
     workload = models.CharField(max_length=32, choices=Workload.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCHEDULED)

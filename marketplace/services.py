@@ -239,8 +239,9 @@ def lease_end(*, lease_id: Any, status: str, reason: str, by: str, now: datetime
     lease.save(update_fields=["status", "ended_at", "end_reason", "ended_by"])
     for hook in hooks.LEASE_END_HOOKS:
         hook(lease, lease.ended_at)
-    (pool,) = pools_lock([lease.pool_id])
-    ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=pool.reserved_cards - lease.cards)
+    if lease.endpoint_id is None:  # a token order's lease holds no cards: its endpoint's are reserved
+        (pool,) = pools_lock([lease.pool_id])
+        ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=pool.reserved_cards - lease.cards)
     if not Lease.objects.filter(order_id=lease.order_id, status__in=Lease.ACTIVE).exists():
         Order.objects.filter(pk=lease.order_id, status=Order.Status.PLACED).update(status=Order.Status.ENDED)
     return lease
@@ -436,6 +437,11 @@ def lease_extend(*, lease: Lease, end_at: datetime, by: str, now: datetime | Non
             f"This lease is {locked.status} and its end has passed; only an active lease before its end can be "
             "extended. Place a new order instead.",
             code="lease_not_active",
+        )
+    if locked.endpoint_id is not None:
+        raise RuleViolation(
+            "A token order's lease bills tokens, not hours, and is not extended; place a new token order.",
+            code="lease_not_extendable",
         )
     if end_at < locked.end_at:
         message = f"end_at must be later than the lease's end ({locked.end_at.astimezone(UTC).isoformat()})."

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from marketplace import apis
+from marketplace import apis, token_apis
 
 urlpatterns = [
     path("offers/", apis.OfferListApi.as_view(), name="offer-list"),
@@ -14,4 +14,8 @@ urlpatterns = [
     path("feed/", apis.FeedApi.as_view(), name="feed"),
     path("price-index/", apis.PriceIndexApi.as_view(), name="price-index"),
     path("leases/<uuid:lease_id>/terminate/", apis.LeaseTerminateApi.as_view(), name="lease-terminate"),
+    path("token-offers/", token_apis.TokenOfferListApi.as_view(), name="token-offer-list"),
+    path("token-quotes/", token_apis.TokenQuoteApi.as_view(), name="token-quote"),
+    path("token-orders/", token_apis.TokenOrderListCreateApi.as_view(), name="token-order-list"),
+    path("token-orders/<uuid:token_order_id>/", token_apis.TokenOrderDetailApi.as_view(), name="token-order-detail"),
 ]

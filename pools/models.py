@@ -2,12 +2,13 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from pools.tariffs import local_hour
+from pools.tariffs import hour_prices, local_hour
 
 MAX_POOL_CARDS = 100_000
 
@@ -192,6 +193,12 @@ class PricePlan(models.Model):
             for side, price in sides.items()
         )
 
+    def token_rate(self, model: str, side: str, band: str) -> Decimal:
+        """The price per million ``side`` (input or output) tokens of ``model`` in a time-of-use
+        band: the model's base price times the band's factor, as card-hours are priced."""
+        base = Decimal(self.token_prices.get(model, {}).get(side, "0"))
+        return hour_prices(base_price=base, factors=self.time_of_use, bands=[band])[0]
+
 
 class PoolStatusChange(models.Model):
     pool = models.ForeignKey(ResourcePool, on_delete=models.CASCADE, related_name="status_changes")
@@ -222,3 +229,53 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pool_id} {self.healthy_cards} at {self.observed_at:%H:%M:%S}"
+
+
+# A served model's name: lowercase letters, digits, dots, dashes and underscores (glm-4.5, qwen3-32b).
+MODEL_NAME = RegexValidator(
+    r"^[a-z0-9][a-z0-9._-]*$", "Lowercase letters, digits, '.', '-' and '_', starting with a letter or digit."
+)
+
+
+class ModelEndpoint(models.Model):
+    """A model a provider serves by the token on cards it dedicates from one of its pools.
+
+    Its prices per million input and output tokens are the pool's price versions'
+    ``token_prices[model]``, with the pool's time-of-use factors (``PricePlan.token_rate``):
+    one versioning for cards and tokens. Approved by an operator as pools are; while
+    active its ``cards`` are reserved on the pool, so no card lease can take them.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending approval"
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+        RETIRED = "retired", "Retired"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    pool = models.ForeignKey(ResourcePool, on_delete=models.PROTECT, related_name="endpoints")
+    model = models.CharField(
+        max_length=64,
+        validators=[MODEL_NAME],
+        help_text="The model served, e.g. qwen3-32b, deepseek-v3 or glm-4.5.",
+    )
+    throughput_per_card = models.PositiveIntegerField(help_text="Tokens (input and output) per second per card.")
+    cards = models.PositiveIntegerField(help_text="Cards of the pool dedicated to this endpoint.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    status_changed_at = models.DateTimeField(default=timezone.now)
+    status_changed_by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(cards__gte=1), name="endpoint_cards_positive"),
+            models.CheckConstraint(condition=Q(throughput_per_card__gte=1), name="endpoint_throughput_positive"),
+            models.UniqueConstraint(
+                fields=["pool", "model"], condition=~Q(status="retired"), name="endpoint_one_per_pool_model"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "model"], name="endpoint_offer_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.model} on {self.pool_id} x{self.cards}"

@@ -11,7 +11,7 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from organizations.models import Organization
-from pools.models import Heartbeat, Hub, PricePlan, ResourcePool
+from pools.models import Heartbeat, Hub, ModelEndpoint, PricePlan, ResourcePool
 from pools.reference_data import HUBS
 
 
@@ -30,6 +30,14 @@ def pool_list(*, organization: Organization) -> QuerySet[ResourcePool]:
     if organization.kind == Organization.Kind.OPERATOR:
         return pools
     return pools.filter(provider=organization)
+
+
+def endpoint_list(*, organization: Organization) -> QuerySet[ModelEndpoint]:
+    """Providers see their own model endpoints; operators see every endpoint."""
+    rows = ModelEndpoint.objects.select_related("pool__hub", "pool__provider")
+    if organization.kind == Organization.Kind.OPERATOR:
+        return rows
+    return rows.filter(pool__provider=organization)
 
 
 def price_plan_at(*, pool_id: UUID, at: datetime) -> PricePlan | None:

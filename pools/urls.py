@@ -1,6 +1,6 @@
 from django.urls import path
 
-from pools import apis
+from pools import apis, endpoint_apis
 
 urlpatterns = [
     path("hubs/", apis.HubListApi.as_view(), name="hub-list"),
@@ -12,4 +12,9 @@ urlpatterns = [
     path("pools/<uuid:pool_id>/retire/", apis.PoolRetireApi.as_view(), name="pool-retire"),
     path("pools/<uuid:pool_id>/heartbeat/", apis.PoolHeartbeatApi.as_view(), name="pool-heartbeat"),
     path("pools/<uuid:pool_id>/prices/", apis.PoolPriceListApi.as_view(), name="pool-prices"),
+    path("endpoints/", endpoint_apis.EndpointListCreateApi.as_view(), name="endpoint-list"),
+    path("endpoints/<uuid:endpoint_id>/", endpoint_apis.EndpointDetailApi.as_view(), name="endpoint-detail"),
+    path("endpoints/<uuid:endpoint_id>/approve/", endpoint_apis.EndpointApproveApi.as_view(), name="endpoint-approve"),
+    path("endpoints/<uuid:endpoint_id>/suspend/", endpoint_apis.EndpointSuspendApi.as_view(), name="endpoint-suspend"),
+    path("endpoints/<uuid:endpoint_id>/retire/", endpoint_apis.EndpointRetireApi.as_view(), name="endpoint-retire"),
 ]

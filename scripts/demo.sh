@@ -25,6 +25,8 @@ else
   echo "    national demo data: already there"
 fi
 "$PY" manage.py seed_activity
+# The orbit hub's constellation, for the operator's page: satellites already listed are kept as they are
+"$PY" manage.py seed_orbit
 
 # The operators' token for /metrics ("Watching the service" in the README), kept across restarts.
 METRICS_TOKEN_FILE="${DATA_DIR:-var}/metrics-token.txt"

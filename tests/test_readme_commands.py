@@ -30,6 +30,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from orbit.reference_data import HUB_CODE as ORBIT_HUB
+from orbit.reference_data import TLES
 from tests.conftest import REPO, _free_port
 
 README = (REPO / "README.md").read_text()
@@ -51,6 +53,7 @@ RUN_SECONDS = 10
 SUBTOTAL = Decimal("1200.00")  # 6,000 cards x 10 s x 0.02 yuan
 COVERAGE = Decimal("0.25")  # the voucher program pays a quarter of each eligible hour of usage
 VOUCHER_FACE_VALUE = Decimal("1000.00")
+SATELLITES = len(TLES)  # the constellation `make demo` lists (`manage.py seed_orbit`)
 BILLING_ZONE = ZoneInfo("Asia/Shanghai")  # billing months are calendar months there
 
 
@@ -373,10 +376,12 @@ def test_a_newcomers_journey_runs_on_the_embedded_default_as_the_readme_tells_it
         assert demo.call("GET", "/static/dashboards/vendor/chartjs/chart.umd.min.js")[0] == 200
         keys = demo.keys()
         assert set(keys) == {"operator", "provider", "buyer", "issuer"}
-        assert demo.ok("GET", "/api/v1/hubs/")["count"] == 8
+        hubs = {hub["code"] for hub in demo.ok("GET", "/api/v1/hubs/")["results"]}
+        assert len(hubs) == 8 + 1 and ORBIT_HUB in hubs  # the national hubs and the demo's constellation
 
     with demo.step("the demo's logins open onto a working month: pools, leases, invoices, vouchers, credit"):
         grid_page, spend_page = demo.page("operator"), demo.page("buyer")
+        assert 'data-section="orbit"' in grid_page and grid_page.count("<tr data-satellite=") == SATELLITES
         assert int(figure(grid_page, 'class="strip"', "overdue-count")) >= 1
         assert Decimal(figure(spend_page, "<dl", "spend-so-far")) > 0
         assert Decimal(figure(spend_page, "<dl", "bank-credit")) > 0
@@ -616,5 +621,6 @@ def test_a_newcomers_journey_runs_on_the_embedded_default_as_the_readme_tells_it
         assert kept[pool["id"]] == "active" and len(kept) == 1 + 4  # the journey's pool and the demo's
         again = demo.ok("GET", f"/api/v1/invoices/{invoice['id']}/", keys["buyer"])
         assert (again["number"], again["status"]) == (invoice["number"], "paid")
+        assert demo.page("operator").count("<tr data-satellite=") == SATELLITES  # listed once, not again
         demo.stop()
         until(lambda: demo.postmaster() is None, "the embedded PostgreSQL stopped again", 30)

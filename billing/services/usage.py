@@ -39,13 +39,10 @@ from marketplace.models import Lease
 from marketplace.selectors import max_price_ends
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from pools.models import PricePlan
-from pools.reference_data import TOKENS_PER_SECOND
 from pools.selectors import Versions, plan_in_force, plans_by_pool
 
 FUTURE_LIMIT = timedelta(minutes=5)
 SECONDS_PER_HOUR = 3600
-# A pool of a GPU model without a figure of its own is capped as the fastest card is.
-_MOST_TOKENS = max(TOKENS_PER_SECOND.values())
 
 Bucket = tuple[UUID, datetime]  # (lease id, start of the UTC hour)
 
@@ -129,6 +126,17 @@ def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetim
                         f"{runs[event.lease_id].cards} cards can process in the seconds it ran.",
                     )
         dropped = {event.index for event, _ in excess}
+        over = _over_budget([event for event in new if event.index not in dropped], runs)
+        if over:
+            _delete([event for event, _ in over], provider_id=provider_id)
+            for event, budget in over:
+                result.reject(
+                    event.index,
+                    event.id,
+                    "token_budget_exceeded",
+                    f"This batch token order was placed for {budget:,} tokens; it cannot bill more.",
+                )
+            dropped |= {event.index for event, _ in over}
         for event in new:
             if event.index not in dropped:
                 result.accepted += 1
@@ -179,7 +187,9 @@ class _Run:
     cards: int
     started_at: datetime | None
     until: datetime  # the end of its run: the earliest of its end_at, when it ended and its max_price end
-    tokens_per_second: int  # of one card of its GPU model
+    tokens_per_second: int  # of one card: a token order's endpoint's throughput per card
+    model: str | None = None  # a token order's: the model its endpoint serves (its lease bills tokens only)
+    budget: int | None = None  # a batch token order's: the tokens it was ordered for, at most
     in_orbit: bool = False  # a satellite's: its agent reports at its next contact, inside the lateness window
 
     def seconds_in(self, hour_start: datetime, now: datetime) -> int:
@@ -190,11 +200,31 @@ class _Run:
         return max(math.ceil(ran.total_seconds()), 0)
 
 
+def _run(
+    cards: int,
+    started_at: datetime | None,
+    ended_at: datetime | None,
+    end_at: datetime,
+    model: str | None,
+    throughput: int | None,
+    deadline: datetime | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    hub: str,
+) -> _Run:
+    """A token order's lease is capped by its endpoint's throughput (a batch job also by the tokens
+    it was ordered for); a card lease takes no tokens. A satellite's usage may come late."""
+    budget = None
+    if model is not None and deadline is not None:  # a batch job, not a pay-as-you-go account
+        budget = (input_tokens or 0) + (output_tokens or 0)
+    return _Run(cards, started_at, min(end_at, ended_at or end_at), throughput or 0, model, budget, hub == ORBIT_HUB)
+
+
 def _check_leases(
     events: list[Event], *, provider_id: Any, now: datetime, result: IngestResult
 ) -> tuple[list[Event], dict[UUID, _Run]]:
     """The lease must be the calling provider's, and the time within its run (its start to the
-    earlier of its booked end and its end, give or take the clock-skew allowance).
+    earliest of its end_at, its end and its max_price end, give or take the clock-skew allowance).
     Returns the events kept and the run of each lease."""
     lease_ids = sorted({event.lease_id for event in events})
     # Locked in primary-key order (the lease rows only, not their pools): concurrent batches for
@@ -203,21 +233,24 @@ def _check_leases(
     rows = list(
         leases.select_for_update(of=("self",))
         .order_by("pk")
-        .values_list("id", "cards", "started_at", "ended_at", "end_at", "pool__gpu_model_id", "pool__hub_id")
+        .values_list(
+            "id",
+            "cards",
+            "started_at",
+            "ended_at",
+            "end_at",
+            "endpoint__model",
+            "endpoint__throughput_per_card",
+            "order__deadline",
+            "order__input_tokens",
+            "order__output_tokens",
+            "pool__hub_id",
+        )
     )
     # A running lease whose price passed its max_price ends at that second (the beat ends it within
     # a minute): usage after it is refused now, not billed above the buyer's ceiling meanwhile.
     ceilings = max_price_ends(leases=leases.filter(status=Lease.Status.RUNNING), now=now)
-    runs = {
-        lease_id: _Run(
-            cards,
-            started_at,
-            min(end_at, ended_at or end_at, ceilings.get(lease_id, end_at)),
-            TOKENS_PER_SECOND.get(gpu_model, _MOST_TOKENS),
-            hub == ORBIT_HUB,
-        )
-        for lease_id, cards, started_at, ended_at, end_at, gpu_model, hub in rows
-    }
+    runs = {row[0]: _run(row[1], row[2], ceilings.get(row[0], row[3]), *row[4:]) for row in rows}
     orbit_window = timedelta(hours=settings.ORBIT_USAGE_LATENESS_HOURS)
     grace = timedelta(seconds=settings.USAGE_TIME_GRACE_SECONDS)
     kept = []
@@ -245,6 +278,21 @@ def _check_leases(
                 "outside_lease",
                 "'time' is outside the lease's run (from its start to its booked end, or its end if earlier).",
             )
+        elif run.model is None and event.type != GPU_SECONDS:
+            result.reject(
+                event.index,
+                event.id,
+                "tokens_on_card_lease",
+                "A card lease is billed by card-seconds only; send tokens against a token order (POST token-orders/).",
+            )
+        elif run.model is not None and event.type == GPU_SECONDS:
+            result.reject(
+                event.index, event.id, "card_seconds_on_token_order", "A token order is billed by tokens only."
+            )
+        elif run.model is not None and event.model != run.model:
+            result.reject(
+                event.index, event.id, "model_not_served", f"This token order's endpoint serves {run.model} only."
+            )
         elif event.cards is not None and event.cards > cards:
             result.reject(event.index, event.id, "cards_exceed_lease", f"The lease has {cards} cards.")
         elif event.quantity is not None and event.quantity > cards * SECONDS_PER_HOUR:
@@ -263,7 +311,7 @@ def _over_hourly_limits(events: list[Event], runs: dict[UUID, _Run], *, now: dat
     """The new events that take a lease past its limits in an hour, later events of the batch
     first, each with the limit it passed: card-seconds up to its cards x the seconds it ran in
     the hour (plus the clock-skew allowance, at most 3,600) x (1 + the tolerance); tokens up to
-    its GPU model's tokens per second x cards x those seconds x the headroom. Runs after the
+    its endpoint's throughput per card x its cards x those seconds (a token order). Runs after the
     insert, so the sums count this batch too; the leases are locked, so they count every other
     committed batch and no concurrent one. One query whatever the batch's size."""
     if not events:
@@ -294,7 +342,7 @@ def _over_hourly_limits(events: list[Event], runs: dict[UUID, _Run], *, now: dat
             total = totals.get((lease_id, start), (0, 0))[0]
             sizes = [event.quantity or 0 for event in bucket_events]
         else:
-            limit = int(run.tokens_per_second * run.cards * seconds * settings.USAGE_TOKENS_HEADROOM)
+            limit = int(run.tokens_per_second * run.cards * seconds)
             total = totals.get((lease_id, start), (0, 0))[1]
             sizes = [(event.input_tokens or 0) + (event.output_tokens or 0) for event in bucket_events]
         if total <= limit:
@@ -303,6 +351,33 @@ def _over_hourly_limits(events: list[Event], runs: dict[UUID, _Run], *, now: dat
         for event, size in zip(bucket_events, sizes, strict=True):  # in batch order: the first ones fit
             if used + size > limit:
                 excess.append((event, limit))
+            else:
+                used += size
+    return excess
+
+
+def _over_budget(events: list[Event], runs: dict[UUID, _Run]) -> list[tuple[Event, int]]:
+    """The new token events that take a batch token order past the tokens it was ordered for, later
+    events of the batch first. Runs after the insert, under the leases' locks, as the hourly limits."""
+    budgeted = {event.lease_id for event in events if runs[event.lease_id].budget is not None}
+    if not budgeted:
+        return []
+    totals = dict(
+        UsageEvent.objects.filter(lease_id__in=budgeted)
+        .values_list("lease_id")
+        .annotate(tokens=Sum(F("input_tokens") + F("output_tokens")))
+    )
+    excess: list[tuple[Event, int]] = []
+    for lease_id in budgeted:
+        budget = runs[lease_id].budget or 0
+        if (totals.get(lease_id) or 0) <= budget:
+            continue
+        mine = [event for event in events if event.lease_id == lease_id]
+        sizes = [(event.input_tokens or 0) + (event.output_tokens or 0) for event in mine]
+        used = totals[lease_id] - sum(sizes)
+        for event, size in zip(mine, sizes, strict=True):  # in batch order: the first ones fit
+            if used + size > budget:
+                excess.append((event, budget))
             else:
                 used += size
     return excess

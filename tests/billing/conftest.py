@@ -24,6 +24,42 @@ def running_lease(*, buyer: Any, provider: Any, cards: int = 8, started_hours_ag
     return lease_start(lease_id=lease.pk, by="test", now=started)
 
 
+def running_token_lease(
+    *, buyer: Any, provider: Any, started_hours_ago: float = 3, model: str = "qwen3-72b", throughput: int = 10_000
+) -> Lease:
+    """A token order's lease (4 cards of an approved endpoint serving ``model``), running since some hours."""
+    from decimal import Decimal
+
+    from marketplace.token_dispatch import TokenRequest
+    from marketplace.token_services import token_order_place
+    from pools.endpoints import endpoint_approve, endpoint_register
+
+    now = timezone.now()
+    started = now - timedelta(hours=started_hours_ago)
+    with time_machine.travel(started - timedelta(seconds=1), tick=False):
+        pool = pool_factory(provider=provider, cards=100, last_heartbeat_at=now)
+        served = endpoint_register(
+            provider=provider,
+            pool=pool,
+            model=model,
+            input_price=Decimal("2.00"),
+            output_price=Decimal("8.00"),
+            throughput_per_card=throughput,
+            cards=4,
+            by="test",
+        )
+        endpoint_approve(endpoint=served, by="operator")
+    request = TokenRequest(model=model, input_tokens=1, output_tokens=1, workload="batch")
+    with time_machine.travel(started, tick=False):
+        order = token_order_place(buyer=buyer, request=request, endpoint_id=served.pk, by="test")
+    return order.leases.get()
+
+
+@pytest.fixture
+def token_lease(buyer, provider) -> Lease:  # type: ignore[no-untyped-def]
+    return running_token_lease(buyer=buyer, provider=provider)
+
+
 @pytest.fixture
 def lease(buyer, provider) -> Lease:  # type: ignore[no-untyped-def]
     return running_lease(buyer=buyer, provider=provider)

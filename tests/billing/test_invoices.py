@@ -74,7 +74,8 @@ def test_usage_is_rated_with_the_price_version_in_force_in_its_hour(buyer, lease
 
 def test_tokens_are_rated_per_million_at_the_pools_token_prices(buyer, provider) -> None:
     prices = {"qwen3-72b": {"input": Decimal("2.00"), "output": Decimal("8.00")}}
-    lease = leased(buyer=buyer, provider=provider, at=SETUP, token_prices=prices)
+    flat = {"peak": Decimal(1), "flat": Decimal(1), "valley": Decimal(1)}  # the band factors apply to tokens too
+    lease = leased(buyer=buyer, provider=provider, at=SETUP, token_prices=prices, time_of_use=flat)
     usage(lease, shanghai(3, 12), seconds=1_500_000, metric="input_tokens", model="qwen3-72b")
     usage(lease, shanghai(3, 12), seconds=250_000, metric="output_tokens", model="qwen3-72b")
 

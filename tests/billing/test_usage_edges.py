@@ -19,6 +19,7 @@ from marketplace.models import Lease
 from marketplace.services import lease_start, order_place
 from pools.models import PricePlan
 from pools.reference_data import TOKENS_PER_SECOND
+from tests.billing.conftest import running_token_lease
 from tests.billing.factories import leased, usage
 from tests.factories import ProviderFactory, pool_factory
 
@@ -168,15 +169,21 @@ def test_the_hour_a_lease_starts_in_bills_the_minutes_it_ran_not_the_whole_hour(
     assert {error["code"] for error in answer["errors"]} == {"hourly_limit_exceeded"}
 
 
-# --- 5. tokens are bounded by what the cards can serve --------------------------------------------
+# --- 5. tokens are bounded by what the endpoint's cards serve ------------------------------------
+
+THROUGHPUT = 10_000  # tokens per second per card of the endpoint, which dedicates 4 cards
 
 
-def test_a_token_flood_on_a_one_card_lease_is_refused_past_the_cards_throughput(  # type: ignore[no-untyped-def]
+def token_order(buyer: Any, provider: Any) -> Lease:
+    with time_machine.travel(T0, tick=False):
+        return running_token_lease(buyer=buyer, provider=provider, model="qwen3-0.6b", throughput=THROUGHPUT)
+
+
+def test_a_token_flood_on_a_token_order_is_refused_past_its_endpoints_throughput(  # type: ignore[no-untyped-def]
     buyer, provider, make_client
 ) -> None:
-    # given a 1-card H100 lease running for hours
-    lease = booked(buyer, provider, cards=1, hours=24)
-    lease_start(lease_id=lease.pk, by="test", now=lease.start_at)
+    # given a token order on an endpoint of 4 cards, running for hours
+    lease = token_order(buyer, provider)
     hour = T0.replace(minute=0) + timedelta(hours=2)
 
     # when its provider reports 100 events of 2e10 tokens in one hour
@@ -186,19 +193,17 @@ def test_a_token_flood_on_a_one_card_lease_is_refused_past_the_cards_throughput(
         at=hour + timedelta(hours=1),
     )
 
-    # then the hour keeps at most the card's tokens per second x 3,600 x the headroom
-    limit = TOKENS_PER_SECOND["H100-80G"] * 3600 * settings.USAGE_TOKENS_HEADROOM
+    # then the hour keeps at most the endpoint's throughput per card x its cards x 3,600
     kept = sum(e.input_tokens + e.output_tokens for e in UsageEvent.objects.all())
-    assert kept <= limit
+    assert kept <= THROUGHPUT * 4 * 3600
     assert answer["rejected"] == 100 - answer["accepted"] > 0
     assert {error["code"] for error in answer["errors"]} == {"hourly_token_limit_exceeded"}
 
 
-def test_tokens_within_the_cards_throughput_are_kept(buyer, provider, make_client) -> None:  # type: ignore[no-untyped-def]
-    lease = booked(buyer, provider, cards=1, hours=24)
-    lease_start(lease_id=lease.pk, by="test", now=lease.start_at)
+def test_tokens_within_the_endpoints_throughput_are_kept(buyer, provider, make_client) -> None:  # type: ignore[no-untyped-def]
+    lease = token_order(buyer, provider)
     hour = T0.replace(minute=0) + timedelta(hours=2)
-    per_event = int(TOKENS_PER_SECOND["H100-80G"] * 60 / 2)  # a minute of the card at full speed, in + out
+    per_event = THROUGHPUT * 4 * 60 // 2  # a minute of the endpoint at full speed, in + out
 
     answer = post(
         make_client(provider),

@@ -34,8 +34,8 @@ def send(client, events, content_type: str = BATCH):  # type: ignore[no-untyped-
     return client.generic("POST", URL, orjson.dumps(events), content_type=content_type)
 
 
-def test_a_batch_of_good_events_is_stored_once_each(provider_client, lease) -> None:
-    events = [gpu_event(lease, f"e{i}", minutes_ago=10 + i) for i in range(5)] + [token_event(lease, "t1")]
+def test_a_batch_of_good_events_is_stored_once_each(provider_client, lease, token_lease) -> None:
+    events = [gpu_event(lease, f"e{i}", minutes_ago=10 + i) for i in range(5)] + [token_event(token_lease, "t1")]
 
     response = send(provider_client, events)
 
@@ -109,7 +109,7 @@ def test_an_event_postgresql_cannot_store_is_rejected_alone_and_its_batch_kept(
     provider_client, lease, bad, code
 ) -> None:  # type: ignore[no-untyped-def]
     # given good events on both sides of one that PostgreSQL cannot store (a NUL, an offset of 16 hours)
-    good = [gpu_event(lease, "good-1", minutes_ago=20), token_event(lease, "good-2")]
+    good = [gpu_event(lease, "good-1", minutes_ago=20), gpu_event(lease, "good-2", minutes_ago=10)]
     events = [good[0], bad(lease), good[1]]
 
     # when they are sent in one batch
@@ -170,8 +170,8 @@ def test_a_binary_mode_event_postgresql_cannot_store_is_rejected_not_a_500(
         ({"input_tokens": 10**11}, "invalid_tokens"),
     ],
 )
-def test_bad_token_counts_are_rejected(provider_client, lease, data, code) -> None:  # type: ignore[no-untyped-def]
-    body = send(provider_client, [token_event(lease, "t", **data)]).json()
+def test_bad_token_counts_are_rejected(provider_client, token_lease, data, code) -> None:  # type: ignore[no-untyped-def]
+    body = send(provider_client, [token_event(token_lease, "t", **data)]).json()
 
     assert body["errors"][0]["code"] == code
     assert not UsageEvent.objects.exists()
@@ -364,18 +364,18 @@ def test_events_made_and_sent_with_the_official_cloudevents_sdk_are_accepted(pro
     assert set(UsageEvent.objects.values_list("event_id", flat=True)) == {"s1", "b1"}
 
 
-def test_rollups_sum_each_lease_metric_and_hour_and_rebuild_the_same(provider_client, lease) -> None:
+def test_rollups_sum_each_lease_metric_and_hour_and_rebuild_the_same(provider_client, lease, token_lease) -> None:
     hour = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     events = [
         {**gpu_event(lease, f"g{i}", 600), "time": (hour + timedelta(minutes=5 * i)).isoformat()} for i in range(6)
-    ] + [token_event(lease, "t1"), token_event(lease, "t2", input_tokens=5)]
+    ] + [token_event(token_lease, "t1"), token_event(token_lease, "t2", input_tokens=5)]
     send(provider_client, events)
     buckets = {
         (lease.pk, hour),
         (lease.pk, timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)),
     }
     token_hours = {
-        (lease.pk, e.time.replace(minute=0, second=0, microsecond=0))
+        (token_lease.pk, e.time.replace(minute=0, second=0, microsecond=0))
         for e in UsageEvent.objects.filter(type="compute.tokens")
     }
 

@@ -467,7 +467,8 @@ def test_an_overdue_invoice_shows_on_the_buyers_page_with_its_days_and_a_way_to_
     assert 'data-state="overdue"' in html
     assert figures(html, "invoice-state") == ["overdue"]
     assert f"{days}\xa0days overdue" in html or f"{days} days overdue" in html
-    assert f'href="/dashboard/{grid.other_buyer.slug}/invoices/{grid.overdue.pk}/#pay" data-link="pay"' in html
+    assert f'action="/dashboard/{grid.other_buyer.slug}/invoices/{grid.overdue.pk}/pay/"' in html
+    assert f'href="/dashboard/{grid.other_buyer.slug}/invoices/{grid.overdue.pk}/#pay" data-link="how-to-pay"' in html
 
 
 def test_the_buyers_forecast_after_vouchers_and_credit_is_what_is_left_to_pay(grid) -> None:

@@ -36,6 +36,7 @@ from billing.models import ProviderStatement
 from billing.serializers import BankSerializer, BankSettingsSerializer
 from marketplace.serializers import LeaseSerializer, LeaseUpdateSerializer
 from organizations.models import ApiKey
+from pools.endpoint_serializers import EndpointRepriceSerializer, EndpointSerializer
 from pools.serializers import PoolSerializer, PoolUpdateSerializer
 from tests.reliability.conftest import write_figures
 from tests.reliability.world import Tenant, World, as_dict
@@ -82,7 +83,7 @@ class Create:
 
     foreign: tuple[Body, ...] = ()
     body: Body | None = None
-    catalog: bool = False  # answers with the public catalog: A's active pools may appear, nothing else of A
+    catalog: bool = False  # answers with the public catalog: A's active pool and endpoint may appear, nothing else
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class Patch:
 
 @dataclass(frozen=True)
 class Page:
-    """A dashboard page (a signed-in member, not a key): ``<slug:slug>`` is an organization's page,
+    """A dashboard page or form (a signed-in member, not a key): ``<slug:slug>`` is an organization's page,
     ``param`` names one of its objects. B's members get 404 on A's pages and on A's objects under
     their own page, and see none of A's ids."""
 
@@ -190,6 +191,30 @@ ROUTES: dict[str, dict[str, Check]] = {
         ),
     },
     "api/v1/datasets/<uuid:dataset_id>/": {"GET": Detail("dataset_id", ("buyer", "provider"))},
+    "api/v1/endpoints/": {
+        "GET": Listing(queries=(lambda w: {"pool": str(w.a.pool.pk)}, lambda w: {"model": "deepseek-v3"})),
+        "POST": Create(
+            foreign=(
+                lambda w: {
+                    "pool": str(w.a.pool.pk),
+                    "model": "qwen3-32b",
+                    "input_price": "1.00",
+                    "output_price": "4.00",
+                    "throughput_per_card": 1000,
+                    "cards": 1,
+                },
+            )
+        ),
+    },
+    "api/v1/endpoints/<uuid:endpoint_id>/": {
+        "GET": Detail("endpoint_id", ("provider",)),
+        "PATCH": Patch("endpoint_id", "provider", read=EndpointSerializer, write=EndpointRepriceSerializer),
+    },
+    "api/v1/endpoints/<uuid:endpoint_id>/approve/": {"POST": Detail("endpoint_id", (), body=lambda w: REASON)},
+    "api/v1/endpoints/<uuid:endpoint_id>/suspend/": {"POST": Detail("endpoint_id", (), body=lambda w: REASON)},
+    "api/v1/endpoints/<uuid:endpoint_id>/retire/": {
+        "POST": Detail("endpoint_id", ("provider",), body=lambda w: REASON)
+    },
     # Demand.
     "api/v1/offers/": {"GET": Exempt("the public catalog: every active pool is offered to every buyer")},
     "api/v1/quotes/": {
@@ -214,6 +239,36 @@ ROUTES: dict[str, dict[str, Check]] = {
             )
         ),
     },
+    "api/v1/token-offers/": {"GET": Exempt("the public catalog: every active endpoint is offered to every buyer")},
+    "api/v1/token-quotes/": {
+        "POST": Create(
+            body=lambda w: {
+                "model": "deepseek-v3",
+                "input_tokens": 1000,
+                "output_tokens": 100,
+                "workload": "realtime",
+                "user_region": "beijing",
+                "max_latency_ms": 1000,
+            },
+            catalog=True,
+        )
+    },
+    "api/v1/token-orders/": {
+        "GET": Listing(),
+        "POST": Create(
+            foreign=(
+                lambda w: {
+                    "model": "deepseek-v3",
+                    "input_tokens": 1000,
+                    "output_tokens": 100,
+                    "workload": "realtime",
+                    "user_region": "beijing",
+                    "endpoint": str(w.a.token_order.pk),
+                },
+            )
+        ),
+    },
+    "api/v1/token-orders/<uuid:token_order_id>/": {"GET": Detail("token_order_id", ("buyer",))},
     "api/v1/orders/<uuid:order_id>/": {"GET": Detail("order_id", ("buyer",))},
     "api/v1/orders/<uuid:order_id>/cancel/": {"POST": Detail("order_id", ("buyer",))},
     "api/v1/leases/": {
@@ -343,6 +398,8 @@ ROUTES |= {
     "dashboard/<slug:slug>/": {"GET": Page()},
     "dashboard/<slug:slug>/invoices/<uuid:invoice_id>/": {"GET": Page("invoice_id")},
     "dashboard/<slug:slug>/invoices/<uuid:invoice_id>/pdf/": {"GET": Page("invoice_id")},
+    # The buyer's pay button: B's members get 404 on A's invoice, under A's page or their own.
+    "dashboard/<slug:slug>/invoices/<uuid:invoice_id>/pay/": {"POST": Page("invoice_id")},
     "dashboard/<slug:slug>/programs/<uuid:program_id>/": {"GET": Page("program_id")},
     "dashboard/<slug:slug>/claims/<uuid:claim_id>/pdf/": {"GET": Page("claim_id")},
     "dashboard/<slug:slug>/claims/<uuid:claim_id>/claim.csv": {"GET": Page("claim_id")},
@@ -476,6 +533,7 @@ def check_create(run: Run, route: str, method: str, check: Create) -> None:
     foreign_ids = _ids_of(run.world.a)
     if check.catalog:
         foreign_ids.pop(str(run.world.a.pool.pk))  # type: ignore[union-attr]
+        foreign_ids.pop(str(run.world.a.endpoint.pk))  # type: ignore[union-attr]
     for kind in TENANT_KINDS:
         client = run.client(kind)
         for make in check.foreign:
@@ -529,7 +587,7 @@ def check_page(run: Run, route: str, method: str, check: Page) -> None:
             path = _path(route.replace("<slug:slug>", slug or ""), **ids)
             # What an id or an organization that does not exist answers: the same as A's must.
             unknown = route.replace("<slug:slug>", own if check.param else "no-such-organization")
-            answer, baseline = member.get(path), member.get(_path(unknown, **missing))
+            answer, baseline = member.generic(method, path), member.generic(method, _path(unknown, **missing))
             run.requests += 2
             where = f"{method} {path} as {kind} B's member"
             if slug == own and not check.param:

@@ -5,8 +5,9 @@ resolve, the isolation test so that tenant B's key is pointed at tenant A's obje
 Every object of tenant A has a twin of tenant B.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import time_machine
@@ -17,12 +18,15 @@ from billing.models import Bank, CreditGrant, Invoice, TopUp
 from billing.services.bank.grants import bank_of, grant_create
 from billing.services.invoices import invoice_finalize, invoice_for_period
 from marketplace.models import Lease, Order
+from marketplace.token_dispatch import TokenRequest
+from marketplace.token_services import token_order_place
 from orbit import reference_data as orbit_data
 from orbit.models import Dataset, Satellite
 from orbit.services import orbit_reference_load, satellite_add
 from organizations.models import ApiKey, Organization
 from organizations.services import api_key_create, member_set
-from pools.models import GpuModel, ResourcePool
+from pools.endpoints import endpoint_approve, endpoint_register
+from pools.models import GpuModel, ModelEndpoint, ResourcePool
 from tests.billing.factories import leased, usage
 from tests.factories import BuyerFactory, IssuerFactory, OperatorFactory, ProviderFactory, pool_factory
 from tests.vouchers.factories import program_factory, voucher_factory
@@ -48,6 +52,8 @@ class Tenant:
     pending_pool: ResourcePool | None = None
     order: Order | None = None
     lease: Lease | None = None
+    endpoint: ModelEndpoint | None = None  # an approved model endpoint on its pool
+    token_order: Order | None = None  # its buyer's token order on that endpoint
     invoice: Invoice | None = None  # finalized
     draft_invoice: Invoice | None = None
     program: VoucherProgram | None = None
@@ -69,6 +75,8 @@ class Tenant:
             "pool_id": self.pool,
             "order_id": self.order,
             "lease_id": self.lease,
+            "endpoint_id": self.endpoint,
+            "token_order_id": self.token_order,
             "invoice_id": self.invoice,
             "program_id": self.program,
             "voucher_id": self.voucher,
@@ -109,6 +117,7 @@ def _tenant(hub: str, province: str) -> Tenant:
     tenant.pool = tenant.lease.pool
     assert tenant.pool.provider_id == tenant.provider.pk, "the tenant's lease is on another tenant's pool"
     tenant.pending_pool = pool_factory(provider=tenant.provider, status=ResourcePool.Status.PENDING, name="pending")
+    tenant.endpoint, tenant.token_order = _token_order(tenant)
     usage(tenant.lease, USED_AT, seconds=8 * 3600)
     march = invoice_for_period(buyer=tenant.buyer, at=USED_AT)
     tenant.invoice = invoice_finalize(invoice_id=march.pk, now=FINALIZED_AT)
@@ -171,6 +180,32 @@ def _settlements(tenant: Tenant) -> None:
     tenant.payout_line = PayoutLine.objects.create(
         run=tenant.payout_run, number=1, provider=tenant.provider, account=account, amount=1
     )
+
+
+def _token_order(tenant: Tenant) -> tuple[ModelEndpoint, Order]:
+    """An approved endpoint on the tenant's pool and its buyer's token order on it, placed while the
+    pool's heartbeat (of LEASED_AT) was fresh."""
+    assert tenant.pool is not None
+    with time_machine.travel(LEASED_AT + timedelta(minutes=1), tick=False):
+        endpoint = endpoint_register(
+            provider=tenant.provider,
+            pool=tenant.pool,
+            model="deepseek-v3",
+            input_price=Decimal("2.00"),
+            output_price=Decimal("8.00"),
+            throughput_per_card=2000,
+            cards=4,
+            by="test",
+        )
+        endpoint = endpoint_approve(endpoint=endpoint, by="operator")
+    with time_machine.travel(LEASED_AT + timedelta(minutes=2), tick=False):
+        request = TokenRequest(
+            model="deepseek-v3", input_tokens=1000, output_tokens=1000, workload="realtime", user_region="beijing"
+        )
+        order = token_order_place(
+            buyer=tenant.buyer, request=replace(request, max_latency_ms=1000), endpoint_id=endpoint.pk, by="test"
+        )
+    return endpoint, order
 
 
 def build_world() -> World:

@@ -33,7 +33,16 @@ from marketplace.services import price_index_snapshot
 from organizations.models import Organization
 from organizations.services import api_key_create
 from organizations.validators import credit_code_check_char
-from pools.models import MAX_POOL_CARDS, GpuModel, Heartbeat, Hub, PoolStatusChange, PricePlan, ResourcePool
+from pools.models import (
+    MAX_POOL_CARDS,
+    GpuModel,
+    Heartbeat,
+    Hub,
+    ModelEndpoint,
+    PoolStatusChange,
+    PricePlan,
+    ResourcePool,
+)
 from pools.reference_data import HUBS
 from pools.tariffs import default_factors, hour_bands, hour_prices
 
@@ -100,6 +109,12 @@ TOKEN_MODELS: dict[str, tuple[Decimal, Decimal]] = {
     "qwen3-72b": (Decimal("4.00"), Decimal("12.00")),
     "glm-4.5": (Decimal("2.00"), Decimal("8.00")),
 }
+# Tokens (input and output) one H100 serves per second, batched, for each model; other cards by
+# their speed against it (approximations: docs/reference-data.md, "Model endpoints").
+H100_TOKENS_PER_SECOND = {"deepseek-v3": 4000, "deepseek-r1": 4000, "qwen3-72b": 2500, "glm-4.5": 4000}
+CARD_SPEED = {"H200-141G": 1.4, "H100-80G": 1.0, "H800-80G": 1.0, "H20": 0.6, "A800-80G": 0.6, "A100-80G": 0.6}
+CARD_SPEED_OTHER = 0.7  # 910B
+ENDPOINT_SHARE = 0.1  # of a pool's cards, per model it serves, in whole servers
 
 # province: (GB/T 2260 code, cities with the hub's cluster city first, relative number of buyers)
 PROVINCES: dict[str, tuple[str, tuple[str, ...], int]] = {
@@ -505,6 +520,7 @@ class Command(BaseCommand):
         seeded = Organization.objects.filter(slug__startswith=SLUG_PREFIX)
         PriceIndexSnapshot.objects.all().delete()  # the index of the seeded market, and its history
         try:
+            endpoints, _ = ModelEndpoint.objects.filter(pool__provider__in=seeded).delete()
             pools, _ = ResourcePool.objects.filter(provider__in=seeded).delete()
             subsidiaries, _ = seeded.filter(parent__isnull=False).delete()
             organizations, _ = seeded.delete()
@@ -512,7 +528,9 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Cannot reset: other rows still refer to seeded data ({error.args[0]}). Use a fresh database."
             ) from error
-        self.stdout.write(f"reset: deleted {organizations + subsidiaries + pools:,} rows of the previous seed")
+        self.stdout.write(
+            f"reset: deleted {organizations + subsidiaries + pools + endpoints:,} rows of the previous seed"
+        )
 
     def _write_organizations(self, plan: NationalPlan) -> list[Organization]:
         def build(draft: OrgDraft, kind: str, parent: Organization | None = None) -> Organization:
@@ -609,6 +627,42 @@ class Command(BaseCommand):
         self.stdout.write(f"status changes {len(changes):,}")
         Heartbeat.objects.bulk_create(heartbeats, batch_size=BATCH_SIZE)
         self.stdout.write(f"heartbeats {len(heartbeats):,}/{len(pools):,}")
+        self._write_endpoints(plan, pools, now)
+
+    def _write_endpoints(self, plan: NationalPlan, pools: list[ResourcePool], now: datetime) -> None:
+        """A model endpoint for each model a pool prices, on a tenth of its cards in whole servers
+        (together at most half the pool), approved (its cards reserved) where the pool is active.
+        Derived from the pools alone, so the seed's other figures do not move."""
+        endpoints = []
+        for draft, pool in zip(plan.pools, pools, strict=True):
+            if not draft.token_prices:
+                continue
+            # At most half the pool for all its endpoints together: the rest stays for card leases.
+            most = pool.cards // (2 * len(draft.token_prices))
+            cards = min(most, max(SERVER_CARDS, round(pool.cards * ENDPOINT_SHARE / SERVER_CARDS) * SERVER_CARDS))
+            if cards < 1:
+                continue
+            for model in sorted(draft.token_prices):
+                speed = CARD_SPEED.get(draft.gpu, CARD_SPEED_OTHER)
+                active = pool.status == Status.ACTIVE
+                endpoints.append(
+                    ModelEndpoint(
+                        id=uuid.uuid5(pool.id, model),
+                        pool=pool,
+                        model=model,
+                        throughput_per_card=round(H100_TOKENS_PER_SECOND[model] * speed),
+                        cards=cards,
+                        status=ModelEndpoint.Status.ACTIVE if active else ModelEndpoint.Status.PENDING,
+                        status_changed_at=now,
+                        status_changed_by=BY,
+                    )
+                )
+                if active:
+                    pool.reserved_cards += cards
+        ModelEndpoint.objects.bulk_create(endpoints, batch_size=BATCH_SIZE)
+        reserved = [pool for pool in pools if pool.reserved_cards]
+        ResourcePool.objects.bulk_update(reserved, ["reserved_cards"], batch_size=BATCH_SIZE)
+        self.stdout.write(f"model endpoints {len(endpoints):,} on {len(reserved):,} pools")
 
     def _write_price_index_history(self, now: datetime) -> None:
         """The price index's snapshot now, and HISTORY_DAYS of hourly history before it so that its

@@ -5,10 +5,13 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from core.timezones import local_zone
 from marketplace.dispatch import PoolSnapshot
 from marketplace.orbit_simulation import simulate_orbit
 from marketplace.selectors import pool_snapshots
 from marketplace.simulation import PolicyResult, simulate
+from marketplace.token_selectors import endpoint_snapshots
+from marketplace.token_simulation import simulate_tokens
 from orbit.models import Satellite
 from pools.models import ResourcePool
 
@@ -31,11 +34,18 @@ class Command(BaseCommand):
             help="Instead: a day of in-orbit analyses (seed_orbit first), in orbit versus downlinked to the ground.",
         )
         parser.add_argument("--analyses", type=int, default=500, help="In-orbit analyses in the day (--orbit).")
+        parser.add_argument(
+            "--tokens", action="store_true", help="Replay a day of token jobs on the model endpoints instead."
+        )
+        parser.add_argument("--jobs", type=int, default=20_000, help="With --tokens: jobs in the day (default 20,000).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["orders"] < 1:
             raise CommandError("--orders must be at least 1.")
         now = timezone.now()
+        if options["tokens"]:
+            self._tokens(now=now, jobs=options["jobs"], seed=options["seed"], as_json=options["json"])
+            return
         pools = [pool for pool in pool_snapshots(now=now) if not pool.stale]
         if not pools:
             raise CommandError("No active pools with a fresh heartbeat: run `manage.py seed_national` first.")
@@ -95,3 +105,39 @@ class Command(BaseCommand):
         self.stdout.write(f"{'':28}{'dispatcher':>16}{'baseline':>16}")
         for key in rows[1:]:
             self.stdout.write(f"{key:28}{grid.as_dict()[key]!s:>16}{baseline.as_dict()[key]!s:>16}")
+
+    def _tokens(self, *, now: datetime, jobs: int, seed: int, as_json: bool) -> None:
+        if jobs < 1:
+            raise CommandError("--jobs must be at least 1.")
+        endpoints = [endpoint for endpoint in endpoint_snapshots(now=now) if not endpoint.stale]
+        if not endpoints:
+            raise CommandError("No active model endpoints with a fresh heartbeat: run `manage.py seed_national` first.")
+        self.stderr.write(f"Simulating {jobs:,} token jobs on {len(endpoints)} endpoints ...")
+        day = now.astimezone(local_zone()).replace(hour=0, minute=0, second=0, microsecond=0)
+        grid, baseline = simulate_tokens(endpoints=endpoints, day=day, seed=seed, jobs=jobs)
+        electricity_cut = 1 - grid.per_million(grid.electricity_cost) / baseline.per_million(baseline.electricity_cost)
+        cost_cut = 1 - grid.per_million(grid.buyer_cost) / baseline.per_million(baseline.buyer_cost)
+        checks = {
+            f"electricity cost per million tokens cut >= {ELECTRICITY_CUT_TARGET:.0%}": electricity_cut
+            >= ELECTRICITY_CUT_TARGET,
+            "zero latency violations": grid.latency_violations == 0,
+            "every job placed": grid.unplaced == 0,
+        }
+        if as_json:
+            figures = {
+                "dispatcher": grid.as_dict(),
+                "baseline": baseline.as_dict(),
+                "electricity_cut": round(electricity_cut, 4),
+                "cost_per_million_cut": round(cost_cut, 4),
+                "checks": checks,
+            }
+            self.stdout.write(json.dumps(figures, indent=2))
+            return
+        rows = grid.as_dict()
+        self.stdout.write(f"{'':28}{'dispatcher':>16}{'baseline':>16}")
+        for key in list(rows)[1:]:
+            self.stdout.write(f"{key:28}{rows[key]!s:>16}{baseline.as_dict()[key]!s:>16}")
+        self.stdout.write(f"\nelectricity cost per million tokens: {electricity_cut:+.1%} cut by the dispatcher")
+        self.stdout.write(f"buyer cost per million tokens:       {cost_cut:+.1%} cut by the dispatcher")
+        for check, passed in checks.items():
+            self.stdout.write(f"{'PASS' if passed else 'FAIL'}  {check}")

@@ -6,7 +6,7 @@ class Migration(migrations.Migration):
     (an extension) while its lock stays."""
 
     dependencies = [
-        ("marketplace", "0005_price_index_and_feed"),
+        ("marketplace", "0006_token_orders"),
     ]
 
     operations = [
