@@ -187,7 +187,9 @@ def test_a_patch_with_nothing_to_change_is_refused(pool, buyer, buyer_client) ->
     with time_machine.travel(t(1), tick=False):
         response = buyer_client.patch(f"/api/v1/leases/{lease.pk}/", {}, format="json")
 
-    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (response.status_code, error["code"]) == (400, "validation_error")
+    assert error["fields"]["non_field_errors"][0]["code"] == "nothing_to_change"
 
 
 # --- Billing of the extended hours --------------------------------------------------------------
