@@ -73,6 +73,7 @@ def make_leases(count: int) -> tuple[Any, str, list[Any], datetime]:
         lease = Lease.objects.create(
             order=order, buyer=buyer, provider=provider, pool=pool, cards=CARDS_PER_LEASE, workload="training",
             status="running", start_at=started, end_at=started + timedelta(hours=24), started_at=started,
+            price_locked_until=started + timedelta(hours=24),
             estimated_cost=0,
         )  # fmt: skip
         lease_ids.append(lease.pk)

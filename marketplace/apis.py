@@ -234,12 +234,14 @@ class LeaseDetailApi(APIView):
     def get(self, request: Request, lease_id: Any) -> Response:
         return Response(LeaseSerializer(_lease_for(request, lease_id)).data)
 
-    @extend_schema(request=LeaseUpdateSerializer, responses=LeaseSerializer, summary="Raise a lease's max_price")
+    @extend_schema(
+        request=LeaseUpdateSerializer, responses=LeaseSerializer, summary="Raise a lease's max_price, extend its end"
+    )
     def patch(self, request: Request, lease_id: Any) -> Response:
         lease = _lease_for(request, lease_id)
         body = LeaseUpdateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        lease = services.lease_max_price_raise(lease=lease, by=str(request.user), **body.validated_data)
+        lease = services.lease_update(lease=lease, by=str(request.user), **body.validated_data)
         return Response(LeaseSerializer(_lease_for(request, lease.pk)).data)
 
 

@@ -1,9 +1,7 @@
 import uuid
-from datetime import datetime
 
 from django.db import models
-from django.db.models import Case, F, Q, When
-from django.db.models.functions import Greatest
+from django.db.models import Q
 
 
 class Workload(models.TextChoices):
@@ -69,7 +67,8 @@ class Order(models.Model):
 
 
 class Lease(models.Model):
-    """Cards of one pool held for one order from ``start_at`` to the booked ``end_at``.
+    """Cards of one pool held for one order from ``start_at`` to ``end_at``: the booked end
+    (``price_locked_until``), or later once the buyer extended it (``lease_extend``).
 
     The cards are reserved on the pool from placement until the lease ends;
     they are released exactly once, by the one transition out of an active
@@ -106,7 +105,10 @@ class Lease(models.Model):
     workload = models.CharField(max_length=32, choices=Workload.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCHEDULED)
     start_at = models.DateTimeField(help_text="When the lease is booked to start.")
-    end_at = models.DateTimeField(help_text="When the booked time ends.")
+    end_at = models.DateTimeField(help_text="When the lease ends: its booked end, or later if the buyer extended it.")
+    price_locked_until = models.DateTimeField(
+        help_text="The booked end: usage before this is billed with price_plan; an extension's hours are not locked."
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=64, blank=True)
@@ -139,6 +141,10 @@ class Lease(models.Model):
             models.CheckConstraint(condition=Q(cards__gte=1), name="lease_cards_positive"),
             models.CheckConstraint(condition=Q(end_at__gt=models.F("start_at")), name="lease_ends_after_start"),
             models.CheckConstraint(
+                condition=Q(price_locked_until__gte=models.F("start_at"), price_locked_until__lte=models.F("end_at")),
+                name="lease_lock_within_run",
+            ),
+            models.CheckConstraint(
                 condition=Q(status__in=["scheduled", "running"], ended_at__isnull=True)
                 | Q(status__in=["completed", "cancelled", "preempted", "failed"], ended_at__isnull=False),
                 name="lease_ended_at_matches_status",
@@ -151,29 +157,6 @@ class Lease(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
-
-    @property
-    def price_locked_until(self) -> datetime:
-        """Usage before this is billed with the lease's own price version (``price_lock_end``, the same in SQL)."""
-        if self.endpoint_id is not None and self.order.deadline is None:
-            return max(self.start_at, self.price_plan.running_from)
-        return self.end_at
-
-
-def price_lock_end() -> Case:
-    """Until when a lease's usage is billed with its own price version, in SQL (``Lease.price_locked_until``
-    reads the same): a booking's hours, a card lease's or a batch token job's (to its deadline). A
-    pay-as-you-go token account is no booking (it stays open a year unless ended): it keeps its version
-    only until that version would reach running leases anyway (its opening, or the end of the notice of
-    the rise it was opened on); from then it pays what running leases pay (a rise after its notice)."""
-    return Case(
-        When(
-            endpoint__isnull=False,
-            order__deadline__isnull=True,
-            then=Greatest("start_at", "price_plan__running_from"),
-        ),
-        default=F("end_at"),
-    )
 
 
 class OrbitOrder(models.Model):

@@ -5,6 +5,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 from django.db import connection
@@ -23,6 +24,7 @@ from django.db.models import (
 )
 from django.db.models.fields.json import KT, KeyTextTransform
 from django.db.models.functions import Cast, TruncHour
+from django.utils import timezone
 
 from core.money import round_to_fen, shown_price
 from core.timezones import local_zone
@@ -32,7 +34,7 @@ from marketplace.price_index import area_index, areas_of
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from organizations.models import Organization
 from pools.models import Hub, PricePlan, ResourcePool
-from pools.selectors import fresh_after
+from pools.selectors import fresh_after, plan_in_force, plans_by_pool
 from pools.tariffs import band_prices, hour_bands, local_hour
 from vouchers.charges import ChargeLine
 from vouchers.selectors import redeemable_vouchers, voucher_estimates
@@ -318,21 +320,80 @@ def price_index(
     return [{"gpu_model": model, "area": area, "points": points} for model, points in series.items()]
 
 
-def price_change_effects(plan: PricePlan) -> list[dict[str, Any]]:
-    """The active leases of the pool of ``plan`` (a new version, saved or not), in id order, each
-    with when it starts paying ``plan`` (not before its price lock ends, nor before ``plan``
-    reaches running leases), the change in its expected cost (its booked hours from then, at the
-    new price instead of its own version's), and whether the new price (its average over the
-    day, as an order's max_price is an average) passes its max_price."""
+def _card_hours_cost(
+    cards: int, start: datetime, end: datetime, rate: Callable[[datetime], Decimal], breaks: list[datetime]
+) -> Decimal:
+    """``cards`` x ``rate`` from ``start`` to ``end``, per card-hour: split at every hour (a
+    time-of-use band holds for a local hour, and the billing time zone's hours are UTC's) and at
+    ``breaks`` (where the rate's price version changes), each piece at its rate and its share of
+    an hour."""
+    points = {start, end, *(at for at in breaks if start < at < end)}
+    hour = start.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    while hour < end:
+        points.add(hour)
+        hour += timedelta(hours=1)
+    ordered = sorted(points)
+    return sum(
+        (cards * rate(since) * Decimal((until - since).total_seconds()) / 3600 for since, until in pairwise(ordered)),
+        Decimal(0),
+    )
+
+
+def lease_unlocked_cost(*, lease: Lease, start: datetime, end: datetime) -> Decimal:
+    """The expected cost of a lease's unlocked hours from ``start`` to ``end`` (past its price
+    lock): each at the version in force then for running leases (``plan_in_force``), with the
+    versions known now (a rise announced and still in its notice from when it reaches them)."""
+    versions = plans_by_pool(pool_ids=[lease.pool_id], until=end).get(lease.pool_id, [])
+    plans = PricePlan.objects.in_bulk([plan_id for _, _, plan_id in versions])
+    return _card_hours_cost(
+        lease.cards,
+        start,
+        end,
+        lambda at: plans[plan_in_force(versions, at)].rate_at(at),
+        [at for at, _, _ in versions],
+    )
+
+
+def price_change_effects(plan: PricePlan, *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The active leases of the pool of ``plan`` (a new version, saved or not) that it reaches, in
+    id order: those with unlocked hours (an extension past their booked end, ``price_locked_until``)
+    left when ``plan`` reaches running leases. Each with when it starts paying ``plan`` (not before
+    now, its price lock's end, nor ``plan.running_from``), the change in its expected cost (its
+    cards x, per time-of-use band, the new price less the one it would pay without ``plan``, from
+    then to its end), and whether the new price (its average over the day, as an order's
+    max_price is an average) passes its max_price."""
+    now = now or timezone.now()
     effects = []
-    leases = Lease.objects.filter(pool_id=plan.pool_id, status__in=Lease.ACTIVE).select_related("price_plan", "order")
-    for lease in leases.order_by("pk"):
-        takes_effect_at = max(plan.running_from, lease.price_locked_until)
-        change, hour = Decimal(0), takes_effect_at
-        # booked hours after the lock (none while the lock lasts the booking); a token order pays by the token
-        while hour < lease.end_at and lease.endpoint_id is None:
-            change += lease.cards * (plan.rate_at(hour) - lease.price_plan.rate_at(hour))
-            hour += timedelta(hours=1)
+    leases = list(
+        Lease.objects.filter(
+            pool_id=plan.pool_id, status__in=Lease.ACTIVE, end_at__gt=F("price_locked_until")
+        ).order_by("pk")
+    )
+    if not leases:
+        return []
+    until = max(lease.end_at for lease in leases)
+    versions = [
+        version
+        for version in plans_by_pool(pool_ids=[plan.pool_id], until=until).get(plan.pool_id, [])
+        if version[2] != plan.pk
+    ]
+    plans = PricePlan.objects.in_bulk([plan_id for _, _, plan_id in versions])
+    for lease in leases:
+        takes_effect_at = max(now, plan.running_from, lease.price_locked_until)
+        if takes_effect_at >= lease.end_at:
+            continue
+        # a token order pays by the token: its expected tokens are not known here
+        change = (
+            Decimal(0)
+            if lease.endpoint_id is not None
+            else _card_hours_cost(
+                lease.cards,
+                takes_effect_at,
+                lease.end_at,
+                lambda at: plan.rate_at(at) - plans[plan_in_force(versions, at)].rate_at(at),
+                [at for at, _, _ in versions],
+            )
+        )
         effects.append(
             {
                 "lease": lease.pk,
@@ -348,3 +409,31 @@ def price_change_effects(plan: PricePlan) -> list[dict[str, Any]]:
             }
         )
     return effects
+
+
+def max_price_ends(*, leases: QuerySet[Lease], now: datetime) -> dict[Any, datetime]:
+    """Of ``leases``, those whose price in their unlocked hours (past their price lock, to their
+    end) rose above their max_price by ``now``, each with the moment it did: its lock's end, or
+    when a version reached running leases. A price is a version's average over the day, as an
+    order's max_price is an average. Booked hours are locked: no moment falls inside them."""
+    rows = list(
+        leases.filter(max_price__isnull=False, price_locked_until__lte=now, end_at__gt=F("price_locked_until"))
+        .order_by("pk")
+        .values_list("pk", "pool_id", "price_locked_until", "end_at", "max_price")
+    )
+    if not rows:
+        return {}
+    versions = plans_by_pool(pool_ids={row[1] for row in rows}, until=now + timedelta(microseconds=1))
+    averages = {
+        plan.pk: plan.average_price
+        for plan in PricePlan.objects.filter(pk__in={plan_id for pool in versions.values() for _, _, plan_id in pool})
+    }
+    ends = {}
+    for lease_id, pool_id, locked_until, end_at, max_price in rows:
+        pool_versions = versions.get(pool_id, [])
+        moments = {locked_until} | {at for at, _, _ in pool_versions if locked_until < at <= now and at < end_at}
+        for moment in sorted(moments):
+            if max_price is not None and averages[plan_in_force(pool_versions, moment)] > max_price:
+                ends[lease_id] = moment
+                break
+    return ends

@@ -261,7 +261,7 @@ class LeaseSerializer(serializers.ModelSerializer):
     price_locked_until = serializers.DateTimeField(
         read_only=True,
         help_text="Usage before this (the booked end; a pay-as-you-go token account's opening) is billed with "
-        "price_version.",
+        "price_version; after it (an extension's hours, up to end_at) at the price in force.",
     )
     max_price = PriceField(allow_null=True, read_only=True, help_text="The buyer's ceiling per card-hour.")
 
@@ -548,12 +548,25 @@ class PriceIndexSerializer(serializers.Serializer):
 
 
 class LeaseUpdateSerializer(StrictSerializer):
+    rules = {"nothing_to_change": "give max_price, end_at or both"}
+
     max_price = PriceField(
         max_digits=12,
         min_value=Decimal("0.0001"),
         allow_null=True,
+        required=False,
         help_text="The new ceiling per card-hour, at least the current one; null lifts it.",
     )
+    end_at = serializers.DateTimeField(
+        required=False,
+        help_text="Extend the lease to this end: later than its end, at most LEASE_EXTENSION_MAX_HOURS from now. "
+        "The extended hours are not price-locked: they pay the price in force, rises after their notice.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError("Give max_price, end_at or both.", code="nothing_to_change")
+        return attrs
 
 
 class FeedEventSerializer(serializers.ModelSerializer):

@@ -16,11 +16,17 @@ from marketplace import hooks
 from marketplace.dispatch import DispatchResult, Placement, Requirements, dispatch, reason_message
 from marketplace.models import FeedEvent, Lease, Order, PriceIndexSnapshot
 from marketplace.price_index import offers_json, snapshot_index
-from marketplace.selectors import offers_list, pool_snapshots, price_change_effects
+from marketplace.selectors import (
+    lease_unlocked_cost,
+    max_price_ends,
+    offers_list,
+    pool_snapshots,
+    price_change_effects,
+)
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from organizations.models import Organization
 from pools.models import Hub, PricePlan, ResourcePool
-from pools.selectors import plan_in_force, plans_by_pool, price_plans_in_force
+from pools.selectors import price_plans_in_force
 from pools.services import pools_lock
 
 logger = logging.getLogger(__name__)
@@ -161,6 +167,7 @@ def placement_book(
                 workload=requirements.workload,
                 start_at=placement.start_at,
                 end_at=placement.end_at,
+                price_locked_until=placement.end_at,
                 estimated_cost=Decimal(str(allocation.estimated_cost)).quantize(ESTIMATE_PLACES),
                 price_plan=plans[allocation.pool_id],
                 max_price=order.max_price,
@@ -412,33 +419,76 @@ def lease_max_price_raise(*, lease: Lease, max_price: Decimal | None, by: str) -
     return locked
 
 
-def leases_end_above_max_price(*, now: datetime | None = None) -> int:
-    """End each running lease whose price (its average over the day, as an order's max_price is an
-    average), once its lock ended, rose above its max_price: at the
-    moment it did (the lock's end, or when a rise reached running leases), billed to then (Celery
-    beat). Its buyer gets a feed event."""
+@transaction.atomic
+def lease_extend(*, lease: Lease, end_at: datetime, by: str, now: datetime | None = None) -> Lease:
+    """The buyer extends its active lease to ``end_at``: later than its end, at most
+    ``LEASE_EXTENSION_MAX_HOURS`` from now, on a pool still active. The lease keeps the cards it
+    holds (a pool's reserved cards count active leases, not hours: nothing moves). Its price lock
+    stays its booked end: the extended hours pay the price in force (``plan_in_force``), and their
+    expected cost at the versions known now is added to its estimate (a prepaid buyer's credit
+    hold follows it at the next review). Asking for the end it already has changes nothing (a
+    replay)."""
     now = now or timezone.now()
-    leases = list(
-        Lease.objects.filter(status=Lease.Status.RUNNING, max_price__isnull=False, end_at__lte=now).values_list(
-            "pk", "pool_id", "end_at", "max_price"
+    locked = Lease.objects.select_for_update().get(pk=lease.pk)
+    if end_at == locked.end_at:
+        return locked
+    if not locked.is_active or locked.end_at <= now:
+        raise RuleViolation(
+            f"This lease is {locked.status} and its end has passed; only an active lease before its end can be "
+            "extended. Place a new order instead.",
+            code="lease_not_active",
         )
+    if locked.endpoint_id is not None:
+        raise RuleViolation(
+            "A token order's lease bills tokens, not hours, and is not extended; place a new token order.",
+            code="lease_not_extendable",
+        )
+    if end_at < locked.end_at:
+        message = f"end_at must be later than the lease's end ({locked.end_at.astimezone(UTC).isoformat()})."
+        raise RuleViolation(
+            message, code="end_not_later", fields={"end_at": [{"code": "end_not_later", "message": message}]}
+        )
+    horizon = now + timedelta(hours=settings.LEASE_EXTENSION_MAX_HOURS)
+    if end_at > horizon:
+        message = (
+            f"A lease can be extended to at most {settings.LEASE_EXTENSION_MAX_HOURS} hours from now "
+            f"({horizon.astimezone(UTC).isoformat()}); extend it again later."
+        )
+        raise RuleViolation(
+            message, code="extension_too_long", fields={"end_at": [{"code": "extension_too_long", "message": message}]}
+        )
+    # The pool locked as a new price version locks it: a version made meanwhile sees this end.
+    (pool,) = pools_lock([locked.pool_id])
+    if pool.status != ResourcePool.Status.ACTIVE:
+        raise RuleViolation(f"The lease's pool is {pool.status}; it takes no extension.", code="pool_not_active")
+    added = lease_unlocked_cost(lease=locked, start=locked.end_at, end=end_at)
+    locked.end_at, locked.estimated_cost = end_at, (locked.estimated_cost + added).quantize(ESTIMATE_PLACES)
+    locked.save(update_fields=["end_at", "estimated_cost"])
+    logger.info("lease extended", extra={"lease": str(locked.pk), "end_at": end_at.isoformat(), "by": by})
+    return locked
+
+
+@transaction.atomic
+def lease_update(*, lease: Lease, by: str, **changes: Any) -> Lease:
+    """The buyer's PATCH of its lease: its max_price (``lease_max_price_raise``), its end
+    (``lease_extend``), or both, in one transaction."""
+    if "max_price" in changes:
+        lease = lease_max_price_raise(lease=lease, max_price=changes["max_price"], by=by)
+    if "end_at" in changes:
+        lease = lease_extend(lease=lease, end_at=changes["end_at"], by=by)
+    return lease
+
+
+def leases_end_above_max_price(*, now: datetime | None = None) -> int:
+    """End each running lease whose price in its unlocked hours rose above its max_price
+    (``max_price_ends``): at the moment it did, billed to then (Celery beat). Its buyer gets a
+    feed event."""
+    now = now or timezone.now()
+    leases = Lease.objects.filter(status=Lease.Status.RUNNING)
+    return sum(
+        _end_above_max_price(lease_id=lease_id, at=moment)
+        for lease_id, moment in max_price_ends(leases=leases, now=now).items()
     )
-    if not leases:
-        return 0
-    versions = plans_by_pool(pool_ids={pool_id for _, pool_id, _, _ in leases}, until=now + timedelta(microseconds=1))
-    averages = {
-        plan.pk: plan.average_price
-        for plan in PricePlan.objects.filter(pk__in={plan_id for pool in versions.values() for _, _, plan_id in pool})
-    }
-    ended = 0
-    for lease_id, pool_id, locked_until, max_price in leases:
-        pool_versions = versions.get(pool_id, [])
-        moments = sorted({locked_until} | {at for at, _, _ in pool_versions if locked_until < at <= now})
-        for moment in moments:
-            if max_price is not None and averages[plan_in_force(pool_versions, moment)] > max_price:
-                ended += _end_above_max_price(lease_id=lease_id, at=moment)
-                break
-    return ended
 
 
 @transaction.atomic

@@ -87,7 +87,7 @@ def render_token_quote(result: TokenDispatchResult, request: TokenRequest) -> di
     }
 
 
-class _PlacementSerializer(serializers.Serializer):
+class _TokenPlacementSerializer(serializers.Serializer):
     endpoint = serializers.UUIDField()
     hub = serializers.CharField()
     region = serializers.CharField()
@@ -101,28 +101,28 @@ class _PlacementSerializer(serializers.Serializer):
     currency = serializers.CharField()
 
 
-class _SummarySerializer(serializers.Serializer):
+class _TokenSummarySerializer(serializers.Serializer):
     reason = serializers.CharField()
     message = serializers.CharField()
     endpoints = serializers.IntegerField()
 
 
-class _RejectedEndpointSerializer(serializers.Serializer):
+class _TokenRejectedEndpointSerializer(serializers.Serializer):
     endpoint = serializers.UUIDField()
     reason = serializers.CharField()
 
 
-class _RejectedSerializer(serializers.Serializer):
-    summary = _SummarySerializer(many=True)
+class _TokenRejectedSerializer(serializers.Serializer):
+    summary = _TokenSummarySerializer(many=True)
     message = serializers.CharField()
-    endpoints = _RejectedEndpointSerializer(many=True)
+    endpoints = _TokenRejectedEndpointSerializer(many=True)
 
 
 class TokenQuoteResponseSerializer(serializers.Serializer):
     """The schema of a token quote (rendered by ``render_token_quote``)."""
 
-    placements = _PlacementSerializer(many=True)
-    rejected = _RejectedSerializer()
+    placements = _TokenPlacementSerializer(many=True)
+    rejected = _TokenRejectedSerializer()
 
 
 class TokenOfferSerializer(serializers.Serializer):

@@ -20,7 +20,7 @@ from marketplace.services import ESTIMATE_PLACES, lease_end, lease_start
 from marketplace.token_dispatch import BATCH, REALTIME, TokenDispatchResult, TokenRequest, token_dispatch
 from marketplace.token_selectors import endpoint_snapshots
 from organizations.models import Organization
-from pools.models import ModelEndpoint
+from pools.models import ModelEndpoint, PricePlan
 from pools.selectors import price_plans_in_force
 
 # A pay-as-you-go token account stays open this long unless the buyer ends it.
@@ -95,6 +95,7 @@ def token_order_place(
         output_tokens=request.output_tokens,
         estimated_cost=estimate,
     )
+    plan = price_plans_in_force(pool_ids=[endpoint.pool_id], at=now)[endpoint.pool_id]
     Lease.objects.create(
         id=order.pk,
         order=order,
@@ -106,8 +107,9 @@ def token_order_place(
         workload=order.workload,
         start_at=start_at,
         end_at=end_at,
+        price_locked_until=end_at if batch else _account_lock_end(plan, start_at, end_at),
         estimated_cost=estimate,
-        price_plan=price_plans_in_force(pool_ids=[endpoint.pool_id], at=now)[endpoint.pool_id],
+        price_plan=plan,
     )
     if start_at <= now:
         lease_start(lease_id=order.pk, by=by, now=now)
@@ -137,3 +139,10 @@ def endpoint_token_orders_settle(endpoint: ModelEndpoint, to: str, by: str) -> N
         for lease_id, status in open_leases.select_for_update(of=("self",)).values_list("pk", "status"):
             ended = Lease.Status.FAILED if status == Lease.Status.RUNNING else Lease.Status.CANCELLED
             lease_end(lease_id=lease_id, status=ended, reason="endpoint_suspended", by=by, now=now)
+
+
+def _account_lock_end(plan: PricePlan, start_at: datetime, end_at: datetime) -> datetime:
+    """A pay-as-you-go token account is no booking (it stays open a year unless ended): it keeps the
+    version it opened on only until that version would reach running leases anyway (its opening, or
+    the end of the notice of the rise it was opened on); from then it pays what running leases pay."""
+    return min(end_at, max(start_at, plan.running_from or start_at))

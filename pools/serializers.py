@@ -266,7 +266,10 @@ class AffectedLeaseSerializer(serializers.Serializer):
     price_locked_until = serializers.DateTimeField()
     takes_effect_at = serializers.DateTimeField(help_text="When the lease starts paying the new version.")
     expected_cost_change = serializers.DecimalField(
-        max_digits=18, decimal_places=2, help_text="Yuan, over its booked hours from takes_effect_at."
+        max_digits=18,
+        decimal_places=2,
+        help_text="Yuan: its unlocked hours (past price_locked_until) from takes_effect_at to end_at, its cards x "
+        "the new price less the one it would pay without this version, per time-of-use band.",
     )
     max_price = PriceField(allow_null=True)
     ends_for_max_price = serializers.BooleanField(

@@ -31,7 +31,7 @@ from billing.models import (
     UsageRollupDue,
 )
 from billing.rating import SECONDS_PER_HOUR, TOKENS_PER_UNIT
-from marketplace.models import Lease, price_lock_end
+from marketplace.models import Lease
 from pools.models import PricePlan
 from vouchers.models import Redemption, Voucher, VoucherProgram
 
@@ -352,10 +352,7 @@ JOIN marketplace_order AS o ON o.id = l.order_id
 JOIN pools_priceplan AS lp ON lp.id = l.price_plan_id
 JOIN billing_usageevent AS e ON e.lease_id = l.id AND e.time >= h.hour AND e.time < h.hour + interval '1 hour'
 CROSS JOIN LATERAL (
-    SELECT CASE WHEN e.time < (
-        CASE WHEN l.endpoint_id IS NOT NULL AND o.deadline IS NULL THEN greatest(l.start_at, lp.running_from)
-        ELSE l.end_at END
-    ) THEN l.price_plan_id ELSE coalesce(
+    SELECT CASE WHEN e.time < l.price_locked_until THEN l.price_plan_id ELSE coalesce(
         (SELECT p.id FROM pools_priceplan AS p WHERE p.pool_id = l.pool_id AND p.running_from <= e.time
          ORDER BY p.version DESC LIMIT 1),
         (SELECT p.id FROM pools_priceplan AS p WHERE p.pool_id = l.pool_id ORDER BY p.version LIMIT 1)
@@ -382,9 +379,9 @@ def _usage_by_price_version() -> list[Difference]:
         *PricePlan.objects.values_list("pool_id", "effective_from"),
         *PricePlan.objects.values_list("pool_id", "running_from"),
         # A lock ends where the version may change: only on pools with more than one version.
-        *Lease.objects.filter(pool_id__in=PricePlan.objects.filter(version=2).values("pool_id"))
-        .annotate(locked_until=price_lock_end())
-        .values_list("pool_id", "locked_until"),
+        *Lease.objects.filter(pool_id__in=PricePlan.objects.filter(version=2).values("pool_id")).values_list(
+            "pool_id", "price_locked_until"
+        ),
     ]
     hours = sorted({(pool_id, at.replace(minute=0, second=0, microsecond=0)) for pool_id, at in moments})
     if not hours:

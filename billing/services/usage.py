@@ -35,7 +35,8 @@ from billing.cloudevents import GPU_SECONDS, Event, Rejected, parse_event
 from billing.metrics import usage_batch_counted
 from billing.models import Invoice, UsageEvent, UsageMetric, UsageRollup, UsageRollupDue
 from billing.periods import month_of
-from marketplace.models import Lease, price_lock_end
+from marketplace.models import Lease
+from marketplace.selectors import max_price_ends
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from pools.models import PricePlan
 from pools.selectors import Versions, plan_in_force, plans_by_pool
@@ -185,7 +186,7 @@ class _Run:
 
     cards: int
     started_at: datetime | None
-    until: datetime  # the end of its run: the earlier of its booked end and when it ended
+    until: datetime  # the end of its run: the earliest of its end_at, when it ended and its max_price end
     tokens_per_second: int  # of one card: a token order's endpoint's throughput per card
     model: str | None = None  # a token order's: the model its endpoint serves (its lease bills tokens only)
     budget: int | None = None  # a batch token order's: the tokens it was ordered for, at most
@@ -223,15 +224,14 @@ def _check_leases(
     events: list[Event], *, provider_id: Any, now: datetime, result: IngestResult
 ) -> tuple[list[Event], dict[UUID, _Run]]:
     """The lease must be the calling provider's, and the time within its run (its start to the
-    earlier of its booked end and its end, give or take the clock-skew allowance).
+    earliest of its end_at, its end and its max_price end, give or take the clock-skew allowance).
     Returns the events kept and the run of each lease."""
     lease_ids = sorted({event.lease_id for event in events})
     # Locked in primary-key order (the lease rows only, not their pools): concurrent batches for
     # one lease take turns, so the hourly sums below count every committed event.
-    runs = {
-        row[0]: _run(*row[1:])
-        for row in Lease.objects.select_for_update(of=("self",))
-        .filter(pk__in=lease_ids, provider_id=provider_id)
+    leases = Lease.objects.filter(pk__in=lease_ids, provider_id=provider_id)
+    rows = list(
+        leases.select_for_update(of=("self",))
         .order_by("pk")
         .values_list(
             "id",
@@ -246,7 +246,11 @@ def _check_leases(
             "order__output_tokens",
             "pool__hub_id",
         )
-    }
+    )
+    # A running lease whose price passed its max_price ends at that second (the beat ends it within
+    # a minute): usage after it is refused now, not billed above the buyer's ceiling meanwhile.
+    ceilings = max_price_ends(leases=leases.filter(status=Lease.Status.RUNNING), now=now)
+    runs = {row[0]: _run(row[1], row[2], ceilings.get(row[0], row[3]), *row[4:]) for row in rows}
     orbit_window = timedelta(hours=settings.ORBIT_USAGE_LATENESS_HOURS)
     grace = timedelta(seconds=settings.USAGE_TIME_GRACE_SECONDS)
     kept = []
@@ -505,8 +509,8 @@ def invoices_for_usage(*, months: set[tuple[Any, tuple[datetime, datetime]]]) ->
 
 def lease_plan_at(lease: tuple[Any, datetime], versions: Versions, at: datetime) -> Any:
     """The version that prices a lease's usage at ``at``: the one it was placed on, in its booked
-    hours (``lease`` is its locked version id and its lock's end, ``price_lock_end``: a booking's end,
-    a pay-as-you-go token account's opening); after them, ``plan_in_force``."""
+    hours (``lease`` is its locked version id and its lock's end, ``Lease.price_locked_until``: a
+    booking's end, a pay-as-you-go token account's opening); after them, ``plan_in_force``."""
     locked_plan, locked_until = lease
     return locked_plan if at < locked_until else plan_in_force(versions, at)
 
@@ -560,8 +564,7 @@ def _roll_up(wanted: set[Bucket]) -> int:
         for row in Lease.objects.select_for_update(of=("self",))
         .filter(pk__in={lease_id for lease_id, _ in wanted})
         .order_by("pk")
-        .annotate(locked_until=price_lock_end())
-        .values_list("id", "pool_id", "buyer_id", "provider_id", "price_plan_id", "locked_until")
+        .values_list("id", "pool_id", "buyer_id", "provider_id", "price_plan_id", "price_locked_until")
     }
     # Read the marks before the events: an ingest that commits after this line marks its
     # buckets again (another batch), so its mark survives the delete below.

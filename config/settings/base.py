@@ -329,6 +329,9 @@ LEASE_POOL_LOST_SECONDS = env_int("LEASE_POOL_LOST_SECONDS", 900, min_value=60)
 # A provider may start a lease this long before its booked start_at, no earlier (a hand-over a few
 # minutes early, clocks); the buyer pays for the booked run, not for days before it.
 LEASE_START_EARLY_SECONDS = env_int("LEASE_START_EARLY_SECONDS", 300, min_value=0, max_value=3600)
+# A buyer may extend an active lease (PATCH leases/{id}/ end_at) to at most this many hours from now;
+# the extended hours are not price-locked.
+LEASE_EXTENSION_MAX_HOURS = env_int("LEASE_EXTENSION_MAX_HOURS", 720, min_value=1, max_value=2160)
 
 CELERY_BEAT_SCHEDULE = {
     "leases-start-due": {"task": "marketplace.tasks.leases_start_due", "schedule": 60.0},

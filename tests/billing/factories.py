@@ -27,7 +27,7 @@ def usage(
                 provider_id=lease.provider_id,
                 quantity=Decimal(seconds),
                 events=1,
-                price_plan_id=lease_plan_at((lease.price_plan_id, lease.end_at), versions, hour),
+                price_plan_id=lease_plan_at((lease.price_plan_id, lease.price_locked_until), versions, hour),
             )
         ]
     )

@@ -391,3 +391,16 @@ def test_an_endpoint_cannot_claim_more_throughput_than_its_cards_can_process(pro
 
     assert (answer.status_code, answer.json()["error"]["code"]) == (400, "throughput_implausible")
     assert not ModelEndpoint.objects.exists()
+
+
+def test_a_token_orders_lease_is_locked_for_its_account_and_not_extended(token_lease, buyer, make_client) -> None:
+    end_at = token_lease.end_at
+
+    with time_machine.travel(ORDERED + timedelta(hours=1), tick=False):
+        response = make_client(buyer).patch(
+            f"/api/v1/leases/{token_lease.pk}/", {"end_at": (end_at + timedelta(days=1)).isoformat()}, format="json"
+        )
+
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "lease_not_extendable")
+    token_lease.refresh_from_db()
+    assert token_lease.price_locked_until == token_lease.end_at == end_at

@@ -62,7 +62,7 @@ from billing.stripe_client import stripe_client
 from core.exceptions import ApplicationError
 from marketplace.dispatch import Requirements
 from marketplace.models import Lease
-from marketplace.services import lease_end, lease_start, order_place
+from marketplace.services import lease_end, lease_extend, lease_start, order_place
 from organizations.models import Organization
 from pools.models import Hub, ResourcePool
 from pools.reference_data import TOKENS_PER_SECOND
@@ -186,7 +186,7 @@ class MoneyMachine(RuleBasedStateMachine):
             lease.end_at,
             TOKENS_PER_SECOND[lease.pool.gpu_model_id],
             locked=pool.version_at(lease.created_at),
-            booked_end=lease.end_at,
+            booked_end=lease.price_locked_until,
         )
 
     # --- the world of this sequence -------------------------------------------------------
@@ -393,14 +393,17 @@ class MoneyMachine(RuleBasedStateMachine):
         booked=SECONDS,
         tail=st.integers(0, 120),
         after=SECONDS,
+        extra=st.sampled_from([0, 2]),
     )
     def the_price_rises_or_falls_against_a_running_lease(
-        self, buyer: int, pool: int, change: Decimal, minutes: int, booked: int, tail: int, after: int
+        self, buyer: int, pool: int, change: Decimal, minutes: int, booked: int, tail: int, after: int, extra: int
     ) -> None:
-        """A buyer books an hour of a pool and its lease runs; minutes later the provider raises or
-        lowers the price from now. The lease's booked hour stays at the price it was placed on;
-        usage its agent stamps past the booked end (within the skew allowed) pays the new price
-        at once after a decrease, and the price it paid after a rise (the notice has not ended)."""
+        """A buyer books an hour of a pool and its lease runs, and may extend it by ``extra`` hours
+        (not price-locked); minutes later the provider raises or lowers the price from now. The
+        lease's booked hour stays at the price it was placed on; usage its agent stamps past the
+        booked end (in the extension, and past the end within the skew allowed) pays the new price
+        at once after a decrease, and the price in force after a rise (the new one once its
+        notice ended)."""
         record = self.pick(self.pools, pool)
         organization = Organization.objects.get(pk=self.world.buyers[buyer].pk)
         requirements = Requirements(
@@ -413,6 +416,10 @@ class MoneyMachine(RuleBasedStateMachine):
             model_lease = self.model_lease(lease, started_at=self.clock)
             self.model.start_lease(lease=model_lease, start_at=lease.start_at, now=self.clock)
             lease = lease_start(lease_id=lease.pk, by="test", now=self.clock)
+            if extra:
+                lease = lease_extend(lease=lease, end_at=lease.end_at + timedelta(hours=extra), by="test")
+                model_lease.until = lease.end_at
+                SEEN["leases extended past their price lock"] += 1
         self.clock += timedelta(minutes=minutes)
         latest = record.price_plans.order_by("-version").first()
         assert latest is not None
@@ -430,9 +437,16 @@ class MoneyMachine(RuleBasedStateMachine):
             usage_rollup_buckets(buckets=list(UsageRollupDue.objects.values_list("lease_id", "hour")))
         if refusal is None:
             SEEN["price rises against a running lease" if rise else "price decreases against a running lease"] += 1
+        locked_until = lease.price_locked_until
+        unlocked = [(locked_until + timedelta(minutes=30), after)] if extra else []
         self.clock = max(self.clock, lease.end_at + timedelta(seconds=tail))
         self.report(
-            lease, [(lease.end_at - timedelta(minutes=1), booked), (lease.end_at + timedelta(seconds=tail), after)]
+            lease,
+            [
+                (locked_until - timedelta(minutes=1), booked),
+                *unlocked,
+                (lease.end_at + timedelta(seconds=tail), after),
+            ],
         )
 
     @precondition(lambda self: len(self.listed) < len(LISTING_HUBS))
