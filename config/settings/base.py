@@ -194,6 +194,13 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.document_errors"],
+    # Choice sets sharing a field name get these names (stable in generated clients), not hashed ones.
+    "ENUM_NAME_OVERRIDES": {
+        "WorkloadEnum": "marketplace.models.Workload",
+        "OrderStatusEnum": "marketplace.models.Order.Status",
+        "EndpointStatusEnum": "pools.models.ModelEndpoint.Status",
+        "SubsidyClaimStatusEnum": "settlements.models.SubsidyClaim.Status",
+    },
 }
 
 # --- Celery ----------------------------------------------------------------

@@ -107,7 +107,9 @@ def test_a_provider_meters_usage_one_event_a_batch_and_in_binary_mode(
     )
 
     assert isinstance(one, models.IngestResult) and (one.accepted, one.rejected) == (1, 0)
-    assert (batch.accepted, batch.duplicates, batch.rejected) == (2, 1, 0)
+    # a card lease bills card-seconds only: the typed token event is read, and refused for it
+    assert (batch.accepted, batch.duplicates, batch.rejected) == (1, 1, 1)
+    assert [error.code for error in batch.errors] == ["tokens_on_card_lease"]
     assert (binary.accepted, binary.rejected, binary.errors) == (1, 0, [])
 
 

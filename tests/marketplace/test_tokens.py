@@ -393,7 +393,9 @@ def test_an_endpoint_cannot_claim_more_throughput_than_its_cards_can_process(pro
     assert not ModelEndpoint.objects.exists()
 
 
-def test_a_token_orders_lease_is_locked_for_its_account_and_not_extended(token_lease, buyer, make_client) -> None:
+def test_a_token_account_is_not_extended_and_its_lock_ends_when_its_version_reaches_running_leases(
+    token_lease, buyer, make_client
+) -> None:
     end_at = token_lease.end_at
 
     with time_machine.travel(ORDERED + timedelta(hours=1), tick=False):
@@ -403,4 +405,7 @@ def test_a_token_orders_lease_is_locked_for_its_account_and_not_extended(token_l
 
     assert (response.status_code, response.json()["error"]["code"]) == (422, "lease_not_extendable")
     token_lease.refresh_from_db()
-    assert token_lease.price_locked_until == token_lease.end_at == end_at
+    assert token_lease.end_at == end_at
+    # a pay-as-you-go account books no hours: its lock ends at its opening, or when the version it
+    # opened on (a new endpoint's token prices, a rise) reaches running leases after its notice
+    assert token_lease.price_locked_until == max(token_lease.start_at, token_lease.price_plan.running_from)
