@@ -10,11 +10,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.exceptions import NotFoundError
+from core.filters import StrictFilterBackend
 from core.idempotency import idempotent
 from marketplace import orbit, services
 from marketplace.dispatch import Requirements
 from marketplace.filters import LeaseFilter, OfferFilter
 from marketplace.models import FeedEvent, Lease, Order
+from marketplace.offers import offer_to_dict, offers_filtered, offers_now
 from marketplace.selectors import lease_list, offers_list, order_list, price_index, quote_voucher_credits
 from marketplace.serializers import (
     FeedEventSerializer,
@@ -59,15 +61,15 @@ class OfferListApi(ListAPIView):
 
     @extend_schema(summary="Find offers")
     def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        serializer = self.get_serializer(page, many=True)
-        data = serializer.data
-        # DRF's fields point back at their serializer, so the serializers are reference
-        # cycles that would keep the page's 200 model instances alive until a full
-        # collection; let go of the page so it is freed now (see docs/benchmarks.md).
-        for holder in (serializer, serializer.child):  # type: ignore[attr-defined]  # a ListSerializer
-            holder.instance, holder._args = None, ()  # type: ignore[union-attr]
-        return self.get_paginated_response(data)
+        # From the per-pool snapshot as plain dicts (marketplace.offers); the filterset only checks
+        # the parameters, and OfferSerializer describes the response in the schema.
+        filterset = StrictFilterBackend().valid_filterset(request, ResourcePool.objects.none(), self)
+        ordering = filterset.check_ordering()
+        cleaned = filterset.form.cleaned_data
+        user_region = cleaned.get("user_region") or None
+        offers = offers_filtered(offers_now(now=self.now, user_region=user_region), filters=cleaned, ordering=ordering)
+        page = self.paginate_queryset(offers) or []  # type: ignore[arg-type]  # a list pages as a queryset does
+        return self.get_paginated_response([offer_to_dict(offer, now=self.now) for offer in page])
 
 
 _POOL_NOT_OFFERED = "no pool in the market has the `pool` id given (unknown, pending, suspended or retired alike)"

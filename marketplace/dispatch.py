@@ -17,7 +17,7 @@ import heapq
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -33,6 +33,7 @@ REALTIME = "realtime_inference"
 LATENCY_WEIGHT_PER_MS = 0.005
 GREEN_WEIGHT = 0.05
 RELIABILITY_WEIGHT = 2.0
+ELECTRICITY_WEIGHT = 0.0
 
 REASONS = {
     "stale": "no recent heartbeat",
@@ -233,7 +234,8 @@ class _Priced:
             start=start,
             price_integral=price_integral,
             electricity_integral=self.tariff.between(start, req.duration_hours) * _kwh(self.pool),
-            per_card_score=price_integral * _weight(self.pool, req),
+            per_card_score=price_integral * _weight(self.pool, req)
+            + ELECTRICITY_WEIGHT * self.tariff.between(start, req.duration_hours) * _kwh(self.pool),
         )
 
 
@@ -301,6 +303,25 @@ def dispatch(req: Requirements, pools: Iterable[PoolSnapshot], now: datetime) ->
     placements.sort(key=lambda placement: (placement.score, placement.start_at, str(placement.allocations[0].pool_id)))
     result.placements = placements[:MAX_PLACEMENTS]
     return result
+
+
+def cheapest_now(req: Requirements, pools: Iterable[PoolSnapshot], now: datetime) -> Placement | None:
+    """A cost-only optimizer, as a buyer with SkyPilot would run one: the pool that is
+    cheapest to run on from now, anywhere the filters (latency bound included) allow,
+    with the cards free; no time shifting and no other score."""
+    reference = now.astimezone(local_zone()).replace(hour=0, minute=0, second=0, microsecond=0)
+    earliest = _hours_since(reference, max(now, req.earliest_start or now))
+    immediate = replace(req, deadline=None, earliest_start=None)
+    best: _Priced | None = None
+    for pool in pools:
+        if pool.free_cards < req.cards or _filter(pool, immediate) is not None:
+            continue
+        priced = _price(pool, immediate, (earliest, earliest))
+        if req.max_price is not None and priced.price_integral / req.duration_hours > req.max_price:
+            continue
+        if best is None or (priced.price_integral, str(pool.id)) < (best.price_integral, str(best.pool.id)):
+            best = priced
+    return _placement([(best, req.cards)], immediate, reference) if best else None
 
 
 def _placement(parts: Sequence[tuple[_Priced, int]], req: Requirements, reference: datetime) -> Placement:

@@ -27,7 +27,7 @@ from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from organizations.models import Organization
 from pools.models import Hub, PricePlan, ResourcePool
 from pools.selectors import price_plans_in_force
-from pools.services import pools_lock
+from pools.services import invalidate_offer_snapshot, pools_lock
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def _reserve(placement: Placement) -> dict[Any, Any] | None:
     ):
         return None
     for pool in locked:
-        ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=pool.reserved_cards + wanted[pool.pk])
+        invalidate_offer_snapshot(pool.pk, reserved_cards=pool.reserved_cards + wanted[pool.pk])
     return {pool.pk: pool.provider_id for pool in locked}
 
 
@@ -241,7 +241,7 @@ def lease_end(*, lease_id: Any, status: str, reason: str, by: str, now: datetime
         hook(lease, lease.ended_at)
     if lease.endpoint_id is None:  # a token order's lease holds no cards: its endpoint's are reserved
         (pool,) = pools_lock([lease.pool_id])
-        ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=pool.reserved_cards - lease.cards)
+        invalidate_offer_snapshot(pool.pk, reserved_cards=pool.reserved_cards - lease.cards)
     if not Lease.objects.filter(order_id=lease.order_id, status__in=Lease.ACTIVE).exists():
         Order.objects.filter(pk=lease.order_id, status=Order.Status.PLACED).update(status=Order.Status.ENDED)
     return lease

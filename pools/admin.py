@@ -78,6 +78,12 @@ class ResourcePoolAdmin(admin.ModelAdmin):
     def suspend(self, request, queryset):  # type: ignore[no-untyped-def]
         self._transition(request, queryset, "pool_suspend")
 
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        from pools.services import invalidate_offer_snapshot
+
+        super().save_model(request, obj, form, change)
+        invalidate_offer_snapshot(obj.pk)  # what the offers show may have changed
+
     def _transition(self, request, queryset, service_name):  # type: ignore[no-untyped-def]
         from core.exceptions import ApplicationError
         from pools import services

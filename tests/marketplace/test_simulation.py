@@ -37,7 +37,7 @@ def test_on_the_national_pools_the_dispatcher_beats_the_baseline() -> None:
     call_command("seed_national", "--seed", "5", "--scale", "0.2", stdout=StringIO(), stderr=StringIO())
     pools = pool_snapshots(now=datetime.now(UTC))
 
-    grid, baseline = simulate(pools=pools, day=datetime.now(UTC), seed=5, orders=1500)
+    grid, baseline, _ = simulate(pools=pools, day=datetime.now(UTC), seed=5, orders=1500)
 
     assert grid.latency_violations == 0
     assert grid.electricity_per_card_hour <= 0.82 * baseline.electricity_per_card_hour
@@ -54,6 +54,6 @@ def test_simulate_dispatch_prints_both_policies_and_its_checks() -> None:
     call_command("simulate_dispatch", "--orders", "300", "--json", stdout=out, stderr=StringIO())
 
     figures = json.loads(out.getvalue())
-    assert set(figures) >= {"dispatcher", "baseline", "electricity_cut", "checks"}
+    assert set(figures) >= {"dispatcher", "baseline", "cost_only", "electricity_cut", "cost_only_electricity_cut", "checks"}
     assert figures["dispatcher"]["orders_placed"] + figures["dispatcher"]["orders_unplaced"] == 300
     assert figures["checks"]["zero latency violations"] is True
