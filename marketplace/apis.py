@@ -37,6 +37,10 @@ from organizations.permissions import IsBuyer, IsProvider, KeyRoleAllows, allow_
 from pools.models import ResourcePool
 from pools.reference_data import USER_REGIONS
 
+# Offer queries already checked (cleaned filters, ordering), by their parameters.
+_CHECKED_OFFER_QUERIES: dict[tuple[Any, ...], tuple[dict[str, Any], list[str]]] = {}
+MAX_CHECKED_OFFER_QUERIES = 1024
+
 
 class OfferListApi(ListAPIView):
     """The compute supermarket: active, fresh pools with free cards, priced for now."""
@@ -59,13 +63,25 @@ class OfferListApi(ListAPIView):
     def get_serializer_context(self) -> dict[str, Any]:
         return {**super().get_serializer_context(), "now": getattr(self, "now", timezone.now())}
 
+    def _checked_query(self, request: Any) -> tuple[dict[str, Any], list[str]]:
+        """The filters' cleaned values and the ordering keys, or the 400 the filter backend gives.
+        Checking depends on the parameters alone, so a query checked once is remembered: a
+        filterset deep-copies its filters and form fields, the larger part of its cost."""
+        key = tuple(sorted((name, tuple(values)) for name, values in request.query_params.lists()))
+        checked = _CHECKED_OFFER_QUERIES.get(key)
+        if checked is None:
+            filterset = StrictFilterBackend().valid_filterset(request, ResourcePool.objects.none(), self)
+            checked = (dict(filterset.form.cleaned_data), filterset.check_ordering())
+            if len(_CHECKED_OFFER_QUERIES) >= MAX_CHECKED_OFFER_QUERIES:
+                _CHECKED_OFFER_QUERIES.clear()
+            _CHECKED_OFFER_QUERIES[key] = checked
+        return checked
+
     @extend_schema(summary="Find offers")
     def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         # From the per-pool snapshot as plain dicts (marketplace.offers); the filterset only checks
         # the parameters, and OfferSerializer describes the response in the schema.
-        filterset = StrictFilterBackend().valid_filterset(request, ResourcePool.objects.none(), self)
-        ordering = filterset.check_ordering()
-        cleaned = filterset.form.cleaned_data
+        cleaned, ordering = self._checked_query(request)
         user_region = cleaned.get("user_region") or None
         offers = offers_filtered(offers_now(now=self.now, user_region=user_region), filters=cleaned, ordering=ordering)
         page = self.paginate_queryset(offers) or []  # type: ignore[arg-type]  # a list pages as a queryset does

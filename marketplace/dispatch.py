@@ -34,6 +34,7 @@ LATENCY_WEIGHT_PER_MS = 0.005
 GREEN_WEIGHT = 0.05
 RELIABILITY_WEIGHT = 2.0
 ELECTRICITY_WEIGHT = 0.0
+COMBINED_START = False
 
 REASONS = {
     "stale": "no recent heartbeat",
@@ -257,6 +258,11 @@ def _curve(prices: tuple[float, ...]) -> _PriceCurve:
     return _PriceCurve(prices)
 
 
+@lru_cache(maxsize=4096)
+def _scored_hours(prices: tuple[float, ...], tariff: tuple[float, ...], kwh: float) -> tuple[float, ...]:
+    return tuple(price + ELECTRICITY_WEIGHT * kwh * kwh_price for price, kwh_price in zip(prices, tariff, strict=True))
+
+
 @lru_cache(maxsize=65536)
 def _cheapest_start(curve: _PriceCurve, earliest: float, latest: float, duration: float) -> float:
     starts = _candidate_starts(curve, earliest, latest, duration)
@@ -266,7 +272,15 @@ def _cheapest_start(curve: _PriceCurve, earliest: float, latest: float, duration
 def _price(pool: PoolSnapshot, req: Requirements, window: tuple[float, float]) -> _Priced:
     curve, tariff = _curve(tuple(pool.hour_prices)), _curve(tuple(pool.tariff_kwh))
     earliest, latest = window
-    start = _cheapest_start(curve, earliest, latest, req.duration_hours) if req.deferrable else earliest
+    if req.deferrable:
+        cost = (
+            _curve(_scored_hours(tuple(pool.hour_prices), tuple(pool.tariff_kwh), _kwh(pool)))
+            if COMBINED_START
+            else curve
+        )
+        start = _cheapest_start(cost, earliest, latest, req.duration_hours)
+    else:
+        start = earliest
     return _Priced(pool, curve, tariff, start, 0.0, 0.0, 0.0).at(start, req)
 
 
