@@ -2,9 +2,10 @@
 
 A pure function, like a cluster scheduler: a filter stage drops the pools that
 cannot take the order, each with a reason; a score stage prices the rest over
-the hours they would run and ranks them. Deferrable work (a deadline) is
-shifted to the cheapest window that still ends before the deadline, and may
-go west; real-time inference stays within ``max_latency_ms`` of its users.
+the hours they would run and ranks them, the electricity burnt weighed in
+(``ELECTRICITY_WEIGHT``). Deferrable work (a deadline) is shifted to the
+cheapest window that still ends before the deadline, valley hours mostly, and
+may go west; real-time inference stays within ``max_latency_ms`` of its users.
 
 Prices and tariffs are per local (Asia/Shanghai) hour and repeat daily, so the
 cost of any run is the difference of a cumulative price function, computed in
@@ -33,8 +34,13 @@ REALTIME = "realtime_inference"
 LATENCY_WEIGHT_PER_MS = 0.005
 GREEN_WEIGHT = 0.05
 RELIABILITY_WEIGHT = 2.0
-ELECTRICITY_WEIGHT = 0.0
-COMBINED_START = False
+# The grid's own aim (docs/architecture.md: shifting load between regions and hours cuts the
+# electricity per token): a yuan of electricity the placement burns weighs as much as this many
+# yuan of the buyer's price, in the pool chosen and in the start chosen for deferrable work.
+# Electricity is about 3% of a card-hour's price, so the buyer's price still leads: on the
+# national scenario buyers pay about 1% more per card-hour than with a cost-only optimizer
+# (the cheapest pool now), for 16% less electricity (simulate_dispatch, docs/benchmarks.md).
+ELECTRICITY_WEIGHT = 30.0
 
 REASONS = {
     "stale": "no recent heartbeat",
@@ -260,6 +266,7 @@ def _curve(prices: tuple[float, ...]) -> _PriceCurve:
 
 @lru_cache(maxsize=4096)
 def _scored_hours(prices: tuple[float, ...], tariff: tuple[float, ...], kwh: float) -> tuple[float, ...]:
+    """A card-hour's price plus its weighted electricity, by local hour."""
     return tuple(price + ELECTRICITY_WEIGHT * kwh * kwh_price for price, kwh_price in zip(prices, tariff, strict=True))
 
 
@@ -272,13 +279,9 @@ def _cheapest_start(curve: _PriceCurve, earliest: float, latest: float, duration
 def _price(pool: PoolSnapshot, req: Requirements, window: tuple[float, float]) -> _Priced:
     curve, tariff = _curve(tuple(pool.hour_prices)), _curve(tuple(pool.tariff_kwh))
     earliest, latest = window
-    if req.deferrable:
-        cost = (
-            _curve(_scored_hours(tuple(pool.hour_prices), tuple(pool.tariff_kwh), _kwh(pool)))
-            if COMBINED_START
-            else curve
-        )
-        start = _cheapest_start(cost, earliest, latest, req.duration_hours)
+    if req.deferrable:  # the start where price and weighted electricity together are lowest
+        scored = _curve(_scored_hours(tuple(pool.hour_prices), tuple(pool.tariff_kwh), _kwh(pool)))
+        start = _cheapest_start(scored, earliest, latest, req.duration_hours)
     else:
         start = earliest
     return _Priced(pool, curve, tariff, start, 0.0, 0.0, 0.0).at(start, req)

@@ -116,8 +116,8 @@ def _no_capacity(result: DispatchResult, requirements: Requirements) -> RuleViol
     )
 
 
-def _reserve(placement: Placement) -> dict[Any, Any] | None:
-    """Take the placement's cards under the pools' locks. Returns each pool's provider,
+def _reserve(placement: Placement) -> dict[Any, ResourcePool] | None:
+    """Take the placement's cards under the pools' locks. Returns the pools locked, by id,
     or None if another order got the cards first."""
     wanted = {allocation.pool_id: allocation.cards for allocation in placement.allocations}
     locked = pools_lock(wanted)
@@ -127,10 +127,12 @@ def _reserve(placement: Placement) -> dict[Any, Any] | None:
         return None
     for pool in locked:
         invalidate_offer_snapshot(pool.pk, reserved_cards=pool.reserved_cards + wanted[pool.pk])
-    return {pool.pk: pool.provider_id for pool in locked}
+    return {pool.pk: pool for pool in locked}
 
 
-@transaction.atomic
+# No savepoint inside order_place: nothing is written before the cards are taken, and an error
+# after that fails the whole order anyway.
+@transaction.atomic(savepoint=False)
 def placement_book(
     *,
     buyer: Organization,
@@ -143,12 +145,12 @@ def placement_book(
     """Reserve the placement's cards and record its order and leases (the order's estimate is the
     placement's unless given), or None if another order got the cards first. Each lease keeps the
     price version the quote priced (in force ``now``)."""
-    providers = _reserve(placement)
-    if providers is None:
+    pools = _reserve(placement)
+    if pools is None:
         return None
     # Read with the pools locked: a version made meanwhile waits for this order, which keeps the
     # version it was quoted.
-    plans = price_plans_in_force(pool_ids=list(providers), at=now or timezone.now())
+    plans = price_plans_in_force(pool_ids=list(pools), at=now or timezone.now())
     cost = placement.estimated_cost if estimated_cost is None else estimated_cost
     order = Order.objects.create(
         buyer=buyer,
@@ -156,13 +158,13 @@ def placement_book(
         warnings=warnings,
         **_requirements_fields(requirements),
     )
-    Lease.objects.bulk_create(
+    leases = Lease.objects.bulk_create(
         [
             Lease(
                 order=order,
                 buyer=buyer,
-                provider_id=providers[allocation.pool_id],
-                pool_id=allocation.pool_id,
+                provider_id=pools[allocation.pool_id].provider_id,
+                pool=pools[allocation.pool_id],
                 cards=allocation.cards,
                 workload=requirements.workload,
                 start_at=placement.start_at,
@@ -175,6 +177,13 @@ def placement_book(
             for allocation in placement.allocations
         ]
     )
+    # The order as order_list reads it (leases with their pools and versions, no in-orbit plan),
+    # from what is in hand, so that the answer needs no query.
+    in_hand = order.leases.all()  # as prefetch_related leaves it: a queryset with its rows
+    in_hand._result_cache = sorted(leases, key=lambda lease: lease.created_at, reverse=True)
+    in_hand._prefetch_done = True  # type: ignore[attr-defined]
+    order._prefetched_objects_cache = {"leases": in_hand}  # type: ignore[attr-defined]
+    Order.orbit.related.set_cached_value(order, None)
     logger.info("order placed", extra={"order": str(order.pk), "hub": placement.hub, "cards": order.cards})
     return order
 

@@ -54,7 +54,14 @@ def test_simulate_dispatch_prints_both_policies_and_its_checks() -> None:
     call_command("simulate_dispatch", "--orders", "300", "--json", stdout=out, stderr=StringIO())
 
     figures = json.loads(out.getvalue())
-    assert set(figures) >= {"dispatcher", "baseline", "cost_only", "electricity_cut", "cost_only_electricity_cut", "checks"}
+    assert set(figures) >= {
+        "dispatcher",
+        "baseline",
+        "cost_only",
+        "electricity_cut",
+        "cost_only_electricity_cut",
+        "checks",
+    }
     assert figures["dispatcher"]["orders_placed"] + figures["dispatcher"]["orders_unplaced"] == 300
     assert figures["checks"]["zero latency violations"] is True
 
