@@ -35,6 +35,7 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework import serializers
 
+from core.timezones import local_zone
 from marketplace.serializers import OfferSerializer
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from pools.models import PricePlan, ResourcePool
@@ -153,18 +154,18 @@ class _Snapshot:
         self.pools: dict[Any, _Pool] = {}
         self.since: int | None = None  # the oldest transaction that may not have been read
         self.digests: dict[int, str] = {}
+        self.generation = 0  # moves on whenever a pool is read again
+        # offers_now's selections: (generation, user_region) -> (valid from, valid until, offers)
+        self.selections: dict[tuple[int, str | None], tuple[datetime, datetime, list[Offer]]] = {}
         self.lock = threading.Lock()
 
     def reset(self) -> None:
         with self.lock:
             self.pools, self.since, self.digests = {}, None, {}
+            self.generation, self.selections = self.generation + 1, {}
 
-    def current(self) -> list[_Pool]:
-        with self.lock:
-            self._refresh()
-            return list(self.pools.values())
-
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
+        """Read again the pools changed since the last look (hold ``lock``)."""
         since = self.since if self.since is not None else 0
         with connection.cursor() as cursor:
             cursor.execute(_WINDOW_SQL, {"since": since, "orbit": ORBIT_HUB})
@@ -182,8 +183,10 @@ class _Snapshot:
             # The first look, or pools gone (a reset or a test's rollback) or made outside the
             # services (bulk seeding): read every pool.
             self.pools = _load(None)
+            self.generation += 1
         elif changed:
             self.pools.update(_load(changed))
+            self.generation += 1
         self.digests.clear()
         self.since = min(xmin, own) if own is not None else xmin
 
@@ -324,20 +327,43 @@ def _shown(name: str, value: Any) -> Any:
 
 
 def offers_now(*, now: datetime, user_region: str | None = None) -> list[Offer]:
-    """Active, fresh pools with free cards and a price in force at ``now``: what
-    ``selectors.offers_list`` selects, from the snapshot."""
+    """Active, fresh pools with free cards and a price in force at ``now``, in id order: what
+    ``selectors.offers_list`` selects, from the snapshot.
+
+    The selection is kept until the snapshot changes or the clock reaches its end: the next
+    local hour, the first heartbeat among those offered to go stale, or the next price version.
+    """
+    with _snapshot.lock:
+        _snapshot.refresh()
+        key = (_snapshot.generation, user_region)
+        kept = _snapshot.selections.get(key)
+        if kept is None or not kept[0] <= now < kept[1]:
+            if len(_snapshot.selections) >= 64:
+                _snapshot.selections.clear()
+            kept = _snapshot.selections[key] = _select(list(_snapshot.pools.values()), now, user_region)
+        return list(kept[2])
+
+
+def _select(pools: list[_Pool], now: datetime, user_region: str | None) -> tuple[datetime, datetime, list[Offer]]:
     fresh = fresh_after(now)
+    stale_after = now - fresh
     hour = local_hour(now)
+    until = now.astimezone(local_zone()).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     offers = []
-    for pool in _snapshot.current():
+    for pool in sorted(pools, key=lambda pool: pool.key):
+        for plan in pool.plans:
+            if plan.effective_from > now:
+                until = min(until, plan.effective_from)
+                break
         if not pool.active or pool.free_cards <= 0 or pool.last_heartbeat_at is None or pool.last_heartbeat_at < fresh:
             continue
         plan = pool.plan_at(now)
         if plan is None:
             continue
+        until = min(until, pool.last_heartbeat_at + stale_after)
         latency = pool.latency_ms.get(user_region) if user_region else None
         offers.append(Offer(pool, plan, plan.prices[hour], latency if isinstance(latency, int) else None))
-    return offers
+    return now, until, offers
 
 
 # The filters of ``filters.OfferFilter``, on an Offer: (name, test).
@@ -366,7 +392,7 @@ def offers_filtered(offers: list[Offer], *, filters: Mapping[str, Any], ordering
         value = filters.get(name)
         if value not in (None, ""):
             offers = [offer for offer in offers if test(offer, value)]
-    offers.sort(key=lambda offer: offer.pool.key)
+    # In id order already (offers_now): ties keep it.
     for key in reversed(list(ordering) or ["price"]):
         offers.sort(key=_ORDERING[key.lstrip("-")], reverse=key.startswith("-"))
     return offers

@@ -148,10 +148,10 @@ def naive_placement(
     for hub in hubs:
         candidates = [p for p in east if p.hub == hub and p.free_cards >= req.cards]
         if candidates:
-            immediate = replace(req, deadline=None, earliest_start=None, allowed_hubs=frozenset({hub}))
-            result = dispatch(immediate, candidates, now)
-            if result.placements:
-                return result.placements[0]
+            # By price alone (the dispatcher's score also weighs electricity, green power, reliability).
+            placement = cheapest_now(replace(req, allowed_hubs=frozenset({hub})), candidates, now)
+            if placement is not None:
+                return placement
     return None
 
 

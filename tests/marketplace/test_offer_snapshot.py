@@ -222,3 +222,17 @@ def test_a_change_committed_by_another_transaction_is_seen(make_client) -> None:
     pool_reserve_cards(pool=pool, cards=30)  # its own transaction, committed
 
     assert _offer(client, pool)["free_cards"] == 70  # type: ignore[index]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_writing_transaction_the_clock_alone_ends_a_stale_pools_offer(make_client, settings) -> None:
+    """As in a server, where the selection is kept between requests: staleness needs no write."""
+    client = make_client(BuyerFactory())
+    with time_machine.travel(PEAK, tick=False) as traveller:
+        pool = pool_factory(name="goes quiet")
+        assert _offer(client, pool) is not None
+        assert _offer(client, pool) is not None  # the kept selection
+
+        traveller.shift(timedelta(seconds=settings.POOL_HEARTBEAT_STALE_SECONDS + 1))
+
+        assert _offer(client, pool) is None
