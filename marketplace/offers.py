@@ -351,18 +351,18 @@ def _select(pools: list[_Pool], now: datetime, user_region: str | None) -> tuple
     until = now.astimezone(local_zone()).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     offers = []
     for pool in sorted(pools, key=lambda pool: pool.key):
-        for plan in pool.plans:
-            if plan.effective_from > now:
-                until = min(until, plan.effective_from)
+        for version in pool.plans:
+            if version.effective_from > now:
+                until = min(until, version.effective_from)
                 break
         if not pool.active or pool.free_cards <= 0 or pool.last_heartbeat_at is None or pool.last_heartbeat_at < fresh:
             continue
-        plan = pool.plan_at(now)
-        if plan is None:
+        in_force = pool.plan_at(now)
+        if in_force is None:
             continue
         until = min(until, pool.last_heartbeat_at + stale_after)
         latency = pool.latency_ms.get(user_region) if user_region else None
-        offers.append(Offer(pool, plan, plan.prices[hour], latency if isinstance(latency, int) else None))
+        offers.append(Offer(pool, in_force, in_force.prices[hour], latency if isinstance(latency, int) else None))
     return now, until, offers
 
 
