@@ -146,11 +146,17 @@ def test_the_fixture_offers_what_it_should(market, buyer_client) -> None:
     assert any(offer["token_prices"] for offer in body["results"])
 
 
+# Each write commits before the next request, as in a server: the snapshot sees a change only
+# through its pool's version (inside one test transaction it reads its own writes every time).
+COMMITTED = pytest.mark.django_db(transaction=True)
+
+
 def _offer(buyer_client: Any, pool: ResourcePool, query: str = "") -> dict[str, Any] | None:
     body = buyer_client.get(f"/api/v1/offers/?page_size=100{query}").json()
     return next((offer for offer in body["results"] if offer["pool"] == str(pool.pk)), None)
 
 
+@COMMITTED
 def test_a_price_change_shows_at_once(market, buyer_client, frozen) -> None:
     pool = market[1]
     assert _offer(buyer_client, pool)["price_per_card_hour"] != "7.7700"  # type: ignore[index]
@@ -162,6 +168,7 @@ def test_a_price_change_shows_at_once(market, buyer_client, frozen) -> None:
     assert _offer(buyer_client, pool, "&max_price=7.77") is not None
 
 
+@COMMITTED
 def test_a_future_price_version_shows_when_it_takes_effect(market, buyer_client, frozen) -> None:
     pool = market[4]
     assert Decimal(_offer(buyer_client, pool)["price_per_card_hour"]) > 10  # type: ignore[index]
@@ -173,6 +180,7 @@ def test_a_future_price_version_shows_when_it_takes_effect(market, buyer_client,
     assert Decimal(_offer(buyer_client, pool)["price_per_card_hour"]) < 2  # type: ignore[index]  # base 1, this hour's band
 
 
+@COMMITTED
 def test_a_capacity_change_shows_at_once(market, buyer_client) -> None:
     pool = market[4]
     assert _offer(buyer_client, pool)["free_cards"] == 300  # type: ignore[index]
@@ -188,6 +196,7 @@ def test_a_capacity_change_shows_at_once(market, buyer_client) -> None:
     assert _offer(buyer_client, pool) is None  # full
 
 
+@COMMITTED
 def test_a_heartbeat_shows_at_once_and_its_staleness_with_the_clock(market, buyer_client, frozen, settings) -> None:
     pool = market[2]
     frozen.shift(timedelta(seconds=1))
@@ -203,6 +212,18 @@ def test_a_heartbeat_shows_at_once_and_its_staleness_with_the_clock(market, buye
     assert offer["last_heartbeat_at"] == timezone.now().isoformat().replace("+00:00", "Z")
 
 
+@COMMITTED
+def test_a_providers_new_name_shows_at_once(market, buyer_client) -> None:
+    pool = market[2]
+    assert _offer(buyer_client, pool)["provider_name"] != "Renamed Compute Co."  # type: ignore[index]
+    provider = pool.provider
+    provider.legal_name = "Renamed Compute Co."
+    provider.save()
+
+    assert _offer(buyer_client, pool)["provider_name"] == "Renamed Compute Co."  # type: ignore[index]
+
+
+@COMMITTED
 def test_a_suspended_pool_leaves_the_offers_at_once(market, buyer_client) -> None:
     pool = market[3]
     assert _offer(buyer_client, pool) is not None
