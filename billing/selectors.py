@@ -166,6 +166,7 @@ def invoice_view(invoice: Invoice) -> Invoice:
             ]
         invoice.shown_lines = shown  # type: ignore[attr-defined]
         invoice.subtotal = invoice.amount_due = sum(line.amount for line in shown)
+        invoice.tax = sum(line.tax for line in shown)
     with_token_electricity(invoice.shown_lines, since=invoice.period_start, until=invoice.period_end)  # type: ignore[attr-defined]
     return invoice
 
