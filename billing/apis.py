@@ -198,6 +198,10 @@ class InvoiceVoidApi(APIView):
                 "409": {
                     "invoice_not_voidable": "the invoice is not finalized, paid or uncollectible",
                     "claim_line_rejected": "its issuer rejected a voucher claim line of it, billed back to the buyer",
+                    "fapiao_red_letter_required": (
+                        "a fapiao was issued for it: record its red-letter reversal "
+                        "(fapiao-requests/{id}/red-letter/) first; nothing changed"
+                    ),
                     "payment_in_flight": (
                         "a card payment of the invoice is being collected or processed at Stripe; nothing "
                         "changed, try again in a few minutes"
