@@ -13,6 +13,7 @@ from billing.models import (
     BankEvent,
     BankMovement,
     CreditHold,
+    FapiaoRequest,
     Invoice,
     InvoiceAdjustment,
     InvoiceLine,
@@ -109,8 +110,8 @@ def card_hours(
 
 
 def platform_revenue_by_day(*, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    """The platform's commission credited in the ledger per day (billing time zone), in fen;
-    a voided invoice's reversal counts on the day it was voided."""
+    """The platform's revenue (its commission less the VAT it owes as the seller) credited in the
+    ledger per day (billing time zone), in fen; a voided invoice's reversal counts on the day it was voided."""
     day = TruncDay("entry__posted_at", tzinfo=local_zone())
     rows = (
         Leg.objects.filter(
@@ -323,3 +324,12 @@ def spend_by_day(*, invoice: Invoice) -> dict[Any, Decimal]:
         for hour, amount in hours.items():
             days[hour.astimezone(local_zone()).date()] += amount
     return dict(days)
+
+
+def fapiao_waiting() -> QuerySet[FapiaoRequest]:
+    """Fapiao requests an operator has still to issue, oldest first."""
+    return (
+        FapiaoRequest.objects.filter(status=FapiaoRequest.Status.REQUESTED)
+        .select_related("invoice", "buyer")
+        .order_by("requested_at", "pk")
+    )
