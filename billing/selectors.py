@@ -1,4 +1,6 @@
+import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -333,3 +335,35 @@ def fapiao_waiting() -> QuerySet[FapiaoRequest]:
         .select_related("invoice", "buyer")
         .order_by("requested_at", "pk")
     )
+
+
+def fapiao_numbers_by_invoice(invoice_ids: Iterable[Any]) -> dict[str, str]:
+    """For the issuer's documents: each invoice's fapiao numbers (by the invoice's id as a string, as
+    redemptions name it), issued ones as they are, reversed ones with the red-letter fapiao that
+    reversed them; an invoice without one is absent."""
+    numbers: dict[str, list[str]] = defaultdict(list)
+    requests = (
+        FapiaoRequest.objects.filter(
+            invoice_id__in=_uuids(invoice_ids),
+            status__in=(FapiaoRequest.Status.ISSUED, FapiaoRequest.Status.REVERSED),
+        )
+        .order_by("issued_at", "pk")
+        .values_list("invoice_id", "status", "code", "number", "red_number")
+    )
+    for invoice_id, status, code, number, red_number in requests:
+        shown = f"{code}-{number}" if code else number
+        if status == FapiaoRequest.Status.REVERSED:
+            shown += f" (reversed by {red_number})"
+        numbers[str(invoice_id)].append(shown)
+    return {invoice_id: "; ".join(found) for invoice_id, found in numbers.items()}
+
+
+def _uuids(values: Iterable[Any]) -> set[uuid.UUID]:
+    """Those of ``values`` that are UUIDs (a voucher's claim may name an invoice by another reference)."""
+    found = set()
+    for value in values:
+        try:
+            found.add(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+        except ValueError:
+            continue
+    return found

@@ -177,14 +177,15 @@ def _fapiao(pdf: FPDF, fapiao: dict[str, Any] | None) -> None:
 
 
 CLAIM_COLUMNS = [
-    ("Invoice", 30),
-    ("Company", 46),
-    ("Credit code", 34),
-    ("Province", 22),
-    ("Provider", 40),
-    ("Hub", 22),
-    ("Usage", 28),
-    ("Line", 20),
+    ("Invoice", 28),
+    ("Fapiao", 34),
+    ("Company", 36),
+    ("Taxpayer id", 34),
+    ("Province", 18),
+    ("Provider", 30),
+    ("Hub", 20),
+    ("Usage", 24),
+    ("Line", 18),
     ("Voucher", 20),
     ("Status", 15),
 ]
@@ -226,8 +227,9 @@ def claim_pdf(claim: dict[str, Any]) -> bytes:
         usage = f"{line['usage_quantity'] or ''} {line['usage_unit']}".strip()
         cells = [
             line["invoice_number"] or "-",
+            line["fapiao_numbers"] or "-",
             line["company"],
-            line["company_credit_code"],
+            line["company_taxpayer_id"],
             line["company_province"],
             line["provider"],
             line["hub"],
@@ -236,8 +238,10 @@ def claim_pdf(claim: dict[str, Any]) -> bytes:
             money(line["voucher_share"]),
             line["status"],
         ]
-        for (_heading, width), cell in zip(CLAIM_COLUMNS, cells, strict=True):
-            pdf.cell(width, 5, _text(cell)[: width // 2])
+        for (heading, width), cell in zip(CLAIM_COLUMNS, cells, strict=True):
+            # digits and capitals are narrow enough: a fapiao number (or code-number) and an 18-character
+            # taxpayer id are shown whole
+            pdf.cell(width, 5, _text(cell)[: 24 if heading in ("Fapiao", "Taxpayer id") else width // 2])
         pdf.ln()
         if line["reason_code"]:
             pdf.cell(
