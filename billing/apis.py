@@ -509,7 +509,7 @@ class FapiaoFileApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("red_letter", bool, description="The red-letter fapiao's file instead.")],
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+        responses={(200, content_type): OpenApiTypes.BINARY for content_type in fapiao.FILE_TYPES},
         summary="Download a fapiao file",
         extensions={"x-error-codes": {"404": {"not_found": "no such request, or no file recorded for it yet"}}},
     )
