@@ -200,6 +200,8 @@ SPECTACULAR_SETTINGS = {
         "OrderStatusEnum": "marketplace.models.Order.Status",
         "EndpointStatusEnum": "pools.models.ModelEndpoint.Status",
         "SubsidyClaimStatusEnum": "settlements.models.SubsidyClaim.Status",
+        "FapiaoKindEnum": "billing.models.fapiao.FapiaoRequest.Kind",
+        "FapiaoStatusEnum": "billing.models.fapiao.FapiaoRequest.Status",
     },
 }
 
