@@ -295,3 +295,14 @@ def test_after_a_red_letter_reversal_the_buyer_may_ask_again(buyer_client, opera
     # one fapiao number is recorded once
     taken = _issue(operator_client, second.json()["id"], number="26112000000000000001")
     assert (taken.status_code, taken.json()["error"]["code"]) == (409, "fapiao_number_taken")
+
+
+def test_operators_read_fapiao_requests_in_the_admin(admin_client, buyer, march) -> None:  # type: ignore[no-untyped-def]
+    from organizations.services import invoicing_details_set
+
+    invoicing_details_set(organization=buyer, by="test", **DETAILS)
+    request, _ = fapiao_request(invoice=march, kind="ordinary", by="test")
+
+    assert admin_client.get("/admin/billing/fapiaorequest/").status_code == 200
+    page = admin_client.get(f"/admin/billing/fapiaorequest/{request.pk}/change/")
+    assert page.status_code == 200 and TAXPAYER_ID in page.content.decode()
