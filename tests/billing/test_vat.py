@@ -224,3 +224,48 @@ def test_reconcile_finds_an_invoice_whose_vat_is_not_booked_as_it_says(buyer, fe
 
     checks = {difference.check for difference in reconcile()}
     assert {"invoice tax", "vat payable"} <= checks
+
+
+@pytest.mark.django_db
+def test_a_negative_line_may_carry_its_negative_tax_and_no_other(buyer, fen_per_second_lease) -> None:
+    # a correction line (late usage taking back an earlier hour) is negative: so is its tax
+    usage(fen_per_second_lease, shanghai(2, 12), seconds=100)
+    line = invoice_finalize(invoice_id=march_invoice(buyer).pk, now=APRIL_5).lines.get()
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE billing_invoiceline SET amount = -100, tax = %s WHERE id = %s", [-6, line.pk])
+        transaction.set_rollback(True)
+    with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE billing_invoiceline SET amount = -100, tax = 6 WHERE id = %s", [line.pk])
+    assert vat_split(-100, SIX).tax == -6
+
+
+@pytest.mark.django_db
+def test_the_api_shows_the_split_on_the_invoice_and_the_statement(buyer, provider, make_client) -> None:  # type: ignore[no-untyped-def]
+    lease = leased(buyer=buyer, provider=provider, at=SETUP)
+    usage(lease, shanghai(2, 3), seconds=3_601)
+    usage(lease, shanghai(2, 12), seconds=7_777)
+    invoice = invoice_finalize(invoice_id=march_invoice(buyer).pk, now=APRIL_5)
+
+    body = make_client(buyer).get(f"/api/v1/invoices/{invoice.pk}/").json()
+    (statement,) = make_client(provider).get("/api/v1/statements/").json()["results"]
+
+    for line in body["lines"]:
+        assert Decimal(line["amount_without_tax"]) + Decimal(line["tax"]) == Decimal(line["amount"])
+        assert line["vat_rate"] == "0.0600"
+    assert Decimal(body["tax"]) == sum(Decimal(line["tax"]) for line in body["lines"]) == Decimal(invoice.tax) / 100
+    assert Decimal(body["subtotal_without_tax"]) + Decimal(body["tax"]) == Decimal(body["subtotal"])
+    assert (statement["tax"], statement["gross"]) == (body["tax"], body["subtotal"])
+    assert Decimal(statement["gross_without_tax"]) == Decimal(body["subtotal_without_tax"])
+
+
+@pytest.mark.django_db
+def test_a_draft_shows_its_vat_as_it_grows(buyer, fen_per_second_lease, make_client) -> None:  # type: ignore[no-untyped-def]
+    for hour in (3, 8, 12):
+        usage(fen_per_second_lease, shanghai(2, hour), seconds=9)
+
+    body = make_client(buyer).get(f"/api/v1/invoices/{march_invoice(buyer).pk}/").json()
+
+    assert body["status"] == "draft"
+    assert [line["tax"] for line in body["lines"]] == ["0.01"] * 3
+    assert body["tax"] == "0.03"
