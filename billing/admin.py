@@ -10,7 +10,16 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils import timezone
 
-from billing.models import Bank, BankEvent, BankMovement, CreditGrant, CreditHold, TopUp, UnprocessableWebhook
+from billing.models import (
+    Bank,
+    BankEvent,
+    BankMovement,
+    CreditGrant,
+    CreditHold,
+    FapiaoRequest,
+    TopUp,
+    UnprocessableWebhook,
+)
 from billing.services.bank.grants import grant_create
 from core.money import format_yuan, yuan_to_fen
 from organizations.models import Organization
@@ -158,3 +167,13 @@ class UnprocessableWebhookAdmin(ReadOnlyAdmin):
     @admin.display(description="Body (as UTF-8, undecodable bytes replaced)")
     def body_text(self, webhook: UnprocessableWebhook) -> str:
         return bytes(webhook.body).decode("utf-8", errors="replace")
+
+
+@admin.register(FapiaoRequest)
+class FapiaoRequestAdmin(ReadOnlyAdmin):
+    """Read-only: fapiao are recorded through the API (``fapiao-requests/{id}/issue/``), audited."""
+
+    list_display = ["requested_at", "invoice", "buyer", "kind", "status", "number", "red_number"]
+    list_filter = ["status", "kind"]
+    search_fields = ["number", "red_number", "taxpayer_id", "title", "invoice__number", "buyer__slug"]
+    exclude = ["file", "red_file"]

@@ -18,6 +18,7 @@ from django.db.models import Case, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import ExtractHour
 
 from billing.models import InvoiceLine, UsageMetric, UsageRollup
+from billing.vat import line_vat
 from core.money import round_to_fen
 from core.timezones import local_zone
 from pools.models import PricePlan
@@ -58,8 +59,11 @@ class RatedLine:
         return round_to_fen(self.exact_amount)
 
     def as_invoice_line(self, invoice: Any, **fields: Any) -> InvoiceLine:
-        """The (unsaved) invoice line showing this rated usage."""
+        """The (unsaved) invoice line showing this rated usage, its VAT split out (``billing.vat``)."""
+        vat = line_vat(unit=self.unit, amount=self.amount)
         return InvoiceLine(
+            vat_rate=vat.rate,
+            tax=vat.tax,
             invoice=invoice,
             kind=self.kind,
             lease_id=self.lease_id,

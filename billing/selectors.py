@@ -1,4 +1,6 @@
+import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,6 +15,7 @@ from billing.models import (
     BankEvent,
     BankMovement,
     CreditHold,
+    FapiaoRequest,
     Invoice,
     InvoiceAdjustment,
     InvoiceLine,
@@ -109,8 +112,8 @@ def card_hours(
 
 
 def platform_revenue_by_day(*, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    """The platform's commission credited in the ledger per day (billing time zone), in fen;
-    a voided invoice's reversal counts on the day it was voided."""
+    """The platform's revenue (its commission less the VAT it owes as the seller) credited in the
+    ledger per day (billing time zone), in fen; a voided invoice's reversal counts on the day it was voided."""
     day = TruncDay("entry__posted_at", tzinfo=local_zone())
     rows = (
         Leg.objects.filter(
@@ -166,6 +169,7 @@ def invoice_view(invoice: Invoice) -> Invoice:
             ]
         invoice.shown_lines = shown  # type: ignore[attr-defined]
         invoice.subtotal = invoice.amount_due = sum(line.amount for line in shown)
+        invoice.tax = sum(line.tax for line in shown)
     with_token_electricity(invoice.shown_lines, since=invoice.period_start, until=invoice.period_end)  # type: ignore[attr-defined]
     return invoice
 
@@ -322,3 +326,44 @@ def spend_by_day(*, invoice: Invoice) -> dict[Any, Decimal]:
         for hour, amount in hours.items():
             days[hour.astimezone(local_zone()).date()] += amount
     return dict(days)
+
+
+def fapiao_waiting() -> QuerySet[FapiaoRequest]:
+    """Fapiao requests an operator has still to issue, oldest first."""
+    return (
+        FapiaoRequest.objects.filter(status=FapiaoRequest.Status.REQUESTED)
+        .select_related("invoice", "buyer")
+        .order_by("requested_at", "pk")
+    )
+
+
+def fapiao_numbers_by_invoice(invoice_ids: Iterable[Any]) -> dict[str, str]:
+    """For the issuer's documents: each invoice's fapiao numbers (by the invoice's id as a string, as
+    redemptions name it), issued ones as they are, reversed ones with the red-letter fapiao that
+    reversed them; an invoice without one is absent."""
+    numbers: dict[str, list[str]] = defaultdict(list)
+    requests = (
+        FapiaoRequest.objects.filter(
+            invoice_id__in=_uuids(invoice_ids),
+            status__in=(FapiaoRequest.Status.ISSUED, FapiaoRequest.Status.REVERSED),
+        )
+        .order_by("issued_at", "pk")
+        .values_list("invoice_id", "status", "code", "number", "red_number")
+    )
+    for invoice_id, status, code, number, red_number in requests:
+        shown = f"{code}-{number}" if code else number
+        if status == FapiaoRequest.Status.REVERSED:
+            shown += f" (reversed by {red_number})"
+        numbers[str(invoice_id)].append(shown)
+    return {invoice_id: "; ".join(found) for invoice_id, found in numbers.items()}
+
+
+def _uuids(values: Iterable[Any]) -> set[uuid.UUID]:
+    """Those of ``values`` that are UUIDs (a voucher's claim may name an invoice by another reference)."""
+    found = set()
+    for value in values:
+        try:
+            found.add(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+        except ValueError:
+            continue
+    return found

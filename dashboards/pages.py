@@ -21,6 +21,7 @@ from billing.periods import month_of
 from billing.selectors import (
     bank_balance,
     card_hours,
+    fapiao_waiting,
     invoice_days_overdue,
     invoice_due_at,
     invoice_list,
@@ -211,6 +212,7 @@ def operator_page(*, organization: Organization, now: datetime, params: Params) 
     pending_page, attention_page = paged(pending, params, "pending"), paged(attention, params, "attention")
     overdue_page = paged(overdue, params, "overdue")
     set_aside_page = paged(invoices_set_aside(organization=organization).select_related("buyer"), params, "set_aside")
+    fapiao_page = paged(fapiao_waiting(), params, "fapiao")
 
     cards = sum(hub["cards"] for hub in hubs)
     reserved = sum(hub["reserved_cards"] for hub in hubs)
@@ -268,6 +270,9 @@ def operator_page(*, organization: Organization, now: datetime, params: Params) 
         "set_aside": list(set_aside_page.object_list),
         "set_aside_page": set_aside_page,
         "set_aside_count": set_aside_page.paginator.count,
+        "fapiao_waiting": list(fapiao_page.object_list),
+        "fapiao_page": fapiao_page,
+        "fapiao_count": fapiao_page.paginator.count,
         "hub_names": {hub["code"]: hub["name"] for hub in hubs},
     }
 
@@ -480,7 +485,9 @@ def buyer_page(*, organization: Organization, now: datetime) -> dict[str, Any]:
     by_vouchers = _vouchers_of_forecast(organization, spend["leases"], period_start, period_end, now)
     by_bank = min(credit, spend["forecast"] - by_vouchers)
     chart, label = _spend_chart(draft, spend, period_start, period_end, now) if draft else ({}, "")
-    finalized = list(invoices.exclude(status=Invoice.Status.DRAFT).order_by("-period_start"))
+    finalized = list(
+        invoices.exclude(status=Invoice.Status.DRAFT).prefetch_related("fapiao_requests").order_by("-period_start")
+    )
     rows = _invoice_rows(finalized, now)
     overdue = [row for row in rows if row["days_overdue"] is not None]
     return {

@@ -12,10 +12,11 @@ from django.utils.translation import gettext as _
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
-from dashboards.formatting import local_time, money, price, time_zone
+from dashboards.formatting import local_time, money, percent, price, time_zone
 
-WIDTHS = [22, 40, 22, 34, 24, 24, 20]  # lease, item, band, quantity, unit price, amount, voucher: 186 mm
-RIGHT = {3, 4, 5, 6}
+# lease, item, band, quantity, unit price, without tax, VAT rate, VAT, amount, voucher: 186 mm
+WIDTHS = [16, 30, 14, 22, 20, 22, 12, 16, 20, 14]
+RIGHT = {3, 4, 5, 6, 7, 8, 9}
 
 
 def _text(value: Any) -> str:
@@ -63,7 +64,18 @@ def invoice_pdf(invoice: dict[str, Any]) -> bytes:
         pdf.cell(35, 6, _text(label))
         pdf.cell(0, 6, _text(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
-    headings = [_("Lease"), _("Item"), _("Band"), _("Card-hours"), _("Unit price"), _("Amount"), _("Voucher")]
+    headings = [
+        _("Lease"),
+        _("Item"),
+        _("Band"),
+        _("Card-hours"),
+        _("Unit price"),
+        _("Without tax"),
+        _("VAT rate"),
+        _("VAT"),
+        _("Amount"),
+        _("Voucher"),
+    ]
     for group in invoice["groups"]:
         pdf.ln(3)
         pdf.set_font("Helvetica", "B", 10)
@@ -83,6 +95,9 @@ def invoice_pdf(invoice: dict[str, Any]) -> bytes:
                 line["band"],
                 f"{float(line['quantity']):,.2f}",
                 price(line["rate"]),
+                money(line["amount_without_tax"]),
+                percent(line["vat_rate"]),
+                money(line["tax"]),
                 money(line["amount"]),
                 money(line["voucher_amount"]),
             ]
@@ -92,13 +107,15 @@ def invoice_pdf(invoice: dict[str, Any]) -> bytes:
         pdf.set_font("Helvetica", "B", 8)
         pdf.cell(sum(WIDTHS[:3]), 5, _text(_("Subtotal of the pool")), border="T")
         pdf.cell(WIDTHS[3], 5, f"{float(group['card_hours']):,.2f}", border="T", align="R")
-        pdf.cell(WIDTHS[4], 5, "", border="T")
-        pdf.cell(WIDTHS[5], 5, _text(money(group["amount"])), border="T", align="R")
-        pdf.cell(WIDTHS[6], 5, "", border="T", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.cell(sum(WIDTHS[4:8]), 5, "", border="T")
+        pdf.cell(WIDTHS[8], 5, _text(money(group["amount"])), border="T", align="R")
+        pdf.cell(WIDTHS[9], 5, "", border="T", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
     pdf.ln(4)
     for label, key, sign in (
-        (_("Subtotal"), "subtotal", ""),
+        (_("Amount without tax"), "subtotal_without_tax", ""),
+        (_("VAT"), "tax", ""),
+        (_("Subtotal (tax included)"), "subtotal", ""),
         (_("Compute vouchers"), "voucher_credit", "-"),
         (_("Compute bank credit"), "bank_credit", "-"),
         (_("Amount due"), "amount_due", ""),
@@ -109,6 +126,7 @@ def invoice_pdf(invoice: dict[str, Any]) -> bytes:
         pdf.cell(150, 8 if due else 6, _text(label), align="R")
         pdf.cell(36, 8 if due else 6, _text(sign + money(invoice[key])), align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
+    _fapiao(pdf, invoice.get("fapiao"))
     if invoice["number"]:
         pdf.ln(4)
         pdf.set_font("Helvetica", "B", 10)
@@ -134,15 +152,40 @@ def invoice_pdf(invoice: dict[str, Any]) -> bytes:
     return bytes(pdf.output())
 
 
+def _fapiao(pdf: FPDF, fapiao: dict[str, Any] | None) -> None:
+    """The fapiao issued for the invoice (and its red-letter reversal), or that one is requested."""
+    if not fapiao or fapiao["status"] == "cancelled":
+        return
+    pdf.ln(4)
+    pdf.set_font("Helvetica", "B", 10)
+    pdf.cell(0, 6, _text(_("Fapiao")), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.set_font("Helvetica", size=9)
+    if fapiao["status"] == "requested":
+        text = _("A fapiao is requested; the platform issues it within a few working days.")
+    else:
+        text = _("Fapiao number %(number)s%(code)s, issued on %(date)s.") % {
+            "number": fapiao["number"],
+            "code": f" ({_('code')} {fapiao['code']})" if fapiao["code"] else "",
+            "date": fapiao["issued_on"],
+        }
+        if fapiao["status"] == "reversed":
+            text += " " + _("Reversed by red-letter fapiao %(number)s on %(date)s.") % {
+                "number": fapiao["red_number"],
+                "date": fapiao["red_issued_on"],
+            }
+    pdf.multi_cell(0, 5, _text(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+
+
 CLAIM_COLUMNS = [
-    ("Invoice", 30),
-    ("Company", 46),
-    ("Credit code", 34),
-    ("Province", 22),
-    ("Provider", 40),
-    ("Hub", 22),
-    ("Usage", 28),
-    ("Line", 20),
+    ("Invoice", 28),
+    ("Fapiao", 34),
+    ("Company", 36),
+    ("Taxpayer id", 34),
+    ("Province", 18),
+    ("Provider", 30),
+    ("Hub", 20),
+    ("Usage", 24),
+    ("Line", 18),
     ("Voucher", 20),
     ("Status", 15),
 ]
@@ -184,8 +227,9 @@ def claim_pdf(claim: dict[str, Any]) -> bytes:
         usage = f"{line['usage_quantity'] or ''} {line['usage_unit']}".strip()
         cells = [
             line["invoice_number"] or "-",
+            line["fapiao_numbers"] or "-",
             line["company"],
-            line["company_credit_code"],
+            line["company_taxpayer_id"],
             line["company_province"],
             line["provider"],
             line["hub"],
@@ -194,8 +238,10 @@ def claim_pdf(claim: dict[str, Any]) -> bytes:
             money(line["voucher_share"]),
             line["status"],
         ]
-        for (_heading, width), cell in zip(CLAIM_COLUMNS, cells, strict=True):
-            pdf.cell(width, 5, _text(cell)[: width // 2])
+        for (heading, width), cell in zip(CLAIM_COLUMNS, cells, strict=True):
+            # digits and capitals are narrow enough: a fapiao number (or code-number) and an 18-character
+            # taxpayer id are shown whole
+            pdf.cell(width, 5, _text(cell)[: 24 if heading in ("Fapiao", "Taxpayer id") else width // 2])
         pdf.ln()
         if line["reason_code"]:
             pdf.cell(

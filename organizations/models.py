@@ -153,3 +153,33 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.target_type}:{self.target_id} by {self.actor}"
+
+
+class InvoicingDetails(models.Model):
+    """What a company's fapiao (发票) must carry: its title (legal name) and taxpayer id, and for a
+    special VAT fapiao (增值税专用发票) its registered address, phone, bank and account. A fapiao
+    request copies them as they are then; a later change leaves requested fapiao as they were."""
+
+    organization = models.OneToOneField(
+        Organization, primary_key=True, on_delete=models.CASCADE, related_name="invoicing_details"
+    )
+    title = models.CharField(max_length=200, help_text="The buyer's legal name, as the fapiao's title.")
+    taxpayer_id = models.CharField(
+        "taxpayer id", max_length=18, validators=[validate_credit_code], help_text="Unified social credit code."
+    )
+    address = models.CharField(max_length=200, blank=True)
+    phone = models.CharField(max_length=40, blank=True)
+    bank_name = models.CharField(max_length=200, blank=True)
+    bank_account = models.CharField(max_length=40, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "invoicing details"
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.taxpayer_id})"
+
+    @property
+    def special_ready(self) -> bool:
+        """Whether a special VAT fapiao can carry these: address, phone, bank and account all given."""
+        return all((self.address, self.phone, self.bank_name, self.bank_account))

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from core.context import current_origin
 from core.exceptions import ConflictError, NotFoundError, RuleViolation
-from organizations.models import ApiKey, AuditEvent, Membership, Organization
+from organizations.models import ApiKey, AuditEvent, InvoicingDetails, Membership, Organization
 
 KEY_PREFIX_BYTES = 6
 KEY_SECRET_BYTES = 32
@@ -193,3 +193,45 @@ def audit_record_many(*, actor: str, action: str, targets: Iterable[Target]) -> 
     return AuditEvent.objects.bulk_create(
         [_audit_event(actor=actor, action=action, target=target, at=now) for target in targets]
     )
+
+
+INVOICING_DETAILS_SET = "invoicing_details.set"
+
+
+@transaction.atomic
+def invoicing_details_set(
+    *,
+    organization: Organization,
+    title: str,
+    taxpayer_id: str,
+    address: str = "",
+    phone: str = "",
+    bank_name: str = "",
+    bank_account: str = "",
+    by: str,
+) -> InvoicingDetails:
+    """Keep what the buyer's fapiao carry (a whole replacement, as PUT says). Audited with what
+    changed; a fapiao already requested keeps the details it was requested with."""
+    fields = {
+        "title": title.strip(),
+        "taxpayer_id": taxpayer_id.strip(),
+        "address": address.strip(),
+        "phone": phone.strip(),
+        "bank_name": bank_name.strip(),
+        "bank_account": bank_account.strip(),
+    }
+    before = InvoicingDetails.objects.select_for_update().filter(organization=organization).first()
+    previous = {name: getattr(before, name) for name in fields} if before else {}
+    details, _ = InvoicingDetails.objects.update_or_create(
+        organization=organization, defaults={**fields, "updated_at": timezone.now()}
+    )
+    changed = sorted(name for name, value in fields.items() if previous.get(name) != value)
+    if changed:
+        audit_record(
+            actor=by,
+            action=INVOICING_DETAILS_SET,
+            target=details,
+            organization=organization,
+            summary={"changed": changed, "title": details.title, "taxpayer_id": details.taxpayer_id},
+        )
+    return details

@@ -8,8 +8,10 @@ from typing import Any
 from django.db.models import BigIntegerField, BooleanField, Case, ExpressionWrapper, F, Q, QuerySet, Sum, Value, When
 
 from billing.models import Account, Invoice, InvoiceLine, Leg, ProviderStatement
+from billing.selectors import fapiao_numbers_by_invoice
 from core.money import format_yuan
 from organizations.models import Organization
+from organizations.selectors import taxpayer_ids
 from pools.models import ResourcePool
 from settlements.models import ClaimPayment, PayoutLine, PayoutRun, SubsidyClaim
 from vouchers.models import Redemption
@@ -73,6 +75,8 @@ def claim_evidence(claim: SubsidyClaim) -> list[dict[str, Any]]:
             "pk", "name"
         )
     }
+    taxpayers = taxpayer_ids(organization_ids={line.redemption.buyer_id for line in lines})
+    fapiao = fapiao_numbers_by_invoice({line.redemption.invoice_ref for line in lines})
     rows = []
     for line in lines:
         redemption = line.redemption
@@ -86,6 +90,8 @@ def claim_evidence(claim: SubsidyClaim) -> list[dict[str, Any]]:
                 "invoice_number": numbers.get(redemption.invoice_ref),
                 "company": redemption.buyer.legal_name,
                 "company_credit_code": redemption.buyer.credit_code,
+                "company_taxpayer_id": taxpayers.get(redemption.buyer_id, redemption.buyer.credit_code),
+                "fapiao_numbers": fapiao.get(redemption.invoice_ref, ""),
                 "company_province": redemption.buyer.province,
                 "provider": redemption.provider.legal_name,
                 "pool": pools.get(redemption.pool_id, redemption.pool_id),
@@ -108,8 +114,10 @@ EVIDENCE_COLUMNS = [
     "reason_code",
     "reason",
     "invoice_number",
+    "fapiao_numbers",
     "company",
     "company_credit_code",
+    "company_taxpayer_id",
     "company_province",
     "provider",
     "pool",

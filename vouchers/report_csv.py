@@ -9,6 +9,8 @@ from typing import Any
 
 from core.money import format_yuan
 from core.timezones import local_zone
+from organizations.selectors import taxpayer_ids
+from vouchers.documents import fapiao_numbers
 from vouchers.models import Redemption
 
 # A cell starting with one of these is a formula to a spreadsheet; names come from users.
@@ -32,6 +34,7 @@ TRAIL = [
     "voucher",
     "company",
     "company_credit_code",
+    "company_taxpayer_id",
     "provider",
     "hub",
     "gpu_model",
@@ -41,6 +44,7 @@ TRAIL = [
     "usage_month",
     "invoice",
     "invoice_line",
+    "fapiao_numbers",
     "lease",
     "pool",
     "line_amount",
@@ -68,7 +72,7 @@ def _time(value: datetime | None) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else ""
 
 
-def _trail_row(redemption: Redemption) -> list[Any]:
+def _trail_row(redemption: Redemption, taxpayer_id: str, fapiao: str) -> list[Any]:
     reversal = getattr(redemption, "reversal", None)
     return [
         redemption.pk,
@@ -76,6 +80,7 @@ def _trail_row(redemption: Redemption) -> list[Any]:
         redemption.voucher.code,
         redemption.buyer.slug,
         redemption.buyer.credit_code,
+        taxpayer_id,
         redemption.provider.slug,
         redemption.hub,
         redemption.gpu_model,
@@ -85,6 +90,7 @@ def _trail_row(redemption: Redemption) -> list[Any]:
         f"{redemption.period_start.astimezone(local_zone()):%Y-%m}",
         redemption.invoice_ref,
         redemption.line_ref,
+        fapiao,
         redemption.lease_id,
         redemption.pool_id,
         format_yuan(redemption.line_amount),
@@ -117,13 +123,22 @@ def report_csv(report: dict[str, Any], trail: Iterable[Redemption]) -> Iterator[
     yield row()
     yield row("by_company")
     yield row(
-        "organization", "legal_name", "credit_code", "vouchers", "granted", "outstanding", "redeemed", "redemptions"
+        "organization",
+        "legal_name",
+        "credit_code",
+        "taxpayer_id",
+        "vouchers",
+        "granted",
+        "outstanding",
+        "redeemed",
+        "redemptions",
     )
     for company in report["by_company"]:
         yield row(
             company["organization"],
             company["legal_name"],
             company["credit_code"],
+            company["taxpayer_id"],
             company["vouchers"],
             format_yuan(company["granted"]),
             format_yuan(company["outstanding"]),
@@ -146,5 +161,24 @@ def report_csv(report: dict[str, Any], trail: Iterable[Redemption]) -> Iterator[
     yield row()
     yield row("redemptions")
     yield row(*TRAIL)
-    for redemption in trail:
-        yield row(*_trail_row(redemption))
+    for chunk in _chunks(trail, TRAIL_CHUNK):
+        taxpayers = taxpayer_ids(organization_ids={redemption.buyer_id for redemption in chunk})
+        fapiao = fapiao_numbers({redemption.invoice_ref for redemption in chunk})
+        for redemption in chunk:
+            yield row(
+                *_trail_row(redemption, taxpayers.get(redemption.buyer_id, ""), fapiao.get(redemption.invoice_ref, ""))
+            )
+
+
+TRAIL_CHUNK = 1000  # redemptions whose taxpayer ids and fapiao numbers are read at once
+
+
+def _chunks(rows: Iterable[Redemption], size: int) -> Iterator[list[Redemption]]:
+    chunk: list[Redemption] = []
+    for item in rows:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

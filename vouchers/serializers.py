@@ -395,6 +395,7 @@ class _CompanySpend(_Spend):
     organization = serializers.CharField()
     legal_name = serializers.CharField()
     credit_code = serializers.CharField()
+    taxpayer_id = serializers.CharField(help_text="As the company's fapiao carry it (its invoicing details).")
     vouchers = serializers.IntegerField()
     granted = MoneyField()
     outstanding = MoneyField()

@@ -1,4 +1,5 @@
 from billing.models.bank import Bank, BankEvent, BankMovement, CreditGrant, CreditHold, TopUp
+from billing.models.fapiao import FapiaoFile, FapiaoRequest
 from billing.models.invoices import Invoice, InvoiceAdjustment, InvoiceLine, InvoiceSequence, ProviderStatement
 from billing.models.ledger import Account, JournalEntry, Leg
 from billing.models.payments import PaymentAttempt, Refund, StripeCustomer, StripeEvent, UnprocessableWebhook
@@ -11,6 +12,8 @@ __all__ = [
     "BankMovement",
     "CreditGrant",
     "CreditHold",
+    "FapiaoFile",
+    "FapiaoRequest",
     "Invoice",
     "InvoiceAdjustment",
     "InvoiceLine",

@@ -1,4 +1,5 @@
 import uuid
+from typing import Any
 
 from django.db import models
 from django.db.models import F, Q
@@ -37,6 +38,9 @@ class Invoice(models.Model):
     voucher_credit = models.BigIntegerField(default=0)
     bank_credit = models.BigIntegerField(default=0)
     amount_due = models.BigIntegerField(default=0)
+    tax = models.BigIntegerField(
+        default=0, help_text="Fen of VAT in the subtotal (prices are tax-inclusive): the sum of the lines' taxes."
+    )
     amount_paid = models.BigIntegerField(default=0, help_text="Fen received: card payments and bank transfers.")
     amount_refunded = models.BigIntegerField(
         default=0, help_text="Fen of what was received that is to go back, or went back (see Refund)."
@@ -92,6 +96,16 @@ class Invoice(models.Model):
         return self.number or f"draft {self.buyer_id} {self.period_start:%Y-%m}"
 
     @property
+    def subtotal_without_tax(self) -> int:
+        return self.subtotal - self.tax
+
+    @property
+    def current_fapiao(self) -> Any:
+        """The latest fapiao request of this invoice (prefetch ``fapiao_requests`` for lists), or None."""
+        requests = sorted(self.fapiao_requests.all(), key=lambda request: (request.requested_at, str(request.pk)))
+        return requests[-1] if requests else None
+
+    @property
     def reference(self) -> str:
         """How the ledger refers to this invoice."""
         return f"invoice:{self.pk}"
@@ -125,12 +139,27 @@ class InvoiceLine(models.Model):
     description = models.CharField(
         max_length=300, blank=True, default="", db_default="", help_text="Why an adjustment line is billed."
     )
+    vat_rate = models.DecimalField(
+        max_digits=5, decimal_places=4, default=0, help_text="VAT rate of the line's service kind (billing.vat)."
+    )
+    tax = models.BigIntegerField(default=0, help_text="Fen of VAT in ``amount`` (billing.vat.vat_split).")
 
     class Meta:
         ordering = ["invoice", "kind", "lease_id", "metric", "model", "band"]
+        constraints = [
+            # The tax is part of the amount, with its sign: amount without tax and tax add up to it.
+            models.CheckConstraint(
+                condition=Q(tax__gte=0, tax__lte=F("amount")) | Q(tax__lte=0, tax__gte=F("amount")),
+                name="invoice_line_tax_within_amount",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.lease_id} {self.metric} {self.quantity} x {self.rate} = {self.amount}"
+
+    @property
+    def amount_without_tax(self) -> int:
+        return self.amount - self.tax
 
 
 class InvoiceSequence(models.Model):
@@ -154,6 +183,9 @@ class ProviderStatement(models.Model):
     gross = models.BigIntegerField(default=0)
     commission = models.BigIntegerField(default=0)
     net = models.BigIntegerField(default=0)
+    tax = models.BigIntegerField(
+        default=0, help_text="Fen of VAT in ``gross``: the sum of the taxes of the provider's invoice lines."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -165,6 +197,10 @@ class ProviderStatement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider_id} {self.period_start:%Y-%m}: {self.net}"
+
+    @property
+    def gross_without_tax(self) -> int:
+        return self.gross - self.tax
 
 
 class InvoiceAdjustment(models.Model):
@@ -210,5 +246,9 @@ class InvoiceAdjustment(models.Model):
             rate=0,
             amount=self.amount,
             description=self.description,
+            # The voucher's share was taxed with its line on the invoice that billed the usage (and on
+            # that invoice's fapiao): billing it back collects it, it is no second sale.
+            vat_rate=0,
+            tax=0,
             **fields,
         )

@@ -33,6 +33,7 @@ from billing.models import (
 )
 from billing.periods import local_year, month_of
 from billing.rating import RatedLine, late_rows_bill, rate, rate_unbilled, unbilled_rollups
+from billing.services.fapiao import fapiao_void_check
 from billing.services.ledger import (
     Credit,
     NewEntry,
@@ -85,15 +86,28 @@ def _take_numbers(at: datetime, count: int) -> list[str]:
     return [f"CG-{year}-{n:06d}" for n in range(last - count + 1, last + 1)]
 
 
-def _accrue_statements(period: tuple[datetime, datetime], by_provider: dict[Any, tuple[int, int]], sign: int) -> None:
-    """Add (or with ``sign`` -1 take back) each provider's gross and commission for the period."""
+@dataclass(frozen=True)
+class ProviderTotals:
+    """A provider's part of an invoice: its lines' gross (tax-inclusive), their VAT, the platform's commission."""
+
+    gross: int
+    tax: int
+    commission: int
+
+    def __add__(self, other: "ProviderTotals") -> "ProviderTotals":
+        return ProviderTotals(self.gross + other.gross, self.tax + other.tax, self.commission + other.commission)
+
+
+def _accrue_statements(period: tuple[datetime, datetime], by_provider: dict[Any, ProviderTotals], sign: int) -> None:
+    """Add (or with ``sign`` -1 take back) each provider's gross, tax and commission for the period."""
     period_start, period_end = period
     for provider_id in sorted(by_provider, key=str):  # locks in a fixed order
-        gross, commission = by_provider[provider_id]
+        totals = by_provider[provider_id]
         changes = {
-            "gross": F("gross") + sign * gross,
-            "commission": F("commission") + sign * commission,
-            "net": F("net") + sign * (gross - commission),
+            "gross": F("gross") + sign * totals.gross,
+            "commission": F("commission") + sign * totals.commission,
+            "net": F("net") + sign * (totals.gross - totals.commission),
+            "tax": F("tax") + sign * totals.tax,
         }
         statement = ProviderStatement.objects.filter(provider_id=provider_id, period_start=period_start)
         if not statement.update(**changes):
@@ -103,14 +117,17 @@ def _accrue_statements(period: tuple[datetime, datetime], by_provider: dict[Any,
             statement.update(**changes)
 
 
-def _provider_totals(lines: list[InvoiceLine]) -> dict[Any, tuple[int, int]]:
-    """Per provider: gross and the platform's commission (one rounding per provider and invoice)."""
+def _provider_totals(lines: list[InvoiceLine]) -> dict[Any, ProviderTotals]:
+    """Per provider: gross, VAT and the platform's commission (one rounding per provider and invoice)."""
     gross: dict[Any, int] = defaultdict(int)
+    tax: dict[Any, int] = defaultdict(int)
     for line in lines:
         if line.kind != InvoiceLine.Kind.CLAIM_REJECTED:  # the provider was owed its share when the usage was billed
             gross[line.provider_id] += line.amount
+            tax[line.provider_id] += line.tax
     return {
-        provider: (amount, share(amount, settings.PLATFORM_COMMISSION_RATE)[0]) for provider, amount in gross.items()
+        provider: ProviderTotals(amount, tax[provider], share(amount, settings.PLATFORM_COMMISSION_RATE)[0])
+        for provider, amount in gross.items()
     }
 
 
@@ -121,6 +138,7 @@ class _Books:
     receivable: dict[Any, Account]  # by buyer
     payable: dict[Any, Account]  # by provider
     revenue: Account
+    vat: Account
     rebill: dict[Any, Account]  # by buyer, of those billed an adjustment
 
     @classmethod
@@ -130,20 +148,24 @@ class _Books:
             receivable=accounts_for(purpose=Purpose.BUYER_RECEIVABLE, organization_ids=[i.buyer_id for i in drafts]),
             payable=accounts_for(purpose=Purpose.PROVIDER_PAYABLE, organization_ids=[i.provider_id for i in lines]),
             revenue=account_for(purpose=Purpose.PLATFORM_REVENUE),
+            vat=account_for(purpose=Purpose.VAT_PAYABLE),
             rebill=accounts_for(purpose=Purpose.CLAIM_REBILL, organization_ids=rebilled) if rebilled else {},
         )
 
 
 def _usage_entry(
-    invoice: Invoice, by_provider: dict[Any, tuple[int, int]], rebilled: int, books: _Books, now: datetime
+    invoice: Invoice, by_provider: dict[Any, ProviderTotals], rebilled: int, books: _Books, now: datetime
 ) -> NewEntry:
-    """The buyer owes the subtotal; each provider is owed its lines less the commission, the platform the rest;
+    """The buyer owes the subtotal; each provider is owed its lines less the commission; the platform,
+    the seller on the invoice, owes the tax office the invoice's VAT and keeps the rest of the commission;
     rejected voucher claim lines billed back clear the buyer's claim rebill account."""
     legs = [(books.receivable[invoice.buyer_id], invoice.subtotal)]
     for provider_id in sorted(by_provider, key=str):
-        gross, commission = by_provider[provider_id]
-        legs.append((books.payable[provider_id], -(gross - commission)))
-        legs.append((books.revenue, -commission))
+        totals = by_provider[provider_id]
+        legs.append((books.payable[provider_id], -(totals.gross - totals.commission)))
+        legs.append((books.revenue, -totals.commission))
+    legs.append((books.vat, -invoice.tax))
+    legs.append((books.revenue, invoice.tax))
     if rebilled:
         legs.append((books.rebill[invoice.buyer_id], -rebilled))
     return NewEntry(
@@ -201,6 +223,7 @@ _FINALIZED_FIELDS = [
     "voucher_credit",
     "bank_credit",
     "amount_due",
+    "tax",
     "number",
     "status",
     "finalized_at",
@@ -283,19 +306,19 @@ def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
     books = _Books.of(drafts, all_lines)
 
     entries = []
-    statements: dict[tuple[datetime, datetime], dict[Any, tuple[int, int]]] = defaultdict(dict)
+    statements: dict[tuple[datetime, datetime], dict[Any, ProviderTotals]] = defaultdict(dict)
     buyer_ids = {invoice.buyer_id for invoice in drafts}
     banks_lock(buyer_ids=buyer_ids)  # in primary-key order, before credit is drawn invoice by invoice
     for invoice in drafts:
         invoice.subtotal = sum(line.amount for line in lines[invoice.pk])
+        invoice.tax = sum(line.tax for line in lines[invoice.pk])
         by_provider = _provider_totals(lines[invoice.pk])
         rebilled = sum(line.amount for line in lines[invoice.pk] if line.kind == InvoiceLine.Kind.CLAIM_REJECTED)
         entries.append(_usage_entry(invoice, by_provider, rebilled, books, now))
         entries += _apply_credits(invoice, lines[invoice.pk], books, now)
         accrued = statements[invoice.period_start, invoice.period_end]
-        for provider_id, (gross, commission) in by_provider.items():
-            before = accrued.get(provider_id, (0, 0))
-            accrued[provider_id] = (before[0] + gross, before[1] + commission)
+        for provider_id, totals in by_provider.items():
+            accrued[provider_id] = accrued.get(provider_id, ProviderTotals(0, 0, 0)) + totals
         invoice.finalized_at, invoice.hold_reason = now, ""
         invoice.status = Status.FINALIZED if invoice.amount_due else Status.PAID
         invoice.next_payment_attempt_at = now if invoice.amount_due else None
@@ -403,7 +426,9 @@ def invoice_void(*, invoice_id: Any, by: str, reason: str = "", now: datetime | 
     with advisory_lock(f"invoice-collect:{invoice_id}") as mine:  # the collection run's
         if not mine:
             raise ConflictError(_IN_FLIGHT, code="payment_in_flight")
-        if Invoice.objects.filter(pk=invoice_id, status__in=VOIDABLE).exists():
+        invoice = Invoice.objects.filter(pk=invoice_id, status__in=VOIDABLE).first()
+        if invoice is not None:
+            fapiao_void_check(invoice=invoice, by=by, now=now, only_check=True)  # before Stripe is touched
             attempts_settle(invoice_id=invoice_id, now=now)
         return _void(invoice_id=invoice_id, by=by, reason=reason, now=now)
 
@@ -420,6 +445,8 @@ def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
         raise ConflictError(f"A {invoice.status} invoice cannot be voided.", code="invoice_not_voidable")
     if invoice.attempts.filter(status=PaymentAttempt.Status.PENDING).exists():
         raise ConflictError(_IN_FLIGHT, code="payment_in_flight")
+    # An issued fapiao stops the void until its red-letter reversal is recorded; a requested one is cancelled.
+    fapiao_void_check(invoice=invoice, by=by, now=now)
     # What finalizing posted is reversed; payments stay booked and are refunded, so that the
     # buyer is owed what it paid until the refund goes out.
     billed = JournalEntry.objects.filter(

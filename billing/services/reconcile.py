@@ -104,18 +104,19 @@ def reconcile() -> list[Difference]:
     differences += _unbooked_payment_intents()
 
     statements = ProviderStatement.objects.values_list("provider_id").annotate(
-        net=Sum("net"), commission=Sum("commission")
+        net=Sum("net"), commission=Sum("commission"), tax=Sum("tax")
     )
     differences += _compare(
         "provider payable",
         _ledger(Purpose.PROVIDER_PAYABLE, accruals_only=True),
-        {p: -int(net) for p, net, _ in statements},
+        {p: -int(net) for p, net, _, _ in statements},
     )
     differences += _compare(
         "platform revenue",
         _ledger(Purpose.PLATFORM_REVENUE),
-        {None: -sum(int(commission) for _, _, commission in statements)},
+        {None: -sum(int(commission) - int(tax) for _, _, commission, tax in statements)},
     )
+    differences += _vat()
 
     charged = PaymentAttempt.objects.filter(status=PaymentAttempt.Status.SUCCEEDED).aggregate(total=Sum("amount"))
     to_cards = Refund.objects.filter(method=Refund.Method.STRIPE, status=Refund.Status.SUCCEEDED).aggregate(
@@ -165,6 +166,41 @@ def reconcile() -> list[Difference]:
     differences += _usage_by_price_version()
     for check in RECONCILE_CHECKS:
         differences += check()
+    return differences
+
+
+def _vat() -> list[Difference]:
+    """VAT is complete: every invoice's tax is the sum of its lines' taxes, each line's tax is its
+    amount's split (``billing.vat``), and the VAT payable booked for an invoice is its tax while it
+    stands (finalized, paid, uncollectible) and nothing once it is void: booked once, reversed once."""
+    from billing.vat import vat_split
+
+    differences = []
+    booked: dict[str, int] = {
+        reference: -int(total)
+        for reference, total in Leg.objects.filter(account__purpose=Purpose.VAT_PAYABLE)
+        .values_list("entry__reference")
+        .annotate(total=Sum("amount"))
+        .order_by()
+    }
+    invoices = Invoice.objects.exclude(status=Invoice.Status.DRAFT).annotate(lines_tax=Coalesce(Sum("lines__tax"), 0))
+    for invoice in invoices.only("pk", "number", "status", "tax").iterator():
+        if invoice.tax != invoice.lines_tax:  # type: ignore[attr-defined]
+            differences.append(Difference("invoice tax", str(invoice.number), invoice.lines_tax, invoice.tax))  # type: ignore[attr-defined]
+        expected = 0 if invoice.status == Invoice.Status.VOID else invoice.tax
+        got = booked.pop(invoice.reference, 0)
+        if got != expected:
+            differences.append(Difference("vat payable", str(invoice.number), got, expected))
+    for reference, total in booked.items():  # VAT booked for no finalized invoice
+        if total:
+            differences.append(Difference("vat payable", reference, total, 0))
+    for line_id, amount, rate, tax in (
+        InvoiceLine.objects.exclude(invoice__status=Invoice.Status.DRAFT)
+        .values_list("pk", "amount", "vat_rate", "tax")
+        .iterator()
+    ):
+        if vat_split(amount, rate).tax != tax:
+            differences.append(Difference("invoice line tax", str(line_id), tax, vat_split(amount, rate).tax))
     return differences
 
 

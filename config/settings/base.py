@@ -200,6 +200,8 @@ SPECTACULAR_SETTINGS = {
         "OrderStatusEnum": "marketplace.models.Order.Status",
         "EndpointStatusEnum": "pools.models.ModelEndpoint.Status",
         "SubsidyClaimStatusEnum": "settlements.models.SubsidyClaim.Status",
+        "FapiaoKindEnum": "billing.models.fapiao.FapiaoRequest.Kind",
+        "FapiaoStatusEnum": "billing.models.fapiao.FapiaoRequest.Status",
     },
 }
 
@@ -266,6 +268,19 @@ DEFAULT_CURRENCY = "CNY"
 PLATFORM_COMMISSION_RATE = env_decimal(
     "PLATFORM_COMMISSION_RATE", Decimal("0.10"), min_value=Decimal("0"), max_value=Decimal("1")
 )
+# VAT: prices are tax-inclusive; each invoice line's tax is split out of its amount at the rate
+# of its service kind (billing.vat). 6% is the rate for modern services (compute, information
+# technology); fees and other kinds may be set apart when the tax office says so.
+VAT_RATES = {
+    kind: env_decimal(name, Decimal("0.06"), min_value=Decimal("0"), max_value=Decimal("0.20"))
+    for kind, name in (
+        ("card_hour", "VAT_RATE_CARD_HOUR"),
+        ("million_tokens", "VAT_RATE_TOKENS"),
+        ("fee", "VAT_RATE_FEE"),
+    )
+}
+# Fapiao files an operator uploads (the e-fapiao as PDF, OFD or XML): at most this many bytes.
+FAPIAO_FILE_MAX_BYTES = env_int("FAPIAO_FILE_MAX_BYTES", 5 * 1024 * 1024, min_value=1024, max_value=50 * 1024 * 1024)
 # The seller on every invoice (the platform's operating company) and where buyers pay by transfer
 INVOICE_SELLER_NAME = env_str("INVOICE_SELLER_NAME", "Compute Grid Platform Operations Co., Ltd.")
 INVOICE_SELLER_CREDIT_CODE = env_str("INVOICE_SELLER_CREDIT_CODE", "91330100MA0000001F")

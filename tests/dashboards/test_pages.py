@@ -217,8 +217,9 @@ def test_the_operator_page_shows_usage_and_the_platforms_commission_by_day(grid,
     finalized_in_window = {f"{invoice.period_start:%Y-%m}" for invoice, at in posted if at >= start}
 
     assert sum(day["card_hours"] for day in days) == sum(Decimal(row["quantity"]) for row in used) / 3600 > 0
+    # the platform's revenue: its commission less the VAT it owes as the seller on the invoices
     assert sum(Decimal(format_yuan(day["revenue"])) for day in days) == sum(
-        Decimal(statements[month]["commission"]) for month in finalized_in_window
+        Decimal(statements[month]["commission"]) - Decimal(statements[month]["tax"]) for month in finalized_in_window
     )
     assert finalized_in_window
 

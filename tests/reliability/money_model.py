@@ -211,6 +211,13 @@ class Grant:
         return (self.expires_at is None, self.expires_at or NEVER, self.priority, self.created_at)
 
 
+def vat_of(gross: int, rate: Fraction) -> int:
+    """The tax in a tax-inclusive amount, half up to the fen, negatives mirrored (docs/architecture.md)."""
+    exact = abs(gross) * rate / (1 + rate)
+    tax = math.floor(exact + Fraction(1, 2))
+    return tax if gross >= 0 else -tax
+
+
 @dataclass
 class Line:
     kind: str
@@ -244,6 +251,7 @@ class Invoice:
     draws: list[tuple[Grant, int]] = field(default_factory=list)
     card_payments: list[list[int]] = field(default_factory=list)  # [amount, to refund, refunded through Stripe]
     by_provider: dict[str, tuple[int, int]] = field(default_factory=dict)  # gross, commission
+    tax: int = 0  # VAT in the subtotal: the lines' taxes summed
 
     @property
     def key(self) -> tuple[str, datetime]:
@@ -271,6 +279,7 @@ class MoneyModel:
         rise_notice_hours: int = 24,
     ) -> None:
         self.commission_rate = commission_rate
+        self.vat_rate = Fraction(6, 100)  # VAT_RATE_CARD_HOUR's default: the model bills card-hours only
         self.hourly_tolerance = Fraction(hourly_tolerance)
         self.grace_seconds = grace_seconds
         self.tokens_headroom = Fraction(tokens_headroom)
@@ -383,7 +392,10 @@ class MoneyModel:
             raise Refused("period_open")
         invoice.lines = self._take_unbilled(invoice, takes_late)
         invoice.subtotal = sum(line.amount for line in invoice.lines)
+        invoice.tax = sum(vat_of(line.amount, self.vat_rate) for line in invoice.lines)
         self.ledger[("buyer_receivable", invoice.buyer)] += invoice.subtotal
+        self.ledger[("vat_payable", None)] -= invoice.tax
+        self.ledger[("platform_revenue", None)] += invoice.tax
         gross: dict[str, int] = defaultdict(int)
         for line in invoice.lines:
             gross[line.provider] += line.amount
@@ -487,6 +499,8 @@ class MoneyModel:
         if invoice.status not in ("finalized", "paid", "uncollectible"):
             raise Refused("invoice_not_voidable")
         self.ledger[("buyer_receivable", invoice.buyer)] -= invoice.amount_due
+        self.ledger[("vat_payable", None)] += invoice.tax
+        self.ledger[("platform_revenue", None)] -= invoice.tax
         for provider, (gross, commission) in invoice.by_provider.items():
             self.ledger[("provider_payable", provider)] += gross - commission
             self.ledger[("platform_revenue", None)] += commission

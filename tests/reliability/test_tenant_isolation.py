@@ -314,6 +314,20 @@ ROUTES: dict[str, dict[str, Check]] = {
         "POST": Detail("invoice_id", (), body=lambda w: {"amount": "1.00"})  # operators
     },
     "api/v1/statements/": {"GET": Listing()},
+    # Fapiao: the buyer's invoicing details (its own, no id), its requests; operators record them.
+    "api/v1/invoicing-details/": {
+        "GET": Listing(),
+        "PUT": Create(body=lambda w: {"title": w.b.buyer.legal_name, "taxpayer_id": w.b.buyer.credit_code}),
+    },
+    "api/v1/invoices/<uuid:invoice_id>/fapiao/": {
+        "GET": Detail("invoice_id", ("buyer",)),
+        "POST": Detail("invoice_id", ("buyer",), body=lambda w: {"kind": "ordinary"}),
+    },
+    "api/v1/fapiao-requests/": {"GET": Listing(queries=(lambda w: {"status": "issued"},))},
+    "api/v1/fapiao-requests/<uuid:request_id>/": {"GET": Detail("request_id", ("buyer",))},
+    "api/v1/fapiao-requests/<uuid:request_id>/file/": {"GET": Detail("request_id", ("buyer",))},
+    "api/v1/fapiao-requests/<uuid:request_id>/issue/": {"POST": Detail("request_id", (), body=lambda w: {})},
+    "api/v1/fapiao-requests/<uuid:request_id>/red-letter/": {"POST": Detail("request_id", (), body=lambda w: {})},
     # The compute bank: each buyer's own (no id in its path).
     "api/v1/bank/": {
         "GET": Listing(),

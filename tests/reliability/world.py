@@ -65,6 +65,7 @@ class Tenant:
     claim: Any = None  # a subsidy claim on the tenant's program
     payout_run: Any = None  # a run (operators' only) with a line paying the tenant's provider
     payout_line: Any = None
+    fapiao: Any = None  # the finalized invoice's fapiao, issued with its file
 
     def organization(self, kind: str, operator: Organization) -> Organization:
         return operator if kind == "operator" else getattr(self, kind)
@@ -85,6 +86,7 @@ class Tenant:
             "claim_id": self.claim,
             "run_id": self.payout_run,
             "line_id": self.payout_line,
+            "request_id": self.fapiao,
         }  # type: ignore[return-value]
 
 
@@ -121,6 +123,7 @@ def _tenant(hub: str, province: str) -> Tenant:
     usage(tenant.lease, USED_AT, seconds=8 * 3600)
     march = invoice_for_period(buyer=tenant.buyer, at=USED_AT)
     tenant.invoice = invoice_finalize(invoice_id=march.pk, now=FINALIZED_AT)
+    tenant.fapiao = _fapiao(tenant)
     usage(tenant.lease, timezone.now() - timedelta(hours=2))
     tenant.draft_invoice = invoice_for_period(buyer=tenant.buyer, at=timezone.now())
     with time_machine.travel(LEASED_AT, tick=False):
@@ -179,6 +182,27 @@ def _settlements(tenant: Tenant) -> None:
     )
     tenant.payout_line = PayoutLine.objects.create(
         run=tenant.payout_run, number=1, provider=tenant.provider, account=account, amount=1
+    )
+
+
+def _fapiao(tenant: Tenant) -> Any:
+    """The buyer's invoicing details, and an issued fapiao (with its file) of its finalized invoice."""
+    from billing.models import FapiaoRequest
+    from billing.services.fapiao import Upload, fapiao_issue, fapiao_request
+    from organizations.services import invoicing_details_set
+
+    assert tenant.invoice is not None
+    invoicing_details_set(
+        organization=tenant.buyer, title=tenant.buyer.legal_name, taxpayer_id=tenant.buyer.credit_code, by="test"
+    )
+    request, _ = fapiao_request(invoice=tenant.invoice, kind="ordinary", by="test")
+    return fapiao_issue(
+        request_id=request.pk,
+        number=f"{26110000000000000000 + FapiaoRequest.objects.count():020d}",
+        code="",
+        issued_on=FINALIZED_AT.date(),
+        upload=Upload(name="fapiao.pdf", content=b"%PDF-1.7 isolation"),
+        by="test",
     )
 
 
