@@ -2,33 +2,73 @@
 (``dashboards.invoices.invoice_document``): seller and buyer, period, due date and status, the
 lines by pool and GPU model, the totals with the amount due emphasised, and how to pay.
 
-The built-in PDF fonts cover Latin-1 only: any other character (a company's Chinese name, say)
-is written as "?" rather than failing the download.
+Both documents come in the reader's language (the request's, ``organizations.languages``) and
+embed a CJK font installed from a Debian package (``fonts-wqy-zenhei``, else ``fonts-noto-cjk``;
+``make install``, ``.ci/run`` and the Dockerfile install it), so Chinese labels and companies'
+Chinese names are drawn, not replaced. The font has no bold face: bold is drawn by stroking the
+glyphs' outlines as well as filling them. Only the glyphs used are embedded (fpdf2 subsets).
 """
 
+import logging
+from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 from fpdf import FPDF
-from fpdf.enums import XPos, YPos
+from fpdf.enums import TextMode, XPos, YPos
 
-from dashboards.formatting import local_time, money, price, time_zone
+from dashboards.formatting import band, claim_line_status, claim_status, local_time, money, price, time_zone
+
+# Debian's CJK fonts, the first one installed is used (a collection's first face).
+CJK_FONTS = [
+    Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"),
+    Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"),
+    Path("/usr/share/fonts/opentype/noto/NotoSansCJKsc-Regular.otf"),
+]
+FONT = "cjk"
+# fontTools says, once per document, that it drops the font's bitmap strikes when subsetting.
+logging.getLogger("fontTools.subset").setLevel(logging.ERROR)
 
 WIDTHS = [22, 40, 22, 34, 24, 24, 20]  # lease, item, band, quantity, unit price, amount, voucher: 186 mm
 RIGHT = {3, 4, 5, 6}
 
 
+def cjk_font() -> Path:
+    for path in CJK_FONTS:
+        if path.is_file():
+            return path
+    raise ImproperlyConfigured(
+        "No CJK font for the PDFs: install Debian's fonts-wqy-zenhei (apt-get install -y fonts-wqy-zenhei); "
+        f"looked for {', '.join(str(path) for path in CJK_FONTS)}."
+    )
+
+
+def _document(**options: Any) -> FPDF:
+    pdf = FPDF(**options)
+    pdf.add_font(FONT, "", cjk_font())
+    pdf.set_creator("Compute Grid")
+    return pdf
+
+
+def _font(pdf: FPDF, style: str = "", size: float = 10) -> None:
+    """The CJK font at ``size``; ``style`` "B" draws it bold (outline stroked as well as filled)."""
+    pdf.set_font(FONT, "", size)
+    pdf.set_line_width(0.15 if "B" in style else 0.2)
+    pdf.text_mode = TextMode.FILL_STROKE if "B" in style else TextMode.FILL
+
+
 def _text(value: Any) -> str:
-    return str(value).encode("latin-1", "replace").decode("latin-1")
+    return str(value)
 
 
 def invoice_pdf(invoice: dict[str, Any]) -> bytes:
     """``invoice``: ``invoice_document``'s dict."""
-    pdf = FPDF(format="A4")
+    pdf = _document(format="A4")
     pdf.set_title(_text(f"{_('Invoice')} {invoice['number'] or _('draft')}"))
-    pdf.set_creator("Compute Grid")
     pdf.add_page()
-    pdf.set_font("Helvetica", "B", 16)
+    _font(pdf, "B", 16)
     title = f"{_('Invoice')} {invoice['number']}" if invoice["number"] else _("Draft invoice (usage so far)")
     pdf.cell(0, 10, _text(title), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
@@ -38,9 +78,9 @@ def invoice_pdf(invoice: dict[str, Any]) -> bytes:
         (105, _("Buyer"), invoice["buyer_name"], invoice["buyer_credit_code"], invoice["buyer_address"]),
     ):
         pdf.set_xy(x, top)
-        pdf.set_font("Helvetica", "B", 9)
+        _font(pdf, "B", 9)
         pdf.cell(90, 5, _text(heading), new_x=XPos.LEFT, new_y=YPos.NEXT)
-        pdf.set_font("Helvetica", size=9)
+        _font(pdf, size=9)
         for text in (name, f"{_('Unified social credit code')}: {code}", address):
             pdf.cell(90, 5, _text(text), new_x=XPos.LEFT, new_y=YPos.NEXT)
     pdf.set_xy(10, top + 24)
@@ -48,10 +88,14 @@ def invoice_pdf(invoice: dict[str, Any]) -> bytes:
     status = (
         _("Overdue by %(days)s days") % {"days": invoice["days_overdue"]}
         if invoice["days_overdue"] is not None
-        else invoice["status"]
+        else invoice["status_label"]
     )
     period = f"{local_time(invoice['period_first_day'], 'Y-m-d')} - {local_time(invoice['period_last_day'], 'Y-m-d')}"
-    exact = f"{local_time(invoice['period_start'])} to {local_time(invoice['period_end'])} ({time_zone()})"
+    exact = _("%(start)s to %(end)s (%(zone)s)") % {
+        "start": local_time(invoice["period_start"]),
+        "end": local_time(invoice["period_end"]),
+        "zone": time_zone(),
+    }
     for label, value in (
         (_("Period"), f"{period}  ({exact})"),
         (_("Issued"), local_time(invoice["finalized_at"]) or "-"),
@@ -59,28 +103,28 @@ def invoice_pdf(invoice: dict[str, Any]) -> bytes:
         (_("Status"), status),
         (_("Currency"), invoice["currency"]),
     ):
-        pdf.set_font("Helvetica", "B" if label == _("Status") and invoice["days_overdue"] is not None else "", 10)
+        _font(pdf, "B" if label == _("Status") and invoice["days_overdue"] is not None else "", 10)
         pdf.cell(35, 6, _text(label))
         pdf.cell(0, 6, _text(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
     headings = [_("Lease"), _("Item"), _("Band"), _("Card-hours"), _("Unit price"), _("Amount"), _("Voucher")]
     for group in invoice["groups"]:
         pdf.ln(3)
-        pdf.set_font("Helvetica", "B", 10)
+        _font(pdf, "B", 10)
         pdf.cell(
             0, 6, _text(f"{group['name']} - {group['gpu_model']} - {group['hub']}"), new_x=XPos.LMARGIN, new_y=YPos.NEXT
         )
-        pdf.set_font("Helvetica", "B", 8)
+        _font(pdf, "B", 8)
         for index, (heading, width) in enumerate(zip(headings, WIDTHS, strict=True)):
             pdf.cell(width, 6, _text(heading), border="B", align="R" if index in RIGHT else "L")
         pdf.ln()
-        pdf.set_font("Helvetica", size=8)
+        _font(pdf, size=8)
         for line in group["lines"]:
             item = _("GPU card-hours") if line["unit"] == "card_hour" else f"{line['metric']} {line['model']}".strip()
             cells = [
                 str(line["lease"])[:8],
                 item,
-                line["band"],
+                band(line["band"]),
                 f"{float(line['quantity']):,.2f}",
                 price(line["rate"]),
                 money(line["amount"]),
@@ -89,7 +133,7 @@ def invoice_pdf(invoice: dict[str, Any]) -> bytes:
             for index, (cell, width) in enumerate(zip(cells, WIDTHS, strict=True)):
                 pdf.cell(width, 5, _text(cell), align="R" if index in RIGHT else "L")
             pdf.ln()
-        pdf.set_font("Helvetica", "B", 8)
+        _font(pdf, "B", 8)
         pdf.cell(sum(WIDTHS[:3]), 5, _text(_("Subtotal of the pool")), border="T")
         pdf.cell(WIDTHS[3], 5, f"{float(group['card_hours']):,.2f}", border="T", align="R")
         pdf.cell(WIDTHS[4], 5, "", border="T")
@@ -105,15 +149,15 @@ def invoice_pdf(invoice: dict[str, Any]) -> bytes:
         (_("Paid"), "amount_paid", ""),
     ):
         due = key == "amount_due"
-        pdf.set_font("Helvetica", "B" if due else "", 12 if due else 10)
+        _font(pdf, "B" if due else "", 12 if due else 10)
         pdf.cell(150, 8 if due else 6, _text(label), align="R")
         pdf.cell(36, 8 if due else 6, _text(sign + money(invoice[key])), align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
     if invoice["number"]:
         pdf.ln(4)
-        pdf.set_font("Helvetica", "B", 10)
+        _font(pdf, "B", 10)
         pdf.cell(0, 6, _text(_("How to pay")), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        pdf.set_font("Helvetica", size=9)
+        _font(pdf, size=9)
         bank = invoice["bank"]
         pdf.multi_cell(
             0,
@@ -135,51 +179,56 @@ def invoice_pdf(invoice: dict[str, Any]) -> bytes:
 
 
 CLAIM_COLUMNS = [
-    ("Invoice", 30),
-    ("Company", 46),
-    ("Credit code", 34),
-    ("Province", 22),
-    ("Provider", 40),
-    ("Hub", 22),
-    ("Usage", 28),
-    ("Line", 20),
-    ("Voucher", 20),
-    ("Status", 15),
+    (gettext_noop("Invoice"), 30),
+    (gettext_noop("Company"), 46),
+    (gettext_noop("Credit code"), 34),
+    (gettext_noop("Province"), 22),
+    (gettext_noop("Provider"), 40),
+    (gettext_noop("Hub"), 22),
+    (gettext_noop("Usage"), 28),
+    (gettext_noop("Line"), 20),
+    (gettext_noop("Voucher"), 20),
+    (gettext_noop("Status"), 15),
 ]
 CLAIM_TOTALS = [
-    ("Claimed", "claimed"),
-    ("Approved", "approved"),
-    ("Rejected", "rejected"),
-    ("Withdrawn", "withdrawn"),
-    ("Received", "received"),
-    ("Due", "due"),
+    (gettext_noop("Claimed"), "claimed"),
+    (gettext_noop("Approved"), "approved"),
+    (gettext_noop("Rejected"), "rejected"),
+    (gettext_noop("Withdrawn"), "withdrawn"),
+    (gettext_noop("Received"), "received"),
+    (gettext_noop("Due"), "due"),
 ]
 
 
 def claim_pdf(claim: dict[str, Any]) -> bytes:
     """``claim``: ``ClaimDetailSerializer`` data plus ``issuer_name``: a subsidy claim with its evidence lines."""
-    pdf = FPDF(orientation="L", format="A4")
-    pdf.set_title(_text(f"Subsidy claim {claim['number']}"))
-    pdf.set_creator("Compute Grid")
+    pdf = _document(orientation="L", format="A4")
+    title = _("Subsidy claim %(number)s") % {"number": claim["number"]}
+    pdf.set_title(title)
     pdf.add_page()
-    pdf.set_font("Helvetica", "B", 16)
-    pdf.cell(0, 10, _text(f"Subsidy claim {claim['number']}"), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    pdf.set_font("Helvetica", size=10)
+    _font(pdf, "B", 16)
+    pdf.cell(0, 10, _text(title), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    _font(pdf, size=10)
+    status = claim_status(claim["status"])
     for label, value in (
-        ("Issuer", f"{claim['issuer_name']} ({claim['issuer']})"),
-        ("Program", claim["program_name"]),
-        ("Redeemed", f"{local_time(claim['period_start'])} to {local_time(claim['period_end'])} ({time_zone()})"),
-        ("Status", claim["status"] + (" (overdue)" if claim["overdue"] else "")),
-        ("Currency", claim["currency"]),
+        (_("Issuer"), f"{claim['issuer_name']} ({claim['issuer']})"),
+        (_("Program"), claim["program_name"]),
+        (
+            _("Redeemed"),
+            _("%(start)s to %(end)s (%(zone)s)")
+            % {"start": local_time(claim["period_start"]), "end": local_time(claim["period_end"]), "zone": time_zone()},
+        ),
+        (_("Status"), _("%(status)s (overdue)") % {"status": status} if claim["overdue"] else status),
+        (_("Currency"), claim["currency"]),
     ):
-        pdf.cell(35, 6, _text(_(label)))
+        pdf.cell(35, 6, _text(label))
         pdf.cell(0, 6, _text(value), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(4)
-    pdf.set_font("Helvetica", "B", 8)
+    _font(pdf, "B", 8)
     for heading, width in CLAIM_COLUMNS:
         pdf.cell(width, 7, _text(_(heading)), border="B")
     pdf.ln()
-    pdf.set_font("Helvetica", size=7)
+    _font(pdf, size=7)
     for line in claim["lines"]:
         usage = f"{line['usage_quantity'] or ''} {line['usage_unit']}".strip()
         cells = [
@@ -192,7 +241,7 @@ def claim_pdf(claim: dict[str, Any]) -> bytes:
             usage,
             money(line["line_amount"]),
             money(line["voucher_share"]),
-            line["status"],
+            claim_line_status(line["status"]),
         ]
         for (_heading, width), cell in zip(CLAIM_COLUMNS, cells, strict=True):
             pdf.cell(width, 5, _text(cell)[: width // 2])
@@ -201,12 +250,15 @@ def claim_pdf(claim: dict[str, Any]) -> bytes:
             pdf.cell(
                 0,
                 5,
-                _text(f"    rejected: {line['reason_code']} {line['reason']}"),
+                _text(
+                    "    "
+                    + _("rejected: %(code)s %(reason)s") % {"code": line["reason_code"], "reason": line["reason"]}
+                ),
                 new_x=XPos.LMARGIN,
                 new_y=YPos.NEXT,
             )
     pdf.ln(4)
-    pdf.set_font("Helvetica", size=10)
+    _font(pdf, size=10)
     for label, key in CLAIM_TOTALS:
         pdf.cell(230, 6, _text(_(label)), align="R")
         pdf.cell(40, 6, _text(money(claim[key])), align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT)

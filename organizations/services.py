@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from core.context import current_origin
 from core.exceptions import ConflictError, NotFoundError, RuleViolation
-from organizations.models import ApiKey, AuditEvent, Membership, Organization
+from organizations.models import ApiKey, AuditEvent, MemberProfile, Membership, Organization
 
 KEY_PREFIX_BYTES = 6
 KEY_SECRET_BYTES = 32
@@ -140,6 +140,17 @@ def member_set(
     user.save()
     membership, _ = Membership.objects.update_or_create(user=user, organization=organization, defaults={"role": role})
     return membership
+
+
+@transaction.atomic
+def member_language_set(*, user_id: int, language: str) -> MemberProfile:
+    """The language ``user_id`` reads the dashboards in: ``en``, ``zh-hans``, or "" for their
+    organization's default (organizations.languages)."""
+    profile, _ = MemberProfile.objects.get_or_create(user_id=user_id)
+    profile.language = language
+    profile.full_clean()
+    profile.save(update_fields=["language"])
+    return profile
 
 
 Target = tuple[models.Model, Organization | None, Mapping[str, Any]]

@@ -13,7 +13,7 @@ from organizations.models import Organization
 from pools.models import ResourcePool
 from settlements.models import ClaimPayment, PayoutLine, PayoutRun, SubsidyClaim
 from vouchers.models import Redemption
-from vouchers.report_csv import _cell  # the same guard against spreadsheet formulas
+from vouchers.report_csv import _cell, heading  # the same guard against formulas, the same headings
 
 Kind = Organization.Kind
 
@@ -128,7 +128,7 @@ def claim_csv(claim: SubsidyClaim, rows: list[dict[str, Any]]) -> str:
     """The claim for an auditor: its header and totals, then every evidence line (docs/payouts.md)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["claim", "program", "issuer", "period_start", "period_end", "status"])
+    writer.writerow(heading("claim", "program", "issuer", "period_start", "period_end", "status"))
     writer.writerow(
         [
             claim.number,
@@ -139,12 +139,12 @@ def claim_csv(claim: SubsidyClaim, rows: list[dict[str, Any]]) -> str:
             claim.status,
         ]
     )
-    writer.writerow(["claimed", "approved", "rejected", "withdrawn", "received"])
+    writer.writerow(heading("claimed", "approved", "rejected", "withdrawn", "received"))
     writer.writerow(
         [format_yuan(getattr(claim, f)) for f in ("claimed", "approved", "rejected", "withdrawn", "received")]
     )
     writer.writerow([])
-    writer.writerow(EVIDENCE_COLUMNS)
+    writer.writerow(heading(*EVIDENCE_COLUMNS))
     for row in rows:
         values = {
             **row,
