@@ -2,6 +2,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import AllowAny
@@ -108,7 +109,7 @@ IsProviderOrOperator = allow_kinds(Organization.Kind.PROVIDER, Organization.Kind
 def _invoice_for(request: Request, invoice_id: Any) -> Invoice:
     invoice = invoice_list(organization=organization_of(request)).filter(pk=invoice_id).first()
     if invoice is None:
-        raise NotFoundError("No such invoice.")
+        raise NotFoundError(gettext("No such invoice."))
     return invoice
 
 
@@ -337,5 +338,5 @@ class TopUpDetailApi(APIView):
     def get(self, request: Request, top_up_id: Any) -> Response:
         top_up = TopUp.objects.filter(pk=top_up_id, buyer=organization_of(request)).first()
         if top_up is None:
-            raise NotFoundError("No such top-up.")
+            raise NotFoundError(gettext("No such top-up."))
         return Response(TopUpSerializer(top_up).data)

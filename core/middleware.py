@@ -149,13 +149,14 @@ class RequestLimitsMiddleware:
         limit = getattr(view_class, "max_body_bytes", settings.API_MAX_BODY_BYTES)
         length = request.META.get("CONTENT_LENGTH") or "0"
         if length.isdigit() and int(length) > limit:
-            message = (
-                f"The request body is {int(length)} bytes; this endpoint takes at most {limit} bytes "
-                f"({_megabytes(limit)})."
-            )
+            message = translation.gettext(
+                "The request body is %(length)s bytes; this endpoint takes at most %(limit)s bytes (%(size)s)."
+            ) % {"length": int(length), "limit": limit, "size": _megabytes(limit)}
             body = error_body("payload_too_large", message, details={"limit_bytes": limit})
             return JsonResponse(body, status=413)
         if "%00" in request.META.get("QUERY_STRING", ""):
-            body = error_body("invalid_query", "The query string may not contain NUL characters (%00).")
+            body = error_body(
+                "invalid_query", translation.gettext("The query string may not contain NUL characters (%00).")
+            )
             return JsonResponse(body, status=400)
         return None

@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from django.contrib.auth import views as auth_views
@@ -95,7 +95,7 @@ def language(request: HttpRequest) -> HttpResponse:
     chosen = request.POST.get("language", "")
     if chosen not in MemberProfile.Language.values:
         return HttpResponse(status=400)
-    member_language_set(user_id=request.user.pk, language=chosen)
+    member_language_set(user_id=cast(int, request.user.pk), language=chosen)
     back = request.POST.get("next", "")
     safe = url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure())
     return redirect(back if safe else "dashboard-home")

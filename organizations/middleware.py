@@ -1,6 +1,6 @@
 from collections.abc import Callable, Iterable, Iterator
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import translation
 from django.utils.cache import patch_vary_headers
 
@@ -21,7 +21,7 @@ class LanguageMiddleware:
         with translation.override(language):
             request.LANGUAGE_CODE = language  # type: ignore[attr-defined]
             response = self.get_response(request)
-        if response.streaming:  # a CSV report is written after the view returns, chunk by chunk
+        if isinstance(response, StreamingHttpResponse):  # a CSV report, written after the view returns
             response.streaming_content = _in_language(response.streaming_content, language)
         response.headers.setdefault("Content-Language", language)
         patch_vary_headers(response, ["Accept-Language"])
