@@ -19,7 +19,7 @@ def credit_code_check_char(first17: str) -> str:
 def validate_credit_code(value: str) -> None:
     if len(value) != 18:
         raise ValidationError(
-            gettext("A unified social credit code has 18 characters; this one has %%(n)s.") % {},
+            gettext("A unified social credit code has 18 characters; this one has %(n)s."),
             code="invalid_credit_code",
             params={"n": len(value)},
         )
@@ -27,9 +27,8 @@ def validate_credit_code(value: str) -> None:
     if bad:
         raise ValidationError(
             gettext(
-                "A unified social credit code uses digits and capital letters other than I, O, Z, S, V; found %%(bad)s."
-            )
-            % {},
+                "A unified social credit code uses digits and capital letters other than I, O, Z, S, V; found %(bad)s."
+            ),
             code="invalid_credit_code",
             params={"bad": ", ".join(bad)},
         )
