@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import BigIntegerField, BooleanField, Case, ExpressionWrapper, F, Q, QuerySet, Sum, Value, When
+from django.utils.translation import gettext_lazy
 
 from billing.models import Account, Invoice, InvoiceLine, Leg, ProviderStatement
 from core.money import format_yuan
@@ -194,8 +195,8 @@ OWED = [
     (Account.Purpose.CASH, 1),
 ]
 OWED_LABELS = [
-    "In transit to providers",
-    "Owed by issuers",
-    "Owed to providers",
-    "Cash (claim payments in, payouts out)",
+    gettext_lazy("In transit to providers"),
+    gettext_lazy("Owed by issuers"),
+    gettext_lazy("Owed to providers"),
+    gettext_lazy("Cash (claim payments in, payouts out)"),
 ]

@@ -91,7 +91,8 @@ def page_text(html: str) -> list[str]:
 def _pattern(fragment: str) -> re.Pattern[str]:
     parts = PLACEHOLDER.split(fragment)
     body = ".+?".join(re.escape(part) for part in parts)
-    return re.compile(rf"(?<![A-Za-z]){body}(?![A-Za-z])")
+    # Whole words: a message's word inside a path or a name (/api/v1/invoices/, invoice_id) is not it.
+    return re.compile(rf"(?<![\w/.-]){body}(?![\w/-])")
 
 
 def untranslated_on(segments: list[str], *, data: list[str] = (), skip_contexts: tuple[str, ...] = ()) -> list[str]:

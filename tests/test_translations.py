@@ -49,7 +49,9 @@ def _python_messages(path: Path) -> Iterator[Key]:
         if name not in CALLS:
             continue
         context_at, msgid_at = CALLS[name]
-        args = [arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else None for arg in node.args]
+        args = [
+            arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else None for arg in node.args
+        ]
         if len(args) > msgid_at and args[msgid_at] is not None:
             yield (args[context_at] or "") if context_at is not None else "", args[msgid_at]  # type: ignore[misc]
 
