@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_lazy
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -38,9 +38,9 @@ class OrganizationRefField(serializers.Field):
     """
 
     default_error_messages = {
-        "invalid": "Give an organization's id or slug.",
-        "not_found": "No organization has this id or slug.",
-        "wrong_kind": "This organization is a {kind}, not a {expected}.",
+        "invalid": gettext_lazy("Give an organization's id or slug."),
+        "not_found": gettext_lazy("No organization has this id or slug."),
+        "wrong_kind": gettext_lazy("This organization is a {kind}, not a {expected}."),
     }
 
     def __init__(self, *, kind: str | None = None, **kwargs: Any) -> None:
