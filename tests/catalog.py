@@ -100,7 +100,8 @@ def untranslated_on(segments: list[str], *, data: list[str] = (), skip_contexts:
     ``segments``, a Chinese page's text. ``data`` (names the test gave organizations, pools and
     programs) is taken out first; a part kept as it is in the translation (a path, a command) is
     not looked for."""
-    text = list(segments)
+    # A PDF's table cuts a long name to fit its column: a cut name is a name too.
+    text = [segment for segment in segments if not any(len(segment) > 8 and name.startswith(segment) for name in data)]
     for name in sorted(data, key=len, reverse=True):
         text = [segment.replace(name, " ") for segment in text]
     left = []

@@ -11,12 +11,14 @@ _ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f", b"(
 
 
 def _streams(content: bytes) -> list[bytes]:
+    """Each stream, its exact ``/Length`` of bytes (a font's bytes may hold "endstream"), inflated."""
     found = []
-    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", content, re.S):
-        try:
-            found.append(zlib.decompress(stream))
-        except zlib.error:
-            found.append(stream)
+    for match in re.finditer(rb"<<((?:(?!>>\s*stream).)*?)>>\s*stream\r?\n", content, re.S):
+        length = re.search(rb"/Length (\d+)", match[1])
+        if length is None:
+            continue
+        raw = content[match.end() : match.end() + int(length[1])]
+        found.append(zlib.decompress(raw) if b"/FlateDecode" in match[1] else raw)
     return found
 
 
