@@ -22,11 +22,11 @@ fonts:
 	else echo "Install a CJK font for the PDFs: Debian's fonts-wqy-zenhei or fonts-noto-cjk." >&2; exit 1; fi
 
 ## Start the service with demo data on the embedded PostgreSQL and broker (no servers).
-demo: $(STAMP)
+demo: $(STAMP) fonts
 	scripts/demo.sh
 
 ## Lint, type-check, check migrations and run the tests on PostgreSQL and Redis.
-test: $(STAMP)
+test: $(STAMP) fonts
 	scripts/test.sh
 
 lint: $(STAMP)

@@ -306,8 +306,9 @@ def test_the_operators_page_of_the_national_grid_is_under_three_screens_and_page
 @pytest.mark.wall_clock  # the browser keeps the session cookie by its own clock
 def test_the_buyer_chooses_chinese_and_reads_the_same_figures_on_a_desk_and_a_phone(grid, live_server) -> None:
     """The buyer's page in Simplified Chinese, chosen with the header's language form: the same
-    figures (their ``data-value``; the forecast moves with the clock), Chinese headings and days, drawn with a CJK font (Debian's
-    fonts-wqy-zenhei, which chromium finds too); screenshots ``buyer-zh-<width>.png``."""
+    figures (their ``data-value``; the forecast moves with the clock), Chinese headings and days,
+    drawn with a CJK font (Debian's fonts-wqy-zenhei, which chromium finds too); screenshots
+    ``buyer-zh-<width>.png``."""
     assert CHROMIUM.exists(), "The browser test needs Debian's chromium: apt-get install -y chromium"
     from playwright.sync_api import sync_playwright
 
