@@ -11,8 +11,9 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_POST
+from django.views import View
 
 from billing.selectors import invoice_list
 from core.exceptions import RateLimited
@@ -87,18 +88,21 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, f"dashboards/{organization.kind}.html", context)
 
 
-@require_POST
-@page
-def language(request: HttpRequest) -> HttpResponse:
-    """The signed-in member chooses the dashboards' language (blank: their organization's default),
-    then goes back to the page they were on."""
-    chosen = request.POST.get("language", "")
-    if chosen not in MemberProfile.Language.values:
-        return HttpResponse(status=400)
-    member_language_set(user_id=cast(int, request.user.pk), language=chosen)
-    back = request.POST.get("next", "")
-    safe = url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure())
-    return redirect(back if safe else "dashboard-home")
+class LanguageChoice(View):
+    """POST only: the header's language form. The signed-in member chooses the dashboards' language
+    (blank: their organization's default), then goes back to the page they were on."""
+
+    @method_decorator(page)
+    def post(self, request: HttpRequest) -> HttpResponse:
+        chosen = request.POST.get("language", "")
+        if chosen not in MemberProfile.Language.values:
+            return HttpResponse(status=400)
+        member_language_set(user_id=cast(int, request.user.pk), language=chosen)
+        back = request.POST.get("next", "")
+        safe = url_has_allowed_host_and_scheme(
+            back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+        return redirect(back if safe else "dashboard-home")
 
 
 def _program(organization: Organization, program_id: UUID) -> VoucherProgram:
