@@ -9,6 +9,7 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from billing.models import (
     Bank,
@@ -75,7 +76,9 @@ class GrantForm(forms.ModelForm):
     def clean_expires_at(self) -> Any:
         expires_at = self.cleaned_data.get("expires_at")
         if expires_at is not None and expires_at <= timezone.now():
-            raise forms.ValidationError("Give a time in the future, or leave it empty for credit that never expires.")
+            raise forms.ValidationError(
+                gettext("Give a time in the future, or leave it empty for credit that never expires.")
+            )
         return expires_at
 
     def _post_clean(self) -> None:

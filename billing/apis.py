@@ -5,7 +5,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.utils import timezone
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework.generics import ListAPIView
@@ -117,7 +117,7 @@ IsProviderOrOperator = allow_kinds(Organization.Kind.PROVIDER, Organization.Kind
 def _invoice_for(request: Request, invoice_id: Any) -> Invoice:
     invoice = invoice_list(organization=organization_of(request)).filter(pk=invoice_id).first()
     if invoice is None:
-        raise NotFoundError("No such invoice.")
+        raise NotFoundError(gettext("No such invoice."))
     return invoice
 
 
@@ -350,7 +350,7 @@ class TopUpDetailApi(APIView):
     def get(self, request: Request, top_up_id: Any) -> Response:
         top_up = TopUp.objects.filter(pk=top_up_id, buyer=organization_of(request)).first()
         if top_up is None:
-            raise NotFoundError("No such top-up.")
+            raise NotFoundError(gettext("No such top-up."))
         return Response(TopUpSerializer(top_up).data)
 
 
@@ -365,7 +365,7 @@ def _fapiao_requests(request: Request) -> QuerySet[FapiaoRequest]:
 def _fapiao_for(request: Request, request_id: Any) -> FapiaoRequest:
     found = _fapiao_requests(request).filter(pk=request_id).first()
     if found is None:
-        raise NotFoundError(_("No such fapiao request."))
+        raise NotFoundError(gettext("No such fapiao request."))
     return found
 
 
@@ -517,10 +517,10 @@ class FapiaoFileApi(APIView):
         found = _fapiao_for(request, request_id)
         red = request.query_params.get("red_letter", "false")
         if red not in ("true", "false"):
-            raise ApplicationError(_("red_letter is true or false."), code="invalid_query")
+            raise ApplicationError(gettext("red_letter is true or false."), code="invalid_query")
         stored = found.red_file if red == "true" else found.file
         if stored is None:
-            raise NotFoundError(_("No file is recorded for this fapiao yet."))
+            raise NotFoundError(gettext("No file is recorded for this fapiao yet."))
         return HttpResponse(
             bytes(stored.content),
             content_type=stored.content_type,

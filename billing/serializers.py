@@ -3,6 +3,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -61,11 +62,16 @@ class UsageQuerySerializer(StrictSerializer):
         end = attrs.pop("to", None) or timezone.now()
         start = attrs.pop("from", None) or end - timedelta(days=1)
         if start >= end:
-            raise serializers.ValidationError({"to": ["'to' must come after 'from'."]}, code="range_reversed")
+            raise serializers.ValidationError({"to": [gettext("'to' must come after 'from'.")]}, code="range_reversed")
         limit = MAX_USAGE_RANGE[attrs["granularity"]]
         if end - start > limit:
             raise serializers.ValidationError(
-                {"from": [f"At most {limit.days} days at {attrs['granularity']} granularity; narrow the range."]},
+                {
+                    "from": [
+                        gettext("At most %(days)s days at %(granularity)s granularity; narrow the range.")
+                        % {"days": limit.days, "granularity": attrs["granularity"]}
+                    ]
+                },
                 code="range_too_long",
             )
         return {**attrs, "start": start, "end": end}

@@ -15,6 +15,7 @@ from typing import Any
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from billing.models import Invoice
 from billing.periods import month_of
@@ -325,14 +326,14 @@ def _chart_text(title: str, series: dict[str, list[Any]]) -> str:
 
 
 REPORT_TOTALS = [
-    ("Budget", "budget"),
-    ("Granted", "granted"),
-    ("Redeemed", "redeemed"),
-    ("Outstanding on vouchers", "outstanding"),
-    ("Expired", "expired"),
-    ("Revoked", "revoked"),
-    ("Rejected in claims", "rejected"),
-    ("Left to grant", "left"),
+    (gettext_noop("Budget"), "budget"),
+    (gettext_noop("Granted"), "granted"),
+    (gettext_noop("Redeemed"), "redeemed"),
+    (gettext_noop("Outstanding on vouchers"), "outstanding"),
+    (gettext_noop("Expired"), "expired"),
+    (gettext_noop("Revoked"), "revoked"),
+    (gettext_noop("Rejected in claims"), "rejected"),
+    (gettext_noop("Left to grant"), "left"),
 ]
 
 

@@ -2,6 +2,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework.fields import DateTimeField
 from rest_framework.generics import ListAPIView
@@ -184,7 +185,7 @@ class OrderListCreateApi(ListAPIView):
 def _order_for(request: Request, order_id: Any) -> Order:
     order = order_list(organization=organization_of(request)).filter(pk=order_id).first()
     if order is None:
-        raise NotFoundError("No such order.")
+        raise NotFoundError(gettext("No such order."))
     return order
 
 
@@ -208,7 +209,7 @@ class OrderCancelApi(APIView):
 def _lease_for(request: Request, lease_id: Any) -> Lease:
     lease = lease_list(organization=organization_of(request)).filter(pk=lease_id).first()
     if lease is None:
-        raise NotFoundError("No such lease.")
+        raise NotFoundError(gettext("No such lease."))
     return lease
 
 

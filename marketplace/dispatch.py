@@ -22,6 +22,8 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from django.utils.translation import gettext, gettext_lazy
+
 from core.timezones import local_zone
 
 MAX_PLACEMENTS = 10
@@ -34,15 +36,15 @@ LATENCY_WEIGHT_PER_MS = 0.005
 GREEN_WEIGHT = 0.05
 RELIABILITY_WEIGHT = 2.0
 
-REASONS = {
-    "stale": "no recent heartbeat",
-    "gpu_model": "other GPU model",
-    "memory": "too little GPU memory",
-    "hub_not_allowed": "hub not allowed",
-    "latency": "latency over {max_latency_ms} ms",
-    "green_share": "green share under {min_green_share}",
-    "free_cards": "not enough free cards",
-    "price": "price over {max_price} per card-hour",
+REASONS = {  # in the request's language when said (a 422's message, a quote's reasons)
+    "stale": gettext_lazy("no recent heartbeat"),
+    "gpu_model": gettext_lazy("other GPU model"),
+    "memory": gettext_lazy("too little GPU memory"),
+    "hub_not_allowed": gettext_lazy("hub not allowed"),
+    "latency": gettext_lazy("latency over {max_latency_ms} ms"),
+    "green_share": gettext_lazy("green share under {min_green_share}"),
+    "free_cards": gettext_lazy("not enough free cards"),
+    "price": gettext_lazy("price over {max_price} per card-hour"),
 }
 
 
@@ -129,12 +131,15 @@ class DispatchResult:
         ]
 
     def summary_text(self, requirements: Requirements) -> str:
-        parts = [f"{row['pools']} pools: {row['message']}" for row in self.summary(requirements)]
-        return "; ".join(parts) if parts else "no pools in the market"
+        parts = [
+            gettext("%(pools)s pools: %(reason)s") % {"pools": row["pools"], "reason": row["message"]}
+            for row in self.summary(requirements)
+        ]
+        return "; ".join(parts) if parts else gettext("no pools in the market")
 
 
 def reason_message(reason: str, requirements: Requirements) -> str:
-    return REASONS[reason].format(
+    return str(REASONS[reason]).format(
         max_latency_ms=requirements.max_latency_ms,
         min_green_share=requirements.min_green_share,
         max_price=requirements.max_price,

@@ -2,21 +2,22 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 
 class Workload(models.TextChoices):
-    REALTIME_INFERENCE = "realtime_inference", "Real-time inference"
-    BATCH_INFERENCE = "batch_inference", "Batch inference"
-    TRAINING = "training", "Training"
+    REALTIME_INFERENCE = "realtime_inference", _("Real-time inference")
+    BATCH_INFERENCE = "batch_inference", _("Batch inference")
+    TRAINING = "training", _("Training")
 
 
 class Order(models.Model):
     """A buyer's requirements, placed by the dispatcher on one pool or, split, on several of one hub."""
 
     class Status(models.TextChoices):
-        PLACED = "placed", "Placed"
-        CANCELLED = "cancelled", "Cancelled"
-        ENDED = "ended", "Ended"
+        PLACED = "placed", _("Placed")
+        CANCELLED = "cancelled", _("Cancelled")
+        ENDED = "ended", _("Ended")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     buyer = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="orders")
@@ -76,12 +77,12 @@ class Lease(models.Model):
     """
 
     class Status(models.TextChoices):
-        SCHEDULED = "scheduled", "Scheduled"
-        RUNNING = "running", "Running"
-        COMPLETED = "completed", "Completed"
-        CANCELLED = "cancelled", "Cancelled"
-        PREEMPTED = "preempted", "Preempted"
-        FAILED = "failed", "Failed"
+        SCHEDULED = "scheduled", _("Scheduled")
+        RUNNING = "running", _("Running")
+        COMPLETED = "completed", _("Completed")
+        CANCELLED = "cancelled", _("Cancelled")
+        PREEMPTED = "preempted", _("Preempted")
+        FAILED = "failed", _("Failed")
 
     ACTIVE = (Status.SCHEDULED, Status.RUNNING)
 
@@ -164,8 +165,8 @@ class OrbitOrder(models.Model):
     and the quote that chose it (both ways, with their times, costs and contact windows)."""
 
     class Plan(models.TextChoices):
-        IN_ORBIT = "in_orbit", "Compute in orbit, downlink the result"
-        GROUND = "ground", "Downlink the raw data, compute on the ground"
+        IN_ORBIT = "in_orbit", _("Compute in orbit, downlink the result")
+        GROUND = "ground", _("Downlink the raw data, compute on the ground")
 
     order = models.OneToOneField(Order, on_delete=models.PROTECT, primary_key=True, related_name="orbit")
     dataset = models.ForeignKey("orbit.Dataset", on_delete=models.PROTECT, related_name="+")
@@ -186,8 +187,8 @@ class FeedEvent(models.Model):
     reaches one of its leases, a lease ended because a rise passed its ceiling."""
 
     class Kind(models.TextChoices):
-        PRICE_RISE = "price_rise", "A price rise reaches the lease"
-        PRICE_ABOVE_MAX = "price_above_max", "The lease ended: the price rose above its max_price"
+        PRICE_RISE = "price_rise", _("A price rise reaches the lease")
+        PRICE_ABOVE_MAX = "price_above_max", _("The lease ended: the price rose above its max_price")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     organization = models.ForeignKey("organizations.Organization", on_delete=models.CASCADE, related_name="+")

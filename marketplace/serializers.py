@@ -4,6 +4,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from django.utils import timezone
+from django.utils.translation import gettext
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -156,7 +157,7 @@ class OrderRequestSerializer(StrictSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs.get("gpu_model") and not attrs.get("min_memory_gb"):
             raise serializers.ValidationError(
-                {"gpu_model": ["Give a gpu_model or a min_memory_gb."]}, code="gpu_requirement_missing"
+                {"gpu_model": [gettext("Give a gpu_model or a min_memory_gb.")]}, code="gpu_requirement_missing"
             )
         if attrs["workload"] == Workload.REALTIME_INFERENCE:
             missing = [name for name in ("user_region", "max_latency_ms") if not attrs.get(name)]
@@ -170,15 +171,21 @@ class OrderRequestSerializer(StrictSerializer):
         for name in ("earliest_start", "deadline"):
             if attrs.get(name) and attrs[name] > horizon:
                 raise serializers.ValidationError(
-                    {name: [f"At most {MAX_HORIZON_DAYS} days ahead."]}, code="too_far_ahead"
+                    {
+                        name: [
+                            gettext("At most %(MAX_HORIZON_DAYS)s days ahead.") % {"MAX_HORIZON_DAYS": MAX_HORIZON_DAYS}
+                        ]
+                    },
+                    code="too_far_ahead",
                 )
         if start and deadline and deadline <= start:
             raise serializers.ValidationError(
-                {"deadline": ["The deadline must come after the earliest start."]}, code="deadline_before_start"
+                {"deadline": [gettext("The deadline must come after the earliest start.")]},
+                code="deadline_before_start",
             )
         if start and deadline and (deadline - start) < timedelta(hours=float(attrs["duration_hours"])):
             raise serializers.ValidationError(
-                {"deadline": ["The window from earliest_start to deadline is shorter than duration_hours."]},
+                {"deadline": [gettext("The window from earliest_start to deadline is shorter than duration_hours.")]},
                 code="window_too_short",
             )
         return attrs
@@ -307,7 +314,9 @@ class OrbitRequestSerializer(StrictSerializer):
 
     def validate_deadline(self, value: datetime | None) -> datetime | None:
         if value is not None and value > timezone.now() + timedelta(days=MAX_HORIZON_DAYS):
-            raise serializers.ValidationError(f"At most {MAX_HORIZON_DAYS} days ahead.")
+            raise serializers.ValidationError(
+                gettext("At most %(MAX_HORIZON_DAYS)s days ahead.") % {"MAX_HORIZON_DAYS": MAX_HORIZON_DAYS}
+            )
         return value
 
 
@@ -492,28 +501,33 @@ class PriceIndexQuerySerializer(StrictSerializer):
     def validate_gpu_model(self, value: str) -> str:
         if not GpuModel.objects.filter(code=value).exists():
             raise serializers.ValidationError(
-                "No such GPU model; see GET /api/v1/gpu-models/.", code="unknown_gpu_model"
+                gettext("No such GPU model; see GET /api/v1/gpu-models/."), code="unknown_gpu_model"
             )
         return value
 
     def validate_hub(self, value: str) -> str:
         if not Hub.objects.filter(code=value).exists():
-            raise serializers.ValidationError("No such hub; see GET /api/v1/hubs/.", code="unknown_hub")
+            raise serializers.ValidationError(gettext("No such hub; see GET /api/v1/hubs/."), code="unknown_hub")
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if "hub" in attrs and "region" in attrs:
-            raise serializers.ValidationError({"region": ["Give a hub or a region, not both."]})
+            raise serializers.ValidationError({"region": [gettext("Give a hub or a region, not both.")]})
         granularity = attrs["granularity"]
         # By default up to the end of this hour: one answer for every key within an hour.
         end = attrs.pop("to", None) or timezone.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
         start = attrs.pop("from", None) or end - (timedelta(days=1) if granularity == "hour" else timedelta(days=30))
         if start >= end:
-            raise serializers.ValidationError({"to": ["'to' must come after 'from'."]})
+            raise serializers.ValidationError({"to": [gettext("'to' must come after 'from'.")]})
         limit = MAX_INDEX_RANGE[granularity]
         if end - start > limit:
             raise serializers.ValidationError(
-                {"from": [f"At most {limit.days} days at {granularity} granularity; narrow the range."]}
+                {
+                    "from": [
+                        gettext("At most %(days)s days at %(granularity)s granularity; narrow the range.")
+                        % {"days": limit.days, "granularity": granularity}
+                    ]
+                }
             )
         area = attrs.pop("hub", None) or attrs.pop("region", None) or "national"
         return {**attrs, "area": area, "start": start, "end": end}
@@ -565,7 +579,7 @@ class LeaseUpdateSerializer(StrictSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs:
-            raise serializers.ValidationError("Give max_price, end_at or both.", code="nothing_to_change")
+            raise serializers.ValidationError(gettext("Give max_price, end_at or both."), code="nothing_to_change")
         return attrs
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from core.exceptions import ApplicationError, ConflictError, RuleViolation
 from marketplace import hooks
@@ -63,8 +64,11 @@ def check_feasible(requirements: Requirements, now: datetime) -> None:
     room = (requirements.deadline - start).total_seconds() / 3600
     if room < requirements.duration_hours:
         raise ApplicationError(
-            f"The deadline leaves {max(room, 0):.2f} hours after the earliest start, less than the "
-            f"{requirements.duration_hours} hours the work needs; move the deadline or start earlier.",
+            gettext(
+                "The deadline leaves %(max)s hours after the earliest start, less than the "
+                "%(duration_hours)s hours the work needs; move the deadline or start earlier."
+            )
+            % {"max": f"{max(room, 0):.2f}", "duration_hours": requirements.duration_hours},
             code="deadline_too_soon",
             fields={"deadline": [{"code": "deadline_too_soon", "message": "Too soon for the duration."}]},
         )
@@ -98,7 +102,7 @@ def _pool_rejected(result: DispatchResult, requirements: Requirements) -> RuleVi
     reason = result.rejections.get(requirements.pool, "free_cards")
     message = reason_message(reason, requirements)
     return RuleViolation(
-        f"The chosen pool cannot take this order: {message}.",
+        gettext("The chosen pool cannot take this order: %(message)s.") % {"message": message},
         code="pool_rejected",
         details={
             "pool": str(requirements.pool),
@@ -110,7 +114,8 @@ def _pool_rejected(result: DispatchResult, requirements: Requirements) -> RuleVi
 
 def _no_capacity(result: DispatchResult, requirements: Requirements) -> RuleViolation:
     return RuleViolation(
-        f"No pool can take this order now: {result.summary_text(requirements)}.",
+        gettext("No pool can take this order now: %(summary_text)s.")
+        % {"summary_text": result.summary_text(requirements)},
         code="no_capacity",
         details={"reasons": result.summary(requirements)},
     )
@@ -208,13 +213,17 @@ def lease_start(*, lease_id: Any, by: str, now: datetime | None = None) -> Lease
     lease = Lease.objects.select_for_update().get(pk=lease_id)
     if lease.status != Lease.Status.SCHEDULED:
         raise ConflictError(
-            f"This lease is {lease.status}; only a scheduled lease can start.", code="lease_not_scheduled"
+            gettext("This lease is %(status)s; only a scheduled lease can start.") % {"status": lease.status},
+            code="lease_not_scheduled",
         )
     earliest = lease.start_at - timedelta(seconds=settings.LEASE_START_EARLY_SECONDS)
     if now < earliest:
         raise ConflictError(
-            f"This lease is booked to start at {lease.start_at.astimezone(UTC).isoformat()}; it can start from "
-            f"{earliest.astimezone(UTC).isoformat()}.",
+            gettext("This lease is booked to start at %(isoformat)s; it can start from %(isoformat2)s.")
+            % {
+                "isoformat": lease.start_at.astimezone(UTC).isoformat(),
+                "isoformat2": earliest.astimezone(UTC).isoformat(),
+            },
             code="lease_not_due",
         )
     lease.status, lease.started_at = Lease.Status.RUNNING, now
@@ -233,7 +242,9 @@ def lease_end(*, lease_id: Any, status: str, reason: str, by: str, now: datetime
     lease = Lease.objects.select_for_update().get(pk=lease_id)
     if not lease.is_active:
         raise ConflictError(
-            f"This lease already ended ({lease.status}, {lease.end_reason}).", code="lease_already_ended"
+            gettext("This lease already ended (%(status)s, %(end_reason)s).")
+            % {"status": lease.status, "end_reason": lease.end_reason},
+            code="lease_already_ended",
         )
     lease.status, lease.ended_at, lease.end_reason, lease.ended_by = status, now or timezone.now(), reason, by
     lease.save(update_fields=["status", "ended_at", "end_reason", "ended_by"])
@@ -263,10 +274,14 @@ def order_cancel(*, order: Order, by: str) -> Order:
     """Cancel an order whose leases have not started; a running one is terminated instead."""
     locked = Order.objects.select_for_update().get(pk=order.pk)
     if locked.status != Order.Status.PLACED:
-        raise ConflictError(f"This order is already {locked.status}.", code="order_not_cancellable")
+        raise ConflictError(
+            gettext("This order is already %(status)s.") % {"status": locked.status}, code="order_not_cancellable"
+        )
     leases = list(locked.leases.order_by("pk"))
     if any(lease.status == Lease.Status.RUNNING for lease in leases):
-        raise ConflictError("A lease of this order is running; terminate the lease instead.", code="order_running")
+        raise ConflictError(
+            gettext("A lease of this order is running; terminate the lease instead."), code="order_running"
+        )
     for lease in leases:
         if lease.is_active:
             lease_end(lease_id=lease.pk, status=Lease.Status.CANCELLED, reason="order_cancelled", by=by)
@@ -407,7 +422,9 @@ def lease_max_price_raise(*, lease: Lease, max_price: Decimal | None, by: str) -
     locked = Lease.objects.select_for_update().get(pk=lease.pk)
     if not locked.is_active:
         raise ConflictError(
-            f"This lease already ended ({locked.status}, {locked.end_reason}).", code="lease_already_ended"
+            gettext("This lease already ended (%(status)s, %(end_reason)s).")
+            % {"status": locked.status, "end_reason": locked.end_reason},
+            code="lease_already_ended",
         )
     if locked.max_price is not None and max_price is not None and max_price < locked.max_price:
         message = f"max_price can only be raised (it is {locked.max_price}) or lifted (null)."
@@ -434,13 +451,16 @@ def lease_extend(*, lease: Lease, end_at: datetime, by: str, now: datetime | Non
         return locked
     if not locked.is_active or locked.end_at <= now:
         raise RuleViolation(
-            f"This lease is {locked.status} and its end has passed; only an active lease before its end can be "
-            "extended. Place a new order instead.",
+            gettext(
+                "This lease is %(status)s and its end has passed; only an active lease before "
+                "its end can be extended. Place a new order instead."
+            )
+            % {"status": locked.status},
             code="lease_not_active",
         )
     if locked.endpoint_id is not None:
         raise RuleViolation(
-            "A token order's lease bills tokens, not hours, and is not extended; place a new token order.",
+            gettext("A token order's lease bills tokens, not hours, and is not extended; place a new token order."),
             code="lease_not_extendable",
         )
     if end_at < locked.end_at:
@@ -460,7 +480,10 @@ def lease_extend(*, lease: Lease, end_at: datetime, by: str, now: datetime | Non
     # The pool locked as a new price version locks it: a version made meanwhile sees this end.
     (pool,) = pools_lock([locked.pool_id])
     if pool.status != ResourcePool.Status.ACTIVE:
-        raise RuleViolation(f"The lease's pool is {pool.status}; it takes no extension.", code="pool_not_active")
+        raise RuleViolation(
+            gettext("The lease's pool is %(status)s; it takes no extension.") % {"status": pool.status},
+            code="pool_not_active",
+        )
     added = lease_unlocked_cost(lease=locked, start=locked.end_at, end=end_at)
     locked.end_at, locked.estimated_cost = end_at, (locked.estimated_cost + added).quantize(ESTIMATE_PLACES)
     locked.save(update_fields=["end_at", "estimated_cost"])

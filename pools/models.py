@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import F, Q, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from pools.tariffs import hour_prices, local_hour
 
@@ -23,8 +24,8 @@ class Hub(models.Model):
     """
 
     class Region(models.TextChoices):
-        EAST = "east", "East"
-        WEST = "west", "West"
+        EAST = "east", _("East")
+        WEST = "west", _("West")
         ORBIT = "orbit", "Orbit"  # the space computing constellation: neither east nor west
 
     code = models.SlugField(max_length=32, primary_key=True)
@@ -72,18 +73,18 @@ class ResourcePool(models.Model):
     """
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending approval"
-        ACTIVE = "active", "Active"
-        SUSPENDED = "suspended", "Suspended"
-        RETIRED = "retired", "Retired"
+        PENDING = "pending", _("Pending approval")
+        ACTIVE = "active", _("Active")
+        SUSPENDED = "suspended", _("Suspended")
+        RETIRED = "retired", _("Retired")
 
     class Interconnect(models.TextChoices):
-        NVLINK = "nvlink", "NVLink"
-        INFINIBAND = "infiniband", "InfiniBand"
-        ROCE = "roce", "RoCE"
-        HCCS = "hccs", "HCCS"
-        ETHERNET = "ethernet", "Ethernet"
-        PCIE = "pcie", "PCIe"
+        NVLINK = "nvlink", _("NVLink")
+        INFINIBAND = "infiniband", _("InfiniBand")
+        ROCE = "roce", _("RoCE")
+        HCCS = "hccs", _("HCCS")
+        ETHERNET = "ethernet", _("Ethernet")
+        PCIE = "pcie", _("PCIe")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     provider = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="pools")
@@ -247,10 +248,10 @@ class ModelEndpoint(models.Model):
     """
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending approval"
-        ACTIVE = "active", "Active"
-        SUSPENDED = "suspended", "Suspended"
-        RETIRED = "retired", "Retired"
+        PENDING = "pending", _("Pending approval")
+        ACTIVE = "active", _("Active")
+        SUSPENDED = "suspended", _("Suspended")
+        RETIRED = "retired", _("Retired")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     pool = models.ForeignKey(ResourcePool, on_delete=models.PROTECT, related_name="endpoints")

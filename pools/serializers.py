@@ -3,6 +3,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from django.utils import timezone
+from django.utils.translation import gettext
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -67,9 +68,14 @@ class TokenPricesField(serializers.DictField):
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         value = super().to_internal_value(data)
         if len(value) > MAX_TOKEN_MODELS:
-            raise serializers.ValidationError(f"At most {MAX_TOKEN_MODELS} models.", code="too_many_models")
+            raise serializers.ValidationError(
+                gettext("At most %(MAX_TOKEN_MODELS)s models.") % {"MAX_TOKEN_MODELS": MAX_TOKEN_MODELS},
+                code="too_many_models",
+            )
         if any(not name or len(name) > 100 for name in value):
-            raise serializers.ValidationError("Model names have 1 to 100 characters.", code="invalid_model_name")
+            raise serializers.ValidationError(
+                gettext("Model names have 1 to 100 characters."), code="invalid_model_name"
+            )
         return value
 
 
@@ -82,7 +88,7 @@ class TimeOfUseField(serializers.DictField):
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         value = super().to_internal_value(data)
         if not value or len(value) > 24:
-            raise serializers.ValidationError("Give a factor for 1 to 24 bands.", code="invalid_bands")
+            raise serializers.ValidationError(gettext("Give a factor for 1 to 24 bands."), code="invalid_bands")
         return value
 
 
@@ -132,12 +138,13 @@ class PoolUpdateSerializer(StrictSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs:
-            raise serializers.ValidationError("Nothing to change.", code="empty_update")
+            raise serializers.ValidationError(gettext("Nothing to change."), code="empty_update")
         if "effective_from" in attrs and not any(
             field in attrs for field in ("price_per_card_hour", "time_of_use", "token_prices")
         ):
             raise serializers.ValidationError(
-                {"effective_from": ["Give the prices that take effect then."]}, code="effective_from_without_prices"
+                {"effective_from": [gettext("Give the prices that take effect then.")]},
+                code="effective_from_without_prices",
             )
         return attrs
 
@@ -253,7 +260,7 @@ class PriceChangeSerializer(StrictSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not any(field in attrs for field in ("price_per_card_hour", "time_of_use", "token_prices")):
             raise serializers.ValidationError(
-                "Give price_per_card_hour, time_of_use or token_prices.", code="no_price_given"
+                gettext("Give price_per_card_hour, time_of_use or token_prices."), code="no_price_given"
             )
         return attrs
 

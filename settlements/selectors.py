@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import BigIntegerField, BooleanField, Case, ExpressionWrapper, F, Q, QuerySet, Sum, Value, When
+from django.utils.translation import gettext_lazy
 
 from billing.models import Account, Invoice, InvoiceLine, Leg, ProviderStatement
 from billing.selectors import fapiao_numbers_by_invoice
@@ -15,7 +16,7 @@ from organizations.selectors import taxpayer_ids
 from pools.models import ResourcePool
 from settlements.models import ClaimPayment, PayoutLine, PayoutRun, SubsidyClaim
 from vouchers.models import Redemption
-from vouchers.report_csv import _cell  # the same guard against spreadsheet formulas
+from vouchers.report_csv import _cell, heading  # the same guard against formulas, the same headings
 
 Kind = Organization.Kind
 
@@ -136,7 +137,7 @@ def claim_csv(claim: SubsidyClaim, rows: list[dict[str, Any]]) -> str:
     """The claim for an auditor: its header and totals, then every evidence line (docs/payouts.md)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["claim", "program", "issuer", "period_start", "period_end", "status"])
+    writer.writerow(heading("claim", "program", "issuer", "period_start", "period_end", "status"))
     writer.writerow(
         [
             claim.number,
@@ -147,12 +148,12 @@ def claim_csv(claim: SubsidyClaim, rows: list[dict[str, Any]]) -> str:
             claim.status,
         ]
     )
-    writer.writerow(["claimed", "approved", "rejected", "withdrawn", "received"])
+    writer.writerow(heading("claimed", "approved", "rejected", "withdrawn", "received"))
     writer.writerow(
         [format_yuan(getattr(claim, f)) for f in ("claimed", "approved", "rejected", "withdrawn", "received")]
     )
     writer.writerow([])
-    writer.writerow(EVIDENCE_COLUMNS)
+    writer.writerow(heading(*EVIDENCE_COLUMNS))
     for row in rows:
         values = {
             **row,
@@ -202,8 +203,8 @@ OWED = [
     (Account.Purpose.CASH, 1),
 ]
 OWED_LABELS = [
-    "In transit to providers",
-    "Owed by issuers",
-    "Owed to providers",
-    "Cash (claim payments in, payouts out)",
+    gettext_lazy("In transit to providers"),
+    gettext_lazy("Owed by issuers"),
+    gettext_lazy("Owed to providers"),
+    gettext_lazy("Cash (claim payments in, payouts out)"),
 ]

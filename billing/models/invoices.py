@@ -3,6 +3,7 @@ from typing import Any
 
 from django.db import models
 from django.db.models import F, Q
+from django.utils.translation import gettext_lazy as _
 
 
 class Invoice(models.Model):
@@ -14,15 +15,15 @@ class Invoice(models.Model):
     """
 
     class Status(models.TextChoices):
-        DRAFT = "draft", "Draft"
-        FINALIZED = "finalized", "Finalized"
-        PAID = "paid", "Paid"
-        VOID = "void", "Void"
-        UNCOLLECTIBLE = "uncollectible", "Uncollectible"
+        DRAFT = "draft", _("Draft")
+        FINALIZED = "finalized", _("Finalized")
+        PAID = "paid", _("Paid")
+        VOID = "void", _("Void")
+        UNCOLLECTIBLE = "uncollectible", _("Uncollectible")
 
     class CollectionMethod(models.TextChoices):
-        STRIPE = "stripe", "Card or wallet through Stripe"
-        BANK_TRANSFER = "bank_transfer", "Bank transfer"
+        STRIPE = "stripe", _("Card or wallet through Stripe")
+        BANK_TRANSFER = "bank_transfer", _("Bank transfer")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     buyer = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="invoices")
@@ -113,13 +114,13 @@ class Invoice(models.Model):
 
 class InvoiceLine(models.Model):
     class Kind(models.TextChoices):
-        USAGE = "usage", "Usage"
-        ADJUSTMENT = "adjustment", "Late usage of an earlier period"
-        CLAIM_REJECTED = "claim_rejected", "Voucher claim rejected: the voucher's share billed back"
+        USAGE = "usage", _("Usage")
+        ADJUSTMENT = "adjustment", _("Late usage of an earlier period")
+        CLAIM_REJECTED = "claim_rejected", _("Voucher claim rejected: the voucher's share billed back")
 
     class Unit(models.TextChoices):
-        CARD_HOUR = "card_hour", "Card-hour"
-        MILLION_TOKENS = "million_tokens", "Million tokens"
+        CARD_HOUR = "card_hour", _("Card-hour")
+        MILLION_TOKENS = "million_tokens", _("Million tokens")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="lines")

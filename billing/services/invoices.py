@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from billing.bank_credits import banks_lock, banks_review, give_back_to_bank, pay_from_bank
 from billing.metrics import INVOICES_FINALIZED, INVOICES_SET_ASIDE, count_on_commit
@@ -212,7 +213,7 @@ def invoice_finalize(*, invoice_id: Any, now: datetime | None = None) -> Invoice
     now = now or timezone.now()
     invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
     if invoice.status == Status.DRAFT and invoice.period_end > now:
-        raise ConflictError("The period of this invoice is still open.", code="period_open")
+        raise ConflictError(gettext("The period of this invoice is still open."), code="period_open")
     invoices_finalize(invoice_ids=[invoice.pk], now=now)
     invoice.refresh_from_db()
     return invoice
@@ -442,7 +443,9 @@ def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
     returned; what it received is given back (``payments_give_back``)."""
     invoice = Invoice.objects.select_for_update().select_related("buyer").get(pk=invoice_id)
     if invoice.status not in VOIDABLE:
-        raise ConflictError(f"A {invoice.status} invoice cannot be voided.", code="invoice_not_voidable")
+        raise ConflictError(
+            gettext("A %(status)s invoice cannot be voided.") % {"status": invoice.status}, code="invoice_not_voidable"
+        )
     if invoice.attempts.filter(status=PaymentAttempt.Status.PENDING).exists():
         raise ConflictError(_IN_FLIGHT, code="payment_in_flight")
     # An issued fapiao stops the void until its red-letter reversal is recorded; a requested one is cancelled.
@@ -461,7 +464,9 @@ def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
     # back to the buyer, and a void would give the buyer the voucher's share twice.
     if InvoiceAdjustment.objects.filter(source_line__invoice=invoice).exists():
         raise ConflictError(
-            "A voucher claim line of this invoice was rejected and billed back to the buyer; it cannot be voided.",
+            gettext(
+                "A voucher claim line of this invoice was rejected and billed back to the buyer; it cannot be voided."
+            ),
             code="claim_line_rejected",
         )
     give_back_to_bank(invoice=invoice, now=now)

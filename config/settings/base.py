@@ -69,6 +69,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "organizations.middleware.LanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -113,7 +114,13 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+# Pages, PDFs, reports and the API's error messages in English or Simplified Chinese: the
+# signed-in member's choice, else their organization's default (Chinese for one registered in a
+# mainland province, DEFAULT_LANGUAGE_IN_MAINLAND), else Accept-Language (organizations.languages).
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+DEFAULT_LANGUAGE_IN_MAINLAND = env_choice("DEFAULT_LANGUAGE_IN_MAINLAND", "zh-hans", {"zh-hans", "en"})
 # Everything is stored and served in UTC; billing periods and time-of-use bands
 # are computed in the hubs' local time, BILLING_TIME_ZONE.
 TIME_ZONE = "UTC"

@@ -409,6 +409,7 @@ ROUTES |= {
     },
     "dashboard/logout/": {"POST": Exempt("signing out")},
     "dashboard/": {"GET": Page()},
+    "dashboard/language/": {"POST": Exempt("the member's own language: no organization's data")},
     "dashboard/<slug:slug>/": {"GET": Page()},
     "dashboard/<slug:slug>/invoices/<uuid:invoice_id>/": {"GET": Page("invoice_id")},
     "dashboard/<slug:slug>/invoices/<uuid:invoice_id>/pdf/": {"GET": Page("invoice_id")},
