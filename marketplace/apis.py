@@ -12,10 +12,18 @@ from rest_framework.views import APIView
 from core.exceptions import NotFoundError
 from core.idempotency import idempotent
 from marketplace import orbit, services
+from marketplace.capacity import bank_capacity
 from marketplace.dispatch import Requirements
 from marketplace.filters import LeaseFilter, OfferFilter
 from marketplace.models import FeedEvent, Lease, Order
-from marketplace.selectors import lease_list, offers_list, order_list, price_index, quote_voucher_credits
+from marketplace.selectors import (
+    lease_list,
+    offers_list,
+    order_list,
+    price_index,
+    quote_voucher_credits,
+    reserved_discounts,
+)
 from marketplace.serializers import (
     FeedEventSerializer,
     LeaseSerializer,
@@ -51,11 +59,18 @@ class OfferListApi(ListAPIView):
         if getattr(self, "swagger_fake_view", False):
             return ResourcePool.objects.none()
         user_region = self.request.query_params.get("user_region")
-        offers = offers_list(now=self.now, user_region=user_region if user_region in USER_REGIONS else None)
+        self.bank = bank_capacity(now=self.now)
+        offers = offers_list(
+            now=self.now, user_region=user_region if user_region in USER_REGIONS else None, also_pools=list(self.bank)
+        )
         return offers.order_by("price_now", "pk")  # type: ignore[misc]  # an annotation
 
     def get_serializer_context(self) -> dict[str, Any]:
-        return {**super().get_serializer_context(), "now": getattr(self, "now", timezone.now())}
+        return {
+            **super().get_serializer_context(),
+            "now": getattr(self, "now", timezone.now()),
+            "bank_capacity": getattr(self, "bank", {}),
+        }
 
     @extend_schema(summary="Find offers")
     def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
@@ -132,7 +147,8 @@ class QuoteApi(APIView):
         credits = quote_voucher_credits(
             buyer=organization_of(request), result=result, requirements=requirements, now=now
         )
-        return Response(QuoteSerializer.render(result, requirements, voucher_credits=credits))
+        discounts = reserved_discounts(pool_ids={a.pool_id for p in result.placements for a in p.allocations}, at=now)
+        return Response(QuoteSerializer.render(result, requirements, voucher_credits=credits, discounts=discounts))
 
 
 class OrderListCreateApi(ListAPIView):
