@@ -14,10 +14,12 @@ from billing.models import BankMovement, Invoice, ProviderStatement, TopUp
 from billing.schema import BINARY_HEADERS
 from billing.selectors import bank_movements, bank_summary, invoice_list, invoice_view, statement_list, usage_series
 from billing.serializers import (
+    BankDepositSerializer,
     BankMovementSerializer,
     BankSerializer,
     BankSettingsSerializer,
     BankTransferSerializer,
+    DepositEarnings,
     IngestResultSerializer,
     InvoicePaySerializer,
     InvoiceSerializer,
@@ -35,6 +37,8 @@ from billing.services.bank.top_ups import top_up_client_secret, top_up_create
 from billing.services.usage import usage_events_ingest
 from core.exceptions import NotFoundError
 from core.idempotency import idempotent
+from marketplace.deposits import deposit_list, deposit_withdraw
+from marketplace.models import CapacityDeposit
 from organizations.models import Organization
 from organizations.permissions import IsProvider, KeyRoleAllows, allow_kinds, organization_of
 
@@ -339,3 +343,38 @@ class TopUpDetailApi(APIView):
         if top_up is None:
             raise NotFoundError("No such top-up.")
         return Response(TopUpSerializer(top_up).data)
+
+
+class BankDepositListApi(ListAPIView):
+    """Buyer: its compute-bank deposits, newest first: card-hours deposited, resold and earned."""
+
+    serializer_class = BankDepositSerializer
+    permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.BUYER)]
+
+    def get_queryset(self) -> QuerySet[CapacityDeposit]:
+        if getattr(self, "swagger_fake_view", False):
+            return CapacityDeposit.objects.none()
+        return deposit_list(organization=organization_of(self.request))
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "earned": DepositEarnings()}
+
+
+class BankDepositWithdrawApi(APIView):
+    """Buyer: withdraw a deposit's hours not resold yet (from the next whole hour, or the end of the
+    latest lease placed on it)."""
+
+    permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.BUYER)]
+
+    @extend_schema(
+        request=None,
+        responses=BankDepositSerializer,
+        summary="Withdraw a deposit's unsold hours",
+        extensions={"x-error-codes": {"409": {"deposit_withdrawn": "the deposit was withdrawn already"}}},
+    )
+    def post(self, request: Request, deposit_id: Any) -> Response:
+        deposit = deposit_list(organization=organization_of(request)).filter(pk=deposit_id).first()
+        if deposit is None:
+            raise NotFoundError("No such deposit.")
+        deposit = deposit_withdraw(deposit=deposit, by=str(request.user))
+        return Response(BankDepositSerializer(deposit, context={"earned": DepositEarnings()}).data)

@@ -13,6 +13,7 @@ from core.exceptions import NotFoundError
 from core.idempotency import idempotent
 from marketplace import orbit, services
 from marketplace.capacity import bank_capacity
+from marketplace.deposits import deposit_create
 from marketplace.dispatch import Requirements
 from marketplace.filters import LeaseFilter, OfferFilter
 from marketplace.models import FeedEvent, Lease, Order
@@ -25,6 +26,8 @@ from marketplace.selectors import (
     reserved_discounts,
 )
 from marketplace.serializers import (
+    DepositRequestSerializer,
+    DepositSerializer,
     FeedEventSerializer,
     LeaseSerializer,
     LeaseUpdateSerializer,
@@ -321,3 +324,37 @@ class PriceIndexApi(APIView):
                 "series": price_index(**data),
             }
         )
+
+
+class LeaseDepositsApi(APIView):
+    """Buyer: deposit card-hours of its reserved lease into the compute bank: they go back on the
+    market at the lease's pool; each one another buyer uses earns bank credit."""
+
+    permission_classes = [KeyRoleAllows, IsBuyer]
+
+    @extend_schema(
+        request=DepositRequestSerializer,
+        responses={201: DepositSerializer},
+        summary="Deposit unused reserved card-hours into the compute bank",
+        extensions={
+            "x-error-codes": {
+                "422": {
+                    "lease_not_reserved": "only a reserved card lease is deposited",
+                    "lease_not_active": "the lease ended",
+                    "not_whole_hour": "`start_at` is not a whole hour",
+                    "outside_booking": "`start_at` is before this hour or the booking's start, or at its end",
+                    "too_many_cards": "more cards than the lease has free of deposits in those hours",
+                    "price_not_lower": "`price` is not lower than the pool's price",
+                }
+            }
+        },
+    )
+    @idempotent
+    def post(self, request: Request, lease_id: Any) -> Response:
+        lease = _lease_for(request, lease_id)
+        body = DepositRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        deposit = deposit_create(
+            lease=lease, depositor=organization_of(request), by=str(request.user), **body.validated_data
+        )
+        return Response(DepositSerializer(deposit).data, status=201)

@@ -17,6 +17,7 @@ from billing.models import (
     Account,
     BankMovement,
     CreditGrant,
+    DepositResale,
     Invoice,
     InvoiceAdjustment,
     InvoiceLine,
@@ -111,10 +112,12 @@ def reconcile() -> list[Difference]:
         _ledger(Purpose.PROVIDER_PAYABLE, accruals_only=True),
         {p: -int(net) for p, net, _ in statements},
     )
+    # The platform's revenue: its commission on the providers' lines and its share of resales.
+    resold = DepositResale.objects.exclude(line__invoice__status=Invoice.Status.VOID).aggregate(total=Sum("platform"))
     differences += _compare(
         "platform revenue",
         _ledger(Purpose.PLATFORM_REVENUE),
-        {None: -sum(int(commission) for _, _, commission in statements)},
+        {None: -sum(int(commission) for _, _, commission in statements) - int(resold["total"] or 0)},
     )
 
     charged = PaymentAttempt.objects.filter(status=PaymentAttempt.Status.SUCCEEDED).aggregate(total=Sum("amount"))
@@ -457,7 +460,8 @@ def _bank() -> list[Difference]:
     ):
         paid = source in CreditGrant.PAID
         remaining[Purpose.BANK_PAID if paid else Purpose.BANK_GRANTED][buyer_id] -= left
-        given += 0 if paid or returned else amount  # money an invoice gave back as credit is the buyer's
+        # Money an invoice gave back as credit is the buyer's; a deposit's credit is resale revenue.
+        given += 0 if paid or returned or source == CreditGrant.Source.CAPACITY_DEPOSIT else amount
     for purpose, expected in remaining.items():
         differences += _compare(f"bank {purpose}", _ledger(purpose), expected)
 
