@@ -56,7 +56,8 @@ def deposit_create(
     end_at = locked.price_locked_until
     if start_at != start_at.replace(minute=0, second=0, microsecond=0):
         raise _field_error("start_at", "not_whole_hour", "start_at must be a whole hour (minutes and seconds 0).")
-    if start_at < max(now.replace(minute=0, second=0, microsecond=0), locked.start_at) or start_at >= end_at:
+    earliest = max(now, locked.start_at).replace(minute=0, second=0, microsecond=0)
+    if start_at < earliest or start_at >= end_at:
         raise _field_error(
             "start_at",
             "outside_booking",
@@ -85,7 +86,7 @@ def deposit_create(
         depositor_id=locked.buyer_id,
         pool_id=locked.pool_id,
         cards=cards,
-        start_at=start_at,
+        start_at=max(start_at, locked.start_at),  # the hour the booking starts in: from its start
         end_at=end_at,
         deposited_until=end_at,
         price=price,
