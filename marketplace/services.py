@@ -529,10 +529,21 @@ def lease_extend(*, lease: Lease, end_at: datetime, by: str, now: datetime | Non
         raise RuleViolation(
             message, code="extension_too_long", fields={"end_at": [{"code": "extension_too_long", "message": message}]}
         )
+    if locked.deposit_id is not None:
+        raise RuleViolation(
+            "This lease runs on deposited cards, which are its depositor's only to the deposit's end; place a new "
+            "order instead.",
+            code="lease_not_extendable",
+        )
     # The pool locked as a new price version locks it: a version made meanwhile sees this end.
     (pool,) = pools_lock([locked.pool_id])
     if pool.status != ResourcePool.Status.ACTIVE:
         raise RuleViolation(f"The lease's pool is {pool.status}; it takes no extension.", code="pool_not_active")
+    if not calendar_fits(pool=pool, cards=locked.cards, start=locked.end_at, end=end_at):
+        message = "The pool's cards are booked by other orders in the hours asked for; extend it less far."
+        raise RuleViolation(
+            message, code="calendar_full", fields={"end_at": [{"code": "calendar_full", "message": message}]}
+        )
     added = lease_unlocked_cost(lease=locked, start=locked.end_at, end=end_at)
     locked.end_at, locked.estimated_cost = end_at, (locked.estimated_cost + added).quantize(ESTIMATE_PLACES)
     locked.save(update_fields=["end_at", "estimated_cost"])
