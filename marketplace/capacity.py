@@ -123,3 +123,17 @@ def deposits_covering(*, pool_id: Any, start: datetime, end: datetime) -> list[C
         .order_by("pk")
     )
     return sorted(locked, key=lambda deposit: (deposit.created_at, str(deposit.pk)))
+
+
+def pools_cards_ahead(*, pool_ids: Iterable[Any]) -> dict[Any, int]:
+    """Per pool, the most cards a booking ahead could have: its cards less what its model endpoints
+    hold (the calendar checks its window at placement)."""
+    pools = list(ResourcePool.objects.filter(pk__in=list(pool_ids)).only("pk", "cards", "reserved_cards"))
+    held = dict(
+        _card_leases([pool.pk for pool in pools])
+        .filter(holding=True)
+        .values_list("pool_id")
+        .annotate(cards=Sum("cards"))
+        .order_by()
+    )
+    return {pool.pk: pool.cards - max(pool.reserved_cards - held.get(pool.pk, 0), 0) for pool in pools}

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from core.exceptions import ApplicationError, ConflictError, RuleViolation
 from marketplace import hooks
-from marketplace.capacity import bank_capacity, calendar_fits, deposit_free, deposits_covering
+from marketplace.capacity import bank_capacity, calendar_fits, deposit_free, deposits_covering, pools_cards_ahead
 from marketplace.dispatch import DispatchResult, Placement, PoolSnapshot, Requirements, dispatch, reason_message
 from marketplace.models import CapacityDeposit, Commitment, FeedEvent, Lease, Order, PriceIndexSnapshot
 from marketplace.price_index import offers_json, snapshot_index
@@ -79,7 +79,12 @@ def quote(*, requirements: Requirements, now: datetime | None = None) -> Dispatc
     now = now or timezone.now()
     check_feasible(requirements, now)
     pools = pool_snapshots(now=now)
-    if requirements.commitment == Commitment.ON_DEMAND:
+    if requirements.earliest_start and requirements.earliest_start > now + timedelta(
+        seconds=settings.LEASE_START_EARLY_SECONDS
+    ):
+        # Booked ahead: what the pools hold now says nothing of then; the calendar decides at placement.
+        pools = with_bank_capacity(pools, pools_cards_ahead(pool_ids=[pool.id for pool in pools]), replace_free=True)
+    elif requirements.commitment == Commitment.ON_DEMAND:
         pools = with_bank_capacity(pools, bank_capacity(now=now))
     if requirements.pool is not None:
         pools = [pool for pool in pools if pool.id == requirements.pool]
@@ -88,12 +93,19 @@ def quote(*, requirements: Requirements, now: datetime | None = None) -> Dispatc
     return dispatch(requirements, pools, now)
 
 
-def with_bank_capacity(pools: list[PoolSnapshot], bank: dict[Any, int]) -> list[PoolSnapshot]:
+def with_bank_capacity(
+    pools: list[PoolSnapshot], cards: dict[Any, int], *, replace_free: bool = False
+) -> list[PoolSnapshot]:
     """The snapshots with each pool's deposited free cards added to its own (on-demand orders only:
-    a reserved booking takes the pool's own cards)."""
-    if not bank:
+    a reserved booking takes the pool's own cards), or with ``replace_free`` its cards ahead instead."""
+    if not cards:
         return pools
-    return [replace(pool, free_cards=pool.free_cards + bank[pool.id]) if pool.id in bank else pool for pool in pools]
+    return [
+        replace(pool, free_cards=cards[pool.id] + (0 if replace_free else pool.free_cards))
+        if pool.id in cards
+        else pool
+        for pool in pools
+    ]
 
 
 def _not_offered() -> RuleViolation:

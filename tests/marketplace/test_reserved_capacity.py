@@ -14,7 +14,7 @@ from core.exceptions import RuleViolation
 from marketplace.deposits import deposit_create
 from marketplace.dispatch import Requirements
 from marketplace.models import Lease
-from marketplace.services import lease_start, order_place
+from marketplace.services import lease_extend, lease_start, order_place
 from pools.models import PricePlan, ResourcePool
 from pools.services import price_plan_create
 from tests.factories import BuyerFactory, pool_factory
@@ -178,3 +178,16 @@ def test_buyers_racing_for_the_last_deposited_cards_get_exactly_the_cards_deposi
     assert Lease.objects.filter(deposit__lease=held).count() == 4
     pool.refresh_from_db()
     assert pool.reserved_cards == 8  # the resales took no cards of the pool's own
+
+
+@pytest.mark.django_db
+def test_an_extension_into_hours_another_order_booked_is_refused_by_the_calendar(buyer, provider) -> None:
+    pool = small_pool(provider)
+    running = place(buyer, pool, cards=5, hours=2)
+    place(BuyerFactory(), pool, cards=4, hours=2, start=whole_hour(4))
+
+    with pytest.raises(RuleViolation) as refused:
+        lease_extend(lease=running, end_at=whole_hour(5), by="buyer")
+
+    assert refused.value.code == "calendar_full"
+    assert lease_extend(lease=running, end_at=whole_hour(3), by="buyer").end_at == whole_hour(3)  # before it
