@@ -478,6 +478,12 @@ def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
         raise ConflictError(f"A {invoice.status} invoice cannot be voided.", code="invoice_not_voidable")
     if invoice.attempts.filter(status=PaymentAttempt.Status.PENDING).exists():
         raise ConflictError(_IN_FLIGHT, code="payment_in_flight")
+    if DepositResale.objects.filter(line__invoice=invoice).exists():
+        # Its resale lines credited depositors' banks, credit they may have spent: not taken back here.
+        raise ConflictError(
+            "This invoice bills resold deposited card-hours whose depositors were credited; it cannot be voided.",
+            code="resale_credited",
+        )
     # What finalizing posted is reversed; payments stay booked and are refunded, so that the
     # buyer is owed what it paid until the refund goes out.
     billed = JournalEntry.objects.filter(

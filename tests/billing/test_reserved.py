@@ -12,9 +12,9 @@ from django.db.models import Sum
 
 from billing.models import CreditGrant, DepositResale, Invoice, InvoiceLine, ProviderStatement, UsageRollup
 from billing.reservations import deposits_earned
-from billing.services.invoices import invoice_finalize, invoice_for_period, invoices_due_for_finalizing
+from billing.services.invoices import invoice_finalize, invoice_for_period, invoice_void, invoices_due_for_finalizing
 from billing.services.reconcile import reconcile
-from core.exceptions import RuleViolation
+from core.exceptions import ConflictError, RuleViolation
 from marketplace.deposits import deposit_create, deposit_withdraw
 from marketplace.dispatch import Requirements
 from marketplace.models import Lease
@@ -211,4 +211,18 @@ def test_a_deposit_across_a_month_end_credits_each_month_at_its_own_finalization
     held_april = finalize(buyer, month_end + H, MAY_6)
     assert lines(held_march, InvoiceLine.Kind.RESERVED) == [(Decimal(32), Decimal(15), 48000)]
     assert lines(held_april, InvoiceLine.Kind.RESERVED) == [(Decimal(32), Decimal(15), 48000)]
+    assert reconcile() == []
+
+
+def test_an_invoice_whose_resale_credited_a_depositor_is_not_voided(provider) -> None:
+    depositor, reseller = BuyerFactory(), BuyerFactory()
+    _resold(depositor, reseller, provider)
+    invoice = finalize(reseller, BOOKED, APRIL_5)
+
+    with pytest.raises(ConflictError) as refused:
+        invoice_void(invoice_id=invoice.pk, by="operator", now=APRIL_5 + H)
+
+    assert refused.value.code == "resale_credited"
+    invoice.refresh_from_db()
+    assert invoice.status != Invoice.Status.VOID
     assert reconcile() == []
