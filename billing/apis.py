@@ -20,10 +20,12 @@ from billing.models import BankMovement, FapiaoRequest, Invoice, ProviderStateme
 from billing.schema import BINARY_HEADERS
 from billing.selectors import bank_movements, bank_summary, invoice_list, invoice_view, statement_list, usage_series
 from billing.serializers import (
+    BankDepositSerializer,
     BankMovementSerializer,
     BankSerializer,
     BankSettingsSerializer,
     BankTransferSerializer,
+    DepositEarnings,
     FapiaoRecordSerializer,
     FapiaoRequestCreateSerializer,
     FapiaoRequestSerializer,
@@ -44,6 +46,8 @@ from billing.services.bank.top_ups import top_up_client_secret, top_up_create
 from billing.services.usage import usage_events_ingest
 from core.exceptions import ApplicationError, NotFoundError
 from core.idempotency import idempotent
+from marketplace.deposits import deposit_list, deposit_withdraw
+from marketplace.models import CapacityDeposit
 from organizations.models import Organization
 from organizations.permissions import IsBuyer, IsProvider, KeyRoleAllows, allow_kinds, organization_of
 
@@ -526,3 +530,38 @@ class FapiaoFileApi(APIView):
             content_type=stored.content_type,
             headers={"Content-Disposition": f'attachment; filename="{stored.name}"'},
         )
+
+
+class BankDepositListApi(ListAPIView):
+    """Buyer: its compute-bank deposits, newest first: card-hours deposited, resold and earned."""
+
+    serializer_class = BankDepositSerializer
+    permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.BUYER)]
+
+    def get_queryset(self) -> QuerySet[CapacityDeposit]:
+        if getattr(self, "swagger_fake_view", False):
+            return CapacityDeposit.objects.none()
+        return deposit_list(organization=organization_of(self.request))
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "earned": DepositEarnings()}
+
+
+class BankDepositWithdrawApi(APIView):
+    """Buyer: withdraw a deposit's hours not resold yet (from the next whole hour, or the end of the
+    latest lease placed on it)."""
+
+    permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.BUYER)]
+
+    @extend_schema(
+        request=None,
+        responses=BankDepositSerializer,
+        summary="Withdraw a deposit's unsold hours",
+        extensions={"x-error-codes": {"409": {"deposit_withdrawn": "the deposit was withdrawn already"}}},
+    )
+    def post(self, request: Request, deposit_id: Any) -> Response:
+        deposit = deposit_list(organization=organization_of(request)).filter(pk=deposit_id).first()
+        if deposit is None:
+            raise NotFoundError(gettext("No such deposit."))
+        deposit = deposit_withdraw(deposit=deposit, by=str(request.user))
+        return Response(BankDepositSerializer(deposit, context={"earned": DepositEarnings()}).data)

@@ -19,8 +19,11 @@ from billing.models import (
     TopUp,
     UsageMetric,
 )
+from billing.reservations import deposits_earned
 from billing.token_electricity import provider_electricity_per_million
+from core.money import format_yuan
 from core.serializers import CurrencyField, MoneyField, PriceField, StrictSerializer
+from marketplace.serializers import DepositSerializer
 
 _PRICE = PriceField()
 
@@ -329,3 +332,43 @@ class FapiaoRecordSerializer(StrictSerializer):
         max_length=200,
         help_text=_("The fapiao as the tax system gave it: PDF, OFD or XML, at most FAPIAO_FILE_MAX_BYTES (5 MB)."),
     )
+
+
+class DepositEarnings:
+    """Each deposit's resold card-hours and credit, read once per page (``deposits_earned``)."""
+
+    def __init__(self) -> None:
+        self.cache: dict[Any, tuple[Decimal, int]] | None = None
+
+    def of(self, deposit: Any, page: Any) -> tuple[Decimal, int]:
+        if self.cache is None:
+            ids = [d.pk for d in page] if page is not None else [deposit.pk]
+            self.cache = deposits_earned(ids)
+        return self.cache.get(deposit.pk, (Decimal(0), 0))
+
+
+class BankDepositSerializer(DepositSerializer):
+    """A deposit with what it earned: card-hours resold (on finalized invoices) and credit granted."""
+
+    hours_resold = serializers.SerializerMethodField(help_text="Card-hours other buyers used, billed so far.")
+    earned = serializers.SerializerMethodField(
+        help_text="Yuan granted to the bank (capacity_deposit credit): resale revenue less the platform's share."
+    )
+    currency = serializers.SerializerMethodField()
+
+    class Meta(DepositSerializer.Meta):
+        fields = [*DepositSerializer.Meta.fields, "hours_resold", "earned", "currency"]
+        read_only_fields = fields
+
+    def _earned(self, deposit: Any) -> tuple[Decimal, int]:
+        page = self.parent.instance if self.parent is not None else None
+        return self.context["earned"].of(deposit, page)
+
+    def get_hours_resold(self, deposit: Any) -> str:
+        return str(self._earned(deposit)[0].quantize(Decimal("0.01")))
+
+    def get_earned(self, deposit: Any) -> str:
+        return format_yuan(self._earned(deposit)[1])
+
+    def get_currency(self, deposit: Any) -> str:
+        return "CNY"

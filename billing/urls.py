@@ -23,5 +23,9 @@ urlpatterns = [
     path("bank/transactions/", apis.BankTransactionListApi.as_view(), name="bank-transactions"),
     path("bank/top-ups/", apis.TopUpCreateApi.as_view(), name="bank-top-ups"),
     path("bank/top-ups/<uuid:top_up_id>/", apis.TopUpDetailApi.as_view(), name="bank-top-up-detail"),
+    path("bank/deposits/", apis.BankDepositListApi.as_view(), name="bank-deposits"),
+    path(
+        "bank/deposits/<uuid:deposit_id>/withdraw/", apis.BankDepositWithdrawApi.as_view(), name="bank-deposit-withdraw"
+    ),
     path("webhooks/stripe/", apis.StripeWebhookApi.as_view(), name="stripe-webhook"),
 ]

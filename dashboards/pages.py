@@ -22,6 +22,7 @@ from billing.periods import month_of
 from billing.selectors import (
     bank_balance,
     card_hours,
+    deposits_overview,
     fapiao_waiting,
     invoice_days_overdue,
     invoice_due_at,
@@ -32,6 +33,7 @@ from billing.selectors import (
     invoices_set_aside,
     platform_revenue_by_day,
     provider_accrued,
+    reserved_capacity,
     spend_by_day,
     spend_forecast,
     statement_list,
@@ -217,7 +219,9 @@ def operator_page(*, organization: Organization, now: datetime, params: Params) 
 
     cards = sum(hub["cards"] for hub in hubs)
     reserved = sum(hub["reserved_cards"] for hub in hubs)
+    month = month_of(now)
     strip = {
+        "reserved_capacity": reserved_capacity(start=month[0], end=month[1])[None],
         "pools": sum(hub["pools"] for hub in hubs),
         "cards": cards,
         "reserved": reserved,
@@ -508,6 +512,8 @@ def buyer_page(*, organization: Organization, now: datetime) -> dict[str, Any]:
         "invoices": rows,
         "overdue": overdue,
         "overdue_total": sum(row["owed"] for row in overdue),
+        "reserved": reserved_capacity(start=period_start, end=period_end, buyer=organization)[None],
+        "deposits": deposits_overview(buyer=organization),
     }
 
 
@@ -634,7 +640,19 @@ def provider_page(*, organization: Organization, now: datetime) -> dict[str, Any
         "earnings_label": _("Net payable and commission by month: %(months)s.")
         % {"months": ", ".join(f"{local_time(s['period_start'], 'Y-m')} {money(s['net'])}" for s in statements)},
         "accrued": provider_accrued(organization=organization, now=now),
+        "reserved_pools": _reserved_pools(pools, organization, now),
     }
+
+
+def _reserved_pools(pools: list[Any], organization: Organization, now: datetime) -> list[dict[str, Any]]:
+    """This month's reserved card-hours per pool: booked, used by their holders, resold from deposits."""
+    start, end = month_of(now)
+    by_pool = reserved_capacity(start=start, end=end, provider=organization)
+    return [
+        {"name": label, **by_pool[pool.pk]}
+        for label, pool in zip(_labels(pools), pools, strict=True)
+        if pool.pk in by_pool
+    ]
 
 
 HEAT_STEPS = 5  # shades of the heatmap, from idle to every card used

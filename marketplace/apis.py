@@ -13,11 +13,22 @@ from rest_framework.views import APIView
 from core.exceptions import NotFoundError
 from core.idempotency import idempotent
 from marketplace import orbit, services
+from marketplace.capacity import bank_capacity
+from marketplace.deposits import deposit_create
 from marketplace.dispatch import Requirements
 from marketplace.filters import LeaseFilter, OfferFilter
 from marketplace.models import FeedEvent, Lease, Order
-from marketplace.selectors import lease_list, offers_list, order_list, price_index, quote_voucher_credits
+from marketplace.selectors import (
+    lease_list,
+    offers_list,
+    order_list,
+    price_index,
+    quote_voucher_credits,
+    reserved_discounts,
+)
 from marketplace.serializers import (
+    DepositRequestSerializer,
+    DepositSerializer,
     FeedEventSerializer,
     LeaseSerializer,
     LeaseUpdateSerializer,
@@ -52,11 +63,18 @@ class OfferListApi(ListAPIView):
         if getattr(self, "swagger_fake_view", False):
             return ResourcePool.objects.none()
         user_region = self.request.query_params.get("user_region")
-        offers = offers_list(now=self.now, user_region=user_region if user_region in USER_REGIONS else None)
+        self.bank = bank_capacity(now=self.now)
+        offers = offers_list(
+            now=self.now, user_region=user_region if user_region in USER_REGIONS else None, also_pools=list(self.bank)
+        )
         return offers.order_by("price_now", "pk")  # type: ignore[misc]  # an annotation
 
     def get_serializer_context(self) -> dict[str, Any]:
-        return {**super().get_serializer_context(), "now": getattr(self, "now", timezone.now())}
+        return {
+            **super().get_serializer_context(),
+            "now": getattr(self, "now", timezone.now()),
+            "bank_capacity": getattr(self, "bank", {}),
+        }
 
     @extend_schema(summary="Find offers")
     def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
@@ -133,7 +151,8 @@ class QuoteApi(APIView):
         credits = quote_voucher_credits(
             buyer=organization_of(request), result=result, requirements=requirements, now=now
         )
-        return Response(QuoteSerializer.render(result, requirements, voucher_credits=credits))
+        discounts = reserved_discounts(pool_ids={a.pool_id for p in result.placements for a in p.allocations}, at=now)
+        return Response(QuoteSerializer.render(result, requirements, voucher_credits=credits, discounts=discounts))
 
 
 class OrderListCreateApi(ListAPIView):
@@ -306,3 +325,37 @@ class PriceIndexApi(APIView):
                 "series": price_index(**data),
             }
         )
+
+
+class LeaseDepositsApi(APIView):
+    """Buyer: deposit card-hours of its reserved lease into the compute bank: they go back on the
+    market at the lease's pool; each one another buyer uses earns bank credit."""
+
+    permission_classes = [KeyRoleAllows, IsBuyer]
+
+    @extend_schema(
+        request=DepositRequestSerializer,
+        responses={201: DepositSerializer},
+        summary="Deposit unused reserved card-hours into the compute bank",
+        extensions={
+            "x-error-codes": {
+                "422": {
+                    "lease_not_reserved": "only a reserved card lease is deposited",
+                    "lease_not_active": "the lease ended",
+                    "not_whole_hour": "`start_at` is not a whole hour",
+                    "outside_booking": "`start_at` is before this hour or the booking's start, or at its end",
+                    "too_many_cards": "more cards than the lease has free of deposits in those hours",
+                    "price_not_lower": "`price` is not lower than the pool's price",
+                }
+            }
+        },
+    )
+    @idempotent
+    def post(self, request: Request, lease_id: Any) -> Response:
+        lease = _lease_for(request, lease_id)
+        body = DepositRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        deposit = deposit_create(
+            lease=lease, depositor=organization_of(request), by=str(request.user), **body.validated_data
+        )
+        return Response(DepositSerializer(deposit).data, status=201)

@@ -85,6 +85,8 @@ class Requirements:
     split: bool = False
     # The offer the buyer chose: only this pool is considered (see ``marketplace.services.quote``).
     pool: Any | None = None
+    # on_demand or reserved (take-or-pay): how the leases bill, not where they go.
+    commitment: str = "on_demand"
 
     @property
     def deferrable(self) -> bool:

@@ -157,6 +157,12 @@ class PricePlan(models.Model):
         default=False, help_text="Set by the provider; otherwise derived from the hub's tariff and kept so."
     )
     hour_prices = models.JSONField(help_text="Price per card-hour for each local hour 0..23.")
+    reserved_discount = models.DecimalField(
+        max_digits=4,
+        decimal_places=3,
+        default=0,
+        help_text="Off the hour prices for reserved (take-or-pay) bookings, e.g. 0.25: 25% off.",
+    )
     token_prices = models.JSONField(
         default=dict, blank=True, help_text='Per million tokens: {"model": {"input": "2.00", "output": "8.00"}}.'
     )
@@ -169,6 +175,9 @@ class PricePlan(models.Model):
             models.UniqueConstraint(fields=["pool", "version"], name="price_plan_version_unique"),
             models.UniqueConstraint(fields=["pool", "effective_from"], name="price_plan_effective_unique"),
             models.CheckConstraint(condition=Q(price_per_card_hour__gt=0), name="price_plan_price_positive"),
+            models.CheckConstraint(
+                condition=Q(reserved_discount__gte=0, reserved_discount__lt=1), name="price_plan_discount_range"
+            ),
         ]
         indexes = [models.Index(fields=["pool", "-effective_from"], name="price_plan_lookup_idx")]
 
@@ -178,6 +187,10 @@ class PricePlan(models.Model):
     def rate_at(self, at: datetime) -> Decimal:
         """The price per card-hour in force at ``at`` under this plan."""
         return Decimal(self.hour_prices[local_hour(at)])
+
+    def reserved_rate_at(self, at: datetime) -> Decimal:
+        """The reserved price per card-hour at ``at``: the hour's price less the discount."""
+        return self.rate_at(at) * (1 - self.reserved_discount)
 
     @property
     def average_price(self) -> Decimal:

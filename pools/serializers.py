@@ -243,6 +243,9 @@ class PricePlanSerializer(serializers.Serializer):
         child=PriceField(), help_text="Price per card-hour for each local (Asia/Shanghai) hour 0..23."
     )
     token_prices = TokenPricesField()
+    reserved_discount = serializers.DecimalField(
+        max_digits=4, decimal_places=3, help_text="Off the hour prices for reserved bookings (0.25: 25% off)."
+    )
     created_by = serializers.CharField()
     created_at = serializers.DateTimeField()
 
@@ -253,14 +256,24 @@ class PriceChangeSerializer(StrictSerializer):
     price_per_card_hour = _price_field(required=False)
     time_of_use = TimeOfUseField(required=False)
     token_prices = TokenPricesField(required=False)
+    reserved_discount = serializers.DecimalField(
+        required=False,
+        max_digits=4,
+        decimal_places=3,
+        min_value=Decimal(0),
+        max_value=Decimal("0.9"),
+        help_text="Off the hour prices for reserved (take-or-pay) bookings, 0 to 0.9 (0.25: 25% off).",
+    )
     effective_from = serializers.DateTimeField(
         required=False, help_text="When new orders pay it: now (default) or later, never earlier."
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if not any(field in attrs for field in ("price_per_card_hour", "time_of_use", "token_prices")):
+        given = ("price_per_card_hour", "time_of_use", "token_prices", "reserved_discount")
+        if not any(field in attrs for field in given):
             raise serializers.ValidationError(
-                gettext("Give price_per_card_hour, time_of_use or token_prices."), code="no_price_given"
+                gettext("Give price_per_card_hour, time_of_use or token_prices or reserved_discount."),
+                code="no_price_given",
             )
         return attrs
 

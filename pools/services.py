@@ -124,6 +124,7 @@ def price_plan_create(
     price_per_card_hour: Decimal | None = None,
     time_of_use: Mapping[str, Decimal] | None = None,
     token_prices: Mapping[str, Mapping[str, Decimal]] | None = None,
+    reserved_discount: Decimal | None = None,
     effective_from: datetime | None = None,
     dry_run: bool = False,
 ) -> PricePlan:
@@ -172,6 +173,7 @@ def price_plan_create(
         time_of_use_custom=time_of_use is not None,
         hour_prices=prices,
         token_prices=_token_prices_json(token_prices) if token_prices is not None else latest.token_prices,
+        reserved_discount=reserved_discount if reserved_discount is not None else latest.reserved_discount,
         created_by=by,
     )
     plan.rise, plan.running_from = _reaches_running_leases(plan, locked, now=now)

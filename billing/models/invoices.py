@@ -117,6 +117,9 @@ class InvoiceLine(models.Model):
         USAGE = "usage", _("Usage")
         ADJUSTMENT = "adjustment", _("Late usage of an earlier period")
         CLAIM_REJECTED = "claim_rejected", _("Voucher claim rejected: the voucher's share billed back")
+        RESERVED = "reserved", _("Reserved card-hours booked (take-or-pay), used or not")
+        CANCEL_FEE = "cancel_fee", _("Reserved booking cancelled before its start")
+        RESALE = "resale", _("Usage of deposited card-hours: the depositor earns it, less the platform's share")
 
     class Unit(models.TextChoices):
         CARD_HOUR = "card_hour", _("Card-hour")
@@ -253,3 +256,27 @@ class InvoiceAdjustment(models.Model):
             tax=0,
             **fields,
         )
+
+
+class DepositResale(models.Model):
+    """What one resale line earned a deposit: the line's amount split between the depositor's bank
+    credit (a ``capacity_deposit`` grant) and the platform's share. One row per line: a resold
+    card-hour is credited once."""
+
+    id = models.BigAutoField(primary_key=True)
+    deposit = models.ForeignKey("marketplace.CapacityDeposit", on_delete=models.PROTECT, related_name="resales_billed")
+    line = models.OneToOneField(InvoiceLine, on_delete=models.PROTECT, related_name="resale")
+    card_hours = models.DecimalField(max_digits=24, decimal_places=10)
+    amount = models.BigIntegerField(help_text="Fen the reseller was billed.")
+    platform = models.BigIntegerField(help_text="Fen the platform keeps (DEPOSIT_PLATFORM_SHARE).")
+    credit = models.BigIntegerField(help_text="Fen credited to the depositor's bank.")
+    grant = models.ForeignKey("billing.CreditGrant", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount=F("platform") + F("credit")), name="resale_split_adds_up"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.card_hours} card-hours of {self.deposit_id}: {self.credit} fen credited"

@@ -25,6 +25,8 @@ from billing.bank_credits import banks_lock, banks_review, give_back_to_bank, pa
 from billing.metrics import INVOICES_FINALIZED, INVOICES_SET_ASIDE, count_on_commit
 from billing.models import (
     Account,
+    CreditGrant,
+    DepositResale,
     Invoice,
     InvoiceAdjustment,
     InvoiceLine,
@@ -34,6 +36,8 @@ from billing.models import (
 )
 from billing.periods import local_year, month_of
 from billing.rating import RatedLine, late_rows_bill, rate, rate_unbilled, unbilled_rollups
+from billing.reservations import booked_lines, resale_lines, resale_split, resales_record, reserved_months
+from billing.services.bank.grants import grant_create
 from billing.services.fapiao import fapiao_void_check
 from billing.services.ledger import (
     Credit,
@@ -49,6 +53,7 @@ from billing.voucher_credits import redeem_vouchers, reverse_vouchers
 from core.exceptions import ConflictError
 from core.locks import advisory_lock
 from core.money import format_yuan, share
+from marketplace.models import CapacityDeposit
 from organizations.models import AuditEvent, Organization
 from organizations.services import audit_record
 
@@ -71,7 +76,10 @@ def draft_lines(invoice: Invoice) -> list[RatedLine]:
     rollups = unbilled_rollups(
         buyer_id=invoice.buyer_id, period_start=invoice.period_start, period_end=invoice.period_end
     )
-    return rate(rollups, period_start=invoice.period_start)
+    usage = resale_lines(rate(rollups, period_start=invoice.period_start))
+    return usage + booked_lines(
+        buyer_id=invoice.buyer_id, period_start=invoice.period_start, period_end=invoice.period_end
+    )
 
 
 def _take_numbers(at: datetime, count: int) -> list[str]:
@@ -123,7 +131,9 @@ def _provider_totals(lines: list[InvoiceLine]) -> dict[Any, ProviderTotals]:
     gross: dict[Any, int] = defaultdict(int)
     tax: dict[Any, int] = defaultdict(int)
     for line in lines:
-        if line.kind != InvoiceLine.Kind.CLAIM_REJECTED:  # the provider was owed its share when the usage was billed
+        # The provider was owed its share of a rejected claim's line when the usage was billed, and is
+        # paid for a resold card-hour by the reservation that booked it.
+        if line.kind not in (InvoiceLine.Kind.CLAIM_REJECTED, InvoiceLine.Kind.RESALE):
             gross[line.provider_id] += line.amount
             tax[line.provider_id] += line.tax
     return {
@@ -141,6 +151,7 @@ class _Books:
     revenue: Account
     vat: Account
     rebill: dict[Any, Account]  # by buyer, of those billed an adjustment
+    deposits: Account  # resale revenue owed to depositors, until granted as bank credit
 
     @classmethod
     def of(cls, drafts: list[Invoice], lines: list[InvoiceLine]) -> "_Books":
@@ -151,16 +162,28 @@ class _Books:
             revenue=account_for(purpose=Purpose.PLATFORM_REVENUE),
             vat=account_for(purpose=Purpose.VAT_PAYABLE),
             rebill=accounts_for(purpose=Purpose.CLAIM_REBILL, organization_ids=rebilled) if rebilled else {},
+            deposits=account_for(purpose=Purpose.DEPOSIT_PAYABLE),
         )
 
 
 def _usage_entry(
-    invoice: Invoice, by_provider: dict[Any, ProviderTotals], rebilled: int, books: _Books, now: datetime
+    invoice: Invoice,
+    by_provider: dict[Any, ProviderTotals],
+    rebilled: int,
+    books: _Books,
+    now: datetime,
+    resold: tuple[int, int] = (0, 0),
 ) -> NewEntry:
     """The buyer owes the subtotal; each provider is owed its lines less the commission; the platform,
     the seller on the invoice, owes the tax office the invoice's VAT and keeps the rest of the commission;
-    rejected voucher claim lines billed back clear the buyer's claim rebill account."""
+    rejected voucher claim lines billed back clear the buyer's claim rebill account; resale lines are
+    the platform's share and the depositors' credit (``billing.reservations``)."""
     legs = [(books.receivable[invoice.buyer_id], invoice.subtotal)]
+    platform, credit = resold
+    if platform:
+        legs.append((books.revenue, -platform))
+    if credit:
+        legs.append((books.deposits, -credit))
     for provider_id in sorted(by_provider, key=str):
         totals = by_provider[provider_id]
         legs.append((books.payable[provider_id], -(totals.gross - totals.commission)))
@@ -286,6 +309,11 @@ def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
     # first is the calendar's choice, not the ids'.
     drafts.sort(key=lambda invoice: (invoice.period_start, str(invoice.pk)))
     unbilled = rate_unbilled(invoices=drafts)
+    for invoice in drafts:
+        found = unbilled[invoice.pk]
+        found.lines = resale_lines(found.lines) + booked_lines(
+            buyer_id=invoice.buyer_id, period_start=invoice.period_start, period_end=invoice.period_end
+        )
     drafts = [
         invoice
         for invoice in drafts
@@ -315,7 +343,8 @@ def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
         invoice.tax = sum(line.tax for line in lines[invoice.pk])
         by_provider = _provider_totals(lines[invoice.pk])
         rebilled = sum(line.amount for line in lines[invoice.pk] if line.kind == InvoiceLine.Kind.CLAIM_REJECTED)
-        entries.append(_usage_entry(invoice, by_provider, rebilled, books, now))
+        resold = _resold(lines[invoice.pk])
+        entries.append(_usage_entry(invoice, by_provider, rebilled, books, now, resold))
         entries += _apply_credits(invoice, lines[invoice.pk], books, now)
         accrued = statements[invoice.period_start, invoice.period_end]
         for provider_id, totals in by_provider.items():
@@ -325,6 +354,7 @@ def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
         invoice.next_payment_attempt_at = now if invoice.amount_due else None
         invoice.paid_at = None if invoice.amount_due else now
     entries_post(entries=entries)
+    resales_credit(resales=resales_record(lines=all_lines, now=now), now=now)
 
     for period in sorted(statements):
         _accrue_statements(period, statements[period], sign=1)
@@ -345,6 +375,34 @@ def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
             "invoice finalized", extra={"invoice": str(invoice.pk), "number": invoice.number, "due": invoice.amount_due}
         )
     return len(drafts)
+
+
+def _resold(lines: list[InvoiceLine]) -> tuple[int, int]:
+    """The platform's share and the depositors' credit of an invoice's resale lines, split line by line."""
+    splits = [resale_split(line.amount) for line in lines if line.kind == InvoiceLine.Kind.RESALE]
+    return sum(platform for platform, _ in splits), sum(credit for _, credit in splits)
+
+
+def resales_credit(*, resales: list[DepositResale], now: datetime) -> None:
+    """Each resale's credit granted to its depositor's bank, once: from the depositors' payable."""
+    depositors = dict(
+        CapacityDeposit.objects.filter(pk__in={r.deposit_id for r in resales}).values_list("pk", "depositor_id")
+    )
+    organizations = Organization.objects.in_bulk({depositors[r.deposit_id] for r in resales})
+    for resale in sorted(resales, key=lambda r: (str(depositors[r.deposit_id]), r.pk)):
+        if resale.credit <= 0:
+            continue
+        resale.grant = grant_create(
+            buyer=organizations[depositors[resale.deposit_id]],
+            source=CreditGrant.Source.CAPACITY_DEPOSIT,
+            amount=resale.credit,
+            by="system",
+            note=f"{resale.card_hours.normalize():f} deposited card-hours resold",
+            reference=f"resale:{resale.line_id}",
+            offset=Purpose.DEPOSIT_PAYABLE,
+            now=now,
+        )
+        DepositResale.objects.filter(pk=resale.pk).update(grant=resale.grant)
 
 
 def _adjustments_bill(drafts: list[Invoice], lines: dict[Any, list[InvoiceLine]]) -> list[InvoiceAdjustment]:
@@ -450,6 +508,14 @@ def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
         raise ConflictError(_IN_FLIGHT, code="payment_in_flight")
     # An issued fapiao stops the void until its red-letter reversal is recorded; a requested one is cancelled.
     fapiao_void_check(invoice=invoice, by=by, now=now)
+    if DepositResale.objects.filter(line__invoice=invoice).exists():
+        # Its resale lines credited depositors' banks, credit they may have spent: not taken back here.
+        raise ConflictError(
+            gettext(
+                "This invoice bills resold deposited card-hours whose depositors were credited; it cannot be voided."
+            ),
+            code="resale_credited",
+        )
     # What finalizing posted is reversed; payments stay booked and are refunded, so that the
     # buyer is owed what it paid until the refund goes out.
     billed = JournalEntry.objects.filter(
@@ -498,6 +564,9 @@ def invoices_due_for_finalizing(*, now: datetime) -> list[Any]:
     finalized month included, so this reads invoices, not the usage.
     """
     closed_before = month_of(now - timedelta(hours=settings.BILLING_FINALIZE_GRACE_HOURS))[0]
+    # A reserved booking bills its months whether it was used or not: their drafts are made here.
+    for buyer_id, at in reserved_months(closed_before=closed_before):
+        invoice_for_period(buyer=Organization(pk=buyer_id), at=at)
     return list(
         Invoice.objects.filter(status=Status.DRAFT, period_end__lte=closed_before)
         .order_by("period_start", "pk")

@@ -288,6 +288,15 @@ VAT_RATES = {
 }
 # Fapiao files an operator uploads (the e-fapiao as PDF, OFD or XML): at most this many bytes.
 FAPIAO_FILE_MAX_BYTES = env_int("FAPIAO_FILE_MAX_BYTES", 5 * 1024 * 1024, min_value=1024, max_value=50 * 1024 * 1024)
+# Reserved capacity (take-or-pay): cancelling a reserved booking before its start bills this share
+# of its booked cost; of the revenue of deposited card-hours resold to another buyer the platform
+# keeps this share, the depositor's bank gets the rest as credit.
+RESERVED_CANCEL_FEE_RATE = env_decimal(
+    "RESERVED_CANCEL_FEE_RATE", Decimal("0.10"), min_value=Decimal("0"), max_value=Decimal("1")
+)
+DEPOSIT_PLATFORM_SHARE = env_decimal(
+    "DEPOSIT_PLATFORM_SHARE", Decimal("0.20"), min_value=Decimal("0"), max_value=Decimal("1")
+)
 # The seller on every invoice (the platform's operating company) and where buyers pay by transfer
 INVOICE_SELLER_NAME = env_str("INVOICE_SELLER_NAME", "Compute Grid Platform Operations Co., Ltd.")
 INVOICE_SELLER_CREDIT_CODE = env_str("INVOICE_SELLER_CREDIT_CODE", "91330100MA0000001F")

@@ -575,3 +575,41 @@ def test_every_kind_of_page_shows_the_price_index_beside_its_own_prices(grid) ->
     assert f"{model} national median" in labels["operator"] and f"{model} national median" in labels["issuer"]
     assert labels["buyer"] == [f"{model} national median", f"{model} your locked price"]
     assert labels["provider"] == [f"{model} national median", f"{model} your price now"]
+
+
+def test_reservations_deposits_and_their_use_show_on_the_buyer_provider_and_operator_pages(grid) -> None:
+    from django.utils import timezone
+
+    from marketplace.deposits import deposit_create
+    from marketplace.dispatch import Requirements
+    from marketplace.services import order_place
+    from tests.billing.factories import usage
+
+    now = timezone.now()
+    pool = pool_factory(provider=grid.provider, cards=8, hub_id="jingjinji", province="Beijing", name="reserved")
+    reserved = order_place(
+        buyer=grid.buyer,
+        requirements=Requirements(cards=8, duration_hours=10, workload="training", pool=pool.pk, commitment="reserved"),
+    ).leases.get()
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    deposit = deposit_create(lease=reserved, depositor=grid.buyer, cards=4, start_at=hour, by="test")
+    resale = order_place(
+        buyer=grid.other_buyer,
+        requirements=Requirements(cards=4, duration_hours=1, workload="training", pool=pool.pk),
+    ).leases.get()
+    usage(reserved, hour, seconds=4 * 1800)  # the holder uses half an hour of 4 cards
+    usage(resale, hour, seconds=4 * 3600)  # the reseller a whole hour of the 4 deposited
+
+    buyer_html = signed_in(grid, grid.buyer).get(f"/dashboard/{grid.buyer.slug}/").content.decode()
+    provider_html = signed_in(grid, grid.provider).get(f"/dashboard/{grid.provider.slug}/").content.decode()
+    operator_html = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/").content.decode()
+
+    assert resale.deposit_id == deposit.pk
+    booked = Decimal(8 * 10)
+    assert [Decimal(v) for v in figures(buyer_html, "reserved-booked")] == [booked]
+    assert [Decimal(v) for v in figures(buyer_html, "reserved-used")] == [Decimal(2)]
+    assert [Decimal(v) for v in figures(buyer_html, "reserved-resold")] == [Decimal(4)]
+    assert f'data-deposit="{deposit.pk}"' in buyer_html
+    assert [Decimal(v) for v in figures(provider_html, "pool-reserved-resold")] == [Decimal(4)]
+    assert [Decimal(v) for v in figures(provider_html, "pool-reserved-booked")] == [booked]
+    assert [Decimal(v) for v in figures(operator_html, "reserved-utilization")] == [Decimal(6) / booked]

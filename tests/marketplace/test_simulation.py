@@ -57,3 +57,19 @@ def test_simulate_dispatch_prints_both_policies_and_its_checks() -> None:
     assert set(figures) >= {"dispatcher", "baseline", "electricity_cut", "checks"}
     assert figures["dispatcher"]["orders_placed"] + figures["dispatcher"]["orders_unplaced"] == 300
     assert figures["checks"]["zero latency violations"] is True
+
+
+@pytest.mark.django_db
+def test_deposits_of_unused_reserved_cards_raise_the_utilization_of_booked_capacity() -> None:
+    call_command("seed_national", "--seed", "7", "--scale", "0.05", stdout=StringIO(), stderr=StringIO())
+    out = StringIO()
+
+    call_command(
+        "simulate_dispatch", "--orders", "400", "--reserved-share", "0.5", "--json", stdout=out, stderr=StringIO()
+    )
+
+    reserved = json.loads(out.getvalue())["reserved"]
+    assert reserved["booked_card_hours"] > reserved["used_by_holders_card_hours"] > 0
+    assert reserved["utilization_with_deposits"] > reserved["utilization_without_deposits"]
+    assert reserved["resold_card_hours"] > 0
+    assert 0 < reserved["depositors_earned"] == pytest.approx(reserved["resale_revenue"] * 0.8, abs=0.02)

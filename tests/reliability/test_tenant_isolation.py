@@ -111,6 +111,10 @@ Check = Exempt | Public | Detail | Listing | Create | Patch | Page
 REASON = {"reason": "isolation test"}
 
 
+def _next_hour() -> str:
+    return (timezone.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)).isoformat()
+
+
 def _later() -> str:
     return (timezone.now() + timedelta(days=30)).isoformat()
 
@@ -279,6 +283,9 @@ ROUTES: dict[str, dict[str, Check]] = {
         "PATCH": Patch("lease_id", "buyer", read=LeaseSerializer, write=LeaseUpdateSerializer),
     },
     "api/v1/leases/<uuid:lease_id>/start/": {"POST": Detail("lease_id", ("provider",))},
+    "api/v1/leases/<uuid:lease_id>/deposits/": {
+        "POST": Detail("lease_id", ("buyer",), body=lambda w: {"cards": 1, "start_at": _next_hour()})
+    },
     "api/v1/leases/<uuid:lease_id>/terminate/": {"POST": Detail("lease_id", ("buyer", "provider"))},
     # Metering and billing.
     "api/v1/usage-events/": {
@@ -334,6 +341,8 @@ ROUTES: dict[str, dict[str, Check]] = {
         "PATCH": Patch("bank", "buyer", read=BankSerializer, write=BankSettingsSerializer, singleton=True),
     },
     "api/v1/bank/transactions/": {"GET": Listing()},
+    "api/v1/bank/deposits/": {"GET": Listing()},
+    "api/v1/bank/deposits/<uuid:deposit_id>/withdraw/": {"POST": Detail("deposit_id", ("buyer",))},
     "api/v1/bank/top-ups/": {"POST": Create(body=lambda w: {"amount": "100.00"})},
     "api/v1/bank/top-ups/<uuid:top_up_id>/": {"GET": Detail("top_up_id", ("buyer",))},
     # Vouchers.

@@ -17,7 +17,10 @@ from django.utils import timezone
 from billing.models import Bank, CreditGrant, Invoice, TopUp
 from billing.services.bank.grants import bank_of, grant_create
 from billing.services.invoices import invoice_finalize, invoice_for_period
-from marketplace.models import Lease, Order
+from marketplace.deposits import deposit_create
+from marketplace.dispatch import Requirements
+from marketplace.models import CapacityDeposit, Lease, Order
+from marketplace.services import order_place
 from marketplace.token_dispatch import TokenRequest
 from marketplace.token_services import token_order_place
 from orbit import reference_data as orbit_data
@@ -66,6 +69,7 @@ class Tenant:
     payout_run: Any = None  # a run (operators' only) with a line paying the tenant's provider
     payout_line: Any = None
     fapiao: Any = None  # the finalized invoice's fapiao, issued with its file
+    deposit: CapacityDeposit | None = None  # cards of its buyer's reserved lease deposited into the compute bank
 
     def organization(self, kind: str, operator: Organization) -> Organization:
         return operator if kind == "operator" else getattr(self, kind)
@@ -87,6 +91,7 @@ class Tenant:
             "run_id": self.payout_run,
             "line_id": self.payout_line,
             "request_id": self.fapiao,
+            "deposit_id": self.deposit,
         }  # type: ignore[return-value]
 
 
@@ -151,7 +156,21 @@ def _tenant(hub: str, province: str) -> Tenant:
         region="isolation",
     )
     _settlements(tenant)
+    tenant.deposit = _deposit(tenant)
     return tenant
+
+
+def _deposit(tenant: Tenant) -> CapacityDeposit:
+    """A reserved lease of 4 cards for a day on the tenant's pool, 2 of them deposited from the next hour."""
+    assert tenant.pool is not None
+    now = timezone.now()
+    ResourcePool.objects.filter(pk=tenant.pool.pk).update(last_heartbeat_at=now)
+    requirements = Requirements(
+        cards=4, duration_hours=24, workload="training", pool=tenant.pool.pk, commitment="reserved"
+    )
+    lease = order_place(buyer=tenant.buyer, requirements=requirements).leases.get()
+    next_hour = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return deposit_create(lease=lease, depositor=tenant.buyer, cards=2, start_at=next_hour, by="test")
 
 
 def _settlements(tenant: Tenant) -> None:
