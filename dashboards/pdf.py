@@ -201,15 +201,15 @@ def _fapiao(pdf: FPDF, fapiao: dict[str, Any] | None) -> None:
     if not fapiao or fapiao["status"] == "cancelled":
         return
     pdf.ln(4)
-    pdf.set_font("Helvetica", "B", 10)
+    _font(pdf, "B", 10)
     pdf.cell(0, 6, _text(_("Fapiao")), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    pdf.set_font("Helvetica", size=9)
+    _font(pdf, size=9)
     if fapiao["status"] == "requested":
         text = _("A fapiao is requested; the platform issues it within a few working days.")
     else:
         text = _("Fapiao number %(number)s%(code)s, issued on %(date)s.") % {
             "number": fapiao["number"],
-            "code": f" ({_('code')} {fapiao['code']})" if fapiao["code"] else "",
+            "code": " (" + _("code %(code)s") % {"code": fapiao["code"]} + ")" if fapiao["code"] else "",
             "date": fapiao["issued_on"],
         }
         if fapiao["status"] == "reversed":

@@ -272,7 +272,7 @@ class PriceChangeSerializer(StrictSerializer):
         given = ("price_per_card_hour", "time_of_use", "token_prices", "reserved_discount")
         if not any(field in attrs for field in given):
             raise serializers.ValidationError(
-                gettext("Give price_per_card_hour, time_of_use or token_prices or reserved_discount."),
+                gettext("Give price_per_card_hour, time_of_use, token_prices or reserved_discount."),
                 code="no_price_given",
             )
         return attrs
