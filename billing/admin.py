@@ -9,8 +9,18 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.translation import gettext
 
-from billing.models import Bank, BankEvent, BankMovement, CreditGrant, CreditHold, TopUp, UnprocessableWebhook
+from billing.models import (
+    Bank,
+    BankEvent,
+    BankMovement,
+    CreditGrant,
+    CreditHold,
+    FapiaoRequest,
+    TopUp,
+    UnprocessableWebhook,
+)
 from billing.services.bank.grants import grant_create
 from core.money import format_yuan, yuan_to_fen
 from organizations.models import Organization
@@ -66,7 +76,9 @@ class GrantForm(forms.ModelForm):
     def clean_expires_at(self) -> Any:
         expires_at = self.cleaned_data.get("expires_at")
         if expires_at is not None and expires_at <= timezone.now():
-            raise forms.ValidationError("Give a time in the future, or leave it empty for credit that never expires.")
+            raise forms.ValidationError(
+                gettext("Give a time in the future, or leave it empty for credit that never expires.")
+            )
         return expires_at
 
     def _post_clean(self) -> None:
@@ -158,3 +170,13 @@ class UnprocessableWebhookAdmin(ReadOnlyAdmin):
     @admin.display(description="Body (as UTF-8, undecodable bytes replaced)")
     def body_text(self, webhook: UnprocessableWebhook) -> str:
         return bytes(webhook.body).decode("utf-8", errors="replace")
+
+
+@admin.register(FapiaoRequest)
+class FapiaoRequestAdmin(ReadOnlyAdmin):
+    """Read-only: fapiao are recorded through the API (``fapiao-requests/{id}/issue/``), audited."""
+
+    list_display = ["requested_at", "invoice", "buyer", "kind", "status", "number", "red_number"]
+    list_filter = ["status", "kind"]
+    search_fields = ["number", "red_number", "taxpayer_id", "title", "invoice__number", "buyer__slug"]
+    exclude = ["file", "red_file"]

@@ -1,23 +1,34 @@
+from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
+from django.http import HttpResponse
 from django.utils import timezone
+from django.utils.translation import gettext
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework.generics import ListAPIView
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.cloudevents import MAX_BYTES, events_from_request
-from billing.models import BankMovement, Invoice, ProviderStatement, TopUp
+from billing.models import BankMovement, FapiaoRequest, Invoice, ProviderStatement, TopUp
 from billing.schema import BINARY_HEADERS
 from billing.selectors import bank_movements, bank_summary, invoice_list, invoice_view, statement_list, usage_series
 from billing.serializers import (
+    BankDepositSerializer,
     BankMovementSerializer,
     BankSerializer,
     BankSettingsSerializer,
     BankTransferSerializer,
+    DepositEarnings,
+    FapiaoRecordSerializer,
+    FapiaoRequestCreateSerializer,
+    FapiaoRequestSerializer,
     IngestResultSerializer,
     InvoicePaySerializer,
     InvoiceSerializer,
@@ -29,14 +40,16 @@ from billing.serializers import (
     UsageQuerySerializer,
     UsageRowSerializer,
 )
-from billing.services import invoices, payments
+from billing.services import fapiao, invoices, payments
 from billing.services.bank.grants import bank_settings_set
 from billing.services.bank.top_ups import top_up_client_secret, top_up_create
 from billing.services.usage import usage_events_ingest
-from core.exceptions import NotFoundError
+from core.exceptions import ApplicationError, NotFoundError
 from core.idempotency import idempotent
+from marketplace.deposits import deposit_list, deposit_withdraw
+from marketplace.models import CapacityDeposit
 from organizations.models import Organization
-from organizations.permissions import IsProvider, KeyRoleAllows, allow_kinds, organization_of
+from organizations.permissions import IsBuyer, IsProvider, KeyRoleAllows, allow_kinds, organization_of
 
 
 class UsageEventsApi(APIView):
@@ -108,7 +121,7 @@ IsProviderOrOperator = allow_kinds(Organization.Kind.PROVIDER, Organization.Kind
 def _invoice_for(request: Request, invoice_id: Any) -> Invoice:
     invoice = invoice_list(organization=organization_of(request)).filter(pk=invoice_id).first()
     if invoice is None:
-        raise NotFoundError("No such invoice.")
+        raise NotFoundError(gettext("No such invoice."))
     return invoice
 
 
@@ -126,7 +139,7 @@ class InvoiceListApi(ListAPIView):
     def get_queryset(self) -> QuerySet[Invoice]:
         if getattr(self, "swagger_fake_view", False):
             return Invoice.objects.none()
-        return invoice_list(organization=organization_of(self.request)).prefetch_related("lines")
+        return invoice_list(organization=organization_of(self.request)).prefetch_related("lines", "fapiao_requests")
 
     def get_serializer(self, *args: Any, **kwargs: Any) -> Any:
         if args:
@@ -189,6 +202,10 @@ class InvoiceVoidApi(APIView):
                 "409": {
                     "invoice_not_voidable": "the invoice is not finalized, paid or uncollectible",
                     "claim_line_rejected": "its issuer rejected a voucher claim line of it, billed back to the buyer",
+                    "fapiao_red_letter_required": (
+                        "a fapiao was issued for it: record its red-letter reversal "
+                        "(fapiao-requests/{id}/red-letter/) first; nothing changed"
+                    ),
                     "payment_in_flight": (
                         "a card payment of the invoice is being collected or processed at Stripe; nothing "
                         "changed, try again in a few minutes"
@@ -337,5 +354,214 @@ class TopUpDetailApi(APIView):
     def get(self, request: Request, top_up_id: Any) -> Response:
         top_up = TopUp.objects.filter(pk=top_up_id, buyer=organization_of(request)).first()
         if top_up is None:
-            raise NotFoundError("No such top-up.")
+            raise NotFoundError(gettext("No such top-up."))
         return Response(TopUpSerializer(top_up).data)
+
+
+def _fapiao_requests(request: Request) -> QuerySet[FapiaoRequest]:
+    organization = organization_of(request)
+    requests = FapiaoRequest.objects.select_related("invoice", "buyer")
+    if organization.kind == Organization.Kind.OPERATOR:
+        return requests
+    return requests.filter(buyer=organization)
+
+
+def _fapiao_for(request: Request, request_id: Any) -> FapiaoRequest:
+    found = _fapiao_requests(request).filter(pk=request_id).first()
+    if found is None:
+        raise NotFoundError(gettext("No such fapiao request."))
+    return found
+
+
+class InvoiceFapiaoApi(APIView):
+    """Buyer: request a fapiao for a finalized or paid invoice; buyer and operator: the invoice's requests."""
+
+    permission_classes = [KeyRoleAllows, IsBuyerOrOperator]
+
+    def get_permissions(self) -> list[Any]:
+        if self.request.method == "POST":
+            return [KeyRoleAllows(), IsBuyer()]
+        return list(super().get_permissions())
+
+    @extend_schema(responses=FapiaoRequestSerializer(many=True), summary="The fapiao requests of an invoice")
+    def get(self, request: Request, invoice_id: Any) -> Response:
+        invoice = _invoice_for(request, invoice_id)
+        return Response(FapiaoRequestSerializer(_fapiao_requests(request).filter(invoice=invoice), many=True).data)
+
+    @extend_schema(
+        request=FapiaoRequestCreateSerializer,
+        responses={201: FapiaoRequestSerializer, 200: FapiaoRequestSerializer},
+        summary="Request a fapiao",
+        description=(
+            "201 with the new request; 200 with the active one when the same kind was requested already "
+            "(a retry makes no second request)."
+        ),
+        extensions={
+            "x-error-codes": {
+                "409": {
+                    "invoice_not_invoiceable": "the invoice is not finalized or paid",
+                    "fapiao_already_requested": "a fapiao of the other kind is requested or issued for it",
+                },
+                "422": {
+                    "invoicing_details_missing": "no invoicing details kept: PUT invoicing-details/ first",
+                    "invoicing_details_incomplete": "a special fapiao needs address, phone, bank and account",
+                },
+            }
+        },
+    )
+    def post(self, request: Request, invoice_id: Any) -> Response:
+        body = FapiaoRequestCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        invoice = _invoice_for(request, invoice_id)
+        made, created = fapiao.fapiao_request(invoice=invoice, kind=body.validated_data["kind"], by=str(request.user))
+        return Response(FapiaoRequestSerializer(made).data, status=201 if created else 200)
+
+
+class FapiaoRequestListApi(ListAPIView):
+    """Buyers: their fapiao requests. Operators: all, ``?status=requested`` for those waiting."""
+
+    serializer_class = FapiaoRequestSerializer
+    permission_classes = [KeyRoleAllows, IsBuyerOrOperator]
+    filterset_fields = ["status", "kind"]
+
+    def get_queryset(self) -> QuerySet[FapiaoRequest]:
+        if getattr(self, "swagger_fake_view", False):
+            return FapiaoRequest.objects.none()
+        return _fapiao_requests(self.request)
+
+
+class FapiaoRequestDetailApi(APIView):
+    permission_classes = [KeyRoleAllows, IsBuyerOrOperator]
+
+    @extend_schema(responses=FapiaoRequestSerializer, summary="A fapiao request")
+    def get(self, request: Request, request_id: Any) -> Response:
+        return Response(FapiaoRequestSerializer(_fapiao_for(request, request_id)).data)
+
+
+_RECORD_ERRORS = {
+    "400": {
+        "invalid_fapiao_number": "the number is not 8 or 20 digits, or the code not 10 or 12 (required with 8)",
+        "unsupported_file_type": "the file is not a PDF, OFD or XML file",
+    },
+    "413": {"file_too_large": "the file is larger than FAPIAO_FILE_MAX_BYTES"},
+    "409": {"fapiao_number_taken": "a fapiao with this code and number is recorded already"},
+}
+
+
+class _FapiaoRecordApi(APIView):
+    permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.OPERATOR)]
+    parser_classes = [MultiPartParser]
+    max_body_bytes = settings.FAPIAO_FILE_MAX_BYTES + 64 * 1024  # core.middleware.RequestLimitsMiddleware
+
+    def _recorded(self, request: Request, request_id: Any, record: Callable[..., FapiaoRequest]) -> Response:
+        found = _fapiao_for(request, request_id)
+        body = FapiaoRecordSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        upload = fapiao.Upload(name=data["file"].name or "fapiao", content=data["file"].read())
+        recorded = record(
+            request_id=found.pk,
+            number=data["number"],
+            code=data["code"],
+            issued_on=data["issued_on"],
+            upload=upload,
+            by=str(request.user),
+        )
+        return Response(FapiaoRequestSerializer(recorded).data)
+
+
+class FapiaoIssueApi(_FapiaoRecordApi):
+    """Operator: record the fapiao issued for a request (number, code, date, the file). Audited."""
+
+    @extend_schema(
+        request={"multipart/form-data": FapiaoRecordSerializer},
+        responses=FapiaoRequestSerializer,
+        summary="Record a fapiao issued",
+        extensions={
+            "x-error-codes": {
+                **_RECORD_ERRORS,
+                "409": {**_RECORD_ERRORS["409"], "fapiao_not_requested": "the request is not waiting to be issued"},
+            }
+        },
+    )
+    def post(self, request: Request, request_id: Any) -> Response:
+        return self._recorded(request, request_id, fapiao.fapiao_issue)
+
+
+class FapiaoRedLetterApi(_FapiaoRecordApi):
+    """Operator: record the red-letter fapiao that reverses an issued one (needed before its invoice is voided)."""
+
+    @extend_schema(
+        request={"multipart/form-data": FapiaoRecordSerializer},
+        responses=FapiaoRequestSerializer,
+        summary="Record a red-letter reversal",
+        extensions={
+            "x-error-codes": {
+                **_RECORD_ERRORS,
+                "409": {**_RECORD_ERRORS["409"], "fapiao_not_issued": "the fapiao is not issued (or reversed already)"},
+            }
+        },
+    )
+    def post(self, request: Request, request_id: Any) -> Response:
+        return self._recorded(request, request_id, fapiao.fapiao_reverse)
+
+
+class FapiaoFileApi(APIView):
+    """Buyer (its own) and operator: the fapiao's file, or with ``?red_letter=true`` its red-letter reversal's."""
+
+    permission_classes = [KeyRoleAllows, IsBuyerOrOperator]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("red_letter", bool, description="The red-letter fapiao's file instead.")],
+        responses={(200, content_type): OpenApiTypes.BINARY for content_type in fapiao.FILE_TYPES},
+        summary="Download a fapiao file",
+        extensions={"x-error-codes": {"404": {"not_found": "no such request, or no file recorded for it yet"}}},
+    )
+    def get(self, request: Request, request_id: Any) -> HttpResponse:
+        found = _fapiao_for(request, request_id)
+        red = request.query_params.get("red_letter", "false")
+        if red not in ("true", "false"):
+            raise ApplicationError(gettext("red_letter is true or false."), code="invalid_query")
+        stored = found.red_file if red == "true" else found.file
+        if stored is None:
+            raise NotFoundError(gettext("No file is recorded for this fapiao yet."))
+        return HttpResponse(
+            bytes(stored.content),
+            content_type=stored.content_type,
+            headers={"Content-Disposition": f'attachment; filename="{stored.name}"'},
+        )
+
+
+class BankDepositListApi(ListAPIView):
+    """Buyer: its compute-bank deposits, newest first: card-hours deposited, resold and earned."""
+
+    serializer_class = BankDepositSerializer
+    permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.BUYER)]
+
+    def get_queryset(self) -> QuerySet[CapacityDeposit]:
+        if getattr(self, "swagger_fake_view", False):
+            return CapacityDeposit.objects.none()
+        return deposit_list(organization=organization_of(self.request))
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "earned": DepositEarnings()}
+
+
+class BankDepositWithdrawApi(APIView):
+    """Buyer: withdraw a deposit's hours not resold yet (from the next whole hour, or the end of the
+    latest lease placed on it)."""
+
+    permission_classes = [KeyRoleAllows, allow_kinds(Organization.Kind.BUYER)]
+
+    @extend_schema(
+        request=None,
+        responses=BankDepositSerializer,
+        summary="Withdraw a deposit's unsold hours",
+        extensions={"x-error-codes": {"409": {"deposit_withdrawn": "the deposit was withdrawn already"}}},
+    )
+    def post(self, request: Request, deposit_id: Any) -> Response:
+        deposit = deposit_list(organization=organization_of(request)).filter(pk=deposit_id).first()
+        if deposit is None:
+            raise NotFoundError(gettext("No such deposit."))
+        deposit = deposit_withdraw(deposit=deposit, by=str(request.user))
+        return Response(BankDepositSerializer(deposit, context={"earned": DepositEarnings()}).data)

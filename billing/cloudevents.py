@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from django.utils.translation import gettext
 
 from core.exceptions import ApplicationError, PayloadTooLarge
 from core.parsers import NUL_MESSAGE, has_nul, parse_json
@@ -36,7 +37,10 @@ BINARY_ATTRIBUTES = ("id", "source", "specversion", "type", "subject", "time", "
 
 
 def too_large_message() -> str:
-    return f"Send at most {MAX_EVENTS:,} events and {MAX_BYTES // (1024 * 1024)} MB in one request; split the batch."
+    return gettext("Send at most %(events)s events and %(megabytes)s MB in one request; split the batch.") % {
+        "events": f"{MAX_EVENTS:,}",
+        "megabytes": MAX_BYTES // (1024 * 1024),
+    }
 
 
 def events_from_request(content_type: str, headers: Mapping[str, str], body: bytes) -> list[Any]:
@@ -52,26 +56,29 @@ def events_from_request(content_type: str, headers: Mapping[str, str], body: byt
         events: list[Any] = [event]
     elif media_type == STRUCTURED:
         if not isinstance(payload, dict):
-            raise ApplicationError("A structured CloudEvent is a JSON object.", code="invalid_request")
+            raise ApplicationError(gettext("A structured CloudEvent is a JSON object."), code="invalid_request")
         events = [payload]
     elif media_type in (BATCH, "application/json"):
         if media_type == "application/json" and isinstance(payload, dict):
             payload = [payload]  # one event, as in structured mode
         if not isinstance(payload, list):
             raise ApplicationError(
-                f"Send a JSON array of CloudEvents (or one event as {STRUCTURED}).", code="invalid_request"
+                gettext("Send a JSON array of CloudEvents (or one event as %(STRUCTURED)s).")
+                % {"STRUCTURED": STRUCTURED},
+                code="invalid_request",
             )
         events = payload
     else:
         raise ApplicationError(
-            f"Content-Type {media_type or 'missing'}: use {STRUCTURED}, {BATCH} or application/json.",
+            gettext("Content-Type %(value)s: use %(STRUCTURED)s, %(BATCH)s or application/json.")
+            % {"value": media_type or "missing", "STRUCTURED": STRUCTURED, "BATCH": BATCH},
             code="unsupported_media_type",
             status_code=415,
         )
     if len(events) > MAX_EVENTS:
         raise PayloadTooLarge(too_large_message(), code="too_many_events")
     if not events:
-        raise ApplicationError("The batch is empty.", code="empty_batch")
+        raise ApplicationError(gettext("The batch is empty."), code="empty_batch")
     return events
 
 

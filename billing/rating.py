@@ -18,6 +18,7 @@ from django.db.models import Case, F, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import ExtractHour
 
 from billing.models import InvoiceLine, UsageMetric, UsageRollup
+from billing.vat import line_vat
 from core.money import round_to_fen
 from core.timezones import local_zone
 from pools.models import PricePlan
@@ -58,8 +59,11 @@ class RatedLine:
         return round_to_fen(self.exact_amount)
 
     def as_invoice_line(self, invoice: Any, **fields: Any) -> InvoiceLine:
-        """The (unsaved) invoice line showing this rated usage."""
+        """The (unsaved) invoice line showing this rated usage, its VAT split out (``billing.vat``)."""
+        vat = line_vat(unit=self.unit, amount=self.amount)
         return InvoiceLine(
+            vat_rate=vat.rate,
+            tax=vat.tax,
             invoice=invoice,
             kind=self.kind,
             lease_id=self.lease_id,
@@ -77,6 +81,11 @@ class RatedLine:
         )
 
 
+# A rollup row of a reserved lease's booked hours: billed by the booking (``billing.reservations``),
+# never as usage (the statements below say the same in SQL).
+RESERVED_BOOKED = Q(lease__commitment="reserved", hour__lt=F("lease__price_locked_until"))
+
+
 def unbilled_rollups(*, buyer_id: Any, period_start: datetime, period_end: datetime) -> QuerySet[UsageRollup]:
     """What the buyer's invoice for this period bills: the period's rows, and what late rows of
     earlier periods hold that no invoice has billed yet."""
@@ -84,7 +93,7 @@ def unbilled_rollups(*, buyer_id: Any, period_start: datetime, period_end: datet
         Q(late=False, hour__gte=period_start) | (Q(late=True) & ~Q(quantity=F("billed_quantity"))),
         buyer_id=buyer_id,
         hour__lt=period_end,
-    )
+    ).exclude(RESERVED_BOOKED)
 
 
 _GROUP = ("kind", "lease_id", "pool_id", "provider_id", "price_plan_id", "metric", "model", "local_hour")
@@ -146,7 +155,10 @@ SELECT b.invoice_id, 'usage', r.lease_id, r.pool_id, r.provider_id, r.price_plan
        extract(hour FROM r.hour AT TIME ZONE %(zone)s)::int, sum(r.quantity)
 FROM batch AS b JOIN billing_usagerollup AS r
   ON r.buyer_id = b.buyer_id AND r.hour >= b.period_start AND r.hour < b.period_end
-WHERE NOT r.late
+WHERE NOT r.late AND NOT EXISTS (
+    SELECT 1 FROM marketplace_lease AS rl
+    WHERE rl.id = r.lease_id AND rl.commitment = 'reserved' AND r.hour < rl.price_locked_until
+)
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 """
 
@@ -160,7 +172,10 @@ WITH batch AS (
 SELECT b.invoice_id, r.id, 'adjustment', r.lease_id, r.pool_id, r.provider_id, r.price_plan_id, r.metric, r.model,
        extract(hour FROM r.hour AT TIME ZONE %(zone)s)::int, r.quantity - r.billed_quantity
 FROM batch AS b JOIN billing_usagerollup AS r ON r.buyer_id = b.buyer_id AND r.hour < b.period_end
-WHERE r.late AND r.quantity <> r.billed_quantity
+WHERE r.late AND r.quantity <> r.billed_quantity AND NOT EXISTS (
+    SELECT 1 FROM marketplace_lease AS rl
+    WHERE rl.id = r.lease_id AND rl.commitment = 'reserved' AND r.hour < rl.price_locked_until
+)
 ORDER BY r.id
 FOR UPDATE OF r
 """

@@ -1,9 +1,12 @@
+import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, F, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
@@ -13,6 +16,7 @@ from billing.models import (
     BankEvent,
     BankMovement,
     CreditHold,
+    FapiaoRequest,
     Invoice,
     InvoiceAdjustment,
     InvoiceLine,
@@ -25,10 +29,11 @@ from billing.models import (
 from billing.models.ledger import Account
 from billing.periods import month_of
 from billing.rating import rate, rate_by_hour
+from billing.reservations import deposits_earned
 from billing.token_electricity import lease_electricity_per_million
 from core.money import round_to_fen, share
 from core.timezones import local_zone
-from marketplace.models import Lease
+from marketplace.models import CapacityDeposit, Lease
 from organizations.models import Organization
 
 SECONDS_PER_HOUR = Decimal(3600)
@@ -109,8 +114,8 @@ def card_hours(
 
 
 def platform_revenue_by_day(*, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    """The platform's commission credited in the ledger per day (billing time zone), in fen;
-    a voided invoice's reversal counts on the day it was voided."""
+    """The platform's revenue (its commission less the VAT it owes as the seller) credited in the
+    ledger per day (billing time zone), in fen; a voided invoice's reversal counts on the day it was voided."""
     day = TruncDay("entry__posted_at", tzinfo=local_zone())
     rows = (
         Leg.objects.filter(
@@ -166,6 +171,7 @@ def invoice_view(invoice: Invoice) -> Invoice:
             ]
         invoice.shown_lines = shown  # type: ignore[attr-defined]
         invoice.subtotal = invoice.amount_due = sum(line.amount for line in shown)
+        invoice.tax = sum(line.tax for line in shown)
     with_token_electricity(invoice.shown_lines, since=invoice.period_start, until=invoice.period_end)  # type: ignore[attr-defined]
     return invoice
 
@@ -322,3 +328,117 @@ def spend_by_day(*, invoice: Invoice) -> dict[Any, Decimal]:
         for hour, amount in hours.items():
             days[hour.astimezone(local_zone()).date()] += amount
     return dict(days)
+
+
+def fapiao_waiting() -> QuerySet[FapiaoRequest]:
+    """Fapiao requests an operator has still to issue, oldest first."""
+    return (
+        FapiaoRequest.objects.filter(status=FapiaoRequest.Status.REQUESTED)
+        .select_related("invoice", "buyer")
+        .order_by("requested_at", "pk")
+    )
+
+
+def fapiao_numbers_by_invoice(invoice_ids: Iterable[Any]) -> dict[str, str]:
+    """For the issuer's documents: each invoice's fapiao numbers (by the invoice's id as a string, as
+    redemptions name it), issued ones as they are, reversed ones with the red-letter fapiao that
+    reversed them; an invoice without one is absent."""
+    numbers: dict[str, list[str]] = defaultdict(list)
+    requests = (
+        FapiaoRequest.objects.filter(
+            invoice_id__in=_uuids(invoice_ids),
+            status__in=(FapiaoRequest.Status.ISSUED, FapiaoRequest.Status.REVERSED),
+        )
+        .order_by("issued_at", "pk")
+        .values_list("invoice_id", "status", "code", "number", "red_number")
+    )
+    for invoice_id, status, code, number, red_number in requests:
+        shown = f"{code}-{number}" if code else number
+        if status == FapiaoRequest.Status.REVERSED:
+            shown += f" (reversed by {red_number})"
+        numbers[str(invoice_id)].append(shown)
+    return {invoice_id: "; ".join(found) for invoice_id, found in numbers.items()}
+
+
+def _uuids(values: Iterable[Any]) -> set[uuid.UUID]:
+    """Those of ``values`` that are UUIDs (a voucher's claim may name an invoice by another reference)."""
+    found = set()
+    for value in values:
+        try:
+            found.add(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+        except ValueError:
+            continue
+    return found
+
+
+# Card-hours of reserved bookings within [start, end) (a booking cancelled before its start books
+# none; one preempted or failed books to that end), and card-hours used within it: by the holders
+# (their leases' rollups in their booked hours) and by resale (leases placed on deposits).
+_RESERVED_CAPACITY = """
+WITH booked AS (
+    SELECT l.pool_id, sum(l.cards * extract(epoch FROM
+        least(CASE WHEN l.status IN ('preempted', 'failed') THEN least(l.ended_at, l.price_locked_until)
+                   ELSE l.price_locked_until END, %(end)s) - greatest(l.start_at, %(start)s)) / 3600) AS hours
+    FROM marketplace_lease AS l
+    WHERE l.commitment = 'reserved' AND l.endpoint_id IS NULL AND l.start_at < %(end)s
+      AND l.price_locked_until > %(start)s AND NOT (l.status = 'cancelled' AND l.ended_at < l.start_at)
+      AND (%(buyer)s::uuid IS NULL OR l.buyer_id = %(buyer)s::uuid)
+      AND (%(provider)s::uuid IS NULL OR l.provider_id = %(provider)s::uuid)
+    GROUP BY 1
+), used AS (
+    SELECT r.pool_id,
+           sum(r.quantity) FILTER (WHERE l.commitment = 'reserved' AND r.hour < l.price_locked_until) / 3600 AS used,
+           sum(r.quantity) FILTER (WHERE l.deposit_id IS NOT NULL) / 3600 AS resold
+    FROM billing_usagerollup AS r JOIN marketplace_lease AS l ON l.id = r.lease_id
+    LEFT JOIN marketplace_capacitydeposit AS d ON d.id = l.deposit_id
+    WHERE r.metric = 'gpu_seconds' AND r.hour >= %(start)s AND r.hour < %(end)s
+      AND (l.commitment = 'reserved' OR l.deposit_id IS NOT NULL)
+      AND (%(buyer)s::uuid IS NULL OR l.buyer_id = %(buyer)s::uuid OR d.depositor_id = %(buyer)s::uuid)
+      AND (%(provider)s::uuid IS NULL OR l.provider_id = %(provider)s::uuid)
+    GROUP BY 1
+)
+SELECT coalesce(b.pool_id, u.pool_id), coalesce(b.hours, 0), coalesce(u.used, 0), coalesce(u.resold, 0)
+FROM booked AS b FULL JOIN used AS u ON u.pool_id = b.pool_id
+"""
+
+
+def reserved_capacity(
+    *, start: datetime, end: datetime, buyer: Any = None, provider: Any = None
+) -> dict[Any, dict[str, Decimal]]:
+    """Per pool, reserved card-hours ``booked`` within [start, end), ``used`` by their holders and
+    ``resold`` to other buyers from deposits, and their ``utilization`` (used and resold over booked);
+    a buyer's or a provider's, or the nation's. Key None: the total."""
+    params = {
+        "start": start,
+        "end": end,
+        "buyer": str(buyer.pk) if buyer else None,
+        "provider": str(provider.pk) if provider else None,
+    }
+    rows: dict[Any, dict[str, Decimal]] = {}
+    total = {"booked": Decimal(0), "used": Decimal(0), "resold": Decimal(0)}
+    with connection.cursor() as cursor:
+        cursor.execute(_RESERVED_CAPACITY, params)
+        for pool_id, booked, used, resold in cursor.fetchall():
+            row = {"booked": Decimal(booked), "used": Decimal(used), "resold": Decimal(resold)}
+            rows[pool_id] = row
+            for key, value in row.items():
+                total[key] += value
+    rows[None] = total
+    for row in rows.values():
+        row["utilization"] = (row["used"] + row["resold"]) / row["booked"] if row["booked"] else Decimal(0)
+    return rows
+
+
+def deposits_overview(*, buyer: Organization) -> list[dict[str, Any]]:
+    """The buyer's deposits, newest first, with card-hours deposited, resold and credit earned."""
+    deposits = list(CapacityDeposit.objects.filter(depositor=buyer).select_related("pool").order_by("-created_at")[:20])
+    earned = deposits_earned([deposit.pk for deposit in deposits])
+    return [
+        {
+            "deposit": deposit,
+            "hours": Decimal((deposit.end_at - deposit.start_at).total_seconds()) / 3600 * deposit.cards,
+            "resold": earned.get(deposit.pk, (Decimal(0), 0))[0],
+            "earned": earned.get(deposit.pk, (Decimal(0), 0))[1],
+        }
+        for deposit in deposits
+    ]

@@ -3,12 +3,27 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from billing.models import Bank, BankEvent, BankMovement, CreditGrant, Invoice, InvoiceLine, TopUp, UsageMetric
+from billing.models import (
+    Bank,
+    BankEvent,
+    BankMovement,
+    CreditGrant,
+    FapiaoRequest,
+    Invoice,
+    InvoiceLine,
+    TopUp,
+    UsageMetric,
+)
+from billing.reservations import deposits_earned
 from billing.token_electricity import provider_electricity_per_million
+from core.money import format_yuan
 from core.serializers import CurrencyField, MoneyField, PriceField, StrictSerializer
+from marketplace.serializers import DepositSerializer
 
 _PRICE = PriceField()
 
@@ -50,11 +65,16 @@ class UsageQuerySerializer(StrictSerializer):
         end = attrs.pop("to", None) or timezone.now()
         start = attrs.pop("from", None) or end - timedelta(days=1)
         if start >= end:
-            raise serializers.ValidationError({"to": ["'to' must come after 'from'."]}, code="range_reversed")
+            raise serializers.ValidationError({"to": [gettext("'to' must come after 'from'.")]}, code="range_reversed")
         limit = MAX_USAGE_RANGE[attrs["granularity"]]
         if end - start > limit:
             raise serializers.ValidationError(
-                {"from": [f"At most {limit.days} days at {attrs['granularity']} granularity; narrow the range."]},
+                {
+                    "from": [
+                        gettext("At most %(days)s days at %(granularity)s granularity; narrow the range.")
+                        % {"days": limit.days, "granularity": attrs["granularity"]}
+                    ]
+                },
                 code="range_too_long",
             )
         return {**attrs, "start": start, "end": end}
@@ -81,7 +101,12 @@ class InvoiceLineSerializer(serializers.Serializer):
     unit = serializers.ChoiceField(choices=InvoiceLine.Unit.choices)
     quantity = serializers.DecimalField(max_digits=24, decimal_places=10)
     rate = PriceField(help_text="Per unit: card-hour or million tokens; rated exactly, shown to 4 places.")
-    amount = MoneyField()
+    amount = MoneyField(help_text="Tax-inclusive: quantity x rate, rounded once.")
+    amount_without_tax = MoneyField(help_text="amount - tax.")
+    vat_rate = serializers.DecimalField(
+        max_digits=5, decimal_places=4, help_text="VAT rate of the line's service kind, e.g. 0.0600."
+    )
+    tax = MoneyField(help_text="VAT in amount: round_half_up(amount x rate / (1 + rate)) to the fen.")
     voucher_amount = MoneyField()
     description = serializers.CharField(
         default="", help_text="Why an adjustment is billed, e.g. a voucher claim line the issuer rejected."
@@ -96,6 +121,17 @@ class InvoiceLineSerializer(serializers.Serializer):
         return None if rate is None else _PRICE.to_representation(rate)
 
 
+class FapiaoSummarySerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    kind = serializers.ChoiceField(choices=FapiaoRequest.Kind.choices)
+    status = serializers.ChoiceField(choices=FapiaoRequest.Status.choices)
+    number = serializers.CharField(help_text=_("Empty until issued."))
+    code = serializers.CharField(help_text=_("Empty for a fully digitized fapiao (20-digit number)."))
+    issued_on = serializers.DateField(allow_null=True)
+    red_number = serializers.CharField(help_text=_("The red-letter fapiao that reversed it; empty if none."))
+    red_issued_on = serializers.DateField(allow_null=True)
+
+
 class InvoiceSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     number = serializers.CharField(allow_null=True)
@@ -105,7 +141,9 @@ class InvoiceSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Invoice.Status.choices)
     collection_method = serializers.ChoiceField(choices=Invoice.CollectionMethod.choices)
     currency = serializers.CharField()
-    subtotal = MoneyField()
+    subtotal = MoneyField(help_text="Tax-inclusive: the sum of the lines' amounts.")
+    subtotal_without_tax = MoneyField(help_text="subtotal - tax.")
+    tax = MoneyField(help_text="VAT: the sum of the lines' taxes.")
     voucher_credit = MoneyField()
     bank_credit = MoneyField()
     amount_due = MoneyField()
@@ -117,6 +155,9 @@ class InvoiceSerializer(serializers.Serializer):
     paid_at = serializers.DateTimeField(allow_null=True)
     voided_at = serializers.DateTimeField(allow_null=True)
     lines = InvoiceLineSerializer(many=True, source="shown_lines")
+    fapiao = FapiaoSummarySerializer(
+        source="current_fapiao", allow_null=True, help_text=_("The latest fapiao requested for it; null if none.")
+    )
 
 
 class InvoicePaySerializer(StrictSerializer):
@@ -139,7 +180,9 @@ class StatementSerializer(serializers.Serializer):
     period_start = serializers.DateTimeField()
     period_end = serializers.DateTimeField()
     currency = serializers.CharField()
-    gross = MoneyField()
+    gross = MoneyField(help_text="Tax-inclusive: the provider's invoice lines of the period.")
+    gross_without_tax = MoneyField(help_text="gross - tax.")
+    tax = MoneyField(help_text="VAT in gross: the sum of the taxes of those lines.")
     commission = MoneyField()
     net = MoneyField(help_text="Net payable to the provider.")
     electricity_cost_per_million_tokens = serializers.SerializerMethodField(
@@ -243,3 +286,89 @@ class TopUpSerializer(serializers.Serializer):
         required=False, help_text="Confirm the PaymentIntent with it (Stripe.js); only in the answer that made it."
     )
     created_at = serializers.DateTimeField()
+
+
+class FapiaoRequestSerializer(FapiaoSummarySerializer):
+    invoice = serializers.UUIDField(source="invoice_id")
+    invoice_number = serializers.CharField(source="invoice.number")
+    buyer = serializers.CharField(source="buyer.slug")
+    title = serializers.CharField()
+    taxpayer_id = serializers.CharField()
+    address = serializers.CharField()
+    phone = serializers.CharField()
+    bank_name = serializers.CharField()
+    bank_account = serializers.CharField()
+    amount = MoneyField(help_text=_("The invoice's subtotal, tax included."))
+    tax = MoneyField()
+    currency = serializers.CharField()
+    requested_at = serializers.DateTimeField()
+    issued_at = serializers.DateTimeField(allow_null=True)
+    reversed_at = serializers.DateTimeField(allow_null=True)
+    cancelled_at = serializers.DateTimeField(allow_null=True)
+    has_file = serializers.SerializerMethodField()
+    has_red_letter_file = serializers.SerializerMethodField()
+
+    def get_has_file(self, request: FapiaoRequest) -> bool:
+        return request.file_id is not None
+
+    def get_has_red_letter_file(self, request: FapiaoRequest) -> bool:
+        return request.red_file_id is not None
+
+
+class FapiaoRequestCreateSerializer(StrictSerializer):
+    kind = serializers.ChoiceField(
+        choices=FapiaoRequest.Kind.choices,
+        help_text=_("`special` needs address, phone, bank and account in the invoicing details."),
+    )
+
+
+class FapiaoRecordSerializer(StrictSerializer):
+    number = serializers.CharField(max_length=20, help_text=_("8 digits, or 20 for a fully digitized fapiao."))
+    code = serializers.CharField(
+        max_length=12, required=False, default="", allow_blank=True, help_text=_("10 or 12 digits; empty with 20.")
+    )
+    issued_on = serializers.DateField()
+    file = serializers.FileField(
+        max_length=200,
+        help_text=_("The fapiao as the tax system gave it: PDF, OFD or XML, at most FAPIAO_FILE_MAX_BYTES (5 MB)."),
+    )
+
+
+class DepositEarnings:
+    """Each deposit's resold card-hours and credit, read once per page (``deposits_earned``)."""
+
+    def __init__(self) -> None:
+        self.cache: dict[Any, tuple[Decimal, int]] | None = None
+
+    def of(self, deposit: Any, page: Any) -> tuple[Decimal, int]:
+        if self.cache is None:
+            ids = [d.pk for d in page] if page is not None else [deposit.pk]
+            self.cache = deposits_earned(ids)
+        return self.cache.get(deposit.pk, (Decimal(0), 0))
+
+
+class BankDepositSerializer(DepositSerializer):
+    """A deposit with what it earned: card-hours resold (on finalized invoices) and credit granted."""
+
+    hours_resold = serializers.SerializerMethodField(help_text="Card-hours other buyers used, billed so far.")
+    earned = serializers.SerializerMethodField(
+        help_text="Yuan granted to the bank (capacity_deposit credit): resale revenue less the platform's share."
+    )
+    currency = serializers.SerializerMethodField()
+
+    class Meta(DepositSerializer.Meta):
+        fields = [*DepositSerializer.Meta.fields, "hours_resold", "earned", "currency"]
+        read_only_fields = fields
+
+    def _earned(self, deposit: Any) -> tuple[Decimal, int]:
+        page = self.parent.instance if self.parent is not None else None
+        return self.context["earned"].of(deposit, page)
+
+    def get_hours_resold(self, deposit: Any) -> str:
+        return str(self._earned(deposit)[0].quantize(Decimal("0.01")))
+
+    def get_earned(self, deposit: Any) -> str:
+        return format_yuan(self._earned(deposit)[1])
+
+    def get_currency(self, deposit: Any) -> str:
+        return "CNY"

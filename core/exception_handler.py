@@ -1,4 +1,8 @@
-"""One error path: every failure becomes ``{"error": {"code", "message", "fields"}}``."""
+"""One error path: every failure becomes ``{"error": {"code", "message", "fields"}}``.
+
+Messages are in the request's language (``Accept-Language``, core.languages), as gettext gives
+them when the error is raised or answered; the ``code``s never change. DRF's own details come
+translated by DRF's catalog."""
 
 import logging
 from typing import Any
@@ -6,6 +10,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
+from django.utils.translation import gettext, gettext_noop
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -15,10 +20,10 @@ from core.exceptions import ApplicationError
 logger = logging.getLogger(__name__)
 
 _CODES: dict[type[exceptions.APIException], tuple[str, str]] = {
-    exceptions.ParseError: ("malformed_json", "The request body is not valid JSON: {detail}"),
+    exceptions.ParseError: ("malformed_json", gettext_noop("The request body is not valid JSON: {detail}")),
     exceptions.NotAuthenticated: (
         "not_authenticated",
-        "Send an API key as 'Authorization: Bearer <key>'.",
+        gettext_noop("Send an API key as 'Authorization: Bearer <key>'."),
     ),
     exceptions.AuthenticationFailed: ("authentication_failed", "{detail}"),
     exceptions.PermissionDenied: ("permission_denied", "{detail}"),
@@ -59,9 +64,9 @@ def _validation_response(exc: exceptions.ValidationError) -> Response:
     code = "unknown_field" if codes == {"unknown_field"} else "validation_error"
     names = ", ".join(name for name in fields if name != "non_field_errors")
     message = (
-        f"Some fields are invalid ({names}); see 'fields' for each problem."
+        gettext("Some fields are invalid (%(names)s); see 'fields' for each problem.") % {"names": names}
         if names
-        else (_first_message(fields) or "The request is invalid.")
+        else (_first_message(fields) or gettext("The request is invalid."))
     )
     return Response(error_body(code, message, fields), status=400)
 
@@ -85,7 +90,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, RequestDataTooBig):
         set_rollback()
-        return Response(error_body("payload_too_large", f"The request body is too large: {exc}"), status=413)
+        message = gettext("The request body is too large: %(reason)s") % {"reason": exc}
+        return Response(error_body("payload_too_large", message), status=413)
     if not isinstance(exc, exceptions.APIException):
         return None  # a bug: Django answers 500 and logs it
 
@@ -100,7 +106,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         response = _validation_response(exc)
     else:
         code, template = _CODES.get(type(exc), (str(exc.default_code), "{detail}"))
-        response = Response(error_body(code, template.format(detail=exc.detail)), status=exc.status_code)
+        response = Response(error_body(code, gettext(template).format(detail=exc.detail)), status=exc.status_code)
     for name, value in headers.items():
         response[name] = value
     return response

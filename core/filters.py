@@ -10,6 +10,7 @@ from typing import Any
 
 import django_filters
 from django import forms
+from django.utils.translation import gettext
 from django_filters import utils
 from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
@@ -91,7 +92,7 @@ class StrictFilterSet(django_filters.FilterSet):
             free_text = type(filter_) is django_filters.CharFilter
             if not free_text and name in self.data and self.data.get(name) == "":
                 self.form.add_error(
-                    name, forms.ValidationError("Give a value, or leave the parameter out.", code="blank")
+                    name, forms.ValidationError(gettext("Give a value, or leave the parameter out."), code="blank")
                 )
                 valid = False
         return valid

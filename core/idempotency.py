@@ -22,6 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -56,7 +57,8 @@ def _fingerprint(request: Request) -> str:
 def _replay(record: IdempotencyRecord, fingerprint: str, on_replay: Callable[[Body], Body] | None) -> Response:
     if record.request_hash != fingerprint:
         raise ConflictError(
-            f"The {HEADER} {record.key!r} was already used for a different request. Use a new key for a new request.",
+            gettext("The %(HEADER)s %(key)s was already used for a different request. Use a new key for a new request.")
+            % {"HEADER": HEADER, "key": f"{record.key!r}"},
             code="idempotency_key_reused",
         )
     body = on_replay(record.response_body) if on_replay else record.response_body
@@ -100,7 +102,9 @@ def idempotent(
             return handler(view, request, *args, **kwargs)
         if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
             raise ApplicationError(
-                f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters.", code="invalid_idempotency_key"
+                gettext("%(HEADER)s must be 1 to %(MAX_KEY_LENGTH)s printable characters.")
+                % {"HEADER": HEADER, "MAX_KEY_LENGTH": MAX_KEY_LENGTH},
+                code="invalid_idempotency_key",
             )
         scope, fingerprint = _scope(request), _fingerprint(request)
         expired_before = timezone.now() - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)

@@ -8,9 +8,11 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import is_valid_path
+from django.utils import translation
 
 from core.context import Origin, client_ip, origin_var
 from core.exception_handler import error_body
+from core.languages import api_language
 from core.logging import request_id_var
 from core.views import api_error, api_not_found, is_api
 
@@ -80,10 +82,20 @@ class ApiErrorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if is_api(request) and _slash_missing(request):
+        if not is_api(request):
+            return self.get_response(request)
+        # Its answers come before and after LanguageMiddleware's, in Accept-Language's language too.
+        language = api_language(request)
+        with translation.override(language):
+            response = self._answer(request)
+        response.headers.setdefault("Content-Language", language)
+        return response
+
+    def _answer(self, request: HttpRequest) -> HttpResponse:
+        if _slash_missing(request):
             return api_not_found(request, did_you_mean=f"{request.path}/")
         response = self.get_response(request)
-        if response.status_code >= 400 and is_api(request) and not _is_json(response):
+        if response.status_code >= 400 and not _is_json(response):
             replacement = api_error(request, response.status_code)
             # Django logs an error answer once (django.utils.log.log_response marks it); the
             # replacement of one it logged, traceback included, is not logged a second time.
@@ -137,13 +149,14 @@ class RequestLimitsMiddleware:
         limit = getattr(view_class, "max_body_bytes", settings.API_MAX_BODY_BYTES)
         length = request.META.get("CONTENT_LENGTH") or "0"
         if length.isdigit() and int(length) > limit:
-            message = (
-                f"The request body is {int(length)} bytes; this endpoint takes at most {limit} bytes "
-                f"({_megabytes(limit)})."
-            )
+            message = translation.gettext(
+                "The request body is %(length)s bytes; this endpoint takes at most %(limit)s bytes (%(size)s)."
+            ) % {"length": int(length), "limit": limit, "size": _megabytes(limit)}
             body = error_body("payload_too_large", message, details={"limit_bytes": limit})
             return JsonResponse(body, status=413)
         if "%00" in request.META.get("QUERY_STRING", ""):
-            body = error_body("invalid_query", "The query string may not contain NUL characters (%00).")
+            body = error_body(
+                "invalid_query", translation.gettext("The query string may not contain NUL characters (%00).")
+            )
             return JsonResponse(body, status=400)
         return None

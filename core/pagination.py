@@ -1,6 +1,7 @@
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext
 from rest_framework import pagination
 from rest_framework.request import Request
 
@@ -30,14 +31,16 @@ class PageNumberPagination(pagination.PageNumberPagination):
             return self.page_size
         if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
             raise _bad_parameter(
-                self.page_size_query_param, f"page_size must be a whole number from 1 to {self.max_page_size}."
+                self.page_size_query_param,
+                gettext("page_size must be a whole number from 1 to %(max_page_size)s.")
+                % {"max_page_size": self.max_page_size},
             )
         return int(raw)
 
     def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
         raw = request.query_params.get(self.page_query_param)
         if raw is not None and raw not in self.last_page_strings and not (raw.isdigit() and int(raw) >= 1):
-            raise _bad_parameter(self.page_query_param, "page must be a whole number from 1, or 'last'.")
+            raise _bad_parameter(self.page_query_param, gettext("page must be a whole number from 1, or 'last'."))
         return super().paginate_queryset(queryset, request, view)
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:

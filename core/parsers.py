@@ -15,6 +15,7 @@ usage ingest refuses only the event that has one, and keeps the rest of its batc
 from typing import Any
 
 import orjson
+from django.utils.translation import gettext, gettext_noop
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
@@ -32,7 +33,7 @@ class InvalidText(ParseError):
     default_code = "invalid_text"
 
 
-NUL_MESSAGE = "Text may not contain NUL characters (\\u0000): PostgreSQL cannot store them."
+NUL_MESSAGE = gettext_noop("Text may not contain NUL characters (\\u0000): PostgreSQL cannot store them.")
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
@@ -57,13 +58,18 @@ def parse_json(body: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         reason = str(exc)
         if "depth limit" in reason:  # orjson's own limit, 1,024 levels
-            raise JsonTooDeep(f"JSON may nest at most {MAX_JSON_DEPTH} arrays or objects.") from None
+            raise JsonTooDeep(
+                gettext("JSON may nest at most %(MAX_JSON_DEPTH)s arrays or objects.")
+                % {"MAX_JSON_DEPTH": MAX_JSON_DEPTH}
+            ) from None
         if "surrogate" in reason or "UTF-8" in reason:
             message = "Text must be UTF-8 without lone surrogates (such as \\ud800): PostgreSQL cannot store them"
             raise InvalidText(f"{message} ({reason}).") from None
         raise ParseError(reason) from None  # the error handler says: malformed_json
     if _deeper_than(value, MAX_JSON_DEPTH):
-        raise JsonTooDeep(f"JSON may nest at most {MAX_JSON_DEPTH} arrays or objects.")
+        raise JsonTooDeep(
+            gettext("JSON may nest at most %(MAX_JSON_DEPTH)s arrays or objects.") % {"MAX_JSON_DEPTH": MAX_JSON_DEPTH}
+        )
     return value
 
 
@@ -85,5 +91,5 @@ class JSONParser(parsers.JSONParser):
         body = stream.read()
         value = parse_json(body)
         if b"\\u0000" in body and has_nul(value):  # JSON text has no raw NUL: only the escape makes one
-            raise InvalidText(NUL_MESSAGE)
+            raise InvalidText(gettext(NUL_MESSAGE))
         return value

@@ -3,6 +3,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from django.conf import settings
+from django.utils.translation import gettext, gettext_lazy
 from rest_framework import serializers
 
 from core.money import PRICE_PLACES, estimate_in_yuan, fen_to_yuan, shown_price, yuan_to_fen
@@ -10,15 +11,15 @@ from core.timezones import datetime_problem
 
 # The JSON type each kind of field takes, as the schema says: DRF alone would also take
 # 8 for "8", "8" for 8 and 1 for true, so a request could mean something else than it says.
-_JSON_TYPES: list[tuple[type[serializers.Field], tuple[type, ...], str]] = [
-    (serializers.BooleanField, (bool,), "a boolean"),
-    (serializers.IntegerField, (int,), "an integer"),
-    (serializers.FloatField, (int, float), "a number"),
-    (serializers.DecimalField, (str,), 'a decimal string such as "15000.00"'),
-    (serializers.ChoiceField, (str,), "a string"),
-    (serializers.CharField, (str,), "a string"),
-    (serializers.DateTimeField, (str,), "an ISO 8601 date-time string"),
-    (serializers.ListField, (list,), "a list"),
+_JSON_TYPES: list[tuple[type[serializers.Field], tuple[type, ...], Any]] = [
+    (serializers.BooleanField, (bool,), gettext_lazy("Must be a boolean.")),
+    (serializers.IntegerField, (int,), gettext_lazy("Must be an integer.")),
+    (serializers.FloatField, (int, float), gettext_lazy("Must be a number.")),
+    (serializers.DecimalField, (str,), gettext_lazy('Must be a decimal string such as "15000.00".')),
+    (serializers.ChoiceField, (str,), gettext_lazy("Must be a string.")),
+    (serializers.CharField, (str,), gettext_lazy("Must be a string.")),
+    (serializers.DateTimeField, (str,), gettext_lazy("Must be an ISO 8601 date-time string.")),
+    (serializers.ListField, (list,), gettext_lazy("Must be a list.")),
 ]
 
 
@@ -26,20 +27,20 @@ def json_type_error(field: serializers.Field, value: Any) -> str | None:
     """What the value should have been, if its JSON type is wrong for the field."""
     if value is None:
         return None
-    for field_class, types, name in _JSON_TYPES:
+    for field_class, types, message in _JSON_TYPES:
         if isinstance(field, field_class):
             if isinstance(value, bool) and bool not in types:
-                return f"Must be {name}."
+                return str(message)
             # DRF would take a blank decimal string for null.
             blank = isinstance(field, serializers.DecimalField) and isinstance(value, str) and not value.strip()
-            return None if isinstance(value, types) and not blank else f"Must be {name}."
+            return None if isinstance(value, types) and not blank else str(message)
     return None
 
 
 def _empty_error(field: serializers.Field, value: Any) -> str | None:
     """DRF takes ``?to=`` as no ``to`` at all; a parameter given must have a value."""
     if value == "" and not getattr(field, "allow_blank", False):
-        return "Give a value, or leave the parameter out."
+        return gettext("Give a value, or leave the parameter out.")
     return None
 
 
@@ -49,7 +50,10 @@ def valid_choices(name: str, values: Iterable[Any]) -> str:
     Said by the request bodies' choice fields (``StrictSerializerMixin``) and the lists'
     choice filters (``core.filters.StrictFilterSet``), so a client learns the valid values
     from the error itself."""
-    return f"{name} must be one of: {', '.join(str(value) for value in values)}"
+    return gettext("%(name)s must be one of: %(values)s") % {
+        "name": name,
+        "values": ", ".join(str(value) for value in values),
+    }
 
 
 def _datetime_in_range(value: datetime) -> None:
@@ -98,7 +102,8 @@ class StrictSerializerMixin:
                     {
                         name: [
                             serializers.ErrorDetail(
-                                f"Unknown field. Known fields: {', '.join(sorted(known))}.",
+                                gettext("Unknown field. Known fields: %(known)s.")
+                                % {"known": ", ".join(sorted(known))},
                                 code="unknown_field",
                             )
                         ]
@@ -166,7 +171,9 @@ class PriceField(serializers.DecimalField):
     exact inside and in the database. As input it refuses more than 4 places (a 400): the price
     a provider sets is the price buyers see and usage is rated at, never silently rounded."""
 
-    default_error_messages = {"max_decimal_places": "Prices have at most {max_decimal_places} decimal places."}
+    default_error_messages = {
+        "max_decimal_places": gettext_lazy("Prices have at most {max_decimal_places} decimal places.")
+    }
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("max_digits", 16)

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.http import HttpRequest
+from django.utils.translation import gettext
 from redis.exceptions import RedisError
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
@@ -101,7 +102,8 @@ def _count_all(keys: list[tuple[str, int]]) -> list[int | None]:
 def _refuse(*, scope: str, count: int | None, limit: int, period: int, retry_after: int, who: str) -> None:
     if count is not None and count > limit:
         raise RateLimited(
-            f"Rate limit exceeded: {describe(limit, period)} for {who} on {scope} requests. Retry in {retry_after} s.",
+            gettext("Rate limit exceeded: %(describe)s for %(who)s on %(scope)s requests. Retry in %(retry_after)s s.")
+            % {"describe": describe(limit, period), "who": who, "scope": scope, "retry_after": retry_after},
             retry_after=retry_after,
             details={"limit": limit, "period_seconds": period, "scope": scope},
         )
@@ -149,8 +151,11 @@ def auth_failures_check(request: HttpRequest) -> None:
         return
     if failures >= limit:
         raise RateLimited(
-            f"Too many failed authentications from this address: at most {limit} per "
-            f"{_PERIOD_NAMES.get(period, f'{period} seconds')}. Retry in {retry_after} s.",
+            gettext(
+                "Too many failed authentications from this address: at most %(limit)s per "
+                "%(get)s. Retry in %(retry_after)s s."
+            )
+            % {"limit": limit, "get": _PERIOD_NAMES.get(period, f"{period} seconds"), "retry_after": retry_after},
             retry_after=retry_after,
             details={"limit": limit, "period_seconds": period, "scope": AUTH_FAILURES_SCOPE},
         )

@@ -42,6 +42,7 @@ def invoice_document(invoice: Invoice, *, now: datetime) -> dict[str, Any]:
             "due_at": invoice_due_at(invoice),
             "days_overdue": days_overdue,
             "state": "overdue" if days_overdue is not None else invoice.status,
+            "status_label": str(Invoice.Status(invoice.status).label),
             "owed": format_yuan(invoice_owed(invoice)),
             "owed_fen": invoice_owed(invoice),
             "groups": _groups(data["lines"]),

@@ -15,12 +15,15 @@ from typing import Any
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from billing.models import Invoice
 from billing.periods import month_of
 from billing.selectors import (
     bank_balance,
     card_hours,
+    deposits_overview,
+    fapiao_waiting,
     invoice_days_overdue,
     invoice_due_at,
     invoice_list,
@@ -30,6 +33,7 @@ from billing.selectors import (
     invoices_set_aside,
     platform_revenue_by_day,
     provider_accrued,
+    reserved_capacity,
     spend_by_day,
     spend_forecast,
     statement_list,
@@ -211,10 +215,13 @@ def operator_page(*, organization: Organization, now: datetime, params: Params) 
     pending_page, attention_page = paged(pending, params, "pending"), paged(attention, params, "attention")
     overdue_page = paged(overdue, params, "overdue")
     set_aside_page = paged(invoices_set_aside(organization=organization).select_related("buyer"), params, "set_aside")
+    fapiao_page = paged(fapiao_waiting(), params, "fapiao")
 
     cards = sum(hub["cards"] for hub in hubs)
     reserved = sum(hub["reserved_cards"] for hub in hubs)
+    month = month_of(now)
     strip = {
+        "reserved_capacity": reserved_capacity(start=month[0], end=month[1])[None],
         "pools": sum(hub["pools"] for hub in hubs),
         "cards": cards,
         "reserved": reserved,
@@ -268,6 +275,9 @@ def operator_page(*, organization: Organization, now: datetime, params: Params) 
         "set_aside": list(set_aside_page.object_list),
         "set_aside_page": set_aside_page,
         "set_aside_count": set_aside_page.paginator.count,
+        "fapiao_waiting": list(fapiao_page.object_list),
+        "fapiao_page": fapiao_page,
+        "fapiao_count": fapiao_page.paginator.count,
         "hub_names": {hub["code"]: hub["name"] for hub in hubs},
     }
 
@@ -320,14 +330,14 @@ def _chart_text(title: str, series: dict[str, list[Any]]) -> str:
 
 
 REPORT_TOTALS = [
-    ("Budget", "budget"),
-    ("Granted", "granted"),
-    ("Redeemed", "redeemed"),
-    ("Outstanding on vouchers", "outstanding"),
-    ("Expired", "expired"),
-    ("Revoked", "revoked"),
-    ("Rejected in claims", "rejected"),
-    ("Left to grant", "left"),
+    (gettext_noop("Budget"), "budget"),
+    (gettext_noop("Granted"), "granted"),
+    (gettext_noop("Redeemed"), "redeemed"),
+    (gettext_noop("Outstanding on vouchers"), "outstanding"),
+    (gettext_noop("Expired"), "expired"),
+    (gettext_noop("Revoked"), "revoked"),
+    (gettext_noop("Rejected in claims"), "rejected"),
+    (gettext_noop("Left to grant"), "left"),
 ]
 
 
@@ -480,7 +490,9 @@ def buyer_page(*, organization: Organization, now: datetime) -> dict[str, Any]:
     by_vouchers = _vouchers_of_forecast(organization, spend["leases"], period_start, period_end, now)
     by_bank = min(credit, spend["forecast"] - by_vouchers)
     chart, label = _spend_chart(draft, spend, period_start, period_end, now) if draft else ({}, "")
-    finalized = list(invoices.exclude(status=Invoice.Status.DRAFT).order_by("-period_start"))
+    finalized = list(
+        invoices.exclude(status=Invoice.Status.DRAFT).prefetch_related("fapiao_requests").order_by("-period_start")
+    )
     rows = _invoice_rows(finalized, now)
     overdue = [row for row in rows if row["days_overdue"] is not None]
     return {
@@ -500,6 +512,8 @@ def buyer_page(*, organization: Organization, now: datetime) -> dict[str, Any]:
         "invoices": rows,
         "overdue": overdue,
         "overdue_total": sum(row["owed"] for row in overdue),
+        "reserved": reserved_capacity(start=period_start, end=period_end, buyer=organization)[None],
+        "deposits": deposits_overview(buyer=organization),
     }
 
 
@@ -626,7 +640,19 @@ def provider_page(*, organization: Organization, now: datetime) -> dict[str, Any
         "earnings_label": _("Net payable and commission by month: %(months)s.")
         % {"months": ", ".join(f"{local_time(s['period_start'], 'Y-m')} {money(s['net'])}" for s in statements)},
         "accrued": provider_accrued(organization=organization, now=now),
+        "reserved_pools": _reserved_pools(pools, organization, now),
     }
+
+
+def _reserved_pools(pools: list[Any], organization: Organization, now: datetime) -> list[dict[str, Any]]:
+    """This month's reserved card-hours per pool: booked, used by their holders, resold from deposits."""
+    start, end = month_of(now)
+    by_pool = reserved_capacity(start=start, end=end, provider=organization)
+    return [
+        {"name": label, **by_pool[pool.pk]}
+        for label, pool in zip(_labels(pools), pools, strict=True)
+        if pool.pk in by_pool
+    ]
 
 
 HEAT_STEPS = 5  # shades of the heatmap, from idle to every card used

@@ -49,7 +49,9 @@ def price_index_panel(*, organization: Organization, now: datetime) -> dict[str,
     if not days:
         return {"price_index_chart": None}
     return {
-        "price_index_chart": line_chart([local_time(day, "Y-m-d") for day in days], lines, y_title="CNY per card-hour"),
+        "price_index_chart": line_chart(
+            [local_time(day, "Y-m-d") for day in days], lines, y_title=_("CNY per card-hour")
+        ),
         "price_index_label": _("Price per card-hour by day, last %(days)s days: %(lines)s.")
         % {"days": INDEX_DAYS, "lines": "; ".join(_line_text(name, values) for name, values in lines.items())},
     }

@@ -7,6 +7,7 @@ urlpatterns = [
     path("login/", views.LoginView.as_view(), name="dashboard-login"),
     path("logout/", auth_views.LogoutView.as_view(), name="dashboard-logout"),
     path("", views.home, name="dashboard-home"),
+    path("language/", views.LanguageChoice.as_view(), name="dashboard-language"),
     path("<slug:slug>/", views.dashboard, name="dashboard"),
     path("<slug:slug>/programs/<uuid:program_id>/", views.program, name="dashboard-program"),
     path("<slug:slug>/programs/<uuid:program_id>/report.csv", views.program_csv, name="dashboard-program-csv"),

@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from django.contrib.auth import views as auth_views
@@ -11,6 +11,9 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views import View
 
 from billing.selectors import invoice_list
 from core.exceptions import RateLimited
@@ -21,7 +24,8 @@ from dashboards.access import member_organizations, organization_page
 from dashboards.invoices import invoice_document
 from dashboards.pdf import invoice_pdf
 from dashboards.price_index import price_index_panel
-from organizations.models import Organization
+from organizations.models import MemberProfile, Organization
+from organizations.services import member_language_set
 from vouchers.models import VoucherProgram
 from vouchers.report_csv import report_csv
 from vouchers.selectors import program_list, program_report, redemption_trail
@@ -82,6 +86,23 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         context.update(pages.provider_page(organization=organization, now=now))
     context.update(price_index_panel(organization=organization, now=now))
     return render(request, f"dashboards/{organization.kind}.html", context)
+
+
+class LanguageChoice(View):
+    """POST only: the header's language form. The signed-in member chooses the dashboards' language
+    (blank: their organization's default), then goes back to the page they were on."""
+
+    @method_decorator(page)
+    def post(self, request: HttpRequest) -> HttpResponse:
+        chosen = request.POST.get("language", "")
+        if chosen not in MemberProfile.Language.values:
+            return HttpResponse(status=400)
+        member_language_set(user_id=cast(int, request.user.pk), language=chosen)
+        back = request.POST.get("next", "")
+        safe = url_has_allowed_host_and_scheme(
+            back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+        return redirect(back if safe else "dashboard-home")
 
 
 def _program(organization: Organization, program_id: UUID) -> VoucherProgram:

@@ -2,6 +2,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework.fields import DateTimeField
 from rest_framework.generics import ListAPIView
@@ -13,12 +14,23 @@ from core.exceptions import NotFoundError
 from core.filters import StrictFilterBackend
 from core.idempotency import idempotent
 from marketplace import orbit, services
+from marketplace.capacity import bank_capacity
+from marketplace.deposits import deposit_create
 from marketplace.dispatch import Requirements
 from marketplace.filters import LeaseFilter, OfferFilter
 from marketplace.models import FeedEvent, Lease, Order
 from marketplace.offers import offer_to_dict, offers_filtered, offers_now
-from marketplace.selectors import lease_list, offers_list, order_list, price_index, quote_voucher_credits
+from marketplace.selectors import (
+    lease_list,
+    offers_list,
+    order_list,
+    price_index,
+    quote_voucher_credits,
+    reserved_discounts,
+)
 from marketplace.serializers import (
+    DepositRequestSerializer,
+    DepositSerializer,
     FeedEventSerializer,
     LeaseSerializer,
     LeaseUpdateSerializer,
@@ -62,11 +74,18 @@ class OfferListApi(ListAPIView):
         if getattr(self, "swagger_fake_view", False):
             return ResourcePool.objects.none()
         user_region = self.request.query_params.get("user_region")
-        offers = offers_list(now=self.now, user_region=user_region if user_region in USER_REGIONS else None)
+        self.bank = bank_capacity(now=self.now)
+        offers = offers_list(
+            now=self.now, user_region=user_region if user_region in USER_REGIONS else None, also_pools=list(self.bank)
+        )
         return offers.order_by("price_now", "pk")  # type: ignore[misc]  # an annotation
 
     def get_serializer_context(self) -> dict[str, Any]:
-        return {**super().get_serializer_context(), "now": getattr(self, "now", timezone.now())}
+        return {
+            **super().get_serializer_context(),
+            "now": getattr(self, "now", timezone.now()),
+            "bank_capacity": getattr(self, "bank", {}),
+        }
 
     def _checked_query(self, request: Any) -> tuple[dict[str, Any], list[str]]:
         """The filters' cleaned values and the ordering keys, or the 400 the filter backend gives.
@@ -88,9 +107,13 @@ class OfferListApi(ListAPIView):
         # the parameters, and OfferSerializer describes the response in the schema.
         cleaned, ordering = self._checked_query(request)
         user_region = cleaned.get("user_region") or None
-        offers = offers_filtered(offers_now(now=self.now, user_region=user_region), filters=cleaned, ordering=ordering)
+        # Deposited cards are worked out per request: they come and go with their deposits' hours.
+        bank = bank_capacity(now=self.now)
+        offers = offers_filtered(
+            offers_now(now=self.now, user_region=user_region, bank=bank), filters=cleaned, ordering=ordering
+        )
         page = self.paginate_queryset(offers) or []  # type: ignore[arg-type]  # a list pages as a queryset does
-        response = self.get_paginated_response([offer_to_dict(offer, now=self.now) for offer in page])
+        response = self.get_paginated_response([offer_to_dict(offer, now=self.now, bank=bank) for offer in page])
         # The view and its request refer to each other, and the paginator's page holds every offer:
         # let go of them so that they are freed now, not by the cyclic collector (docs/benchmarks.md).
         self.paginator.page.object_list = self.paginator.page.paginator.object_list = ()  # type: ignore[union-attr]
@@ -160,7 +183,8 @@ class QuoteApi(APIView):
         credits = quote_voucher_credits(
             buyer=organization_of(request), result=result, requirements=requirements, now=now
         )
-        return Response(QuoteSerializer.render(result, requirements, voucher_credits=credits))
+        discounts = reserved_discounts(pool_ids={a.pool_id for p in result.placements for a in p.allocations}, at=now)
+        return Response(QuoteSerializer.render(result, requirements, voucher_credits=credits, discounts=discounts))
 
 
 class OrderListCreateApi(ListAPIView):
@@ -212,7 +236,7 @@ class OrderListCreateApi(ListAPIView):
 def _order_for(request: Request, order_id: Any) -> Order:
     order = order_list(organization=organization_of(request)).filter(pk=order_id).first()
     if order is None:
-        raise NotFoundError("No such order.")
+        raise NotFoundError(gettext("No such order."))
     return order
 
 
@@ -236,7 +260,7 @@ class OrderCancelApi(APIView):
 def _lease_for(request: Request, lease_id: Any) -> Lease:
     lease = lease_list(organization=organization_of(request)).filter(pk=lease_id).first()
     if lease is None:
-        raise NotFoundError("No such lease.")
+        raise NotFoundError(gettext("No such lease."))
     return lease
 
 
@@ -333,3 +357,37 @@ class PriceIndexApi(APIView):
                 "series": price_index(**data),
             }
         )
+
+
+class LeaseDepositsApi(APIView):
+    """Buyer: deposit card-hours of its reserved lease into the compute bank: they go back on the
+    market at the lease's pool; each one another buyer uses earns bank credit."""
+
+    permission_classes = [KeyRoleAllows, IsBuyer]
+
+    @extend_schema(
+        request=DepositRequestSerializer,
+        responses={201: DepositSerializer},
+        summary="Deposit unused reserved card-hours into the compute bank",
+        extensions={
+            "x-error-codes": {
+                "422": {
+                    "lease_not_reserved": "only a reserved card lease is deposited",
+                    "lease_not_active": "the lease ended",
+                    "not_whole_hour": "`start_at` is not a whole hour",
+                    "outside_booking": "`start_at` is before this hour or the booking's start, or at its end",
+                    "too_many_cards": "more cards than the lease has free of deposits in those hours",
+                    "price_not_lower": "`price` is not lower than the pool's price",
+                }
+            }
+        },
+    )
+    @idempotent
+    def post(self, request: Request, lease_id: Any) -> Response:
+        lease = _lease_for(request, lease_id)
+        body = DepositRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        deposit = deposit_create(
+            lease=lease, depositor=organization_of(request), by=str(request.user), **body.validated_data
+        )
+        return Response(DepositSerializer(deposit).data, status=201)

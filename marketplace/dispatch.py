@@ -23,6 +23,8 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from django.utils.translation import gettext, gettext_lazy
+
 from core.timezones import local_zone
 
 MAX_PLACEMENTS = 10
@@ -42,15 +44,15 @@ RELIABILITY_WEIGHT = 2.0
 # (the cheapest pool now), for 16% less electricity (simulate_dispatch, docs/benchmarks.md).
 ELECTRICITY_WEIGHT = 30.0
 
-REASONS = {
-    "stale": "no recent heartbeat",
-    "gpu_model": "other GPU model",
-    "memory": "too little GPU memory",
-    "hub_not_allowed": "hub not allowed",
-    "latency": "latency over {max_latency_ms} ms",
-    "green_share": "green share under {min_green_share}",
-    "free_cards": "not enough free cards",
-    "price": "price over {max_price} per card-hour",
+REASONS = {  # in the request's language when said (a 422's message, a quote's reasons)
+    "stale": gettext_lazy("no recent heartbeat"),
+    "gpu_model": gettext_lazy("other GPU model"),
+    "memory": gettext_lazy("too little GPU memory"),
+    "hub_not_allowed": gettext_lazy("hub not allowed"),
+    "latency": gettext_lazy("latency over {max_latency_ms} ms"),
+    "green_share": gettext_lazy("green share under {min_green_share}"),
+    "free_cards": gettext_lazy("not enough free cards"),
+    "price": gettext_lazy("price over {max_price} per card-hour"),
 }
 
 
@@ -91,6 +93,8 @@ class Requirements:
     split: bool = False
     # The offer the buyer chose: only this pool is considered (see ``marketplace.services.quote``).
     pool: Any | None = None
+    # on_demand or reserved (take-or-pay): how the leases bill, not where they go.
+    commitment: str = "on_demand"
 
     @property
     def deferrable(self) -> bool:
@@ -137,12 +141,15 @@ class DispatchResult:
         ]
 
     def summary_text(self, requirements: Requirements) -> str:
-        parts = [f"{row['pools']} pools: {row['message']}" for row in self.summary(requirements)]
-        return "; ".join(parts) if parts else "no pools in the market"
+        parts = [
+            gettext("%(pools)s pools: %(reason)s") % {"pools": row["pools"], "reason": row["message"]}
+            for row in self.summary(requirements)
+        ]
+        return "; ".join(parts) if parts else gettext("no pools in the market")
 
 
 def reason_message(reason: str, requirements: Requirements) -> str:
-    return REASONS[reason].format(
+    return str(REASONS[reason]).format(
         max_latency_ms=requirements.max_latency_ms,
         min_green_share=requirements.min_green_share,
         max_price=requirements.max_price,

@@ -2,6 +2,7 @@ from typing import Any
 
 import django_filters
 from django.db.models import QuerySet
+from django.utils.translation import gettext
 from rest_framework.exceptions import ValidationError
 
 from core.filters import IntegerFilter, OrderingFilter, StrictFilterSet
@@ -64,7 +65,11 @@ class OfferFilter(StrictFilterSet):
         ordering = self.form.cleaned_data.get("ordering") or []
         if any(field.lstrip("-") == "latency" for field in ordering) and not self.form.cleaned_data.get("user_region"):
             raise ValidationError(
-                {"ordering": ["Ordering by latency needs user_region, e.g. ?user_region=shanghai&ordering=latency."]},
+                {
+                    "ordering": [
+                        gettext("Ordering by latency needs user_region, e.g. ?user_region=shanghai&ordering=latency.")
+                    ]
+                },
                 code="user_region_required",
             )
         return list(ordering)

@@ -2,21 +2,27 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 
 class Workload(models.TextChoices):
-    REALTIME_INFERENCE = "realtime_inference", "Real-time inference"
-    BATCH_INFERENCE = "batch_inference", "Batch inference"
-    TRAINING = "training", "Training"
+    REALTIME_INFERENCE = "realtime_inference", _("Real-time inference")
+    BATCH_INFERENCE = "batch_inference", _("Batch inference")
+    TRAINING = "training", _("Training")
+
+
+class Commitment(models.TextChoices):
+    ON_DEMAND = "on_demand", "On demand: the usage metered is billed"
+    RESERVED = "reserved", "Reserved: every booked card-hour is billed, used or not, at the reserved price"
 
 
 class Order(models.Model):
     """A buyer's requirements, placed by the dispatcher on one pool or, split, on several of one hub."""
 
     class Status(models.TextChoices):
-        PLACED = "placed", "Placed"
-        CANCELLED = "cancelled", "Cancelled"
-        ENDED = "ended", "Ended"
+        PLACED = "placed", _("Placed")
+        CANCELLED = "cancelled", _("Cancelled")
+        ENDED = "ended", _("Ended")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     buyer = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="orders")
@@ -34,6 +40,7 @@ class Order(models.Model):
     min_green_share = models.DecimalField(max_digits=4, decimal_places=3, null=True, blank=True)
     allowed_hubs = models.JSONField(default=list, blank=True)
     split = models.BooleanField(default=False)
+    commitment = models.CharField(max_length=16, choices=Commitment.choices, default=Commitment.ON_DEMAND)
     pool = models.ForeignKey(
         "pools.ResourcePool",
         null=True,
@@ -76,12 +83,12 @@ class Lease(models.Model):
     """
 
     class Status(models.TextChoices):
-        SCHEDULED = "scheduled", "Scheduled"
-        RUNNING = "running", "Running"
-        COMPLETED = "completed", "Completed"
-        CANCELLED = "cancelled", "Cancelled"
-        PREEMPTED = "preempted", "Preempted"
-        FAILED = "failed", "Failed"
+        SCHEDULED = "scheduled", _("Scheduled")
+        RUNNING = "running", _("Running")
+        COMPLETED = "completed", _("Completed")
+        CANCELLED = "cancelled", _("Cancelled")
+        PREEMPTED = "preempted", _("Preempted")
+        FAILED = "failed", _("Failed")
 
     ACTIVE = (Status.SCHEDULED, Status.RUNNING)
 
@@ -103,6 +110,27 @@ class Lease(models.Model):
     )
     cards = models.PositiveIntegerField()
     workload = models.CharField(max_length=32, choices=Workload.choices)
+    commitment = models.CharField(
+        max_length=16,
+        choices=Commitment.choices,
+        default=Commitment.ON_DEMAND,
+        help_text="reserved: its booked card-hours are billed whether used or not (take-or-pay).",
+    )
+    holding = models.BooleanField(
+        default=True,
+        help_text=(
+            "Its cards count in the pool's reserved cards. A deferred lease holds them from its start "
+            "(the capacity calendar keeps them for it); a lease on deposited cards never does."
+        ),
+    )
+    deposit = models.ForeignKey(
+        "CapacityDeposit",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="resales",
+        help_text="Set on a lease placed on deposited cards (bank capacity): its revenue goes to the depositor.",
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCHEDULED)
     start_at = models.DateTimeField(help_text="When the lease is booked to start.")
     end_at = models.DateTimeField(help_text="When the lease ends: its booked end, or later if the buyer extended it.")
@@ -159,13 +187,54 @@ class Lease(models.Model):
         return self.status in self.ACTIVE
 
 
+class CapacityDeposit(models.Model):
+    """Card-hours of a reserved lease its holder will not use, back on the market at the lease's pool
+    (bank capacity) from ``start_at`` to ``end_at``: whole hours up to the booking's end. The holder
+    keeps paying its reservation; each card-hour another buyer uses earns it bank credit once, at the
+    reseller's invoice (``billing.reservations``). A withdrawal moves ``end_at`` back to the hours
+    resold or sold already."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    lease = models.ForeignKey(Lease, on_delete=models.PROTECT, related_name="deposits")
+    depositor = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="+")
+    pool = models.ForeignKey("pools.ResourcePool", on_delete=models.PROTECT, related_name="+")
+    cards = models.PositiveIntegerField()
+    start_at = models.DateTimeField()
+    end_at = models.DateTimeField()
+    deposited_until = models.DateTimeField(help_text="The end as deposited, before any withdrawal.")
+    price = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="Price per card-hour the depositor set, lower than the pool's; null: the pool's on-demand price.",
+    )
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["depositor", "-created_at"], name="deposit_depositor_idx"),
+            models.Index(fields=["pool", "end_at"], name="deposit_pool_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(cards__gte=1), name="deposit_cards_positive"),
+            models.CheckConstraint(condition=Q(end_at__gte=models.F("start_at")), name="deposit_ends_after_start"),
+            models.CheckConstraint(condition=Q(price__isnull=True) | Q(price__gt=0), name="deposit_price_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"deposit {self.pk} ({self.cards} cards of {self.lease_id})"
+
+
 class OrbitOrder(models.Model):
     """An order to analyse a dataset held in orbit: where it runs, when its result is on the ground,
     and the quote that chose it (both ways, with their times, costs and contact windows)."""
 
     class Plan(models.TextChoices):
-        IN_ORBIT = "in_orbit", "Compute in orbit, downlink the result"
-        GROUND = "ground", "Downlink the raw data, compute on the ground"
+        IN_ORBIT = "in_orbit", _("Compute in orbit, downlink the result")
+        GROUND = "ground", _("Downlink the raw data, compute on the ground")
 
     order = models.OneToOneField(Order, on_delete=models.PROTECT, primary_key=True, related_name="orbit")
     dataset = models.ForeignKey("orbit.Dataset", on_delete=models.PROTECT, related_name="+")
@@ -186,8 +255,8 @@ class FeedEvent(models.Model):
     reaches one of its leases, a lease ended because a rise passed its ceiling."""
 
     class Kind(models.TextChoices):
-        PRICE_RISE = "price_rise", "A price rise reaches the lease"
-        PRICE_ABOVE_MAX = "price_above_max", "The lease ended: the price rose above its max_price"
+        PRICE_RISE = "price_rise", _("A price rise reaches the lease")
+        PRICE_ABOVE_MAX = "price_above_max", _("The lease ended: the price rose above its max_price")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     organization = models.ForeignKey("organizations.Organization", on_delete=models.CASCADE, related_name="+")

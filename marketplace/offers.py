@@ -18,8 +18,11 @@ decoded, 200 model instances and a DRF serializer per offer, and the reference c
 they leave for the garbage collector. The response is the same, field for field, as
 ``OfferSerializer`` over ``selectors.offers_list`` (tests/marketplace/test_offer_snapshot.py).
 
-Another capacity source (deposited card-hours, say) plugs in at ``_load``: read it
-beside the pool row, and call ``invalidate_offer_snapshot`` where it is written.
+Deposited card-hours (``capacity.bank_capacity``, the compute bank) are not held: they come and
+go with their deposits' hours, without any write, so each request reads them (one query, two
+when some deposit is open) and passes them in. A pool whose own cards are all taken is offered
+when it has deposited cards free (``bank_cards``), as ``selectors.offers_list(also_pools=...)``
+offers it.
 """
 
 import hashlib
@@ -88,6 +91,7 @@ class _Plan:
     effective_from: datetime
     prices: tuple[Decimal, ...]  # per card-hour, by local hour
     shown: tuple[str, ...]  # the same, as the API shows them
+    reserved_shown: tuple[str, ...]  # the reserved price (reserved_discount off), as the API shows it
     token_prices: dict[str, Any]  # as the API shows them
     # The next cheaper window from each hour's start, as the API shows it.
     windows: dict[datetime, dict[str, Any] | None] = field(default_factory=dict)
@@ -220,9 +224,9 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
     by_pool: dict[Any, list[_Plan]] = {}
     # A version superseded before this is never in force again (with a margin for clocks).
     read_at = timezone.now() - PLAN_MARGIN
-    for pool_id, effective_from, hour_prices, token_prices in plans.order_by("pool_id", "effective_from").values_list(
-        "pool_id", "effective_from", "hour_prices", "token_prices"
-    ):
+    for pool_id, effective_from, hour_prices, token_prices, reserved_discount in plans.order_by(
+        "pool_id", "effective_from"
+    ).values_list("pool_id", "effective_from", "hour_prices", "token_prices", "reserved_discount"):
         versions = by_pool.setdefault(pool_id, [])
         if versions and versions[-1].effective_from <= read_at and effective_from <= read_at:
             versions.pop()  # superseded before now: never in force again
@@ -232,6 +236,10 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
                 effective_from=effective_from,
                 prices=prices,
                 shown=tuple(_FIELDS["price_per_card_hour"].to_representation(price) for price in prices),
+                reserved_shown=tuple(
+                    _FIELDS["reserved_price_per_card_hour"].to_representation(price * (1 - reserved_discount))
+                    for price in prices
+                ),
                 token_prices=_TOKEN_PRICES.to_representation(token_prices),
             )
         )
@@ -326,9 +334,10 @@ def _shown(name: str, value: Any) -> Any:
     return field_.to_representation(value)
 
 
-def offers_now(*, now: datetime, user_region: str | None = None) -> list[Offer]:
-    """Active, fresh pools with free cards and a price in force at ``now``, in id order: what
-    ``selectors.offers_list`` selects, from the snapshot.
+def offers_now(*, now: datetime, user_region: str | None = None, bank: Mapping[Any, int] | None = None) -> list[Offer]:
+    """Active, fresh pools with free cards (their own, or deposited ones in ``bank``:
+    ``capacity.bank_capacity``) and a price in force at ``now``, in id order: what
+    ``selectors.offers_list(also_pools=bank)`` selects, from the snapshot.
 
     The selection is kept until the snapshot changes or the clock reaches its end: the next
     local hour, the first heartbeat among those offered to go stale, or the next price version.
@@ -341,7 +350,8 @@ def offers_now(*, now: datetime, user_region: str | None = None) -> list[Offer]:
             if len(_snapshot.selections) >= 64:
                 _snapshot.selections.clear()
             kept = _snapshot.selections[key] = _select(list(_snapshot.pools.values()), now, user_region)
-        return list(kept[2])
+    bank = bank or {}
+    return [offer for offer in kept[2] if offer.pool.free_cards > 0 or offer.pool.id in bank]
 
 
 def _select(pools: list[_Pool], now: datetime, user_region: str | None) -> tuple[datetime, datetime, list[Offer]]:
@@ -355,7 +365,8 @@ def _select(pools: list[_Pool], now: datetime, user_region: str | None) -> tuple
             if version.effective_from > now:
                 until = min(until, version.effective_from)
                 break
-        if not pool.active or pool.free_cards <= 0 or pool.last_heartbeat_at is None or pool.last_heartbeat_at < fresh:
+        # Pools without free cards are kept too: deposited cards (per request) may offer them.
+        if not pool.active or pool.last_heartbeat_at is None or pool.last_heartbeat_at < fresh:
             continue
         in_force = pool.plan_at(now)
         if in_force is None:
@@ -398,12 +409,14 @@ def offers_filtered(offers: list[Offer], *, filters: Mapping[str, Any], ordering
     return offers
 
 
-def offer_to_dict(offer: Offer, *, now: datetime) -> dict[str, Any]:
-    """An offer as ``OfferSerializer`` shows it."""
+def offer_to_dict(offer: Offer, *, now: datetime, bank: Mapping[Any, int] | None = None) -> dict[str, Any]:
+    """An offer as ``OfferSerializer`` shows it; ``bank``: the deposited cards free now, by pool."""
     hour = local_hour(now)
     return {
         **offer.pool.head,
         "price_per_card_hour": offer.plan.shown[hour],
+        "reserved_price_per_card_hour": offer.plan.reserved_shown[hour],
+        "bank_cards": (bank or {}).get(offer.pool.id, 0),
         "currency": "CNY",
         "price_band": offer.pool.bands[hour],
         "next_cheaper_window": offer.plan.window(now),

@@ -20,6 +20,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from core.exceptions import RuleViolation
 from core.money import estimate_in_yuan
@@ -283,7 +284,7 @@ def orbit_quote_for(
 ) -> OrbitQuote:
     now = now or timezone.now()
     if deadline is not None and deadline <= now:
-        raise RuleViolation("The deadline has passed; give a later one.", code="deadline_too_soon")
+        raise RuleViolation(gettext("The deadline has passed; give a later one."), code="deadline_too_soon")
     dataset = dataset_for_order(buyer=buyer, dataset_id=dataset_id)
     return orbit_quote(dataset=dataset, result_size_gb=result_size_gb, deadline=deadline, now=now)
 
@@ -307,7 +308,9 @@ def orbit_order_place(
     chosen = quote.chosen
     if chosen is None or chosen.placement is None or chosen.requirements is None or chosen.result_at is None:
         raise RuleViolation(
-            f"This analysis cannot be placed: {quote.why}.", code="deadline_unreachable", details=quote.render()
+            gettext("This analysis cannot be placed: %(why)s.") % {"why": quote.why},
+            code="deadline_unreachable",
+            details=quote.render(),
         )
     requirements = replace(chosen.requirements, deadline=deadline)
     order = placement_book(
@@ -318,7 +321,7 @@ def orbit_order_place(
         estimated_cost=chosen.cost,
     )
     if order is None:
-        raise RuleViolation("The chosen pool's cards were taken meanwhile; ask again.", code="no_capacity")
+        raise RuleViolation(gettext("The chosen pool's cards were taken meanwhile; ask again."), code="no_capacity")
     OrbitOrder.objects.create(
         order=order,
         dataset=quote.dataset,

@@ -2,7 +2,7 @@
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
@@ -21,6 +21,7 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Sum,
+    Value,
 )
 from django.db.models.fields.json import KT, KeyTextTransform
 from django.db.models.functions import Cast, TruncHour
@@ -34,7 +35,7 @@ from marketplace.price_index import area_index, areas_of
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from organizations.models import Organization
 from pools.models import Hub, PricePlan, ResourcePool
-from pools.selectors import fresh_after, plan_in_force, plans_by_pool
+from pools.selectors import fresh_after, plan_in_force, plans_by_pool, price_plans_in_force
 from pools.tariffs import band_prices, hour_bands, local_hour
 from vouchers.charges import ChargeLine
 from vouchers.selectors import redeemable_vouchers, voucher_estimates
@@ -43,19 +44,24 @@ from vouchers.selectors import redeemable_vouchers, voucher_estimates
 RELIABILITY_WINDOW = timedelta(days=30)
 
 
-def offers_list(*, now: datetime, user_region: str | None = None) -> QuerySet[ResourcePool]:
+def offers_list(
+    *, now: datetime, user_region: str | None = None, also_pools: Sequence[Any] = ()
+) -> QuerySet[ResourcePool]:
     """Active, fresh pools with free cards, each annotated with its price now.
 
     ``price_now`` is the price per card-hour of the local hour ``now`` falls in,
     under the price version in force at ``now``; ``latency_ms`` the hub's round
     trip to ``user_region``. One SQL query; filtering and ordering happen in the
-    database on ``pool_offer_idx`` and ``price_plan_lookup_idx``.
+    database on ``pool_offer_idx`` and ``price_plan_lookup_idx``. ``also_pools``: pools
+    offered though they have no free cards of their own (deposited cards: ``bank_capacity``).
     """
     plan_in_force = PricePlan.objects.filter(pool=OuterRef("pk"), effective_from__lte=now).order_by("-effective_from")
     hour = local_hour(now)
     offers = (
         ResourcePool.objects.filter(
-            status=ResourcePool.Status.ACTIVE, last_heartbeat_at__gte=fresh_after(now), free_cards__gt=0
+            Q(free_cards__gt=0) | Q(pk__in=list(also_pools)),
+            status=ResourcePool.Status.ACTIVE,
+            last_heartbeat_at__gte=fresh_after(now),
         )
         .exclude(hub_id=ORBIT_HUB)  # satellites are ordered through their datasets
         .select_related("provider", "hub", "gpu_model")
@@ -67,8 +73,10 @@ def offers_list(*, now: datetime, user_region: str | None = None) -> QuerySet[Re
             ),
             hour_prices_now=Subquery(plan_in_force.values("hour_prices")[:1], output_field=JSONField()),
             token_prices_now=Subquery(plan_in_force.values("token_prices")[:1], output_field=JSONField()),
+            reserved_discount_now=Subquery(plan_in_force.values("reserved_discount")[:1]),
         )
         .filter(price_now__isnull=False)
+        .annotate(reserved_price_now=F("price_now") * (Value(1) - F("reserved_discount_now")))
     )
     if user_region:
         offers = offers.annotate(latency_ms=Cast(KeyTextTransform(user_region, "hub__latency_ms"), IntegerField()))
@@ -182,6 +190,12 @@ def pool_snapshots(*, now: datetime) -> list[PoolSnapshot]:
         static = _static_snapshots[(pool_id, plan_id, pue, green)]
         snapshots.append(PoolSnapshot(*static, free, stale, reliability.get(static[1], 1.0)))  # type: ignore[call-arg]  # static: the 12 leading fields
     return snapshots
+
+
+def reserved_discounts(*, pool_ids: Iterable[Any], at: datetime) -> dict[Any, Decimal]:
+    """Each pool's reserved discount in the price version in force at ``at``."""
+    plans = price_plans_in_force(pool_ids=list(pool_ids), at=at)
+    return {pool_id: plan.reserved_discount for pool_id, plan in plans.items()}
 
 
 def lease_list(*, organization: Organization) -> QuerySet[Lease]:

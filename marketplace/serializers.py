@@ -1,16 +1,17 @@
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 
 from django.utils import timezone
+from django.utils.translation import gettext
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.money import estimate_in_yuan, fen_to_yuan
 from core.serializers import EstimateField, PriceField, StrictSerializer
 from marketplace.dispatch import DispatchResult, Requirements
-from marketplace.models import FeedEvent, Lease, Order, Workload
+from marketplace.models import CapacityDeposit, Commitment, FeedEvent, Lease, Order, Workload
 from pools.models import MAX_POOL_CARDS, GpuModel, Hub, ResourcePool
 from pools.reference_data import USER_REGIONS
 from pools.serializers import TokenPricesField
@@ -46,6 +47,12 @@ class OfferSerializer(serializers.ModelSerializer):
     next_cheaper_window = serializers.SerializerMethodField()
     token_prices = TokenPricesField(source="token_prices_now")
     latency_ms = serializers.SerializerMethodField(help_text="Round trip to user_region, when given.")
+    reserved_price_per_card_hour = PriceField(
+        source="reserved_price_now", help_text="Price per card-hour now of a reserved (take-or-pay) booking."
+    )
+    bank_cards = serializers.SerializerMethodField(
+        help_text="Cards deposited by reserved buyers that are free now (compute bank capacity), beside free_cards."
+    )
 
     class Meta:
         model = ResourcePool
@@ -66,6 +73,8 @@ class OfferSerializer(serializers.ModelSerializer):
             "pue",
             "interconnect",
             "price_per_card_hour",
+            "reserved_price_per_card_hour",
+            "bank_cards",
             "currency",
             "price_band",
             "next_cheaper_window",
@@ -84,6 +93,9 @@ class OfferSerializer(serializers.ModelSerializer):
 
     def get_price_band(self, pool: ResourcePool) -> str:
         return hour_bands(pool.hub.tariff)[local_hour(self.now)]
+
+    def get_bank_cards(self, pool: ResourcePool) -> int:
+        return self.context.get("bank_capacity", {}).get(pool.pk, 0)
 
     def get_latency_ms(self, pool: ResourcePool) -> int | None:
         return getattr(pool, "latency_ms", None)
@@ -142,6 +154,15 @@ class OrderRequestSerializer(StrictSerializer):
         max_length=8,
     )
     split = serializers.BooleanField(default=False, help_text="Allow several pools of one hub.")
+    commitment = serializers.ChoiceField(
+        choices=Commitment.choices,
+        default=Commitment.ON_DEMAND,
+        help_text=(
+            "on_demand: the usage metered is billed. reserved: every booked card-hour is billed whether used or "
+            "not (take-or-pay), at the pool's reserved price (its price version's reserved_discount off); it "
+            "starts at its booked start, and cancelling before then costs a fee."
+        ),
+    )
     pool = serializers.UUIDField(
         required=False,
         allow_null=True,
@@ -156,7 +177,7 @@ class OrderRequestSerializer(StrictSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs.get("gpu_model") and not attrs.get("min_memory_gb"):
             raise serializers.ValidationError(
-                {"gpu_model": ["Give a gpu_model or a min_memory_gb."]}, code="gpu_requirement_missing"
+                {"gpu_model": [gettext("Give a gpu_model or a min_memory_gb.")]}, code="gpu_requirement_missing"
             )
         if attrs["workload"] == Workload.REALTIME_INFERENCE:
             missing = [name for name in ("user_region", "max_latency_ms") if not attrs.get(name)]
@@ -170,15 +191,21 @@ class OrderRequestSerializer(StrictSerializer):
         for name in ("earliest_start", "deadline"):
             if attrs.get(name) and attrs[name] > horizon:
                 raise serializers.ValidationError(
-                    {name: [f"At most {MAX_HORIZON_DAYS} days ahead."]}, code="too_far_ahead"
+                    {
+                        name: [
+                            gettext("At most %(MAX_HORIZON_DAYS)s days ahead.") % {"MAX_HORIZON_DAYS": MAX_HORIZON_DAYS}
+                        ]
+                    },
+                    code="too_far_ahead",
                 )
         if start and deadline and deadline <= start:
             raise serializers.ValidationError(
-                {"deadline": ["The deadline must come after the earliest start."]}, code="deadline_before_start"
+                {"deadline": [gettext("The deadline must come after the earliest start.")]},
+                code="deadline_before_start",
             )
         if start and deadline and (deadline - start) < timedelta(hours=float(attrs["duration_hours"])):
             raise serializers.ValidationError(
-                {"deadline": ["The window from earliest_start to deadline is shorter than duration_hours."]},
+                {"deadline": [gettext("The window from earliest_start to deadline is shorter than duration_hours.")]},
                 code="window_too_short",
             )
         return attrs
@@ -200,6 +227,7 @@ class OrderRequestSerializer(StrictSerializer):
             allowed_hubs=frozenset(hub.code for hub in data.get("allowed_hubs") or []) or None,
             split=data["split"],
             pool=data.get("pool"),
+            commitment=data["commitment"],
         )
 
 
@@ -212,14 +240,26 @@ def _after_vouchers(cost: float, credit: int) -> str:
     return str(max(Decimal("0.00"), estimate_in_yuan(cost) - fen_to_yuan(credit)))
 
 
+def _reserved_cost(placement: Any, discounts: Mapping[Any, Decimal]) -> float:
+    """The placement booked reserved: every card-hour at its pool's reserved price."""
+    return sum(
+        allocation.estimated_cost * (1 - float(discounts.get(allocation.pool_id, 0)))
+        for allocation in placement.allocations
+    )
+
+
 class QuoteSerializer:
     """The dispatcher's answer as the API shows it."""
 
     @staticmethod
     def render(
-        result: DispatchResult, requirements: Requirements, voucher_credits: Sequence[int] | None = None
+        result: DispatchResult,
+        requirements: Requirements,
+        voucher_credits: Sequence[int] | None = None,
+        discounts: Mapping[Any, Decimal] | None = None,
     ) -> dict[str, Any]:
         credits = voucher_credits or [0] * len(result.placements)
+        discounts = discounts or {}
         return {
             "placements": [
                 {
@@ -235,6 +275,7 @@ class QuoteSerializer:
                     "average_price_per_card_hour": _PRICE.to_representation(
                         placement.estimated_cost / placement.cards / requirements.duration_hours
                     ),
+                    "reserved_estimated_cost": _money(_reserved_cost(placement, discounts)),
                     "estimated_electricity_cost": _money(placement.electricity_cost),
                     "latency_ms": placement.latency_ms,
                     "currency": "CNY",
@@ -287,6 +328,8 @@ class LeaseSerializer(serializers.ModelSerializer):
             "price_version",
             "price_locked_until",
             "max_price",
+            "commitment",
+            "deposit",
             "created_at",
         ]
         read_only_fields = fields
@@ -307,7 +350,9 @@ class OrbitRequestSerializer(StrictSerializer):
 
     def validate_deadline(self, value: datetime | None) -> datetime | None:
         if value is not None and value > timezone.now() + timedelta(days=MAX_HORIZON_DAYS):
-            raise serializers.ValidationError(f"At most {MAX_HORIZON_DAYS} days ahead.")
+            raise serializers.ValidationError(
+                gettext("At most %(MAX_HORIZON_DAYS)s days ahead.") % {"MAX_HORIZON_DAYS": MAX_HORIZON_DAYS}
+            )
         return value
 
 
@@ -383,6 +428,7 @@ class OrderSerializer(serializers.ModelSerializer):
             "min_green_share",
             "allowed_hubs",
             "split",
+            "commitment",
             "pool",
             "estimated_cost",
             "currency",
@@ -441,6 +487,11 @@ class _QuotePlacementSerializer(serializers.Serializer):
         max_digits=18, decimal_places=2, help_text="Less what the calling buyer's vouchers would pay now."
     )
     average_price_per_card_hour = PriceField()
+    reserved_estimated_cost = serializers.DecimalField(
+        max_digits=18,
+        decimal_places=2,
+        help_text="The same hours booked reserved: billed whether used or not, at the pools' reserved prices.",
+    )
     estimated_electricity_cost = serializers.DecimalField(max_digits=18, decimal_places=2)
     latency_ms = serializers.IntegerField(allow_null=True)
     currency = serializers.CharField()
@@ -492,28 +543,33 @@ class PriceIndexQuerySerializer(StrictSerializer):
     def validate_gpu_model(self, value: str) -> str:
         if not GpuModel.objects.filter(code=value).exists():
             raise serializers.ValidationError(
-                "No such GPU model; see GET /api/v1/gpu-models/.", code="unknown_gpu_model"
+                gettext("No such GPU model; see GET /api/v1/gpu-models/."), code="unknown_gpu_model"
             )
         return value
 
     def validate_hub(self, value: str) -> str:
         if not Hub.objects.filter(code=value).exists():
-            raise serializers.ValidationError("No such hub; see GET /api/v1/hubs/.", code="unknown_hub")
+            raise serializers.ValidationError(gettext("No such hub; see GET /api/v1/hubs/."), code="unknown_hub")
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if "hub" in attrs and "region" in attrs:
-            raise serializers.ValidationError({"region": ["Give a hub or a region, not both."]})
+            raise serializers.ValidationError({"region": [gettext("Give a hub or a region, not both.")]})
         granularity = attrs["granularity"]
         # By default up to the end of this hour: one answer for every key within an hour.
         end = attrs.pop("to", None) or timezone.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
         start = attrs.pop("from", None) or end - (timedelta(days=1) if granularity == "hour" else timedelta(days=30))
         if start >= end:
-            raise serializers.ValidationError({"to": ["'to' must come after 'from'."]})
+            raise serializers.ValidationError({"to": [gettext("'to' must come after 'from'.")]})
         limit = MAX_INDEX_RANGE[granularity]
         if end - start > limit:
             raise serializers.ValidationError(
-                {"from": [f"At most {limit.days} days at {granularity} granularity; narrow the range."]}
+                {
+                    "from": [
+                        gettext("At most %(days)s days at %(granularity)s granularity; narrow the range.")
+                        % {"days": limit.days, "granularity": granularity}
+                    ]
+                }
             )
         area = attrs.pop("hub", None) or attrs.pop("region", None) or "national"
         return {**attrs, "area": area, "start": start, "end": end}
@@ -565,7 +621,7 @@ class LeaseUpdateSerializer(StrictSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs:
-            raise serializers.ValidationError("Give max_price, end_at or both.", code="nothing_to_change")
+            raise serializers.ValidationError(gettext("Give max_price, end_at or both."), code="nothing_to_change")
         return attrs
 
 
@@ -576,3 +632,45 @@ class FeedEventSerializer(serializers.ModelSerializer):
         model = FeedEvent
         fields = ["id", "kind", "lease", "occurred_at", "data"]
         read_only_fields = fields
+
+
+class DepositRequestSerializer(StrictSerializer):
+    """Deposit card-hours of a reserved lease into the compute bank."""
+
+    cards = serializers.IntegerField(min_value=1, max_value=MAX_POOL_CARDS, help_text="Cards of the lease to deposit.")
+    start_at = serializers.DateTimeField(
+        help_text="From this whole hour (now or later) to the booking's end (the lease's price_locked_until)."
+    )
+    price = PriceField(
+        required=False,
+        allow_null=True,
+        help_text="Price per card-hour for resale, below the pool's price; null: the pool's on-demand price.",
+    )
+
+
+class DepositSerializer(serializers.ModelSerializer):
+    """A deposit, as its depositor sees it."""
+
+    price = PriceField(allow_null=True, read_only=True)
+    hours_deposited = serializers.SerializerMethodField(help_text="Card-hours deposited (after any withdrawal).")
+
+    class Meta:
+        model = CapacityDeposit
+        fields = [
+            "id",
+            "lease",
+            "pool",
+            "cards",
+            "start_at",
+            "end_at",
+            "deposited_until",
+            "price",
+            "withdrawn_at",
+            "hours_deposited",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_hours_deposited(self, deposit: CapacityDeposit) -> str:
+        hours = Decimal((deposit.end_at - deposit.start_at).total_seconds()) / 3600 * deposit.cards
+        return str(hours.quantize(Decimal("0.01")))

@@ -3,6 +3,7 @@
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -10,11 +11,13 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from core.exceptions import ApplicationError, ConflictError, RuleViolation
 from marketplace import hooks
-from marketplace.dispatch import DispatchResult, Placement, Requirements, dispatch, reason_message
-from marketplace.models import FeedEvent, Lease, Order, PriceIndexSnapshot
+from marketplace.capacity import bank_capacity, calendar_fits, deposit_free, deposits_covering, pools_cards_ahead
+from marketplace.dispatch import DispatchResult, Placement, PoolSnapshot, Requirements, dispatch, reason_message
+from marketplace.models import CapacityDeposit, Commitment, FeedEvent, Lease, Order, PriceIndexSnapshot
 from marketplace.price_index import offers_json, snapshot_index
 from marketplace.selectors import (
     lease_unlocked_cost,
@@ -52,6 +55,7 @@ def _requirements_fields(requirements: Requirements) -> dict[str, Any]:
         "allowed_hubs": sorted(requirements.allowed_hubs or []),
         "split": requirements.split,
         "pool_id": requirements.pool,
+        "commitment": requirements.commitment,
     }
 
 
@@ -63,8 +67,11 @@ def check_feasible(requirements: Requirements, now: datetime) -> None:
     room = (requirements.deadline - start).total_seconds() / 3600
     if room < requirements.duration_hours:
         raise ApplicationError(
-            f"The deadline leaves {max(room, 0):.2f} hours after the earliest start, less than the "
-            f"{requirements.duration_hours} hours the work needs; move the deadline or start earlier.",
+            gettext(
+                "The deadline leaves %(max)s hours after the earliest start, less than the "
+                "%(duration_hours)s hours the work needs; move the deadline or start earlier."
+            )
+            % {"max": f"{max(room, 0):.2f}", "duration_hours": requirements.duration_hours},
             code="deadline_too_soon",
             fields={"deadline": [{"code": "deadline_too_soon", "message": "Too soon for the duration."}]},
         )
@@ -76,11 +83,33 @@ def quote(*, requirements: Requirements, now: datetime | None = None) -> Dispatc
     now = now or timezone.now()
     check_feasible(requirements, now)
     pools = pool_snapshots(now=now)
+    if requirements.earliest_start and requirements.earliest_start > now + timedelta(
+        seconds=settings.LEASE_START_EARLY_SECONDS
+    ):
+        # Booked ahead: what the pools hold now says nothing of then; the calendar decides at placement.
+        pools = with_bank_capacity(pools, pools_cards_ahead(pool_ids=[pool.id for pool in pools]), replace_free=True)
+    elif requirements.commitment == Commitment.ON_DEMAND:
+        pools = with_bank_capacity(pools, bank_capacity(now=now))
     if requirements.pool is not None:
         pools = [pool for pool in pools if pool.id == requirements.pool]
         if not pools:
             raise _not_offered()
     return dispatch(requirements, pools, now)
+
+
+def with_bank_capacity(
+    pools: list[PoolSnapshot], cards: dict[Any, int], *, replace_free: bool = False
+) -> list[PoolSnapshot]:
+    """The snapshots with each pool's deposited free cards added to its own (on-demand orders only:
+    a reserved booking takes the pool's own cards), or with ``replace_free`` its cards ahead instead."""
+    if not cards:
+        return pools
+    return [
+        replace(pool, free_cards=cards[pool.id] + (0 if replace_free else pool.free_cards))
+        if pool.id in cards
+        else pool
+        for pool in pools
+    ]
 
 
 def _not_offered() -> RuleViolation:
@@ -98,7 +127,7 @@ def _pool_rejected(result: DispatchResult, requirements: Requirements) -> RuleVi
     reason = result.rejections.get(requirements.pool, "free_cards")
     message = reason_message(reason, requirements)
     return RuleViolation(
-        f"The chosen pool cannot take this order: {message}.",
+        gettext("The chosen pool cannot take this order: %(message)s.") % {"message": message},
         code="pool_rejected",
         details={
             "pool": str(requirements.pool),
@@ -110,24 +139,61 @@ def _pool_rejected(result: DispatchResult, requirements: Requirements) -> RuleVi
 
 def _no_capacity(result: DispatchResult, requirements: Requirements) -> RuleViolation:
     return RuleViolation(
-        f"No pool can take this order now: {result.summary_text(requirements)}.",
+        gettext("No pool can take this order now: %(summary_text)s.")
+        % {"summary_text": result.summary_text(requirements)},
         code="no_capacity",
         details={"reasons": result.summary(requirements)},
     )
 
 
-def _reserve(placement: Placement) -> dict[Any, ResourcePool] | None:
-    """Take the placement's cards under the pools' locks. Returns the pools locked, by id,
-    or None if another order got the cards first."""
+@dataclass(frozen=True)
+class _Taken:
+    """How one allocation got its cards: held now, booked on the calendar from its start, or taken
+    from a deposit (bank capacity)."""
+
+    pool: ResourcePool  # as locked: the new leases refer to it, so the answer reads no pool again
+    holding: bool
+    deposit: CapacityDeposit | None = None
+
+
+def _reserve(placement: Placement, requirements: Requirements, now: datetime) -> dict[Any, _Taken] | None:
+    """Take the placement's cards under the pools' locks. Returns how each pool's were taken, or
+    None if another order got the cards first.
+
+    A placement starting now holds its cards at once (free cards now and the calendar ahead); a
+    deferred one only books the calendar, and holds its cards from its start (``lease_start``).
+    An on-demand order a pool cannot take on its own cards is placed on a deposit of the pool
+    that covers its window, if one has the cards free (``bank_capacity``)."""
     wanted = {allocation.pool_id: allocation.cards for allocation in placement.allocations}
     locked = pools_lock(wanted)
-    if len(locked) != len(wanted) or any(
-        pool.status != ResourcePool.Status.ACTIVE or pool.free_cards < wanted[pool.pk] for pool in locked
-    ):
+    if len(locked) != len(wanted) or any(pool.status != ResourcePool.Status.ACTIVE for pool in locked):
         return None
+    deferred = placement.start_at > now + timedelta(seconds=settings.LEASE_START_EARLY_SECONDS)
+    taken: dict[Any, _Taken] = {}
     for pool in locked:
-        invalidate_offer_snapshot(pool.pk, reserved_cards=pool.reserved_cards + wanted[pool.pk])
-    return {pool.pk: pool for pool in locked}
+        cards = wanted[pool.pk]
+        fits_now = deferred or pool.free_cards >= cards
+        if fits_now and calendar_fits(pool=pool, cards=cards, start=placement.start_at, end=placement.end_at):
+            taken[pool.pk] = _Taken(pool, holding=not deferred)
+            continue
+        deposit = None
+        if requirements.commitment == Commitment.ON_DEMAND:
+            deposit = deposit_take(pool_id=pool.pk, cards=cards, start=placement.start_at, end=placement.end_at)
+        if deposit is None:
+            return None
+        taken[pool.pk] = _Taken(pool, holding=False, deposit=deposit)
+    for pool in locked:
+        if taken[pool.pk].holding:
+            invalidate_offer_snapshot(pool.pk, reserved_cards=pool.reserved_cards + wanted[pool.pk])
+    return taken
+
+
+def deposit_take(*, pool_id: Any, cards: int, start: datetime, end: datetime) -> CapacityDeposit | None:
+    """The first deposit of the pool (locked) with ``cards`` free over [start, end), or None."""
+    for deposit in deposits_covering(pool_id=pool_id, start=start, end=end):
+        if deposit_free(deposit=deposit, start=start, end=end) >= cards:
+            return deposit
+    return None
 
 
 # No savepoint inside order_place: nothing is written before the cards are taken, and an error
@@ -145,12 +211,13 @@ def placement_book(
     """Reserve the placement's cards and record its order and leases (the order's estimate is the
     placement's unless given), or None if another order got the cards first. Each lease keeps the
     price version the quote priced (in force ``now``)."""
-    pools = _reserve(placement)
-    if pools is None:
+    now = now or timezone.now()
+    taken = _reserve(placement, requirements, now)
+    if taken is None:
         return None
     # Read with the pools locked: a version made meanwhile waits for this order, which keeps the
     # version it was quoted.
-    plans = price_plans_in_force(pool_ids=list(pools), at=now or timezone.now())
+    plans = price_plans_in_force(pool_ids=list(taken), at=now)
     cost = placement.estimated_cost if estimated_cost is None else estimated_cost
     order = Order.objects.create(
         buyer=buyer,
@@ -163,10 +230,13 @@ def placement_book(
             Lease(
                 order=order,
                 buyer=buyer,
-                provider_id=pools[allocation.pool_id].provider_id,
-                pool=pools[allocation.pool_id],
+                provider_id=taken[allocation.pool_id].pool.provider_id,
+                pool=taken[allocation.pool_id].pool,
                 cards=allocation.cards,
                 workload=requirements.workload,
+                commitment=requirements.commitment,
+                holding=taken[allocation.pool_id].holding,
+                deposit=taken[allocation.pool_id].deposit,
                 start_at=placement.start_at,
                 end_at=placement.end_at,
                 price_locked_until=placement.end_at,
@@ -217,17 +287,28 @@ def lease_start(*, lease_id: Any, by: str, now: datetime | None = None) -> Lease
     lease = Lease.objects.select_for_update().get(pk=lease_id)
     if lease.status != Lease.Status.SCHEDULED:
         raise ConflictError(
-            f"This lease is {lease.status}; only a scheduled lease can start.", code="lease_not_scheduled"
+            gettext("This lease is %(status)s; only a scheduled lease can start.") % {"status": lease.status},
+            code="lease_not_scheduled",
         )
-    earliest = lease.start_at - timedelta(seconds=settings.LEASE_START_EARLY_SECONDS)
+    # A reserved booking bills from its booked start: it never starts early.
+    early = 0 if lease.commitment == Commitment.RESERVED else settings.LEASE_START_EARLY_SECONDS
+    earliest = lease.start_at - timedelta(seconds=early)
     if now < earliest:
         raise ConflictError(
-            f"This lease is booked to start at {lease.start_at.astimezone(UTC).isoformat()}; it can start from "
-            f"{earliest.astimezone(UTC).isoformat()}.",
+            gettext("This lease is booked to start at %(isoformat)s; it can start from %(isoformat2)s.")
+            % {
+                "isoformat": lease.start_at.astimezone(UTC).isoformat(),
+                "isoformat2": earliest.astimezone(UTC).isoformat(),
+            },
             code="lease_not_due",
         )
+    if not lease.holding and lease.deposit_id is None and lease.endpoint_id is None:
+        # A deferred lease takes the cards the calendar kept for it.
+        (pool,) = pools_lock([lease.pool_id])
+        invalidate_offer_snapshot(pool.pk, reserved_cards=pool.reserved_cards + lease.cards)
+        lease.holding = True
     lease.status, lease.started_at = Lease.Status.RUNNING, now
-    lease.save(update_fields=["status", "started_at"])
+    lease.save(update_fields=["status", "started_at", "holding"])
     for hook in hooks.LEASE_START_HOOKS:
         hook(lease, lease.started_at)
     return lease
@@ -242,17 +323,25 @@ def lease_end(*, lease_id: Any, status: str, reason: str, by: str, now: datetime
     lease = Lease.objects.select_for_update().get(pk=lease_id)
     if not lease.is_active:
         raise ConflictError(
-            f"This lease already ended ({lease.status}, {lease.end_reason}).", code="lease_already_ended"
+            gettext("This lease already ended (%(status)s, %(end_reason)s).")
+            % {"status": lease.status, "end_reason": lease.end_reason},
+            code="lease_already_ended",
         )
     lease.status, lease.ended_at, lease.end_reason, lease.ended_by = status, now or timezone.now(), reason, by
     lease.save(update_fields=["status", "ended_at", "end_reason", "ended_by"])
     for hook in hooks.LEASE_END_HOOKS:
         hook(lease, lease.ended_at)
-    if lease.endpoint_id is None:  # a token order's lease holds no cards: its endpoint's are reserved
+    # A token order's lease holds no cards (its endpoint's are reserved), nor does a deferred lease
+    # before its start or a lease on deposited cards (the depositor's lease holds them).
+    if lease.endpoint_id is None and lease.holding:
         (pool,) = pools_lock([lease.pool_id])
         invalidate_offer_snapshot(pool.pk, reserved_cards=pool.reserved_cards - lease.cards)
     if not Lease.objects.filter(order_id=lease.order_id, status__in=Lease.ACTIVE).exists():
         Order.objects.filter(pk=lease.order_id, status=Order.Status.PLACED).update(status=Order.Status.ENDED)
+    # The cards of leases placed on its deposits leave with it.
+    resales = Lease.objects.filter(deposit__lease=lease, status__in=Lease.ACTIVE).order_by("pk")
+    for resale in resales.values_list("pk", flat=True):
+        lease_end(lease_id=resale, status=status, reason="deposit_lease_ended", by=by, now=lease.ended_at)
     return lease
 
 
@@ -263,6 +352,15 @@ def lease_terminate(*, lease: Lease, organization: Organization, by: str) -> Lea
     if organization.kind == Organization.Kind.PROVIDER:
         return lease_end(lease_id=lease.pk, status=Lease.Status.PREEMPTED, reason="terminated_by_provider", by=by)
     current = Lease.objects.select_for_update().get(pk=lease.pk)
+    if Lease.objects.filter(deposit__lease=current, status__in=Lease.ACTIVE).exists():
+        raise ConflictError(
+            gettext(
+                "Deposited cards of this reserved lease are resold to another buyer; withdraw "
+                "what is not resold, and let the booking run to its end (it is billed whole "
+                "either way)."
+            ),
+            code="lease_resold",
+        )
     status = Lease.Status.COMPLETED if current.status == Lease.Status.RUNNING else Lease.Status.CANCELLED
     return lease_end(lease_id=lease.pk, status=status, reason="terminated_by_buyer", by=by)
 
@@ -272,10 +370,14 @@ def order_cancel(*, order: Order, by: str) -> Order:
     """Cancel an order whose leases have not started; a running one is terminated instead."""
     locked = Order.objects.select_for_update().get(pk=order.pk)
     if locked.status != Order.Status.PLACED:
-        raise ConflictError(f"This order is already {locked.status}.", code="order_not_cancellable")
+        raise ConflictError(
+            gettext("This order is already %(status)s.") % {"status": locked.status}, code="order_not_cancellable"
+        )
     leases = list(locked.leases.order_by("pk"))
     if any(lease.status == Lease.Status.RUNNING for lease in leases):
-        raise ConflictError("A lease of this order is running; terminate the lease instead.", code="order_running")
+        raise ConflictError(
+            gettext("A lease of this order is running; terminate the lease instead."), code="order_running"
+        )
     for lease in leases:
         if lease.is_active:
             lease_end(lease_id=lease.pk, status=Lease.Status.CANCELLED, reason="order_cancelled", by=by)
@@ -416,7 +518,9 @@ def lease_max_price_raise(*, lease: Lease, max_price: Decimal | None, by: str) -
     locked = Lease.objects.select_for_update().get(pk=lease.pk)
     if not locked.is_active:
         raise ConflictError(
-            f"This lease already ended ({locked.status}, {locked.end_reason}).", code="lease_already_ended"
+            gettext("This lease already ended (%(status)s, %(end_reason)s).")
+            % {"status": locked.status, "end_reason": locked.end_reason},
+            code="lease_already_ended",
         )
     if locked.max_price is not None and max_price is not None and max_price < locked.max_price:
         message = f"max_price can only be raised (it is {locked.max_price}) or lifted (null)."
@@ -443,13 +547,16 @@ def lease_extend(*, lease: Lease, end_at: datetime, by: str, now: datetime | Non
         return locked
     if not locked.is_active or locked.end_at <= now:
         raise RuleViolation(
-            f"This lease is {locked.status} and its end has passed; only an active lease before its end can be "
-            "extended. Place a new order instead.",
+            gettext(
+                "This lease is %(status)s and its end has passed; only an active lease before "
+                "its end can be extended. Place a new order instead."
+            )
+            % {"status": locked.status},
             code="lease_not_active",
         )
     if locked.endpoint_id is not None:
         raise RuleViolation(
-            "A token order's lease bills tokens, not hours, and is not extended; place a new token order.",
+            gettext("A token order's lease bills tokens, not hours, and is not extended; place a new token order."),
             code="lease_not_extendable",
         )
     if end_at < locked.end_at:
@@ -466,10 +573,26 @@ def lease_extend(*, lease: Lease, end_at: datetime, by: str, now: datetime | Non
         raise RuleViolation(
             message, code="extension_too_long", fields={"end_at": [{"code": "extension_too_long", "message": message}]}
         )
+    if locked.deposit_id is not None:
+        raise RuleViolation(
+            gettext(
+                "This lease runs on deposited cards, which are its depositor's only to the "
+                "deposit's end; place a new order instead."
+            ),
+            code="lease_not_extendable",
+        )
     # The pool locked as a new price version locks it: a version made meanwhile sees this end.
     (pool,) = pools_lock([locked.pool_id])
     if pool.status != ResourcePool.Status.ACTIVE:
-        raise RuleViolation(f"The lease's pool is {pool.status}; it takes no extension.", code="pool_not_active")
+        raise RuleViolation(
+            gettext("The lease's pool is %(status)s; it takes no extension.") % {"status": pool.status},
+            code="pool_not_active",
+        )
+    if not calendar_fits(pool=pool, cards=locked.cards, start=locked.end_at, end=end_at):
+        message = gettext("The pool's cards are booked by other orders in the hours asked for; extend it less far.")
+        raise RuleViolation(
+            message, code="calendar_full", fields={"end_at": [{"code": "calendar_full", "message": message}]}
+        )
     added = lease_unlocked_cost(lease=locked, start=locked.end_at, end=end_at)
     locked.end_at, locked.estimated_cost = end_at, (locked.estimated_cost + added).quantize(ESTIMATE_PLACES)
     locked.save(update_fields=["end_at", "estimated_cost"])

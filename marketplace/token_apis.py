@@ -4,6 +4,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.generics import ListAPIView
@@ -61,11 +62,12 @@ class TokenOfferListApi(ListAPIView):
         region, ordering = params.get("user_region"), params.get("ordering", "price")
         if (region is not None and region not in USER_REGIONS) or ordering not in ORDERINGS:
             raise ApplicationError(
-                f"user_region is one of {', '.join(sorted(USER_REGIONS))}; ordering is price or latency.",
+                gettext("user_region is one of %(join)s; ordering is price or latency.")
+                % {"join": ", ".join(sorted(USER_REGIONS))},
                 code="invalid_filter",
             )
         if ordering == "latency" and region is None:
-            raise ApplicationError("Ordering by latency needs a user_region.", code="invalid_filter")
+            raise ApplicationError(gettext("Ordering by latency needs a user_region."), code="invalid_filter")
         return token_offers(now=timezone.now(), model=params.get("model"), user_region=region, ordering=ordering)
 
 
@@ -137,5 +139,5 @@ class TokenOrderDetailApi(APIView):
     def get(self, request: Request, token_order_id: Any) -> Response:
         order = _token_orders(request).filter(pk=token_order_id).first()
         if order is None:
-            raise NotFoundError("No such token order.")
+            raise NotFoundError(gettext("No such token order."))
         return Response(TokenOrderSerializer(order).data)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.utils.translation import gettext, gettext_lazy
+
 from core.timezones import local_zone
 from marketplace.dispatch import LATENCY_WEIGHT_PER_MS, MAX_PLACEMENTS, _cheapest_start, _curve, _hours_since
 
@@ -24,11 +26,11 @@ TOKENS_PER_MILLION = 1_000_000.0
 # A real-time request without a bound of its own: a chat's network round trip budget.
 DEFAULT_REALTIME_LATENCY_MS = 30
 
-REASONS = {
-    "stale": "no recent heartbeat",
-    "latency": "latency over {max_latency_ms} ms",
-    "deadline": "cannot process the tokens by the deadline",
-    "busy": "no throughput left in the hours it would run",
+REASONS = {  # in the request's language when said
+    "stale": gettext_lazy("no recent heartbeat"),
+    "latency": gettext_lazy("latency over {max_latency_ms} ms"),
+    "deadline": gettext_lazy("cannot process the tokens by the deadline"),
+    "busy": gettext_lazy("no throughput left in the hours it would run"),
 }
 
 
@@ -118,12 +120,15 @@ class TokenDispatchResult:
         ]
 
     def summary_text(self, request: TokenRequest) -> str:
-        parts = [f"{row['endpoints']} endpoints: {row['message']}" for row in self.summary(request)]
-        return "; ".join(parts) if parts else f"no endpoint serves {request.model}"
+        parts = [
+            gettext("%(endpoints)s endpoints: %(reason)s") % {"endpoints": row["endpoints"], "reason": row["message"]}
+            for row in self.summary(request)
+        ]
+        return "; ".join(parts) if parts else gettext("no endpoint serves %(model)s") % {"model": request.model}
 
 
 def reason_message(reason: str, request: TokenRequest) -> str:
-    return REASONS[reason].format(max_latency_ms=request.latency_bound)
+    return str(REASONS[reason]).format(max_latency_ms=request.latency_bound)
 
 
 def _run_hours(endpoint: EndpointSnapshot, request: TokenRequest) -> float:

@@ -2,6 +2,7 @@ from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
+from django.utils.translation import gettext
 from rest_framework import serializers
 
 from core.serializers import PriceField, StrictSerializer
@@ -27,13 +28,13 @@ class TokenRequestSerializer(StrictSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs["input_tokens"] + attrs["output_tokens"] == 0:
-            raise serializers.ValidationError({"output_tokens": ["Give some tokens."]}, code="no_tokens")
+            raise serializers.ValidationError({"output_tokens": [gettext("Give some tokens.")]}, code="no_tokens")
         if attrs["workload"] == REALTIME and "user_region" not in attrs:
             raise serializers.ValidationError(
-                {"user_region": ["Real-time work needs the users' region."]}, code="required"
+                {"user_region": [gettext("Real-time work needs the users' region.")]}, code="required"
             )
         if attrs["workload"] == BATCH and "deadline" not in attrs:
-            raise serializers.ValidationError({"deadline": ["Batch work needs a deadline."]}, code="required")
+            raise serializers.ValidationError({"deadline": [gettext("Batch work needs a deadline.")]}, code="required")
         return attrs
 
     def token_request(self) -> TokenRequest:

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from core.exceptions import ApplicationError, ConflictError, NotFoundError, RuleViolation
 from marketplace.models import Lease, Order, Workload
@@ -35,7 +36,7 @@ def token_quote(
     now = now or timezone.now()
     if request.workload == BATCH and request.deadline is not None and request.deadline <= now:
         raise ApplicationError(
-            "The deadline has passed; give one in the future.",
+            gettext("The deadline has passed; give one in the future."),
             code="deadline_too_soon",
             fields={"deadline": [{"code": "deadline_too_soon", "message": "In the past."}]},
         )
@@ -44,7 +45,7 @@ def token_quote(
         endpoints = [endpoint for endpoint in endpoints if endpoint.id == endpoint_id]
         if not endpoints:
             raise NotFoundError(
-                f"No active endpoint with this id serves {request.model}.",
+                gettext("No active endpoint with this id serves %(model)s.") % {"model": request.model},
                 code="endpoint_not_offered",
                 fields={"endpoint": [{"code": "not_offered", "message": "Not offered."}]},
             )
@@ -63,7 +64,8 @@ def token_order_place(
     result = token_quote(request=request, endpoint_id=endpoint_id, now=now)
     if not result.placements:
         raise RuleViolation(
-            f"No endpoint can take this token order now: {result.summary_text(request)}.",
+            gettext("No endpoint can take this token order now: %(summary_text)s.")
+            % {"summary_text": result.summary_text(request)},
             code="endpoint_rejected" if endpoint_id is not None else "no_capacity",
             details={"reasons": result.summary(request)},
         )
@@ -75,7 +77,8 @@ def token_order_place(
     )
     if endpoint.status != ModelEndpoint.Status.ACTIVE:
         raise ConflictError(
-            f"This endpoint was just {endpoint.status}; ask for a new quote.", code="endpoint_not_active"
+            gettext("This endpoint was just %(status)s; ask for a new quote.") % {"status": endpoint.status},
+            code="endpoint_not_active",
         )
     batch = request.workload == BATCH and request.deadline is not None
     start_at = placement.start_at if batch else now
@@ -127,9 +130,12 @@ def endpoint_token_orders_settle(endpoint: ModelEndpoint, to: str, by: str) -> N
         orders = [str(pk) for pk in open_leases.values_list("order_id", flat=True)]
         if orders:
             raise ConflictError(
-                f"{len(orders)} token orders on this endpoint are placed or running; retire it after they end "
-                "(their buyers end them, or you terminate them with POST /api/v1/leases/{id}/terminate/), "
-                "or ask an operator to suspend it.",
+                gettext(
+                    "%(len)s token orders on this endpoint are placed or running; retire it after "
+                    "they end (their buyers end them, or you terminate them with POST "
+                    "/api/v1/leases/{id}/terminate/), or ask an operator to suspend it."
+                )
+                % {"len": len(orders)},
                 code="endpoint_in_use",
                 details={"orders": orders},
             )

@@ -10,6 +10,7 @@ urlpatterns = [
     path("orders/<uuid:order_id>/cancel/", apis.OrderCancelApi.as_view(), name="order-cancel"),
     path("leases/", apis.LeaseListApi.as_view(), name="lease-list"),
     path("leases/<uuid:lease_id>/", apis.LeaseDetailApi.as_view(), name="lease-detail"),
+    path("leases/<uuid:lease_id>/deposits/", apis.LeaseDepositsApi.as_view(), name="lease-deposits"),
     path("leases/<uuid:lease_id>/start/", apis.LeaseStartApi.as_view(), name="lease-start"),
     path("feed/", apis.FeedApi.as_view(), name="feed"),
     path("price-index/", apis.PriceIndexApi.as_view(), name="price-index"),

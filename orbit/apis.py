@@ -2,6 +2,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.generics import ListAPIView
@@ -37,7 +38,7 @@ class PoolContactsApi(APIView):
     def get(self, request: Request, pool_id: Any) -> Response:
         satellite = satellite_list(organization=organization_of(request)).filter(pool_id=pool_id).first()
         if satellite is None:
-            raise NotFoundError("No such satellite: contacts exist for pools of the orbit hub you can see.")
+            raise NotFoundError(gettext("No such satellite: contacts exist for pools of the orbit hub you can see."))
         query = ContactQuerySerializer(data=request.query_params.dict(), context={"now": timezone.now()})
         query.is_valid(raise_exception=True)
         start, end = query.validated_data["start"], query.validated_data["end"]
@@ -97,5 +98,5 @@ class DatasetDetailApi(APIView):
     def get(self, request: Request, dataset_id: Any) -> Response:
         dataset = dataset_list(organization=organization_of(request)).filter(pk=dataset_id).first()
         if dataset is None:
-            raise NotFoundError("No such dataset.")
+            raise NotFoundError(gettext("No such dataset."))
         return Response(DatasetSerializer(dataset).data)

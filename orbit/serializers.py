@@ -2,6 +2,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.utils.translation import gettext
 from rest_framework import serializers
 
 from core.serializers import StrictSerializer
@@ -24,9 +25,11 @@ class ContactQuerySerializer(StrictSerializer):
         start = attrs.get("from") or self.context["now"]
         end = attrs.get("to") or start + DEFAULT_CONTACT_SPAN
         if end <= start:
-            raise serializers.ValidationError({"to": ["'to' must be after 'from'."]})
+            raise serializers.ValidationError({"to": [gettext("'to' must be after 'from'.")]})
         if end - start > MAX_CONTACT_SPAN:
-            raise serializers.ValidationError({"to": ["At most 7 days after 'from'; ask for the rest separately."]})
+            raise serializers.ValidationError(
+                {"to": [gettext("At most 7 days after 'from'; ask for the rest separately.")]}
+            )
         return {"start": start, "end": end}
 
 

@@ -6,6 +6,7 @@ from uuid import UUID
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from core.exceptions import ApplicationError, RuleViolation
 from orbit import reference_data
@@ -91,7 +92,7 @@ def dataset_register(
     buyer = Organization.objects.filter(slug=buyer_slug, kind=Organization.Kind.BUYER).first()
     if buyer is None:
         raise RuleViolation(
-            "No buyer has this slug; give the slug of the buyer whose data this is.",
+            gettext("No buyer has this slug; give the slug of the buyer whose data this is."),
             code="unknown_buyer",
             fields={"buyer": [{"code": "unknown_buyer", "message": "No such buyer."}]},
         )
@@ -103,19 +104,19 @@ def dataset_register(
     )
     if satellite is None:
         raise RuleViolation(
-            "None of your satellites has this pool id; give the pool id of one of your orbit hub pools.",
+            gettext("None of your satellites has this pool id; give the pool id of one of your orbit hub pools."),
             code="unknown_satellite",
             fields={"satellite": [{"code": "unknown_satellite", "message": "Not one of your satellites."}]},
         )
     if captured_at > timezone.now() + CAPTURE_FUTURE_LIMIT:
         raise ApplicationError(
-            "'captured_at' is in the future; give the time of the capture.",
+            gettext("'captured_at' is in the future; give the time of the capture."),
             code="captured_in_future",
             fields={"captured_at": [{"code": "captured_in_future", "message": "In the future."}]},
         )
     if size_gb > satellite.storage_gb:
         raise RuleViolation(
-            f"The satellite stores at most {satellite.storage_gb} GB.",
+            gettext("The satellite stores at most %(storage_gb)s GB.") % {"storage_gb": satellite.storage_gb},
             code="over_storage",
             fields={"size_gb": [{"code": "over_storage", "message": f"At most {satellite.storage_gb}."}]},
         )

@@ -3,7 +3,7 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from core.exceptions import RuleViolation
-from organizations.models import ApiKey, AuditEvent, Membership, Organization
+from organizations.models import ApiKey, AuditEvent, MemberProfile, Membership, Organization
 from organizations.services import api_key_cap_check, api_key_create, api_key_revoke
 
 
@@ -85,3 +85,11 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+@admin.register(MemberProfile)
+class MemberProfileAdmin(admin.ModelAdmin):
+    list_display = ["user", "language"]
+    list_filter = ["language"]
+    search_fields = ["user__username"]
+    autocomplete_fields = ["user"]

@@ -2,6 +2,7 @@ from typing import Any
 
 import django_filters
 from django.db.models import Q, QuerySet
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.generics import ListAPIView
@@ -9,17 +10,19 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.exceptions import NotFoundError
 from core.filters import StrictFilterSet, UtcIsoDateTimeFilter
-from organizations.models import ApiKey, AuditEvent
-from organizations.permissions import IsOperator, KeyRoleAllows, organization_of, scoped
+from organizations.models import ApiKey, AuditEvent, InvoicingDetails
+from organizations.permissions import IsBuyer, IsOperator, KeyRoleAllows, organization_of, scoped
 from organizations.serializers import (
     ApiKeyCreatedSerializer,
     ApiKeyCreateSerializer,
     ApiKeySerializer,
     AuditEventSerializer,
+    InvoicingDetailsSerializer,
     OrganizationSerializer,
 )
-from organizations.services import api_key_create, api_key_revoke
+from organizations.services import api_key_create, api_key_revoke, invoicing_details_set
 
 
 class OrganizationMeApi(APIView):
@@ -94,3 +97,33 @@ class AuditEventListApi(ListAPIView):
     serializer_class = AuditEventSerializer
     permission_classes = [KeyRoleAllows, IsOperator]
     filterset_class = AuditEventFilter
+
+
+class InvoicingDetailsApi(APIView):
+    """Buyer: what its fapiao carry (title, taxpayer id; address, phone, bank for special ones). Audited."""
+
+    permission_classes = [KeyRoleAllows, IsBuyer]
+
+    @extend_schema(
+        responses=InvoicingDetailsSerializer,
+        summary="The invoicing details",
+        extensions={"x-error-codes": {"404": {"not_found": "no invoicing details kept yet; PUT them"}}},
+    )
+    def get(self, request: Request) -> Response:
+        details = InvoicingDetails.objects.filter(organization=organization_of(request)).first()
+        if details is None:
+            raise NotFoundError(_("No invoicing details yet: PUT them first."))
+        return Response(InvoicingDetailsSerializer(details).data)
+
+    @extend_schema(
+        request=InvoicingDetailsSerializer,
+        responses=InvoicingDetailsSerializer,
+        summary="Keep the invoicing details",
+    )
+    def put(self, request: Request) -> Response:
+        body = InvoicingDetailsSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        details = invoicing_details_set(
+            organization=organization_of(request), by=str(request.user), **body.validated_data
+        )
+        return Response(InvoicingDetailsSerializer(details).data)

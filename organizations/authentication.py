@@ -4,6 +4,7 @@ from typing import Any
 from django.contrib.auth.backends import ModelBackend
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
+from django.utils.translation import gettext
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
@@ -53,11 +54,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         scheme, _, raw_key = header.partition(" ")
         if scheme.lower() != self.keyword.lower() or not raw_key.strip():
             auth_failure_record(request._request)
-            raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <api key>'.")
+            raise exceptions.AuthenticationFailed(gettext("Use 'Authorization: Bearer <api key>'."))
         api_key = api_key_authenticate(raw_key=raw_key.strip())
         if api_key is None:
             auth_failure_record(request._request)
-            raise exceptions.AuthenticationFailed("This API key is unknown or revoked.")
+            raise exceptions.AuthenticationFailed(gettext("This API key is unknown or revoked."))
         request._request.organization = api_key.organization  # type: ignore[attr-defined]
         origin_identify(organization_id=api_key.organization_id, api_key_prefix=api_key.prefix)
         return Principal(organization=api_key.organization, api_key=api_key), api_key

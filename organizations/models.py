@@ -2,16 +2,17 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from organizations.validators import validate_credit_code
 
 
 class Organization(models.Model):
     class Kind(models.TextChoices):
-        BUYER = "buyer", "Buyer"
-        PROVIDER = "provider", "Provider"
-        ISSUER = "issuer", "Issuer"
-        OPERATOR = "operator", "Operator"
+        BUYER = "buyer", _("Buyer")
+        PROVIDER = "provider", _("Provider")
+        ISSUER = "issuer", _("Issuer")
+        OPERATOR = "operator", _("Operator")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -52,8 +53,8 @@ class Organization(models.Model):
 
 class Membership(models.Model):
     class Role(models.TextChoices):
-        ADMIN = "admin", "Admin"
-        MEMBER = "member", "Member"
+        ADMIN = "admin", _("Admin")
+        MEMBER = "member", _("Member")
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
@@ -67,6 +68,31 @@ class Membership(models.Model):
         return f"{self.user} in {self.organization.slug} ({self.role})"
 
 
+class MemberProfile(models.Model):
+    """What a person who signs in to the dashboards chose for themselves: so far, the language."""
+
+    class Language(models.TextChoices):
+        ORGANIZATION_DEFAULT = "", "Organization's default"
+        ENGLISH = "en", "English"
+        SIMPLIFIED_CHINESE = "zh-hans", "简体中文"
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="member_profile")
+    language = models.CharField(
+        max_length=8,
+        choices=Language.choices,
+        blank=True,
+        help_text="The dashboards' language; blank: the organization's default (organizations.languages).",
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(language__in=["", "en", "zh-hans"]), name="member_language_valid")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.language or 'organization default'})"
+
+
 class ApiKey(models.Model):
     """A secret that acts for one organization. Only its SHA-256 is stored.
 
@@ -75,9 +101,9 @@ class ApiKey(models.Model):
     """
 
     class Role(models.TextChoices):
-        ADMIN = "admin", "Admin: everything, including managing keys"
-        MEMBER = "member", "Member: everything but managing keys"
-        READ_ONLY = "read_only", "Read only"
+        ADMIN = "admin", _("Admin: everything, including managing keys")
+        MEMBER = "member", _("Member: everything but managing keys")
+        READ_ONLY = "read_only", _("Read only")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
@@ -153,3 +179,33 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.target_type}:{self.target_id} by {self.actor}"
+
+
+class InvoicingDetails(models.Model):
+    """What a company's fapiao (发票) must carry: its title (legal name) and taxpayer id, and for a
+    special VAT fapiao (增值税专用发票) its registered address, phone, bank and account. A fapiao
+    request copies them as they are then; a later change leaves requested fapiao as they were."""
+
+    organization = models.OneToOneField(
+        Organization, primary_key=True, on_delete=models.CASCADE, related_name="invoicing_details"
+    )
+    title = models.CharField(max_length=200, help_text="The buyer's legal name, as the fapiao's title.")
+    taxpayer_id = models.CharField(
+        "taxpayer id", max_length=18, validators=[validate_credit_code], help_text="Unified social credit code."
+    )
+    address = models.CharField(max_length=200, blank=True)
+    phone = models.CharField(max_length=40, blank=True)
+    bank_name = models.CharField(max_length=200, blank=True)
+    bank_account = models.CharField(max_length=40, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "invoicing details"
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.taxpayer_id})"
+
+    @property
+    def special_ready(self) -> bool:
+        """Whether a special VAT fapiao can carry these: address, phone, bank and account all given."""
+        return all((self.address, self.phone, self.bank_name, self.bank_account))

@@ -1,10 +1,11 @@
 """Reads of organizations."""
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.db.models import Q
 
-from organizations.models import Organization
+from organizations.models import InvoicingDetails, Organization
 
 
 def related_organizations(*, organization: Organization) -> frozenset[Any]:
@@ -30,3 +31,12 @@ def related_organizations(*, organization: Organization) -> frozenset[Any]:
             members[pk] = (parent_id, credit_code)
             new.append(pk)
     return frozenset(members)
+
+
+def taxpayer_ids(*, organization_ids: Iterable[Any]) -> dict[Any, str]:
+    """Each organization's taxpayer id as its fapiao carry it: the one in its invoicing details,
+    else its unified social credit code (the same number for a company registered in China)."""
+    ids = set(organization_ids)
+    found = dict(Organization.objects.filter(pk__in=ids).values_list("pk", "credit_code"))
+    found.update(InvoicingDetails.objects.filter(organization_id__in=ids).values_list("organization_id", "taxpayer_id"))
+    return found

@@ -8,10 +8,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import models, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from core.context import current_origin
 from core.exceptions import ConflictError, NotFoundError, RuleViolation
-from organizations.models import ApiKey, AuditEvent, Membership, Organization
+from organizations.models import ApiKey, AuditEvent, InvoicingDetails, MemberProfile, Membership, Organization
 
 KEY_PREFIX_BYTES = 6
 KEY_SECRET_BYTES = 32
@@ -55,8 +56,12 @@ def api_key_cap_check(*, organization: Organization) -> None:
     cap = settings.API_KEYS_PER_ORGANIZATION
     if ApiKey.objects.filter(organization=organization, revoked_at__isnull=True).count() >= cap:
         raise RuleViolation(
-            f"This organization already has {cap} live API keys, the most it may hold: "
-            "revoke one it no longer uses (DELETE /api/v1/api-keys/{id}/) and create the new one then.",
+            gettext(
+                "This organization already has %(cap)s live API keys, the most it may hold: "
+                "revoke one it no longer uses (DELETE /api/v1/api-keys/{id}/) and create the new "
+                "one then."
+            )
+            % {"cap": cap},
             code="api_key_limit_reached",
             details={"limit": cap},
         )
@@ -95,9 +100,9 @@ def api_key_create(
 def api_key_revoke(*, organization: Organization, key_id: str, by: str) -> ApiKey:
     api_key = ApiKey.objects.select_for_update().filter(organization=organization, pk=key_id).first()
     if api_key is None:
-        raise NotFoundError("No such API key in your organization.")
+        raise NotFoundError(gettext("No such API key in your organization."))
     if api_key.revoked_at is not None:
-        raise ConflictError("This API key is already revoked.", code="already_revoked")
+        raise ConflictError(gettext("This API key is already revoked."), code="already_revoked")
     api_key.revoked_at = timezone.now()
     api_key.save(update_fields=["revoked_at"])
     audit_record(
@@ -140,6 +145,17 @@ def member_set(
     user.save()
     membership, _ = Membership.objects.update_or_create(user=user, organization=organization, defaults={"role": role})
     return membership
+
+
+@transaction.atomic
+def member_language_set(*, user_id: int, language: str) -> MemberProfile:
+    """The language ``user_id`` reads the dashboards in: ``en``, ``zh-hans``, or "" for their
+    organization's default (organizations.languages)."""
+    profile, _ = MemberProfile.objects.get_or_create(user_id=user_id)
+    profile.language = language
+    profile.full_clean()
+    profile.save(update_fields=["language"])
+    return profile
 
 
 Target = tuple[models.Model, Organization | None, Mapping[str, Any]]
@@ -193,3 +209,45 @@ def audit_record_many(*, actor: str, action: str, targets: Iterable[Target]) -> 
     return AuditEvent.objects.bulk_create(
         [_audit_event(actor=actor, action=action, target=target, at=now) for target in targets]
     )
+
+
+INVOICING_DETAILS_SET = "invoicing_details.set"
+
+
+@transaction.atomic
+def invoicing_details_set(
+    *,
+    organization: Organization,
+    title: str,
+    taxpayer_id: str,
+    address: str = "",
+    phone: str = "",
+    bank_name: str = "",
+    bank_account: str = "",
+    by: str,
+) -> InvoicingDetails:
+    """Keep what the buyer's fapiao carry (a whole replacement, as PUT says). Audited with what
+    changed; a fapiao already requested keeps the details it was requested with."""
+    fields = {
+        "title": title.strip(),
+        "taxpayer_id": taxpayer_id.strip(),
+        "address": address.strip(),
+        "phone": phone.strip(),
+        "bank_name": bank_name.strip(),
+        "bank_account": bank_account.strip(),
+    }
+    before = InvoicingDetails.objects.select_for_update().filter(organization=organization).first()
+    previous = {name: getattr(before, name) for name in fields} if before else {}
+    details, _ = InvoicingDetails.objects.update_or_create(
+        organization=organization, defaults={**fields, "updated_at": timezone.now()}
+    )
+    changed = sorted(name for name, value in fields.items() if previous.get(name) != value)
+    if changed:
+        audit_record(
+            actor=by,
+            action=INVOICING_DETAILS_SET,
+            target=details,
+            organization=organization,
+            summary={"changed": changed, "title": details.title, "taxpayer_id": details.taxpayer_id},
+        )
+    return details

@@ -3,6 +3,7 @@ from typing import Any
 import django_filters
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.generics import ListAPIView
@@ -74,7 +75,7 @@ def _pool_for(request: Request, pool_id: Any) -> ResourcePool:
     """A pool the caller may see: its own (provider) or any (operator); else 404."""
     pool = pool_list(organization=organization_of(request)).filter(pk=pool_id).first()
     if pool is None:
-        raise NotFoundError("No such pool.")
+        raise NotFoundError(gettext("No such pool."))
     return pool
 
 
@@ -84,7 +85,7 @@ def _own_pool(request: Request, pool_id: Any) -> ResourcePool:
         pool_list(organization=organization_of(request)).filter(pk=pool_id, provider=organization_of(request)).first()
     )
     if pool is None:
-        raise NotFoundError("No such pool among yours.")
+        raise NotFoundError(gettext("No such pool among yours."))
     return pool
 
 

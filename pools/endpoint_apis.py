@@ -4,6 +4,7 @@ from typing import Any
 
 import django_filters
 from django.db.models import QuerySet
+from django.utils.translation import gettext
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.generics import ListAPIView
@@ -72,7 +73,8 @@ class EndpointListCreateApi(ListAPIView):
         pool = provider.pools.filter(pk=data.pop("pool")).first()
         if pool is None:
             raise NotFoundError(
-                "No such pool among yours.", fields={"pool": [{"code": "not_found", "message": "Not your pool."}]}
+                gettext("No such pool among yours."),
+                fields={"pool": [{"code": "not_found", "message": "Not your pool."}]},
             )
         endpoint = endpoints.endpoint_register(provider=provider, pool=pool, by=actor(request), **data)
         return _response(endpoint, status.HTTP_201_CREATED)

@@ -16,6 +16,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from core.exceptions import ApplicationError, ConflictError, RuleViolation
 from organizations.models import Organization
@@ -75,27 +76,32 @@ def endpoint_register(
 ) -> ModelEndpoint:
     """A provider publishes a model on one of its pools; it waits for an operator as ``pending``."""
     if provider.kind != Organization.Kind.PROVIDER or pool.provider_id != provider.pk:
-        raise RuleViolation("Only the pool's provider can publish an endpoint on it.", code="not_a_provider")
+        raise RuleViolation(gettext("Only the pool's provider can publish an endpoint on it."), code="not_a_provider")
     (locked,) = pools_lock([pool.pk])
     if locked.status == ResourcePool.Status.RETIRED:
-        raise ConflictError("This pool is retired.", code="pool_retired")
+        raise ConflictError(gettext("This pool is retired."), code="pool_retired")
     if cards > locked.cards:
         raise ApplicationError(
-            f"The pool has {locked.cards} cards; an endpoint cannot dedicate {cards}.",
+            gettext("The pool has %(cards)s cards; an endpoint cannot dedicate %(cards2)s.")
+            % {"cards": locked.cards, "cards2": cards},
             code="too_many_cards",
             fields={"cards": [{"code": "max_value", "message": f"At most {locked.cards}."}]},
         )
     ceiling = TOKENS_PER_SECOND.get(locked.gpu_model_id)
     if ceiling is not None and throughput_per_card > ceiling:
         raise ApplicationError(
-            f"No {locked.gpu_model_id} card processes more than {ceiling:,} tokens per second "
-            "(docs/reference-data.md); give the throughput the endpoint sustains.",
+            gettext(
+                "No %(gpu_model_id)s card processes more than %(ceiling)s tokens per second "
+                "(docs/reference-data.md); give the throughput the endpoint sustains."
+            )
+            % {"gpu_model_id": locked.gpu_model_id, "ceiling": f"{ceiling:,}"},
             code="throughput_implausible",
             fields={"throughput_per_card": [{"code": "max_value", "message": f"At most {ceiling}."}]},
         )
     if ModelEndpoint.objects.filter(pool=locked, model=model).exclude(status=Status.RETIRED).exists():
         raise ConflictError(
-            f"This pool already serves {model}; change that endpoint's prices instead.", code="endpoint_exists"
+            gettext("This pool already serves %(model)s; change that endpoint's prices instead.") % {"model": model},
+            code="endpoint_exists",
         )
     endpoint = ModelEndpoint.objects.create(
         pool=locked,
@@ -119,18 +125,24 @@ def _transition(
     locked = ModelEndpoint.objects.select_for_update().get(pk=endpoint.pk)
     if locked.status not in allowed_from:
         raise ConflictError(
-            f"A {locked.status} endpoint cannot become {to}; only one that is {' or '.join(sorted(allowed_from))} can.",
+            gettext("A %(status)s endpoint cannot become %(to)s; only one that is %(join)s can.")
+            % {"status": locked.status, "to": to, "join": " or ".join(sorted(allowed_from))},
             code="invalid_transition",
         )
     for hook in hooks.ENDPOINT_STATUS_HOOKS:
         hook(locked, to, by)
     if to == Status.ACTIVE:
         if pool.status != ResourcePool.Status.ACTIVE:
-            raise ConflictError(f"Its pool is {pool.status}; approve the pool first.", code="pool_not_active")
+            raise ConflictError(
+                gettext("Its pool is %(status)s; approve the pool first.") % {"status": pool.status},
+                code="pool_not_active",
+            )
         if pool.cards - pool.reserved_cards < locked.cards:
             raise ConflictError(
-                f"The pool has {pool.cards - pool.reserved_cards} cards not held by leases or endpoints, "
-                f"fewer than the endpoint's {locked.cards}.",
+                gettext(
+                    "The pool has %(value)s cards not held by leases or endpoints, fewer than the endpoint's %(cards)s."
+                )
+                % {"value": pool.cards - pool.reserved_cards, "cards": locked.cards},
                 code="no_capacity",
             )
         invalidate_offer_snapshot(pool.pk, reserved_cards=F("reserved_cards") + locked.cards)

@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import F, Q, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from pools.tariffs import hour_prices, local_hour
 
@@ -23,8 +24,8 @@ class Hub(models.Model):
     """
 
     class Region(models.TextChoices):
-        EAST = "east", "East"
-        WEST = "west", "West"
+        EAST = "east", _("East")
+        WEST = "west", _("West")
         ORBIT = "orbit", "Orbit"  # the space computing constellation: neither east nor west
 
     code = models.SlugField(max_length=32, primary_key=True)
@@ -72,18 +73,18 @@ class ResourcePool(models.Model):
     """
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending approval"
-        ACTIVE = "active", "Active"
-        SUSPENDED = "suspended", "Suspended"
-        RETIRED = "retired", "Retired"
+        PENDING = "pending", _("Pending approval")
+        ACTIVE = "active", _("Active")
+        SUSPENDED = "suspended", _("Suspended")
+        RETIRED = "retired", _("Retired")
 
     class Interconnect(models.TextChoices):
-        NVLINK = "nvlink", "NVLink"
-        INFINIBAND = "infiniband", "InfiniBand"
-        ROCE = "roce", "RoCE"
-        HCCS = "hccs", "HCCS"
-        ETHERNET = "ethernet", "Ethernet"
-        PCIE = "pcie", "PCIe"
+        NVLINK = "nvlink", _("NVLink")
+        INFINIBAND = "infiniband", _("InfiniBand")
+        ROCE = "roce", _("RoCE")
+        HCCS = "hccs", _("HCCS")
+        ETHERNET = "ethernet", _("Ethernet")
+        PCIE = "pcie", _("PCIe")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     provider = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="pools")
@@ -160,6 +161,12 @@ class PricePlan(models.Model):
         default=False, help_text="Set by the provider; otherwise derived from the hub's tariff and kept so."
     )
     hour_prices = models.JSONField(help_text="Price per card-hour for each local hour 0..23.")
+    reserved_discount = models.DecimalField(
+        max_digits=4,
+        decimal_places=3,
+        default=0,
+        help_text="Off the hour prices for reserved (take-or-pay) bookings, e.g. 0.25: 25% off.",
+    )
     token_prices = models.JSONField(
         default=dict, blank=True, help_text='Per million tokens: {"model": {"input": "2.00", "output": "8.00"}}.'
     )
@@ -172,6 +179,9 @@ class PricePlan(models.Model):
             models.UniqueConstraint(fields=["pool", "version"], name="price_plan_version_unique"),
             models.UniqueConstraint(fields=["pool", "effective_from"], name="price_plan_effective_unique"),
             models.CheckConstraint(condition=Q(price_per_card_hour__gt=0), name="price_plan_price_positive"),
+            models.CheckConstraint(
+                condition=Q(reserved_discount__gte=0, reserved_discount__lt=1), name="price_plan_discount_range"
+            ),
         ]
         indexes = [models.Index(fields=["pool", "-effective_from"], name="price_plan_lookup_idx")]
 
@@ -181,6 +191,10 @@ class PricePlan(models.Model):
     def rate_at(self, at: datetime) -> Decimal:
         """The price per card-hour in force at ``at`` under this plan."""
         return Decimal(self.hour_prices[local_hour(at)])
+
+    def reserved_rate_at(self, at: datetime) -> Decimal:
+        """The reserved price per card-hour at ``at``: the hour's price less the discount."""
+        return self.rate_at(at) * (1 - self.reserved_discount)
 
     @property
     def average_price(self) -> Decimal:
@@ -251,10 +265,10 @@ class ModelEndpoint(models.Model):
     """
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending approval"
-        ACTIVE = "active", "Active"
-        SUSPENDED = "suspended", "Suspended"
-        RETIRED = "retired", "Retired"
+        PENDING = "pending", _("Pending approval")
+        ACTIVE = "active", _("Active")
+        SUSPENDED = "suspended", _("Suspended")
+        RETIRED = "retired", _("Retired")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     pool = models.ForeignKey(ResourcePool, on_delete=models.PROTECT, related_name="endpoints")

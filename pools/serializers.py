@@ -3,6 +3,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from django.utils import timezone
+from django.utils.translation import gettext
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -67,9 +68,14 @@ class TokenPricesField(serializers.DictField):
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         value = super().to_internal_value(data)
         if len(value) > MAX_TOKEN_MODELS:
-            raise serializers.ValidationError(f"At most {MAX_TOKEN_MODELS} models.", code="too_many_models")
+            raise serializers.ValidationError(
+                gettext("At most %(MAX_TOKEN_MODELS)s models.") % {"MAX_TOKEN_MODELS": MAX_TOKEN_MODELS},
+                code="too_many_models",
+            )
         if any(not name or len(name) > 100 for name in value):
-            raise serializers.ValidationError("Model names have 1 to 100 characters.", code="invalid_model_name")
+            raise serializers.ValidationError(
+                gettext("Model names have 1 to 100 characters."), code="invalid_model_name"
+            )
         return value
 
 
@@ -82,7 +88,7 @@ class TimeOfUseField(serializers.DictField):
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         value = super().to_internal_value(data)
         if not value or len(value) > 24:
-            raise serializers.ValidationError("Give a factor for 1 to 24 bands.", code="invalid_bands")
+            raise serializers.ValidationError(gettext("Give a factor for 1 to 24 bands."), code="invalid_bands")
         return value
 
 
@@ -132,12 +138,13 @@ class PoolUpdateSerializer(StrictSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs:
-            raise serializers.ValidationError("Nothing to change.", code="empty_update")
+            raise serializers.ValidationError(gettext("Nothing to change."), code="empty_update")
         if "effective_from" in attrs and not any(
             field in attrs for field in ("price_per_card_hour", "time_of_use", "token_prices")
         ):
             raise serializers.ValidationError(
-                {"effective_from": ["Give the prices that take effect then."]}, code="effective_from_without_prices"
+                {"effective_from": [gettext("Give the prices that take effect then.")]},
+                code="effective_from_without_prices",
             )
         return attrs
 
@@ -236,6 +243,9 @@ class PricePlanSerializer(serializers.Serializer):
         child=PriceField(), help_text="Price per card-hour for each local (Asia/Shanghai) hour 0..23."
     )
     token_prices = TokenPricesField()
+    reserved_discount = serializers.DecimalField(
+        max_digits=4, decimal_places=3, help_text="Off the hour prices for reserved bookings (0.25: 25% off)."
+    )
     created_by = serializers.CharField()
     created_at = serializers.DateTimeField()
 
@@ -246,14 +256,24 @@ class PriceChangeSerializer(StrictSerializer):
     price_per_card_hour = _price_field(required=False)
     time_of_use = TimeOfUseField(required=False)
     token_prices = TokenPricesField(required=False)
+    reserved_discount = serializers.DecimalField(
+        required=False,
+        max_digits=4,
+        decimal_places=3,
+        min_value=Decimal(0),
+        max_value=Decimal("0.9"),
+        help_text="Off the hour prices for reserved (take-or-pay) bookings, 0 to 0.9 (0.25: 25% off).",
+    )
     effective_from = serializers.DateTimeField(
         required=False, help_text="When new orders pay it: now (default) or later, never earlier."
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if not any(field in attrs for field in ("price_per_card_hour", "time_of_use", "token_prices")):
+        given = ("price_per_card_hour", "time_of_use", "token_prices", "reserved_discount")
+        if not any(field in attrs for field in given):
             raise serializers.ValidationError(
-                "Give price_per_card_hour, time_of_use or token_prices.", code="no_price_given"
+                gettext("Give price_per_card_hour, time_of_use, token_prices or reserved_discount."),
+                code="no_price_given",
             )
         return attrs
 

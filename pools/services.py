@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import F
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from core.exceptions import ApplicationError, ConflictError, RuleViolation
 from organizations.models import AuditEvent, Organization
@@ -53,8 +54,8 @@ def _plan_prices(
         unknown = sorted(set(time_of_use) - set(bands))
         if unknown:
             raise ApplicationError(
-                f"Hub {pool.hub_id} has no time-of-use band {', '.join(unknown)}; its bands are "
-                f"{', '.join(sorted(set(bands)))}.",
+                gettext("Hub %(hub_id)s has no time-of-use band %(join)s; its bands are %(join2)s.")
+                % {"hub_id": pool.hub_id, "join": ", ".join(unknown), "join2": ", ".join(sorted(set(bands)))},
                 code="unknown_band",
                 fields={"time_of_use": [{"code": "unknown_band", "message": "Unknown band."}]},
             )
@@ -91,7 +92,7 @@ def pool_register(
 ) -> ResourcePool:
     """A provider lists a pool; it waits for an operator's approval as ``pending``."""
     if provider.kind != Organization.Kind.PROVIDER:
-        raise RuleViolation("Only a provider organization can register pools.", code="not_a_provider")
+        raise RuleViolation(gettext("Only a provider organization can register pools."), code="not_a_provider")
     pool = ResourcePool(
         provider=provider,
         name=name,
@@ -109,8 +110,8 @@ def pool_register(
     )
     if province not in pool.hub.provinces:
         raise ApplicationError(
-            f"{province} is not in the dispatch region of hub {pool.hub_id}; that hub serves "
-            f"{', '.join(pool.hub.provinces)}.",
+            gettext("%(province)s is not in the dispatch region of hub %(hub_id)s; that hub serves %(join)s.")
+            % {"province": province, "hub_id": pool.hub_id, "join": ", ".join(pool.hub.provinces)},
             code="province_not_in_hub",
             fields={"province": [{"code": "province_not_in_hub", "message": "Not in this hub's region."}]},
         )
@@ -142,6 +143,7 @@ def price_plan_create(
     price_per_card_hour: Decimal | None = None,
     time_of_use: Mapping[str, Decimal] | None = None,
     token_prices: Mapping[str, Mapping[str, Decimal]] | None = None,
+    reserved_discount: Decimal | None = None,
     effective_from: datetime | None = None,
     dry_run: bool = False,
 ) -> PricePlan:
@@ -156,20 +158,22 @@ def price_plan_create(
     """
     locked = ResourcePool.objects.select_for_update().select_related("hub", "gpu_model").get(pk=pool.pk)
     if locked.status == Status.RETIRED:
-        raise ConflictError("This pool is retired; its prices can no longer change.", code="pool_retired")
+        raise ConflictError(gettext("This pool is retired; its prices can no longer change."), code="pool_retired")
     now = timezone.now()
     effective_from = effective_from or now
     if effective_from < now - PRICE_CHANGE_SKEW:
         raise RuleViolation(
-            "A price change cannot take effect in the past; give an effective_from from now on.",
+            gettext("A price change cannot take effect in the past; give an effective_from from now on."),
             code="retroactive_price_change",
         )
     latest = locked.price_plans.order_by("-version").first()
     assert latest is not None, "every pool is registered with a first price plan"
     if effective_from <= latest.effective_from:
         raise ConflictError(
-            f"Version {latest.version} already takes effect at {latest.effective_from.isoformat()}; "
-            "a new version must take effect after it.",
+            gettext(
+                "Version %(version)s already takes effect at %(isoformat)s; a new version must take effect after it."
+            )
+            % {"version": latest.version, "isoformat": latest.effective_from.isoformat()},
             code="price_version_order",
         )
     base = price_per_card_hour if price_per_card_hour is not None else latest.price_per_card_hour
@@ -188,6 +192,7 @@ def price_plan_create(
         time_of_use_custom=time_of_use is not None,
         hour_prices=prices,
         token_prices=_token_prices_json(token_prices) if token_prices is not None else latest.token_prices,
+        reserved_discount=reserved_discount if reserved_discount is not None else latest.reserved_discount,
         created_by=by,
     )
     plan.rise, plan.running_from = _reaches_running_leases(plan, locked, now=now)
@@ -221,7 +226,7 @@ def pool_update(*, pool: ResourcePool, by: str, **changes: Any) -> ResourcePool:
     """Change a pool's description. Total cards never drop below the cards leased."""
     locked = ResourcePool.objects.select_for_update().get(pk=pool.pk)
     if locked.status == Status.RETIRED:
-        raise ConflictError("This pool is retired and can no longer change.", code="pool_retired")
+        raise ConflictError(gettext("This pool is retired and can no longer change."), code="pool_retired")
     allowed = {"name", "city", "pue", "green_share", "interconnect", "cards"}
     unexpected = set(changes) - allowed
     if unexpected:
@@ -229,7 +234,8 @@ def pool_update(*, pool: ResourcePool, by: str, **changes: Any) -> ResourcePool:
     cards = changes.get("cards")
     if cards is not None and cards < locked.reserved_cards:
         raise ConflictError(
-            f"{locked.reserved_cards} cards of this pool are leased; total cards cannot go below that.",
+            gettext("%(reserved_cards)s cards of this pool are leased; total cards cannot go below that.")
+            % {"reserved_cards": locked.reserved_cards},
             code="cards_in_use",
         )
     for field, value in changes.items():
@@ -248,7 +254,8 @@ def _transition(
     locked = ResourcePool.objects.select_for_update().get(pk=pool.pk)
     if locked.status not in allowed_from:
         raise ConflictError(
-            f"A {locked.status} pool cannot become {to}; only a pool that is {' or '.join(sorted(allowed_from))} can.",
+            gettext("A %(status)s pool cannot become %(to)s; only a pool that is %(join)s can.")
+            % {"status": locked.status, "to": to, "join": " or ".join(sorted(allowed_from))},
             code="invalid_transition",
         )
     previous = locked.status
@@ -314,7 +321,8 @@ def pool_retire(*, pool: ResourcePool, by: str, reason: str = "") -> ResourcePoo
             models = ", ".join(endpoint.model for endpoint in endpoints)
             held.append(f"{by_endpoints} by its active model endpoints ({models}; retire them first)")
         raise ConflictError(
-            f"{locked.reserved_cards} cards of this pool are held: {'; '.join(held)}; retire the pool after that.",
+            gettext("%(reserved_cards)s cards of this pool are held: %(join)s; retire the pool after that.")
+            % {"reserved_cards": locked.reserved_cards, "join": "; ".join(held)},
             code="pool_in_use",
         )
     return _transition(
@@ -334,20 +342,21 @@ def pool_heartbeat(*, pool: ResourcePool, healthy_cards: int, observed_at: datet
     now = timezone.now()
     if observed_at > now + timedelta(seconds=settings.POOL_HEARTBEAT_MAX_SKEW_SECONDS):
         raise ApplicationError(
-            f"observed_at {observed_at.isoformat()} is in the future; check the agent's clock (server time "
-            f"{now.isoformat()}).",
+            gettext("observed_at %(isoformat)s is in the future; check the agent's clock (server time %(isoformat2)s).")
+            % {"isoformat": observed_at.isoformat(), "isoformat2": now.isoformat()},
             code="heartbeat_in_future",
             fields={"observed_at": [{"code": "in_future", "message": "In the future."}]},
         )
     locked = ResourcePool.objects.select_for_update().get(pk=pool.pk)
     if healthy_cards > locked.cards:
         raise ApplicationError(
-            f"healthy_cards {healthy_cards} is more than the pool's {locked.cards} cards.",
+            gettext("healthy_cards %(healthy_cards)s is more than the pool's %(cards)s cards.")
+            % {"healthy_cards": healthy_cards, "cards": locked.cards},
             code="too_many_healthy_cards",
             fields={"healthy_cards": [{"code": "max_value", "message": f"At most {locked.cards}."}]},
         )
     if locked.status == Status.RETIRED:
-        raise ConflictError("This pool is retired; its agent should stop reporting.", code="pool_retired")
+        raise ConflictError(gettext("This pool is retired; its agent should stop reporting."), code="pool_retired")
     Heartbeat.objects.bulk_create(
         [Heartbeat(pool=locked, healthy_cards=healthy_cards, observed_at=observed_at)], ignore_conflicts=True
     )
@@ -371,12 +380,19 @@ def pool_reserve_cards(*, pool: ResourcePool, cards: int, now: datetime | None =
         raise ValueError("reserve a positive number of cards")
     (locked,) = pools_lock([pool.pk])
     if locked.status != Status.ACTIVE:
-        raise RuleViolation(f"Pool {locked.pk} is {locked.status}, not active.", code="no_capacity")
+        raise RuleViolation(
+            gettext("Pool %(pk)s is %(status)s, not active.") % {"pk": locked.pk, "status": locked.status},
+            code="no_capacity",
+        )
     if pool_is_stale(locked, now):
-        raise RuleViolation(f"Pool {locked.pk} has not sent a heartbeat lately.", code="no_capacity")
+        raise RuleViolation(
+            gettext("Pool %(pk)s has not sent a heartbeat lately.") % {"pk": locked.pk}, code="no_capacity"
+        )
     if locked.free_cards < cards:
         raise RuleViolation(
-            f"Pool {locked.pk} has {locked.free_cards} free cards, fewer than {cards}.", code="no_capacity"
+            gettext("Pool %(pk)s has %(free_cards)s free cards, fewer than %(cards)s.")
+            % {"pk": locked.pk, "free_cards": locked.free_cards, "cards": cards},
+            code="no_capacity",
         )
     invalidate_offer_snapshot(locked.pk, reserved_cards=F("reserved_cards") + cards)
     locked.refresh_from_db(fields=["reserved_cards", "free_cards"])
@@ -391,7 +407,8 @@ def pool_release_cards(*, pool: ResourcePool, cards: int) -> ResourcePool:
     (locked,) = pools_lock([pool.pk])
     if locked.reserved_cards < cards:
         raise ConflictError(
-            f"Pool {locked.pk} holds {locked.reserved_cards} reserved cards; cannot release {cards}.",
+            gettext("Pool %(pk)s holds %(reserved_cards)s reserved cards; cannot release %(cards)s.")
+            % {"pk": locked.pk, "reserved_cards": locked.reserved_cards, "cards": cards},
             code="release_exceeds_reserved",
         )
     invalidate_offer_snapshot(locked.pk, reserved_cards=F("reserved_cards") - cards)

@@ -3,6 +3,7 @@ from typing import Any
 
 from django.http import HttpResponse
 from django.utils import timezone
+from django.utils.translation import gettext
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.generics import ListAPIView
@@ -66,7 +67,7 @@ class PayoutAccountApi(APIView):
 def _run_for(request: Request, run_id: Any) -> PayoutRun:
     run = payout_runs(organization=organization_of(request)).filter(pk=run_id).first()
     if run is None:
-        raise NotFoundError("No such payout run.")
+        raise NotFoundError(gettext("No such payout run."))
     return run
 
 
@@ -201,7 +202,7 @@ class PayoutListApi(ListAPIView):
 def _claim_for(request: Request, claim_id: Any) -> SubsidyClaim:
     claim = claims_of(organization=organization_of(request), now=timezone.now()).filter(pk=claim_id).first()
     if claim is None:
-        raise NotFoundError("No such claim.")
+        raise NotFoundError(gettext("No such claim."))
     return claim
 
 

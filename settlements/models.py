@@ -18,6 +18,7 @@ import uuid
 
 from django.db import models
 from django.db.models import F, Q
+from django.utils.translation import gettext_lazy as _
 
 
 class PayoutAccount(models.Model):
@@ -48,9 +49,9 @@ class PayoutAccount(models.Model):
 
 class PayoutRun(models.Model):
     class Status(models.TextChoices):
-        PREPARED = "prepared", "Prepared: the batch is ready to upload"
-        SENT = "sent", "Sent to the bank"
-        SETTLED = "settled", "Every line paid or failed"
+        PREPARED = "prepared", _("Prepared: the batch is ready to upload")
+        SENT = "sent", _("Sent to the bank")
+        SETTLED = "settled", _("Every line paid or failed")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     period_start = models.DateTimeField(help_text="The month whose invoices (and earlier) it pays.")
@@ -84,10 +85,10 @@ class PayoutRun(models.Model):
 
 class PayoutLine(models.Model):
     class Status(models.TextChoices):
-        PENDING = "pending", "In the batch, not sent"
-        SENT = "sent", "Sent to the bank"
-        PAID = "paid", "Paid"
-        FAILED = "failed", "Failed: back to payable"
+        PENDING = "pending", _("In the batch, not sent")
+        SENT = "sent", _("Sent to the bank")
+        PAID = "paid", _("Paid")
+        FAILED = "failed", _("Failed: back to payable")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     run = models.ForeignKey(PayoutRun, on_delete=models.PROTECT, related_name="lines")
@@ -119,9 +120,9 @@ class PayoutLine(models.Model):
 
 class PayoutItem(models.Model):
     class Kind(models.TextChoices):
-        SHARE = "share", "The provider's net of a collected invoice, less the reserve"
-        RESERVE = "reserve", "The reserve held back of it, paid a month later"
-        CLAWBACK = "clawback", "Taken back: the invoice was voided after it was paid"
+        SHARE = "share", _("The provider's net of a collected invoice, less the reserve")
+        RESERVE = "reserve", _("The reserve held back of it, paid a month later")
+        CLAWBACK = "clawback", _("Taken back: the invoice was voided after it was paid")
 
     id = models.BigAutoField(primary_key=True)
     line = models.ForeignKey(PayoutLine, on_delete=models.PROTECT, related_name="items")
@@ -150,9 +151,9 @@ class SubsidyClaim(models.Model):
     (by when they were redeemed, Asia/Shanghai): the evidence is its lines."""
 
     class Status(models.TextChoices):
-        SUBMITTED = "submitted", "Submitted: waiting for the issuer's review"
-        REVIEWED = "reviewed", "Reviewed: approved amount due"
-        PAID = "paid", "Approved amount received"
+        SUBMITTED = "submitted", _("Submitted: waiting for the issuer's review")
+        REVIEWED = "reviewed", _("Reviewed: approved amount due")
+        PAID = "paid", _("Approved amount received")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     number = models.CharField(max_length=40, unique=True)
@@ -189,18 +190,18 @@ class SubsidyClaim(models.Model):
 
 class ClaimLine(models.Model):
     class Status(models.TextChoices):
-        CLAIMED = "claimed", "Claimed"
-        APPROVED = "approved", "Approved"
-        REJECTED = "rejected", "Rejected: billed back to the company"
-        WITHDRAWN = "withdrawn", "Withdrawn: its invoice was voided"
+        CLAIMED = "claimed", _("Claimed")
+        APPROVED = "approved", _("Approved")
+        REJECTED = "rejected", _("Rejected: billed back to the company")
+        WITHDRAWN = "withdrawn", _("Withdrawn: its invoice was voided")
 
     class Reason(models.TextChoices):
-        COMPANY_INELIGIBLE = "company_ineligible", "The company is not eligible"
-        USAGE_INELIGIBLE = "usage_ineligible", "The usage is not eligible"
-        EVIDENCE_INSUFFICIENT = "evidence_insufficient", "The evidence does not support the line"
-        DUPLICATE = "duplicate", "Claimed before"
-        OVER_CAP = "over_cap", "Beyond the company's cap"
-        OTHER = "other", "Other (see the note)"
+        COMPANY_INELIGIBLE = "company_ineligible", _("The company is not eligible")
+        USAGE_INELIGIBLE = "usage_ineligible", _("The usage is not eligible")
+        EVIDENCE_INSUFFICIENT = "evidence_insufficient", _("The evidence does not support the line")
+        DUPLICATE = "duplicate", _("Claimed before")
+        OVER_CAP = "over_cap", _("Beyond the company's cap")
+        OTHER = "other", _("Other (see the note)")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     claim = models.ForeignKey(SubsidyClaim, on_delete=models.PROTECT, related_name="lines")

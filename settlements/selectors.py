@@ -6,14 +6,17 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import BigIntegerField, BooleanField, Case, ExpressionWrapper, F, Q, QuerySet, Sum, Value, When
+from django.utils.translation import gettext_lazy
 
 from billing.models import Account, Invoice, InvoiceLine, Leg, ProviderStatement
+from billing.selectors import fapiao_numbers_by_invoice
 from core.money import format_yuan
 from organizations.models import Organization
+from organizations.selectors import taxpayer_ids
 from pools.models import ResourcePool
 from settlements.models import ClaimPayment, PayoutLine, PayoutRun, SubsidyClaim
 from vouchers.models import Redemption
-from vouchers.report_csv import _cell  # the same guard against spreadsheet formulas
+from vouchers.report_csv import _cell, heading  # the same guard against formulas, the same headings
 
 Kind = Organization.Kind
 
@@ -73,6 +76,8 @@ def claim_evidence(claim: SubsidyClaim) -> list[dict[str, Any]]:
             "pk", "name"
         )
     }
+    taxpayers = taxpayer_ids(organization_ids={line.redemption.buyer_id for line in lines})
+    fapiao = fapiao_numbers_by_invoice({line.redemption.invoice_ref for line in lines})
     rows = []
     for line in lines:
         redemption = line.redemption
@@ -86,6 +91,8 @@ def claim_evidence(claim: SubsidyClaim) -> list[dict[str, Any]]:
                 "invoice_number": numbers.get(redemption.invoice_ref),
                 "company": redemption.buyer.legal_name,
                 "company_credit_code": redemption.buyer.credit_code,
+                "company_taxpayer_id": taxpayers.get(redemption.buyer_id, redemption.buyer.credit_code),
+                "fapiao_numbers": fapiao.get(redemption.invoice_ref, ""),
                 "company_province": redemption.buyer.province,
                 "provider": redemption.provider.legal_name,
                 "pool": pools.get(redemption.pool_id, redemption.pool_id),
@@ -108,8 +115,10 @@ EVIDENCE_COLUMNS = [
     "reason_code",
     "reason",
     "invoice_number",
+    "fapiao_numbers",
     "company",
     "company_credit_code",
+    "company_taxpayer_id",
     "company_province",
     "provider",
     "pool",
@@ -128,7 +137,7 @@ def claim_csv(claim: SubsidyClaim, rows: list[dict[str, Any]]) -> str:
     """The claim for an auditor: its header and totals, then every evidence line (docs/payouts.md)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["claim", "program", "issuer", "period_start", "period_end", "status"])
+    writer.writerow(heading("claim", "program", "issuer", "period_start", "period_end", "status"))
     writer.writerow(
         [
             claim.number,
@@ -139,12 +148,12 @@ def claim_csv(claim: SubsidyClaim, rows: list[dict[str, Any]]) -> str:
             claim.status,
         ]
     )
-    writer.writerow(["claimed", "approved", "rejected", "withdrawn", "received"])
+    writer.writerow(heading("claimed", "approved", "rejected", "withdrawn", "received"))
     writer.writerow(
         [format_yuan(getattr(claim, f)) for f in ("claimed", "approved", "rejected", "withdrawn", "received")]
     )
     writer.writerow([])
-    writer.writerow(EVIDENCE_COLUMNS)
+    writer.writerow(heading(*EVIDENCE_COLUMNS))
     for row in rows:
         values = {
             **row,
@@ -194,8 +203,8 @@ OWED = [
     (Account.Purpose.CASH, 1),
 ]
 OWED_LABELS = [
-    "In transit to providers",
-    "Owed by issuers",
-    "Owed to providers",
-    "Cash (claim payments in, payouts out)",
+    gettext_lazy("In transit to providers"),
+    gettext_lazy("Owed by issuers"),
+    gettext_lazy("Owed to providers"),
+    gettext_lazy("Cash (claim payments in, payouts out)"),
 ]

@@ -90,6 +90,10 @@ class ClaimLineSerializer(serializers.Serializer):
     invoice_number = serializers.CharField(allow_null=True)
     company = serializers.CharField()
     company_credit_code = serializers.CharField()
+    company_taxpayer_id = serializers.CharField(help_text="As the company's fapiao carry it (its invoicing details).")
+    fapiao_numbers = serializers.CharField(
+        help_text="The fapiao issued for the invoice (code-number; a reversed one with its red-letter fapiao)."
+    )
     company_province = serializers.CharField()
     provider = serializers.CharField()
     pool = serializers.CharField()

@@ -10,6 +10,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from core.exceptions import ApplicationError
 from core.money import format_yuan, yuan_to_fen
@@ -29,10 +30,10 @@ def _codes(value: Any, known: set[str], what: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise forms.ValidationError(f"Give a JSON list of {what}, or [] for any.")
+        raise forms.ValidationError(gettext("Give a JSON list of %(what)s, or [] for any.") % {"what": what})
     unknown = sorted(set(value) - known) if known else []
     if unknown:
-        raise forms.ValidationError(f"Unknown {what}: {', '.join(unknown)}.")
+        raise forms.ValidationError(gettext("Unknown %(what)s: %(join)s.") % {"what": what, "join": ", ".join(unknown)})
     return value
 
 
@@ -60,7 +61,9 @@ class ProgramAddForm(forms.ModelForm):
     def clean_issuer(self) -> Organization:
         issuer = self.cleaned_data["issuer"]
         if issuer.kind != Organization.Kind.ISSUER:
-            raise forms.ValidationError(f"{issuer.slug} is a {issuer.kind}, not an issuer.")
+            raise forms.ValidationError(
+                gettext("%(slug)s is a %(kind)s, not an issuer.") % {"slug": issuer.slug, "kind": issuer.kind}
+            )
         return issuer
 
     def clean_provinces(self) -> list[str]:
@@ -84,7 +87,7 @@ class ProgramAddForm(forms.ModelForm):
         providers = self.cleaned_data["providers"]
         others = [provider.slug for provider in providers if provider.kind != Organization.Kind.PROVIDER]
         if others:
-            raise forms.ValidationError(f"Not providers: {', '.join(others)}.")
+            raise forms.ValidationError(gettext("Not providers: %(join)s.") % {"join": ", ".join(others)})
         return providers
 
     def clean(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ import django_filters
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.utils import timezone
+from django.utils.translation import gettext
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
@@ -52,14 +53,14 @@ def _program_for(request: Request, program_id: Any) -> VoucherProgram:
     """A program the caller runs (issuer) or oversees (operator); another issuer's answers 404."""
     program = program_list(organization=organization_of(request)).filter(pk=program_id).first()
     if program is None:
-        raise NotFoundError("No such voucher program.")
+        raise NotFoundError(gettext("No such voucher program."))
     return program
 
 
 def _voucher_for(request: Request, voucher_id: Any) -> Voucher:
     voucher = voucher_list(organization=organization_of(request)).filter(pk=voucher_id).first()
     if voucher is None:
-        raise NotFoundError("No such voucher.")
+        raise NotFoundError(gettext("No such voucher."))
     return voucher
 
 
@@ -94,13 +95,13 @@ class ProgramListCreateApi(ListAPIView):
         issuer = data.pop("issuer", None)
         if caller.kind == Kind.OPERATOR and issuer is None:
             raise ApplicationError(
-                "An operator names the issuer the program is for.",
+                gettext("An operator names the issuer the program is for."),
                 code="issuer_required",
                 fields={"issuer": [{"code": "required", "message": "Required for operators."}]},
             )
         if caller.kind == Kind.ISSUER and issuer not in (None, caller):
             raise ApplicationError(
-                "An issuer creates programs for itself only.",
+                gettext("An issuer creates programs for itself only."),
                 code="not_your_issuer",
                 fields={"issuer": [{"code": "not_yours", "message": "Leave it out, or name yourself."}]},
             )
@@ -165,7 +166,7 @@ class ProgramReportApi(APIView):
     def get(self, request: Request, program_id: Any) -> Any:
         refuse_unknown_parameters(request, {"format"})
         if request.query_params.get("format") == "":  # DRF would take it as no format asked
-            raise ApplicationError("format is csv or json; leave it out for json.", code="invalid_format")
+            raise ApplicationError(gettext("format is csv or json; leave it out for json."), code="invalid_format")
         program = _program_for(request, program_id)
         report = program_report(program=program)
         if request.accepted_renderer.format == "csv":

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.utils.translation import gettext
+
 from core.exceptions import ApplicationError, ConflictError
 from organizations.models import Organization
 from organizations.selectors import related_organizations
@@ -52,10 +54,14 @@ def problem(code: str, message: str) -> dict[str, str]:
 def check_program_issuable(program: VoucherProgram, now: datetime) -> None:
     if program.status != VoucherProgram.Status.OPEN:
         raise ConflictError(
-            f"This program is {program.status}; vouchers are issued only while it is open.", code="program_not_open"
+            gettext("This program is %(status)s; vouchers are issued only while it is open.")
+            % {"status": program.status},
+            code="program_not_open",
         )
     if program.valid_until <= now:
-        raise ConflictError("This program's validity has ended; it issues no more vouchers.", code="program_ended")
+        raise ConflictError(
+            gettext("This program's validity has ended; it issues no more vouchers."), code="program_ended"
+        )
 
 
 def buyer_refusal(

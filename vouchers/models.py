@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from django.db import models
 from django.db.models import F, Q
+from django.utils.translation import gettext_lazy as _
 
 # A voucher pays for usage within its validity. The invoice of its last days is
 # finalized after it ends, so it stays redeemable (and its unused value stays
@@ -29,9 +30,9 @@ class Workload(models.TextChoices):
     """The workloads a program may fund; the same values as ``marketplace.models.Workload``,
     which this app may not import (a test keeps the two equal)."""
 
-    REALTIME_INFERENCE = "realtime_inference", "Real-time inference"
-    BATCH_INFERENCE = "batch_inference", "Batch inference"
-    TRAINING = "training", "Training"
+    REALTIME_INFERENCE = "realtime_inference", _("Real-time inference")
+    BATCH_INFERENCE = "batch_inference", _("Batch inference")
+    TRAINING = "training", _("Training")
 
 
 class VoucherProgram(models.Model):
@@ -43,9 +44,9 @@ class VoucherProgram(models.Model):
     """
 
     class Status(models.TextChoices):
-        DRAFT = "draft", "Draft"
-        OPEN = "open", "Open"
-        CLOSED = "closed", "Closed"
+        DRAFT = "draft", _("Draft")
+        OPEN = "open", _("Open")
+        CLOSED = "closed", _("Closed")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     issuer = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="voucher_programs")
@@ -111,10 +112,10 @@ class Voucher(models.Model):
     """
 
     class Status(models.TextChoices):
-        ACTIVE = "active", "Active"
-        EXHAUSTED = "exhausted", "Exhausted"
-        EXPIRED = "expired", "Expired"
-        REVOKED = "revoked", "Revoked"
+        ACTIVE = "active", _("Active")
+        EXHAUSTED = "exhausted", _("Exhausted")
+        EXPIRED = "expired", _("Expired")
+        REVOKED = "revoked", _("Revoked")
 
     LIVE = (Status.ACTIVE, Status.EXHAUSTED)
     ENDED = (Status.EXPIRED, Status.REVOKED)

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from core.timezones import local_zone
 from organizations.models import Organization
-from organizations.selectors import related_organizations
+from organizations.selectors import related_organizations, taxpayer_ids
 from vouchers.allocation import CapKey, Purse, allocate
 from vouchers.charges import ChargeLine
 from vouchers.models import LATE_INVOICE_GRACE, Redemption, Reversal, Voucher, VoucherProgram, YearlyCapUsage
@@ -157,12 +157,14 @@ def program_report(*, program: VoucherProgram) -> dict[str, Any]:
         row["buyer_id"]: row
         for row in redemptions.values("buyer_id").annotate(redeemed=_net(), redemptions=Count("pk"))
     }
+    taxpayers = taxpayer_ids(organization_ids=granted_by_company)
     by_company = sorted(
         (
             {
                 "organization": row["buyer__slug"],
                 "legal_name": row["buyer__legal_name"],
                 "credit_code": row["buyer__credit_code"],
+                "taxpayer_id": taxpayers.get(buyer_id, row["buyer__credit_code"]),
                 "vouchers": row["vouchers"],
                 "granted": row["granted"],
                 "outstanding": row["outstanding"],

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_lazy
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -37,9 +38,9 @@ class OrganizationRefField(serializers.Field):
     """
 
     default_error_messages = {
-        "invalid": "Give an organization's id or slug.",
-        "not_found": "No organization has this id or slug.",
-        "wrong_kind": "This organization is a {kind}, not a {expected}.",
+        "invalid": gettext_lazy("Give an organization's id or slug."),
+        "not_found": gettext_lazy("No organization has this id or slug."),
+        "wrong_kind": gettext_lazy("This organization is a {kind}, not a {expected}."),
     }
 
     def __init__(self, *, kind: str | None = None, **kwargs: Any) -> None:
@@ -110,7 +111,9 @@ class UniqueListField(serializers.ListField):
         seen: list[Any] = []
         for item in items:
             if item in seen:
-                raise serializers.ValidationError(f"{item} is listed twice.", code="duplicate")
+                raise serializers.ValidationError(
+                    gettext("%(item)s is listed twice.") % {"item": item}, code="duplicate"
+                )
             seen.append(item)
         return items
 
@@ -177,7 +180,7 @@ class ProgramCreateSerializer(StrictSerializer):
 
     def validate_coverage_share(self, value: Decimal) -> Decimal:
         if value == 0:
-            raise serializers.ValidationError("A program pays a share above 0.", code="min_value")
+            raise serializers.ValidationError(gettext("A program pays a share above 0."), code="min_value")
         return value
 
     rules: ClassVar[dict[str, str]] = {
@@ -190,10 +193,12 @@ class ProgramCreateSerializer(StrictSerializer):
         valid_from = attrs.get("valid_from") or now
         if attrs["valid_until"] <= valid_from:
             raise serializers.ValidationError(
-                {"valid_until": ["The program must end after it starts."]}, code="ends_before_start"
+                {"valid_until": [gettext("The program must end after it starts.")]}, code="ends_before_start"
             )
         if attrs["valid_until"] <= now:
-            raise serializers.ValidationError({"valid_until": ["The program would already be over."]}, code="in_past")
+            raise serializers.ValidationError(
+                {"valid_until": [gettext("The program would already be over.")]}, code="in_past"
+            )
         attrs["hubs"] = [hub.code for hub in attrs.get("hubs", [])]
         attrs["gpu_models"] = [gpu.code for gpu in attrs.get("gpu_models", [])]
         return attrs
@@ -264,10 +269,12 @@ def parse_voucher_rows(*, program: VoucherProgram, rows: Sequence[Any], now: dat
     index: malformed rows, and rows that break the program's rules. Nothing is written."""
     check_program_issuable(program, now)
     if not rows:
-        raise serializers.ValidationError("Give at least one voucher.", code="empty")
+        raise serializers.ValidationError(gettext("Give at least one voucher."), code="empty")
     if len(rows) > MAX_VOUCHERS_PER_REQUEST:
         raise PayloadTooLarge(
-            f"At most {MAX_VOUCHERS_PER_REQUEST:,} vouchers in one request; split the list.", code="too_many_vouchers"
+            gettext("At most %(MAX_VOUCHERS_PER_REQUEST)s vouchers in one request; split the list.")
+            % {"MAX_VOUCHERS_PER_REQUEST": f"{MAX_VOUCHERS_PER_REQUEST:,}"},
+            code="too_many_vouchers",
         )
     refs = [row.get("organization") for row in rows if isinstance(row, dict)]
     context = {"organizations": organizations_by_ref(refs)}
@@ -395,6 +402,7 @@ class _CompanySpend(_Spend):
     organization = serializers.CharField()
     legal_name = serializers.CharField()
     credit_code = serializers.CharField()
+    taxpayer_id = serializers.CharField(help_text="As the company's fapiao carry it (its invoicing details).")
     vouchers = serializers.IntegerField()
     granted = MoneyField()
     outstanding = MoneyField()

@@ -24,6 +24,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from core.exceptions import ApplicationError, ConflictError, RuleViolation
 from core.money import format_yuan
@@ -93,20 +94,27 @@ def program_create(
     now = now or timezone.now()
     valid_from = valid_from or now
     if issuer.kind != Organization.Kind.ISSUER:
-        raise _bad("issuer", "not_an_issuer", f"{issuer.slug} is a {issuer.kind}; only issuers run voucher programs.")
+        raise _bad(
+            "issuer",
+            "not_an_issuer",
+            gettext("%(slug)s is a %(kind)s; only issuers run voucher programs.")
+            % {"slug": issuer.slug, "kind": issuer.kind},
+        )
     if budget <= 0:
-        raise _bad("budget", "not_positive", "The budget must be more than zero.")
+        raise _bad("budget", "not_positive", gettext("The budget must be more than zero."))
     if per_company_yearly_cap <= 0:
-        raise _bad("per_company_yearly_cap", "not_positive", "The yearly cap must be more than zero.")
+        raise _bad("per_company_yearly_cap", "not_positive", gettext("The yearly cap must be more than zero."))
     if not coverage_share.is_finite() or not Decimal(0) < coverage_share <= Decimal(1):
-        raise _bad("coverage_share", "out_of_range", "The coverage share must be above 0 and at most 1.")
+        raise _bad("coverage_share", "out_of_range", gettext("The coverage share must be above 0 and at most 1."))
     if valid_until <= valid_from:
-        raise _bad("valid_until", "ends_before_start", "The program must end after it starts.")
+        raise _bad("valid_until", "ends_before_start", gettext("The program must end after it starts."))
     if valid_until <= now:
-        raise _bad("valid_until", "in_past", "The program would already be over.")
+        raise _bad("valid_until", "in_past", gettext("The program would already be over."))
     not_providers = [provider.slug for provider in providers if provider.kind != Organization.Kind.PROVIDER]
     if not_providers:
-        raise _bad("providers", "not_a_provider", f"Not providers: {', '.join(not_providers)}.")
+        raise _bad(
+            "providers", "not_a_provider", gettext("Not providers: %(join)s.") % {"join": ", ".join(not_providers)}
+        )
     program = VoucherProgram.objects.create(
         issuer=issuer,
         name=name,
@@ -153,9 +161,12 @@ def program_open(*, program: VoucherProgram, by: str, now: datetime | None = Non
     now = now or timezone.now()
     locked = _lock_program(program)
     if locked.status != Status.DRAFT:
-        raise ConflictError(f"This program is {locked.status}; only a draft opens.", code="invalid_transition")
+        raise ConflictError(
+            gettext("This program is %(status)s; only a draft opens.") % {"status": locked.status},
+            code="invalid_transition",
+        )
     if locked.valid_until <= now:
-        raise ConflictError("This program's validity has already ended.", code="program_ended")
+        raise ConflictError(gettext("This program's validity has already ended."), code="program_ended")
     locked.status, locked.opened_at = Status.OPEN, now
     locked.save(update_fields=["status", "opened_at"])
     audit_record(
@@ -171,7 +182,7 @@ def program_close(*, program: VoucherProgram, by: str, now: datetime | None = No
     now = now or timezone.now()
     locked = _lock_program(program)
     if locked.status == Status.CLOSED:
-        raise ConflictError("This program is already closed.", code="invalid_transition")
+        raise ConflictError(gettext("This program is already closed."), code="invalid_transition")
     previous = locked.status
     locked.status, locked.closed_at = Status.CLOSED, now
     locked.save(update_fields=["status", "closed_at"])
@@ -201,10 +212,12 @@ def vouchers_issue(
     what is left of the budget, checked under the program's lock."""
     now = now or timezone.now()
     if not requests:
-        raise ApplicationError("Give at least one voucher to issue.", code="no_vouchers")
+        raise ApplicationError(gettext("Give at least one voucher to issue."), code="no_vouchers")
     if len(requests) > MAX_VOUCHERS_PER_REQUEST:
         raise ApplicationError(
-            f"At most {MAX_VOUCHERS_PER_REQUEST} vouchers at once; split the list.", code="too_many_vouchers"
+            gettext("At most %(MAX_VOUCHERS_PER_REQUEST)s vouchers at once; split the list.")
+            % {"MAX_VOUCHERS_PER_REQUEST": MAX_VOUCHERS_PER_REQUEST},
+            code="too_many_vouchers",
         )
     locked = _lock_program(program)
     check_program_issuable(locked, now)
@@ -214,8 +227,11 @@ def vouchers_issue(
     total = sum(request.face_value for request in requests)
     if total > locked.budget_left:
         raise RuleViolation(
-            f"These vouchers total {format_yuan(total)} but the program has {format_yuan(locked.budget_left)} "
-            f"of its budget left; nothing was issued.",
+            gettext(
+                "These vouchers total %(format_yuan)s but the program has %(format_yuan2)s of "
+                "its budget left; nothing was issued."
+            )
+            % {"format_yuan": format_yuan(total), "format_yuan2": format_yuan(locked.budget_left)},
             code="budget_exceeded",
             details={"budget_left": format_yuan(locked.budget_left), "requested": format_yuan(total)},
         )
@@ -291,7 +307,9 @@ def voucher_revoke(*, voucher: Voucher, by: str, reason: str = "", now: datetime
     VoucherProgram.objects.select_for_update(no_key=True).get(pk=voucher.program_id)  # the program first
     locked = Voucher.objects.select_for_update(no_key=True).get(pk=voucher.pk)
     if locked.status in Voucher.ENDED:
-        raise ConflictError(f"This voucher is already {locked.status}.", code="voucher_ended")
+        raise ConflictError(
+            gettext("This voucher is already %(status)s.") % {"status": locked.status}, code="voucher_ended"
+        )
     _end_vouchers(vouchers=[locked], status=Voucher.Status.REVOKED, now=now, by=by, reason=reason or "revoked")
     audit_record(
         actor=by,
@@ -429,12 +447,15 @@ def _redemption_line(redemption: Redemption) -> RedemptionLine:
 def _replay(claim: Claim, *, buyer: Organization, digest: str) -> RedemptionResult:
     if claim.buyer_id != buyer.pk or claim.lines_digest != digest:
         raise ConflictError(
-            f"Invoice {claim.invoice_ref} was already redeemed with other lines or for another buyer.",
+            gettext("Invoice %(invoice_ref)s was already redeemed with other lines or for another buyer.")
+            % {"invoice_ref": claim.invoice_ref},
             code="invoice_already_claimed",
         )
     if claim.reversed_at is not None:
         raise ConflictError(
-            f"Invoice {claim.invoice_ref} was voided and its redemptions reversed.", code="invoice_reversed"
+            gettext("Invoice %(invoice_ref)s was voided and its redemptions reversed.")
+            % {"invoice_ref": claim.invoice_ref},
+            code="invoice_reversed",
         )
     # In the order they were made: by line, then soonest-expiring voucher first.
     line_order = {data["line_ref"]: index for index, data in enumerate(claim.outcome)}

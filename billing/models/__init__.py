@@ -1,5 +1,13 @@
 from billing.models.bank import Bank, BankEvent, BankMovement, CreditGrant, CreditHold, TopUp
-from billing.models.invoices import Invoice, InvoiceAdjustment, InvoiceLine, InvoiceSequence, ProviderStatement
+from billing.models.fapiao import FapiaoFile, FapiaoRequest
+from billing.models.invoices import (
+    DepositResale,
+    Invoice,
+    InvoiceAdjustment,
+    InvoiceLine,
+    InvoiceSequence,
+    ProviderStatement,
+)
 from billing.models.ledger import Account, JournalEntry, Leg
 from billing.models.payments import PaymentAttempt, Refund, StripeCustomer, StripeEvent, UnprocessableWebhook
 from billing.models.usage import UsageEvent, UsageEventKey, UsageMetric, UsageRollup, UsageRollupDue
@@ -11,6 +19,9 @@ __all__ = [
     "BankMovement",
     "CreditGrant",
     "CreditHold",
+    "DepositResale",
+    "FapiaoFile",
+    "FapiaoRequest",
     "Invoice",
     "InvoiceAdjustment",
     "InvoiceLine",

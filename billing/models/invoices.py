@@ -1,7 +1,9 @@
 import uuid
+from typing import Any
 
 from django.db import models
 from django.db.models import F, Q
+from django.utils.translation import gettext_lazy as _
 
 
 class Invoice(models.Model):
@@ -13,15 +15,15 @@ class Invoice(models.Model):
     """
 
     class Status(models.TextChoices):
-        DRAFT = "draft", "Draft"
-        FINALIZED = "finalized", "Finalized"
-        PAID = "paid", "Paid"
-        VOID = "void", "Void"
-        UNCOLLECTIBLE = "uncollectible", "Uncollectible"
+        DRAFT = "draft", _("Draft")
+        FINALIZED = "finalized", _("Finalized")
+        PAID = "paid", _("Paid")
+        VOID = "void", _("Void")
+        UNCOLLECTIBLE = "uncollectible", _("Uncollectible")
 
     class CollectionMethod(models.TextChoices):
-        STRIPE = "stripe", "Card or wallet through Stripe"
-        BANK_TRANSFER = "bank_transfer", "Bank transfer"
+        STRIPE = "stripe", _("Card or wallet through Stripe")
+        BANK_TRANSFER = "bank_transfer", _("Bank transfer")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     buyer = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT, related_name="invoices")
@@ -37,6 +39,9 @@ class Invoice(models.Model):
     voucher_credit = models.BigIntegerField(default=0)
     bank_credit = models.BigIntegerField(default=0)
     amount_due = models.BigIntegerField(default=0)
+    tax = models.BigIntegerField(
+        default=0, help_text="Fen of VAT in the subtotal (prices are tax-inclusive): the sum of the lines' taxes."
+    )
     amount_paid = models.BigIntegerField(default=0, help_text="Fen received: card payments and bank transfers.")
     amount_refunded = models.BigIntegerField(
         default=0, help_text="Fen of what was received that is to go back, or went back (see Refund)."
@@ -92,6 +97,16 @@ class Invoice(models.Model):
         return self.number or f"draft {self.buyer_id} {self.period_start:%Y-%m}"
 
     @property
+    def subtotal_without_tax(self) -> int:
+        return self.subtotal - self.tax
+
+    @property
+    def current_fapiao(self) -> Any:
+        """The latest fapiao request of this invoice (prefetch ``fapiao_requests`` for lists), or None."""
+        requests = sorted(self.fapiao_requests.all(), key=lambda request: (request.requested_at, str(request.pk)))
+        return requests[-1] if requests else None
+
+    @property
     def reference(self) -> str:
         """How the ledger refers to this invoice."""
         return f"invoice:{self.pk}"
@@ -99,13 +114,16 @@ class Invoice(models.Model):
 
 class InvoiceLine(models.Model):
     class Kind(models.TextChoices):
-        USAGE = "usage", "Usage"
-        ADJUSTMENT = "adjustment", "Late usage of an earlier period"
-        CLAIM_REJECTED = "claim_rejected", "Voucher claim rejected: the voucher's share billed back"
+        USAGE = "usage", _("Usage")
+        ADJUSTMENT = "adjustment", _("Late usage of an earlier period")
+        CLAIM_REJECTED = "claim_rejected", _("Voucher claim rejected: the voucher's share billed back")
+        RESERVED = "reserved", _("Reserved card-hours booked (take-or-pay), used or not")
+        CANCEL_FEE = "cancel_fee", _("Reserved booking cancelled before its start")
+        RESALE = "resale", _("Usage of deposited card-hours: the depositor earns it, less the platform's share")
 
     class Unit(models.TextChoices):
-        CARD_HOUR = "card_hour", "Card-hour"
-        MILLION_TOKENS = "million_tokens", "Million tokens"
+        CARD_HOUR = "card_hour", _("Card-hour")
+        MILLION_TOKENS = "million_tokens", _("Million tokens")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="lines")
@@ -125,12 +143,27 @@ class InvoiceLine(models.Model):
     description = models.CharField(
         max_length=300, blank=True, default="", db_default="", help_text="Why an adjustment line is billed."
     )
+    vat_rate = models.DecimalField(
+        max_digits=5, decimal_places=4, default=0, help_text="VAT rate of the line's service kind (billing.vat)."
+    )
+    tax = models.BigIntegerField(default=0, help_text="Fen of VAT in ``amount`` (billing.vat.vat_split).")
 
     class Meta:
         ordering = ["invoice", "kind", "lease_id", "metric", "model", "band"]
+        constraints = [
+            # The tax is part of the amount, with its sign: amount without tax and tax add up to it.
+            models.CheckConstraint(
+                condition=Q(tax__gte=0, tax__lte=F("amount")) | Q(tax__lte=0, tax__gte=F("amount")),
+                name="invoice_line_tax_within_amount",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.lease_id} {self.metric} {self.quantity} x {self.rate} = {self.amount}"
+
+    @property
+    def amount_without_tax(self) -> int:
+        return self.amount - self.tax
 
 
 class InvoiceSequence(models.Model):
@@ -154,6 +187,9 @@ class ProviderStatement(models.Model):
     gross = models.BigIntegerField(default=0)
     commission = models.BigIntegerField(default=0)
     net = models.BigIntegerField(default=0)
+    tax = models.BigIntegerField(
+        default=0, help_text="Fen of VAT in ``gross``: the sum of the taxes of the provider's invoice lines."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -165,6 +201,10 @@ class ProviderStatement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider_id} {self.period_start:%Y-%m}: {self.net}"
+
+    @property
+    def gross_without_tax(self) -> int:
+        return self.gross - self.tax
 
 
 class InvoiceAdjustment(models.Model):
@@ -210,5 +250,33 @@ class InvoiceAdjustment(models.Model):
             rate=0,
             amount=self.amount,
             description=self.description,
+            # The voucher's share was taxed with its line on the invoice that billed the usage (and on
+            # that invoice's fapiao): billing it back collects it, it is no second sale.
+            vat_rate=0,
+            tax=0,
             **fields,
         )
+
+
+class DepositResale(models.Model):
+    """What one resale line earned a deposit: the line's amount split between the depositor's bank
+    credit (a ``capacity_deposit`` grant) and the platform's share. One row per line: a resold
+    card-hour is credited once."""
+
+    id = models.BigAutoField(primary_key=True)
+    deposit = models.ForeignKey("marketplace.CapacityDeposit", on_delete=models.PROTECT, related_name="resales_billed")
+    line = models.OneToOneField(InvoiceLine, on_delete=models.PROTECT, related_name="resale")
+    card_hours = models.DecimalField(max_digits=24, decimal_places=10)
+    amount = models.BigIntegerField(help_text="Fen the reseller was billed.")
+    platform = models.BigIntegerField(help_text="Fen the platform keeps (DEPOSIT_PLATFORM_SHARE).")
+    credit = models.BigIntegerField(help_text="Fen credited to the depositor's bank.")
+    grant = models.ForeignKey("billing.CreditGrant", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount=F("platform") + F("credit")), name="resale_split_adds_up"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.card_hours} card-hours of {self.deposit_id}: {self.credit} fen credited"

@@ -31,6 +31,8 @@ class Account(models.Model):
         PAYOUTS_IN_TRANSIT = "payouts_in_transit", "Provider payouts sent to the bank, not yet settled"
         CASH = "cash", "The platform's bank account: payouts out, issuers' claim payments in"
         CLAIM_REBILL = "claim_rebill", "Rejected voucher claim lines to bill back to a buyer"
+        VAT_PAYABLE = "vat_payable", "Output VAT payable to the tax office"
+        DEPOSIT_PAYABLE = "deposit_payable", "Resale revenue owed to depositors, paid as bank credit"
 
     id = models.BigAutoField(primary_key=True)
     organization = models.ForeignKey(

@@ -19,11 +19,14 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from billing.bank_credits import banks_lock, banks_review, give_back_to_bank, pay_from_bank
 from billing.metrics import INVOICES_FINALIZED, INVOICES_SET_ASIDE, count_on_commit
 from billing.models import (
     Account,
+    CreditGrant,
+    DepositResale,
     Invoice,
     InvoiceAdjustment,
     InvoiceLine,
@@ -33,6 +36,9 @@ from billing.models import (
 )
 from billing.periods import local_year, month_of
 from billing.rating import RatedLine, late_rows_bill, rate, rate_unbilled, unbilled_rollups
+from billing.reservations import booked_lines, resale_lines, resale_split, resales_record, reserved_months
+from billing.services.bank.grants import grant_create
+from billing.services.fapiao import fapiao_void_check
 from billing.services.ledger import (
     Credit,
     NewEntry,
@@ -47,6 +53,7 @@ from billing.voucher_credits import redeem_vouchers, reverse_vouchers
 from core.exceptions import ConflictError
 from core.locks import advisory_lock
 from core.money import format_yuan, share
+from marketplace.models import CapacityDeposit
 from organizations.models import AuditEvent, Organization
 from organizations.services import audit_record
 
@@ -69,7 +76,10 @@ def draft_lines(invoice: Invoice) -> list[RatedLine]:
     rollups = unbilled_rollups(
         buyer_id=invoice.buyer_id, period_start=invoice.period_start, period_end=invoice.period_end
     )
-    return rate(rollups, period_start=invoice.period_start)
+    usage = resale_lines(rate(rollups, period_start=invoice.period_start))
+    return usage + booked_lines(
+        buyer_id=invoice.buyer_id, period_start=invoice.period_start, period_end=invoice.period_end
+    )
 
 
 def _take_numbers(at: datetime, count: int) -> list[str]:
@@ -85,15 +95,28 @@ def _take_numbers(at: datetime, count: int) -> list[str]:
     return [f"CG-{year}-{n:06d}" for n in range(last - count + 1, last + 1)]
 
 
-def _accrue_statements(period: tuple[datetime, datetime], by_provider: dict[Any, tuple[int, int]], sign: int) -> None:
-    """Add (or with ``sign`` -1 take back) each provider's gross and commission for the period."""
+@dataclass(frozen=True)
+class ProviderTotals:
+    """A provider's part of an invoice: its lines' gross (tax-inclusive), their VAT, the platform's commission."""
+
+    gross: int
+    tax: int
+    commission: int
+
+    def __add__(self, other: "ProviderTotals") -> "ProviderTotals":
+        return ProviderTotals(self.gross + other.gross, self.tax + other.tax, self.commission + other.commission)
+
+
+def _accrue_statements(period: tuple[datetime, datetime], by_provider: dict[Any, ProviderTotals], sign: int) -> None:
+    """Add (or with ``sign`` -1 take back) each provider's gross, tax and commission for the period."""
     period_start, period_end = period
     for provider_id in sorted(by_provider, key=str):  # locks in a fixed order
-        gross, commission = by_provider[provider_id]
+        totals = by_provider[provider_id]
         changes = {
-            "gross": F("gross") + sign * gross,
-            "commission": F("commission") + sign * commission,
-            "net": F("net") + sign * (gross - commission),
+            "gross": F("gross") + sign * totals.gross,
+            "commission": F("commission") + sign * totals.commission,
+            "net": F("net") + sign * (totals.gross - totals.commission),
+            "tax": F("tax") + sign * totals.tax,
         }
         statement = ProviderStatement.objects.filter(provider_id=provider_id, period_start=period_start)
         if not statement.update(**changes):
@@ -103,14 +126,19 @@ def _accrue_statements(period: tuple[datetime, datetime], by_provider: dict[Any,
             statement.update(**changes)
 
 
-def _provider_totals(lines: list[InvoiceLine]) -> dict[Any, tuple[int, int]]:
-    """Per provider: gross and the platform's commission (one rounding per provider and invoice)."""
+def _provider_totals(lines: list[InvoiceLine]) -> dict[Any, ProviderTotals]:
+    """Per provider: gross, VAT and the platform's commission (one rounding per provider and invoice)."""
     gross: dict[Any, int] = defaultdict(int)
+    tax: dict[Any, int] = defaultdict(int)
     for line in lines:
-        if line.kind != InvoiceLine.Kind.CLAIM_REJECTED:  # the provider was owed its share when the usage was billed
+        # The provider was owed its share of a rejected claim's line when the usage was billed, and is
+        # paid for a resold card-hour by the reservation that booked it.
+        if line.kind not in (InvoiceLine.Kind.CLAIM_REJECTED, InvoiceLine.Kind.RESALE):
             gross[line.provider_id] += line.amount
+            tax[line.provider_id] += line.tax
     return {
-        provider: (amount, share(amount, settings.PLATFORM_COMMISSION_RATE)[0]) for provider, amount in gross.items()
+        provider: ProviderTotals(amount, tax[provider], share(amount, settings.PLATFORM_COMMISSION_RATE)[0])
+        for provider, amount in gross.items()
     }
 
 
@@ -121,7 +149,9 @@ class _Books:
     receivable: dict[Any, Account]  # by buyer
     payable: dict[Any, Account]  # by provider
     revenue: Account
+    vat: Account
     rebill: dict[Any, Account]  # by buyer, of those billed an adjustment
+    deposits: Account  # resale revenue owed to depositors, until granted as bank credit
 
     @classmethod
     def of(cls, drafts: list[Invoice], lines: list[InvoiceLine]) -> "_Books":
@@ -130,20 +160,36 @@ class _Books:
             receivable=accounts_for(purpose=Purpose.BUYER_RECEIVABLE, organization_ids=[i.buyer_id for i in drafts]),
             payable=accounts_for(purpose=Purpose.PROVIDER_PAYABLE, organization_ids=[i.provider_id for i in lines]),
             revenue=account_for(purpose=Purpose.PLATFORM_REVENUE),
+            vat=account_for(purpose=Purpose.VAT_PAYABLE),
             rebill=accounts_for(purpose=Purpose.CLAIM_REBILL, organization_ids=rebilled) if rebilled else {},
+            deposits=account_for(purpose=Purpose.DEPOSIT_PAYABLE),
         )
 
 
 def _usage_entry(
-    invoice: Invoice, by_provider: dict[Any, tuple[int, int]], rebilled: int, books: _Books, now: datetime
+    invoice: Invoice,
+    by_provider: dict[Any, ProviderTotals],
+    rebilled: int,
+    books: _Books,
+    now: datetime,
+    resold: tuple[int, int] = (0, 0),
 ) -> NewEntry:
-    """The buyer owes the subtotal; each provider is owed its lines less the commission, the platform the rest;
-    rejected voucher claim lines billed back clear the buyer's claim rebill account."""
+    """The buyer owes the subtotal; each provider is owed its lines less the commission; the platform,
+    the seller on the invoice, owes the tax office the invoice's VAT and keeps the rest of the commission;
+    rejected voucher claim lines billed back clear the buyer's claim rebill account; resale lines are
+    the platform's share and the depositors' credit (``billing.reservations``)."""
     legs = [(books.receivable[invoice.buyer_id], invoice.subtotal)]
+    platform, credit = resold
+    if platform:
+        legs.append((books.revenue, -platform))
+    if credit:
+        legs.append((books.deposits, -credit))
     for provider_id in sorted(by_provider, key=str):
-        gross, commission = by_provider[provider_id]
-        legs.append((books.payable[provider_id], -(gross - commission)))
-        legs.append((books.revenue, -commission))
+        totals = by_provider[provider_id]
+        legs.append((books.payable[provider_id], -(totals.gross - totals.commission)))
+        legs.append((books.revenue, -totals.commission))
+    legs.append((books.vat, -invoice.tax))
+    legs.append((books.revenue, invoice.tax))
     if rebilled:
         legs.append((books.rebill[invoice.buyer_id], -rebilled))
     return NewEntry(
@@ -190,7 +236,7 @@ def invoice_finalize(*, invoice_id: Any, now: datetime | None = None) -> Invoice
     now = now or timezone.now()
     invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
     if invoice.status == Status.DRAFT and invoice.period_end > now:
-        raise ConflictError("The period of this invoice is still open.", code="period_open")
+        raise ConflictError(gettext("The period of this invoice is still open."), code="period_open")
     invoices_finalize(invoice_ids=[invoice.pk], now=now)
     invoice.refresh_from_db()
     return invoice
@@ -201,6 +247,7 @@ _FINALIZED_FIELDS = [
     "voucher_credit",
     "bank_credit",
     "amount_due",
+    "tax",
     "number",
     "status",
     "finalized_at",
@@ -262,6 +309,11 @@ def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
     # first is the calendar's choice, not the ids'.
     drafts.sort(key=lambda invoice: (invoice.period_start, str(invoice.pk)))
     unbilled = rate_unbilled(invoices=drafts)
+    for invoice in drafts:
+        found = unbilled[invoice.pk]
+        found.lines = resale_lines(found.lines) + booked_lines(
+            buyer_id=invoice.buyer_id, period_start=invoice.period_start, period_end=invoice.period_end
+        )
     drafts = [
         invoice
         for invoice in drafts
@@ -283,24 +335,26 @@ def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
     books = _Books.of(drafts, all_lines)
 
     entries = []
-    statements: dict[tuple[datetime, datetime], dict[Any, tuple[int, int]]] = defaultdict(dict)
+    statements: dict[tuple[datetime, datetime], dict[Any, ProviderTotals]] = defaultdict(dict)
     buyer_ids = {invoice.buyer_id for invoice in drafts}
     banks_lock(buyer_ids=buyer_ids)  # in primary-key order, before credit is drawn invoice by invoice
     for invoice in drafts:
         invoice.subtotal = sum(line.amount for line in lines[invoice.pk])
+        invoice.tax = sum(line.tax for line in lines[invoice.pk])
         by_provider = _provider_totals(lines[invoice.pk])
         rebilled = sum(line.amount for line in lines[invoice.pk] if line.kind == InvoiceLine.Kind.CLAIM_REJECTED)
-        entries.append(_usage_entry(invoice, by_provider, rebilled, books, now))
+        resold = _resold(lines[invoice.pk])
+        entries.append(_usage_entry(invoice, by_provider, rebilled, books, now, resold))
         entries += _apply_credits(invoice, lines[invoice.pk], books, now)
         accrued = statements[invoice.period_start, invoice.period_end]
-        for provider_id, (gross, commission) in by_provider.items():
-            before = accrued.get(provider_id, (0, 0))
-            accrued[provider_id] = (before[0] + gross, before[1] + commission)
+        for provider_id, totals in by_provider.items():
+            accrued[provider_id] = accrued.get(provider_id, ProviderTotals(0, 0, 0)) + totals
         invoice.finalized_at, invoice.hold_reason = now, ""
         invoice.status = Status.FINALIZED if invoice.amount_due else Status.PAID
         invoice.next_payment_attempt_at = now if invoice.amount_due else None
         invoice.paid_at = None if invoice.amount_due else now
     entries_post(entries=entries)
+    resales_credit(resales=resales_record(lines=all_lines, now=now), now=now)
 
     for period in sorted(statements):
         _accrue_statements(period, statements[period], sign=1)
@@ -321,6 +375,34 @@ def _finalize_together(invoice_ids: Sequence[Any], now: datetime) -> int:
             "invoice finalized", extra={"invoice": str(invoice.pk), "number": invoice.number, "due": invoice.amount_due}
         )
     return len(drafts)
+
+
+def _resold(lines: list[InvoiceLine]) -> tuple[int, int]:
+    """The platform's share and the depositors' credit of an invoice's resale lines, split line by line."""
+    splits = [resale_split(line.amount) for line in lines if line.kind == InvoiceLine.Kind.RESALE]
+    return sum(platform for platform, _ in splits), sum(credit for _, credit in splits)
+
+
+def resales_credit(*, resales: list[DepositResale], now: datetime) -> None:
+    """Each resale's credit granted to its depositor's bank, once: from the depositors' payable."""
+    depositors = dict(
+        CapacityDeposit.objects.filter(pk__in={r.deposit_id for r in resales}).values_list("pk", "depositor_id")
+    )
+    organizations = Organization.objects.in_bulk({depositors[r.deposit_id] for r in resales})
+    for resale in sorted(resales, key=lambda r: (str(depositors[r.deposit_id]), r.pk)):
+        if resale.credit <= 0:
+            continue
+        resale.grant = grant_create(
+            buyer=organizations[depositors[resale.deposit_id]],
+            source=CreditGrant.Source.CAPACITY_DEPOSIT,
+            amount=resale.credit,
+            by="system",
+            note=f"{resale.card_hours.normalize():f} deposited card-hours resold",
+            reference=f"resale:{resale.line_id}",
+            offset=Purpose.DEPOSIT_PAYABLE,
+            now=now,
+        )
+        DepositResale.objects.filter(pk=resale.pk).update(grant=resale.grant)
 
 
 def _adjustments_bill(drafts: list[Invoice], lines: dict[Any, list[InvoiceLine]]) -> list[InvoiceAdjustment]:
@@ -403,7 +485,9 @@ def invoice_void(*, invoice_id: Any, by: str, reason: str = "", now: datetime | 
     with advisory_lock(f"invoice-collect:{invoice_id}") as mine:  # the collection run's
         if not mine:
             raise ConflictError(_IN_FLIGHT, code="payment_in_flight")
-        if Invoice.objects.filter(pk=invoice_id, status__in=VOIDABLE).exists():
+        invoice = Invoice.objects.filter(pk=invoice_id, status__in=VOIDABLE).first()
+        if invoice is not None:
+            fapiao_void_check(invoice=invoice, by=by, now=now, only_check=True)  # before Stripe is touched
             attempts_settle(invoice_id=invoice_id, now=now)
         return _void(invoice_id=invoice_id, by=by, reason=reason, now=now)
 
@@ -417,9 +501,21 @@ def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
     returned; what it received is given back (``payments_give_back``)."""
     invoice = Invoice.objects.select_for_update().select_related("buyer").get(pk=invoice_id)
     if invoice.status not in VOIDABLE:
-        raise ConflictError(f"A {invoice.status} invoice cannot be voided.", code="invoice_not_voidable")
+        raise ConflictError(
+            gettext("A %(status)s invoice cannot be voided.") % {"status": invoice.status}, code="invoice_not_voidable"
+        )
     if invoice.attempts.filter(status=PaymentAttempt.Status.PENDING).exists():
         raise ConflictError(_IN_FLIGHT, code="payment_in_flight")
+    # An issued fapiao stops the void until its red-letter reversal is recorded; a requested one is cancelled.
+    fapiao_void_check(invoice=invoice, by=by, now=now)
+    if DepositResale.objects.filter(line__invoice=invoice).exists():
+        # Its resale lines credited depositors' banks, credit they may have spent: not taken back here.
+        raise ConflictError(
+            gettext(
+                "This invoice bills resold deposited card-hours whose depositors were credited; it cannot be voided."
+            ),
+            code="resale_credited",
+        )
     # What finalizing posted is reversed; payments stay booked and are refunded, so that the
     # buyer is owed what it paid until the refund goes out.
     billed = JournalEntry.objects.filter(
@@ -434,7 +530,9 @@ def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
     # back to the buyer, and a void would give the buyer the voucher's share twice.
     if InvoiceAdjustment.objects.filter(source_line__invoice=invoice).exists():
         raise ConflictError(
-            "A voucher claim line of this invoice was rejected and billed back to the buyer; it cannot be voided.",
+            gettext(
+                "A voucher claim line of this invoice was rejected and billed back to the buyer; it cannot be voided."
+            ),
             code="claim_line_rejected",
         )
     give_back_to_bank(invoice=invoice, now=now)
@@ -466,6 +564,9 @@ def invoices_due_for_finalizing(*, now: datetime) -> list[Any]:
     finalized month included, so this reads invoices, not the usage.
     """
     closed_before = month_of(now - timedelta(hours=settings.BILLING_FINALIZE_GRACE_HOURS))[0]
+    # A reserved booking bills its months whether it was used or not: their drafts are made here.
+    for buyer_id, at in reserved_months(closed_before=closed_before):
+        invoice_for_period(buyer=Organization(pk=buyer_id), at=at)
     return list(
         Invoice.objects.filter(status=Status.DRAFT, period_end__lte=closed_before)
         .order_by("period_start", "pk")

@@ -37,6 +37,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext
 from rest_framework.exceptions import ParseError
 
 from billing import metrics
@@ -83,10 +84,14 @@ def payment_method_set(*, organization: Organization, payment_method: str) -> St
     try:
         stripe_client().v1.payment_methods.attach(payment_method, params={"customer": customer.customer_id})
     except stripe.CardError as exc:
-        raise ApplicationError(f"The card was declined: {exc.user_message}", code="card_declined") from None
+        raise ApplicationError(
+            gettext("The card was declined: %(user_message)s") % {"user_message": exc.user_message},
+            code="card_declined",
+        ) from None
     except stripe.InvalidRequestError as exc:
         raise ApplicationError(
-            f"Stripe refused the payment method: {exc.user_message}", code="invalid_payment_method"
+            gettext("Stripe refused the payment method: %(user_message)s") % {"user_message": exc.user_message},
+            code="invalid_payment_method",
         ) from None
     customer.default_payment_method = payment_method
     customer.save(update_fields=["default_payment_method"])
@@ -317,13 +322,17 @@ def _has_card_on_file(buyer_id: Any) -> bool:
 def invoice_pay(*, invoice: Invoice, payment_method: str | None) -> PaymentAttempt | None:
     """The buyer pays now, optionally with a new card; an uncollectible invoice becomes collectible again."""
     if invoice.status not in (Invoice.Status.FINALIZED, Invoice.Status.UNCOLLECTIBLE):
-        raise ConflictError(f"A {invoice.status} invoice has nothing to pay.", code="invoice_not_payable")
+        raise ConflictError(
+            gettext("A %(status)s invoice has nothing to pay.") % {"status": invoice.status}, code="invoice_not_payable"
+        )
     if not payment_method and not _has_card_on_file(invoice.buyer_id):
         # Refused before anything is recorded: a failed attempt would count towards dunning.
         raise ConflictError(
-            "There is no card on file to charge. Send a payment_method in this request's body (a Stripe "
-            "PaymentMethod id, made with Stripe.js): it is saved as the card on file and charged; or pay by "
-            "bank transfer.",
+            gettext(
+                "There is no card on file to charge. Send a payment_method in this request's "
+                "body (a Stripe PaymentMethod id, made with Stripe.js): it is saved as the card "
+                "on file and charged; or pay by bank transfer."
+            ),
             code="no_payment_method",
         )
     if payment_method:
@@ -342,7 +351,9 @@ def _stripe_unavailable_is_503(message: str) -> Iterator[None]:
     except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as exc:
         logger.warning("stripe unavailable: %s", exc)
         raise ApplicationError(
-            f"{message} Try again later.", code="payment_provider_unavailable", status_code=503
+            gettext("%(message)s Try again later.") % {"message": message},
+            code="payment_provider_unavailable",
+            status_code=503,
         ) from None
 
 
@@ -371,10 +382,14 @@ def bank_transfer_record(*, invoice: Invoice, amount: int, by: str, now: datetim
     now = now or timezone.now()
     locked = Invoice.objects.select_for_update().select_related("buyer").get(pk=invoice.pk)
     if locked.status not in (Invoice.Status.FINALIZED, Invoice.Status.UNCOLLECTIBLE):
-        raise ConflictError(f"A {locked.status} invoice takes no payment.", code="invoice_not_payable")
+        raise ConflictError(
+            gettext("A %(status)s invoice takes no payment.") % {"status": locked.status}, code="invoice_not_payable"
+        )
     if not 0 < amount <= invoice_owed(locked):
         raise ApplicationError(
-            f"The transfer must be between 0.01 and {format_yuan(invoice_owed(locked))}.", code="invalid_amount"
+            gettext("The transfer must be between 0.01 and %(format_yuan)s.")
+            % {"format_yuan": format_yuan(invoice_owed(locked))},
+            code="invalid_amount",
         )
     entry_post(
         kind="payment.bank_transfer",
@@ -615,7 +630,9 @@ def _webhook_verify(payload: bytes, signature: str | None) -> None:
             )
     except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
         metrics.WEBHOOK_INVALID_SIGNATURE.inc()
-        raise ApplicationError(f"The Stripe signature does not verify: {exc}", code="invalid_signature") from None
+        raise ApplicationError(
+            gettext("The Stripe signature does not verify: %(exc)s") % {"exc": exc}, code="invalid_signature"
+        ) from None
 
 
 def _webhook_event(payload: bytes) -> dict[str, Any]:
@@ -667,7 +684,8 @@ def webhook_receive(*, payload: bytes, signature: str | None) -> StripeEvent:
     except _Unprocessable as exc:
         _webhook_keep_unprocessable(payload, str(exc))
         raise ApplicationError(
-            f"The webhook is signed but cannot be processed: {exc} It was kept for inspection.",
+            gettext("The webhook is signed but cannot be processed: %(exc)s It was kept for inspection.")
+            % {"exc": exc},
             code="unprocessable_webhook",
         ) from None
     record, _ = StripeEvent.objects.get_or_create(

@@ -17,6 +17,7 @@ from billing.models import (
     Account,
     BankMovement,
     CreditGrant,
+    DepositResale,
     Invoice,
     InvoiceAdjustment,
     InvoiceLine,
@@ -104,18 +105,28 @@ def reconcile() -> list[Difference]:
     differences += _unbooked_payment_intents()
 
     statements = ProviderStatement.objects.values_list("provider_id").annotate(
-        net=Sum("net"), commission=Sum("commission")
+        net=Sum("net"), commission=Sum("commission"), tax=Sum("tax")
     )
     differences += _compare(
         "provider payable",
         _ledger(Purpose.PROVIDER_PAYABLE, accruals_only=True),
-        {p: -int(net) for p, net, _ in statements},
+        {p: -int(net) for p, net, _, _ in statements},
     )
+    # The platform's revenue: its commission on the providers' lines and its share of resales, each
+    # less the VAT it owes on them as the seller.
+    resold = DepositResale.objects.exclude(line__invoice__status=Invoice.Status.VOID).aggregate(total=Sum("platform"))
+    resale_tax = (
+        InvoiceLine.objects.filter(kind=InvoiceLine.Kind.RESALE)
+        .exclude(invoice__status__in=(Invoice.Status.DRAFT, Invoice.Status.VOID))
+        .aggregate(total=Sum("tax"))
+    )
+    resold_net = int(resold["total"] or 0) - int(resale_tax["total"] or 0)
     differences += _compare(
         "platform revenue",
         _ledger(Purpose.PLATFORM_REVENUE),
-        {None: -sum(int(commission) for _, _, commission in statements)},
+        {None: -sum(int(commission) - int(tax) for _, _, commission, tax in statements) - resold_net},
     )
+    differences += _vat()
 
     charged = PaymentAttempt.objects.filter(status=PaymentAttempt.Status.SUCCEEDED).aggregate(total=Sum("amount"))
     to_cards = Refund.objects.filter(method=Refund.Method.STRIPE, status=Refund.Status.SUCCEEDED).aggregate(
@@ -163,8 +174,46 @@ def reconcile() -> list[Difference]:
     differences += _invoices_set_aside()
     differences += _usage_billed()
     differences += _usage_by_price_version()
+    differences += _resales_credited_once()
+    differences += _card_hours_within_pools()
+    differences += _compare("depositors' credit granted", _ledger(Account.Purpose.DEPOSIT_PAYABLE), {})
     for check in RECONCILE_CHECKS:
         differences += check()
+    return differences
+
+
+def _vat() -> list[Difference]:
+    """VAT is complete: every invoice's tax is the sum of its lines' taxes, each line's tax is its
+    amount's split (``billing.vat``), and the VAT payable booked for an invoice is its tax while it
+    stands (finalized, paid, uncollectible) and nothing once it is void: booked once, reversed once."""
+    from billing.vat import vat_split
+
+    differences = []
+    booked: dict[str, int] = {
+        reference: -int(total)
+        for reference, total in Leg.objects.filter(account__purpose=Purpose.VAT_PAYABLE)
+        .values_list("entry__reference")
+        .annotate(total=Sum("amount"))
+        .order_by()
+    }
+    invoices = Invoice.objects.exclude(status=Invoice.Status.DRAFT).annotate(lines_tax=Coalesce(Sum("lines__tax"), 0))
+    for invoice in invoices.only("pk", "number", "status", "tax").iterator():
+        if invoice.tax != invoice.lines_tax:  # type: ignore[attr-defined]
+            differences.append(Difference("invoice tax", str(invoice.number), invoice.lines_tax, invoice.tax))  # type: ignore[attr-defined]
+        expected = 0 if invoice.status == Invoice.Status.VOID else invoice.tax
+        got = booked.pop(invoice.reference, 0)
+        if got != expected:
+            differences.append(Difference("vat payable", str(invoice.number), got, expected))
+    for reference, total in booked.items():  # VAT booked for no finalized invoice
+        if total:
+            differences.append(Difference("vat payable", reference, total, 0))
+    for line_id, amount, rate, tax in (
+        InvoiceLine.objects.exclude(invoice__status=Invoice.Status.DRAFT)
+        .values_list("pk", "amount", "vat_rate", "tax")
+        .iterator()
+    ):
+        if vat_split(amount, rate).tax != tax:
+            differences.append(Difference("invoice line tax", str(line_id), tax, vat_split(amount, rate).tax))
     return differences
 
 
@@ -288,7 +337,10 @@ _BILLED_IN_FINALIZED_MONTHS = """
 SELECT r.lease_id, r.metric, r.model, r.price_plan_id, sum(r.quantity)
 FROM billing_usagerollup AS r JOIN billing_invoice AS i
   ON i.buyer_id = r.buyer_id AND r.hour >= i.period_start AND r.hour < i.period_end
-WHERE NOT r.late AND r.price_plan_id IS NOT NULL AND i.status <> 'draft'
+WHERE NOT r.late AND r.price_plan_id IS NOT NULL AND i.status <> 'draft' AND NOT EXISTS (
+    SELECT 1 FROM marketplace_lease AS rl
+    WHERE rl.id = r.lease_id AND rl.commitment = 'reserved' AND r.hour < rl.price_locked_until
+)
 GROUP BY 1, 2, 3, 4
 UNION ALL
 SELECT lease_id, metric, model, price_plan_id, sum(billed_quantity) FROM billing_usagerollup
@@ -299,7 +351,7 @@ GROUP BY 1, 2, 3, 4
 _ON_INVOICE_LINES = """
 SELECT lease_id, metric, model, price_plan_id,
        sum(quantity * CASE unit WHEN %(card_hour)s THEN %(seconds)s ELSE %(tokens)s END), count(*)
-FROM billing_invoiceline GROUP BY 1, 2, 3, 4
+FROM billing_invoiceline WHERE kind NOT IN ('reserved', 'cancel_fee') GROUP BY 1, 2, 3, 4
 """
 
 
@@ -451,7 +503,8 @@ def _bank() -> list[Difference]:
     ):
         paid = source in CreditGrant.PAID
         remaining[Purpose.BANK_PAID if paid else Purpose.BANK_GRANTED][buyer_id] -= left
-        given += 0 if paid or returned else amount  # money an invoice gave back as credit is the buyer's
+        # Money an invoice gave back as credit is the buyer's; a deposit's credit is resale revenue.
+        given += 0 if paid or returned or source == CreditGrant.Source.CAPACITY_DEPOSIT else amount
     for purpose, expected in remaining.items():
         differences += _compare(f"bank {purpose}", _ledger(purpose), expected)
 
@@ -476,3 +529,56 @@ def _bank() -> list[Difference]:
     differences += _compare("breakage", _ledger(Purpose.BREAKAGE), {None: int(expired or 0)})
     differences += _compare("promotion expense", _ledger(Purpose.PROMOTION_EXPENSE), {None: given})
     return differences
+
+
+# Resale lines of invoices not voided, and what was recorded and granted for each.
+_RESALES = """
+SELECT l.id, l.amount, count(d.id), coalesce(sum(d.amount), 0), coalesce(sum(d.credit), 0),
+       coalesce(sum(g.amount), 0), count(g.id)
+FROM billing_invoiceline AS l JOIN billing_invoice AS i ON i.id = l.invoice_id
+LEFT JOIN billing_depositresale AS d ON d.line_id = l.id
+LEFT JOIN billing_creditgrant AS g ON g.id = d.grant_id
+WHERE l.kind = 'resale' AND i.status <> 'void'
+GROUP BY 1, 2
+"""
+
+# Per pool, the most cards its card leases book at once (a lease on deposited cards books none of
+# its own; a booking cancelled before its start never held any).
+_OVERBOOKED = """
+WITH moves AS (
+    SELECT l.pool_id, l.start_at AS at, l.cards AS change FROM marketplace_lease AS l
+    WHERE l.endpoint_id IS NULL AND l.deposit_id IS NULL AND coalesce(l.ended_at, l.end_at) > l.start_at
+    UNION ALL
+    SELECT l.pool_id, least(coalesce(l.ended_at, l.end_at), l.end_at), -l.cards FROM marketplace_lease AS l
+    WHERE l.endpoint_id IS NULL AND l.deposit_id IS NULL AND coalesce(l.ended_at, l.end_at) > l.start_at
+), running AS (
+    SELECT pool_id, sum(change) OVER (PARTITION BY pool_id ORDER BY at, change ROWS UNBOUNDED PRECEDING) AS booked
+    FROM moves
+)
+SELECT r.pool_id, max(r.booked), p.cards FROM running AS r JOIN pools_resourcepool AS p ON p.id = r.pool_id
+GROUP BY r.pool_id, p.cards HAVING max(r.booked) > p.cards
+"""
+
+
+def _resales_credited_once() -> list[Difference]:
+    """Every resale line of an invoice not voided has one resale record whose amount is the line's, and
+    its depositor's credit was granted once (``billing.reservations``)."""
+    differences = []
+    with connection.cursor() as cursor:
+        cursor.execute(_RESALES)
+        for line_id, amount, records, recorded, credit, granted, grants in cursor.fetchall():
+            if records != 1 or recorded != amount:
+                differences.append(Difference("resale recorded", str(line_id), int(recorded), int(amount)))
+            elif granted != credit or grants > 1:
+                differences.append(Difference("resale credited", str(line_id), int(granted), int(credit)))
+    return differences
+
+
+def _card_hours_within_pools() -> list[Difference]:
+    """No pool's card-hours are booked beyond its cards at any moment."""
+    with connection.cursor() as cursor:
+        cursor.execute(_OVERBOOKED)
+        return [
+            Difference("cards booked beyond the pool", str(pool_id), int(booked), int(cards))
+            for pool_id, booked, cards in cursor.fetchall()
+        ]

@@ -69,6 +69,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "organizations.middleware.LanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -113,7 +114,13 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+# Pages, PDFs, reports and the API's error messages in English or Simplified Chinese: the
+# signed-in member's choice, else their organization's default (Chinese for one registered in a
+# mainland province, DEFAULT_LANGUAGE_IN_MAINLAND), else Accept-Language (organizations.languages).
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+DEFAULT_LANGUAGE_IN_MAINLAND = env_choice("DEFAULT_LANGUAGE_IN_MAINLAND", "zh-hans", {"zh-hans", "en"})
 # Everything is stored and served in UTC; billing periods and time-of-use bands
 # are computed in the hubs' local time, BILLING_TIME_ZONE.
 TIME_ZONE = "UTC"
@@ -200,6 +207,8 @@ SPECTACULAR_SETTINGS = {
         "OrderStatusEnum": "marketplace.models.Order.Status",
         "EndpointStatusEnum": "pools.models.ModelEndpoint.Status",
         "SubsidyClaimStatusEnum": "settlements.models.SubsidyClaim.Status",
+        "FapiaoKindEnum": "billing.models.fapiao.FapiaoRequest.Kind",
+        "FapiaoStatusEnum": "billing.models.fapiao.FapiaoRequest.Status",
     },
 }
 
@@ -265,6 +274,28 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 DEFAULT_CURRENCY = "CNY"
 PLATFORM_COMMISSION_RATE = env_decimal(
     "PLATFORM_COMMISSION_RATE", Decimal("0.10"), min_value=Decimal("0"), max_value=Decimal("1")
+)
+# VAT: prices are tax-inclusive; each invoice line's tax is split out of its amount at the rate
+# of its service kind (billing.vat). 6% is the rate for modern services (compute, information
+# technology); fees and other kinds may be set apart when the tax office says so.
+VAT_RATES = {
+    kind: env_decimal(name, Decimal("0.06"), min_value=Decimal("0"), max_value=Decimal("0.20"))
+    for kind, name in (
+        ("card_hour", "VAT_RATE_CARD_HOUR"),
+        ("million_tokens", "VAT_RATE_TOKENS"),
+        ("fee", "VAT_RATE_FEE"),
+    )
+}
+# Fapiao files an operator uploads (the e-fapiao as PDF, OFD or XML): at most this many bytes.
+FAPIAO_FILE_MAX_BYTES = env_int("FAPIAO_FILE_MAX_BYTES", 5 * 1024 * 1024, min_value=1024, max_value=50 * 1024 * 1024)
+# Reserved capacity (take-or-pay): cancelling a reserved booking before its start bills this share
+# of its booked cost; of the revenue of deposited card-hours resold to another buyer the platform
+# keeps this share, the depositor's bank gets the rest as credit.
+RESERVED_CANCEL_FEE_RATE = env_decimal(
+    "RESERVED_CANCEL_FEE_RATE", Decimal("0.10"), min_value=Decimal("0"), max_value=Decimal("1")
+)
+DEPOSIT_PLATFORM_SHARE = env_decimal(
+    "DEPOSIT_PLATFORM_SHARE", Decimal("0.20"), min_value=Decimal("0"), max_value=Decimal("1")
 )
 # The seller on every invoice (the platform's operating company) and where buyers pay by transfer
 INVOICE_SELLER_NAME = env_str("INVOICE_SELLER_NAME", "Compute Grid Platform Operations Co., Ltd.")

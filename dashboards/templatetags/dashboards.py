@@ -55,6 +55,16 @@ def ago(value: datetime | str | None, now: datetime) -> str:
     return formatting.ago(value, now)
 
 
+@register.filter
+def band(value: str | None) -> str:
+    return formatting.band(value)
+
+
+@register.filter
+def claim_status(value: str) -> str:
+    return formatting.claim_status(value)
+
+
 @register.simple_tag
 def time_zone() -> str:
     """The zone the pages' times are in: ``settings.BILLING_TIME_ZONE``."""

@@ -9,6 +9,7 @@ from django import template
 from django.utils import timezone
 
 from orbit.selectors import constellation_status, constellation_utilization
+from pools.models import ResourcePool
 
 register = template.Library()
 
@@ -16,4 +17,6 @@ register = template.Library()
 @register.inclusion_tag("dashboards/_orbit.html")
 def orbit_constellation() -> dict[str, Any]:
     rows = constellation_status(now=timezone.now())
+    for row in rows:
+        row["status_label"] = ResourcePool.Status(row["status"]).label
     return {"satellites": rows, "utilization": constellation_utilization(rows)}

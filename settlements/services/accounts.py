@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from core.exceptions import RuleViolation
 from organizations.models import Organization
@@ -43,8 +44,11 @@ def payout_account_set(
     after ``PAYOUT_ACCOUNT_COOLING_OFF_HOURS`` (a later change replaces a pending one). Audited."""
     if _normalized(account_name) != _normalized(provider.legal_name):
         raise RuleViolation(
-            "The account name must be the provider's legal name, as registered: "
-            f"{provider.legal_name!r}. Payouts go only to the provider's own account.",
+            gettext(
+                "The account name must be the provider's legal name, as registered: "
+                "%(legal_name)s. Payouts go only to the provider's own account."
+            )
+            % {"legal_name": f"{provider.legal_name!r}"},
             code="account_name_mismatch",
             fields={"account_name": [{"code": "account_name_mismatch", "message": "Must be the legal name."}]},
         )

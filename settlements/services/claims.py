@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from billing.periods import month_of
 from billing.services.invoices import invoice_adjustment_add
@@ -39,7 +40,7 @@ def claims_build(*, at: datetime, now: datetime | None = None) -> list[SubsidyCl
     now = now or timezone.now()
     start, end = month_of(at)
     if end > now:
-        raise RuleViolation("A month's claims are built once the month is over.", code="period_open")
+        raise RuleViolation(gettext("A month's claims are built once the month is over."), code="period_open")
     program_ids = (
         Redemption.objects.filter(redeemed_at__gte=start, redeemed_at__lt=end, claim_line__isnull=True)
         .order_by()
@@ -98,7 +99,7 @@ def _totals(claim: SubsidyClaim) -> None:
 def _lock_claim(claim_id: Any) -> SubsidyClaim:
     claim = SubsidyClaim.objects.select_for_update().filter(pk=claim_id).first()
     if claim is None:
-        raise NotFoundError("No such claim.")
+        raise NotFoundError(gettext("No such claim."))
     return claim
 
 
@@ -111,10 +112,10 @@ def claim_review(
     now = now or timezone.now()
     claim = _lock_claim(claim_id)
     if claim.status != SubsidyClaim.Status.SUBMITTED:
-        raise ConflictError("This claim has been reviewed.", code="claim_already_reviewed")
+        raise ConflictError(gettext("This claim has been reviewed."), code="claim_already_reviewed")
     if approve_all == bool(rejections):
         raise ApplicationError(
-            "Send approve_all true, or the lines you reject (every other line is approved).",
+            gettext("Send approve_all true, or the lines you reject (every other line is approved)."),
             code="invalid_review",
             fields={
                 "approve_all": [
@@ -126,7 +127,9 @@ def claim_review(
     rejected = {str(item["line"]): item for item in rejections}
     unknown = sorted(set(rejected) - set(lines))
     if unknown:
-        raise RuleViolation(f"Lines not on this claim: {', '.join(unknown)}.", code="unknown_line")
+        raise RuleViolation(
+            gettext("Lines not on this claim: %(join)s.") % {"join": ", ".join(unknown)}, code="unknown_line"
+        )
     # The companies billed back are locked before the vouchers' side, in primary-key order, as a
     # void locks its buyer before its vouchers: a void and a review at once take turns.
     buyers = sorted({lines[pk].redemption.buyer_id for pk in rejected}, key=str)
@@ -211,12 +214,16 @@ def claim_payment_record(
     now = now or timezone.now()
     claim = _lock_claim(claim_id)
     if claim.status == SubsidyClaim.Status.SUBMITTED:
-        raise ConflictError("The issuer has not reviewed this claim yet.", code="claim_not_reviewed")
+        raise ConflictError(gettext("The issuer has not reviewed this claim yet."), code="claim_not_reviewed")
     if claim.payments.filter(reference=reference).exists():
-        raise ConflictError("A payment with this reference is recorded on this claim.", code="payment_recorded")
+        raise ConflictError(
+            gettext("A payment with this reference is recorded on this claim."), code="payment_recorded"
+        )
     if amount > claim.approved - claim.received:
         raise RuleViolation(
-            f"Only {format_yuan(claim.approved - claim.received)} is due on this claim.", code="overpayment"
+            gettext("Only %(format_yuan)s is due on this claim.")
+            % {"format_yuan": format_yuan(claim.approved - claim.received)},
+            code="overpayment",
         )
     ClaimPayment.objects.create(claim=claim, reference=reference, amount=amount, received_at=now, recorded_by=by)
     entries_post(

@@ -28,6 +28,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from billing.models import Account, Invoice, Leg, ProviderStatement
 from billing.periods import month_of
@@ -132,7 +133,7 @@ def payout_run_create(*, at: datetime, by: str, now: datetime | None = None) -> 
     period_start, period_end = month_of(at)
     if period_start > now:
         raise RuleViolation(
-            "A payout run pays months that have begun; pick this month or earlier.", code="future_period"
+            gettext("A payout run pays months that have begun; pick this month or earlier."), code="future_period"
         )
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [RUN_LOCK])
@@ -164,7 +165,7 @@ def payout_run_create(*, at: datetime, by: str, now: datetime | None = None) -> 
         lines.append((line, items))
     if not lines:
         raise ConflictError(
-            "Nothing is owed to any provider above the minimum with a payout account in effect.",
+            gettext("Nothing is owed to any provider above the minimum with a payout account in effect."),
             code="nothing_to_pay",
             details={"carried_forward": run.carried_forward},
         )
@@ -222,7 +223,7 @@ def payout_batch_csv(run: PayoutRun) -> str:
 def _lock_run(run_id: Any) -> PayoutRun:
     run = PayoutRun.objects.select_for_update().filter(pk=run_id).first()
     if run is None:
-        raise NotFoundError("No such payout run.")
+        raise NotFoundError(gettext("No such payout run."))
     return run
 
 
@@ -232,7 +233,10 @@ def payout_run_send(*, run_id: Any, by: str, now: datetime | None = None) -> Pay
     now = now or timezone.now()
     run = _lock_run(run_id)
     if run.status != PayoutRun.Status.PREPARED:
-        raise ConflictError(f"This run is {run.status}: only a prepared run is sent.", code="run_not_prepared")
+        raise ConflictError(
+            gettext("This run is %(status)s: only a prepared run is sent.") % {"status": run.status},
+            code="run_not_prepared",
+        )
     lines = list(run.lines.order_by("number"))
     payable = accounts_for(purpose=Purpose.PROVIDER_PAYABLE, organization_ids=[line.provider_id for line in lines])
     transit = account_for(purpose=Purpose.PAYOUTS_IN_TRANSIT)
@@ -265,11 +269,14 @@ def payout_line_settle(
     run = _lock_run(run_id)
     line = PayoutLine.objects.select_for_update().filter(pk=line_id, run=run).first()
     if line is None:
-        raise NotFoundError("No such line in this payout run.")
+        raise NotFoundError(gettext("No such line in this payout run."))
     if line.status != PayoutLine.Status.SENT:
-        raise ConflictError(f"This line is {line.status}: only a sent line is settled.", code="line_not_sent")
+        raise ConflictError(
+            gettext("This line is %(status)s: only a sent line is settled.") % {"status": line.status},
+            code="line_not_sent",
+        )
     if not paid and not reason.strip():
-        raise RuleViolation("A failed line needs the bank's reason.", code="reason_required")
+        raise RuleViolation(gettext("A failed line needs the bank's reason."), code="reason_required")
     transit = account_for(purpose=Purpose.PAYOUTS_IN_TRANSIT)
     if paid:
         other, kind, line.status = account_for(purpose=Purpose.CASH), "payout.paid", PayoutLine.Status.PAID
@@ -309,18 +316,23 @@ def payout_return_file_apply(*, run_id: Any, content: str, by: str, now: datetim
     says are left as they are, so uploading the same file twice changes nothing."""
     rows = list(csv.reader(io.StringIO(content.strip())))
     if not rows or [cell.strip().lower() for cell in rows[0]] != RETURN_COLUMNS:
-        raise RuleViolation(f"The first row must be {','.join(RETURN_COLUMNS)}.", code="invalid_return_file")
+        raise RuleViolation(
+            gettext("The first row must be %(join)s.") % {"join": ",".join(RETURN_COLUMNS)}, code="invalid_return_file"
+        )
     with transaction.atomic():
         run = _lock_run(run_id)
         lines = {line.reference: line for line in run.lines.all()}
         wanted = []
         for number, row in enumerate(rows[1:], start=2):
             if len(row) < 2 or len(row) > 3:
-                raise RuleViolation(f"Row {number} must have 2 or 3 cells.", code="invalid_return_file")
+                raise RuleViolation(
+                    gettext("Row %(number)s must have 2 or 3 cells.") % {"number": number}, code="invalid_return_file"
+                )
             reference, status, reason = row[0].strip(), row[1].strip().upper(), (row[2] if len(row) > 2 else "")
             if reference not in lines or status not in ("PAID", "FAILED"):
                 raise RuleViolation(
-                    f"Row {number}: unknown reference {reference!r} or status {status!r} (PAID or FAILED).",
+                    gettext("Row %(number)s: unknown reference %(reference)s or status %(status)s (PAID or FAILED).")
+                    % {"number": number, "reference": f"{reference!r}", "status": f"{status!r}"},
                     code="invalid_return_file",
                 )
             wanted.append((lines[reference], status == "PAID", reason))

@@ -134,7 +134,9 @@ def test_a_finalized_month_posts_the_ledger_numbers_the_invoice_and_accrues_the_
     assert statement.commission == (invoice.subtotal * 10 + 50) // 100
     assert balance_of(purpose=Purpose.BUYER_RECEIVABLE, organization=buyer) == invoice.subtotal
     assert balance_of(purpose=Purpose.PROVIDER_PAYABLE, organization=provider) == -statement.net
-    assert balance_of(purpose=Purpose.PLATFORM_REVENUE) == -statement.commission
+    # the platform, the seller on the invoice, owes its VAT and keeps the rest of the commission
+    assert balance_of(purpose=Purpose.VAT_PAYABLE) == -invoice.tax == -statement.tax
+    assert balance_of(purpose=Purpose.PLATFORM_REVENUE) == -(statement.commission - invoice.tax)
     assert reconcile() == []
 
 

@@ -301,3 +301,46 @@ def test_the_operators_page_of_the_national_grid_is_under_three_screens_and_page
         finally:
             browser.close()
     print(f"desk: {desk['height']} px tall; {national['overdue']} invoices overdue; screenshots: {SCREENSHOTS}")  # noqa: T201
+
+
+@pytest.mark.wall_clock  # the browser keeps the session cookie by its own clock
+def test_the_buyer_chooses_chinese_and_reads_the_same_figures_on_a_desk_and_a_phone(grid, live_server) -> None:
+    """The buyer's page in Simplified Chinese, chosen with the header's language form: the same
+    figures (their ``data-value``; the forecast moves with the clock), Chinese headings and days,
+    drawn with a CJK font (Debian's fonts-wqy-zenhei, which chromium finds too); screenshots
+    ``buyer-zh-<width>.png``."""
+    assert CHROMIUM.exists(), "The browser test needs Debian's chromium: apt-get install -y chromium"
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    base, username, path = live_server.url, grid.users[grid.buyer.slug], f"/dashboard/{grid.buyer.slug}/"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = sign_in(browser, base, username)
+            assert page.goto(base + path).status == 200
+            english = {name: figure(page, name) for name in ("spend-so-far", "bank-credit", "vouchers-left")}
+            assert page.locator("h1").inner_text() == "Spend, credit and invoices"
+            page.select_option('select[name="language"]', "zh-hans")
+            with page.expect_navigation():
+                page.click('[data-action="language"]')
+            assert page.url == base + path
+            page.context.close()
+
+            for width, height in VIEWPORTS:
+                page = sign_in(browser, base, username, width, height)
+                assert page.goto(base + path).status == 200
+                assert page.locator("html").get_attribute("lang") == "zh-Hans"
+                assert page.locator("h1").inner_text() == "支出、额度与发票"
+                assert "发票" in page.locator("main").inner_text()
+                assert {name: figure(page, name) for name in english} == english
+                assert "年" in page.locator("footer").inner_text()
+                layout = page.evaluate(LAYOUT)
+                assert layout["scrollWidth"] <= layout["width"], f"buyer-zh scrolls sideways at {width} px"
+                assert charts_drawn(page) == layout["charts"]
+                page.screenshot(path=str(SCREENSHOTS / f"buyer-zh-{width}.png"), full_page=True)
+                page.context.close()
+        finally:
+            browser.close()
+    for width, _height in VIEWPORTS:
+        assert (SCREENSHOTS / f"buyer-zh-{width}.png").stat().st_size > 10_000

@@ -1,7 +1,6 @@
 """The dashboards: login, scoping like the API, and figures equal to the API's answers."""
 
 import re
-import zlib
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,6 +16,7 @@ from pools.models import PricePlan, ResourcePool
 from tests.billing.factories import credit
 from tests.dashboards.scenario import PASSWORD, Grid, api_get, build_grid
 from tests.factories import pool_factory
+from tests.pdf_text import pdf_text
 from vouchers.selectors import program_burndown, program_report
 
 pytestmark = pytest.mark.django_db
@@ -217,8 +217,9 @@ def test_the_operator_page_shows_usage_and_the_platforms_commission_by_day(grid,
     finalized_in_window = {f"{invoice.period_start:%Y-%m}" for invoice, at in posted if at >= start}
 
     assert sum(day["card_hours"] for day in days) == sum(Decimal(row["quantity"]) for row in used) / 3600 > 0
+    # the platform's revenue: its commission less the VAT it owes as the seller on the invoices
     assert sum(Decimal(format_yuan(day["revenue"])) for day in days) == sum(
-        Decimal(statements[month]["commission"]) for month in finalized_in_window
+        Decimal(statements[month]["commission"]) - Decimal(statements[month]["tax"]) for month in finalized_in_window
     )
     assert finalized_in_window
 
@@ -324,20 +325,14 @@ def test_the_print_view_shows_the_period_and_finalization_in_shanghai_time(grid)
     assert figures(html.decode(), "invoice-finalized") == [local(grid.invoice.finalized_at)]
 
 
-def pdf_text(content: bytes) -> str:
-    """The text drawn in a PDF made by fpdf2 (its page streams are deflated)."""
-    streams = re.findall(rb"stream\r?\n(.*?)\r?\nendstream", content, re.S)
-    return b"".join(zlib.decompress(stream) for stream in streams if stream[:1] == b"x").decode("latin-1")
-
-
 def test_the_pdf_shows_the_period_and_finalization_in_shanghai_time(grid) -> None:
     answer = signed_in(grid, grid.buyer).get(f"/dashboard/{grid.buyer.slug}/invoices/{grid.invoice.pk}/pdf/")
 
     text = pdf_text(answer.content)
-    period = f"{local(grid.invoice.period_start)} to {local(grid.invoice.period_end)} \\(Asia/Shanghai\\)"
-    assert period in text  # a PDF string escapes its parentheses
-    assert f"({local(grid.invoice.finalized_at)})" in text
-    assert "T00:00:00" not in text and "+00:00" not in text and "Z)" not in text
+    period = f"{local(grid.invoice.period_start)} to {local(grid.invoice.period_end)} (Asia/Shanghai)"
+    assert period in text
+    assert local(grid.invoice.finalized_at) in text.splitlines()
+    assert "T00:00:00" not in text and "+00:00" not in text and not re.search(r"\dZ\b", text)
 
 
 def test_the_invoice_downloads_as_a_pdf(grid) -> None:
@@ -350,7 +345,7 @@ def test_the_invoice_downloads_as_a_pdf(grid) -> None:
     assert answer.content.rstrip().endswith(b"%%EOF")
 
 
-def test_a_draft_and_a_name_outside_latin_1_still_make_a_pdf(grid) -> None:
+def test_a_draft_and_a_chinese_name_make_a_pdf_that_shows_the_name(grid) -> None:
     grid.buyer.legal_name = "杭州视觉智能科技有限公司"
     grid.buyer.save()
     draft = grid.buyer.invoices.get(status="draft")
@@ -359,6 +354,7 @@ def test_a_draft_and_a_name_outside_latin_1_still_make_a_pdf(grid) -> None:
 
     assert answer.status_code == 200
     assert answer.content.startswith(b"%PDF-")
+    assert "杭州视觉智能科技有限公司" in pdf_text(answer.content)
 
 
 def test_the_operator_opens_an_overdue_invoice_from_its_page(grid) -> None:
@@ -579,3 +575,41 @@ def test_every_kind_of_page_shows_the_price_index_beside_its_own_prices(grid) ->
     assert f"{model} national median" in labels["operator"] and f"{model} national median" in labels["issuer"]
     assert labels["buyer"] == [f"{model} national median", f"{model} your locked price"]
     assert labels["provider"] == [f"{model} national median", f"{model} your price now"]
+
+
+def test_reservations_deposits_and_their_use_show_on_the_buyer_provider_and_operator_pages(grid) -> None:
+    from django.utils import timezone
+
+    from marketplace.deposits import deposit_create
+    from marketplace.dispatch import Requirements
+    from marketplace.services import order_place
+    from tests.billing.factories import usage
+
+    now = timezone.now()
+    pool = pool_factory(provider=grid.provider, cards=8, hub_id="jingjinji", province="Beijing", name="reserved")
+    reserved = order_place(
+        buyer=grid.buyer,
+        requirements=Requirements(cards=8, duration_hours=10, workload="training", pool=pool.pk, commitment="reserved"),
+    ).leases.get()
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    deposit = deposit_create(lease=reserved, depositor=grid.buyer, cards=4, start_at=hour, by="test")
+    resale = order_place(
+        buyer=grid.other_buyer,
+        requirements=Requirements(cards=4, duration_hours=1, workload="training", pool=pool.pk),
+    ).leases.get()
+    usage(reserved, hour, seconds=4 * 1800)  # the holder uses half an hour of 4 cards
+    usage(resale, hour, seconds=4 * 3600)  # the reseller a whole hour of the 4 deposited
+
+    buyer_html = signed_in(grid, grid.buyer).get(f"/dashboard/{grid.buyer.slug}/").content.decode()
+    provider_html = signed_in(grid, grid.provider).get(f"/dashboard/{grid.provider.slug}/").content.decode()
+    operator_html = signed_in(grid, grid.operator).get(f"/dashboard/{grid.operator.slug}/").content.decode()
+
+    assert resale.deposit_id == deposit.pk
+    booked = Decimal(8 * 10)
+    assert [Decimal(v) for v in figures(buyer_html, "reserved-booked")] == [booked]
+    assert [Decimal(v) for v in figures(buyer_html, "reserved-used")] == [Decimal(2)]
+    assert [Decimal(v) for v in figures(buyer_html, "reserved-resold")] == [Decimal(4)]
+    assert f'data-deposit="{deposit.pk}"' in buyer_html
+    assert [Decimal(v) for v in figures(provider_html, "pool-reserved-resold")] == [Decimal(4)]
+    assert [Decimal(v) for v in figures(provider_html, "pool-reserved-booked")] == [booked]
+    assert [Decimal(v) for v in figures(operator_html, "reserved-utilization")] == [Decimal(6) / booked]

@@ -14,7 +14,11 @@ from rest_framework.generics import ListAPIView
 from rest_framework.test import APIRequestFactory
 
 from marketplace.apis import OfferListApi
-from pools.models import GpuModel, ResourcePool
+from marketplace.deposits import deposit_create, deposit_withdraw
+from marketplace.dispatch import Requirements
+from marketplace.models import Lease
+from marketplace.services import order_place
+from pools.models import GpuModel, PricePlan, ResourcePool
 from pools.services import (
     pool_heartbeat,
     pool_release_cards,
@@ -54,7 +58,8 @@ def _before(buyer_client: Any, path: str) -> Any:
 @pytest.fixture
 def market(frozen: Any) -> list[ResourcePool]:
     """Pools in several hubs, models, prices (ties included), green shares, time-of-use and token
-    prices; some not offered (suspended, stale, full, pending, a version only from tomorrow)."""
+    prices, a reserved discount; some not offered (suspended, stale, full, pending, a version only
+    from tomorrow); one offered only for the cards deposited from its reserved booking (issue 19)."""
     provider, other = ProviderFactory(), ProviderFactory()
     a100 = GpuModel.objects.get(code="A100-80G")
     pools = [
@@ -92,7 +97,23 @@ def market(frozen: Any) -> list[ResourcePool]:
     price_plan_create(
         pool=pools[4], by="test", price_per_card_hour=Decimal("1"), effective_from=timezone.now() + timedelta(days=1)
     )
+    PricePlan.objects.filter(pool=pools[2]).update(reserved_discount=Decimal("0.333"))  # rounded on the wire
+    pools.append(pool_factory(provider=provider, name="banked", cards=8, price_per_card_hour=Decimal("15")))
+    held = _book_reserved(pools[-1], cards=8)
+    deposit_create(lease=held, depositor=held.buyer, cards=3, start_at=_this_hour(), by="holder")
     return pools
+
+
+def _this_hour() -> datetime:
+    return timezone.now().replace(minute=0, second=0, microsecond=0)
+
+
+def _book_reserved(pool: ResourcePool, *, cards: int) -> Lease:
+    """A reserved booking of the pool's cards from now for ten hours."""
+    requirements = Requirements(
+        cards=cards, duration_hours=10, workload="training", pool=pool.pk, commitment="reserved"
+    )
+    return order_place(buyer=BuyerFactory(), requirements=requirements).leases.get()
 
 
 QUERIES = [
@@ -115,6 +136,8 @@ QUERIES = [
     "?page_size=2&page=2",
     "?page_size=2&page=last",
     "?gpu_model=nothing-like-it",
+    "?min_free_cards=1",
+    "?ordering=free_cards",
     # Refused alike: unknown parameters, bad values, latency without a region, a page out of range.
     "?staus=active",
     "?min_free_cards=0",
@@ -140,10 +163,13 @@ def test_the_fixture_offers_what_it_should(market, buyer_client) -> None:
     body = buyer_client.get("/api/v1/offers/?page_size=100").json()
 
     assert sorted(offer["name"] for offer in body["results"]) == sorted(
-        ["west cheap", "west tie", "yangtze a100", "beijing custom tou", "guizhou"]
+        ["west cheap", "west tie", "yangtze a100", "beijing custom tou", "guizhou", "banked"]
     )
     assert any(offer["next_cheaper_window"] for offer in body["results"])
     assert any(offer["token_prices"] for offer in body["results"])
+    by_name = {offer["name"]: offer for offer in body["results"]}
+    assert (by_name["banked"]["free_cards"], by_name["banked"]["bank_cards"]) == (0, 3)
+    assert by_name["yangtze a100"]["reserved_price_per_card_hour"] != by_name["yangtze a100"]["price_per_card_hour"]
 
 
 # Each write commits before the next request, as in a server: the snapshot sees a change only
@@ -257,3 +283,29 @@ def test_outside_a_writing_transaction_the_clock_alone_ends_a_stale_pools_offer(
         traveller.shift(timedelta(seconds=settings.POOL_HEARTBEAT_STALE_SECONDS + 1))
 
         assert _offer(client, pool) is None
+
+
+@COMMITTED
+def test_deposited_cards_show_at_once_and_leave_with_the_deposits_hours(market, buyer_client, frozen) -> None:
+    """Deposits are read per request: a deposit, a resale on it and a withdrawal show at once, and
+    a withdrawn deposit's cards leave at its new end with no write at all."""
+    pool = pool_factory(name="bank later", cards=4, price_per_card_hour=Decimal("11"))
+    held = _book_reserved(pool, cards=4)
+    assert _offer(buyer_client, pool) is None  # full, nothing deposited
+
+    deposit = deposit_create(lease=held, depositor=held.buyer, cards=4, start_at=_this_hour(), by="holder")
+    assert _offer(buyer_client, pool)["bank_cards"] == 4  # type: ignore[index]
+
+    requirements = Requirements(cards=1, duration_hours=1, workload="training", pool=pool.pk)
+    resale = order_place(buyer=BuyerFactory(), requirements=requirements).leases.get()
+    assert resale.deposit_id == deposit.pk
+    assert _offer(buyer_client, pool)["bank_cards"] == 3  # type: ignore[index]
+
+    deposit = deposit_withdraw(deposit=deposit, by="holder")  # its end moves back to the resale's end
+    assert deposit.end_at == resale.end_at
+    assert _offer(buyer_client, pool)["bank_cards"] == 3  # type: ignore[index]
+    frozen.move_to(deposit.end_at - timedelta(minutes=1))
+    pool_heartbeat(pool=pool, healthy_cards=4, observed_at=timezone.now())  # fresh
+    assert _offer(buyer_client, pool)["bank_cards"] == 3  # type: ignore[index]
+    frozen.move_to(deposit.end_at + timedelta(seconds=1))  # still fresh
+    assert _offer(buyer_client, pool) is None

@@ -518,3 +518,18 @@ def test_a_retried_order_for_a_chosen_pool_places_it_once(buyer_client) -> None:
     assert elsewhere.json()["error"]["code"] == "idempotency_key_reused"
     assert Order.objects.count() == 1
     assert (reserved(chosen), reserved(other)) == (8, 0)
+
+
+@pytest.mark.django_db
+def test_no_capacity_in_chinese_keeps_its_code_and_reasons_and_translates_the_summary(buyer_client) -> None:
+    pool_factory(cards=4)
+    pool_factory(hub_id="jingjinji", province="Beijing", cards=100)
+
+    response = buyer_client.post(
+        "/api/v1/orders/", {**REALTIME, "cards": 8, "max_latency_ms": 5}, format="json", HTTP_ACCEPT_LANGUAGE="zh-CN"
+    )
+
+    error = response.json()["error"]
+    assert (response.status_code, error["code"]) == (422, "no_capacity")
+    assert error["message"] == "目前没有资源池能承接此订单：2 个资源池：时延超过 5 毫秒。"
+    assert [(row["reason"], row["message"]) for row in error["reasons"]] == [("latency", "时延超过 5 毫秒")]

@@ -82,3 +82,19 @@ def test_on_the_seeded_national_scenario_the_dispatcher_beats_a_cost_only_optimi
     assert grid.electricity_per_card_hour <= 0.85 * cost_only.electricity_per_card_hour
     assert grid.electricity_per_card_hour < baseline.electricity_per_card_hour
     assert cost_only.latency_violations == 0
+
+
+@pytest.mark.django_db
+def test_deposits_of_unused_reserved_cards_raise_the_utilization_of_booked_capacity() -> None:
+    call_command("seed_national", "--seed", "7", "--scale", "0.05", stdout=StringIO(), stderr=StringIO())
+    out = StringIO()
+
+    call_command(
+        "simulate_dispatch", "--orders", "400", "--reserved-share", "0.5", "--json", stdout=out, stderr=StringIO()
+    )
+
+    reserved = json.loads(out.getvalue())["reserved"]
+    assert reserved["booked_card_hours"] > reserved["used_by_holders_card_hours"] > 0
+    assert reserved["utilization_with_deposits"] > reserved["utilization_without_deposits"]
+    assert reserved["resold_card_hours"] > 0
+    assert 0 < reserved["depositors_earned"] == pytest.approx(reserved["resale_revenue"] * 0.8, abs=0.02)

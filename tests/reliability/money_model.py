@@ -15,7 +15,7 @@ from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from fractions import Fraction
 from typing import Any
 
@@ -122,6 +122,17 @@ class Lease:
 
 
 @dataclass
+class Reservation:
+    """A reserved (take-or-pay) booking: every booked card-second is billed at its version's rate,
+    used or not, in the month it falls in; cancelled before its start, a fee instead."""
+
+    lease: Lease
+    start: datetime
+    booked_end: datetime
+    cancelled_at: datetime | None = None
+
+
+@dataclass
 class Usage:
     """An hour of a lease: its month's invoice bills what it holds when it is finalized; what
     comes later is late usage, billed by the buyer's next invoice as an adjustment. Each
@@ -211,6 +222,13 @@ class Grant:
         return (self.expires_at is None, self.expires_at or NEVER, self.priority, self.created_at)
 
 
+def vat_of(gross: int, rate: Fraction) -> int:
+    """The tax in a tax-inclusive amount, half up to the fen, negatives mirrored (docs/architecture.md)."""
+    exact = abs(gross) * rate / (1 + rate)
+    tax = math.floor(exact + Fraction(1, 2))
+    return tax if gross >= 0 else -tax
+
+
 @dataclass
 class Line:
     kind: str
@@ -244,6 +262,7 @@ class Invoice:
     draws: list[tuple[Grant, int]] = field(default_factory=list)
     card_payments: list[list[int]] = field(default_factory=list)  # [amount, to refund, refunded through Stripe]
     by_provider: dict[str, tuple[int, int]] = field(default_factory=dict)  # gross, commission
+    tax: int = 0  # VAT in the subtotal: the lines' taxes summed
 
     @property
     def key(self) -> tuple[str, datetime]:
@@ -271,6 +290,7 @@ class MoneyModel:
         rise_notice_hours: int = 24,
     ) -> None:
         self.commission_rate = commission_rate
+        self.vat_rate = Fraction(6, 100)  # VAT_RATE_CARD_HOUR's default: the model bills card-hours only
         self.hourly_tolerance = Fraction(hourly_tolerance)
         self.grace_seconds = grace_seconds
         self.tokens_headroom = Fraction(tokens_headroom)
@@ -281,6 +301,8 @@ class MoneyModel:
         self.pools: dict[str, Pool] = {}
         self.leases: dict[str, Lease] = {}
         self.usage: dict[tuple[str, datetime], Usage] = {}
+        self.reservations: dict[str, Reservation] = {}
+        self.cancel_fee_rate = Decimal("0.10")
         self.invoices: dict[tuple[str, datetime], Invoice] = {}
         self.programs: dict[str, Program] = {}
         self.vouchers: dict[str, Voucher] = {}
@@ -383,7 +405,10 @@ class MoneyModel:
             raise Refused("period_open")
         invoice.lines = self._take_unbilled(invoice, takes_late)
         invoice.subtotal = sum(line.amount for line in invoice.lines)
+        invoice.tax = sum(vat_of(line.amount, self.vat_rate) for line in invoice.lines)
         self.ledger[("buyer_receivable", invoice.buyer)] += invoice.subtotal
+        self.ledger[("vat_payable", None)] -= invoice.tax
+        self.ledger[("platform_revenue", None)] += invoice.tax
         gross: dict[str, int] = defaultdict(int)
         for line in invoice.lines:
             gross[line.provider] += line.amount
@@ -431,8 +456,69 @@ class MoneyModel:
                 Line(kind, lease_id, band, version, pool.versions[version].effective_from, pool.provider,
                      round_half_up(exact), hours=hours[(kind, lease_id, version, band)])
             )  # fmt: skip
+        lines += self._reserved_lines(invoice)
         # The order the service hands lines to vouchers in: by kind, lease, band, then price version.
         return sorted(lines, key=lambda line: (line.kind, line.lease, line.band, line.effective_from))
+
+    def reserve(self, *, lease: Lease, start: datetime, booked_end: datetime) -> None:
+        """A reserved booking; the drafts of the months it bills are made with it."""
+        self.reservations[lease.id] = Reservation(lease, start, booked_end)
+        at = start
+        while at < booked_end:
+            month = month_of(at)
+            self.invoices.setdefault((lease.buyer, month[0]), Invoice(lease.buyer, *month))
+            at = month[1]
+
+    def cancel_reservation(self, *, lease_id: str, now: datetime) -> None:
+        reservation = self.reservations[lease_id]
+        reservation.cancelled_at = now
+        month = month_of(now)
+        self.invoices.setdefault((reservation.lease.buyer, month[0]), Invoice(reservation.lease.buyer, *month))
+
+    def _booked_seconds(self, reservation: Reservation, start: datetime, end: datetime) -> dict[str, int]:
+        """Card-seconds booked in [start, end), by band."""
+        seconds: dict[str, int] = defaultdict(int)
+        at = start
+        while at < end:
+            following = min(at.replace(minute=0, second=0, microsecond=0) + HOUR, end)
+            band = reservation.lease.pool.bands[at.astimezone(local_zone()).hour]
+            seconds[band] += int((following - at).total_seconds()) * reservation.lease.cards
+            at = following
+        return seconds
+
+    def _reserved_lines(self, invoice: Invoice) -> list[Line]:
+        lines = []
+        for lease_id, reservation in sorted(self.reservations.items()):
+            lease = reservation.lease
+            if lease.buyer != invoice.buyer:
+                continue
+            version = lease.pool.versions[lease.locked]
+            if reservation.cancelled_at is not None:
+                if not invoice.period_start <= reservation.cancelled_at < invoice.period_end:
+                    continue
+                booked = self._booked_seconds(reservation, reservation.start, reservation.booked_end)
+                used = Decimal(sum(booked.values()))
+                with localcontext(prec=50):
+                    cost = sum(
+                        (Decimal(seconds) * Decimal(version.base) * version.factors.get(band, Decimal(1)) / 3600
+                         for band, seconds in booked.items()),
+                        Decimal(0),
+                    )  # fmt: skip
+                    rate = (cost * self.cancel_fee_rate * 3600 / used).quantize(Decimal("1e-10"))
+                    amount = round_half_up(Fraction(used * rate / 3600) * 100)
+                lines.append(
+                    Line("cancel_fee", lease_id, "", lease.locked, version.effective_from, lease.pool.provider, amount)
+                )
+                continue
+            start = max(reservation.start, invoice.period_start)
+            end = min(reservation.booked_end, invoice.period_end)
+            for band, seconds in sorted(self._booked_seconds(reservation, start, end).items()):
+                exact = Fraction(seconds, 3600) * version.rate(band) * 100
+                lines.append(
+                    Line("reserved", lease_id, band, lease.locked, version.effective_from, lease.pool.provider,
+                         round_half_up(exact))
+                )  # fmt: skip
+        return lines
 
     def _redeem(self, invoice: Invoice, now: datetime) -> dict[str, int]:
         offered = [line for line in invoice.lines if line.kind == "usage" and line.amount > 0]
@@ -487,6 +573,8 @@ class MoneyModel:
         if invoice.status not in ("finalized", "paid", "uncollectible"):
             raise Refused("invoice_not_voidable")
         self.ledger[("buyer_receivable", invoice.buyer)] -= invoice.amount_due
+        self.ledger[("vat_payable", None)] += invoice.tax
+        self.ledger[("platform_revenue", None)] -= invoice.tax
         for provider, (gross, commission) in invoice.by_provider.items():
             self.ledger[("provider_payable", provider)] += gross - commission
             self.ledger[("platform_revenue", None)] += commission

@@ -46,7 +46,13 @@ from hypothesis.stateful import (
 from billing.models import CreditGrant, Invoice, PaymentAttempt, UsageRollupDue
 from billing.services.bank.grants import grant_create, grants_expire
 from billing.services.bank.top_ups import top_up_create
-from billing.services.invoices import invoice_finalize, invoice_void, invoices_due_for_finalizing, invoices_finalize
+from billing.services.invoices import (
+    invoice_finalize,
+    invoice_for_period,
+    invoice_void,
+    invoices_due_for_finalizing,
+    invoices_finalize,
+)
 from billing.services.payments import (
     bank_transfer_record,
     invoice_collect,
@@ -62,7 +68,7 @@ from billing.stripe_client import stripe_client
 from core.exceptions import ApplicationError
 from marketplace.dispatch import Requirements
 from marketplace.models import Lease
-from marketplace.services import lease_end, lease_extend, lease_start, order_place
+from marketplace.services import lease_end, lease_extend, lease_start, order_cancel, order_place
 from organizations.models import Organization
 from pools.models import Hub, ResourcePool
 from pools.reference_data import TOKENS_PER_SECOND
@@ -894,6 +900,45 @@ class MoneyMachine(RuleBasedStateMachine):
         for pool in self.pools:  # the world's and those listed in this sequence
             pool_heartbeat(pool=pool, healthy_cards=pool.cards, observed_at=self.clock)
         return order_place(buyer=organization, requirements=requirements).leases.get()
+
+    @precondition(lambda self: len(self.model.reservations) < 4)
+    @rule(
+        buyer=st.integers(0, 1),
+        pool=st.integers(0, 1000),
+        cards=st.integers(1, 2),
+        hours=st.one_of(st.integers(1, 6), st.integers(24, 24 * 20)),
+        ahead=st.one_of(st.just(0), st.integers(1, 24 * 10)),
+        cancel=st.booleans(),
+    )
+    def a_buyer_reserves_cards(self, buyer: int, pool: int, cards: int, hours: int, ahead: int, cancel: bool) -> None:
+        """A reserved (take-or-pay) booking, never used: every booked card-hour is billed in the month it
+        falls in (across a month end too); cancelled before its start, the cancellation fee instead."""
+        organization = self.world.buyers[buyer]
+        chosen = self.pick(list(self.world.pools.values()), pool)
+        start = self.clock + timedelta(hours=ahead) if ahead else None
+        requirements = Requirements(
+            cards=cards, duration_hours=hours, workload="training", pool=chosen.pk, commitment="reserved",
+            earliest_start=start,
+        )  # fmt: skip
+        with self.at_clock():
+            lease = self.place_order(organization, requirements)
+            if lease is None:
+                return
+            self.model.leases[str(lease.pk)] = self.model_lease(lease, started_at=lease.start_at)
+            self.model.reserve(
+                lease=self.model.leases[str(lease.pk)], start=lease.start_at, booked_end=lease.price_locked_until
+            )
+            at = lease.start_at  # its months' drafts, as the model makes them
+            while at < lease.price_locked_until:
+                invoice_for_period(buyer=organization, at=at)
+                at = m.month_of(at)[1]
+            if cancel and ahead:
+                order_cancel(order=lease.order, by="test")
+                invoice_for_period(buyer=organization, at=self.clock)  # the fee's month
+                self.model.cancel_reservation(lease_id=str(lease.pk), now=self.clock)
+                SEEN["reserved bookings cancelled before their start"] += 1
+            else:
+                SEEN["reserved bookings billed as booked"] += 1
 
     @precondition(lambda self: len(self.prepaid) < 4)
     @rule(cards=st.integers(1, 2), hours=st.integers(1, 4))

@@ -111,6 +111,10 @@ Check = Exempt | Public | Detail | Listing | Create | Patch | Page
 REASON = {"reason": "isolation test"}
 
 
+def _next_hour() -> str:
+    return (timezone.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)).isoformat()
+
+
 def _later() -> str:
     return (timezone.now() + timedelta(days=30)).isoformat()
 
@@ -279,6 +283,9 @@ ROUTES: dict[str, dict[str, Check]] = {
         "PATCH": Patch("lease_id", "buyer", read=LeaseSerializer, write=LeaseUpdateSerializer),
     },
     "api/v1/leases/<uuid:lease_id>/start/": {"POST": Detail("lease_id", ("provider",))},
+    "api/v1/leases/<uuid:lease_id>/deposits/": {
+        "POST": Detail("lease_id", ("buyer",), body=lambda w: {"cards": 1, "start_at": _next_hour()})
+    },
     "api/v1/leases/<uuid:lease_id>/terminate/": {"POST": Detail("lease_id", ("buyer", "provider"))},
     # Metering and billing.
     "api/v1/usage-events/": {
@@ -314,12 +321,28 @@ ROUTES: dict[str, dict[str, Check]] = {
         "POST": Detail("invoice_id", (), body=lambda w: {"amount": "1.00"})  # operators
     },
     "api/v1/statements/": {"GET": Listing()},
+    # Fapiao: the buyer's invoicing details (its own, no id), its requests; operators record them.
+    "api/v1/invoicing-details/": {
+        "GET": Listing(),
+        "PUT": Create(body=lambda w: {"title": w.b.buyer.legal_name, "taxpayer_id": w.b.buyer.credit_code}),
+    },
+    "api/v1/invoices/<uuid:invoice_id>/fapiao/": {
+        "GET": Detail("invoice_id", ("buyer",)),
+        "POST": Detail("invoice_id", ("buyer",), body=lambda w: {"kind": "ordinary"}),
+    },
+    "api/v1/fapiao-requests/": {"GET": Listing(queries=(lambda w: {"status": "issued"},))},
+    "api/v1/fapiao-requests/<uuid:request_id>/": {"GET": Detail("request_id", ("buyer",))},
+    "api/v1/fapiao-requests/<uuid:request_id>/file/": {"GET": Detail("request_id", ("buyer",))},
+    "api/v1/fapiao-requests/<uuid:request_id>/issue/": {"POST": Detail("request_id", (), body=lambda w: {})},
+    "api/v1/fapiao-requests/<uuid:request_id>/red-letter/": {"POST": Detail("request_id", (), body=lambda w: {})},
     # The compute bank: each buyer's own (no id in its path).
     "api/v1/bank/": {
         "GET": Listing(),
         "PATCH": Patch("bank", "buyer", read=BankSerializer, write=BankSettingsSerializer, singleton=True),
     },
     "api/v1/bank/transactions/": {"GET": Listing()},
+    "api/v1/bank/deposits/": {"GET": Listing()},
+    "api/v1/bank/deposits/<uuid:deposit_id>/withdraw/": {"POST": Detail("deposit_id", ("buyer",))},
     "api/v1/bank/top-ups/": {"POST": Create(body=lambda w: {"amount": "100.00"})},
     "api/v1/bank/top-ups/<uuid:top_up_id>/": {"GET": Detail("top_up_id", ("buyer",))},
     # Vouchers.
@@ -395,6 +418,7 @@ ROUTES |= {
     },
     "dashboard/logout/": {"POST": Exempt("signing out")},
     "dashboard/": {"GET": Page()},
+    "dashboard/language/": {"POST": Exempt("the member's own language: no organization's data")},
     "dashboard/<slug:slug>/": {"GET": Page()},
     "dashboard/<slug:slug>/invoices/<uuid:invoice_id>/": {"GET": Page("invoice_id")},
     "dashboard/<slug:slug>/invoices/<uuid:invoice_id>/pdf/": {"GET": Page("invoice_id")},

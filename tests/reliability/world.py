@@ -17,7 +17,10 @@ from django.utils import timezone
 from billing.models import Bank, CreditGrant, Invoice, TopUp
 from billing.services.bank.grants import bank_of, grant_create
 from billing.services.invoices import invoice_finalize, invoice_for_period
-from marketplace.models import Lease, Order
+from marketplace.deposits import deposit_create
+from marketplace.dispatch import Requirements
+from marketplace.models import CapacityDeposit, Lease, Order
+from marketplace.services import order_place
 from marketplace.token_dispatch import TokenRequest
 from marketplace.token_services import token_order_place
 from orbit import reference_data as orbit_data
@@ -65,6 +68,8 @@ class Tenant:
     claim: Any = None  # a subsidy claim on the tenant's program
     payout_run: Any = None  # a run (operators' only) with a line paying the tenant's provider
     payout_line: Any = None
+    fapiao: Any = None  # the finalized invoice's fapiao, issued with its file
+    deposit: CapacityDeposit | None = None  # cards of its buyer's reserved lease deposited into the compute bank
 
     def organization(self, kind: str, operator: Organization) -> Organization:
         return operator if kind == "operator" else getattr(self, kind)
@@ -85,6 +90,8 @@ class Tenant:
             "claim_id": self.claim,
             "run_id": self.payout_run,
             "line_id": self.payout_line,
+            "request_id": self.fapiao,
+            "deposit_id": self.deposit,
         }  # type: ignore[return-value]
 
 
@@ -121,6 +128,7 @@ def _tenant(hub: str, province: str) -> Tenant:
     usage(tenant.lease, USED_AT, seconds=8 * 3600)
     march = invoice_for_period(buyer=tenant.buyer, at=USED_AT)
     tenant.invoice = invoice_finalize(invoice_id=march.pk, now=FINALIZED_AT)
+    tenant.fapiao = _fapiao(tenant)
     usage(tenant.lease, timezone.now() - timedelta(hours=2))
     tenant.draft_invoice = invoice_for_period(buyer=tenant.buyer, at=timezone.now())
     with time_machine.travel(LEASED_AT, tick=False):
@@ -148,7 +156,21 @@ def _tenant(hub: str, province: str) -> Tenant:
         region="isolation",
     )
     _settlements(tenant)
+    tenant.deposit = _deposit(tenant)
     return tenant
+
+
+def _deposit(tenant: Tenant) -> CapacityDeposit:
+    """A reserved lease of 4 cards for a day on the tenant's pool, 2 of them deposited from the next hour."""
+    assert tenant.pool is not None
+    now = timezone.now()
+    ResourcePool.objects.filter(pk=tenant.pool.pk).update(last_heartbeat_at=now)
+    requirements = Requirements(
+        cards=4, duration_hours=24, workload="training", pool=tenant.pool.pk, commitment="reserved"
+    )
+    lease = order_place(buyer=tenant.buyer, requirements=requirements).leases.get()
+    next_hour = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return deposit_create(lease=lease, depositor=tenant.buyer, cards=2, start_at=next_hour, by="test")
 
 
 def _settlements(tenant: Tenant) -> None:
@@ -179,6 +201,27 @@ def _settlements(tenant: Tenant) -> None:
     )
     tenant.payout_line = PayoutLine.objects.create(
         run=tenant.payout_run, number=1, provider=tenant.provider, account=account, amount=1
+    )
+
+
+def _fapiao(tenant: Tenant) -> Any:
+    """The buyer's invoicing details, and an issued fapiao (with its file) of its finalized invoice."""
+    from billing.models import FapiaoRequest
+    from billing.services.fapiao import Upload, fapiao_issue, fapiao_request
+    from organizations.services import invoicing_details_set
+
+    assert tenant.invoice is not None
+    invoicing_details_set(
+        organization=tenant.buyer, title=tenant.buyer.legal_name, taxpayer_id=tenant.buyer.credit_code, by="test"
+    )
+    request, _ = fapiao_request(invoice=tenant.invoice, kind="ordinary", by="test")
+    return fapiao_issue(
+        request_id=request.pk,
+        number=f"{26110000000000000000 + FapiaoRequest.objects.count():020d}",
+        code="",
+        issued_on=FINALIZED_AT.date(),
+        upload=Upload(name="fapiao.pdf", content=b"%PDF-1.7 isolation"),
+        by="test",
     )
 
 

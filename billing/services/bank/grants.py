@@ -22,6 +22,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from billing.models import Account, Bank, BankEvent, BankMovement, CreditGrant, JournalEntry, StripeCustomer
 from billing.services.bank.state import bank_state, low_balance_threshold, spendable_grants
@@ -80,11 +81,14 @@ def grant_create(
     invoice gives back as credit."""
     now = now or timezone.now()
     if buyer.kind != Organization.Kind.BUYER:
-        raise ApplicationError(f"{buyer.slug} is a {buyer.kind}; only buyers have a bank.", code="not_a_buyer")
+        raise ApplicationError(
+            gettext("%(slug)s is a %(kind)s; only buyers have a bank.") % {"slug": buyer.slug, "kind": buyer.kind},
+            code="not_a_buyer",
+        )
     if amount <= 0:
-        raise ApplicationError("A grant must be more than 0.00 yuan.", code="invalid_amount")
+        raise ApplicationError(gettext("A grant must be more than 0.00 yuan."), code="invalid_amount")
     if expires_at is not None and expires_at <= now:
-        raise ApplicationError("A grant must expire in the future, or never.", code="invalid_expiry")
+        raise ApplicationError(gettext("A grant must expire in the future, or never."), code="invalid_expiry")
     bank = bank_lock(buyer)
     grant = CreditGrant.objects.create(
         buyer=buyer,
@@ -165,7 +169,8 @@ def bank_draw(
     balance = sum(grant.remaining for grant in grants)
     if balance < amount and not partial:
         raise RuleViolation(
-            f"The bank has {format_yuan(balance)}, less than the {format_yuan(amount)} asked for.",
+            gettext("The bank has %(format_yuan)s, less than the %(format_yuan2)s asked for.")
+            % {"format_yuan": format_yuan(balance), "format_yuan2": format_yuan(amount)},
             code="insufficient_funds",
         )
     taken: list[tuple[CreditGrant, int]] = []
@@ -363,7 +368,7 @@ def bank_settings_set(*, buyer: Organization, changes: dict[str, int | None]) ->
         setattr(bank, name, value)
     if (bank.auto_top_up_threshold is None) != (bank.auto_top_up_amount is None):
         raise ApplicationError(
-            "Set both auto_top_up_threshold and auto_top_up_amount, or neither.", code="auto_top_up_incomplete"
+            gettext("Set both auto_top_up_threshold and auto_top_up_amount, or neither."), code="auto_top_up_incomplete"
         )
     if bank.auto_top_up_amount is not None:
         top_up_check(amount=bank.auto_top_up_amount, currency=bank.currency)

@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from billing.models import Bank, BankEvent, CreditHold
 from billing.services.bank.grants import bank_balance_changed, bank_event, bank_lock
@@ -42,8 +43,16 @@ def hold_take(lease: Lease, now: datetime) -> None:
     if available < needed:
         logger.info("lease refused for funds", extra={"lease": str(lease.pk), "needed": needed, "available": available})
         raise RuleViolation(
-            f"This lease needs {format_yuan(needed)} {bank.currency} of the buyer's compute-bank credit held to "
-            f"start; {format_yuan(max(available, 0))} is available. The buyer tops up with POST /api/v1/bank/top-ups/.",
+            gettext(
+                "This lease needs %(format_yuan)s %(currency)s of the buyer's compute-bank "
+                "credit held to start; %(format_yuan2)s is available. The buyer tops up with "
+                "POST /api/v1/bank/top-ups/."
+            )
+            % {
+                "format_yuan": format_yuan(needed),
+                "currency": bank.currency,
+                "format_yuan2": format_yuan(max(available, 0)),
+            },
             code=INSUFFICIENT_FUNDS,
             details={"needed": format_yuan(needed), "available": format_yuan(available)},
         )

@@ -16,6 +16,7 @@ import stripe
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from billing.models import Bank, BankEvent, CreditGrant, StripeCustomer, TopUp
 from billing.services.bank.grants import bank_event, grant_create
@@ -34,20 +35,21 @@ def top_up_check(*, amount: int, currency: str) -> None:
     """Refuse what cannot be a top-up, with a stable code (nothing is recorded)."""
     if currency != settings.DEFAULT_CURRENCY:
         raise ApplicationError(
-            f"Top-ups are in {settings.DEFAULT_CURRENCY} only.",
+            gettext("Top-ups are in %(DEFAULT_CURRENCY)s only.") % {"DEFAULT_CURRENCY": settings.DEFAULT_CURRENCY},
             code="unsupported_currency",
             fields={"currency": [{"code": "unsupported_currency", "message": f"Use {settings.DEFAULT_CURRENCY}."}]},
         )
     maximum = settings.BANK_TOP_UP_MAX_YUAN * FEN_PER_YUAN
     if amount <= 0:
         raise ApplicationError(
-            "A top-up must be more than 0.00.",
+            gettext("A top-up must be more than 0.00."),
             code="invalid_amount",
             fields={"amount": [{"code": "invalid_amount", "message": "Give an amount above 0.00."}]},
         )
     if amount > maximum:
         raise ApplicationError(
-            f"A top-up may be at most {format_yuan(maximum)} {currency}; split it or ask us for a bank transfer.",
+            gettext("A top-up may be at most %(format_yuan)s %(currency)s; split it or ask us for a bank transfer.")
+            % {"format_yuan": format_yuan(maximum), "currency": currency},
             code="amount_too_large",
             fields={"amount": [{"code": "amount_too_large", "message": f"At most {format_yuan(maximum)}."}]},
         )
@@ -92,7 +94,7 @@ def _stripe(call: Any) -> Any:
     except stripe.StripeError as exc:
         logger.warning("stripe refused a top-up", extra={"error": str(exc)})
         raise ApplicationError(
-            "The payment provider could not be reached or refused the request; try again shortly.",
+            gettext("The payment provider could not be reached or refused the request; try again shortly."),
             code="payment_provider_error",
             status_code=502,
         ) from None
@@ -118,7 +120,7 @@ def top_up_succeeded(*, top_up_id: Any, amount: int, currency: str, now: datetim
             "top-up charged another amount",
             extra={"top_up": str(top_up.pk), "charged": amount, "currency": currency, "expected": top_up.amount},
         )
-        raise ApplicationError("Stripe charged another amount than the top-up's.", code="amount_mismatch")
+        raise ApplicationError(gettext("Stripe charged another amount than the top-up's."), code="amount_mismatch")
     grant = grant_create(
         buyer=top_up.buyer,
         source=CreditGrant.Source.TOP_UP,

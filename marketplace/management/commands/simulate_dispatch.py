@@ -2,14 +2,16 @@ import json
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from core.timezones import local_zone
 from marketplace.dispatch import PoolSnapshot
 from marketplace.orbit_simulation import simulate_orbit
+from marketplace.reserved_simulation import reserved_figures, simulate_reserved
 from marketplace.selectors import pool_snapshots
-from marketplace.simulation import PolicyResult, simulate
+from marketplace.simulation import PolicyResult, generate_orders, simulate
 from marketplace.token_selectors import endpoint_snapshots
 from marketplace.token_simulation import simulate_tokens
 from orbit.models import Satellite
@@ -41,10 +43,25 @@ class Command(BaseCommand):
             "--tokens", action="store_true", help="Replay a day of token jobs on the model endpoints instead."
         )
         parser.add_argument("--jobs", type=int, default=20_000, help="With --tokens: jobs in the day (default 20,000).")
+        parser.add_argument(
+            "--reserved-share",
+            type=float,
+            default=0.0,
+            help="Also book this share of every pool's free cards reserved for the day (e.g. 0.3), partly unused, "
+            "and compare the day's on-demand orders without and with deposits of the unused cards.",
+        )
+        parser.add_argument(
+            "--unused-share",
+            type=float,
+            default=0.4,
+            help="With --reserved-share: the share of a booking its holder leaves unused, on average (default 0.4).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["orders"] < 1:
             raise CommandError("--orders must be at least 1.")
+        if not (0 <= options["reserved_share"] < 1 and 0 <= options["unused_share"] <= 1):
+            raise CommandError("--reserved-share must lie in [0, 1) and --unused-share in [0, 1].")
         now = timezone.now()
         if options["tokens"]:
             self._tokens(now=now, jobs=options["jobs"], seed=options["seed"], as_json=options["json"])
@@ -76,6 +93,7 @@ class Command(BaseCommand):
             "total buyer cost lower": grid.buyer_cost < baseline.buyer_cost,
             "zero latency violations": grid.latency_violations == 0,
         }
+        reserved = self._reserved(pools, now, options) if options["reserved_share"] else None
         if options["json"]:
             figures = {
                 "dispatcher": grid.as_dict(),
@@ -87,6 +105,8 @@ class Command(BaseCommand):
                 "cost_only_cost_per_card_hour_cut": round(cost_only_cost_cut, 4),
                 "checks": checks,
             }
+            if reserved is not None:
+                figures["reserved"] = reserved
             self.stdout.write(json.dumps(figures, indent=2))
         else:
             self._table(grid, baseline, cost_only)
@@ -97,6 +117,29 @@ class Command(BaseCommand):
             self.stdout.write(f"buyer cost per card-hour   {-cost_cut:+18.1%}   {-cost_only_cost_cut:+18.1%}")
             for check, passed in checks.items():
                 self.stdout.write(f"{'PASS' if passed else 'FAIL'}  {check}")
+            if reserved is not None:
+                self.stdout.write(
+                    f"\nreserved capacity ({options['reserved_share']:.0%} of the cards booked for the day):"
+                )
+                for key, value in reserved.items():
+                    self.stdout.write(f"  {key:36}{value!s:>16}")
+
+    def _reserved(self, pools: list[PoolSnapshot], now: datetime, options: dict[str, Any]) -> dict[str, Any]:
+        """The day's on-demand orders with a share of every pool booked reserved, without and with deposits."""
+        self.stderr.write("Simulating reserved bookings, without and with deposits ...")
+        day = now.astimezone(local_zone()).replace(hour=0, minute=0, second=0, microsecond=0)
+        demand = generate_orders(
+            day=day, seed=options["seed"], orders=options["orders"], models={pool.gpu_model for pool in pools}
+        )
+        without, with_deposits = simulate_reserved(
+            pools=pools,
+            orders=demand,
+            seed=options["seed"],
+            reserved_share=options["reserved_share"],
+            unused_share=options["unused_share"],
+            platform_share=settings.DEPOSIT_PLATFORM_SHARE,
+        )
+        return reserved_figures(without, with_deposits)
 
     def _orbit(self, pools: list[PoolSnapshot], now: datetime, options: dict[str, Any]) -> None:
         satellites = list(Satellite.objects.select_related("pool").filter(pool__status=ResourcePool.Status.ACTIVE))

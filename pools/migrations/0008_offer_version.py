@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pools', '0006_model_endpoints'),
+        ('pools', '0007_reserved_capacity'),
     ]
 
     operations = [
