@@ -52,7 +52,7 @@ def make_leases(count: int) -> tuple[Any, str, list[Any], datetime]:
     from marketplace.models import Lease, Order
     from organizations.models import Organization
     from organizations.services import api_key_create
-    from pools.models import ResourcePool
+    from pools.models import PricePlan, ResourcePool
     from pools.services import pool_reserve_cards
 
     buyer = Organization.objects.filter(kind="buyer").order_by("slug").first()
@@ -73,6 +73,7 @@ def make_leases(count: int) -> tuple[Any, str, list[Any], datetime]:
         lease = Lease.objects.create(
             order=order, buyer=buyer, provider=provider, pool=pool, cards=CARDS_PER_LEASE, workload="training",
             status="running", start_at=started, end_at=started + timedelta(hours=24), started_at=started,
+            price_plan=PricePlan.objects.filter(pool=pool).order_by("-version").first(),
             price_locked_until=started + timedelta(hours=24),
             estimated_cost=0,
         )  # fmt: skip
@@ -244,7 +245,7 @@ def main() -> int:
     print(f"==> gunicorn on 127.0.0.1:{port}, {args.workers} sync workers, {args.clients} clients", flush=True)
     start_server(env, port, workers=args.workers)
     try:
-        warmup = make_batches(lease_ids[:10], started + timedelta(hours=22), 500, 500, tag="-warmup")
+        warmup = make_batches(lease_ids[:10], started + timedelta(hours=19), 500, 500, tag="-warmup")
         post_all(port, key, warmup, 1, "warm-up")
         first, elapsed = post_all(port, key, batches, args.clients, "ingest")
         rows_after_first = count_rows(env["DATABASE_URL"])

@@ -2,7 +2,7 @@ from billing.models.bank import Bank, BankEvent, BankMovement, CreditGrant, Cred
 from billing.models.invoices import Invoice, InvoiceAdjustment, InvoiceLine, InvoiceSequence, ProviderStatement
 from billing.models.ledger import Account, JournalEntry, Leg
 from billing.models.payments import PaymentAttempt, Refund, StripeCustomer, StripeEvent, UnprocessableWebhook
-from billing.models.usage import UsageEvent, UsageEventKey, UsageMetric, UsageRollup, UsageRollupDue
+from billing.models.usage import UsageEvent, UsageMetric, UsageRollup, UsageRollupDue
 
 __all__ = [
     "Account",
@@ -25,7 +25,6 @@ __all__ = [
     "TopUp",
     "UnprocessableWebhook",
     "UsageEvent",
-    "UsageEventKey",
     "UsageMetric",
     "UsageRollup",
     "UsageRollupDue",

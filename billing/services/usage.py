@@ -2,16 +2,18 @@
 
 ``usage_events_ingest`` takes a batch of CloudEvents from a provider and keeps
 each good event exactly once: the provider + ``source`` + ``id`` is unique forever
-in ``UsageEventKey`` (one provider's keys never block nor reveal another's). Per
-batch it runs a fixed number of queries whatever its size: lock the batch's
-leases (an event must fall in its lease's run: from its start to the earlier of its
-booked end and its end); COPY the events into a staging table and move the new
-ones with one ``INSERT ... ON CONFLICT DO NOTHING`` (the keys that already existed
-are looked up only when there are some); sum the card-seconds and tokens of the
-hours the batch touches and take back, in the same transaction, what goes over a
-lease's hourly limits (by the seconds it ran in the hour). Rollups are rebuilt per (lease, hour) bucket
-by a Celery task after commit; the same transaction marks them due in
-``UsageRollupDue``, so that Celery beat queues them again if that task is lost.
+(the events table's primary key ``key``, a digest of the three; one provider's keys
+never block nor reveal another's). Per batch it runs a fixed number of queries
+whatever its size: lock the batch's leases (an event must fall in its lease's run:
+from its start to the earlier of its booked end and its end); COPY the events into
+a staging table and, in one statement, insert the new ones with ``ON CONFLICT DO
+NOTHING`` and mark the (lease, hour) buckets they fall in due in
+``UsageRollupDue`` (the keys that already existed are looked up only when there are
+some); sum the card-seconds and tokens of the hours the batch touches and take
+back, in the same transaction, what goes over a lease's hourly limits (by the
+seconds it ran in the hour). Rollups are rebuilt per (lease, hour) bucket by a
+Celery task after commit; Celery beat queues again the buckets still due if that
+task is lost.
 """
 
 import math
@@ -142,8 +144,8 @@ def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetim
                 result.accepted += 1
                 result.buckets.add((event.lease_id, event.hour))
         if result.buckets:
+            # Marked due by the insert; queued after commit.
             buckets = [(lease_id, _hour_start(hour)) for lease_id, hour in sorted(result.buckets)]
-            _mark_due(buckets, now=now)
             # The events are stored whether or not the broker answers: a lost task is queued
             # again from UsageRollupDue, so a failure to queue it is logged, not raised.
             transaction.on_commit(lambda: queue_rollups(buckets), robust=True)
@@ -387,6 +389,38 @@ _STAGE_COLUMNS = (
     "source, event_id, digest, type, lease_id, time, quantity, cards, model, input_tokens, output_tokens, data"
 )
 
+# One statement: the new events go in (a key this provider already used is skipped by the primary
+# key of the events' hash partition), the (lease, hour) buckets they fall in are marked due for a
+# rollup (a bucket already due keeps its first time), and the staged keys not inserted come back.
+_INSERT = """
+WITH staged AS (
+    SELECT billing_usage_event_key(%(provider)s, source, event_id) AS key, * FROM usage_stage
+), new AS (
+    INSERT INTO billing_usageevent (key, digest, source, event_id, type, lease_id, provider_id, time, quantity, cards,
+        model, input_tokens, output_tokens, data, received_at)
+    SELECT key, digest, source, event_id, type, lease_id, %(provider)s, time, quantity, cards, model, input_tokens,
+        output_tokens, data, %(now)s
+    FROM staged
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key, lease_id, time
+), due AS (
+    INSERT INTO billing_usagerollupdue (lease_id, hour, batch, marked_at)
+    SELECT DISTINCT lease_id, date_trunc('hour', time, 'UTC'), %(batch)s::uuid, %(now)s FROM new
+    ON CONFLICT (lease_id, hour) DO UPDATE SET batch = EXCLUDED.batch
+)
+SELECT s.source, s.event_id FROM staged s WHERE NOT EXISTS (SELECT FROM new n WHERE n.key = s.key)
+"""
+
+# The events stored under the keys of those not inserted: each key's owner, to tell a hash
+# collision (another source and id under the same 16 bytes) from a replay or a conflict.
+_STORED = """
+SELECT d.source, d.event_id, e.digest, e.source = d.source AND e.event_id = d.event_id AND e.provider_id = %(provider)s
+FROM unnest(%(sources)s::text[], %(ids)s::text[]) AS d (source, event_id)
+JOIN billing_usageevent e ON e.key = billing_usage_event_key(%(provider)s, d.source, d.event_id)
+"""
+
+COLLISION = "0" * 32  # never a digest a stored event can be compared equal to (see ``_insert``)
+
 
 def _rows(events: list[Event]) -> Iterable[tuple[Any, ...]]:
     for e in events:
@@ -407,15 +441,15 @@ def _rows(events: list[Event]) -> Iterable[tuple[Any, ...]]:
 
 
 def _insert(events: list[Event], *, provider_id: Any, now: datetime) -> dict[tuple[str, str], str]:
-    """Insert the events whose key is new to this provider. Returns the digest stored for each
-    key the provider already used: those events were not inserted. Keys are per provider: one
-    provider's events never block, nor reveal, another's."""
+    """Insert the events whose key is new to this provider, and mark their buckets due, in one
+    statement: each event is written once, its uniqueness kept by the events table itself.
+    Returns the digest stored for each key the provider already used: those events were not
+    inserted. Keys are per provider: one provider's events never block, nor reveal, another's."""
     if not events:
         return {}
-    batch = uuid4()
     with connection.cursor() as cursor:
         cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS usage_stage (source text, event_id text, digest text, type text, "
+            "CREATE TEMP TABLE IF NOT EXISTS usage_stage (source text, event_id text, digest uuid, type text, "
             "lease_id uuid, time timestamptz, quantity numeric, cards integer, model text, input_tokens bigint, "
             "output_tokens bigint, data jsonb) ON COMMIT DELETE ROWS"
         )
@@ -425,51 +459,43 @@ def _insert(events: list[Event], *, provider_id: Any, now: datetime) -> dict[tup
         with cursor.cursor.copy(f"COPY usage_stage ({_STAGE_COLUMNS}) FROM STDIN") as copy:
             for row in _rows(events):
                 copy.write_row(row)
-        cursor.execute(
-            "WITH new_keys AS ("
-            "  INSERT INTO billing_usageeventkey (provider_id, source, event_id, digest, time, batch)"
-            "  SELECT %(provider)s, source, event_id, digest, time, %(batch)s FROM usage_stage"
-            "  ON CONFLICT (provider_id, source, event_id) DO NOTHING RETURNING source, event_id)"
-            " INSERT INTO billing_usageevent (source, event_id, type, lease_id, provider_id, time, quantity, cards,"
-            "  model, input_tokens, output_tokens, data, received_at)"
-            " SELECT s.source, s.event_id, s.type, s.lease_id, %(provider)s, s.time, s.quantity, s.cards, s.model,"
-            "  s.input_tokens, s.output_tokens, s.data, %(now)s"
-            " FROM usage_stage s JOIN new_keys k USING (source, event_id)",
-            {"batch": batch, "provider": provider_id, "now": now},
-        )
-        if cursor.rowcount == len(events):
+        cursor.execute(_INSERT, {"provider": provider_id, "now": now, "batch": uuid4()})
+        skipped = cursor.fetchall()
+        if not skipped:
             return {}
+        # A new statement: it sees the events a concurrent batch committed while this one waited.
         cursor.execute(
-            "SELECT k.source, k.event_id, k.digest FROM usage_stage s"
-            " JOIN billing_usageeventkey k USING (source, event_id) WHERE k.provider_id = %s AND k.batch <> %s",
-            [provider_id, batch],
+            _STORED,
+            {
+                "provider": provider_id,
+                "sources": [source for source, _ in skipped],
+                "ids": [event_id for _, event_id in skipped],
+            },
         )
-        return {(source, event_id): digest for source, event_id, digest in cursor.fetchall()}
+        # A key held by another (provider, source, id) is a collision of 16 bytes of SHA-256: refused
+        # as a conflict, never stored over the other event.
+        # A key skipped but no longer found (its event taken back since) is refused the same way.
+        known = dict.fromkeys(skipped, COLLISION)
+        known.update(
+            ((source, event_id), digest.hex if same else COLLISION)
+            for source, event_id, digest, same in cursor.fetchall()
+        )
+        return known
 
 
 def _delete(events: list[Event], *, provider_id: Any) -> None:
     """Take back events this transaction inserted for the provider (over an hourly limit), in one
-    statement per table; the events are found by their lease and time (the table's index)."""
-    columns = {
-        "provider": provider_id,
-        "sources": [event.source for event in events],
-        "ids": [event.id for event in events],
-        "leases": [event.lease_id for event in events],
-        "times": [event.time for event in events],
-    }
+    statement (their keys; the buckets they marked due stay marked: a rollup of them counts the
+    events kept)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "DELETE FROM billing_usageevent e USING unnest(%(sources)s::text[], %(ids)s::text[], %(leases)s::uuid[],"
-            " %(times)s::timestamptz[]) AS d (source, event_id, lease_id, time)"
-            " WHERE e.lease_id = d.lease_id AND e.time = d.time AND e.source = d.source AND e.event_id = d.event_id"
-            " AND e.provider_id = %(provider)s",
-            columns,
-        )
-        cursor.execute(
-            "DELETE FROM billing_usageeventkey k"
-            " USING unnest(%(sources)s::text[], %(ids)s::text[]) AS d (source, event_id)"
-            " WHERE k.provider_id = %(provider)s AND k.source = d.source AND k.event_id = d.event_id",
-            columns,
+            "DELETE FROM billing_usageevent WHERE key IN (SELECT billing_usage_event_key(%(provider)s, d.source,"
+            " d.event_id) FROM unnest(%(sources)s::text[], %(ids)s::text[]) AS d (source, event_id))",
+            {
+                "provider": provider_id,
+                "sources": [event.source for event in events],
+                "ids": [event.id for event in events],
+            },
         )
 
 
@@ -588,7 +614,7 @@ def _roll_up(wanted: set[Bucket]) -> int:
         UsageEvent.objects.filter(lease_id__in=leases, time__gte=first, time__lt=until)
         .annotate(bucket=TruncHour("time", tzinfo=UTC), since=_version_start(leases, plans, first, until))
         .values_list("lease_id", "bucket", "since", "type", "model")
-        .annotate(seconds=Sum("quantity"), inputs=Sum("input_tokens"), outputs=Sum("output_tokens"), events=Count("id"))
+        .annotate(seconds=Sum("quantity"), inputs=Sum("input_tokens"), outputs=Sum("output_tokens"), events=Count("*"))
     )
     totals: dict[tuple[Any, ...], list[Any]] = {}
     for lease_id, bucket, since, event_type, model, seconds, inputs, outputs, events in sums:
