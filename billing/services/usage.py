@@ -392,6 +392,8 @@ _STAGE_COLUMNS = (
 # One statement: the new events go in (a key this provider already used is skipped by the primary
 # key of the events' hash partition), the (lease, hour) buckets they fall in are marked due for a
 # rollup (a bucket already due keeps its first time), and the staged keys not inserted come back.
+# In key order: two batches of a provider with keys in common (on different leases, so the leases'
+# locks do not order them) wait for each other's keys in one order, never in a deadlock.
 _INSERT = """
 WITH staged AS (
     SELECT billing_usage_event_key(%(provider)s, source, event_id) AS key, * FROM usage_stage
@@ -401,11 +403,13 @@ WITH staged AS (
     SELECT key, digest, source, event_id, type, lease_id, %(provider)s, time, quantity, cards, model, input_tokens,
         output_tokens, data, %(now)s
     FROM staged
+    ORDER BY key
     ON CONFLICT (key) DO NOTHING
     RETURNING key, lease_id, time
 ), due AS (
     INSERT INTO billing_usagerollupdue (lease_id, hour, batch, marked_at)
-    SELECT DISTINCT lease_id, date_trunc('hour', time, 'UTC'), %(batch)s::uuid, %(now)s FROM new
+    SELECT DISTINCT lease_id, date_trunc('hour', time, 'UTC'), %(batch)s::uuid, %(now)s::timestamptz FROM new
+    ORDER BY 1, 2
     ON CONFLICT (lease_id, hour) DO UPDATE SET batch = EXCLUDED.batch
 )
 SELECT s.source, s.event_id FROM staged s WHERE NOT EXISTS (SELECT FROM new n WHERE n.key = s.key)
