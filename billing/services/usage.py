@@ -16,6 +16,7 @@ Celery task after commit; Celery beat queues again the buckets still due if that
 task is lost.
 """
 
+import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -386,7 +387,7 @@ def _over_budget(events: list[Event], runs: dict[UUID, _Run]) -> list[tuple[Even
 
 
 _STAGE_COLUMNS = (
-    "source, event_id, digest, type, lease_id, time, quantity, cards, model, input_tokens, output_tokens, data"
+    "key, source, event_id, digest, type, lease_id, time, quantity, cards, model, input_tokens, output_tokens, data"
 )
 
 # One statement: the new events go in (a key this provider already used is skipped by the primary
@@ -395,14 +396,12 @@ _STAGE_COLUMNS = (
 # In key order: two batches of a provider with keys in common (on different leases, so the leases'
 # locks do not order them) wait for each other's keys in one order, never in a deadlock.
 _INSERT = """
-WITH staged AS (
-    SELECT billing_usage_event_key(%(provider)s, source, event_id) AS key, * FROM usage_stage
-), new AS (
+WITH new AS (
     INSERT INTO billing_usageevent (key, digest, source, event_id, type, lease_id, provider_id, time, quantity, cards,
         model, input_tokens, output_tokens, data, received_at)
     SELECT key, digest, source, event_id, type, lease_id, %(provider)s, time, quantity, cards, model, input_tokens,
         output_tokens, data, %(now)s
-    FROM staged
+    FROM usage_stage
     ORDER BY key
     ON CONFLICT (key) DO NOTHING
     RETURNING key, lease_id, time
@@ -412,7 +411,7 @@ WITH staged AS (
     ORDER BY 1, 2
     ON CONFLICT (lease_id, hour) DO UPDATE SET batch = EXCLUDED.batch
 )
-SELECT s.source, s.event_id FROM staged s WHERE NOT EXISTS (SELECT FROM new n WHERE n.key = s.key)
+SELECT s.source, s.event_id FROM usage_stage s WHERE NOT EXISTS (SELECT FROM new n WHERE n.key = s.key)
 """
 
 # The events stored under the keys of those not inserted: each key's owner, to tell a hash
@@ -426,9 +425,18 @@ JOIN billing_usageevent e ON e.key = billing_usage_event_key(%(provider)s, d.sou
 COLLISION = "0" * 32  # never a digest a stored event can be compared equal to (see ``_insert``)
 
 
-def _rows(events: list[Event]) -> Iterable[tuple[Any, ...]]:
+def event_key(provider_id: Any, source: str, event_id: str) -> str:
+    """An event's unique key as 32 hex digits: what SQL ``billing_usage_event_key`` computes
+    (``tests/billing/test_usage_once.py`` holds them to it). Computed here on the hot path: the
+    web processes hash the batch's keys for less than the database's SQL function costs."""
+    return hashlib.sha256(f"{provider_id}:{len(source)}:{source}{event_id}".encode()).hexdigest()[:32]
+
+
+def _rows(events: list[Event], provider_id: Any) -> Iterable[tuple[Any, ...]]:
+    provider = str(provider_id)
     for e in events:
         yield (
+            hashlib.sha256(f"{provider}:{len(e.source)}:{e.source}{e.id}".encode()).hexdigest()[:32],  # event_key
             e.source,
             e.id,
             e.digest,
@@ -453,15 +461,15 @@ def _insert(events: list[Event], *, provider_id: Any, now: datetime) -> dict[tup
         return {}
     with connection.cursor() as cursor:
         cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS usage_stage (source text, event_id text, digest uuid, type text, "
-            "lease_id uuid, time timestamptz, quantity numeric, cards integer, model text, input_tokens bigint, "
-            "output_tokens bigint, data jsonb) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS usage_stage (key uuid, source text, event_id text, digest uuid, "
+            "type text, lease_id uuid, time timestamptz, quantity numeric, cards integer, model text, "
+            "input_tokens bigint, output_tokens bigint, data jsonb) ON COMMIT DELETE ROWS"
         )
         # Empty at commit, but not between two batches of one transaction: an event of an earlier
         # batch taken back over the hourly limit would otherwise be stored by this one.
         cursor.execute("DELETE FROM usage_stage")
         with cursor.cursor.copy(f"COPY usage_stage ({_STAGE_COLUMNS}) FROM STDIN") as copy:
-            for row in _rows(events):
+            for row in _rows(events, provider_id):
                 copy.write_row(row)
         cursor.execute(_INSERT, {"provider": provider_id, "now": now, "batch": uuid4()})
         skipped = cursor.fetchall()
