@@ -95,7 +95,7 @@ def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetim
 
     with transaction.atomic():
         fresh, runs = _check_leases(parsed, provider_id=provider_id, now=now, result=result)
-        known = _insert(fresh, provider_id=provider_id, now=now)
+        known, marked = _insert(fresh, provider_id=provider_id, now=now)
         new = []
         for event in fresh:
             digest = known.get((event.source, event.id))
@@ -144,6 +144,13 @@ def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetim
             if event.index not in dropped:
                 result.accepted += 1
                 result.buckets.add((event.lease_id, event.hour))
+        if dropped:
+            # A bucket this batch marked due whose new events were all taken back has nothing new
+            # to roll up: unmarked, as if never marked (a rollup would touch its month's invoices).
+            _unmark(
+                {(event.lease_id, event.hour) for event in new if event.index in dropped} - result.buckets,
+                marked=marked,
+            )
         if result.buckets:
             # Marked due by the insert; queued after commit.
             buckets = [(lease_id, _hour_start(hour)) for lease_id, hour in sorted(result.buckets)]
@@ -392,7 +399,8 @@ _STAGE_COLUMNS = (
 
 # One statement: the new events go in (a key this provider already used is skipped by the primary
 # key of the events' hash partition), the (lease, hour) buckets they fall in are marked due for a
-# rollup (a bucket already due keeps its first time), and the staged keys not inserted come back.
+# rollup (a bucket already due keeps its first time), and the staged keys not inserted come back,
+# with the buckets this batch marked first (unmarked again if all its events there are taken back).
 # In key order: two batches of a provider with keys in common (on different leases, so the leases'
 # locks do not order them) wait for each other's keys in one order, never in a deadlock.
 _INSERT = """
@@ -410,8 +418,12 @@ WITH new AS (
     SELECT DISTINCT lease_id, date_trunc('hour', time, 'UTC'), %(batch)s::uuid, %(now)s::timestamptz FROM new
     ORDER BY 1, 2
     ON CONFLICT (lease_id, hour) DO UPDATE SET batch = EXCLUDED.batch
+    RETURNING lease_id, hour, xmax = 0 AS inserted
 )
-SELECT s.source, s.event_id FROM usage_stage s WHERE NOT EXISTS (SELECT FROM new n WHERE n.key = s.key)
+SELECT s.source, s.event_id, NULL::uuid, NULL::timestamptz FROM usage_stage s
+WHERE NOT EXISTS (SELECT FROM new n WHERE n.key = s.key)
+UNION ALL
+SELECT NULL, NULL, lease_id, hour FROM due WHERE inserted
 """
 
 # The events stored under the keys of those not inserted: each key's owner, to tell a hash
@@ -452,13 +464,16 @@ def _rows(events: list[Event], provider_id: Any) -> Iterable[tuple[Any, ...]]:
         )
 
 
-def _insert(events: list[Event], *, provider_id: Any, now: datetime) -> dict[tuple[str, str], str]:
+def _insert(
+    events: list[Event], *, provider_id: Any, now: datetime
+) -> tuple[dict[tuple[str, str], str], set[tuple[Any, datetime]]]:
     """Insert the events whose key is new to this provider, and mark their buckets due, in one
     statement: each event is written once, its uniqueness kept by the events table itself.
-    Returns the digest stored for each key the provider already used: those events were not
-    inserted. Keys are per provider: one provider's events never block, nor reveal, another's."""
+    Returns the digest stored for each key the provider already used (those events were not
+    inserted), and the buckets this batch marked due that were not due before. Keys are per
+    provider: one provider's events never block, nor reveal, another's."""
     if not events:
-        return {}
+        return {}, set()
     with connection.cursor() as cursor:
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS usage_stage (key uuid, source text, event_id text, digest uuid, "
@@ -472,9 +487,14 @@ def _insert(events: list[Event], *, provider_id: Any, now: datetime) -> dict[tup
             for row in _rows(events, provider_id):
                 copy.write_row(row)
         cursor.execute(_INSERT, {"provider": provider_id, "now": now, "batch": uuid4()})
-        skipped = cursor.fetchall()
+        skipped, marked = [], set()
+        for source, event_id, lease_id, hour in cursor.fetchall():
+            if source is None:
+                marked.add((lease_id, hour))
+            else:
+                skipped.append((source, event_id))
         if not skipped:
-            return {}
+            return {}, marked
         # A new statement: it sees the events a concurrent batch committed while this one waited.
         cursor.execute(
             _STORED,
@@ -492,13 +512,27 @@ def _insert(events: list[Event], *, provider_id: Any, now: datetime) -> dict[tup
             ((source, event_id), digest.hex if same else COLLISION)
             for source, event_id, digest, same in cursor.fetchall()
         )
-        return known
+        return known, marked
+
+
+def _unmark(buckets: set[tuple[UUID, int]], *, marked: set[tuple[Any, datetime]]) -> None:
+    """Remove the due marks of these (lease, hours since the epoch) buckets that this batch made."""
+    unmark = sorted(
+        ((lease_id, hour) for lease_id, hour in marked if (lease_id, int(hour.timestamp()) // 3600) in buckets),
+        key=str,
+    )
+    if unmark:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM billing_usagerollupdue d USING unnest(%s::uuid[], %s::timestamptz[]) AS u (lease_id, hour)"
+                " WHERE d.lease_id = u.lease_id AND d.hour = u.hour",
+                [[lease_id for lease_id, _ in unmark], [hour for _, hour in unmark]],
+            )
 
 
 def _delete(events: list[Event], *, provider_id: Any) -> None:
     """Take back events this transaction inserted for the provider (over an hourly limit), in one
-    statement (their keys; the buckets they marked due stay marked: a rollup of them counts the
-    events kept)."""
+    statement, by their keys."""
     with connection.cursor() as cursor:
         cursor.execute(
             "DELETE FROM billing_usageevent WHERE key IN (SELECT billing_usage_event_key(%(provider)s, d.source,"

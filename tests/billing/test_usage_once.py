@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 import pytest
 import time_machine
-from django.conf import settings
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
 
 from billing.models import UsageEvent, UsageRollupDue
 from billing.services.usage import event_key, usage_events_ingest
@@ -87,6 +87,26 @@ def test_the_insert_marks_the_buckets_of_the_new_events_due_and_a_replay_marks_n
     assert list(UsageRollupDue.objects.order_by("hour").values_list("lease_id", "hour", "batch")) == marks
 
 
+@pytest.mark.django_db
+def test_a_bucket_whose_new_events_are_all_taken_back_is_not_marked_due_but_one_due_before_stays(lease) -> None:  # type: ignore[no-untyped-def]
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+
+    def event(event_id: str, minute: int, quantity: int) -> dict:
+        return {**gpu_event(lease, event_id, quantity), "time": (hour + timedelta(minutes=minute)).isoformat()}
+
+    usage_events_ingest(provider_id=lease.provider_id, events=[event("full", 5, 3600 * 8)])
+    UsageRollupDue.objects.all().delete()  # as its rollup does
+
+    refused = usage_events_ingest(provider_id=lease.provider_id, events=[event("over", 40, 3600)])
+    assert [error["code"] for error in refused.errors] == ["hourly_limit_exceeded"]
+    assert not UsageRollupDue.objects.exists()
+
+    usage_events_ingest(provider_id=lease.provider_id, events=[event("next-hour", 65, 60)])  # due, not rolled up
+    again = usage_events_ingest(provider_id=lease.provider_id, events=[event("over-2", 50, 3600), event("n2", 70, 60)])
+    assert [error["id"] for error in again.errors] == ["over-2"]
+    assert list(UsageRollupDue.objects.values_list("lease_id", "hour")) == [(lease.pk, hour + timedelta(hours=1))]
+
+
 def test_the_key_is_sixteen_bytes_of_sha256_over_provider_source_and_id_in_sql(db: None) -> None:
     provider = "6f1c1b5e-8a53-4d3c-9d0e-6f1c1b5e8a53"
     with connection.cursor() as cursor:
@@ -130,7 +150,6 @@ def ingest_at_once(provider: Any, batches: list[list[dict]], now: datetime) -> l
             f"postgres://{database['USER']}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}"
             f"/{database['NAME']}"
         ),
-        "REDIS_URL": settings.REDIS_URL if hasattr(settings, "REDIS_URL") else os.environ.get("REDIS_URL", ""),
     }
     with tempfile.TemporaryDirectory() as folder:
         processes = []
