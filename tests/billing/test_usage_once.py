@@ -211,7 +211,7 @@ def test_one_providers_keys_sent_at_once_against_two_of_its_leases_are_each_stor
 
 # --- the migration, on a populated table ---------------------------------------------------------
 
-BEFORE, AFTER = ("billing", "0017_idempotency_records_without_client_secret"), ("billing", "0018_usage_event_one_write")
+BEFORE, AFTER = ("billing", "0020_reserved_capacity"), ("billing", "0021_usage_event_one_write")
 
 
 def old_digest(event: dict) -> str:

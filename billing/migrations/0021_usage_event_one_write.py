@@ -104,7 +104,7 @@ DROP TABLE billing_usageevent_by_key;
 
 
 class Migration(migrations.Migration):
-    dependencies = [("billing", "0017_idempotency_records_without_client_secret")]
+    dependencies = [("billing", "0020_reserved_capacity")]
 
     operations = [
         migrations.RunSQL(KEY_FUNCTION, "DROP FUNCTION billing_usage_event_key(uuid, text, text)"),
