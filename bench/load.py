@@ -149,7 +149,7 @@ def main() -> int:
 
     from billing.models import UsageEvent, UsageRollup
 
-    stored = UsageEvent.objects.aggregate(events=Count("id"), seconds=Sum("quantity"))
+    stored = UsageEvent.objects.aggregate(events=Count("key"), seconds=Sum("quantity"))
     rolled = UsageRollup.objects.aggregate(events=Sum("events"), seconds=Sum("quantity"))
     usage = results["usage"]
 

@@ -97,7 +97,7 @@ class Event:
     input_tokens: int | None
     output_tokens: int | None
     data: dict[str, Any]
-    digest: str
+    digest: str  # 32 hex digits of the content's SHA-256
 
 
 class Rejected(Exception):
@@ -170,7 +170,7 @@ def parse_event(index: int, event: Any) -> Event:
     # A NUL anywhere in data (the model, a key) is written \u0000 here: only then is data walked.
     if b"\\u0000" in content and has_nul(data):
         raise Rejected("invalid_text", NUL_MESSAGE)
-    digest = hashlib.sha256(content).hexdigest()
+    digest = hashlib.sha256(content).hexdigest()[:32]  # 16 bytes: the events table's ``digest`` uuid
     hour = int(time.timestamp()) // 3600
     return Event(
         index, source, event_id, event_type, lease_id, time, hour, quantity, cards, model, input_tokens, output_tokens,

@@ -7,7 +7,6 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from billing.partitions import usage_partitions_ensure as _ensure_partitions
 from billing.services import invoices, payments
 from billing.services.bank import grants, holds, top_ups
 from billing.services.usage import queue_rollups, usage_rollup_buckets, usage_rollups_overdue
@@ -25,12 +24,6 @@ def usage_rollups_requeue() -> int:
     buckets = usage_rollups_overdue(now=timezone.now())
     queue_rollups(buckets)
     return len(buckets)
-
-
-@shared_task(name="billing.tasks.usage_partitions_ensure")
-def usage_partitions_ensure() -> list[str]:
-    """Create the coming months' partitions of the raw usage events (daily, queue: ingest)."""
-    return _ensure_partitions(around=timezone.now().date())
 
 
 @shared_task(name="billing.tasks.invoices_finalize_due")

@@ -10,7 +10,7 @@ from billing.models.invoices import (
 )
 from billing.models.ledger import Account, JournalEntry, Leg
 from billing.models.payments import PaymentAttempt, Refund, StripeCustomer, StripeEvent, UnprocessableWebhook
-from billing.models.usage import UsageEvent, UsageEventKey, UsageMetric, UsageRollup, UsageRollupDue
+from billing.models.usage import UsageEvent, UsageMetric, UsageRollup, UsageRollupDue
 
 __all__ = [
     "Account",
@@ -36,7 +36,6 @@ __all__ = [
     "TopUp",
     "UnprocessableWebhook",
     "UsageEvent",
-    "UsageEventKey",
     "UsageMetric",
     "UsageRollup",
     "UsageRollupDue",

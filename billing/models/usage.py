@@ -8,42 +8,19 @@ class UsageMetric(models.TextChoices):
     OUTPUT_TOKENS = "output_tokens", "Output tokens"
 
 
-class UsageEventKey(models.Model):
-    """``source`` + ``id`` of every usage event ever accepted, per provider: the exactly-once guard.
-    Per provider, so that one provider's keys never block, nor reveal, another's events.
+class UsageEvent(models.Model):
+    """A usage event as it arrived: the audit trail, and its own exactly-once guard.
 
-    The raw events live in a table partitioned by month, where PostgreSQL cannot
-    keep a unique index that omits the partition key; this table holds the key
-    forever, with a digest of the event's content to tell a replay (same content)
-    from a conflict (same key, other content).
+    ``key`` is unique forever: 16 bytes of SHA-256 over the provider, ``source`` and
+    ``id`` (SQL ``billing_usage_event_key``), per provider, so that one provider's keys
+    never block, nor reveal, another's events. The table is partitioned by hash of
+    ``key`` (migration 0018, not Django), so each partition keeps the unique index
+    and an event is written once; ``digest`` (16 bytes of the SHA-256 of its
+    content) tells a replay (same content) from a conflict (same key, other content).
     """
 
-    id = models.BigAutoField(primary_key=True)
-    # No foreign key constraint (a trigger per inserted row on the ingest path) and no index of its
-    # own (the unique constraint's index starts with it).
-    provider = models.ForeignKey(
-        "organizations.Organization", on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
-    )
-    source = models.CharField(max_length=500)
-    event_id = models.CharField(max_length=200)
-    digest = models.CharField(max_length=64)
-    time = models.DateTimeField()
-    batch = models.UUIDField(help_text="The request that stored it.")
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["provider", "source", "event_id"], name="usage_event_key_unique")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.provider_id}:{self.source}#{self.event_id}"
-
-
-class UsageEvent(models.Model):
-    """A usage event as it arrived: the audit trail. Partitioned by month of ``time``
-    on PostgreSQL (the table is created by migration SQL, not by Django)."""
-
-    id = models.BigIntegerField(primary_key=True)
+    key = models.UUIDField(primary_key=True)
+    digest = models.UUIDField()
     source = models.CharField(max_length=500)
     event_id = models.CharField(max_length=200)
     type = models.CharField(max_length=64)

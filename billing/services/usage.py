@@ -2,18 +2,21 @@
 
 ``usage_events_ingest`` takes a batch of CloudEvents from a provider and keeps
 each good event exactly once: the provider + ``source`` + ``id`` is unique forever
-in ``UsageEventKey`` (one provider's keys never block nor reveal another's). Per
-batch it runs a fixed number of queries whatever its size: lock the batch's
-leases (an event must fall in its lease's run: from its start to the earlier of its
-booked end and its end); COPY the events into a staging table and move the new
-ones with one ``INSERT ... ON CONFLICT DO NOTHING`` (the keys that already existed
-are looked up only when there are some); sum the card-seconds and tokens of the
-hours the batch touches and take back, in the same transaction, what goes over a
-lease's hourly limits (by the seconds it ran in the hour). Rollups are rebuilt per (lease, hour) bucket
-by a Celery task after commit; the same transaction marks them due in
-``UsageRollupDue``, so that Celery beat queues them again if that task is lost.
+(the events table's primary key ``key``, a digest of the three; one provider's keys
+never block nor reveal another's). Per batch it runs a fixed number of queries
+whatever its size: lock the batch's leases (an event must fall in its lease's run:
+from its start to the earlier of its booked end and its end); COPY the events into
+a staging table and, in one statement, insert the new ones with ``ON CONFLICT DO
+NOTHING`` and mark the (lease, hour) buckets they fall in due in
+``UsageRollupDue`` (the keys that already existed are looked up only when there are
+some); sum the card-seconds and tokens of the hours the batch touches and take
+back, in the same transaction, what goes over a lease's hourly limits (by the
+seconds it ran in the hour). Rollups are rebuilt per (lease, hour) bucket by a
+Celery task after commit; Celery beat queues again the buckets still due if that
+task is lost.
 """
 
+import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -92,7 +95,7 @@ def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetim
 
     with transaction.atomic():
         fresh, runs = _check_leases(parsed, provider_id=provider_id, now=now, result=result)
-        known = _insert(fresh, provider_id=provider_id, now=now)
+        known, marked = _insert(fresh, provider_id=provider_id, now=now)
         new = []
         for event in fresh:
             digest = known.get((event.source, event.id))
@@ -141,9 +144,16 @@ def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetim
             if event.index not in dropped:
                 result.accepted += 1
                 result.buckets.add((event.lease_id, event.hour))
+        if dropped:
+            # A bucket this batch marked due whose new events were all taken back has nothing new
+            # to roll up: unmarked, as if never marked (a rollup would touch its month's invoices).
+            _unmark(
+                {(event.lease_id, event.hour) for event in new if event.index in dropped} - result.buckets,
+                marked=marked,
+            )
         if result.buckets:
+            # Marked due by the insert; queued after commit.
             buckets = [(lease_id, _hour_start(hour)) for lease_id, hour in sorted(result.buckets)]
-            _mark_due(buckets, now=now)
             # The events are stored whether or not the broker answers: a lost task is queued
             # again from UsageRollupDue, so a failure to queue it is logged, not raised.
             transaction.on_commit(lambda: queue_rollups(buckets), robust=True)
@@ -384,13 +394,61 @@ def _over_budget(events: list[Event], runs: dict[UUID, _Run]) -> list[tuple[Even
 
 
 _STAGE_COLUMNS = (
-    "source, event_id, digest, type, lease_id, time, quantity, cards, model, input_tokens, output_tokens, data"
+    "key, source, event_id, digest, type, lease_id, time, quantity, cards, model, input_tokens, output_tokens, data"
 )
 
+# One statement: the new events go in (a key this provider already used is skipped by the primary
+# key of the events' hash partition), the (lease, hour) buckets they fall in are marked due for a
+# rollup (a bucket already due keeps its first time), and the staged keys not inserted come back,
+# with the buckets this batch marked first (unmarked again if all its events there are taken back).
+# In key order: two batches of a provider with keys in common (on different leases, so the leases'
+# locks do not order them) wait for each other's keys in one order, never in a deadlock.
+_INSERT = """
+WITH new AS (
+    INSERT INTO billing_usageevent (key, digest, source, event_id, type, lease_id, provider_id, time, quantity, cards,
+        model, input_tokens, output_tokens, data, received_at)
+    SELECT key, digest, source, event_id, type, lease_id, %(provider)s, time, quantity, cards, model, input_tokens,
+        output_tokens, data, %(now)s
+    FROM usage_stage
+    ORDER BY key
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key, lease_id, time
+), due AS (
+    INSERT INTO billing_usagerollupdue (lease_id, hour, batch, marked_at)
+    SELECT DISTINCT lease_id, date_trunc('hour', time, 'UTC'), %(batch)s::uuid, %(now)s::timestamptz FROM new
+    ORDER BY 1, 2
+    ON CONFLICT (lease_id, hour) DO UPDATE SET batch = EXCLUDED.batch
+    RETURNING lease_id, hour, xmax = 0 AS inserted
+)
+SELECT s.source, s.event_id, NULL::uuid, NULL::timestamptz FROM usage_stage s
+WHERE NOT EXISTS (SELECT FROM new n WHERE n.key = s.key)
+UNION ALL
+SELECT NULL, NULL, lease_id, hour FROM due WHERE inserted
+"""
 
-def _rows(events: list[Event]) -> Iterable[tuple[Any, ...]]:
+# The events stored under the keys of those not inserted: each key's owner, to tell a hash
+# collision (another source and id under the same 16 bytes) from a replay or a conflict.
+_STORED = """
+SELECT d.source, d.event_id, e.digest, e.source = d.source AND e.event_id = d.event_id AND e.provider_id = %(provider)s
+FROM unnest(%(sources)s::text[], %(ids)s::text[]) AS d (source, event_id)
+JOIN billing_usageevent e ON e.key = billing_usage_event_key(%(provider)s, d.source, d.event_id)
+"""
+
+COLLISION = "0" * 32  # never a digest a stored event can be compared equal to (see ``_insert``)
+
+
+def event_key(provider_id: Any, source: str, event_id: str) -> str:
+    """An event's unique key as 32 hex digits: what SQL ``billing_usage_event_key`` computes
+    (``tests/billing/test_usage_once.py`` holds them to it). Computed here on the hot path: the
+    web processes hash the batch's keys for less than the database's SQL function costs."""
+    return hashlib.sha256(f"{provider_id}:{len(source)}:{source}{event_id}".encode()).hexdigest()[:32]
+
+
+def _rows(events: list[Event], provider_id: Any) -> Iterable[tuple[Any, ...]]:
+    provider = str(provider_id)
     for e in events:
         yield (
+            hashlib.sha256(f"{provider}:{len(e.source)}:{e.source}{e.id}".encode()).hexdigest()[:32],  # event_key
             e.source,
             e.id,
             e.digest,
@@ -406,70 +464,84 @@ def _rows(events: list[Event]) -> Iterable[tuple[Any, ...]]:
         )
 
 
-def _insert(events: list[Event], *, provider_id: Any, now: datetime) -> dict[tuple[str, str], str]:
-    """Insert the events whose key is new to this provider. Returns the digest stored for each
-    key the provider already used: those events were not inserted. Keys are per provider: one
-    provider's events never block, nor reveal, another's."""
+def _insert(
+    events: list[Event], *, provider_id: Any, now: datetime
+) -> tuple[dict[tuple[str, str], str], set[tuple[Any, datetime]]]:
+    """Insert the events whose key is new to this provider, and mark their buckets due, in one
+    statement: each event is written once, its uniqueness kept by the events table itself.
+    Returns the digest stored for each key the provider already used (those events were not
+    inserted), and the buckets this batch marked due that were not due before. Keys are per
+    provider: one provider's events never block, nor reveal, another's."""
     if not events:
-        return {}
-    batch = uuid4()
+        return {}, set()
     with connection.cursor() as cursor:
         cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS usage_stage (source text, event_id text, digest text, type text, "
-            "lease_id uuid, time timestamptz, quantity numeric, cards integer, model text, input_tokens bigint, "
-            "output_tokens bigint, data jsonb) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS usage_stage (key uuid, source text, event_id text, digest uuid, "
+            "type text, lease_id uuid, time timestamptz, quantity numeric, cards integer, model text, "
+            "input_tokens bigint, output_tokens bigint, data jsonb) ON COMMIT DELETE ROWS"
         )
         # Empty at commit, but not between two batches of one transaction: an event of an earlier
         # batch taken back over the hourly limit would otherwise be stored by this one.
         cursor.execute("DELETE FROM usage_stage")
         with cursor.cursor.copy(f"COPY usage_stage ({_STAGE_COLUMNS}) FROM STDIN") as copy:
-            for row in _rows(events):
+            for row in _rows(events, provider_id):
                 copy.write_row(row)
+        cursor.execute(_INSERT, {"provider": provider_id, "now": now, "batch": uuid4()})
+        skipped, marked = [], set()
+        for source, event_id, lease_id, hour in cursor.fetchall():
+            if source is None:
+                marked.add((lease_id, hour))
+            else:
+                skipped.append((source, event_id))
+        if not skipped:
+            return {}, marked
+        # A new statement: it sees the events a concurrent batch committed while this one waited.
         cursor.execute(
-            "WITH new_keys AS ("
-            "  INSERT INTO billing_usageeventkey (provider_id, source, event_id, digest, time, batch)"
-            "  SELECT %(provider)s, source, event_id, digest, time, %(batch)s FROM usage_stage"
-            "  ON CONFLICT (provider_id, source, event_id) DO NOTHING RETURNING source, event_id)"
-            " INSERT INTO billing_usageevent (source, event_id, type, lease_id, provider_id, time, quantity, cards,"
-            "  model, input_tokens, output_tokens, data, received_at)"
-            " SELECT s.source, s.event_id, s.type, s.lease_id, %(provider)s, s.time, s.quantity, s.cards, s.model,"
-            "  s.input_tokens, s.output_tokens, s.data, %(now)s"
-            " FROM usage_stage s JOIN new_keys k USING (source, event_id)",
-            {"batch": batch, "provider": provider_id, "now": now},
+            _STORED,
+            {
+                "provider": provider_id,
+                "sources": [source for source, _ in skipped],
+                "ids": [event_id for _, event_id in skipped],
+            },
         )
-        if cursor.rowcount == len(events):
-            return {}
-        cursor.execute(
-            "SELECT k.source, k.event_id, k.digest FROM usage_stage s"
-            " JOIN billing_usageeventkey k USING (source, event_id) WHERE k.provider_id = %s AND k.batch <> %s",
-            [provider_id, batch],
+        # A key held by another (provider, source, id) is a collision of 16 bytes of SHA-256: refused
+        # as a conflict, never stored over the other event.
+        # A key skipped but no longer found (its event taken back since) is refused the same way.
+        known = dict.fromkeys(skipped, COLLISION)
+        known.update(
+            ((source, event_id), digest.hex if same else COLLISION)
+            for source, event_id, digest, same in cursor.fetchall()
         )
-        return {(source, event_id): digest for source, event_id, digest in cursor.fetchall()}
+        return known, marked
+
+
+def _unmark(buckets: set[tuple[UUID, int]], *, marked: set[tuple[Any, datetime]]) -> None:
+    """Remove the due marks of these (lease, hours since the epoch) buckets that this batch made."""
+    unmark = sorted(
+        ((lease_id, hour) for lease_id, hour in marked if (lease_id, int(hour.timestamp()) // 3600) in buckets),
+        key=str,
+    )
+    if unmark:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM billing_usagerollupdue d USING unnest(%s::uuid[], %s::timestamptz[]) AS u (lease_id, hour)"
+                " WHERE d.lease_id = u.lease_id AND d.hour = u.hour",
+                [[lease_id for lease_id, _ in unmark], [hour for _, hour in unmark]],
+            )
 
 
 def _delete(events: list[Event], *, provider_id: Any) -> None:
     """Take back events this transaction inserted for the provider (over an hourly limit), in one
-    statement per table; the events are found by their lease and time (the table's index)."""
-    columns = {
-        "provider": provider_id,
-        "sources": [event.source for event in events],
-        "ids": [event.id for event in events],
-        "leases": [event.lease_id for event in events],
-        "times": [event.time for event in events],
-    }
+    statement, by their keys."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "DELETE FROM billing_usageevent e USING unnest(%(sources)s::text[], %(ids)s::text[], %(leases)s::uuid[],"
-            " %(times)s::timestamptz[]) AS d (source, event_id, lease_id, time)"
-            " WHERE e.lease_id = d.lease_id AND e.time = d.time AND e.source = d.source AND e.event_id = d.event_id"
-            " AND e.provider_id = %(provider)s",
-            columns,
-        )
-        cursor.execute(
-            "DELETE FROM billing_usageeventkey k"
-            " USING unnest(%(sources)s::text[], %(ids)s::text[]) AS d (source, event_id)"
-            " WHERE k.provider_id = %(provider)s AND k.source = d.source AND k.event_id = d.event_id",
-            columns,
+            "DELETE FROM billing_usageevent WHERE key IN (SELECT billing_usage_event_key(%(provider)s, d.source,"
+            " d.event_id) FROM unnest(%(sources)s::text[], %(ids)s::text[]) AS d (source, event_id))",
+            {
+                "provider": provider_id,
+                "sources": [event.source for event in events],
+                "ids": [event.id for event in events],
+            },
         )
 
 
@@ -588,7 +660,7 @@ def _roll_up(wanted: set[Bucket]) -> int:
         UsageEvent.objects.filter(lease_id__in=leases, time__gte=first, time__lt=until)
         .annotate(bucket=TruncHour("time", tzinfo=UTC), since=_version_start(leases, plans, first, until))
         .values_list("lease_id", "bucket", "since", "type", "model")
-        .annotate(seconds=Sum("quantity"), inputs=Sum("input_tokens"), outputs=Sum("output_tokens"), events=Count("id"))
+        .annotate(seconds=Sum("quantity"), inputs=Sum("input_tokens"), outputs=Sum("output_tokens"), events=Count("*"))
     )
     totals: dict[tuple[Any, ...], list[Any]] = {}
     for lease_id, bucket, since, event_type, model, seconds, inputs, outputs, events in sums:

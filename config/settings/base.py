@@ -407,10 +407,6 @@ ORBIT_USAGE_LATENESS_HOURS = env_int("ORBIT_USAGE_LATENESS_HOURS", 48, min_value
 # again (its task was lost with the broker, which keeps nothing on disk).
 USAGE_ROLLUP_REQUEUE_SECONDS = env_int("USAGE_ROLLUP_REQUEUE_SECONDS", 300, min_value=1)
 CELERY_BEAT_SCHEDULE["usage-rollups-requeue"] = {"task": "billing.tasks.usage_rollups_requeue", "schedule": 60.0}
-CELERY_BEAT_SCHEDULE["usage-partitions-ensure"] = {
-    "task": "billing.tasks.usage_partitions_ensure",
-    "schedule": 24 * 3600.0,
-}
 
 # --- Billing ---------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import time_machine
 from django.conf import settings
 from prometheus_client import REGISTRY
 
-from billing.models import Invoice, UsageEvent, UsageEventKey, UsageMetric
+from billing.models import Invoice, UsageEvent, UsageMetric
 from billing.services.invoices import invoice_for_period, invoices_finalize
 from billing.services.reconcile import reconcile
 from marketplace.dispatch import Requirements
@@ -289,7 +289,7 @@ def test_another_providers_event_with_the_same_source_and_id_neither_blocks_nor_
     assert [error["code"] for error in probe["errors"]] == ["conflict"]  # against B's own first event
     assert UsageEvent.objects.get(lease=mine).quantity == Decimal(60)
     assert UsageEvent.objects.get(lease=theirs).quantity == Decimal(30)
-    assert UsageEventKey.objects.filter(source="agent://a", event_id="e1").count() == 2
+    assert UsageEvent.objects.filter(source="agent://a", event_id="e1").count() == 2
 
 
 def test_a_provider_probing_another_providers_key_gets_the_answer_of_a_new_event(  # type: ignore[no-untyped-def]
