@@ -41,7 +41,7 @@ def environment(database: str) -> dict[str, str]:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "bench.settings",
         "DATABASE_URL": f"{PG}/{database}",
-        "REDIS_URL": "redis://127.0.0.1:6379/9",  # not the tests' (15)
+        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"),  # not the tests' (15)
         "DATA_DIR": str(data_dir(database)),
         "POOL_HEARTBEAT_STALE_SECONDS": STALE_SECONDS,
         "LOG_LEVEL": "WARNING",

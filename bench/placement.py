@@ -10,7 +10,7 @@ On a fresh PostgreSQL database with the national data set (578 pools):
    time: ``GET /bare/`` (the floor), ``POST /api/v1/quotes/`` and
    ``POST /api/v1/orders/`` with a mix of real-time, batch and training orders.
 Prints median, p95, p99 and the ratio to the bare view, and PASS/FAIL against
-the targets: p99 under 5 ms in process and under 50 ms through the API.
+the targets: p99 under 5 ms in process, quotes under 50 ms and orders under 30 ms through the API.
 """
 
 import argparse
@@ -37,6 +37,7 @@ from bench.harness import (
 )
 
 TARGET_PROCESS_P99_MS, TARGET_API_P99_MS = 5.0, 50.0
+TARGET_ORDERS_P99_MS = 30.0  # issue 22 (was 50 ms)
 
 
 def order_bodies() -> list[dict]:
@@ -84,13 +85,19 @@ def main() -> int:
 
     print(f"==> simulate_dispatch --orders {args.orders}", flush=True)
     figures = json.loads(manage(env, "simulate_dispatch", "--orders", str(args.orders), "--json"))
-    grid, baseline = figures["dispatcher"], figures["baseline"]
-    print(f"  {'':28}{'dispatcher':>14}{'baseline':>14}")
+    grid, baseline, cost_only = figures["dispatcher"], figures["baseline"], figures["cost_only"]
+    print(f"  {'':28}{'dispatcher':>14}{'baseline':>14}{'cost-only':>14}")
     for name in grid:
         if name != "policy":
-            print(f"  {name:28}{grid[name]!s:>14}{baseline[name]!s:>14}")
-    print(f"  electricity per card-hour cut: {figures['electricity_cut']:.1%}")
-    print(f"  buyer cost per card-hour cut:  {figures['cost_per_card_hour_cut']:.1%}")
+            print(f"  {name:28}{grid[name]!s:>14}{baseline[name]!s:>14}{cost_only[name]!s:>14}")
+    print(
+        f"  electricity per card-hour cut: {figures['electricity_cut']:.1%} against the naive baseline, "
+        f"{figures['cost_only_electricity_cut']:.1%} against the cost-only optimizer"
+    )
+    print(
+        f"  buyer cost per card-hour cut:  {figures['cost_per_card_hour_cut']:.1%} against the naive baseline, "
+        f"{figures['cost_only_cost_per_card_hour_cut']:.1%} against the cost-only optimizer"
+    )
 
     port = free_port()
     print(f"==> gunicorn on 127.0.0.1:{port}, 1 sync worker", flush=True)
@@ -119,7 +126,7 @@ def main() -> int:
             grid["placement_ms_p99"] < TARGET_PROCESS_P99_MS,
         ),
         (f"quotes p99 {q['p99']:.1f} ms < 50 ms", q["p99"] < TARGET_API_P99_MS),
-        (f"orders p99 {o['p99']:.1f} ms < 50 ms", o["p99"] < TARGET_API_P99_MS),
+        (f"orders p99 {o['p99']:.1f} ms < {TARGET_ORDERS_P99_MS:.0f} ms", o["p99"] < TARGET_ORDERS_P99_MS),
         *((f"simulation: {name}", passed) for name, passed in figures["checks"].items()),
         (f"every request answered 2xx ({len(errors)} failures)", not errors),
     ]

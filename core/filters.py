@@ -11,6 +11,7 @@ from typing import Any
 import django_filters
 from django import forms
 from django.utils.translation import gettext
+from django_filters import utils
 from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.exceptions import ValidationError
@@ -104,13 +105,25 @@ class StrictFilterBackend(DjangoFilterBackend):
     filterset_base = StrictFilterSet
 
     def filter_queryset(self, request: Any, queryset: Any, view: Any) -> Any:
+        self._refuse_unknown(request, queryset, view)
+        return super().filter_queryset(request, queryset, view)
+
+    def valid_filterset(self, request: Any, queryset: Any, view: Any) -> Any:
+        """The view's filterset, checked as ``filter_queryset`` checks it (the same 400s), for a
+        view that applies the cleaned values itself."""
+        self._refuse_unknown(request, queryset, view)
+        filterset = self.get_filterset(request, queryset, view)
+        if not filterset.is_valid():
+            raise utils.translate_validation(filterset.errors)
+        return filterset
+
+    def _refuse_unknown(self, request: Any, queryset: Any, view: Any) -> None:
         filterset_class = self.get_filterset_class(view, queryset)
         known = set(filterset_class.base_filters) if filterset_class else set()
         paginator = getattr(view, "paginator", None)
         if paginator is not None:
             known |= {paginator.page_query_param, paginator.page_size_query_param}
         refuse_unknown_parameters(request, known)
-        return super().filter_queryset(request, queryset, view)
 
     def get_filterset_class(self, view: Any, queryset: Any = None) -> Any:
         filterset_class = super().get_filterset_class(view, queryset)

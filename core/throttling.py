@@ -19,7 +19,8 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 from django.http import HttpRequest
 from django.utils.translation import gettext
 from redis.exceptions import RedisError
@@ -66,9 +67,39 @@ def _count(key: str, period: int) -> int | None:
         return None
 
 
-def _take(*, scope: str, bucket: str, limit: int, period: int, who: str) -> None:
-    window, retry_after = _window(period)
-    count = _count(f"throttle:{scope}:{bucket}:{window}", period)
+def _redis() -> Any | None:
+    """The cache's Redis client, made once per process and thread (Django's RedisCache makes a
+    client, with its ~170 response callbacks, for every call), or None when the cache is not Redis."""
+    backend = caches["default"]
+    if not isinstance(backend, RedisCache):
+        return None
+    client = getattr(backend, "_throttle_client", None)
+    if client is None:
+        client = backend._cache.get_client(write=True)
+        backend._throttle_client = client  # type: ignore[attr-defined]
+    return client
+
+
+def _count_all(keys: list[tuple[str, int]]) -> list[int | None]:
+    """``_count`` for several (key, period) counters, in one round trip to Redis."""
+    client = _redis()
+    if client is None:
+        return [_count(key, period) for key, period in keys]
+    backend = caches["default"]
+    try:
+        pipe = client.pipeline(transaction=False)
+        for key, period in keys:
+            full = backend.make_and_validate_key(key)
+            pipe.set(full, 0, ex=period + 1, nx=True)  # cache.add
+            pipe.incr(full)
+        results = pipe.execute()
+    except (RedisError, OSError):
+        logger.warning("rate limit not checked: the cache is unavailable", exc_info=True)
+        return [None for _ in keys]
+    return [int(count) for count in results[1::2]]
+
+
+def _refuse(*, scope: str, count: int | None, limit: int, period: int, retry_after: int, who: str) -> None:
     if count is not None and count > limit:
         raise RateLimited(
             gettext("Rate limit exceeded: %(describe)s for %(who)s on %(scope)s requests. Retry in %(retry_after)s s.")
@@ -81,15 +112,23 @@ def _take(*, scope: str, bucket: str, limit: int, period: int, who: str) -> None
 class ScopedRateThrottle(BaseThrottle):
     def allow_request(self, request: Request, view: Any) -> bool:
         scope = getattr(view, "throttle_scope", "default")
-        limit, period = settings.API_RATE_LIMITS[scope]
         caller = _caller(request)
-        who = "this API key" if caller.startswith("key:") else "this address"
-        _take(scope=scope, bucket=caller, limit=limit, period=period, who=who)
+        limit, period = settings.API_RATE_LIMITS[scope]
+        buckets = [(caller, limit, period, "this API key" if caller.startswith("key:") else "this address")]
         organization_id = getattr(request.user, "organization_id", None)
         if organization_id is not None and scope in settings.API_RATE_LIMITS_PER_ORGANIZATION:
             limit, period = settings.API_RATE_LIMITS_PER_ORGANIZATION[scope]
-            who = "this organization's API keys together"
-            _take(scope=scope, bucket=f"org:{organization_id}", limit=limit, period=period, who=who)
+            buckets.append((f"org:{organization_id}", limit, period, "this organization's API keys together"))
+        windows = [_window(period) for _, _, period, _ in buckets]
+        counts = _count_all(
+            [
+                (f"throttle:{scope}:{bucket}:{window}", period)
+                for (bucket, _, period, _), (window, _) in zip(buckets, windows, strict=True)
+            ]
+        )
+        # The key's bucket first, then the organization's: the first refusal says which.
+        for (_, limit, period, who), (_, retry_after), count in zip(buckets, windows, counts, strict=True):
+            _refuse(scope=scope, count=count, limit=limit, period=period, retry_after=retry_after, who=who)
         return True
 
 
@@ -104,7 +143,9 @@ def auth_failures_check(request: HttpRequest) -> None:
     before checking the credentials, so that a locked-out address learns nothing."""
     key, limit, period, retry_after = _auth_failures_key(request)
     try:
-        failures = int(cache.get(key) or 0)
+        client = _redis()
+        stored = client.get(caches["default"].make_and_validate_key(key)) if client is not None else cache.get(key)
+        failures = int(stored or 0)
     except (RedisError, OSError):
         logger.warning("failed authentications not checked: the cache is unavailable", exc_info=True)
         return

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.exceptions import NotFoundError
+from core.filters import StrictFilterBackend
 from core.idempotency import idempotent
 from marketplace import orbit, services
 from marketplace.capacity import bank_capacity
@@ -18,6 +19,7 @@ from marketplace.deposits import deposit_create
 from marketplace.dispatch import Requirements
 from marketplace.filters import LeaseFilter, OfferFilter
 from marketplace.models import FeedEvent, Lease, Order
+from marketplace.offers import offer_to_dict, offers_filtered, offers_now
 from marketplace.selectors import (
     lease_list,
     offers_list,
@@ -48,6 +50,15 @@ from pools.models import ResourcePool
 from pools.reference_data import USER_REGIONS
 
 
+def _forget_data(response: Response) -> None:
+    response.data = None
+
+
+# Offer queries already checked (cleaned filters, ordering), by their parameters.
+_CHECKED_OFFER_QUERIES: dict[tuple[Any, ...], tuple[dict[str, Any], list[str]]] = {}
+MAX_CHECKED_OFFER_QUERIES = 1024
+
+
 class OfferListApi(ListAPIView):
     """The compute supermarket: active, fresh pools with free cards, priced for now."""
 
@@ -76,17 +87,38 @@ class OfferListApi(ListAPIView):
             "bank_capacity": getattr(self, "bank", {}),
         }
 
+    def _checked_query(self, request: Any) -> tuple[dict[str, Any], list[str]]:
+        """The filters' cleaned values and the ordering keys, or the 400 the filter backend gives.
+        Checking depends on the parameters alone, so a query checked once is remembered: a
+        filterset deep-copies its filters and form fields, the larger part of its cost."""
+        key = tuple(sorted((name, tuple(values)) for name, values in request.query_params.lists()))
+        checked = _CHECKED_OFFER_QUERIES.get(key)
+        if checked is None:
+            filterset = StrictFilterBackend().valid_filterset(request, ResourcePool.objects.none(), self)
+            checked = (dict(filterset.form.cleaned_data), filterset.check_ordering())
+            if len(_CHECKED_OFFER_QUERIES) >= MAX_CHECKED_OFFER_QUERIES:
+                _CHECKED_OFFER_QUERIES.clear()
+            _CHECKED_OFFER_QUERIES[key] = checked
+        return checked
+
     @extend_schema(summary="Find offers")
     def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        serializer = self.get_serializer(page, many=True)
-        data = serializer.data
-        # DRF's fields point back at their serializer, so the serializers are reference
-        # cycles that would keep the page's 200 model instances alive until a full
-        # collection; let go of the page so it is freed now (see docs/benchmarks.md).
-        for holder in (serializer, serializer.child):  # type: ignore[attr-defined]  # a ListSerializer
-            holder.instance, holder._args = None, ()  # type: ignore[union-attr]
-        return self.get_paginated_response(data)
+        # From the per-pool snapshot as plain dicts (marketplace.offers); the filterset only checks
+        # the parameters, and OfferSerializer describes the response in the schema.
+        cleaned, ordering = self._checked_query(request)
+        user_region = cleaned.get("user_region") or None
+        # Deposited cards are worked out per request: they come and go with their deposits' hours.
+        bank = bank_capacity(now=self.now)
+        offers = offers_filtered(
+            offers_now(now=self.now, user_region=user_region, bank=bank), filters=cleaned, ordering=ordering
+        )
+        page = self.paginate_queryset(offers) or []  # type: ignore[arg-type]  # a list pages as a queryset does
+        response = self.get_paginated_response([offer_to_dict(offer, now=self.now, bank=bank) for offer in page])
+        # The view and its request refer to each other, and the paginator's page holds every offer:
+        # let go of them so that they are freed now, not by the cyclic collector (docs/benchmarks.md).
+        self.paginator.page.object_list = self.paginator.page.paginator.object_list = ()  # type: ignore[union-attr]
+        response.add_post_render_callback(_forget_data)  # the response and its view refer to each other too
+        return response
 
 
 _POOL_NOT_OFFERED = "no pool in the market has the `pool` id given (unknown, pending, suspended or retired alike)"
@@ -198,7 +230,7 @@ class OrderListCreateApi(ListAPIView):
             return Response(OrderSerializer(order_list(organization=order.buyer).get(pk=order.pk)).data, status=201)
         _, requirements = _requirements(request)
         order = services.order_place(buyer=organization_of(request), requirements=requirements)
-        return Response(OrderSerializer(order_list(organization=order.buyer).get(pk=order.pk)).data, status=201)
+        return Response(OrderSerializer(order).data, status=201)  # as order_list reads it (placement_book)
 
 
 def _order_for(request: Request, order_id: Any) -> Order:

@@ -2,9 +2,10 @@
 
 A pure function, like a cluster scheduler: a filter stage drops the pools that
 cannot take the order, each with a reason; a score stage prices the rest over
-the hours they would run and ranks them. Deferrable work (a deadline) is
-shifted to the cheapest window that still ends before the deadline, and may
-go west; real-time inference stays within ``max_latency_ms`` of its users.
+the hours they would run and ranks them, the electricity burnt weighed in
+(``ELECTRICITY_WEIGHT``). Deferrable work (a deadline) is shifted to the
+cheapest window that still ends before the deadline, valley hours mostly, and
+may go west; real-time inference stays within ``max_latency_ms`` of its users.
 
 Prices and tariffs are per local (Asia/Shanghai) hour and repeat daily, so the
 cost of any run is the difference of a cumulative price function, computed in
@@ -17,7 +18,7 @@ import heapq
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -35,6 +36,13 @@ REALTIME = "realtime_inference"
 LATENCY_WEIGHT_PER_MS = 0.005
 GREEN_WEIGHT = 0.05
 RELIABILITY_WEIGHT = 2.0
+# The grid's own aim (docs/architecture.md: shifting load between regions and hours cuts the
+# electricity per token): a yuan of electricity the placement burns weighs as much as this many
+# yuan of the buyer's price, in the pool chosen and in the start chosen for deferrable work.
+# Electricity is about 3% of a card-hour's price, so the buyer's price still leads: on the
+# national scenario buyers pay about 1% more per card-hour than with a cost-only optimizer
+# (the cheapest pool now), for 16% less electricity (simulate_dispatch, docs/benchmarks.md).
+ELECTRICITY_WEIGHT = 30.0
 
 REASONS = {  # in the request's language when said (a 422's message, a quote's reasons)
     "stale": gettext_lazy("no recent heartbeat"),
@@ -240,7 +248,8 @@ class _Priced:
             start=start,
             price_integral=price_integral,
             electricity_integral=self.tariff.between(start, req.duration_hours) * _kwh(self.pool),
-            per_card_score=price_integral * _weight(self.pool, req),
+            per_card_score=price_integral * _weight(self.pool, req)
+            + ELECTRICITY_WEIGHT * self.tariff.between(start, req.duration_hours) * _kwh(self.pool),
         )
 
 
@@ -262,6 +271,12 @@ def _curve(prices: tuple[float, ...]) -> _PriceCurve:
     return _PriceCurve(prices)
 
 
+@lru_cache(maxsize=4096)
+def _scored_hours(prices: tuple[float, ...], tariff: tuple[float, ...], kwh: float) -> tuple[float, ...]:
+    """A card-hour's price plus its weighted electricity, by local hour."""
+    return tuple(price + ELECTRICITY_WEIGHT * kwh * kwh_price for price, kwh_price in zip(prices, tariff, strict=True))
+
+
 @lru_cache(maxsize=65536)
 def _cheapest_start(curve: _PriceCurve, earliest: float, latest: float, duration: float) -> float:
     starts = _candidate_starts(curve, earliest, latest, duration)
@@ -271,7 +286,11 @@ def _cheapest_start(curve: _PriceCurve, earliest: float, latest: float, duration
 def _price(pool: PoolSnapshot, req: Requirements, window: tuple[float, float]) -> _Priced:
     curve, tariff = _curve(tuple(pool.hour_prices)), _curve(tuple(pool.tariff_kwh))
     earliest, latest = window
-    start = _cheapest_start(curve, earliest, latest, req.duration_hours) if req.deferrable else earliest
+    if req.deferrable:  # the start where price and weighted electricity together are lowest
+        scored = _curve(_scored_hours(tuple(pool.hour_prices), tuple(pool.tariff_kwh), _kwh(pool)))
+        start = _cheapest_start(scored, earliest, latest, req.duration_hours)
+    else:
+        start = earliest
     return _Priced(pool, curve, tariff, start, 0.0, 0.0, 0.0).at(start, req)
 
 
@@ -308,6 +327,25 @@ def dispatch(req: Requirements, pools: Iterable[PoolSnapshot], now: datetime) ->
     placements.sort(key=lambda placement: (placement.score, placement.start_at, str(placement.allocations[0].pool_id)))
     result.placements = placements[:MAX_PLACEMENTS]
     return result
+
+
+def cheapest_now(req: Requirements, pools: Iterable[PoolSnapshot], now: datetime) -> Placement | None:
+    """A cost-only optimizer, as a buyer with SkyPilot would run one: the pool that is
+    cheapest to run on from now, anywhere the filters (latency bound included) allow,
+    with the cards free; no time shifting and no other score."""
+    reference = now.astimezone(local_zone()).replace(hour=0, minute=0, second=0, microsecond=0)
+    earliest = _hours_since(reference, max(now, req.earliest_start or now))
+    immediate = replace(req, deadline=None, earliest_start=None)
+    best: _Priced | None = None
+    for pool in pools:
+        if pool.free_cards < req.cards or _filter(pool, immediate) is not None:
+            continue
+        priced = _price(pool, immediate, (earliest, earliest))
+        if req.max_price is not None and priced.price_integral / req.duration_hours > req.max_price:
+            continue
+        if best is None or (priced.price_integral, str(pool.id)) < (best.price_integral, str(best.pool.id)):
+            best = priced
+    return _placement([(best, req.cards)], immediate, reference) if best else None
 
 
 def _placement(parts: Sequence[tuple[_Priced, int]], req: Requirements, reference: datetime) -> Placement:

@@ -57,6 +57,11 @@ class OfferFilter(StrictFilterSet):
         return queryset  # the view reads it to annotate latency_ms
 
     def filter_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        self.check_ordering()
+        return super().filter_queryset(queryset)
+
+    def check_ordering(self) -> list[str]:
+        """The ordering keys asked for (``price``, ``-latency``...); latency needs user_region."""
         ordering = self.form.cleaned_data.get("ordering") or []
         if any(field.lstrip("-") == "latency" for field in ordering) and not self.form.cleaned_data.get("user_region"):
             raise ValidationError(
@@ -67,7 +72,7 @@ class OfferFilter(StrictFilterSet):
                 },
                 code="user_region_required",
             )
-        return super().filter_queryset(queryset)
+        return list(ordering)
 
 
 class LeaseFilter(StrictFilterSet):

@@ -30,7 +30,7 @@ from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from organizations.models import Organization
 from pools.models import Hub, PricePlan, ResourcePool
 from pools.selectors import price_plans_in_force
-from pools.services import pools_lock
+from pools.services import invalidate_offer_snapshot, pools_lock
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class _Taken:
     """How one allocation got its cards: held now, booked on the calendar from its start, or taken
     from a deposit (bank capacity)."""
 
-    provider_id: Any
+    pool: ResourcePool  # as locked: the new leases refer to it, so the answer reads no pool again
     holding: bool
     deposit: CapacityDeposit | None = None
 
@@ -174,17 +174,17 @@ def _reserve(placement: Placement, requirements: Requirements, now: datetime) ->
         cards = wanted[pool.pk]
         fits_now = deferred or pool.free_cards >= cards
         if fits_now and calendar_fits(pool=pool, cards=cards, start=placement.start_at, end=placement.end_at):
-            taken[pool.pk] = _Taken(pool.provider_id, holding=not deferred)
+            taken[pool.pk] = _Taken(pool, holding=not deferred)
             continue
         deposit = None
         if requirements.commitment == Commitment.ON_DEMAND:
             deposit = deposit_take(pool_id=pool.pk, cards=cards, start=placement.start_at, end=placement.end_at)
         if deposit is None:
             return None
-        taken[pool.pk] = _Taken(pool.provider_id, holding=False, deposit=deposit)
+        taken[pool.pk] = _Taken(pool, holding=False, deposit=deposit)
     for pool in locked:
         if taken[pool.pk].holding:
-            ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=pool.reserved_cards + wanted[pool.pk])
+            invalidate_offer_snapshot(pool.pk, reserved_cards=pool.reserved_cards + wanted[pool.pk])
     return taken
 
 
@@ -196,7 +196,9 @@ def deposit_take(*, pool_id: Any, cards: int, start: datetime, end: datetime) ->
     return None
 
 
-@transaction.atomic
+# No savepoint inside order_place: nothing is written before the cards are taken, and an error
+# after that fails the whole order anyway.
+@transaction.atomic(savepoint=False)
 def placement_book(
     *,
     buyer: Organization,
@@ -223,13 +225,13 @@ def placement_book(
         warnings=warnings,
         **_requirements_fields(requirements),
     )
-    Lease.objects.bulk_create(
+    leases = Lease.objects.bulk_create(
         [
             Lease(
                 order=order,
                 buyer=buyer,
-                provider_id=taken[allocation.pool_id].provider_id,
-                pool_id=allocation.pool_id,
+                provider_id=taken[allocation.pool_id].pool.provider_id,
+                pool=taken[allocation.pool_id].pool,
                 cards=allocation.cards,
                 workload=requirements.workload,
                 commitment=requirements.commitment,
@@ -245,6 +247,13 @@ def placement_book(
             for allocation in placement.allocations
         ]
     )
+    # The order as order_list reads it (leases with their pools and versions, no in-orbit plan),
+    # from what is in hand, so that the answer needs no query.
+    in_hand = order.leases.all()  # as prefetch_related leaves it: a queryset with its rows
+    in_hand._result_cache = sorted(leases, key=lambda lease: lease.created_at, reverse=True)
+    in_hand._prefetch_done = True  # type: ignore[attr-defined]
+    order._prefetched_objects_cache = {"leases": in_hand}  # type: ignore[attr-defined]
+    Order.orbit.related.set_cached_value(order, None)
     logger.info("order placed", extra={"order": str(order.pk), "hub": placement.hub, "cards": order.cards})
     return order
 
@@ -296,7 +305,7 @@ def lease_start(*, lease_id: Any, by: str, now: datetime | None = None) -> Lease
     if not lease.holding and lease.deposit_id is None and lease.endpoint_id is None:
         # A deferred lease takes the cards the calendar kept for it.
         (pool,) = pools_lock([lease.pool_id])
-        ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=pool.reserved_cards + lease.cards)
+        invalidate_offer_snapshot(pool.pk, reserved_cards=pool.reserved_cards + lease.cards)
         lease.holding = True
     lease.status, lease.started_at = Lease.Status.RUNNING, now
     lease.save(update_fields=["status", "started_at", "holding"])
@@ -326,7 +335,7 @@ def lease_end(*, lease_id: Any, status: str, reason: str, by: str, now: datetime
     # before its start or a lease on deposited cards (the depositor's lease holds them).
     if lease.endpoint_id is None and lease.holding:
         (pool,) = pools_lock([lease.pool_id])
-        ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=pool.reserved_cards - lease.cards)
+        invalidate_offer_snapshot(pool.pk, reserved_cards=pool.reserved_cards - lease.cards)
     if not Lease.objects.filter(order_id=lease.order_id, status__in=Lease.ACTIVE).exists():
         Order.objects.filter(pk=lease.order_id, status=Order.Status.PLACED).update(status=Order.Status.ENDED)
     # The cards of leases placed on its deposits leave with it.

@@ -6,8 +6,12 @@ about 3 card-hours of inference to 1 of training. Both policies place the
 same orders on the same pools, in memory (nothing is written); capacity is
 held from placement to the booked end, as in the service.
 
-The baseline is what a buyer without a grid does: the nearest east hub to its
-users, starting at once, on the cheapest pool there with the cards free.
+Two baselines:
+- naive: what a buyer without a grid does: the nearest east hub to its users,
+  starting at once, on the cheapest pool there with the cards free;
+- cost-only: what a buyer with a cost optimizer (SkyPilot) does: the cheapest
+  pool now anywhere that meets the order's latency bound, starting at once
+  (``marketplace.dispatch.cheapest_now``).
 """
 
 import heapq
@@ -20,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from core.timezones import local_zone
-from marketplace.dispatch import REALTIME, Placement, PoolSnapshot, Requirements, dispatch
+from marketplace.dispatch import REALTIME, Placement, PoolSnapshot, Requirements, cheapest_now, dispatch
 
 EAST_REGIONS = ("beijing", "shanghai", "hangzhou", "guangzhou", "shenzhen", "chengdu", "chongqing", "wuhan", "xian")
 # Relative real-time inference demand by local hour: quiet at night, busy late morning and evening.
@@ -144,10 +148,10 @@ def naive_placement(
     for hub in hubs:
         candidates = [p for p in east if p.hub == hub and p.free_cards >= req.cards]
         if candidates:
-            immediate = replace(req, deadline=None, earliest_start=None, allowed_hubs=frozenset({hub}))
-            result = dispatch(immediate, candidates, now)
-            if result.placements:
-                return result.placements[0]
+            # By price alone (the dispatcher's score also weighs electricity, green power, reliability).
+            placement = cheapest_now(replace(req, allowed_hubs=frozenset({hub})), candidates, now)
+            if placement is not None:
+                return placement
     return None
 
 
@@ -204,8 +208,8 @@ def simulate(
     seed: int,
     orders: int,
     progress: Callable[[str, int, int], None] | None = None,
-) -> tuple[PolicyResult, PolicyResult]:
-    """Both policies over the same day of orders: (dispatcher, baseline)."""
+) -> tuple[PolicyResult, PolicyResult, PolicyResult]:
+    """The three policies over the same day of orders: (dispatcher, naive baseline, cost-only optimizer)."""
     day = day.astimezone(local_zone()).replace(hour=0, minute=0, second=0, microsecond=0)
     demand = generate_orders(day=day, seed=seed, orders=orders, models={pool.gpu_model for pool in pools})
 
@@ -216,10 +220,14 @@ def simulate(
     def baseline(order: SimOrder, snapshot: list[PoolSnapshot]) -> Placement | None:
         return naive_placement(order.requirements, order.home_region, snapshot, order.at)
 
+    def cost_only(order: SimOrder, snapshot: list[PoolSnapshot]) -> Placement | None:
+        return cheapest_now(order.requirements, snapshot, order.at)
+
     def report(name: str) -> Callable[[int, int], None] | None:
         return (lambda done, total: progress(name, done, total)) if progress else None
 
     return (
         run_policy("dispatcher", demand, pools, grid, report("dispatcher")),
         run_policy("baseline", demand, pools, baseline, report("baseline")),
+        run_policy("cost_only", demand, pools, cost_only, report("cost_only")),
     )

@@ -9,12 +9,24 @@ class HubAdmin(admin.ModelAdmin):
     list_filter = ["region"]
     search_fields = ["code", "name", "name_zh"]
 
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        from pools.services import invalidate_offer_snapshot
+
+        super().save_model(request, obj, form, change)
+        invalidate_offer_snapshot(*obj.pools.values_list("pk", flat=True))  # offers show its region and tariff
+
 
 @admin.register(GpuModel)
 class GpuModelAdmin(admin.ModelAdmin):
     list_display = ["code", "name", "vendor", "memory_gb", "fp16_tflops", "power_watts"]
     list_filter = ["vendor"]
     search_fields = ["code", "name"]
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        from pools.services import invalidate_offer_snapshot
+
+        super().save_model(request, obj, form, change)
+        invalidate_offer_snapshot(*obj.pools.values_list("pk", flat=True))  # offers show its memory
 
 
 class PricePlanInline(admin.TabularInline):
@@ -77,6 +89,12 @@ class ResourcePoolAdmin(admin.ModelAdmin):
     @admin.action(description="Suspend the selected pools")
     def suspend(self, request, queryset):  # type: ignore[no-untyped-def]
         self._transition(request, queryset, "pool_suspend")
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        from pools.services import invalidate_offer_snapshot
+
+        super().save_model(request, obj, form, change)
+        invalidate_offer_snapshot(obj.pk)  # what the offers show may have changed
 
     def _transition(self, request, queryset, service_name):  # type: ignore[no-untyped-def]
         from core.exceptions import ApplicationError

@@ -24,7 +24,7 @@ from organizations.services import audit_record
 from pools import hooks
 from pools.models import ModelEndpoint, PricePlan, ResourcePool
 from pools.reference_data import TOKENS_PER_SECOND
-from pools.services import pools_lock, price_plan_create
+from pools.services import invalidate_offer_snapshot, pools_lock, price_plan_create
 
 Status = ModelEndpoint.Status
 
@@ -145,9 +145,9 @@ def _transition(
                 % {"value": pool.cards - pool.reserved_cards, "cards": locked.cards},
                 code="no_capacity",
             )
-        ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=F("reserved_cards") + locked.cards)
+        invalidate_offer_snapshot(pool.pk, reserved_cards=F("reserved_cards") + locked.cards)
     elif locked.status == Status.ACTIVE:
-        ResourcePool.objects.filter(pk=pool.pk).update(reserved_cards=F("reserved_cards") - locked.cards)
+        invalidate_offer_snapshot(pool.pk, reserved_cards=F("reserved_cards") - locked.cards)
     previous = locked.status
     locked.status, locked.status_changed_at, locked.status_changed_by = to, timezone.now(), by
     locked.save(update_fields=["status", "status_changed_at", "status_changed_by"])

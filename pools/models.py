@@ -108,6 +108,10 @@ class ResourcePool(models.Model):
         output_field=models.IntegerField(),
         db_persist=True,
     )
+    # The transaction (PostgreSQL xid) that last changed what the offers list shows of this pool
+    # (set by ``pools.services.invalidate_offer_snapshot``); the offers snapshot reloads a pool
+    # whose version it has not seen (``marketplace.offers``).
+    offer_version = models.BigIntegerField(default=0, db_index=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -47,12 +47,12 @@ def price_plan_at(*, pool_id: UUID, at: datetime) -> PricePlan | None:
 
 def price_plans_in_force(*, pool_ids: list[UUID], at: datetime) -> dict[UUID, PricePlan]:
     """The version in force at ``at`` for each of many pools, in one query."""
-    plans: dict[UUID, PricePlan] = {}
-    for plan in PricePlan.objects.filter(pool_id__in=pool_ids, effective_from__lte=at).order_by(
-        "pool_id", "-effective_from"
-    ):
-        plans.setdefault(plan.pool_id, plan)
-    return plans
+    in_force = (
+        PricePlan.objects.filter(pool_id__in=pool_ids, effective_from__lte=at)
+        .order_by("pool_id", "-effective_from")
+        .distinct("pool_id")  # DISTINCT ON: the latest of each pool, not its whole history
+    )
+    return {plan.pool_id: plan for plan in in_force}
 
 
 Versions = list[tuple[datetime, int, Any]]  # a pool's (running from, version, id), by running_from

@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.translation import gettext
 
@@ -25,6 +26,23 @@ from pools.tariffs import default_factors, hour_bands, hour_prices
 PRICE_CHANGE_SKEW = timedelta(seconds=60)
 
 Status = ResourcePool.Status
+
+# The current transaction's id, which every later-starting transaction's snapshot sees as
+# committed once it is (see ``marketplace.offers``).
+_CURRENT_XID = RawSQL("pg_current_xact_id()::text::bigint", ())
+
+
+def invalidate_offer_snapshot(*pool_ids: Any, **changes: Any) -> None:
+    """Mark these pools' offers as changed, in the transaction that changes them.
+
+    Every write that changes what an offer shows (price versions, capacity, heartbeats,
+    status, the pool's description, and any other capacity source such as deposited
+    card-hours) calls this in the same transaction; the offers snapshot of every process
+    reloads these pools on its next request once the transaction has committed
+    (``marketplace.offers``). ``changes`` are column updates made in the same statement
+    (``reserved_cards=F("reserved_cards") + 4``), so a capacity change costs no extra write.
+    """
+    ResourcePool.objects.filter(pk__in=pool_ids).update(offer_version=_CURRENT_XID, **changes)
 
 
 def _plan_prices(
@@ -113,6 +131,7 @@ def pool_register(
         created_by=by,
     )
     PoolStatusChange.objects.create(pool=pool, from_status="", to_status=Status.PENDING, changed_by=by, changed_at=now)
+    invalidate_offer_snapshot(pool.pk)
     return pool
 
 
@@ -180,6 +199,7 @@ def price_plan_create(
     if dry_run:
         return plan
     plan.save(force_insert=True)
+    invalidate_offer_snapshot(locked.pk)
     for hook in hooks.PRICE_VERSION_HOOKS:
         hook(plan)
     return plan
@@ -223,6 +243,7 @@ def pool_update(*, pool: ResourcePool, by: str, **changes: Any) -> ResourcePool:
     if cards is not None:
         locked.healthy_cards = min(locked.healthy_cards, cards)
     locked.save()
+    invalidate_offer_snapshot(locked.pk)
     locked.refresh_from_db(fields=["free_cards"])
     return locked
 
@@ -241,6 +262,7 @@ def _transition(
     now = timezone.now()
     locked.status, locked.status_changed_at, locked.status_changed_by = to, now, by
     locked.save(update_fields=["status", "status_changed_at", "status_changed_by"])
+    invalidate_offer_snapshot(locked.pk)
     PoolStatusChange.objects.create(
         pool=locked, from_status=previous, to_status=to, changed_by=by, reason=reason, changed_at=now
     )
@@ -341,6 +363,7 @@ def pool_heartbeat(*, pool: ResourcePool, healthy_cards: int, observed_at: datet
     if locked.last_heartbeat_at is None or observed_at > locked.last_heartbeat_at:
         locked.healthy_cards, locked.last_heartbeat_at = healthy_cards, observed_at
         locked.save(update_fields=["healthy_cards", "last_heartbeat_at"])
+        invalidate_offer_snapshot(locked.pk)
         locked.refresh_from_db(fields=["free_cards"])
     return locked
 
@@ -371,7 +394,7 @@ def pool_reserve_cards(*, pool: ResourcePool, cards: int, now: datetime | None =
             % {"pk": locked.pk, "free_cards": locked.free_cards, "cards": cards},
             code="no_capacity",
         )
-    ResourcePool.objects.filter(pk=locked.pk).update(reserved_cards=F("reserved_cards") + cards)
+    invalidate_offer_snapshot(locked.pk, reserved_cards=F("reserved_cards") + cards)
     locked.refresh_from_db(fields=["reserved_cards", "free_cards"])
     return locked
 
@@ -388,7 +411,7 @@ def pool_release_cards(*, pool: ResourcePool, cards: int) -> ResourcePool:
             % {"pk": locked.pk, "reserved_cards": locked.reserved_cards, "cards": cards},
             code="release_exceeds_reserved",
         )
-    ResourcePool.objects.filter(pk=locked.pk).update(reserved_cards=F("reserved_cards") - cards)
+    invalidate_offer_snapshot(locked.pk, reserved_cards=F("reserved_cards") - cards)
     locked.refresh_from_db(fields=["reserved_cards", "free_cards"])
     return locked
 

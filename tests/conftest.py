@@ -85,6 +85,15 @@ def _forget_cached_accounts() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _forget_the_offers_snapshot() -> Iterator[None]:
+    """Tests flush or roll back the pools under the process's offers snapshot."""
+    from marketplace.offers import reset_offer_snapshot
+
+    yield
+    reset_offer_snapshot()
+
+
+@pytest.fixture(autouse=True)
 def _reference_data_in_transactional_tests(request: pytest.FixtureRequest) -> None:
     """Transactional tests flush the database after each test, data migrations
     included; load the hubs and GPU models again before each of them."""

@@ -49,6 +49,33 @@ def test_an_order_is_placed_on_a_pool_and_reserves_its_cards(buyer_client) -> No
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body",
+    [
+        ORDER,
+        {**REALTIME, "user_region": "beijing"},
+        {**ORDER, "workload": "batch_inference", "deadline": "2026-03-20T06:00:00+08:00", "max_price": "40.5"},
+        {"min_memory_gb": 80, "cards": 150, "workload": "training", "duration_hours": "2.5", "split": True},
+        {**ORDER, "allowed_hubs": ["ningxia", "yangtze"], "min_green_share": "0.25"},
+    ],
+)
+def test_an_order_answers_as_it_reads_back(buyer, buyer_client, body) -> None:
+    """The answer is built from the order in hand (no query); it is the order as GET reads it."""
+    pool_factory(cards=100)
+    pool_factory(cards=100)
+    pool_factory(cards=100, hub_id="jingjinji", province="Beijing")
+
+    response = buyer_client.post("/api/v1/orders/", body, format="json")
+
+    assert response.status_code == 201, response.json()
+    placed = response.json()
+    read_back = buyer_client.get(f"/api/v1/orders/{placed['id']}/").json()
+    for answer in (placed, read_back):
+        answer["leases"].sort(key=lambda lease: lease["id"])
+    assert placed == read_back
+
+
+@pytest.mark.django_db
 def test_a_quote_ranks_placements_and_reserves_nothing(buyer_client) -> None:
     cheap = pool_factory(price_per_card_hour=Decimal("10"))
     dear = pool_factory(price_per_card_hour=Decimal("30"))

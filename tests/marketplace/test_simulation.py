@@ -37,7 +37,7 @@ def test_on_the_national_pools_the_dispatcher_beats_the_baseline() -> None:
     call_command("seed_national", "--seed", "5", "--scale", "0.2", stdout=StringIO(), stderr=StringIO())
     pools = pool_snapshots(now=datetime.now(UTC))
 
-    grid, baseline = simulate(pools=pools, day=datetime.now(UTC), seed=5, orders=1500)
+    grid, baseline, _ = simulate(pools=pools, day=datetime.now(UTC), seed=5, orders=1500)
 
     assert grid.latency_violations == 0
     assert grid.electricity_per_card_hour <= 0.82 * baseline.electricity_per_card_hour
@@ -54,9 +54,34 @@ def test_simulate_dispatch_prints_both_policies_and_its_checks() -> None:
     call_command("simulate_dispatch", "--orders", "300", "--json", stdout=out, stderr=StringIO())
 
     figures = json.loads(out.getvalue())
-    assert set(figures) >= {"dispatcher", "baseline", "electricity_cut", "checks"}
+    assert set(figures) >= {
+        "dispatcher",
+        "baseline",
+        "cost_only",
+        "electricity_cut",
+        "cost_only_electricity_cut",
+        "checks",
+    }
     assert figures["dispatcher"]["orders_placed"] + figures["dispatcher"]["orders_unplaced"] == 300
     assert figures["checks"]["zero latency violations"] is True
+
+
+@pytest.mark.django_db
+def test_on_the_seeded_national_scenario_the_dispatcher_beats_a_cost_only_optimizer_on_electricity() -> None:
+    """Issue 22: at least 15% less electricity per card-hour than the cheapest pool now within
+    the latency bound (what a buyer with SkyPilot would run), with zero latency violations;
+    the national data set and the day simulate_dispatch replays by default."""
+    call_command("seed_national", "--seed", "42", stdout=StringIO(), stderr=StringIO())
+    now = datetime.now(UTC)
+    pools = [pool for pool in pool_snapshots(now=now) if not pool.stale]
+
+    grid, baseline, cost_only = simulate(pools=pools, day=now, seed=42, orders=20_000)
+
+    assert grid.latency_violations == 0
+    assert grid.placed == cost_only.placed == 20_000
+    assert grid.electricity_per_card_hour <= 0.85 * cost_only.electricity_per_card_hour
+    assert grid.electricity_per_card_hour < baseline.electricity_per_card_hour
+    assert cost_only.latency_violations == 0
 
 
 @pytest.mark.django_db

@@ -44,6 +44,7 @@ from pools.models import (
     ResourcePool,
 )
 from pools.reference_data import HUBS
+from pools.services import invalidate_offer_snapshot
 from pools.tariffs import default_factors, hour_bands, hour_prices
 
 T = TypeVar("T")
@@ -662,6 +663,7 @@ class Command(BaseCommand):
         ModelEndpoint.objects.bulk_create(endpoints, batch_size=BATCH_SIZE)
         reserved = [pool for pool in pools if pool.reserved_cards]
         ResourcePool.objects.bulk_update(reserved, ["reserved_cards"], batch_size=BATCH_SIZE)
+        invalidate_offer_snapshot(*[pool.pk for pool in pools])  # bulk writes: the offers of every process
         self.stdout.write(f"model endpoints {len(endpoints):,} on {len(reserved):,} pools")
 
     def _write_price_index_history(self, now: datetime) -> None:

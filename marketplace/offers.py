@@ -1,0 +1,426 @@
+"""The offers list (``GET /api/v1/offers/``) served from a per-pool snapshot kept in this process.
+
+What an offer shows changes only when its pool's price versions, capacity, heartbeat,
+status or description change, and every such write marks the pool in the same
+transaction (``pools.services.invalidate_offer_snapshot`` sets ``offer_version`` to the
+writing transaction's id). Each request asks PostgreSQL, in one indexed query, which
+pools carry a version at or after the oldest transaction that was still running when
+this process last looked (``pg_snapshot_xmin``): a transaction older than that had
+committed (or aborted) before the last look, so its changes were already read. Only
+those pools whose version differs from the one held are read again, as plain rows.
+What depends on the clock is worked out per request: the price version in force and
+the hour's price and band, the next cheaper window, and whether the last heartbeat is
+still fresh (a pool goes stale without any write).
+
+The costs this avoids (docs/benchmarks.md): the correlated ``price_now`` subquery
+evaluated in ``WHERE`` and again in ``COUNT``, full rows of four tables fetched and
+decoded, 200 model instances and a DRF serializer per offer, and the reference cycles
+they leave for the garbage collector. The response is the same, field for field, as
+``OfferSerializer`` over ``selectors.offers_list`` (tests/marketplace/test_offer_snapshot.py).
+
+Deposited card-hours (``capacity.bank_capacity``, the compute bank) are not held: they come and
+go with their deposits' hours, without any write, so each request reads them (one query, two
+when some deposit is open) and passes them in. A pool whose own cards are all taken is offered
+when it has deposited cards free (``bank_cards``), as ``selectors.offers_list(also_pools=...)``
+offers it.
+"""
+
+import hashlib
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
+
+from django.db import connection
+from django.utils import timezone
+from rest_framework import serializers
+
+from core.timezones import local_zone
+from marketplace.serializers import OfferSerializer
+from orbit.reference_data import HUB_CODE as ORBIT_HUB
+from pools.models import PricePlan, ResourcePool
+from pools.selectors import fresh_after
+from pools.serializers import TokenPricesField
+from pools.tariffs import hour_bands, local_hour, next_cheaper_window
+
+# The serializer's own fields render each value, so the wire format cannot drift from it.
+_FIELDS = OfferSerializer().fields
+_TOKEN_PRICES = TokenPricesField()
+# The fields as OfferSerializer orders them; the clock-dependent ones are filled per request.
+_STATIC_HEAD = (
+    "pool",
+    "name",
+    "provider",
+    "provider_name",
+    "hub",
+    "region",
+    "province",
+    "city",
+    "gpu_model",
+    "memory_gb",
+    "cards",
+    "free_cards",
+    "green_share",
+    "pue",
+    "interconnect",
+)
+
+PLAN_MARGIN = timedelta(hours=1)
+
+# One row: the oldest transaction still running, this transaction's own id if it wrote, the
+# number of pools, and a digest of (id, version) of every pool in the window since the last
+# look; when count and digest match what this process holds, nothing it holds has changed.
+_WINDOW_SQL = """
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
+    pg_current_xact_id_if_assigned()::text::bigint,
+    (SELECT count(*) FROM pools_resourcepool WHERE hub_id <> %(orbit)s),
+    (SELECT md5(coalesce(string_agg(id::text || ':' || offer_version::text, ',' ORDER BY id), ''))
+        FROM pools_resourcepool WHERE offer_version >= %(since)s AND hub_id <> %(orbit)s)
+"""
+# The pools in the window, when the digest says something in it changed.
+_CHANGED_SQL = """
+SELECT id, offer_version FROM pools_resourcepool WHERE offer_version >= %(since)s AND hub_id <> %(orbit)s
+"""
+
+
+@dataclass(slots=True)
+class _Plan:
+    effective_from: datetime
+    prices: tuple[Decimal, ...]  # per card-hour, by local hour
+    shown: tuple[str, ...]  # the same, as the API shows them
+    reserved_shown: tuple[str, ...]  # the reserved price (reserved_discount off), as the API shows it
+    token_prices: dict[str, Any]  # as the API shows them
+    # The next cheaper window from each hour's start, as the API shows it.
+    windows: dict[datetime, dict[str, Any] | None] = field(default_factory=dict)
+
+    def window(self, now: datetime) -> dict[str, Any] | None:
+        hour_start = now.replace(minute=0, second=0, microsecond=0)
+        if hour_start not in self.windows:
+            if len(self.windows) > 48:
+                self.windows.clear()
+            found = next_cheaper_window(self.prices, hour_start)
+            self.windows[hour_start] = (
+                None
+                if found is None
+                else {
+                    "start_at": _FIELDS["last_heartbeat_at"].to_representation(found.start_at),
+                    "end_at": _FIELDS["last_heartbeat_at"].to_representation(found.end_at),
+                    "price_per_card_hour": _FIELDS["price_per_card_hour"].to_representation(found.price_per_card_hour),
+                }
+            )
+        return self.windows[hour_start]
+
+
+@dataclass(slots=True)
+class _Pool:
+    id: Any
+    key: int  # the id as PostgreSQL orders uuids (by their bytes)
+    version: int
+    active: bool
+    hub: str
+    region: str
+    province: str
+    gpu_model: str
+    memory_gb: int
+    free_cards: int
+    green_share: Decimal
+    last_heartbeat_at: datetime | None
+    latency_ms: Mapping[str, int]
+    bands: Sequence[str]  # the hub's time-of-use band by local hour
+    plans: list[_Plan]  # by effective_from, the one in force when read and any later
+    head: dict[str, Any]  # the fields before the price, as the API shows them
+    heartbeat_shown: str | None
+
+    def plan_at(self, now: datetime) -> _Plan | None:
+        in_force = None
+        for plan in self.plans:
+            if plan.effective_from > now:
+                break
+            in_force = plan
+        return in_force
+
+
+@dataclass(slots=True)
+class Offer:
+    """A pool on offer now, with what the filters and ordering read."""
+
+    pool: _Pool
+    plan: _Plan
+    price_now: Decimal
+    latency_ms: int | None
+
+
+class _Snapshot:
+    def __init__(self) -> None:
+        self.pools: dict[Any, _Pool] = {}
+        self.since: int | None = None  # the oldest transaction that may not have been read
+        self.digests: dict[int, str] = {}
+        self.generation = 0  # moves on whenever a pool is read again
+        # offers_now's selections: (generation, user_region) -> (valid from, valid until, offers)
+        self.selections: dict[tuple[int, str | None], tuple[datetime, datetime, list[Offer]]] = {}
+        self.lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.pools, self.since, self.digests = {}, None, {}
+            self.generation, self.selections = self.generation + 1, {}
+
+    def refresh(self) -> None:
+        """Read again the pools changed since the last look (hold ``lock``)."""
+        since = self.since if self.since is not None else 0
+        with connection.cursor() as cursor:
+            cursor.execute(_WINDOW_SQL, {"since": since, "orbit": ORBIT_HUB})
+            xmin, own, count, digest = cursor.fetchone()
+            if self.since is not None and own is None and count == len(self.pools) and digest == self._digest(since):
+                self.since = xmin
+                return
+            cursor.execute(_CHANGED_SQL, {"since": since, "orbit": ORBIT_HUB})
+            rows = cursor.fetchall()
+        # A transaction that reads after writing (tests do) sees its own changes, which carry
+        # its own id: they are read again each time, and it stays in the window.
+        changed = [pool_id for pool_id, version in rows if self._differs(pool_id, version, own)]
+        new = sum(1 for pool_id in changed if pool_id not in self.pools)
+        if self.since is None or len(self.pools) + new != count:
+            # The first look, or pools gone (a reset or a test's rollback) or made outside the
+            # services (bulk seeding): read every pool.
+            self.pools = _load(None)
+            self.generation += 1
+        elif changed:
+            self.pools.update(_load(changed))
+            self.generation += 1
+        self.digests.clear()
+        self.since = min(xmin, own) if own is not None else xmin
+
+    def _digest(self, since: int) -> str:
+        """What ``_WINDOW_SQL`` digests, from the pools held."""
+        if since not in self.digests:
+            held = sorted((str(pool.id), pool.version) for pool in self.pools.values() if pool.version >= since)
+            text = ",".join(f"{pool_id}:{version}" for pool_id, version in held)
+            self.digests = {since: hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()}
+        return self.digests[since]
+
+    def _differs(self, pool_id: Any, version: int, own: int | None) -> bool:
+        held = self.pools.get(pool_id)
+        return held is None or held.version != version or version == own
+
+
+_snapshot = _Snapshot()
+
+
+def reset_offer_snapshot() -> None:
+    """Forget every pool held (tests whose transactions roll back call this)."""
+    _snapshot.reset()
+
+
+def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
+    """The pools' offered facts as plain rows, with their current and future price versions."""
+    pools = ResourcePool.objects.exclude(hub_id=ORBIT_HUB)
+    plans = PricePlan.objects.exclude(pool__hub_id=ORBIT_HUB)
+    if pool_ids is not None:
+        pools, plans = pools.filter(pk__in=pool_ids), plans.filter(pool_id__in=pool_ids)
+    by_pool: dict[Any, list[_Plan]] = {}
+    # A version superseded before this is never in force again (with a margin for clocks).
+    read_at = timezone.now() - PLAN_MARGIN
+    for pool_id, effective_from, hour_prices, token_prices, reserved_discount in plans.order_by(
+        "pool_id", "effective_from"
+    ).values_list("pool_id", "effective_from", "hour_prices", "token_prices", "reserved_discount"):
+        versions = by_pool.setdefault(pool_id, [])
+        if versions and versions[-1].effective_from <= read_at and effective_from <= read_at:
+            versions.pop()  # superseded before now: never in force again
+        prices = tuple(Decimal(price) for price in hour_prices)
+        versions.append(
+            _Plan(
+                effective_from=effective_from,
+                prices=prices,
+                shown=tuple(_FIELDS["price_per_card_hour"].to_representation(price) for price in prices),
+                reserved_shown=tuple(
+                    _FIELDS["reserved_price_per_card_hour"].to_representation(price * (1 - reserved_discount))
+                    for price in prices
+                ),
+                token_prices=_TOKEN_PRICES.to_representation(token_prices),
+            )
+        )
+    rows = pools.values_list(
+        "id",
+        "offer_version",
+        "status",
+        "name",
+        "provider__slug",
+        "provider__legal_name",
+        "hub_id",
+        "hub__region",
+        "province",
+        "city",
+        "gpu_model_id",
+        "gpu_model__memory_gb",
+        "cards",
+        "free_cards",
+        "green_share",
+        "pue",
+        "interconnect",
+        "last_heartbeat_at",
+        "hub__tariff",
+        "hub__latency_ms",
+    )
+    loaded: dict[Any, _Pool] = {}
+    for (
+        pool_id,
+        version,
+        status,
+        name,
+        slug,
+        legal_name,
+        hub,
+        region,
+        province,
+        city,
+        gpu_model,
+        memory_gb,
+        cards,
+        free_cards,
+        green_share,
+        pue,
+        interconnect,
+        heartbeat,
+        tariff,
+        latency,
+    ) in rows:
+        values = {
+            "pool": pool_id,
+            "name": name,
+            "provider": slug,
+            "provider_name": legal_name,
+            "hub": hub,
+            "region": region,
+            "province": province,
+            "city": city,
+            "gpu_model": gpu_model,
+            "memory_gb": memory_gb,
+            "cards": cards,
+            "free_cards": free_cards,
+            "green_share": green_share,
+            "pue": pue,
+            "interconnect": interconnect,
+        }
+        loaded[pool_id] = _Pool(
+            id=pool_id,
+            key=pool_id.int,
+            version=version,
+            active=status == ResourcePool.Status.ACTIVE,
+            hub=hub,
+            region=region,
+            province=province,
+            gpu_model=gpu_model,
+            memory_gb=memory_gb,
+            free_cards=free_cards,
+            green_share=green_share,
+            last_heartbeat_at=heartbeat,
+            latency_ms=latency,
+            bands=hour_bands(tariff),
+            plans=by_pool.get(pool_id, []),
+            head={name: _shown(name, values[name]) for name in _STATIC_HEAD},
+            heartbeat_shown=_FIELDS["last_heartbeat_at"].to_representation(heartbeat) if heartbeat else None,
+        )
+    return loaded
+
+
+def _shown(name: str, value: Any) -> Any:
+    field_ = _FIELDS[name]
+    if isinstance(field_, serializers.ModelField):  # a generated column (free_cards): reads the object
+        return field_.to_representation(SimpleNamespace(**{field_.model_field.attname: value}))
+    return field_.to_representation(value)
+
+
+def offers_now(*, now: datetime, user_region: str | None = None, bank: Mapping[Any, int] | None = None) -> list[Offer]:
+    """Active, fresh pools with free cards (their own, or deposited ones in ``bank``:
+    ``capacity.bank_capacity``) and a price in force at ``now``, in id order: what
+    ``selectors.offers_list(also_pools=bank)`` selects, from the snapshot.
+
+    The selection is kept until the snapshot changes or the clock reaches its end: the next
+    local hour, the first heartbeat among those offered to go stale, or the next price version.
+    """
+    with _snapshot.lock:
+        _snapshot.refresh()
+        key = (_snapshot.generation, user_region)
+        kept = _snapshot.selections.get(key)
+        if kept is None or not kept[0] <= now < kept[1]:
+            if len(_snapshot.selections) >= 64:
+                _snapshot.selections.clear()
+            kept = _snapshot.selections[key] = _select(list(_snapshot.pools.values()), now, user_region)
+    bank = bank or {}
+    return [offer for offer in kept[2] if offer.pool.free_cards > 0 or offer.pool.id in bank]
+
+
+def _select(pools: list[_Pool], now: datetime, user_region: str | None) -> tuple[datetime, datetime, list[Offer]]:
+    fresh = fresh_after(now)
+    stale_after = now - fresh
+    hour = local_hour(now)
+    until = now.astimezone(local_zone()).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    offers = []
+    for pool in sorted(pools, key=lambda pool: pool.key):
+        for version in pool.plans:
+            if version.effective_from > now:
+                until = min(until, version.effective_from)
+                break
+        # Pools without free cards are kept too: deposited cards (per request) may offer them.
+        if not pool.active or pool.last_heartbeat_at is None or pool.last_heartbeat_at < fresh:
+            continue
+        in_force = pool.plan_at(now)
+        if in_force is None:
+            continue
+        until = min(until, pool.last_heartbeat_at + stale_after)
+        latency = pool.latency_ms.get(user_region) if user_region else None
+        offers.append(Offer(pool, in_force, in_force.prices[hour], latency if isinstance(latency, int) else None))
+    return now, until, offers
+
+
+# The filters of ``filters.OfferFilter``, on an Offer: (name, test).
+_FILTERS: dict[str, Any] = {
+    "gpu_model": lambda offer, value: offer.pool.gpu_model == value,
+    "hub": lambda offer, value: offer.pool.hub == value,
+    "region": lambda offer, value: offer.pool.region == value,
+    "province": lambda offer, value: offer.pool.province == value,
+    "min_free_cards": lambda offer, value: offer.pool.free_cards >= value,
+    "min_memory_gb": lambda offer, value: offer.pool.memory_gb >= value,
+    "max_price": lambda offer, value: offer.price_now <= value,
+    "min_green_share": lambda offer, value: offer.pool.green_share >= value,
+}
+_ORDERING: dict[str, Any] = {
+    "price": lambda offer: offer.price_now,
+    "green_share": lambda offer: offer.pool.green_share,
+    "free_cards": lambda offer: offer.pool.free_cards,
+    # PostgreSQL sorts NULL after every value ascending, before them descending.
+    "latency": lambda offer: (offer.latency_ms is None, offer.latency_ms or 0),
+}
+
+
+def offers_filtered(offers: list[Offer], *, filters: Mapping[str, Any], ordering: Sequence[str]) -> list[Offer]:
+    """``OfferFilter``'s cleaned values applied; ordered as asked, then by id (price, then id, by default)."""
+    for name, test in _FILTERS.items():
+        value = filters.get(name)
+        if value not in (None, ""):
+            offers = [offer for offer in offers if test(offer, value)]
+    # In id order already (offers_now): ties keep it.
+    for key in reversed(list(ordering) or ["price"]):
+        offers.sort(key=_ORDERING[key.lstrip("-")], reverse=key.startswith("-"))
+    return offers
+
+
+def offer_to_dict(offer: Offer, *, now: datetime, bank: Mapping[Any, int] | None = None) -> dict[str, Any]:
+    """An offer as ``OfferSerializer`` shows it; ``bank``: the deposited cards free now, by pool."""
+    hour = local_hour(now)
+    return {
+        **offer.pool.head,
+        "price_per_card_hour": offer.plan.shown[hour],
+        "reserved_price_per_card_hour": offer.plan.reserved_shown[hour],
+        "bank_cards": (bank or {}).get(offer.pool.id, 0),
+        "currency": "CNY",
+        "price_band": offer.pool.bands[hour],
+        "next_cheaper_window": offer.plan.window(now),
+        "token_prices": offer.plan.token_prices,
+        "latency_ms": offer.latency_ms,
+        "last_heartbeat_at": offer.pool.heartbeat_shown,
+    }
