@@ -11,22 +11,26 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-install: $(STAMP) fonts
+install: $(STAMP) $(CJK_FONT)
 
-## The CJK font the PDFs embed (Debian's fonts-wqy-zenhei), installed with apt if missing.
-fonts:
-	@if [ -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || [ -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]; then :; \
-	elif command -v apt-get >/dev/null; then \
+## The CJK font the PDFs embed (Debian's fonts-wqy-zenhei), installed with apt if missing: a file
+## target, so that `make -q install` tells whether anything is left to install.
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc
+
+fonts: $(CJK_FONT)
+
+$(CJK_FONT):
+	@if command -v apt-get >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); export DEBIAN_FRONTEND=noninteractive; \
 	  $$SUDO apt-get install -y fonts-wqy-zenhei || { $$SUDO apt-get update && $$SUDO apt-get install -y fonts-wqy-zenhei; }; \
-	else echo "Install a CJK font for the PDFs: Debian's fonts-wqy-zenhei or fonts-noto-cjk." >&2; exit 1; fi
+	else echo "Install a CJK font for the PDFs: Debian's fonts-wqy-zenhei." >&2; exit 1; fi
 
 ## Start the service with demo data on the embedded PostgreSQL and broker (no servers).
-demo: $(STAMP) fonts
+demo: $(STAMP) $(CJK_FONT)
 	scripts/demo.sh
 
 ## Lint, type-check, check migrations and run the tests on PostgreSQL and Redis.
-test: $(STAMP) fonts
+test: $(STAMP) $(CJK_FONT)
 	scripts/test.sh
 
 lint: $(STAMP)
