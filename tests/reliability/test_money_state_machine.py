@@ -106,6 +106,13 @@ SECONDS = st.one_of(
 )
 # (buyer, hours before now, minutes before that, card-seconds): recent usage, and usage arriving late.
 USAGE = st.tuples(st.integers(0, 1), st.integers(0, 72), st.integers(0, 59), SECONDS)
+# (cards, hours, minutes it runs before its usage is reported, usage: (seconds after its start, card-seconds))
+RESALE = st.tuples(
+    st.integers(1, 3),
+    st.integers(1, 6),
+    st.integers(20, 150),
+    st.lists(st.tuples(st.integers(0, 150 * 60), st.integers(1, 3600)), min_size=1, max_size=3),
+)
 LATE_USAGE = st.tuples(st.integers(0, 1), st.integers(24, 24 * 40), st.integers(0, 59), SECONDS)
 
 
@@ -557,6 +564,7 @@ class MoneyMachine(RuleBasedStateMachine):
         SEEN["invoices paid wholly by vouchers"] += invoice.subtotal > 0 and invoice.voucher_credit == invoice.subtotal
         SEEN["invoices paid by compute-bank credit"] += invoice.bank_credit > 0
         SEEN["invoices with adjustments for late usage"] += any(line.kind == "adjustment" for line in invoice.lines)
+        SEEN["invoices with resale lines"] += any(line.kind == "resale" for line in invoice.lines)
         versions = {(line.lease, line.version) for line in invoice.lines}
         SEEN["invoices with two price versions of a lease"] += len(versions) > len({lease for lease, _ in versions})
 
@@ -955,6 +963,8 @@ class MoneyMachine(RuleBasedStateMachine):
         deposited=st.integers(1, 3),
         later=st.integers(0, 3),
         price=st.one_of(st.none(), st.sampled_from([Decimal("4.5"), Decimal("9")])),
+        resale=st.one_of(st.none(), RESALE),
+        closes=st.booleans(),
     )
     def a_reserved_lease_is_deposited(
         self,
@@ -966,10 +976,14 @@ class MoneyMachine(RuleBasedStateMachine):
         deposited: int,
         later: int,
         price: Decimal | None,
+        resale: tuple[int, int, int, list[tuple[int, int]]] | None,
+        closes: bool,
     ) -> None:
         """A buyer books all the cards of a new pool reserved, from now, and deposits part of them in
         the compute bank from this hour or a later one to the booking's end (whole hours). The pool
-        is of a GPU model no other rule orders: only ``deposited_cards_are_resold`` places on it."""
+        is of a GPU model no other rule orders: only the resales here place on it (at once, if
+        ``resale``, or by ``deposited_cards_are_resold``); then the month may close at once, which
+        finalizes the reseller's invoice and credits the depositor."""
         organization = self.world.buyers[buyer]
         if str(organization.pk) in self.model.blocked:
             return
@@ -1003,22 +1017,21 @@ class MoneyMachine(RuleBasedStateMachine):
             m.Deposit(str(deposit.pk), model_lease, deposit.cards, deposit.start_at, deposit.end_at, price)
         )
         SEEN["reserved leases deposited"] += 1
+        if resale is not None:
+            self.resell(self.model.deposits[str(deposit.pk)], *resale)
+            if closes:
+                self.the_month_closes(0)
 
     @precondition(lambda self: any(not d.withdrawn and d.end > self.clock for d in self.model.deposits.values()))
-    @rule(
-        index=st.integers(0, 1000),
-        cards=st.integers(1, 3),
-        hours=st.integers(1, 6),
-        minutes=st.integers(1, 90),
-        usage=st.lists(st.tuples(st.integers(0, 90 * 60), SECONDS), min_size=1, max_size=3),
-    )
-    def deposited_cards_are_resold(
-        self, index: int, cards: int, hours: int, minutes: int, usage: list[tuple[int, int]]
-    ) -> None:
+    @rule(index=st.integers(0, 1000), resale=RESALE)
+    def deposited_cards_are_resold(self, index: int, resale: tuple[int, int, int, list[tuple[int, int]]]) -> None:
+        deposit = self.pick([d for d in self.model.deposits.values() if not d.withdrawn and d.end > self.clock], index)
+        self.resell(deposit, *resale)
+
+    def resell(self, deposit: m.Deposit, cards: int, hours: int, minutes: int, usage: list[tuple[int, int]]) -> None:
         """The other buyer's on-demand order for the deposit's pool, from its start (or now) for whole
         hours within it: placed on the deposited cards if enough are free over its window (the pool's
         own are all booked), refused otherwise. It runs and reports usage, billed as a resale."""
-        deposit = self.pick([d for d in self.model.deposits.values() if not d.withdrawn and d.end > self.clock], index)
         self.clock = max(self.clock, deposit.start)
         hours = min(hours, int((deposit.end - self.clock) / timedelta(hours=1)))
         if hours < 1:
@@ -1050,6 +1063,9 @@ class MoneyMachine(RuleBasedStateMachine):
         SEEN["deposited cards resold"] += 1
         self.clock += timedelta(minutes=minutes)
         self.report(lease, [(min(self.clock, start + timedelta(seconds=offset)), q) for offset, q in usage])
+        SEEN["card-seconds used on resold cards"] += sum(
+            usage.seconds for (lease_id, _), usage in self.model.usage.items() if lease_id == str(lease.pk)
+        )
 
     @precondition(lambda self: any(not d.withdrawn for d in self.model.deposits.values()))
     @rule(index=st.integers(0, 1000), minutes=st.integers(0, 180))
