@@ -10,7 +10,9 @@ come), pools listed mid-hour and used at once, finalization (vouchers, then the 
 called by name), voucher issue (mid-month and mid-hour between usage too), revocation and expiry,
 cards and collection through localstripe, payment outcomes delivered by Stripe webhooks, bank
 transfers, voids and refunds, compute-bank top-ups (granted by their webhook) and grants, and the
-prepaid buyer's leases holding credit. After every step the ledger sums to zero, every balance
+prepaid buyer's leases holding credit, reserved bookings, and deposits of reserved leases in the
+compute bank, resold to the other buyer and withdrawn (resale credit granted to the depositor once,
+at the reseller's finalization). After every step the ledger sums to zero, every balance
 equals the model's and ``reconcile`` is clean.
 
 200 sequences by default; ``MONEY_SEQUENCES=2000`` (and ``MONEY_STEPS``) run more.
