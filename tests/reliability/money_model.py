@@ -108,6 +108,7 @@ class Lease:
     tokens_per_second: int = 0  # of one card of its GPU model
     locked: int = 0  # the version it was placed on: its booked hours pay it
     booked_end: datetime | None = None  # its price lock ends then (its booked end)
+    deposit: "Deposit | None" = None  # placed on another buyer's deposited cards: billed as a resale
 
     def version_at(self, at: datetime) -> int:
         """The version that prices its usage at ``at``: its own in its booked hours, then the running one."""
@@ -130,6 +131,41 @@ class Reservation:
     start: datetime
     booked_end: datetime
     cancelled_at: datetime | None = None
+
+
+@dataclass
+class Deposit:
+    """Cards of a reserved booking deposited in the compute bank, from a whole hour to the booking's
+    end: another buyer's on-demand lease may be placed on them (a resale, billed at the deposit's
+    price when lower); the depositor's bank is credited at the reseller's finalization with each
+    resale line less the platform's share. Withdrawn, it ends at the next whole hour or the end of
+    its latest resale."""
+
+    id: str
+    lease: Lease  # the depositor's reserved lease
+    cards: int
+    start: datetime
+    end: datetime
+    price: Decimal | None
+    withdrawn: bool = False
+    resold: list[tuple[datetime, datetime, int]] = field(default_factory=list)  # resales' booked windows
+    card_seconds: int = 0  # of resale lines on finalized invoices
+    credit: int = 0  # granted to the depositor's bank
+
+    def free(self, start: datetime, end: datetime) -> int:
+        """Cards no resale holds at any moment of [start, end); 0 outside its window."""
+        if start < self.start or end > self.end:
+            return 0
+        points = []
+        for begin, finish, cards in self.resold:
+            begin, finish = max(begin, start), min(finish, end)
+            if begin < finish:
+                points += [(begin, cards), (finish, -cards)]
+        peak = booked = 0
+        for _, change in sorted(points):  # ends before starts at one moment
+            booked += change
+            peak = max(peak, booked)
+        return max(self.cards - peak, 0)
 
 
 @dataclass
@@ -218,8 +254,8 @@ class Grant:
 
     @property
     def burn_order(self) -> tuple[object, ...]:
-        """Soonest-expiring first (never-expiring last), then by priority, then oldest."""
-        return (self.expires_at is None, self.expires_at or NEVER, self.priority, self.created_at)
+        """Soonest-expiring first (never-expiring last), then by priority, then oldest, then by id."""
+        return (self.expires_at is None, self.expires_at or NEVER, self.priority, self.created_at, self.id)
 
 
 def vat_of(gross: int, rate: Fraction) -> int:
@@ -240,6 +276,7 @@ class Line:
     amount: int
     voucher_amount: int = 0
     hours: dict[datetime, int] = field(default_factory=dict)  # usage lines: card-seconds by UTC hour
+    seconds: int = 0  # card-seconds billed (usage and resale lines)
 
 
 @dataclass
@@ -303,6 +340,9 @@ class MoneyModel:
         self.usage: dict[tuple[str, datetime], Usage] = {}
         self.reservations: dict[str, Reservation] = {}
         self.cancel_fee_rate = Decimal("0.10")
+        self.deposits: dict[str, Deposit] = {}
+        self.deposit_platform_share = Decimal("0.20")
+        self.credits_due: list[tuple[str, int]] = []  # (depositor, fen): resale credit not granted yet
         self.invoices: dict[tuple[str, datetime], Invoice] = {}
         self.programs: dict[str, Program] = {}
         self.vouchers: dict[str, Voucher] = {}
@@ -411,7 +451,18 @@ class MoneyModel:
         self.ledger[("platform_revenue", None)] += invoice.tax
         gross: dict[str, int] = defaultdict(int)
         for line in invoice.lines:
-            gross[line.provider] += line.amount
+            if line.kind != "resale":  # the provider is paid for a resold card-hour by the reservation
+                gross[line.provider] += line.amount
+                continue
+            platform = share(line.amount, self.deposit_platform_share)
+            deposit = self.leases[line.lease].deposit
+            assert deposit is not None
+            deposit.card_seconds += line.seconds
+            deposit.credit += line.amount - platform
+            self.ledger[("platform_revenue", None)] -= platform
+            self.ledger[("deposit_payable", None)] -= line.amount - platform
+            if line.amount - platform:
+                self.credits_due.append((deposit.lease.buyer, line.amount - platform))
         for provider, amount in gross.items():
             commission = share(amount, self.commission_rate)
             invoice.by_provider[provider] = (amount, commission)
@@ -449,12 +500,18 @@ class MoneyModel:
                     seconds[(kind, lease_id, version, band)] += delta
                     hours[(kind, lease_id, version, band)][hour] = delta
         lines = []
-        for (kind, lease_id, version, band), total in seconds.items():
-            pool = self.leases[lease_id].pool
-            exact = Fraction(total, 3600) * pool.versions[version].rate(band) * 100
+        for key, total in seconds.items():
+            kind, lease_id, version, band = key
+            pool, deposit = self.leases[lease_id].pool, self.leases[lease_id].deposit
+            rate = pool.versions[version].rate(band)
+            if deposit is not None:  # a resale: at the deposit's price when lower
+                kind = "resale"
+                if deposit.price is not None:
+                    rate = min(rate, Fraction(deposit.price))
+            exact = Fraction(total, 3600) * rate * 100
             lines.append(
                 Line(kind, lease_id, band, version, pool.versions[version].effective_from, pool.provider,
-                     round_half_up(exact), hours=hours[(kind, lease_id, version, band)])
+                     round_half_up(exact), hours=hours[key], seconds=total)
             )  # fmt: skip
         lines += self._reserved_lines(invoice)
         # The order the service hands lines to vouchers in: by kind, lease, band, then price version.
@@ -572,6 +629,8 @@ class MoneyModel:
         invoice = self.invoices[key]
         if invoice.status not in ("finalized", "paid", "uncollectible"):
             raise Refused("invoice_not_voidable")
+        if any(line.kind == "resale" for line in invoice.lines):
+            raise Refused("resale_credited")  # its depositors were credited, credit they may have spent
         self.ledger[("buyer_receivable", invoice.buyer)] -= invoice.amount_due
         self.ledger[("vat_payable", None)] += invoice.tax
         self.ledger[("platform_revenue", None)] -= invoice.tax
@@ -724,10 +783,10 @@ class MoneyModel:
 
     # --- the compute bank -----------------------------------------------------------------
 
-    def grant(self, grant: Grant) -> None:
+    def grant(self, grant: Grant, *, offset: str | None = None) -> None:
         grant.remaining = grant.amount
         self.grants[grant.id] = grant
-        self.ledger[("stripe_clearing" if grant.paid else "promotion_expense", None)] += grant.amount
+        self.ledger[(offset or ("stripe_clearing" if grant.paid else "promotion_expense"), None)] += grant.amount
         self.ledger[grant.account] -= grant.amount
 
     def _draw(self, invoice: Invoice, owed: int, now: datetime) -> int:
@@ -802,3 +861,29 @@ class MoneyModel:
             raise Refused("insufficient_funds")
         self.leases[lease.id] = lease
         self.holds[lease.id] = [needed, True]
+
+    # --- deposits (the compute bank's reserved capacity) ----------------------------------
+
+    def deposit(self, deposit: Deposit) -> None:
+        self.deposits[deposit.id] = deposit
+
+    def resell(self, *, deposit_id: str, lease: Lease, start: datetime, end: datetime) -> None:
+        """An on-demand lease placed on the deposit's cards, if they are free over its window."""
+        deposit = self.deposits[deposit_id]
+        if deposit.free(start, end) < lease.cards:
+            raise Refused("pool_rejected")
+        deposit.resold.append((start, end, lease.cards))
+        lease.deposit = deposit
+        self.leases[lease.id] = lease
+
+    def withdraw(self, *, deposit_id: str, now: datetime) -> datetime:
+        """The deposit's end moves back to the next whole hour, or the end of its latest resale."""
+        deposit = self.deposits[deposit_id]
+        if deposit.withdrawn:
+            raise Refused("deposit_withdrawn")
+        floor = now.replace(minute=0, second=0, microsecond=0)
+        next_hour = floor if floor == now else floor + HOUR
+        sold_until = max((end for _, end, _ in deposit.resold), default=deposit.start)
+        deposit.end = min(max(next_hour, sold_until, deposit.start), deposit.end)
+        deposit.withdrawn = True
+        return deposit.end

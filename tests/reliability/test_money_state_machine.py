@@ -10,7 +10,9 @@ come), pools listed mid-hour and used at once, finalization (vouchers, then the 
 called by name), voucher issue (mid-month and mid-hour between usage too), revocation and expiry,
 cards and collection through localstripe, payment outcomes delivered by Stripe webhooks, bank
 transfers, voids and refunds, compute-bank top-ups (granted by their webhook) and grants, and the
-prepaid buyer's leases holding credit. After every step the ledger sums to zero, every balance
+prepaid buyer's leases holding credit, reserved bookings, and deposits of reserved leases in the
+compute bank, resold to the other buyer and withdrawn (resale credit granted to the depositor once,
+at the reseller's finalization). After every step the ledger sums to zero, every balance
 equals the model's and ``reconcile`` is clean.
 
 200 sequences by default; ``MONEY_SEQUENCES=2000`` (and ``MONEY_STEPS``) run more.
@@ -43,7 +45,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from billing.models import CreditGrant, Invoice, PaymentAttempt, UsageRollupDue
+from billing.models import CreditGrant, DepositResale, Invoice, PaymentAttempt, UsageRollupDue
 from billing.services.bank.grants import grant_create, grants_expire
 from billing.services.bank.top_ups import top_up_create
 from billing.services.invoices import (
@@ -66,15 +68,17 @@ from billing.services.payments import (
 from billing.services.usage import usage_events_ingest, usage_rollup_buckets
 from billing.stripe_client import stripe_client
 from core.exceptions import ApplicationError
+from marketplace.deposits import deposit_create, deposit_withdraw
 from marketplace.dispatch import Requirements
-from marketplace.models import Lease
+from marketplace.models import CapacityDeposit, Lease
 from marketplace.services import lease_end, lease_extend, lease_start, order_cancel, order_place
 from organizations.models import Organization
-from pools.models import Hub, ResourcePool
+from pools.models import GpuModel, Hub, ResourcePool
 from pools.reference_data import TOKENS_PER_SECOND
 from pools.services import pool_heartbeat, price_plan_create
 from pools.tariffs import hour_bands
 from tests.billing.factories import leased
+from tests.factories import pool_factory
 from tests.reliability import money_model as m
 from tests.reliability.money_world import (
     FACTORS,
@@ -104,6 +108,13 @@ SECONDS = st.one_of(
 )
 # (buyer, hours before now, minutes before that, card-seconds): recent usage, and usage arriving late.
 USAGE = st.tuples(st.integers(0, 1), st.integers(0, 72), st.integers(0, 59), SECONDS)
+# (cards, hours, minutes it runs before its usage is reported, usage: (seconds after its start, card-seconds))
+RESALE = st.tuples(
+    st.integers(1, 3),
+    st.integers(1, 6),
+    st.integers(20, 150),
+    st.lists(st.tuples(st.integers(0, 150 * 60), st.integers(1, 3600)), min_size=1, max_size=3),
+)
 LATE_USAGE = st.tuples(st.integers(0, 1), st.integers(24, 24 * 40), st.integers(0, 59), SECONDS)
 
 
@@ -133,8 +144,11 @@ class MoneyMachine(RuleBasedStateMachine):
             start_early_seconds=django_settings.LEASE_START_EARLY_SECONDS,
             rise_notice_hours=django_settings.PRICE_RISE_NOTICE_HOURS,
         )
+        self.model.deposit_platform_share = django_settings.DEPOSIT_PLATFORM_SHARE
+        self.model.cancel_fee_rate = django_settings.RESERVED_CANCEL_FEE_RATE
         self.pools = list(self.world.pools.values())  # and the pools listed in this sequence
         self.listed: list[Lease] = []  # leases on those pools
+        self.deposited: dict[str, ResourcePool] = {}  # deposit: the pool its reserved lease fills
         for pool in self.pools:
             self.model_pool(pool)
         for lease in self.world.leases:
@@ -552,6 +566,7 @@ class MoneyMachine(RuleBasedStateMachine):
         SEEN["invoices paid wholly by vouchers"] += invoice.subtotal > 0 and invoice.voucher_credit == invoice.subtotal
         SEEN["invoices paid by compute-bank credit"] += invoice.bank_credit > 0
         SEEN["invoices with adjustments for late usage"] += any(line.kind == "adjustment" for line in invoice.lines)
+        SEEN["invoices with resale lines"] += any(line.kind == "resale" for line in invoice.lines)
         versions = {(line.lease, line.version) for line in invoice.lines}
         SEEN["invoices with two price versions of a lease"] += len(versions) > len({lease for lease, _ in versions})
 
@@ -940,6 +955,133 @@ class MoneyMachine(RuleBasedStateMachine):
             else:
                 SEEN["reserved bookings billed as booked"] += 1
 
+    @precondition(lambda self: len(self.model.deposits) < 2)
+    @rule(
+        buyer=st.integers(0, 1),
+        base=PRICES,
+        factors=st.sampled_from(FACTORS),
+        cards=st.integers(1, 3),
+        hours=st.one_of(st.integers(2, 8), st.integers(24, 24 * 20)),
+        deposited=st.integers(1, 3),
+        later=st.integers(0, 3),
+        price=st.one_of(st.none(), st.sampled_from([Decimal("4.5"), Decimal("9")])),
+        resale=st.one_of(st.none(), RESALE),
+        closes=st.booleans(),
+    )
+    def a_reserved_lease_is_deposited(
+        self,
+        buyer: int,
+        base: Decimal,
+        factors: dict[str, Decimal],
+        cards: int,
+        hours: int,
+        deposited: int,
+        later: int,
+        price: Decimal | None,
+        resale: tuple[int, int, int, list[tuple[int, int]]] | None,
+        closes: bool,
+    ) -> None:
+        """A buyer books all the cards of a new pool reserved, from now, and deposits part of them in
+        the compute bank from this hour or a later one to the booking's end (whole hours). The pool
+        is of a GPU model no other rule orders: only the resales here place on it (at once, if
+        ``resale``, or by ``deposited_cards_are_resold``); then the month may close at once, which
+        finalizes the reseller's invoice and credits the depositor."""
+        organization = self.world.buyers[buyer]
+        if str(organization.pk) in self.model.blocked:
+            return
+        with self.at_clock():
+            pool = pool_factory(
+                provider=self.world.providers[buyer], cards=cards, hub_id="jingjinji", province="Beijing",
+                gpu_model=GpuModel.objects.get(code="H800-80G"), price_per_card_hour=base, time_of_use=factors,
+            )  # fmt: skip
+            self.model_pool(pool)  # not in self.pools: no other rule orders on it or changes its price
+            requirements = Requirements(
+                cards=cards, duration_hours=hours, workload="training", pool=pool.pk, commitment="reserved"
+            )
+            lease = self.place_order(organization, requirements)
+            assert lease is not None
+            lease = lease_start(lease_id=lease.pk, by="test", now=self.clock)
+            model_lease = self.model_lease(lease, started_at=lease.start_at)
+            self.model.leases[str(lease.pk)] = model_lease
+            self.model.reserve(lease=model_lease, start=lease.start_at, booked_end=lease.price_locked_until)
+            at = lease.start_at
+            while at < lease.price_locked_until:
+                invoice_for_period(buyer=organization, at=at)
+                at = m.month_of(at)[1]
+            start_at = self.clock.replace(minute=0, second=0, microsecond=0) + timedelta(hours=min(later, hours - 1))
+            deposit = deposit_create(
+                lease=lease, depositor=organization, cards=min(deposited, cards), start_at=start_at, price=price,
+                by="test", now=self.clock,
+            )  # fmt: skip
+        assert (deposit.start_at, deposit.end_at) == (max(start_at, lease.start_at), lease.price_locked_until)
+        self.deposited[str(deposit.pk)] = pool
+        self.model.deposit(
+            m.Deposit(str(deposit.pk), model_lease, deposit.cards, deposit.start_at, deposit.end_at, price)
+        )
+        SEEN["reserved leases deposited"] += 1
+        if resale is not None:
+            self.resell(self.model.deposits[str(deposit.pk)], *resale)
+            if closes:
+                self.the_month_closes(0)
+
+    @precondition(lambda self: any(not d.withdrawn and d.end > self.clock for d in self.model.deposits.values()))
+    @rule(index=st.integers(0, 1000), resale=RESALE)
+    def deposited_cards_are_resold(self, index: int, resale: tuple[int, int, int, list[tuple[int, int]]]) -> None:
+        deposit = self.pick([d for d in self.model.deposits.values() if not d.withdrawn and d.end > self.clock], index)
+        self.resell(deposit, *resale)
+
+    def resell(self, deposit: m.Deposit, cards: int, hours: int, minutes: int, usage: list[tuple[int, int]]) -> None:
+        """The other buyer's on-demand order for the deposit's pool, from its start (or now) for whole
+        hours within it: placed on the deposited cards if enough are free over its window (the pool's
+        own are all booked), refused otherwise. It runs and reports usage, billed as a resale."""
+        self.clock = max(self.clock, deposit.start)
+        hours = min(hours, int((deposit.end - self.clock) / timedelta(hours=1)))
+        if hours < 1:
+            return
+        organization = self.world.buyers[1 - int(deposit.lease.buyer == str(self.world.buyers[1].pk))]
+        assert str(organization.pk) != deposit.lease.buyer
+        pool = self.deposited[deposit.id]
+        requirements = Requirements(
+            cards=cards, duration_hours=hours, workload="training", pool=pool.pk, commitment="on_demand"
+        )
+        start, end = self.clock, self.clock + timedelta(hours=hours)
+        fits = deposit.free(start, end) >= cards
+        with self.at_clock():
+            pool_heartbeat(pool=pool, healthy_cards=pool.cards, observed_at=self.clock)
+            if not fits and str(organization.pk) not in self.model.blocked:
+                refused = m.Refused("pool_rejected")
+                self.expect(refused, lambda: order_place(buyer=organization, requirements=requirements))
+                SEEN["resales refused: the deposit's cards are taken"] += 1
+                return
+            lease = self.place_order(organization, requirements)
+            if lease is None:
+                return
+            placed = (str(lease.deposit_id), lease.holding, lease.start_at, lease.end_at)
+            assert placed == (deposit.id, False, start, end)
+            lease = lease_start(lease_id=lease.pk, by="test", now=self.clock)
+        self.model.resell(
+            deposit_id=deposit.id, lease=self.model_lease(lease, started_at=self.clock), start=start, end=end
+        )
+        SEEN["deposited cards resold"] += 1
+        self.clock += timedelta(minutes=minutes)
+        self.report(lease, [(min(self.clock, start + timedelta(seconds=offset)), q) for offset, q in usage])
+        SEEN["card-seconds used on resold cards"] += sum(
+            usage.seconds for (lease_id, _), usage in self.model.usage.items() if lease_id == str(lease.pk)
+        )
+
+    @precondition(lambda self: any(not d.withdrawn for d in self.model.deposits.values()))
+    @rule(index=st.integers(0, 1000), minutes=st.integers(0, 180))
+    def a_deposit_is_withdrawn(self, index: int, minutes: int) -> None:
+        """The depositor takes back the hours not resold: from the next whole hour, or the end of the
+        latest resale on it."""
+        deposit = self.pick([d for d in self.model.deposits.values() if not d.withdrawn], index)
+        self.clock += timedelta(minutes=minutes)
+        end = self.model.withdraw(deposit_id=deposit.id, now=self.clock)
+        with self.at_clock():
+            withdrawn = deposit_withdraw(deposit=CapacityDeposit.objects.get(pk=deposit.id), by="test", now=self.clock)
+        assert withdrawn.end_at == end
+        SEEN["deposits withdrawn"] += 1
+
     @precondition(lambda self: len(self.prepaid) < 4)
     @rule(cards=st.integers(1, 2), hours=st.integers(1, 4))
     def a_prepaid_buyer_starts_a_lease(self, cards: int, hours: int) -> None:
@@ -1126,7 +1268,56 @@ class MoneyMachine(RuleBasedStateMachine):
     @invariant()
     def the_books_agree_with_the_model(self) -> None:
         SEEN["steps checked"] += 1
+        self.resales_are_credited_once()
         assert_books_agree(self.model, prepaid=str(self.world.buyers[2].pk), now=self.clock)
+
+    def resales_are_credited_once(self) -> None:
+        """The resale credit finalization granted is the model's (which the model then holds as the
+        depositors' grants): each ``DepositResale`` with credit granted once, by one grant of its
+        own; each deposit's resold card-hours and credit as the model's; its window as the model's;
+        and no pool's cards (nor a deposit's) booked beyond what it has at any moment."""
+        granted = list(
+            CreditGrant.objects.filter(source=CreditGrant.Source.CAPACITY_DEPOSIT).values_list(
+                "pk", "buyer_id", "amount", "priority", "expires_at", "created_at"
+            )
+        )
+        new = [row for row in granted if str(row[0]) not in self.model.grants]
+        assert sorted((str(buyer), amount) for _, buyer, amount, *_ in new) == sorted(self.model.credits_due)
+        for pk, buyer, amount, priority, expires_at, created_at in new:
+            grant = m.Grant(str(pk), str(buyer), False, amount, expires_at, priority, created_at)
+            self.model.grant(grant, offset="deposit_payable")
+        self.model.credits_due.clear()
+        SEEN["resale credits granted to depositors"] += len(new)
+        resales = list(DepositResale.objects.values_list("deposit_id", "grant_id", "credit", "card_hours"))
+        grant_ids = [grant for _, grant, credit, _ in resales if credit > 0]
+        assert None not in grant_ids and len(set(grant_ids)) == len(grant_ids) == len(granted)
+        assert all(grant is None for _, grant, credit, _ in resales if credit <= 0)
+        by_deposit: dict[str, list[Any]] = {}
+        for deposit_id, _, credit, card_hours in resales:
+            totals = by_deposit.setdefault(str(deposit_id), [0, Decimal(0)])
+            totals[0] += credit
+            totals[1] += card_hours
+        for deposit in self.model.deposits.values():
+            credit, card_hours = by_deposit.get(deposit.id, [0, Decimal(0)])
+            assert credit == deposit.credit
+            assert abs(card_hours * 3600 - deposit.card_seconds) < 4  # card-hours kept to 1e-3 per line
+        windows = dict(CapacityDeposit.objects.values_list("pk", "end_at"))
+        assert {str(pk): end for pk, end in windows.items()} == {d.id: d.end for d in self.model.deposits.values()}
+        for deposit_id, pool in self.deposited.items():
+            leases = Lease.objects.filter(pool=pool, status__in=Lease.ACTIVE)
+            own = list(leases.filter(deposit__isnull=True).values_list("start_at", "end_at", "cards"))
+            resold = list(leases.filter(deposit_id=deposit_id).values_list("start_at", "end_at", "cards"))
+            assert booked_at_most(own) <= pool.cards
+            assert booked_at_most(resold) <= self.model.deposits[deposit_id].cards
+
+
+def booked_at_most(windows: list[tuple[datetime, datetime, int]]) -> int:
+    """The most cards these (start, end, cards) windows book at one moment."""
+    booked = peak = 0
+    for _, change in sorted([(start, cards) for start, _, cards in windows] + [(end, -c) for _, end, c in windows]):
+        booked += change
+        peak = max(peak, booked)
+    return peak
 
 
 def test_money_state_machine(stripe: str) -> None:
