@@ -19,7 +19,7 @@ from billing.models import (
     TopUp,
     UsageMetric,
 )
-from billing.reservations import deposits_earned
+from billing.reservations import BOOKED_METRIC, deposits_earned
 from billing.token_electricity import provider_electricity_per_million
 from core.money import format_yuan
 from core.serializers import CurrencyField, MoneyField, PriceField, StrictSerializer
@@ -90,12 +90,16 @@ class UsageRowSerializer(serializers.Serializer):
     events = serializers.IntegerField()
 
 
+# An invoice line bills a usage metric, or a reserved lease's booked card-seconds (used or not).
+INVOICE_LINE_METRICS = [*UsageMetric.choices, (BOOKED_METRIC, "Booked card-seconds of a reserved lease")]
+
+
 class InvoiceLineSerializer(serializers.Serializer):
     id = serializers.UUIDField(allow_null=True, help_text="Null on a draft: its lines are rated live.")
     kind = serializers.ChoiceField(choices=InvoiceLine.Kind.choices)
     lease = serializers.UUIDField(source="lease_id")
     pool = serializers.UUIDField(source="pool_id")
-    metric = serializers.ChoiceField(choices=UsageMetric.choices)
+    metric = serializers.ChoiceField(choices=INVOICE_LINE_METRICS)
     model = serializers.CharField()
     band = serializers.CharField()
     unit = serializers.ChoiceField(choices=InvoiceLine.Unit.choices)

@@ -209,6 +209,8 @@ SPECTACULAR_SETTINGS = {
         "SubsidyClaimStatusEnum": "settlements.models.SubsidyClaim.Status",
         "FapiaoKindEnum": "billing.models.fapiao.FapiaoRequest.Kind",
         "FapiaoStatusEnum": "billing.models.fapiao.FapiaoRequest.Status",
+        "MetricEnum": "billing.models.UsageMetric",
+        "InvoiceLineMetricEnum": "billing.serializers.INVOICE_LINE_METRICS",
     },
 }
 
