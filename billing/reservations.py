@@ -55,12 +55,11 @@ def _pieces(start: datetime, end: datetime) -> Iterable[tuple[datetime, int]]:
 
 
 def reserved_leases(buyer_ids: Iterable[Any], start: datetime, end: datetime) -> list[Lease]:
-    """The buyers' reserved card leases with booked hours or a cancellation within [start, end)."""
+    """The buyers' reserved card leases with booked hours or a cancellation within [start, end)
+    (a booking cancelled this month may have been due to start in a later one)."""
     return list(
-        Lease.objects.filter(
-            buyer_id__in=list(buyer_ids), commitment=Commitment.RESERVED, endpoint__isnull=True, start_at__lt=end
-        )
-        .filter(Q(price_locked_until__gt=start) | Q(ended_at__gte=start, ended_at__lt=end))
+        Lease.objects.filter(buyer_id__in=list(buyer_ids), commitment=Commitment.RESERVED, endpoint__isnull=True)
+        .filter(Q(start_at__lt=end, price_locked_until__gt=start) | Q(ended_at__gte=start, ended_at__lt=end))
         .order_by("pk")
     )
 
@@ -194,8 +193,9 @@ def reserved_months(*, closed_before: datetime) -> set[tuple[Any, datetime]]:
     booking bills: its booked hours, or its cancellation fee. Bookings of the last two months."""
     since = closed_before - timedelta(days=62)
     months: set[tuple[Any, datetime]] = set()
-    leases = Lease.objects.filter(
-        commitment=Commitment.RESERVED, endpoint__isnull=True, start_at__lt=closed_before, price_locked_until__gt=since
+    leases = Lease.objects.filter(commitment=Commitment.RESERVED, endpoint__isnull=True).filter(
+        Q(start_at__lt=closed_before, price_locked_until__gt=since)
+        | Q(status=Lease.Status.CANCELLED, ended_at__gte=since, ended_at__lt=closed_before)
     )
     for lease in leases.only("buyer_id", "start_at", "price_locked_until", "status", "ended_at"):
         if _cancelled_early(lease):

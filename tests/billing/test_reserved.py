@@ -133,6 +133,26 @@ def test_a_reserved_booking_cancelled_before_its_start_bills_the_cancellation_fe
     assert reconcile() == []
 
 
+def test_a_booking_due_next_month_and_cancelled_this_month_bills_its_fee_this_month(buyer, provider) -> None:
+    # The money state machine's find: the fee fell between months, billed in neither.
+    pool = reserved_pool(provider, at=BOOKED)
+    lease = order(buyer, pool, at=BOOKED, start=datetime(2026, 4, 2, tzinfo=UTC))
+
+    with time_machine.travel(BOOKED + H, tick=False):  # in March, before its April start
+        order_cancel(order=lease.order, by="buyer")
+    with time_machine.travel(APRIL_5, tick=False):
+        due = invoices_due_for_finalizing(now=APRIL_5)  # March's draft is made for the fee alone
+    invoice = finalize(buyer, BOOKED, APRIL_5)
+
+    assert invoice.pk in due
+    assert [(quantity, amount) for quantity, _, amount in lines(invoice, InvoiceLine.Kind.CANCEL_FEE)] == [
+        (Decimal(80), 12000)
+    ]
+    april = finalize(buyer, datetime(2026, 4, 2, tzinfo=UTC), MAY_6)
+    assert not april.lines.exists()
+    assert reconcile() == []
+
+
 def test_a_reserved_lease_cannot_start_before_its_booked_start(buyer, provider) -> None:
     pool = reserved_pool(provider, at=BOOKED)
     lease = order(buyer, pool, at=BOOKED, start=BOOKED + 5 * H)

@@ -76,7 +76,9 @@ def assert_books_agree(model: m.MoneyModel, *, prepaid: str, now: datetime) -> N
         .order_by()
     }
     expected = {key: amount for key, amount in model.ledger.items() if amount}
-    assert {key: amount for key, amount in ledger.items() if amount} == expected
+    booked = {key: amount for key, amount in ledger.items() if amount}
+    differing = {key: (booked.get(key), expected.get(key)) for key in booked.keys() | expected.keys()}
+    assert booked == expected, {key: pair for key, pair in differing.items() if pair[0] != pair[1]}
 
     invoices = {
         (str(buyer), start): rest
