@@ -50,23 +50,7 @@ from pools.tariffs import hour_bands, local_hour, next_cheaper_window
 _FIELDS = OfferSerializer().fields
 _TOKEN_PRICES = TokenPricesField()
 # The fields as OfferSerializer orders them; the clock-dependent ones are filled per request.
-_STATIC_HEAD = (
-    "pool",
-    "name",
-    "provider",
-    "provider_name",
-    "hub",
-    "region",
-    "province",
-    "city",
-    "gpu_model",
-    "memory_gb",
-    "cards",
-    "free_cards",
-    "green_share",
-    "pue",
-    "interconnect",
-)
+_STATIC_HEAD = tuple(OfferSerializer.Meta.fields[: OfferSerializer.Meta.fields.index("interconnect") + 1])
 
 PLAN_MARGIN = timedelta(hours=1)
 
