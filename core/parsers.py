@@ -44,10 +44,12 @@ def _deeper_than(value: Any, limit: int) -> bool:
         depth += 1
         if depth > limit:
             return True
-        below: list[Any] = []
-        for item in level:
-            below += [child for child in (item.values() if type(item) is dict else item) if type(child) in _CONTAINERS]
-        level = below
+        level = [
+            child
+            for item in level
+            for child in (item.values() if type(item) is dict else item)
+            if type(child) in _CONTAINERS
+        ]
     return False
 
 

@@ -261,8 +261,8 @@ def _check_leases(
     # a minute): usage after it is refused now, not billed above the buyer's ceiling meanwhile.
     ceilings = max_price_ends(leases=leases.filter(status=Lease.Status.RUNNING), now=now)
     runs = {row[0]: _run(row[1], row[2], ceilings.get(row[0], row[3]), *row[4:]) for row in rows}
-    orbit_window = timedelta(hours=settings.ORBIT_USAGE_LATENESS_HOURS)
     grace = timedelta(seconds=settings.USAGE_TIME_GRACE_SECONDS)
+    latest, orbit_earliest = now + FUTURE_LIMIT, now - timedelta(hours=settings.ORBIT_USAGE_LATENESS_HOURS)
     kept = []
     for event in events:
         run = runs.get(event.lease_id)
@@ -270,11 +270,11 @@ def _check_leases(
             result.reject(event.index, event.id, "unknown_lease", "No lease with this id runs on your pools.")
             continue
         cards = run.cards
-        if event.time > now + FUTURE_LIMIT:
+        if event.time > latest:
             result.reject(event.index, event.id, "time_in_future", "'time' is more than 5 minutes in the future.")
         elif run.started_at is None:
             result.reject(event.index, event.id, "lease_not_started", "This lease has not started.")
-        elif run.in_orbit and event.time < now - orbit_window:
+        elif run.in_orbit and event.time < orbit_earliest:
             result.reject(
                 event.index,
                 event.id,
@@ -369,6 +369,8 @@ def _over_hourly_limits(events: list[Event], runs: dict[UUID, _Run], *, now: dat
 def _over_budget(events: list[Event], runs: dict[UUID, _Run]) -> list[tuple[Event, int]]:
     """The new token events that take a batch token order past the tokens it was ordered for, later
     events of the batch first. Runs after the insert, under the leases' locks, as the hourly limits."""
+    if all(run.budget is None for run in runs.values()):
+        return []
     budgeted = {event.lease_id for event in events if runs[event.lease_id].budget is not None}
     if not budgeted:
         return []
@@ -453,9 +455,9 @@ def _rows(events: list[Event], provider_id: Any) -> Iterable[tuple[Any, ...]]:
             e.id,
             e.digest,
             e.type,
-            e.lease_id,
-            e.time,
-            e.quantity,
+            e.subject,
+            e.time_text,
+            None if e.quantity is None else str(e.quantity),  # text, as the rest: psycopg's dumpers cost more
             e.cards,
             e.model,
             e.input_tokens,

@@ -127,6 +127,33 @@ def test_an_event_postgresql_cannot_store_is_rejected_alone_and_its_batch_kept(
     assert UsageEvent.objects.count() == 2
 
 
+def test_times_in_any_offset_and_fractional_quantities_are_stored_as_the_moments_and_amounts_sent(
+    provider_client, lease
+) -> None:
+    # given the same kind of event with its time in several offsets and forms, and fractional card-seconds
+    moment = (timezone.now() - timedelta(minutes=30)).replace(microsecond=250_000)
+    forms = {
+        "utc-z": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "east-8": _in_offset({"time": moment.isoformat()}, 8)["time"],
+        "west-3.5": moment.astimezone(timezone.get_fixed_timezone(-210)).isoformat(),
+        "upper-subject": moment.isoformat(),
+    }
+    events = [gpu_event(lease, name, 60.5, time=time) for name, time in forms.items()]
+    events[-1]["subject"] = str(lease.pk).upper()
+
+    # when they are sent (parsed times and subjects are remembered between events and batches)
+    for _ in range(2):
+        response = send(provider_client, events)
+        assert response.status_code == 200, response.content
+
+    # then each is stored once at the same instant, on its lease, with the amount sent
+    assert response.json()["duplicates"] == 4
+    stored = UsageEvent.objects.order_by("event_id").values_list("event_id", "time", "lease_id", "quantity")
+    assert [(name, time, lease_id, quantity) for name, time, lease_id, quantity in stored] == [
+        (name, moment, lease.pk, Decimal("60.5")) for name in sorted(forms)
+    ]
+
+
 def test_one_structured_event_with_a_nul_is_rejected_not_a_500(provider_client, lease) -> None:
     response = send(provider_client, gpu_event(lease, "bad", source="a\x00"), "application/cloudevents+json")
 
