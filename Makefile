@@ -2,6 +2,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+## The CJK font the PDFs embed (Debian's fonts-wqy-zenhei), installed with apt if missing: a file
+## target, so that `make -q install` tells whether anything is left to install. Named before the
+## rules that need it: make expands a rule's prerequisites as it reads the rule.
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc
 
 .PHONY: install fonts demo test lint format bench clean messages compile-messages
 
@@ -12,10 +16,6 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 install: $(STAMP) $(CJK_FONT)
-
-## The CJK font the PDFs embed (Debian's fonts-wqy-zenhei), installed with apt if missing: a file
-## target, so that `make -q install` tells whether anything is left to install.
-CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc
 
 fonts: $(CJK_FONT)
 

@@ -101,6 +101,21 @@ def test_the_readmes_two_commands_are_the_ones_the_makefile_and_ci_run() -> None
     assert re.search(r"^make test$", (REPO / ".ci" / "run").read_text(), flags=re.MULTILINE)
 
 
+def test_make_install_demo_and_test_each_install_the_venv_and_the_pdfs_cjk_font() -> None:
+    # given make's own reading of the Makefile (a prerequisite named by a variable set after its rule is empty)
+    database = subprocess.run(
+        ["make", "--print-data-base", "--question", "--no-builtin-rules", "install"],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    ).stdout  # fmt: skip
+
+    # then install, demo and test each need the virtualenv's stamp and the CJK font the PDFs embed
+    font = re.search(r"^CJK_FONT := (\S+)$", database, flags=re.MULTILINE)
+    assert font, "the Makefile names the CJK font (CJK_FONT)"
+    for target in ("install", "demo", "test"):
+        rule = re.search(rf"^{target}: (.*)$", database, flags=re.MULTILINE)
+        assert rule and set(rule.group(1).split()) >= {".venv/.installed", font.group(1)}, (target, rule)
+
+
 class Demo:
     """The demo as a newcomer starts it: the README's command, in a data folder and on ports of its own."""
 
