@@ -125,7 +125,7 @@ def _count(data: Mapping[str, Any], name: str) -> int:
 
 # An agent's batch names a few leases and a few instants many times over: each distinct subject
 # and time is parsed and checked once per process (what raises is not remembered).
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=8_192)
 def _lease(subject: str) -> tuple[uuid.UUID, str]:
     """The lease id of a ``subject``, and its canonical text (what the content digest holds)."""
     try:
@@ -135,7 +135,7 @@ def _lease(subject: str) -> tuple[uuid.UUID, str]:
     return lease_id, str(lease_id)
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=8_192)
 def _time(raw: str) -> tuple[datetime, str, int]:
     """An event's ``time``, in ISO 8601, and its hour since the epoch (its rollup bucket)."""
     try:
