@@ -45,6 +45,7 @@ def invoice_document(invoice: Invoice, *, now: datetime) -> dict[str, Any]:
             "status_label": str(Invoice.Status(invoice.status).label),
             "owed": format_yuan(invoice_owed(invoice)),
             "owed_fen": invoice_owed(invoice),
+            "refunded_fen": invoice.amount_refunded,
             "groups": _groups(data["lines"]),
         }
     )

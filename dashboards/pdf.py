@@ -164,6 +164,7 @@ def invoice_pdf(invoice: dict[str, Any]) -> bytes:
         (_("Compute bank credit"), "bank_credit", "-"),
         (_("Amount due"), "amount_due", ""),
         (_("Paid"), "amount_paid", ""),
+        *([(_("Refunded"), "amount_refunded", "")] if invoice["refunded_fen"] else []),
     ):
         due = key == "amount_due"
         _font(pdf, "B" if due else "", 12 if due else 10)

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from django.db.models import F
 from django.test import Client
 
 from billing.models import Invoice
@@ -309,6 +310,24 @@ def test_the_print_view_shows_the_invoice_as_the_api_does(grid, make_client) -> 
     assert figures(html, "invoice-number") == [invoice["number"]]
     assert figures(html, "line-amount") == [line["amount"] for line in invoice["lines"]]
     assert figures(html, "invoice-amount-due") == [invoice["amount_due"]]
+
+
+def test_the_print_view_and_the_pdf_show_what_was_refunded_only_when_something_was(grid, make_client) -> None:
+    # given the invoice as paid in full and then refunded in part (a payment made twice, say)
+    page = f"/dashboard/{grid.buyer.slug}/invoices/{grid.invoice.pk}/"
+    assert "invoice-amount-refunded" not in signed_in(grid, grid.buyer).get(page).content.decode()
+    Invoice.objects.filter(pk=grid.invoice.pk).update(
+        status="paid", amount_paid=F("amount_due") + 1234, amount_refunded=1234
+    )
+    invoice = make_client(grid.buyer).get(f"/api/v1/invoices/{grid.invoice.pk}/").json()
+
+    # when the buyer opens its print view and its PDF
+    html = signed_in(grid, grid.buyer).get(page).content.decode()
+    text = pdf_text(signed_in(grid, grid.buyer).get(f"{page}pdf/").content)
+
+    # then both show the refund beside what was paid, as the API says
+    assert figures(html, "invoice-amount-refunded") == [invoice["amount_refunded"]] == ["12.34"]
+    assert re.search(r"Refunded\s*¥12\.34", text), text
 
 
 def local(moment: datetime) -> str:
