@@ -66,7 +66,7 @@ def _groups(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "pool": str(pool_id),
                 "name": pool.name if pool else str(pool_id),
                 "gpu_model": pool.gpu_model.name if pool else "",
-                "hub": pool.hub.name if pool else "",
+                "hub": pool.hub.local_name if pool else "",
                 "lines": pool_lines,
                 "card_hours": sum(
                     (Decimal(line["quantity"]) for line in pool_lines if line["unit"] == "card_hour"), Decimal(0)

@@ -160,7 +160,7 @@ def _pools(pools: list[Any], now: datetime) -> list[dict[str, Any]]:
 
 
 def _hub_names() -> dict[str, str]:
-    return dict(Hub.objects.values_list("code", "name"))
+    return {hub.code: hub.local_name for hub in Hub.objects.only("code", "name", "name_zh")}
 
 
 def _invoice_rows(invoices: list[Invoice], now: datetime) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import F, Q, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
 from pools.tariffs import hour_prices, local_hour
@@ -45,6 +46,11 @@ class Hub(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def local_name(self) -> str:
+        """What a page calls the hub: its Chinese name to a reader of Chinese, where it has one."""
+        return self.name_zh if self.name_zh and (get_language() or "").startswith("zh") else self.name
 
 
 class GpuModel(models.Model):

@@ -110,7 +110,7 @@ def hub_capacity() -> list[dict[str, Any]]:
         hubs.append(
             {
                 "code": hub.code,
-                "name": hub.name,
+                "name": hub.local_name,
                 "region": hub.region,
                 "pools": row.get("pools", 0),
                 "cards": cards,

@@ -220,3 +220,19 @@ def test_the_issuers_report_csv_has_chinese_headings_in_chinese_and_the_column_n
         if english_cell in HEADINGS and chinese_cell == english_cell
     ]
     assert untranslated == []
+
+
+@pytest.mark.parametrize("name", ["buyer", "invoice", "operator"])
+def test_a_page_names_each_hub_in_the_readers_language(grid, name) -> None:
+    # given a page that names the hub of the scenario's pools (jingjinji: 京津冀枢纽)
+    organization, path = pages(grid)[name]
+    hub = Hub.objects.get(pk="jingjinji")
+    assert hub.name_zh and hub.name != hub.name_zh
+
+    # when a reader of Chinese and a reader of English open it
+    chinese = "\n".join(page_text(member(grid, organization, "zh-hans").get(path).content.decode()))
+    english = "\n".join(page_text(member(grid, organization, "en").get(path).content.decode()))
+
+    # then each reads the hub's name in their language, and only that one
+    assert hub.name_zh in chinese and hub.name not in chinese
+    assert hub.name in english and hub.name_zh not in english
