@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connection
 from django.utils import timezone
@@ -44,7 +44,7 @@ from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from pools.models import PricePlan, ResourcePool
 from pools.selectors import fresh_after
 from pools.serializers import TokenPricesField
-from pools.tariffs import hour_bands, local_hour, next_cheaper_window
+from pools.tariffs import hour_bands, hourly_kwh_prices, local_hour, next_cheaper_window
 
 # The serializer's own fields render each value, so the wire format cannot drift from it.
 _FIELDS = OfferSerializer().fields
@@ -77,6 +77,9 @@ class _Plan:
     shown: tuple[str, ...]  # the same, as the API shows them
     reserved_shown: tuple[str, ...]  # the reserved price (reserved_discount off), as the API shows it
     token_prices: dict[str, Any]  # as the API shows them
+    # For the dispatcher (selectors.pool_snapshots): the prices as floats, and the reserved discount.
+    floats: tuple[float, ...]
+    reserved_discount: Decimal
     # The next cheaper window from each hour's start, as the API shows it.
     windows: dict[datetime, dict[str, Any] | None] = field(default_factory=dict)
 
@@ -104,16 +107,20 @@ class _Pool:
     key: int  # the id as PostgreSQL orders uuids (by their bytes)
     version: int
     active: bool
+    provider_id: Any
     hub: str
     region: str
     province: str
     gpu_model: str
     memory_gb: int
+    power_watts: int
     free_cards: int
     green_share: Decimal
+    pue: Decimal
     last_heartbeat_at: datetime | None
     latency_ms: Mapping[str, int]
     bands: Sequence[str]  # the hub's time-of-use band by local hour
+    tariff_kwh: tuple[float, ...]  # the hub's electricity price by local hour, yuan per kWh
     plans: list[_Plan]  # by effective_from, the one in force when read and any later
     head: dict[str, Any]  # the fields before the price, as the API shows them
     heartbeat_shown: str | None
@@ -145,6 +152,7 @@ class _Snapshot:
         self.generation = 0  # moves on whenever a pool is read again
         # offers_now's selections: (generation, user_region) -> (valid from, valid until, offers)
         self.selections: dict[tuple[int, str | None], tuple[datetime, datetime, list[Offer]]] = {}
+        self.ordered: tuple[int, list[_Pool]] = (-1, [])  # pools_held's, by generation
         self.lock = threading.Lock()
 
     def reset(self) -> None:
@@ -199,6 +207,26 @@ def reset_offer_snapshot() -> None:
     _snapshot.reset()
 
 
+class Held(NamedTuple):
+    generation: int  # moves on whenever a pool is read again
+    pools: list[_Pool]  # every pool on the ground, in id order (as PostgreSQL orders uuids)
+    by_id: Mapping[Any, _Pool]
+
+
+def pools_held() -> Held:
+    """Every pool on the ground as the snapshot holds it, brought up to date first (one query when
+    nothing changed): what the dispatcher's snapshots are built from (``selectors.pool_snapshots``).
+    The pools held are never changed in place: a pool read again is a new object."""
+    with _snapshot.lock:
+        _snapshot.refresh()
+        if _snapshot.ordered[0] != _snapshot.generation:
+            _snapshot.ordered = (
+                _snapshot.generation,
+                sorted(_snapshot.pools.values(), key=lambda pool: pool.key),
+            )
+        return Held(_snapshot.generation, _snapshot.ordered[1], _snapshot.pools)
+
+
 def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
     """The pools' offered facts as plain rows, with their current and future price versions."""
     pools = ResourcePool.objects.exclude(hub_id=ORBIT_HUB)
@@ -225,6 +253,8 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
                     for price in prices
                 ),
                 token_prices=_TOKEN_PRICES.to_representation(token_prices),
+                floats=tuple(float(price) for price in hour_prices),
+                reserved_discount=reserved_discount,
             )
         )
     rows = pools.values_list(
@@ -232,6 +262,7 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
         "offer_version",
         "status",
         "name",
+        "provider_id",
         "provider__slug",
         "provider__legal_name",
         "hub_id",
@@ -240,6 +271,7 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
         "city",
         "gpu_model_id",
         "gpu_model__memory_gb",
+        "gpu_model__power_watts",
         "cards",
         "free_cards",
         "green_share",
@@ -255,6 +287,7 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
         version,
         status,
         name,
+        provider_id,
         slug,
         legal_name,
         hub,
@@ -263,6 +296,7 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
         city,
         gpu_model,
         memory_gb,
+        power_watts,
         cards,
         free_cards,
         green_share,
@@ -294,16 +328,20 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
             key=pool_id.int,
             version=version,
             active=status == ResourcePool.Status.ACTIVE,
+            provider_id=provider_id,
             hub=hub,
             region=region,
             province=province,
             gpu_model=gpu_model,
             memory_gb=memory_gb,
+            power_watts=power_watts,
             free_cards=free_cards,
             green_share=green_share,
+            pue=pue,
             last_heartbeat_at=heartbeat,
             latency_ms=latency,
             bands=hour_bands(tariff),
+            tariff_kwh=hourly_kwh_prices(tariff),
             plans=by_pool.get(pool_id, []),
             head={name: _shown(name, values[name]) for name in _STATIC_HEAD},
             heartbeat_shown=_FIELDS["last_heartbeat_at"].to_representation(heartbeat) if heartbeat else None,
