@@ -157,7 +157,19 @@ def main() -> int:
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
     print(f"load average {os.getloadavg()}", flush=True)
+    collections: list[list[float]] = [[], [], []]  # each generation's collections, their ms
+    started: list[float] = []
+
+    def collected(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        else:
+            collections[info["generation"]].append((time.perf_counter() - started[0]) * 1000)
+
+    gc.callbacks.append(collected)
     for path in ("/api/v1/quotes/", "/api/v1/orders/"):
+        for generation in collections:
+            generation.clear()
         cpu, wall, queries = [], [], []
         for n in range(args.requests):
             with CaptureQueriesContext(connection) as captured:
@@ -174,6 +186,14 @@ def main() -> int:
             f"wall median {w['median']:.2f} p95 {w['p95']:.2f} p99 {w['p99']:.2f} ms; "
             f"queries {min(queries)}..{max(queries)}"
         )
+        print(
+            "  collector: "
+            + ", ".join(
+                f"generation {n}: {len(times)} collections, longest {max(times, default=0):.1f} ms"
+                for n, times in enumerate(collections)
+            )
+        )
+    gc.callbacks.remove(collected)
     if args.profile:
         for path in ("/api/v1/quotes/", "/api/v1/orders/"):
             profiler = cProfile.Profile()

@@ -26,6 +26,7 @@ offers it.
 """
 
 import hashlib
+import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from rest_framework import serializers
 from core.timezones import local_zone
 from marketplace.serializers import OfferSerializer
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
-from pools.models import PricePlan, ResourcePool
+from pools.models import ResourcePool
 from pools.selectors import fresh_after
 from pools.serializers import TokenPricesField
 from pools.tariffs import hour_bands, hourly_kwh_prices, local_hour, next_cheaper_window
@@ -227,21 +228,43 @@ def pools_held() -> Held:
         return Held(_snapshot.generation, _snapshot.ordered[1], _snapshot.pools)
 
 
+# The pools' offered facts and their price versions as _load reads them: plain rows, one query each
+# (every order changes a pool, which the next request reads again: the ORM's compiling of these two
+# queries cost more than running them).
+_PLANS_SQL = """
+SELECT pp.pool_id, pp.effective_from, pp.hour_prices, pp.token_prices, pp.reserved_discount
+FROM pools_priceplan pp JOIN pools_resourcepool p ON p.id = pp.pool_id
+WHERE p.hub_id <> %(orbit)s {only}
+ORDER BY pp.pool_id, pp.effective_from
+"""
+_POOLS_SQL = """
+SELECT p.id, p.offer_version, p.status, p.name, p.provider_id, o.slug, o.legal_name, p.hub_id, h.region,
+    p.province, p.city, p.gpu_model_id, g.memory_gb, g.power_watts, p.cards, p.free_cards, p.green_share,
+    p.pue, p.interconnect, p.last_heartbeat_at, h.tariff, h.latency_ms
+FROM pools_resourcepool p
+JOIN organizations_organization o ON o.id = p.provider_id
+JOIN pools_hub h ON h.code = p.hub_id
+JOIN pools_gpumodel g ON g.code = p.gpu_model_id
+WHERE p.hub_id <> %(orbit)s {only}
+"""
+
+
 def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
     """The pools' offered facts as plain rows, with their current and future price versions."""
-    pools = ResourcePool.objects.exclude(hub_id=ORBIT_HUB)
-    plans = PricePlan.objects.exclude(pool__hub_id=ORBIT_HUB)
-    if pool_ids is not None:
-        pools, plans = pools.filter(pk__in=pool_ids), plans.filter(pool_id__in=pool_ids)
+    params = {"orbit": ORBIT_HUB, "ids": pool_ids}
+    with connection.cursor() as cursor:
+        cursor.execute(_PLANS_SQL.format(only="" if pool_ids is None else "AND pp.pool_id = ANY(%(ids)s)"), params)
+        plans = cursor.fetchall()
+        cursor.execute(_POOLS_SQL.format(only="" if pool_ids is None else "AND p.id = ANY(%(ids)s)"), params)
+        rows = cursor.fetchall()
     by_pool: dict[Any, list[_Plan]] = {}
     # A version superseded before this is never in force again (with a margin for clocks).
     read_at = timezone.now() - PLAN_MARGIN
-    for pool_id, effective_from, hour_prices, token_prices, reserved_discount in plans.order_by(
-        "pool_id", "effective_from"
-    ).values_list("pool_id", "effective_from", "hour_prices", "token_prices", "reserved_discount"):
+    for pool_id, effective_from, hour_prices_json, token_prices_json, reserved_discount in plans:
         versions = by_pool.setdefault(pool_id, [])
         if versions and versions[-1].effective_from <= read_at and effective_from <= read_at:
             versions.pop()  # superseded before now: never in force again
+        hour_prices, token_prices = json.loads(hour_prices_json), json.loads(token_prices_json)
         prices = tuple(Decimal(price) for price in hour_prices)
         versions.append(
             _Plan(
@@ -257,30 +280,6 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
                 reserved_discount=reserved_discount,
             )
         )
-    rows = pools.values_list(
-        "id",
-        "offer_version",
-        "status",
-        "name",
-        "provider_id",
-        "provider__slug",
-        "provider__legal_name",
-        "hub_id",
-        "hub__region",
-        "province",
-        "city",
-        "gpu_model_id",
-        "gpu_model__memory_gb",
-        "gpu_model__power_watts",
-        "cards",
-        "free_cards",
-        "green_share",
-        "pue",
-        "interconnect",
-        "last_heartbeat_at",
-        "hub__tariff",
-        "hub__latency_ms",
-    )
     loaded: dict[Any, _Pool] = {}
     for (
         pool_id,
@@ -303,9 +302,10 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
         pue,
         interconnect,
         heartbeat,
-        tariff,
-        latency,
+        tariff_json,
+        latency_json,
     ) in rows:
+        tariff, latency = json.loads(tariff_json), json.loads(latency_json)
         values = {
             "pool": pool_id,
             "name": name,
