@@ -204,6 +204,7 @@ def _cheapest_inside(
     return best
 
 
+@lru_cache(maxsize=65536)  # a simulated day repeats windows exactly (orders by the minute)
 def _cheapest_start(curve: _PriceCurve, earliest: float, latest: float, duration: float) -> float:
     """The start in [earliest, latest] of the cheapest run of ``duration`` hours on ``curve``
     (the earliest of equals). Only starts where the run's start or end meets a price change, and

@@ -281,6 +281,9 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
             )
         )
     loaded: dict[Any, _Pool] = {}
+    # A hub's facts, decoded once and shared by its pools (the dispatcher's price curves are
+    # cached by their hourly prices: one object compares at once).
+    hubs: dict[str, tuple[Any, Sequence[str], tuple[float, ...]]] = {}
     for (
         pool_id,
         version,
@@ -305,7 +308,10 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
         tariff_json,
         latency_json,
     ) in rows:
-        tariff, latency = json.loads(tariff_json), json.loads(latency_json)
+        if hub not in hubs:
+            tariff = json.loads(tariff_json)
+            hubs[hub] = (json.loads(latency_json), hour_bands(tariff), hourly_kwh_prices(tariff))
+        latency, bands, kwh = hubs[hub]
         values = {
             "pool": pool_id,
             "name": name,
@@ -340,8 +346,8 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
             pue=pue,
             last_heartbeat_at=heartbeat,
             latency_ms=latency,
-            bands=hour_bands(tariff),
-            tariff_kwh=hourly_kwh_prices(tariff),
+            bands=bands,
+            tariff_kwh=kwh,
             plans=by_pool.get(pool_id, []),
             head={name: _shown(name, values[name]) for name in _STATIC_HEAD},
             heartbeat_shown=_FIELDS["last_heartbeat_at"].to_representation(heartbeat) if heartbeat else None,
