@@ -17,10 +17,13 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import connection
 from django.db.models import Q, Sum
 
 from marketplace.models import CapacityDeposit, Lease
 from pools.models import ResourcePool
+
+_ACTIVE = [status.value for status in Lease.ACTIVE]  # as SQL's parameter
 
 
 def _card_leases(pool_ids: Iterable[Any]) -> Any:
@@ -44,28 +47,33 @@ def _peak(windows: list[tuple[datetime, datetime, int]], start: datetime, end: d
     return peak
 
 
-def _windows(pool: ResourcePool, start: datetime, end: datetime) -> list[tuple[datetime, datetime, int]]:
-    leases = _card_leases([pool.pk]).filter(start_at__lt=end, end_at__gt=start)
-    return list(leases.values_list("start_at", "end_at", "cards"))
-
-
-def endpoint_cards(pool: ResourcePool) -> int:
-    """Cards of the pool held by its model endpoints (reserved, but by no lease)."""
-    held = _card_leases([pool.pk]).filter(holding=True).aggregate(cards=Sum("cards"))["cards"] or 0
-    return max(pool.reserved_cards - held, 0)
-
-
-def calendar_booked(*, pool: ResourcePool, start: datetime, end: datetime) -> int:
-    """The most cards booked at once on the pool within [start, end)."""
-    windows = list(
-        _card_leases([pool.pk]).filter(start_at__lt=end, end_at__gt=start).values_list("start_at", "end_at", "cards")
-    )
-    return _peak(windows, start, end)
+# What calendar_fits reads, in one round trip (it runs under the pool's lock for every booking): the
+# windows of the pool's card leases (``_card_leases``) within [start, end), and the cards those
+# leases hold now. The three arrays come from the same rows.
+_FITS_SQL = f"""
+SELECT array_agg(start_at) FILTER (WHERE start_at < %(end)s AND end_at > %(start)s),
+    array_agg(end_at) FILTER (WHERE start_at < %(end)s AND end_at > %(start)s),
+    array_agg(cards) FILTER (WHERE start_at < %(end)s AND end_at > %(start)s),
+    sum(cards) FILTER (WHERE holding)
+FROM {Lease._meta.db_table}
+WHERE pool_id = %(pool)s AND status = ANY(%(active)s) AND endpoint_id IS NULL AND deposit_id IS NULL
+    AND ((start_at < %(end)s AND end_at > %(start)s) OR holding)
+"""  # noqa: S608  # the table's name, not input
 
 
 def calendar_fits(*, pool: ResourcePool, cards: int, start: datetime, end: datetime) -> bool:
-    """Whether ``cards`` more fit on the pool in every hour of [start, end). The caller holds the pool's lock."""
-    return calendar_booked(pool=pool, start=start, end=end) + cards <= pool.cards - endpoint_cards(pool)
+    """Whether ``cards`` more fit on the pool in every hour of [start, end): the most cards booked at
+    once within it, plus ``cards``, within the pool's cards less those its model endpoints hold (its
+    reserved cards that no card lease holds). The caller holds the pool's lock."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _FITS_SQL,
+            {"pool": pool.pk, "start": start, "end": end, "active": _ACTIVE},
+        )
+        starts, ends, booked, held = cursor.fetchone()
+    windows = list(zip(starts or [], ends or [], booked or [], strict=True))
+    endpoints = max(pool.reserved_cards - (held or 0), 0)
+    return _peak(windows, start, end) + cards <= pool.cards - endpoints
 
 
 def calendar_hours(*, pool: ResourcePool, start: datetime, hours: int) -> list[tuple[datetime, int]]:
@@ -80,10 +88,6 @@ def calendar_hours(*, pool: ResourcePool, start: datetime, hours: int) -> list[t
     ]
 
 
-def _open_deposits(now: datetime) -> Any:
-    return CapacityDeposit.objects.filter(start_at__lte=now, end_at__gt=now, lease__status__in=Lease.ACTIVE)
-
-
 def deposit_free(*, deposit: CapacityDeposit, start: datetime, end: datetime) -> int:
     """Cards of the deposit no resale holds at any moment of [start, end); 0 outside its window."""
     if start < deposit.start_at or end > deposit.end_at:
@@ -96,22 +100,27 @@ def deposit_free(*, deposit: CapacityDeposit, start: datetime, end: datetime) ->
     return max(deposit.cards - _peak(windows, start, end), 0)
 
 
+# bank_capacity in one round trip (every quote, order and offers list reads it): the open deposits
+# of active leases, each less the cards its resales running now hold, summed by pool.
+_BANK_SQL = f"""
+SELECT d.pool_id, sum(greatest(d.cards - coalesce(resold.cards, 0), 0))
+FROM {CapacityDeposit._meta.db_table} d
+JOIN {Lease._meta.db_table} booking ON booking.id = d.lease_id AND booking.status = ANY(%(active)s)
+LEFT JOIN LATERAL (
+    SELECT sum(l.cards) AS cards FROM {Lease._meta.db_table} l
+    WHERE l.deposit_id = d.id AND l.status = ANY(%(active)s) AND l.start_at <= %(now)s AND l.end_at > %(now)s
+) resold ON true
+WHERE d.start_at <= %(now)s AND d.end_at > %(now)s
+GROUP BY d.pool_id
+"""  # noqa: S608  # the tables' names, not input
+
+
 def bank_capacity(*, now: datetime) -> dict[Any, int]:
     """Per pool, the deposited cards free for another buyer now (the offers add them to the pool's
     free cards; an order placed on them is placed by ``deposit_take``)."""
-    deposits = list(_open_deposits(now))
-    if not deposits:
-        return {}
-    resold = dict(
-        Lease.objects.filter(deposit__in=deposits, status__in=Lease.ACTIVE, start_at__lte=now, end_at__gt=now)
-        .values_list("deposit_id")
-        .annotate(cards=Sum("cards"))
-        .order_by()
-    )
-    free: dict[Any, int] = {}
-    for deposit in deposits:
-        free[deposit.pool_id] = free.get(deposit.pool_id, 0) + max(deposit.cards - resold.get(deposit.pk, 0), 0)
-    return {pool: cards for pool, cards in free.items() if cards}
+    with connection.cursor() as cursor:
+        cursor.execute(_BANK_SQL, {"now": now, "active": _ACTIVE})
+        return {pool: int(cards) for pool, cards in cursor.fetchall() if cards}
 
 
 def deposits_covering(*, pool_id: Any, start: datetime, end: datetime) -> list[CapacityDeposit]:

@@ -15,6 +15,7 @@ speed: these are estimates, never money; invoices are rated exactly elsewhere.
 """
 
 import heapq
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -162,7 +163,7 @@ def reason_message(reason: str, requirements: Requirements) -> str:
 class _PriceCurve:
     """The integral of an hourly, daily-repeating price from a reference midnight."""
 
-    __slots__ = ("breakpoints", "day_total", "prefix", "prices")
+    __slots__ = ("changes", "day_total", "prefix", "prices")
 
     def __init__(self, prices: Sequence[float]) -> None:
         self.prices = prices
@@ -171,7 +172,7 @@ class _PriceCurve:
             prefix.append(prefix[-1] + price)
         self.prefix = prefix
         self.day_total = prefix[24]
-        self.breakpoints = [hour for hour in range(24) if prices[hour] != prices[hour - 1]]
+        self.changes = frozenset(hour for hour in range(24) if prices[hour] != prices[hour - 1])  # local hours
 
     def cumulative(self, hours: float) -> float:
         days, rest = divmod(hours, 24.0)
@@ -182,23 +183,49 @@ class _PriceCurve:
         return self.cumulative(start + hours) - self.cumulative(start)
 
 
-def _breakpoints_between(curve: _PriceCurve, low: float, high: float) -> Iterable[float]:
-    day = math.floor(low / 24) * 24
-    while day <= high:
-        for hour in curve.breakpoints:
-            if low < day + hour < high:
-                yield day + hour
-        day += 24
+@lru_cache(maxsize=65536)
+def _cheapest_inside(
+    curve: _PriceCurve, duration: float, first: int, last: int, first_end: int, last_end: int
+) -> tuple[float, float] | None:
+    """The cheapest run of ``duration`` hours, as (cost, start), of those starting at a price change
+    in whole hours ``first`` to ``last``, or ending at one in ``first_end`` to ``last_end``; None
+    if there is no such run. Keyed by whole hours: every window that holds the same price changes
+    shares it, whatever its exact ends."""
+    best = None
+    changes = curve.changes
+    starts = itertools.chain(
+        (hour for hour in range(first, last + 1) if hour % 24 in changes),
+        (end - duration for end in range(first_end, last_end + 1) if end % 24 in changes),
+    )
+    for start in starts:
+        key = (curve.between(start, duration), start)
+        if best is None or key < best:
+            best = key
+    return best
 
 
-def _candidate_starts(curve: _PriceCurve, earliest: float, latest: float, duration: float) -> set[float]:
-    """Starts worth trying: the ends of the window, and where the run's start or
-    end meets a price change. Prices repeat daily, so one day of starts is enough."""
+@lru_cache(maxsize=65536)  # a simulated day repeats windows exactly (orders by the minute)
+def _cheapest_start(curve: _PriceCurve, earliest: float, latest: float, duration: float) -> float:
+    """The start in [earliest, latest] of the cheapest run of ``duration`` hours on ``curve``
+    (the earliest of equals). Only starts where the run's start or end meets a price change, and
+    the window's ends, can be cheapest; prices repeat daily, so one day of starts is enough. The
+    starts strictly inside the window are ranked once per set of whole hours they fall on
+    (``_cheapest_inside``); the window's ends, which move with the clock, on each call."""
     latest = min(latest, earliest + 24.0)
-    starts = {earliest, latest}
-    starts.update(_breakpoints_between(curve, earliest, latest))
-    starts.update(end - duration for end in _breakpoints_between(curve, earliest + duration, latest + duration))
-    return starts
+    low_end, high_end = earliest + duration, latest + duration
+    best = _cheapest_inside(
+        curve,
+        duration,
+        math.floor(earliest) + 1,
+        math.ceil(latest) - 1,
+        math.floor(low_end) + 1,
+        math.ceil(high_end) - 1,
+    )
+    for start in (earliest, latest):
+        key = (curve.between(start, duration), start)
+        if best is None or key < best:
+            best = key
+    return best[1]  # type: ignore[index]  # the window's ends were tried
 
 
 def _hours_since(reference: datetime, at: datetime) -> float:
@@ -275,12 +302,6 @@ def _curve(prices: tuple[float, ...]) -> _PriceCurve:
 def _scored_hours(prices: tuple[float, ...], tariff: tuple[float, ...], kwh: float) -> tuple[float, ...]:
     """A card-hour's price plus its weighted electricity, by local hour."""
     return tuple(price + ELECTRICITY_WEIGHT * kwh * kwh_price for price, kwh_price in zip(prices, tariff, strict=True))
-
-
-@lru_cache(maxsize=65536)
-def _cheapest_start(curve: _PriceCurve, earliest: float, latest: float, duration: float) -> float:
-    starts = _candidate_starts(curve, earliest, latest, duration)
-    return min(starts, key=lambda start: (curve.between(start, duration), start))
 
 
 def _price(pool: PoolSnapshot, req: Requirements, window: tuple[float, float]) -> _Priced:
@@ -379,7 +400,14 @@ def _split_placements(
 ) -> tuple[list[Placement], list[_Priced]]:
     """Whole-pool placements where one pool suffices, else the cheapest pools of one
     hub combined, all starting together (at the cheapest start of the hub's best pool)."""
-    placements = [_placement([(p, req.cards)], req, reference) for p in eligible if p.pool.free_cards >= req.cards]
+    # Of the whole-pool placements only the first MAX_PLACEMENTS in dispatch's order can be shown:
+    # only those are made (their score and start as _placement works them out).
+    whole = heapq.nsmallest(
+        MAX_PLACEMENTS,
+        (p for p in eligible if p.pool.free_cards >= req.cards),
+        key=lambda p: (p.per_card_score * req.cards, reference + timedelta(hours=p.start), str(p.pool.id)),
+    )
+    placements = [_placement([(p, req.cards)], req, reference) for p in whole]
     by_hub: dict[str, list[_Priced]] = {}
     for priced in eligible:
         by_hub.setdefault(priced.pool.hub, []).append(priced)

@@ -26,13 +26,14 @@ offers it.
 """
 
 import hashlib
+import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connection
 from django.utils import timezone
@@ -41,10 +42,10 @@ from rest_framework import serializers
 from core.timezones import local_zone
 from marketplace.serializers import OfferSerializer
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
-from pools.models import PricePlan, ResourcePool
+from pools.models import ResourcePool
 from pools.selectors import fresh_after
 from pools.serializers import TokenPricesField
-from pools.tariffs import hour_bands, local_hour, next_cheaper_window
+from pools.tariffs import hour_bands, hourly_kwh_prices, local_hour, next_cheaper_window
 
 # The serializer's own fields render each value, so the wire format cannot drift from it.
 _FIELDS = OfferSerializer().fields
@@ -77,6 +78,9 @@ class _Plan:
     shown: tuple[str, ...]  # the same, as the API shows them
     reserved_shown: tuple[str, ...]  # the reserved price (reserved_discount off), as the API shows it
     token_prices: dict[str, Any]  # as the API shows them
+    # For the dispatcher (selectors.pool_snapshots): the prices as floats, and the reserved discount.
+    floats: tuple[float, ...]
+    reserved_discount: Decimal
     # The next cheaper window from each hour's start, as the API shows it.
     windows: dict[datetime, dict[str, Any] | None] = field(default_factory=dict)
 
@@ -104,16 +108,20 @@ class _Pool:
     key: int  # the id as PostgreSQL orders uuids (by their bytes)
     version: int
     active: bool
+    provider_id: Any
     hub: str
     region: str
     province: str
     gpu_model: str
     memory_gb: int
+    power_watts: int
     free_cards: int
     green_share: Decimal
+    pue: Decimal
     last_heartbeat_at: datetime | None
     latency_ms: Mapping[str, int]
     bands: Sequence[str]  # the hub's time-of-use band by local hour
+    tariff_kwh: tuple[float, ...]  # the hub's electricity price by local hour, yuan per kWh
     plans: list[_Plan]  # by effective_from, the one in force when read and any later
     head: dict[str, Any]  # the fields before the price, as the API shows them
     heartbeat_shown: str | None
@@ -145,6 +153,7 @@ class _Snapshot:
         self.generation = 0  # moves on whenever a pool is read again
         # offers_now's selections: (generation, user_region) -> (valid from, valid until, offers)
         self.selections: dict[tuple[int, str | None], tuple[datetime, datetime, list[Offer]]] = {}
+        self.ordered: tuple[int, list[_Pool]] = (-1, [])  # pools_held's, by generation
         self.lock = threading.Lock()
 
     def reset(self) -> None:
@@ -199,21 +208,63 @@ def reset_offer_snapshot() -> None:
     _snapshot.reset()
 
 
+class Held(NamedTuple):
+    generation: int  # moves on whenever a pool is read again
+    pools: list[_Pool]  # every pool on the ground, in id order (as PostgreSQL orders uuids)
+    by_id: Mapping[Any, _Pool]
+
+
+def pools_held() -> Held:
+    """Every pool on the ground as the snapshot holds it, brought up to date first (one query when
+    nothing changed): what the dispatcher's snapshots are built from (``selectors.pool_snapshots``).
+    The pools held are never changed in place: a pool read again is a new object."""
+    with _snapshot.lock:
+        _snapshot.refresh()
+        if _snapshot.ordered[0] != _snapshot.generation:
+            _snapshot.ordered = (
+                _snapshot.generation,
+                sorted(_snapshot.pools.values(), key=lambda pool: pool.key),
+            )
+        return Held(_snapshot.generation, _snapshot.ordered[1], _snapshot.pools)
+
+
+# The pools' offered facts and their price versions as _load reads them: plain rows, one query each
+# (every order changes a pool, which the next request reads again: the ORM's compiling of these two
+# queries cost more than running them).
+_PLANS_SQL = """
+SELECT pp.pool_id, pp.effective_from, pp.hour_prices, pp.token_prices, pp.reserved_discount
+FROM pools_priceplan pp JOIN pools_resourcepool p ON p.id = pp.pool_id
+WHERE p.hub_id <> %(orbit)s {only}
+ORDER BY pp.pool_id, pp.effective_from
+"""
+_POOLS_SQL = """
+SELECT p.id, p.offer_version, p.status, p.name, p.provider_id, o.slug, o.legal_name, p.hub_id, h.region,
+    p.province, p.city, p.gpu_model_id, g.memory_gb, g.power_watts, p.cards, p.free_cards, p.green_share,
+    p.pue, p.interconnect, p.last_heartbeat_at, h.tariff, h.latency_ms
+FROM pools_resourcepool p
+JOIN organizations_organization o ON o.id = p.provider_id
+JOIN pools_hub h ON h.code = p.hub_id
+JOIN pools_gpumodel g ON g.code = p.gpu_model_id
+WHERE p.hub_id <> %(orbit)s {only}
+"""
+
+
 def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
     """The pools' offered facts as plain rows, with their current and future price versions."""
-    pools = ResourcePool.objects.exclude(hub_id=ORBIT_HUB)
-    plans = PricePlan.objects.exclude(pool__hub_id=ORBIT_HUB)
-    if pool_ids is not None:
-        pools, plans = pools.filter(pk__in=pool_ids), plans.filter(pool_id__in=pool_ids)
+    params = {"orbit": ORBIT_HUB, "ids": pool_ids}
+    with connection.cursor() as cursor:
+        cursor.execute(_PLANS_SQL.format(only="" if pool_ids is None else "AND pp.pool_id = ANY(%(ids)s)"), params)
+        plans = cursor.fetchall()
+        cursor.execute(_POOLS_SQL.format(only="" if pool_ids is None else "AND p.id = ANY(%(ids)s)"), params)
+        rows = cursor.fetchall()
     by_pool: dict[Any, list[_Plan]] = {}
     # A version superseded before this is never in force again (with a margin for clocks).
     read_at = timezone.now() - PLAN_MARGIN
-    for pool_id, effective_from, hour_prices, token_prices, reserved_discount in plans.order_by(
-        "pool_id", "effective_from"
-    ).values_list("pool_id", "effective_from", "hour_prices", "token_prices", "reserved_discount"):
+    for pool_id, effective_from, hour_prices_json, token_prices_json, reserved_discount in plans:
         versions = by_pool.setdefault(pool_id, [])
         if versions and versions[-1].effective_from <= read_at and effective_from <= read_at:
             versions.pop()  # superseded before now: never in force again
+        hour_prices, token_prices = json.loads(hour_prices_json), json.loads(token_prices_json)
         prices = tuple(Decimal(price) for price in hour_prices)
         versions.append(
             _Plan(
@@ -225,36 +276,20 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
                     for price in prices
                 ),
                 token_prices=_TOKEN_PRICES.to_representation(token_prices),
+                floats=tuple(float(price) for price in hour_prices),
+                reserved_discount=reserved_discount,
             )
         )
-    rows = pools.values_list(
-        "id",
-        "offer_version",
-        "status",
-        "name",
-        "provider__slug",
-        "provider__legal_name",
-        "hub_id",
-        "hub__region",
-        "province",
-        "city",
-        "gpu_model_id",
-        "gpu_model__memory_gb",
-        "cards",
-        "free_cards",
-        "green_share",
-        "pue",
-        "interconnect",
-        "last_heartbeat_at",
-        "hub__tariff",
-        "hub__latency_ms",
-    )
     loaded: dict[Any, _Pool] = {}
+    # A hub's facts, decoded once and shared by its pools (the dispatcher's price curves are
+    # cached by their hourly prices: one object compares at once).
+    hubs: dict[str, tuple[Any, Sequence[str], tuple[float, ...]]] = {}
     for (
         pool_id,
         version,
         status,
         name,
+        provider_id,
         slug,
         legal_name,
         hub,
@@ -263,15 +298,20 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
         city,
         gpu_model,
         memory_gb,
+        power_watts,
         cards,
         free_cards,
         green_share,
         pue,
         interconnect,
         heartbeat,
-        tariff,
-        latency,
+        tariff_json,
+        latency_json,
     ) in rows:
+        if hub not in hubs:
+            tariff = json.loads(tariff_json)
+            hubs[hub] = (json.loads(latency_json), hour_bands(tariff), hourly_kwh_prices(tariff))
+        latency, bands, kwh = hubs[hub]
         values = {
             "pool": pool_id,
             "name": name,
@@ -294,16 +334,20 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
             key=pool_id.int,
             version=version,
             active=status == ResourcePool.Status.ACTIVE,
+            provider_id=provider_id,
             hub=hub,
             region=region,
             province=province,
             gpu_model=gpu_model,
             memory_gb=memory_gb,
+            power_watts=power_watts,
             free_cards=free_cards,
             green_share=green_share,
+            pue=pue,
             last_heartbeat_at=heartbeat,
             latency_ms=latency,
-            bands=hour_bands(tariff),
+            bands=bands,
+            tariff_kwh=kwh,
             plans=by_pool.get(pool_id, []),
             head={name: _shown(name, values[name]) for name in _STATIC_HEAD},
             heartbeat_shown=_FIELDS["last_heartbeat_at"].to_representation(heartbeat) if heartbeat else None,

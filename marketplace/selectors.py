@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connection
 from django.db.models import (
@@ -31,12 +31,13 @@ from core.money import round_to_fen, shown_price
 from core.timezones import local_zone
 from marketplace.dispatch import DispatchResult, PoolSnapshot, Requirements
 from marketplace.models import Lease, Order, PriceIndexSnapshot
+from marketplace.offers import pools_held
 from marketplace.price_index import area_index, areas_of
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from organizations.models import Organization
 from pools.models import Hub, PricePlan, ResourcePool
-from pools.selectors import fresh_after, plan_in_force, plans_by_pool, price_plans_in_force
-from pools.tariffs import band_prices, hour_bands, local_hour
+from pools.selectors import fresh_after, plan_in_force, plans_by_pool
+from pools.tariffs import hourly_kwh_prices, local_hour
 from vouchers.charges import ChargeLine
 from vouchers.selectors import redeemable_vouchers, voucher_estimates
 
@@ -83,11 +84,6 @@ def offers_list(
     return offers
 
 
-def _hourly_kwh_prices(tariff: dict[str, Any]) -> tuple[float, ...]:
-    prices = {band: float(price) for band, price in band_prices(tariff).items()}
-    return tuple(prices[band] for band in hour_bands(tariff))
-
-
 def provider_reliability(*, since: datetime) -> dict[Any, float]:
     """Share of each provider's leases since ``since`` that did not fail."""
     rows = (
@@ -114,88 +110,112 @@ class _Memo:
 # Hubs are reference data and reliability moves over weeks: both may be a minute old.
 _hubs = _Memo(60)
 _reliability = _Memo(60)
-# What does not change while a pool keeps its price version, PUE and green share,
-# as the leading arguments of a PoolSnapshot, by (pool, price plan, PUE, green
-# share). The other fields of a pool never change.
-_static_snapshots: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-MAX_STATIC_SNAPSHOTS = 20_000
 
 
 def _hub_facts() -> dict[str, tuple[str, tuple[float, ...], dict[str, int]]]:
-    return {hub.code: (hub.region, _hourly_kwh_prices(hub.tariff), hub.latency_ms) for hub in Hub.objects.all()}
+    return {hub.code: (hub.region, hourly_kwh_prices(hub.tariff), hub.latency_ms) for hub in Hub.objects.all()}
 
 
-def _load_static(keys: list[tuple[Any, ...]]) -> None:
-    """The unchanging parts of these (pool, plan, PUE, green share) snapshots, in two queries."""
-    if len(_static_snapshots) + len(keys) > MAX_STATIC_SNAPSHOTS:
-        _static_snapshots.clear()
-    hubs = _hubs.get(_hub_facts)
-    plans = dict(PricePlan.objects.filter(pk__in=[key[1] for key in keys]).values_list("pk", "hour_prices"))
-    pools = ResourcePool.objects.filter(pk__in=[key[0] for key in keys]).values_list(
-        "id", "provider_id", "hub_id", "gpu_model_id", "gpu_model__memory_gb", "gpu_model__power_watts"
-    )
-    facts = {row[0]: row for row in pools}
-    for key in keys:
-        pool_id, plan_id, pue, green = key
-        _, provider_id, hub, gpu, memory, watts = facts[pool_id]
-        region, tariff, latency = hubs[hub]
-        prices = tuple(float(price) for price in plans[plan_id])
-        _static_snapshots[key] = (
-            pool_id,
-            provider_id,
-            hub,
-            region,
-            gpu,
-            memory,
-            watts,
-            green,
-            pue,
-            prices,
-            tariff,
-            latency,
-        )
+class _Built(NamedTuple):
+    """The dispatcher's snapshots as last built, and the moments between which they hold."""
+
+    generation: int  # the offers snapshot's
+    reliability: dict[Any, float]
+    valid_from: datetime
+    valid_until: datetime
+    snapshots: tuple[PoolSnapshot, ...]
 
 
-_SNAPSHOT_SQL = """
-SELECT p.id, (
-        SELECT pp.id FROM pools_priceplan pp
-        WHERE pp.pool_id = p.id AND pp.effective_from <= %(now)s
-        ORDER BY pp.effective_from DESC LIMIT 1
-    ) AS plan_id,
-    p.pue::float8, p.green_share::float8, p.free_cards, p.last_heartbeat_at < %(fresh)s OR p.last_heartbeat_at IS NULL
-FROM pools_resourcepool p
-WHERE p.status = 'active' AND p.hub_id <> %(orbit)s
-ORDER BY p.id
-"""
+_built: list[_Built] = []
+# Each pool's last PoolSnapshot, by pool: (the offers snapshot's pool, its price version, stale,
+# reliability) it was built from, and itself. A pool read again is a new object there.
+_built_pools: dict[Any, tuple[Any, Any, bool, float, PoolSnapshot]] = {}
+_NEVER = datetime.max.replace(tzinfo=UTC)
 
 
 def pool_snapshots(*, now: datetime) -> list[PoolSnapshot]:
-    """Every active pool on the ground as the dispatcher sees it at ``now`` (satellites take
-    only orders for the data they hold: ``marketplace.orbit``).
+    """Every active pool on the ground with a price version in force at ``now``, in id order, as
+    the dispatcher sees it (satellites take only orders for the data they hold: ``marketplace.orbit``).
 
-    Free cards, heartbeats, the price version in force, PUE and green share are
-    read fresh in one query; the rest of each snapshot is kept in this process,
-    keyed by those, so a change to any of them is seen at once. This runs for
-    every quote and order, so it reads plain rows and builds no model objects.
+    Built from the offers snapshot (``marketplace.offers.pools_held``), which learns in one
+    indexed query per call which pools changed (price versions, capacity, heartbeats, status:
+    every such write marks its pool) and reads only those again. What depends on the clock is
+    worked out here: the version in force and whether the last heartbeat is still fresh. The list
+    is kept until the snapshot changes, the reliability figures are recomputed, or the clock
+    reaches the next price version or the first fresh heartbeat to go stale; a pool's snapshot is
+    kept while its row, version, staleness and reliability stay the same. So a quote or an order
+    reads no pool row unless one changed, and builds no snapshot unless its pool did.
     """
     reliability = _reliability.get(lambda: provider_reliability(since=now - RELIABILITY_WINDOW))
-    with connection.cursor() as cursor:
-        cursor.execute(_SNAPSHOT_SQL, {"now": now, "fresh": fresh_after(now), "orbit": ORBIT_HUB})
-        rows = [row for row in cursor.fetchall() if row[1] is not None]
-    missing = [row[:4] for row in rows if row[:4] not in _static_snapshots]
-    if missing:
-        _load_static(missing)
+    held = pools_held()
+    built = _built[0] if _built else None
+    if (
+        built is not None
+        and built.generation == held.generation
+        and built.reliability is reliability
+        and built.valid_from <= now < built.valid_until
+    ):
+        return list(built.snapshots)
+    fresh = fresh_after(now)
+    stale_after = now - fresh
+    until = _NEVER
     snapshots = []
-    for pool_id, plan_id, pue, green, free, stale in rows:
-        static = _static_snapshots[(pool_id, plan_id, pue, green)]
-        snapshots.append(PoolSnapshot(*static, free, stale, reliability.get(static[1], 1.0)))  # type: ignore[call-arg]  # static: the 12 leading fields
+    for pool in held.pools:
+        if not pool.active:
+            continue
+        in_force = None
+        for version in pool.plans:
+            if version.effective_from > now:
+                until = min(until, version.effective_from)
+                break
+            in_force = version
+        if in_force is None:
+            continue
+        heartbeat = pool.last_heartbeat_at
+        stale = heartbeat is None or heartbeat < fresh
+        if heartbeat is not None and not stale:
+            until = min(until, heartbeat + stale_after)
+        share = reliability.get(pool.provider_id, 1.0)
+        kept = _built_pools.get(pool.id)
+        if kept is not None and kept[0] is pool and kept[1] is in_force and kept[2] == stale and kept[3] == share:
+            snapshot = kept[4]
+        else:
+            snapshot = PoolSnapshot(
+                pool.id,
+                pool.provider_id,
+                pool.hub,
+                pool.region,
+                pool.gpu_model,
+                pool.memory_gb,
+                pool.power_watts,
+                float(pool.green_share),
+                float(pool.pue),
+                in_force.floats,
+                pool.tariff_kwh,
+                pool.latency_ms,
+                pool.free_cards,
+                stale,
+                share,
+            )
+            if len(_built_pools) > 4 * len(held.pools) + 1000:
+                _built_pools.clear()
+            _built_pools[pool.id] = (pool, in_force, stale, share, snapshot)
+        snapshots.append(snapshot)
+    _built[:] = [_Built(held.generation, reliability, now, until, tuple(snapshots))]
     return snapshots
 
 
 def reserved_discounts(*, pool_ids: Iterable[Any], at: datetime) -> dict[Any, Decimal]:
-    """Each pool's reserved discount in the price version in force at ``at``."""
-    plans = price_plans_in_force(pool_ids=list(pool_ids), at=at)
-    return {pool_id: plan.reserved_discount for pool_id, plan in plans.items()}
+    """Each pool's reserved discount in the price version in force at ``at`` (from the offers
+    snapshot, brought up to date: the version the dispatcher priced); pools without one are left out."""
+    held = pools_held().by_id
+    discounts = {}
+    for pool_id in pool_ids:
+        pool = held.get(pool_id)
+        plan = pool.plan_at(at) if pool is not None else None
+        if plan is not None:
+            discounts[pool_id] = plan.reserved_discount
+    return discounts
 
 
 def lease_list(*, organization: Organization) -> QuerySet[Lease]:

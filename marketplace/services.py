@@ -29,7 +29,7 @@ from marketplace.selectors import (
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from organizations.models import Organization
 from pools.models import Hub, PricePlan, ResourcePool
-from pools.selectors import price_plans_in_force
+from pools.selectors import price_plan_versions_in_force
 from pools.services import invalidate_offer_snapshot, pools_lock
 
 logger = logging.getLogger(__name__)
@@ -216,8 +216,8 @@ def placement_book(
     if taken is None:
         return None
     # Read with the pools locked: a version made meanwhile waits for this order, which keeps the
-    # version it was quoted.
-    plans = price_plans_in_force(pool_ids=list(taken), at=now)
+    # version it was quoted. A lease refers to it, and its answer shows its version: nothing more.
+    plans = price_plan_versions_in_force(pool_ids=list(taken), at=now)
     cost = placement.estimated_cost if estimated_cost is None else estimated_cost
     order = Order.objects.create(
         buyer=buyer,

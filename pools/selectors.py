@@ -55,6 +55,21 @@ def price_plans_in_force(*, pool_ids: list[UUID], at: datetime) -> dict[UUID, Pr
     return {plan.pool_id: plan for plan in in_force}
 
 
+_VERSIONS_IN_FORCE_SQL = """
+SELECT DISTINCT ON (pool_id) id, pool_id, version, effective_from FROM pools_priceplan
+WHERE pool_id = ANY(%s) AND effective_from <= %s
+ORDER BY pool_id, effective_from DESC
+"""
+
+
+def price_plan_versions_in_force(*, pool_ids: list[UUID], at: datetime) -> dict[UUID, PricePlan]:
+    """The version in force at ``at`` for each of many pools, as ``price_plans_in_force`` finds it,
+    with only its id, pool, version and start read (any other field loads on first use, a query
+    each): what a lease placed on it refers to. Plain SQL: it runs under the pools' locks for
+    every order, where compiling the query cost more than running it."""
+    return {plan.pool_id: plan for plan in PricePlan.objects.raw(_VERSIONS_IN_FORCE_SQL, [list(pool_ids), at])}
+
+
 Versions = list[tuple[datetime, int, Any]]  # a pool's (running from, version, id), by running_from
 
 

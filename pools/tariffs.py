@@ -40,6 +40,12 @@ def band_prices(tariff: Mapping[str, Any]) -> dict[str, Decimal]:
     return {band["band"]: Decimal(str(band["price"])) for band in tariff["bands"]}
 
 
+def hourly_kwh_prices(tariff: Mapping[str, Any]) -> tuple[float, ...]:
+    """The electricity price of each local hour 0..23, yuan per kWh, as floats (the dispatcher's)."""
+    prices = {band: float(price) for band, price in band_prices(tariff).items()}
+    return tuple(prices[band] for band in hour_bands(tariff))
+
+
 def default_factors(
     *, tariff: Mapping[str, Any], base_price: Decimal, power_watts: int, pue: Decimal
 ) -> dict[str, Decimal]:

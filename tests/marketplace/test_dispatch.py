@@ -1,11 +1,13 @@
 """The dispatcher as a pure function: filters, scores and the time shift."""
 
+import math
+import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from marketplace.dispatch import PoolSnapshot, Requirements, dispatch
+from marketplace.dispatch import PoolSnapshot, Requirements, _cheapest_start, _curve, dispatch
 
 # 2026-03-10 12:00 in Asia/Shanghai.
 NOON = datetime(2026, 3, 10, 4, tzinfo=UTC)
@@ -207,3 +209,43 @@ def test_max_latency_for_batch_work_is_ignored_with_a_warning() -> None:
 
     assert len(result.placements) == 1
     assert result.warnings == ["max_latency_ms is ignored for batch and training work."]
+
+
+def _cheapest_start_by_trying_every_start(curve, earliest: float, latest: float, duration: float) -> float:  # type: ignore[no-untyped-def]
+    """The dispatcher's cheapest start as it was computed before it was ranked by whole hours: every
+    candidate start (the window's ends, and every start or end at a price change) tried on each call."""
+
+    def changes_between(low: float, high: float):  # type: ignore[no-untyped-def]
+        day = math.floor(low / 24) * 24
+        while day <= high:
+            for hour in sorted(curve.changes):
+                if low < day + hour < high:
+                    yield day + hour
+            day += 24
+
+    latest = min(latest, earliest + 24.0)
+    starts = {earliest, latest}
+    starts.update(changes_between(earliest, latest))
+    starts.update(end - duration for end in changes_between(earliest + duration, latest + duration))
+    return min(starts, key=lambda start: (curve.between(start, duration), start))
+
+
+def test_the_cheapest_start_is_the_one_every_candidate_start_would_give() -> None:
+    # Given random daily price curves (time-of-use steps, ties, flat), windows (fractional ends,
+    # whole hours, longer than a day, empty, inverted) and durations,
+    rng = random.Random(22)
+    levels = [5.0, 7.25, 9.5, 9.5, 12.0, 20.125]
+    curves = [_curve(flat(9.5)), _curve(cheap_nights(20.0, 9.0))]
+    curves += [_curve(tuple(rng.choice(levels) for _ in range(24))) for _ in range(40)]
+    cases = 0
+    for _ in range(20_000):
+        curve = rng.choice(curves)
+        earliest = rng.choice([rng.uniform(0, 48), float(rng.randrange(48)), rng.randrange(48) + 0.5])
+        latest = earliest + rng.choice([rng.uniform(-3, 40), float(rng.randrange(30)), 0.0])
+        duration = rng.choice([rng.uniform(0.1, 30), float(rng.randrange(1, 30)), 2.5, 12.0])
+        # when ranked by whole hours, then it is the start, of the same type, that trying every start gives
+        found = _cheapest_start(curve, earliest, latest, duration)
+        expected = _cheapest_start_by_trying_every_start(curve, earliest, latest, duration)
+        assert (found, type(found)) == (expected, type(expected)), (curve.prices, earliest, latest, duration)
+        cases += 1
+    assert cases == 20_000
