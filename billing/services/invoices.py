@@ -22,6 +22,7 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from billing.bank_credits import banks_lock, banks_review, give_back_to_bank, pay_from_bank
+from billing.locks import invoice_lock
 from billing.metrics import INVOICES_FINALIZED, INVOICES_SET_ASIDE, count_on_commit
 from billing.models import (
     Account,
@@ -499,7 +500,8 @@ _IN_FLIGHT = "A card payment of this invoice is in flight at Stripe; try again i
 def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
     """Every entry the invoice posted is reversed, statements taken back, vouchers and credits
     returned; what it received is given back (``payments_give_back``)."""
-    invoice = Invoice.objects.select_for_update().select_related("buyer").get(pk=invoice_id)
+    # The buyer takes turns with an issuer's review of a claim of this invoice (``settlements``).
+    invoice = invoice_lock(invoice_id=invoice_id)
     if invoice.status not in VOIDABLE:
         raise ConflictError(
             gettext("A %(status)s invoice cannot be voided.") % {"status": invoice.status}, code="invoice_not_voidable"
