@@ -22,8 +22,11 @@ from organizations.models import Organization
 
 def invoice_lock(*, invoice_id: Any, buyer: bool = True) -> Invoice:
     """The invoice, locked ``FOR UPDATE`` until the transaction ends, with its buyer loaded; with
-    ``buyer``, the buyer's row is locked too, ``FOR NO KEY UPDATE`` (see the module's docstring)."""
-    invoice = Invoice.objects.select_for_update(of=("self",)).select_related("buyer").get(pk=invoice_id)
-    if buyer:
-        Organization.objects.select_for_update(no_key=True).filter(pk=invoice.buyer_id).values_list("pk").get()
+    ``buyer``, the buyer's row is locked too, ``FOR NO KEY UPDATE``, and loaded as it stands then
+    (see the module's docstring)."""
+    if not buyer:
+        return Invoice.objects.select_for_update(of=("self",)).select_related("buyer").get(pk=invoice_id)
+    invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+    # Loaded as it stands once locked: a transaction that held it may have changed it meanwhile.
+    invoice.buyer = Organization.objects.select_for_update(no_key=True).get(pk=invoice.buyer_id)
     return invoice
