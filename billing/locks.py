@@ -10,8 +10,9 @@ whether its orders are held), its row is locked ``FOR NO KEY UPDATE``, which ser
 and lets a foreign key check through. ``select_for_update`` joined to the buyer by
 ``select_related`` locks the buyer row too, at the statement's strength: say ``of=("self",)``.
 
-Order: the invoice, then its buyer, then the buyer's bank, then its grants (each kind in primary-key
-order), then vouchers (``vouchers.services``).
+Order, in finalization and void alike: the invoice, then its buyer, then the buyer's bank, then the
+voucher claim, programs and vouchers (``vouchers.services``), then the grants, then the providers'
+statements last (each kind in primary-key order).
 """
 
 from typing import Any
