@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from billing.locks import invoice_lock
 from billing.models import FapiaoFile, FapiaoRequest, Invoice
 from core.exceptions import ApplicationError, ConflictError, PayloadTooLarge, RuleViolation
 from core.money import format_yuan
@@ -55,7 +56,7 @@ def fapiao_request(*, invoice: Invoice, kind: str, by: str, now: datetime | None
     request (``created`` False): a retry never makes a second one. Returns (request, created)."""
     now = now or timezone.now()
     with transaction.atomic():
-        locked = Invoice.objects.select_for_update().select_related("buyer").get(pk=invoice.pk)
+        locked = invoice_lock(invoice_id=invoice.pk, buyer=False)
         active = FapiaoRequest.objects.filter(invoice=locked, status__in=FapiaoRequest.ACTIVE).first()
         if active is not None:
             if active.kind != kind:

@@ -22,6 +22,7 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from billing.bank_credits import banks_lock, banks_review, give_back_to_bank, pay_from_bank
+from billing.locks import invoice_lock
 from billing.metrics import INVOICES_FINALIZED, INVOICES_SET_ASIDE, count_on_commit
 from billing.models import (
     Account,
@@ -499,7 +500,11 @@ _IN_FLIGHT = "A card payment of this invoice is in flight at Stripe; try again i
 def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
     """Every entry the invoice posted is reversed, statements taken back, vouchers and credits
     returned; what it received is given back (``payments_give_back``)."""
-    invoice = Invoice.objects.select_for_update().select_related("buyer").get(pk=invoice_id)
+    # The buyer takes turns with an issuer's review of a claim of this invoice (``settlements``); its
+    # bank is locked before the vouchers and the statements, as finalization locks them (a month end
+    # finalizing the buyer's next invoice and this void took them the other way round and deadlocked).
+    invoice = invoice_lock(invoice_id=invoice_id)
+    banks_lock(buyer_ids=[invoice.buyer_id])
     if invoice.status not in VOIDABLE:
         raise ConflictError(
             gettext("A %(status)s invoice cannot be voided.") % {"status": invoice.status}, code="invoice_not_voidable"
@@ -523,7 +528,6 @@ def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
     )
     for entry in billed.order_by("posted_at"):
         entry_reverse(entry=entry, reason=reason or f"invoice {invoice.number} voided", at=now)
-    _accrue_statements((invoice.period_start, invoice.period_end), _provider_totals(list(invoice.lines.all())), sign=-1)
     reverse_vouchers(invoice=invoice, now=now)
     # Checked once the vouchers' claim of the invoice is locked (by reverse_vouchers), so that an
     # issuer's review committing meanwhile is seen: its issuer rejected a voucher line of it, billed
@@ -536,6 +540,8 @@ def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
             code="claim_line_rejected",
         )
     give_back_to_bank(invoice=invoice, now=now)
+    # Last, as finalization accrues them: other invoices' transactions wait on these rows.
+    _accrue_statements((invoice.period_start, invoice.period_end), _provider_totals(list(invoice.lines.all())), sign=-1)
     invoice.adjustments.update(invoice=None)  # billed again by the buyer's next invoice
     invoice.status, invoice.voided_at, invoice.voided_by = Status.VOID, now, by
     invoice.next_payment_attempt_at = None

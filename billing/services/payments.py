@@ -41,6 +41,7 @@ from django.utils.translation import gettext
 from rest_framework.exceptions import ParseError
 
 from billing import metrics
+from billing.locks import invoice_lock
 from billing.models import (
     CreditGrant,
     Invoice,
@@ -256,7 +257,7 @@ def payment_succeeded(*, attempt_id: Any, now: datetime | None = None) -> bool:
         return False
     metrics.count_on_commit(metrics.CARD_PAYMENT_SUCCEEDED)
     attempt = PaymentAttempt.objects.get(pk=attempt_id)
-    invoice = Invoice.objects.select_for_update().select_related("buyer").get(pk=attempt.invoice_id)
+    invoice = invoice_lock(invoice_id=attempt.invoice_id)  # its buyer's orders hold is decided in turn
     entry_post(
         kind="payment.stripe",
         description=f"Card payment of invoice {invoice.number} ({format_yuan(attempt.amount)} {attempt.currency})",
@@ -289,7 +290,7 @@ def payment_failed(*, attempt_id: Any, code: str, message: str, now: datetime | 
         return False
     metrics.count_on_commit(metrics.CARD_PAYMENT_FAILED)
     attempt = PaymentAttempt.objects.get(pk=attempt_id)
-    invoice = Invoice.objects.select_for_update().select_related("buyer").get(pk=attempt.invoice_id)
+    invoice = invoice_lock(invoice_id=attempt.invoice_id)  # its buyer's orders hold is decided in turn
     if invoice.status != Invoice.Status.FINALIZED:
         return True
     schedule = settings.BILLING_DUNNING_DAYS
@@ -380,7 +381,7 @@ def payments_due(*, now: datetime) -> list[Any]:
 def bank_transfer_record(*, invoice: Invoice, amount: int, by: str, now: datetime | None = None) -> Invoice:
     """An operator records a bank transfer received for an invoice."""
     now = now or timezone.now()
-    locked = Invoice.objects.select_for_update().select_related("buyer").get(pk=invoice.pk)
+    locked = invoice_lock(invoice_id=invoice.pk)  # its buyer's orders hold is decided in turn
     if locked.status not in (Invoice.Status.FINALIZED, Invoice.Status.UNCOLLECTIBLE):
         raise ConflictError(
             gettext("A %(status)s invoice takes no payment.") % {"status": locked.status}, code="invoice_not_payable"

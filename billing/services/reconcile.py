@@ -5,7 +5,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.db import connection
@@ -176,6 +176,8 @@ def reconcile() -> list[Difference]:
     differences += _usage_by_price_version()
     differences += _resales_credited_once()
     differences += _card_hours_within_pools()
+    differences += _reserved_billed()
+    differences += _cancel_fees_billed()
     differences += _compare("depositors' credit granted", _ledger(Account.Purpose.DEPOSIT_PAYABLE), {})
     for check in RECONCILE_CHECKS:
         differences += check()
@@ -582,3 +584,148 @@ def _card_hours_within_pools() -> list[Difference]:
             Difference("cards booked beyond the pool", str(pool_id), int(booked), int(cards))
             for pool_id, booked, cards in cursor.fetchall()
         ]
+
+
+# A reserved card lease's booked hours, as ``billing.reservations`` bills them, restated here without
+# its code: from ``start_at`` to ``price_locked_until`` (to when the provider or its pool ended it, if
+# it did), a booking cancelled before its start billing none (its fee instead).
+_RESERVED_LEASES = """
+SELECT l.id, l.buyer_id, l.cards, l.start_at, l.price_locked_until, l.price_plan_id, l.ended_at,
+       l.status = 'cancelled' AND l.ended_at IS NOT NULL AND l.ended_at < l.start_at AS cancelled_early,
+       CASE WHEN l.status IN ('preempted', 'failed') AND l.ended_at IS NOT NULL
+            THEN greatest(least(l.ended_at, l.price_locked_until), l.start_at)
+            ELSE l.price_locked_until END AS billed_until
+FROM marketplace_lease AS l
+WHERE l.commitment = 'reserved' AND l.endpoint_id IS NULL
+"""
+
+# Per (reserved lease, finalized invoice of its buyer): the card-seconds it booked in the invoice's
+# month, and those its ``reserved`` lines bill there (lines on any invoice: one the booking has no
+# hours in is a difference too). A void invoice keeps its lines and its month is never billed again
+# (one invoice per buyer and month): they stay the month's record, as usage lines do.
+_RESERVED_BILLED = f"""
+WITH leases AS ({_RESERVED_LEASES}), booked AS (
+    SELECT b.id AS lease_id, i.id AS invoice_id,
+           b.cards * extract(epoch FROM least(b.billed_until, i.period_end) - greatest(b.start_at, i.period_start))
+           AS seconds
+    FROM leases AS b JOIN billing_invoice AS i
+      ON i.buyer_id = b.buyer_id AND i.period_start < b.billed_until AND i.period_end > b.start_at
+    WHERE NOT b.cancelled_early AND i.status <> 'draft'
+), billed AS (
+    SELECT lease_id, invoice_id, sum(quantity) * %(seconds)s AS seconds, count(*) AS lines
+    FROM billing_invoiceline WHERE kind = 'reserved' GROUP BY 1, 2
+)
+SELECT coalesce(k.lease_id, d.lease_id), i.period_start, i.number, coalesce(d.seconds, 0), coalesce(k.seconds, 0)
+FROM booked AS k FULL JOIN billed AS d ON d.lease_id = k.lease_id AND d.invoice_id = k.invoice_id
+JOIN billing_invoice AS i ON i.id = coalesce(k.invoice_id, d.invoice_id)
+WHERE abs(coalesce(d.seconds, 0) - coalesce(k.seconds, 0)) > coalesce(d.lines, 0) * %(seconds)s * 5e-11
+ORDER BY i.period_start, 1
+"""  # noqa: S608 - built of this module's constants
+
+# Per booking cancelled before its start whose buyer's invoice of the month it was cancelled in is
+# finalized, and per invoice holding ``cancel_fee`` lines: its card-seconds booked and the exact fee
+# in fen (``RESERVED_CANCEL_FEE_RATE`` of the booked hours at each local hour's price less the reserved
+# discount), and what its fee lines bill there.
+_CANCEL_FEES_BILLED = f"""
+WITH cancelled AS (SELECT * FROM ({_RESERVED_LEASES}) AS l WHERE l.cancelled_early), due AS (
+    SELECT c.id AS lease_id, i.id AS invoice_id,
+           c.cards * extract(epoch FROM c.price_locked_until - c.start_at) AS seconds,
+           %(fee)s * (1 - p.reserved_discount) * c.cards * (
+               SELECT coalesce(sum(
+                   extract(epoch FROM least(h + interval '1 hour', c.price_locked_until) - greatest(h, c.start_at))
+                   * (p.hour_prices ->> extract(hour FROM h AT TIME ZONE %(zone)s)::int)::numeric
+               ), 0)
+               FROM generate_series(
+                   date_trunc('hour', c.start_at), c.price_locked_until - interval '1 microsecond', interval '1 hour'
+               ) AS h
+           ) / %(seconds)s * 100 AS fee
+    FROM cancelled AS c
+    JOIN billing_invoice AS i
+      ON i.buyer_id = c.buyer_id AND i.period_start <= c.ended_at AND c.ended_at < i.period_end
+    JOIN pools_priceplan AS p ON p.id = c.price_plan_id
+    WHERE i.status <> 'draft'
+), billed AS (
+    SELECT lease_id, invoice_id, count(*) AS lines, sum(quantity) * %(seconds)s AS seconds, sum(amount) AS amount
+    FROM billing_invoiceline WHERE kind = 'cancel_fee' GROUP BY 1, 2
+)
+SELECT coalesce(u.lease_id, d.lease_id), i.period_start, i.number, u.lease_id IS NOT NULL AND u.seconds > 0,
+       coalesce(d.lines, 0), coalesce(d.seconds, 0), coalesce(d.amount, 0), coalesce(u.seconds, 0), coalesce(u.fee, 0)
+FROM due AS u FULL JOIN billed AS d ON d.lease_id = u.lease_id AND d.invoice_id = u.invoice_id
+JOIN billing_invoice AS i ON i.id = coalesce(u.invoice_id, d.invoice_id)
+ORDER BY i.period_start, 1
+"""  # noqa: S608 - built of this module's constants
+
+
+def _month(period_start: datetime) -> str:
+    from core.timezones import local_zone
+
+    return f"{period_start.astimezone(local_zone()):%Y-%m}"
+
+
+def _card_hours(seconds: Decimal) -> Decimal:
+    hours = (Decimal(seconds) / SECONDS_PER_HOUR).quantize(Decimal("1e-10"))
+    return hours.quantize(Decimal(1)) if hours == hours.to_integral_value() else hours.normalize()
+
+
+def _reserved_billed() -> list[Difference]:
+    """Every finalized month of a reserved booking carries ``reserved`` lines for exactly the card-hours
+    it booked in that month, used or not, and no lines bill hours it did not book (``billing.reservations``).
+    Lines hold card-hours to 10 places: each may be off by half the last place."""
+    with connection.cursor() as cursor:
+        cursor.execute(_RESERVED_BILLED, {"seconds": SECONDS_PER_HOUR})
+        rows = cursor.fetchall()
+    return [
+        Difference(
+            "reserved card-hours",
+            f"lease {lease_id} {_month(period_start)} (invoice {number})",
+            _card_hours(billed),
+            _card_hours(booked),
+            ("on reserved lines", "booked"),
+        )
+        for lease_id, period_start, number, billed, booked in rows
+    ]
+
+
+def _cancel_fees_billed() -> list[Difference]:
+    """Every booking cancelled before its start carries one ``cancel_fee`` line, on its buyer's invoice
+    of the month it was cancelled in (once that is finalized), billing its booked card-hours at the fee:
+    the amount may differ from the exact fee by the rounding to the fen and the line's rate's 10 places."""
+    from django.conf import settings
+
+    from core.timezones import local_zone
+
+    differences = []
+    parameters: dict[str, Any] = {
+        "seconds": SECONDS_PER_HOUR,
+        "fee": settings.RESERVED_CANCEL_FEE_RATE,
+        "zone": str(local_zone()),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_CANCEL_FEES_BILLED, parameters)
+        rows = cursor.fetchall()
+    for lease_id, period_start, number, due, lines, seconds, amount, booked, fee in rows:
+        expected_lines, expected = (1, int(Decimal(fee).quantize(Decimal(1), ROUND_HALF_UP))) if due else (0, 0)
+        slack = Decimal("0.5") + _card_hours(seconds) * Decimal("5e-9")  # fen
+        if lines != expected_lines or (due and abs(amount - Decimal(fee)) > slack) or (not due and amount):
+            subject = f"lease {lease_id} {'cancelled ' if due else ''}{_month(period_start)} (invoice {number})"
+            differences.append(
+                Difference(
+                    "cancellation fee",
+                    f"{subject}: {lines} line{'' if lines == 1 else 's'}",
+                    int(amount),
+                    expected,
+                    ("on cancel_fee lines", "the fee of its booking"),
+                )
+            )
+        elif abs(seconds - booked) > lines * SECONDS_PER_HOUR * Decimal("5e-11"):
+            subject = f"lease {lease_id} cancelled {_month(period_start)} (invoice {number})"
+            differences.append(
+                Difference(
+                    "cancellation fee",
+                    f"{subject} card-hours",
+                    _card_hours(seconds),
+                    _card_hours(booked),
+                    ("on cancel_fee lines", "booked"),
+                )
+            )
+    return differences

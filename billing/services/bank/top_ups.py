@@ -111,7 +111,8 @@ def top_up_succeeded(*, top_up_id: Any, amount: int, currency: str, now: datetim
     """Grant the credit of a top-up Stripe charged, once (the top-up row is locked, and a succeeded
     one is never granted again). Returns whether this call granted it."""
     now = now or timezone.now()
-    top_up = TopUp.objects.select_for_update().select_related("buyer").get(pk=top_up_id)
+    # Its row alone: the buyer's is never locked FOR UPDATE (billing.locks); the grant locks the bank.
+    top_up = TopUp.objects.select_for_update(of=("self",)).select_related("buyer").get(pk=top_up_id)
     # A failed payment is not final: the buyer may confirm the same PaymentIntent again with another card.
     if top_up.status == TopUp.Status.SUCCEEDED:
         return False
