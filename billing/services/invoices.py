@@ -49,7 +49,7 @@ from billing.services.ledger import (
     entries_post,
     entry_reverse,
 )
-from billing.services.payments import attempts_settle, payments_give_back
+from billing.services.payments import attempts_settle, orders_hold_release, payments_give_back
 from billing.voucher_credits import redeem_vouchers, reverse_vouchers
 from core.exceptions import ConflictError
 from core.locks import advisory_lock
@@ -546,6 +546,7 @@ def _void(*, invoice_id: Any, by: str, reason: str, now: datetime) -> Invoice:
     invoice.status, invoice.voided_at, invoice.voided_by = Status.VOID, now, by
     invoice.next_payment_attempt_at = None
     invoice.save(update_fields=["status", "voided_at", "voided_by", "next_payment_attempt_at"])
+    orders_hold_release(invoice.buyer)  # an uncollectible invoice voided blocks no more orders
     refunds = payments_give_back(invoice=invoice, now=now)
     audit_record(
         actor=by,

@@ -276,7 +276,7 @@ def payment_succeeded(*, attempt_id: Any, now: datetime | None = None) -> bool:
         invoice.status, invoice.paid_at, invoice.next_payment_attempt_at = Invoice.Status.PAID, now, None
     payments_give_back(invoice=invoice, now=now)  # paid on a void invoice, or paid twice
     invoice.save(update_fields=["amount_paid", "amount_refunded", "status", "paid_at", "next_payment_attempt_at"])
-    _release_orders_hold(invoice.buyer)
+    orders_hold_release(invoice.buyer)
     return True
 
 
@@ -308,7 +308,8 @@ def payment_failed(*, attempt_id: Any, code: str, message: str, now: datetime | 
     return True
 
 
-def _release_orders_hold(buyer: Organization) -> None:
+def orders_hold_release(buyer: Organization) -> None:
+    """Lift the buyer's block on new orders once no uncollectible invoice of it is left (paid or voided)."""
     if (
         buyer.orders_blocked_reason
         and not Invoice.objects.filter(buyer=buyer, status=Invoice.Status.UNCOLLECTIBLE).exists()
@@ -416,7 +417,7 @@ def bank_transfer_record(*, invoice: Invoice, amount: int, by: str, now: datetim
         organization=locked.buyer,
         summary={"number": locked.number, "amount": format_yuan(amount), "status": locked.status},
     )
-    _release_orders_hold(locked.buyer)
+    orders_hold_release(locked.buyer)
     return locked
 
 

@@ -12,6 +12,7 @@ import stripe as stripe_library
 import time_machine
 from django.db import connection
 from django.test import Client
+from django.utils import timezone
 
 from billing.models import Invoice, JournalEntry, PaymentAttempt, StripeEvent, UnprocessableWebhook
 from billing.services.invoices import invoice_finalize, invoice_void
@@ -21,6 +22,8 @@ from billing.services.reconcile import reconcile
 from billing.stripe_client import stripe_client
 from marketplace.dispatch import Requirements
 from marketplace.services import order_place
+from pools.models import ResourcePool
+from pools.services import pool_heartbeat
 from tests.billing.factories import leased, usage
 from tests.billing.test_invoices import APRIL_5, SETUP, march_invoice, shanghai
 from tests.factories import BuyerFactory, ProviderFactory
@@ -148,6 +151,29 @@ def test_paying_an_uncollectible_invoice_with_a_good_card_lifts_the_block(
     assert response.json()["status"] == "paid"
     buyer.refresh_from_db()
     assert buyer.orders_blocked_reason == ""
+
+
+def test_voiding_the_uncollectible_invoice_lifts_the_block_on_new_orders(stripe, buyer, provider) -> None:
+    # given a buyer blocked by the invoice its declined card left uncollectible
+    invoice = finalized_invoice(buyer, provider, DECLINED_ON_CHARGE)
+    for days in (0, 1, 3, 7):
+        with time_machine.travel(APRIL_5 + timedelta(days=days, minutes=1), tick=False):
+            invoice_collect(invoice_id=invoice.pk)
+    buyer.refresh_from_db()
+    assert Invoice.objects.get(pk=invoice.pk).status == "uncollectible" and "unpaid" in buyer.orders_blocked_reason
+
+    # when the operator voids it
+    invoice_void(invoice_id=invoice.pk, by="operator")
+
+    # then nothing it owes blocks the buyer any more: it may order again
+    buyer.refresh_from_db()
+    assert buyer.orders_blocked_reason == ""
+    pool = ResourcePool.objects.get(provider=provider)
+    pool_heartbeat(pool=pool, healthy_cards=pool.cards, observed_at=timezone.now())
+    order_place(
+        buyer=buyer, requirements=Requirements(cards=1, duration_hours=1, workload="training", gpu_model="H100-80G")
+    )
+    assert reconcile() == []
 
 
 def _payment_state(invoice: Invoice) -> tuple:
