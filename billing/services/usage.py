@@ -96,17 +96,22 @@ def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetim
     with transaction.atomic():
         fresh, runs = _check_leases(parsed, provider_id=provider_id, now=now, result=result)
         known, marked = _insert(fresh, provider_id=provider_id, now=now)
-        new = []
-        for event in fresh:
-            digest = known.get((event.source, event.id))
-            if digest is None:
-                new.append(event)
-            elif digest == event.digest:
-                result.duplicates += 1
-            else:
-                result.reject(
-                    event.index, event.id, "conflict", "An event with this source and id was stored with other content."
-                )
+        new = fresh  # unless some keys were stored before (a replay, a conflict)
+        if known:
+            new = []
+            for event in fresh:
+                digest = known.get((event.source, event.id))
+                if digest is None:
+                    new.append(event)
+                elif digest == event.digest:
+                    result.duplicates += 1
+                else:
+                    result.reject(
+                        event.index,
+                        event.id,
+                        "conflict",
+                        "An event with this source and id was stored with other content.",
+                    )
         excess = _over_hourly_limits(new, runs, now=now)
         if excess:
             _delete([event for event, _ in excess], provider_id=provider_id)
@@ -129,7 +134,7 @@ def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetim
                         f"{runs[event.lease_id].cards} cards can process in the seconds it ran.",
                     )
         dropped = {event.index for event, _ in excess}
-        over = _over_budget([event for event in new if event.index not in dropped], runs)
+        over = _over_budget(_without(new, dropped), runs)
         if over:
             _delete([event for event, _ in over], provider_id=provider_id)
             for event, budget in over:
@@ -140,10 +145,9 @@ def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetim
                     f"This batch token order was placed for {budget:,} tokens; it cannot bill more.",
                 )
             dropped |= {event.index for event, _ in over}
-        for event in new:
-            if event.index not in dropped:
-                result.accepted += 1
-                result.buckets.add((event.lease_id, event.hour))
+        kept = _without(new, dropped)
+        result.accepted += len(kept)
+        result.buckets.update({(event.lease_id, event.hour) for event in kept})
         if dropped:
             # A bucket this batch marked due whose new events were all taken back has nothing new
             # to roll up: unmarked, as if never marked (a rollup would touch its month's invoices).
@@ -160,6 +164,10 @@ def usage_events_ingest(*, provider_id: Any, events: Sequence[Any], now: datetim
         transaction.on_commit(partial(usage_batch_counted, result), robust=True)
     result.errors.sort(key=lambda error: error["index"])
     return result
+
+
+def _without(events: list[Event], indexes: set[int]) -> list[Event]:
+    return [event for event in events if event.index not in indexes] if indexes else events
 
 
 def queue_rollups(buckets: list[Bucket], *, chunk: int = 500) -> None:
