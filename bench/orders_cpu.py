@@ -29,23 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import environment, recreate_database, stats
-
-
-def bodies(now: datetime) -> list[dict[str, Any]]:
-    deadline = (now + timedelta(hours=30)).isoformat()
-    return [
-        {
-            "gpu_model": "H20",
-            "cards": 2,
-            "workload": "realtime_inference",
-            "user_region": "shanghai",
-            "max_latency_ms": 20,
-            "duration_hours": "2",
-        },
-        {"gpu_model": "910B", "cards": 16, "workload": "batch_inference", "duration_hours": "4", "deadline": deadline},
-        {"gpu_model": "H800-80G", "cards": 64, "workload": "training", "duration_hours": "12", "deadline": deadline},
-        {"min_memory_gb": 80, "cards": 8, "workload": "training", "duration_hours": "6", "split": True},
-    ]
+from bench.placement import order_bodies as bodies
 
 
 def variants(now: datetime) -> list[dict[str, Any]]:

@@ -40,8 +40,9 @@ TARGET_PROCESS_P99_MS, TARGET_API_P99_MS = 5.0, 50.0
 TARGET_ORDERS_P99_MS = 30.0  # issue 22 (was 50 ms)
 
 
-def order_bodies() -> list[dict]:
-    deadline = (datetime.now(UTC) + timedelta(hours=30)).isoformat()
+def order_bodies(now: datetime | None = None) -> list[dict]:
+    """The four kinds of order the benchmarks send: real-time, batch with a deadline, training, split."""
+    deadline = ((now or datetime.now(UTC)) + timedelta(hours=30)).isoformat()
     return [
         {
             "gpu_model": "H20",
