@@ -48,16 +48,24 @@ def _peak(windows: list[tuple[datetime, datetime, int]], start: datetime, end: d
 
 
 # What calendar_fits reads, in one round trip (it runs under the pool's lock for every booking): the
-# windows of the pool's card leases (``_card_leases``) within [start, end), and the cards those
-# leases hold now. The three arrays come from the same rows.
+# most cards the pool's card leases (``_card_leases``) book at once within [start, end), as ``_peak``
+# finds it (a running sum over the clipped windows' starts and ends, an end before a start at one
+# moment), and the cards those leases hold now. The peak is summed where the rows are: a busy pool has
+# hundreds of windows, and loading their times into Python cost ten times the query.
 _FITS_SQL = f"""
-SELECT array_agg(start_at) FILTER (WHERE start_at < %(end)s AND end_at > %(start)s),
-    array_agg(end_at) FILTER (WHERE start_at < %(end)s AND end_at > %(start)s),
-    array_agg(cards) FILTER (WHERE start_at < %(end)s AND end_at > %(start)s),
-    sum(cards) FILTER (WHERE holding)
-FROM {Lease._meta.db_table}
-WHERE pool_id = %(pool)s AND status = ANY(%(active)s) AND endpoint_id IS NULL AND deposit_id IS NULL
-    AND ((start_at < %(end)s AND end_at > %(start)s) OR holding)
+WITH booking AS (
+    SELECT greatest(start_at, %(start)s) AS begins, least(end_at, %(end)s) AS ends, cards, holding,
+        start_at < %(end)s AND end_at > %(start)s AS within
+    FROM {Lease._meta.db_table}
+    WHERE pool_id = %(pool)s AND status = ANY(%(active)s) AND endpoint_id IS NULL AND deposit_id IS NULL
+        AND ((start_at < %(end)s AND end_at > %(start)s) OR holding)
+), change AS (
+    SELECT begins AS at, cards FROM booking WHERE within
+    UNION ALL
+    SELECT ends, -cards FROM booking WHERE within
+)
+SELECT coalesce(max(booked), 0), (SELECT coalesce(sum(cards), 0) FROM booking WHERE holding)
+FROM (SELECT sum(cards) OVER (ORDER BY at, cards ROWS UNBOUNDED PRECEDING) AS booked FROM change) running
 """  # noqa: S608  # the table's name, not input
 
 
@@ -66,14 +74,10 @@ def calendar_fits(*, pool: ResourcePool, cards: int, start: datetime, end: datet
     once within it, plus ``cards``, within the pool's cards less those its model endpoints hold (its
     reserved cards that no card lease holds). The caller holds the pool's lock."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            _FITS_SQL,
-            {"pool": pool.pk, "start": start, "end": end, "active": _ACTIVE},
-        )
-        starts, ends, booked, held = cursor.fetchone()
-    windows = list(zip(starts or [], ends or [], booked or [], strict=True))
-    endpoints = max(pool.reserved_cards - (held or 0), 0)
-    return _peak(windows, start, end) + cards <= pool.cards - endpoints
+        cursor.execute(_FITS_SQL, {"pool": pool.pk, "start": start, "end": end, "active": _ACTIVE})
+        peak, held = cursor.fetchone()
+    endpoints = max(pool.reserved_cards - held, 0)
+    return peak + cards <= pool.cards - endpoints
 
 
 def calendar_hours(*, pool: ResourcePool, start: datetime, hours: int) -> list[tuple[datetime, int]]:

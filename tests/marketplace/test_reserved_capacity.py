@@ -3,6 +3,7 @@ cards from their start and a pool's capacity calendar refuses an overlapping boo
 card-hours are offered again and taken by exactly as many orders as they hold (issue 19, points 1,
 2 and 6)."""
 
+import random
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -11,10 +12,11 @@ import pytest
 from django.utils import timezone
 
 from core.exceptions import RuleViolation
+from marketplace.capacity import _peak, calendar_fits
 from marketplace.deposits import deposit_create
 from marketplace.dispatch import Requirements
 from marketplace.models import Lease
-from marketplace.services import lease_extend, lease_start, order_place
+from marketplace.services import lease_extend, lease_start, order_cancel, order_place
 from pools.models import PricePlan, ResourcePool
 from pools.services import price_plan_create
 from tests.factories import BuyerFactory, pool_factory
@@ -191,3 +193,32 @@ def test_an_extension_into_hours_another_order_booked_is_refused_by_the_calendar
 
     assert refused.value.code == "calendar_full"
     assert lease_extend(lease=running, end_at=whole_hour(3), by="buyer").end_at == whole_hour(3)  # before it
+
+
+@pytest.mark.django_db
+def test_the_calendar_finds_the_most_cards_booked_at_once_as_the_windows_say(buyer, provider) -> None:
+    """calendar_fits sums the peak in SQL: checked against ``_peak`` over the same leases, with
+    windows that touch (one ends as another starts), overlap, nest and are cancelled, for booking
+    windows that cut through them anywhere (whole and half hours)."""
+    pool = pool_factory(provider=provider, cards=1000, price_per_card_hour=Decimal(20))
+    rng = random.Random(7)
+    for _ in range(40):
+        place(
+            buyer, pool, cards=rng.randint(1, 20), hours=rng.choice([1, 2, 3, 5]), start=whole_hour(rng.randint(0, 12))
+        )
+    for lease in Lease.objects.filter(pool=pool).order_by("pk")[:5]:
+        order_cancel(order=lease.order, by="test")  # cancelled leases book nothing
+    pool.refresh_from_db()
+    windows = list(Lease.objects.filter(pool=pool, status__in=Lease.ACTIVE).values_list("start_at", "end_at", "cards"))
+    held = sum(
+        cards
+        for holding, cards in Lease.objects.filter(pool=pool, status__in=Lease.ACTIVE).values_list("holding", "cards")
+        if holding
+    )
+    assert held == pool.reserved_cards > 0  # the leases starting now hold their cards
+    for _ in range(60):
+        start = whole_hour(rng.randint(-1, 14)) + rng.choice([0, 30]) * timedelta(minutes=1)
+        end = start + rng.randint(1, 8) * H / 2
+        room = pool.cards - _peak(windows, start, end)
+        assert calendar_fits(pool=pool, cards=room, start=start, end=end)
+        assert not calendar_fits(pool=pool, cards=room + 1, start=start, end=end)
