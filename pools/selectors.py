@@ -10,6 +10,7 @@ from django.db.models import Count, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
+from core.rows import Rows
 from organizations.models import Organization
 from pools.models import Heartbeat, Hub, ModelEndpoint, PricePlan, ResourcePool
 from pools.reference_data import HUBS
@@ -55,11 +56,12 @@ def price_plans_in_force(*, pool_ids: list[UUID], at: datetime) -> dict[UUID, Pr
     return {plan.pool_id: plan for plan in in_force}
 
 
-_VERSIONS_IN_FORCE_SQL = """
-SELECT DISTINCT ON (pool_id) id, pool_id, version, effective_from FROM pools_priceplan
+_VERSION_ROWS = Rows(PricePlan, ["id", "pool", "version", "effective_from"])
+_VERSIONS_IN_FORCE_SQL = f"""
+SELECT DISTINCT ON (pool_id) {_VERSION_ROWS.columns} FROM {PricePlan._meta.db_table}
 WHERE pool_id = ANY(%s) AND effective_from <= %s
 ORDER BY pool_id, effective_from DESC
-"""
+"""  # noqa: S608  # the table's name and columns, not input
 
 
 def price_plan_versions_in_force(*, pool_ids: list[UUID], at: datetime) -> dict[UUID, PricePlan]:
@@ -67,7 +69,7 @@ def price_plan_versions_in_force(*, pool_ids: list[UUID], at: datetime) -> dict[
     with only its id, pool, version and start read (any other field loads on first use, a query
     each): what a lease placed on it refers to. Plain SQL: it runs under the pools' locks for
     every order, where compiling the query cost more than running it."""
-    return {plan.pool_id: plan for plan in PricePlan.objects.raw(_VERSIONS_IN_FORCE_SQL, [list(pool_ids), at])}
+    return {plan.pool_id: plan for plan in _VERSION_ROWS.fetch(_VERSIONS_IN_FORCE_SQL, [list(pool_ids), at])}
 
 
 Versions = list[tuple[datetime, int, Any]]  # a pool's (running from, version, id), by running_from

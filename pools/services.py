@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from core.exceptions import ApplicationError, ConflictError, RuleViolation
+from core.rows import Rows
 from organizations.models import AuditEvent, Organization
 from organizations.services import audit_record
 from pools import hooks
@@ -370,12 +371,15 @@ def pool_heartbeat(*, pool: ResourcePool, healthy_cards: int, observed_at: datet
 
 # select_for_update().filter(pk__in=...).order_by("pk") as plain SQL: every order and capacity write
 # takes these locks, and compiling the ORM's query cost more than running it.
-_LOCK_SQL = f"SELECT * FROM {ResourcePool._meta.db_table} WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE"  # noqa: S608
+_POOL_ROWS = Rows(ResourcePool)
+_LOCK_SQL = (
+    f"SELECT {_POOL_ROWS.columns} FROM {ResourcePool._meta.db_table} WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE"  # noqa: S608
+)
 
 
 def pools_lock(pool_ids: Iterable[Any]) -> list[ResourcePool]:
     """Lock pools in primary-key order, the one order every writer uses."""
-    return list(ResourcePool.objects.raw(_LOCK_SQL, [[str(pool_id) for pool_id in pool_ids]]))
+    return _POOL_ROWS.fetch(_LOCK_SQL, [[str(pool_id) for pool_id in pool_ids]])
 
 
 @transaction.atomic
