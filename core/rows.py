@@ -29,7 +29,7 @@ class Rows(Generic[M]):
         prefix = f"{alias}." if alias else ""
         self.model = model
         self.attnames = [field.attname for field in chosen]
-        self.columns = ", ".join(prefix + connection.ops.quote_name(field.column) for field in chosen)
+        self.columns = ", ".join(prefix + connection.ops.quote_name(str(field.column)) for field in chosen)
         self._converters = [
             (position, field, converters)
             for position, field in enumerate(chosen)
