@@ -5,7 +5,7 @@
 
 ``POST /api/v1/quotes/`` and ``POST /api/v1/orders/`` through Django's test client on a copy
 of ``--database`` (the national data set, as ``bench/placement.py`` seeds it), the four order
-kinds of ``bench/placement.py``, with the server's collector settings (``config/wsgi.py``):
+kinds of ``bench/placement.py``, set up as the server is (``config/wsgi.py``, its collector's settings included):
 CPU time of the process (``time.process_time``) and wall time per request, queries per
 request (``CaptureQueriesContext``), and with ``--profile`` the cProfile of the orders.
 ``--dump`` writes every answer (ids of orders and leases blanked) with the clock frozen, so
@@ -107,9 +107,11 @@ def main() -> int:
     traveller = time_machine.travel(args.frozen, tick=False) if args.frozen else None
     if traveller:
         traveller.start()
-    import django
+    import config.wsgi  # noqa: F401  # Django set up as the server sets it up, the collector's settings included
 
-    django.setup()
+    if args.default_gc:
+        gc.unfreeze()
+        gc.set_threshold(700, 10, 10)
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -136,10 +138,6 @@ def main() -> int:
     for n in range(args.warm):
         post("/api/v1/quotes/", kinds[n % 4])
         post("/api/v1/orders/", kinds[n % 4])
-    if not args.default_gc:
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 50, 100)
     print(f"load average {os.getloadavg()}", flush=True)
     collections: list[list[float]] = [[], [], []]  # each generation's collections, their ms
     started: list[float] = []
