@@ -40,13 +40,13 @@ class Rows(Generic[M]):
         """The instances of the rows ``sql`` returns; it selects ``self.columns``."""
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            rows = cursor.fetchall()
-        if self._converters:
-            rows = [self._convert(list(row)) for row in rows]
-        return [self.model.from_db(DEFAULT_DB_ALIAS, self.attnames, row) for row in rows]
+            return [self.instance(row) for row in cursor.fetchall()]
 
-    def _convert(self, row: list[Any]) -> list[Any]:
-        for position, field, converters in self._converters:
-            for converter in converters:
-                row[position] = converter(row[position], field, connection)
-        return row
+    def instance(self, values: Sequence[Any]) -> M:
+        """The instance of one row's values of ``self.columns`` (a slice of a joined row's)."""
+        if self._converters:
+            values = list(values)
+            for position, field, converters in self._converters:
+                for converter in converters:
+                    values[position] = converter(values[position], field, connection)
+        return self.model.from_db(DEFAULT_DB_ALIAS, self.attnames, values)
