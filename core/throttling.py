@@ -1,9 +1,9 @@
 """Rate limits per API key and per organization, and failed authentications per client address,
 counted in the cache (Redis; local memory in the embedded default).
 
-A fixed window per bucket: the first request of a window creates its counter (``add``),
-every request increments it (``incr``, atomic in Redis, so concurrent web processes share
-one count), and a request past the limit is a 429 that says the limit and, in
+A fixed window per bucket: every request increments its window's counter (atomic in Redis,
+so concurrent web processes share one count; the first count sets the counter to expire with
+its window), and a request past the limit is a 429 that says the limit and, in
 ``Retry-After``, when the window ends. Views name their scope with ``throttle_scope``
 (default ``default``). A request with a key counts in its key's bucket
 (settings.API_RATE_LIMITS) and then in its organization's (API_RATE_LIMITS_PER_ORGANIZATION),
