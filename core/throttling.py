@@ -1,9 +1,9 @@
 """Rate limits per API key and per organization, and failed authentications per client address,
 counted in the cache (Redis; local memory in the embedded default).
 
-A fixed window per bucket: the first request of a window creates its counter (``add``),
-every request increments it (``incr``, atomic in Redis, so concurrent web processes share
-one count), and a request past the limit is a 429 that says the limit and, in
+A fixed window per bucket: every request increments its window's counter (atomic in Redis,
+so concurrent web processes share one count; the first count sets the counter to expire with
+its window), and a request past the limit is a 429 that says the limit and, in
 ``Retry-After``, when the window ends. Views name their scope with ``throttle_scope``
 (default ``default``). A request with a key counts in its key's bucket
 (settings.API_RATE_LIMITS) and then in its organization's (API_RATE_LIMITS_PER_ORGANIZATION),
@@ -67,6 +67,19 @@ def _count(key: str, period: int) -> int | None:
         return None
 
 
+# cache.add then cache.incr for each counter, in one command: a counter's first count sets its expiry.
+_COUNT_SCRIPT = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+    counts[i] = redis.call('INCR', key)
+    if counts[i] == 1 then
+        redis.call('EXPIRE', key, ARGV[i])
+    end
+end
+return counts
+"""
+
+
 def _redis() -> Any | None:
     """The cache's Redis client, made once per process and thread (Django's RedisCache makes a
     client, with its ~170 response callbacks, for every call), or None when the cache is not Redis."""
@@ -77,26 +90,24 @@ def _redis() -> Any | None:
     if client is None:
         client = backend._cache.get_client(write=True)
         backend._throttle_client = client  # type: ignore[attr-defined]
+        backend._throttle_count = client.register_script(_COUNT_SCRIPT)  # type: ignore[attr-defined]
     return client
 
 
 def _count_all(keys: list[tuple[str, int]]) -> list[int | None]:
-    """``_count`` for several (key, period) counters, in one round trip to Redis."""
+    """``_count`` for several (key, period) counters, in one command to Redis (_COUNT_SCRIPT)."""
     client = _redis()
     if client is None:
         return [_count(key, period) for key, period in keys]
     backend = caches["default"]
     try:
-        pipe = client.pipeline(transaction=False)
-        for key, period in keys:
-            full = backend.make_and_validate_key(key)
-            pipe.set(full, 0, ex=period + 1, nx=True)  # cache.add
-            pipe.incr(full)
-        results = pipe.execute()
+        counts = backend._throttle_count(  # type: ignore[attr-defined]
+            keys=[backend.make_and_validate_key(key) for key, _ in keys], args=[period + 1 for _, period in keys]
+        )
     except (RedisError, OSError):
         logger.warning("rate limit not checked: the cache is unavailable", exc_info=True)
         return [None for _ in keys]
-    return [int(count) for count in results[1::2]]
+    return [int(count) for count in counts]
 
 
 def _refuse(*, scope: str, count: int | None, limit: int, period: int, retry_after: int, who: str) -> None:

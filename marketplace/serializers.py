@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.money import estimate_in_yuan, fen_to_yuan
-from core.serializers import EstimateField, PriceField, StrictSerializer
+from core.serializers import EstimateField, FieldsBuiltOnceSerializer, PriceField, StrictSerializer
 from marketplace.dispatch import DispatchResult, Requirements
 from marketplace.models import CapacityDeposit, Commitment, FeedEvent, Lease, Order, Workload
 from pools.models import MAX_POOL_CARDS, GpuModel, Hub, ResourcePool
@@ -115,7 +115,7 @@ class OfferSerializer(serializers.ModelSerializer):
         }
 
 
-class OrderRequestSerializer(StrictSerializer):
+class OrderRequestSerializer(FieldsBuiltOnceSerializer):
     """What a buyer needs; the same body for a quote and an order."""
 
     rules: ClassVar[dict[str, str]] = {

@@ -368,3 +368,19 @@ def test_x_forwarded_for_is_honoured_from_a_trusted_proxy_right_most_untrusted_a
     response = created.post("/api/v1/api-keys/", {"name": "from behind the proxy"}, format="json")
     assert response.status_code == 201
     assert AuditEvent.objects.get(action="api_key.create", summary__name="from behind the proxy").ip == behind
+
+
+def test_a_windows_counters_expire_with_it_and_count_every_request(buyer, limits) -> None:
+    limits(default=(10, 60), organization={"default": (20, 60)})
+    client = keyed(buyer)
+
+    for _ in range(3):
+        assert client.get("/api/v1/organizations/me/").status_code == 200
+
+    redis_client = redis.Redis.from_url(django_settings.REDIS_URL)
+    key_id = ApiKey.objects.get(organization=buyer, name="limited").pk
+    window = int(NOON.timestamp() // 60)
+    for bucket in (f"key:{key_id}", f"org:{buyer.pk}"):
+        (counter,) = redis_client.keys(f"*throttle:default:{bucket}:{window}")
+        assert int(redis_client.get(counter)) == 3
+        assert 0 < redis_client.ttl(counter) <= 61

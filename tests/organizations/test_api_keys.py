@@ -1,10 +1,11 @@
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.forms.models import model_to_dict
 from rest_framework.test import APIClient
 
-from organizations.models import ApiKey
-from organizations.services import api_key_create, api_key_revoke
+from organizations.models import ApiKey, Organization
+from organizations.services import api_key_authenticate, api_key_create, api_key_revoke
 from tests.factories import BuyerFactory
 
 pytestmark = pytest.mark.django_db
@@ -58,6 +59,33 @@ def test_a_revoked_key_gets_401(buyer) -> None:
     api_key_revoke(organization=buyer, key_id=api_key.pk, by="test")
 
     assert client.get("/api/v1/organizations/me/").status_code == 401
+
+
+def test_a_key_of_a_deactivated_organization_gets_401(buyer) -> None:
+    _api_key, raw_key = api_key_create(organization=buyer, name="k")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    assert client.get("/api/v1/organizations/me/").status_code == 200
+
+    Organization.objects.filter(pk=buyer.pk).update(is_active=False)
+
+    assert client.get("/api/v1/organizations/me/").status_code == 401
+
+
+def test_authenticating_reads_the_key_and_its_organization_as_the_orm_does(buyer) -> None:
+    api_key, raw_key = api_key_create(organization=buyer, name="k")
+
+    authenticated = api_key_authenticate(raw_key=raw_key)
+
+    assert authenticated is not None
+    stored = ApiKey.objects.select_related("organization").get(pk=api_key.pk)
+    assert (authenticated.pk, authenticated.organization.pk) == (stored.pk, stored.organization.pk)
+    assert model_to_dict(authenticated) == model_to_dict(stored)
+    assert authenticated.last_used_at == stored.last_used_at
+    assert authenticated.created_at == stored.created_at
+    assert model_to_dict(authenticated.organization) == model_to_dict(stored.organization)
+    assert authenticated.organization.created_at == stored.organization.created_at
+    assert not authenticated._state.adding and not authenticated.organization._state.adding
 
 
 def test_keys_are_stored_hashed_never_in_clear(buyer) -> None:
