@@ -1,4 +1,3 @@
-import functools
 import hashlib
 import secrets
 from collections.abc import Iterable, Mapping
@@ -13,6 +12,7 @@ from django.utils.translation import gettext
 
 from core.context import current_origin
 from core.exceptions import ConflictError, NotFoundError, RuleViolation
+from core.rows import Rows
 from organizations.models import ApiKey, AuditEvent, InvoicingDetails, MemberProfile, Membership, Organization
 
 KEY_PREFIX_BYTES = 6
@@ -116,36 +116,26 @@ def api_key_revoke(*, organization: Organization, key_id: str, by: str) -> ApiKe
     return api_key
 
 
-def _columns(model: type[models.Model]) -> list[tuple[str, str]]:
-    """A model's fields as ``from_db`` takes them and their columns, in the same order."""
-    return [(field.attname, field.column or field.attname) for field in model._meta.concrete_fields]
-
-
-@functools.cache
-def _api_key_query() -> str:
-    """One query for a key and its organization, both rows whole, by the key's prefix."""
-    quote = connection.ops.quote_name
-    columns = [f"k.{quote(column)}" for _, column in _columns(ApiKey)]
-    columns += [f"o.{quote(column)}" for _, column in _columns(Organization)]
-    key_table, organization_table = quote(ApiKey._meta.db_table), quote(Organization._meta.db_table)
-    joined = f"{key_table} k JOIN {organization_table} o ON o.id = k.organization_id"
-    return f"SELECT {', '.join(columns)} FROM {joined} WHERE k.prefix = %s"  # noqa: S608  # the models' names
+# A key and its organization, both rows whole, by the key's prefix.
+_KEY_ROWS, _ORGANIZATION_ROWS = Rows(ApiKey, alias="k"), Rows(Organization, alias="o")
+_API_KEY_SQL = f"""
+SELECT {_KEY_ROWS.columns}, {_ORGANIZATION_ROWS.columns}
+FROM {ApiKey._meta.db_table} k JOIN {Organization._meta.db_table} o ON o.id = k.organization_id
+WHERE k.prefix = %s
+"""  # noqa: S608  # the tables' names and columns, not input
 
 
 def _api_key_by_prefix(prefix: str) -> ApiKey | None:
     """The key with ``prefix`` (unique) and its organization, as ``select_related`` reads them, in
-    plain SQL: the ORM compiling that query cost more than the query (every keyed request asks).
-    Every column is one psycopg returns as the model holds it (uuid, text, boolean, timestamptz)."""
+    plain SQL: the ORM compiling that query cost more than the query (every keyed request asks)."""
     with connection.cursor() as cursor:
-        cursor.execute(_api_key_query(), [prefix])
+        cursor.execute(_API_KEY_SQL, [prefix])
         row = cursor.fetchone()
     if row is None:
         return None
-    key_fields = [name for name, _ in _columns(ApiKey)]
-    organization_fields = [name for name, _ in _columns(Organization)]
-    api_key = ApiKey.from_db(connection.alias, key_fields, row[: len(key_fields)])
-    organization = Organization.from_db(connection.alias, organization_fields, row[len(key_fields) :])
-    ApiKey.organization.field.set_cached_value(api_key, organization)
+    split = len(_KEY_ROWS.attnames)
+    api_key = _KEY_ROWS.instance(row[:split])
+    ApiKey.organization.field.set_cached_value(api_key, _ORGANIZATION_ROWS.instance(row[split:]))
     return api_key
 
 
