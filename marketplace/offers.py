@@ -154,12 +154,14 @@ class _Snapshot:
         # offers_now's selections: (generation, user_region) -> (valid from, valid until, offers)
         self.selections: dict[tuple[int, str | None], tuple[datetime, datetime, list[Offer]]] = {}
         self.ordered: tuple[int, list[_Pool]] = (-1, [])  # pools_held's, by generation
+        self.positions: dict[Any, int] = {}  # each pool's place in ``ordered``
         self.lock = threading.Lock()
 
     def reset(self) -> None:
         with self.lock:
             self.pools, self.since, self.digests = {}, None, {}
             self.generation, self.selections = self.generation + 1, {}
+            self.ordered, self.positions = (-1, []), {}
 
     def refresh(self) -> None:
         """Read again the pools changed since the last look (hold ``lock``)."""
@@ -182,10 +184,23 @@ class _Snapshot:
             self.pools = _load(None)
             self.generation += 1
         elif changed:
-            self.pools.update(_load(changed))
+            loaded = _load(changed)
+            self.pools.update(loaded)
             self.generation += 1
+            self._reorder(loaded)
         self.digests.clear()
         self.since = min(xmin, own) if own is not None else xmin
+
+    def _reorder(self, loaded: dict[Any, _Pool]) -> None:
+        """Put the pools read again in the places of the ones they replace in ``ordered``, as a new
+        list (one handed out is never changed); a new pool leaves it to ``pools_held`` to sort."""
+        generation, ordered = self.ordered
+        if generation != self.generation - 1 or any(pool_id not in self.positions for pool_id in loaded):
+            return
+        ordered = list(ordered)
+        for pool_id, pool in loaded.items():
+            ordered[self.positions[pool_id]] = pool
+        self.ordered = (self.generation, ordered)
 
     def _digest(self, since: int) -> str:
         """What ``_WINDOW_SQL`` digests, from the pools held."""
@@ -221,10 +236,9 @@ def pools_held() -> Held:
     with _snapshot.lock:
         _snapshot.refresh()
         if _snapshot.ordered[0] != _snapshot.generation:
-            _snapshot.ordered = (
-                _snapshot.generation,
-                sorted(_snapshot.pools.values(), key=lambda pool: pool.key),
-            )
+            ordered = sorted(_snapshot.pools.values(), key=lambda pool: pool.key)
+            _snapshot.ordered = (_snapshot.generation, ordered)
+            _snapshot.positions = {pool.id: position for position, pool in enumerate(ordered)}
         return Held(_snapshot.generation, _snapshot.ordered[1], _snapshot.pools)
 
 
