@@ -354,19 +354,25 @@ def dispatch(req: Requirements, pools: Iterable[PoolSnapshot], now: datetime) ->
     if req.workload != REALTIME and req.max_latency_ms is not None:
         result.warnings.append("max_latency_ms is ignored for batch and training work.")
 
+    window = (earliest, latest)
+    rejections = result.rejections
     eligible: list[_Priced] = []
     for pool in pools:
         reason = _filter(pool, req)
         if reason is None:
-            priced = _price(pool, req, (earliest, latest))
+            too_small = not req.split and pool.free_cards < req.cards
+            if too_small and req.max_price is None:  # too few cards, whatever the run would cost: not priced
+                rejections[pool.id] = "free_cards"
+                continue
+            priced = _price(pool, req, window)
             if req.max_price is not None and priced.price_integral / req.duration_hours > req.max_price:
                 reason = "price"
-            elif not req.split and pool.free_cards < req.cards:
+            elif too_small:
                 reason = "free_cards"
             else:
                 eligible.append(priced)
                 continue
-        result.rejections[pool.id] = reason
+        rejections[pool.id] = reason
 
     if req.split:
         placements, short = _split_placements(eligible, req, reference)

@@ -73,6 +73,9 @@ def realtime(**changes) -> Requirements:  # type: ignore[no-untyped-def]
         (pool("a", latency_ms={}), realtime(), "latency"),
         (pool("a", green_share=0.2), batch(min_green_share=0.5), "green_share"),
         (pool("a", hour_prices=flat(30.0)), batch(max_price=25.0), "price"),
+        # Too dear says more than too small: a pool short of cards is still priced under a price cap.
+        (pool("a", hour_prices=flat(30.0), free_cards=7), batch(max_price=25.0), "price"),
+        (pool("a", hour_prices=flat(20.0), free_cards=7), batch(max_price=25.0), "free_cards"),
         (pool("a", stale=True), batch(), "stale"),
     ],
 )
