@@ -180,7 +180,15 @@ class _PriceCurve:
         return days * self.day_total + self.prefix[hour] + self.prices[hour] * (rest - hour)
 
     def between(self, start: float, hours: float) -> float:
-        return self.cumulative(start + hours) - self.cumulative(start)
+        """``cumulative(start + hours) - cumulative(start)``, the same sums written out (the hottest
+        call of a quote: a call less per end)."""
+        prefix, prices, day_total = self.prefix, self.prices, self.day_total
+        days, rest = divmod(start + hours, 24.0)
+        hour = int(rest)
+        end = days * day_total + prefix[hour] + prices[hour] * (rest - hour)
+        days, rest = divmod(start, 24.0)
+        hour = int(rest)
+        return end - (days * day_total + prefix[hour] + prices[hour] * (rest - hour))
 
 
 @lru_cache(maxsize=65536)
@@ -255,11 +263,42 @@ def _filter(pool: PoolSnapshot, req: Requirements) -> str | None:
     return None
 
 
-@dataclass
+class _Costs:
+    """What pricing a pool takes that no order changes: its price and tariff curves, the energy a
+    card draws in an hour (at the pool's PUE), the weight of its green share and reliability, and
+    its id as text (the tie-break). Worked out once per snapshot (``_costs``): the snapshots are
+    kept from one quote to the next (``selectors.pool_snapshots``)."""
+
+    __slots__ = ("curve", "kwh", "name", "pool", "scored", "tariff", "weight")
+
+    def __init__(self, pool: PoolSnapshot) -> None:
+        self.pool = pool
+        self.curve = _curve(tuple(pool.hour_prices))
+        self.tariff = _curve(tuple(pool.tariff_kwh))
+        self.kwh = pool.power_watts / 1000.0 * pool.pue
+        self.weight = (1 - GREEN_WEIGHT * pool.green_share) * (1 + RELIABILITY_WEIGHT * (1 - pool.reliability))
+        self.name = str(pool.id)
+        # Price and weighted electricity together, by local hour: where deferrable work starts.
+        self.scored = _curve(_scored_hours(tuple(pool.hour_prices), tuple(pool.tariff_kwh), self.kwh))
+
+
+# By id() of the snapshot, which each entry holds (so that id is not reused while it is kept).
+_costs_held: dict[int, _Costs] = {}
+
+
+def _costs(pool: PoolSnapshot) -> _Costs:
+    costs = _costs_held.get(id(pool))
+    if costs is None or costs.pool is not pool:
+        if len(_costs_held) >= 16384:
+            _costs_held.clear()
+        costs = _costs_held[id(pool)] = _Costs(pool)
+    return costs
+
+
+@dataclass(slots=True)
 class _Priced:
     pool: PoolSnapshot
-    curve: _PriceCurve
-    tariff: _PriceCurve
+    costs: _Costs
     start: float
     price_integral: float  # sum of price per card-hour over the run, for one card
     electricity_integral: float  # kWh price over the run, for one card
@@ -267,29 +306,23 @@ class _Priced:
 
     def at(self, start: float, req: Requirements) -> "_Priced":
         """The same pool run from another start."""
-        price_integral = self.curve.between(start, req.duration_hours)
-        return _Priced(
-            pool=self.pool,
-            curve=self.curve,
-            tariff=self.tariff,
-            start=start,
-            price_integral=price_integral,
-            electricity_integral=self.tariff.between(start, req.duration_hours) * _kwh(self.pool),
-            per_card_score=price_integral * _weight(self.pool, req)
-            + ELECTRICITY_WEIGHT * self.tariff.between(start, req.duration_hours) * _kwh(self.pool),
-        )
+        return _priced(self.pool, self.costs, start, req)
 
 
-def _kwh(pool: PoolSnapshot) -> float:
-    """Energy one card draws in an hour, at the pool's PUE."""
-    return pool.power_watts / 1000.0 * pool.pue
-
-
-def _weight(pool: PoolSnapshot, req: Requirements) -> float:
-    weight = (1 - GREEN_WEIGHT * pool.green_share) * (1 + RELIABILITY_WEIGHT * (1 - pool.reliability))
+def _priced(pool: PoolSnapshot, costs: _Costs, start: float, req: Requirements) -> _Priced:
+    price_integral = costs.curve.between(start, req.duration_hours)
+    electricity = costs.tariff.between(start, req.duration_hours)
+    weight = costs.weight
     if req.workload == REALTIME and req.user_region:
         weight *= 1 + LATENCY_WEIGHT_PER_MS * pool.latency_ms.get(req.user_region, 0)
-    return weight
+    return _Priced(
+        pool,
+        costs,
+        start,
+        price_integral,
+        electricity * costs.kwh,
+        price_integral * weight + ELECTRICITY_WEIGHT * electricity * costs.kwh,
+    )
 
 
 @lru_cache(maxsize=4096)
@@ -305,14 +338,11 @@ def _scored_hours(prices: tuple[float, ...], tariff: tuple[float, ...], kwh: flo
 
 
 def _price(pool: PoolSnapshot, req: Requirements, window: tuple[float, float]) -> _Priced:
-    curve, tariff = _curve(tuple(pool.hour_prices)), _curve(tuple(pool.tariff_kwh))
+    costs = _costs(pool)
     earliest, latest = window
-    if req.deferrable:  # the start where price and weighted electricity together are lowest
-        scored = _curve(_scored_hours(tuple(pool.hour_prices), tuple(pool.tariff_kwh), _kwh(pool)))
-        start = _cheapest_start(scored, earliest, latest, req.duration_hours)
-    else:
-        start = earliest
-    return _Priced(pool, curve, tariff, start, 0.0, 0.0, 0.0).at(start, req)
+    # Deferrable work starts where price and weighted electricity together are lowest.
+    start = _cheapest_start(costs.scored, earliest, latest, req.duration_hours) if req.deferrable else earliest
+    return _priced(pool, costs, start, req)
 
 
 def dispatch(req: Requirements, pools: Iterable[PoolSnapshot], now: datetime) -> DispatchResult:
@@ -324,26 +354,32 @@ def dispatch(req: Requirements, pools: Iterable[PoolSnapshot], now: datetime) ->
     if req.workload != REALTIME and req.max_latency_ms is not None:
         result.warnings.append("max_latency_ms is ignored for batch and training work.")
 
+    window = (earliest, latest)
+    rejections = result.rejections
     eligible: list[_Priced] = []
     for pool in pools:
         reason = _filter(pool, req)
         if reason is None:
-            priced = _price(pool, req, (earliest, latest))
+            too_small = not req.split and pool.free_cards < req.cards
+            if too_small and req.max_price is None:  # too few cards, whatever the run would cost: not priced
+                rejections[pool.id] = "free_cards"
+                continue
+            priced = _price(pool, req, window)
             if req.max_price is not None and priced.price_integral / req.duration_hours > req.max_price:
                 reason = "price"
-            elif not req.split and pool.free_cards < req.cards:
+            elif too_small:
                 reason = "free_cards"
             else:
                 eligible.append(priced)
                 continue
-        result.rejections[pool.id] = reason
+        rejections[pool.id] = reason
 
     if req.split:
         placements, short = _split_placements(eligible, req, reference)
         for priced in short:
             result.rejections[priced.pool.id] = "free_cards"
     else:
-        best = heapq.nsmallest(MAX_PLACEMENTS, eligible, key=lambda p: (p.per_card_score, p.start, str(p.pool.id)))
+        best = heapq.nsmallest(MAX_PLACEMENTS, eligible, key=lambda p: (p.per_card_score, p.start, p.costs.name))
         placements = [_placement([(priced, req.cards)], req, reference) for priced in best]
     placements.sort(key=lambda placement: (placement.score, placement.start_at, str(placement.allocations[0].pool_id)))
     result.placements = placements[:MAX_PLACEMENTS]
@@ -405,7 +441,7 @@ def _split_placements(
     whole = heapq.nsmallest(
         MAX_PLACEMENTS,
         (p for p in eligible if p.pool.free_cards >= req.cards),
-        key=lambda p: (p.per_card_score * req.cards, reference + timedelta(hours=p.start), str(p.pool.id)),
+        key=lambda p: (p.per_card_score * req.cards, reference + timedelta(hours=p.start), p.costs.name),
     )
     placements = [_placement([(p, req.cards)], req, reference) for p in whole]
     by_hub: dict[str, list[_Priced]] = {}
@@ -413,7 +449,7 @@ def _split_placements(
         by_hub.setdefault(priced.pool.hub, []).append(priced)
     short: list[_Priced] = []
     for hub_pools in by_hub.values():
-        hub_pools.sort(key=lambda p: (p.per_card_score, str(p.pool.id)))
+        hub_pools.sort(key=lambda p: (p.per_card_score, p.costs.name))
         start = hub_pools[0].start
         parts: list[tuple[_Priced, int]] = []
         needed = req.cards

@@ -81,6 +81,9 @@ class _Plan:
     # For the dispatcher (selectors.pool_snapshots): the prices as floats, and the reserved discount.
     floats: tuple[float, ...]
     reserved_discount: Decimal
+    # The row as read (effective_from, hour_prices, token_prices, reserved_discount as text): a
+    # version read again unchanged is this one, not decoded and shown again (``_load``).
+    source: tuple[Any, ...]
     # The next cheaper window from each hour's start, as the API shows it.
     windows: dict[datetime, dict[str, Any] | None] = field(default_factory=dict)
 
@@ -154,12 +157,14 @@ class _Snapshot:
         # offers_now's selections: (generation, user_region) -> (valid from, valid until, offers)
         self.selections: dict[tuple[int, str | None], tuple[datetime, datetime, list[Offer]]] = {}
         self.ordered: tuple[int, list[_Pool]] = (-1, [])  # pools_held's, by generation
+        self.positions: dict[Any, int] = {}  # each pool's place in ``ordered``
         self.lock = threading.Lock()
 
     def reset(self) -> None:
         with self.lock:
             self.pools, self.since, self.digests = {}, None, {}
             self.generation, self.selections = self.generation + 1, {}
+            self.ordered, self.positions = (-1, []), {}
 
     def refresh(self) -> None:
         """Read again the pools changed since the last look (hold ``lock``)."""
@@ -182,10 +187,23 @@ class _Snapshot:
             self.pools = _load(None)
             self.generation += 1
         elif changed:
-            self.pools.update(_load(changed))
+            loaded = _load(changed, self.pools)
+            self.pools.update(loaded)
             self.generation += 1
+            self._reorder(loaded)
         self.digests.clear()
         self.since = min(xmin, own) if own is not None else xmin
+
+    def _reorder(self, loaded: dict[Any, _Pool]) -> None:
+        """Put the pools read again in the places of the ones they replace in ``ordered``, as a new
+        list (one handed out is never changed); a new pool leaves it to ``pools_held`` to sort."""
+        generation, ordered = self.ordered
+        if generation != self.generation - 1 or any(pool_id not in self.positions for pool_id in loaded):
+            return
+        ordered = list(ordered)
+        for pool_id, pool in loaded.items():
+            ordered[self.positions[pool_id]] = pool
+        self.ordered = (self.generation, ordered)
 
     def _digest(self, since: int) -> str:
         """What ``_WINDOW_SQL`` digests, from the pools held."""
@@ -221,10 +239,9 @@ def pools_held() -> Held:
     with _snapshot.lock:
         _snapshot.refresh()
         if _snapshot.ordered[0] != _snapshot.generation:
-            _snapshot.ordered = (
-                _snapshot.generation,
-                sorted(_snapshot.pools.values(), key=lambda pool: pool.key),
-            )
+            ordered = sorted(_snapshot.pools.values(), key=lambda pool: pool.key)
+            _snapshot.ordered = (_snapshot.generation, ordered)
+            _snapshot.positions = {pool.id: position for position, pool in enumerate(ordered)}
         return Held(_snapshot.generation, _snapshot.ordered[1], _snapshot.pools)
 
 
@@ -249,8 +266,10 @@ WHERE p.hub_id <> %(orbit)s {only}
 """
 
 
-def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
-    """The pools' offered facts as plain rows, with their current and future price versions."""
+def _load(pool_ids: list[Any] | None, held: Mapping[Any, _Pool] | None = None) -> dict[Any, _Pool]:
+    """The pools' offered facts as plain rows, with their current and future price versions; a
+    version of a pool in ``held`` read again unchanged is the one held (an order changes a pool's
+    cards, seldom its prices)."""
     params = {"orbit": ORBIT_HUB, "ids": pool_ids}
     with connection.cursor() as cursor:
         cursor.execute(_PLANS_SQL.format(only="" if pool_ids is None else "AND pp.pool_id = ANY(%(ids)s)"), params)
@@ -264,22 +283,10 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
         versions = by_pool.setdefault(pool_id, [])
         if versions and versions[-1].effective_from <= read_at and effective_from <= read_at:
             versions.pop()  # superseded before now: never in force again
-        hour_prices, token_prices = json.loads(hour_prices_json), json.loads(token_prices_json)
-        prices = tuple(Decimal(price) for price in hour_prices)
-        versions.append(
-            _Plan(
-                effective_from=effective_from,
-                prices=prices,
-                shown=tuple(_FIELDS["price_per_card_hour"].to_representation(price) for price in prices),
-                reserved_shown=tuple(
-                    _FIELDS["reserved_price_per_card_hour"].to_representation(price * (1 - reserved_discount))
-                    for price in prices
-                ),
-                token_prices=_TOKEN_PRICES.to_representation(token_prices),
-                floats=tuple(float(price) for price in hour_prices),
-                reserved_discount=reserved_discount,
-            )
-        )
+        source = (effective_from, hour_prices_json, token_prices_json, str(reserved_discount))
+        before = held.get(pool_id) if held is not None else None
+        kept = next((plan for plan in before.plans if plan.source == source), None) if before is not None else None
+        versions.append(kept or _plan(source, reserved_discount))
     loaded: dict[Any, _Pool] = {}
     # A hub's facts, decoded once and shared by its pools (the dispatcher's price curves are
     # cached by their hourly prices: one object compares at once).
@@ -353,6 +360,26 @@ def _load(pool_ids: list[Any] | None) -> dict[Any, _Pool]:
             heartbeat_shown=_FIELDS["last_heartbeat_at"].to_representation(heartbeat) if heartbeat else None,
         )
     return loaded
+
+
+def _plan(source: tuple[Any, ...], reserved_discount: Decimal) -> _Plan:
+    """A price version from its row, decoded, and its prices as the API shows them."""
+    effective_from, hour_prices_json, token_prices_json, _ = source
+    hour_prices, token_prices = json.loads(hour_prices_json), json.loads(token_prices_json)
+    prices = tuple(Decimal(price) for price in hour_prices)
+    return _Plan(
+        effective_from=effective_from,
+        prices=prices,
+        shown=tuple(_FIELDS["price_per_card_hour"].to_representation(price) for price in prices),
+        reserved_shown=tuple(
+            _FIELDS["reserved_price_per_card_hour"].to_representation(price * (1 - reserved_discount))
+            for price in prices
+        ),
+        token_prices=_TOKEN_PRICES.to_representation(token_prices),
+        floats=tuple(float(price) for price in hour_prices),
+        reserved_discount=reserved_discount,
+        source=source,
+    )
 
 
 def _shown(name: str, value: Any) -> Any:

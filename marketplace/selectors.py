@@ -31,7 +31,7 @@ from core.money import round_to_fen, shown_price
 from core.timezones import local_zone
 from marketplace.dispatch import DispatchResult, PoolSnapshot, Requirements
 from marketplace.models import Lease, Order, PriceIndexSnapshot
-from marketplace.offers import pools_held
+from marketplace.offers import Held, pools_held
 from marketplace.price_index import area_index, areas_of
 from orbit.reference_data import HUB_CODE as ORBIT_HUB
 from organizations.models import Organization
@@ -123,6 +123,8 @@ class _Built(NamedTuple):
     reliability: dict[Any, float]
     valid_from: datetime
     valid_until: datetime
+    pools: list[Any]  # the offers snapshot's pools they were built from (``Held.pools``), in its order
+    by_pool: tuple[PoolSnapshot | None, ...]  # each one's snapshot; None when not offered
     snapshots: tuple[PoolSnapshot, ...]
 
 
@@ -145,64 +147,99 @@ def pool_snapshots(*, now: datetime) -> list[PoolSnapshot]:
     reaches the next price version or the first fresh heartbeat to go stale; a pool's snapshot is
     kept while its row, version, staleness and reliability stay the same. So a quote or an order
     reads no pool row unless one changed, and builds no snapshot unless its pool did.
+
+    When only some pools were read again (an order takes cards from one or two), only those are
+    looked at: every other pool's snapshot holds until the list's end, which can only come sooner
+    (the pools read again may end it earlier, never later: their old ends are kept).
     """
     reliability = _reliability.get(lambda: provider_reliability(since=now - RELIABILITY_WINDOW))
     held = pools_held()
     built = _built[0] if _built else None
-    if (
-        built is not None
-        and built.generation == held.generation
-        and built.reliability is reliability
-        and built.valid_from <= now < built.valid_until
-    ):
-        return list(built.snapshots)
+    if built is not None and built.reliability is reliability and built.valid_from <= now < built.valid_until:
+        if built.generation == held.generation:
+            return list(built.snapshots)
+        if len(built.pools) == len(held.pools):
+            patched = _patched(built, held, reliability, now)
+            if patched is not None:
+                _built[:] = [patched]
+                return list(patched.snapshots)
     fresh = fresh_after(now)
     stale_after = now - fresh
     until = _NEVER
-    snapshots = []
+    by_pool = []
+    if len(_built_pools) > 4 * len(held.pools) + 1000:  # pools gone
+        _built_pools.clear()
     for pool in held.pools:
-        if not pool.active:
+        snapshot, pool_until = _pool_snapshot(pool, now, fresh, stale_after, reliability)
+        until = min(until, pool_until)
+        by_pool.append(snapshot)
+    snapshots = tuple(snapshot for snapshot in by_pool if snapshot is not None)
+    _built[:] = [_Built(held.generation, reliability, now, until, held.pools, tuple(by_pool), snapshots)]
+    return list(snapshots)
+
+
+def _patched(built: _Built, held: Held, reliability: dict[Any, float], now: datetime) -> _Built | None:
+    """``built`` with the snapshots of the pools read again since made anew at ``now``; None when
+    the pools are not the same ones in the same order (a pool came or went)."""
+    fresh = fresh_after(now)
+    stale_after = now - fresh
+    until = built.valid_until
+    by_pool = list(built.by_pool)
+    for position, (old, pool) in enumerate(zip(built.pools, held.pools, strict=True)):
+        if old is pool:
             continue
-        in_force = None
-        for version in pool.plans:
-            if version.effective_from > now:
-                until = min(until, version.effective_from)
-                break
-            in_force = version
-        if in_force is None:
-            continue
-        heartbeat = pool.last_heartbeat_at
-        stale = heartbeat is None or heartbeat < fresh
-        if heartbeat is not None and not stale:
-            until = min(until, heartbeat + stale_after)
-        share = reliability.get(pool.provider_id, 1.0)
-        kept = _built_pools.get(pool.id)
-        if kept is not None and kept[0] is pool and kept[1] is in_force and kept[2] == stale and kept[3] == share:
-            snapshot = kept[4]
-        else:
-            snapshot = PoolSnapshot(
-                pool.id,
-                pool.provider_id,
-                pool.hub,
-                pool.region,
-                pool.gpu_model,
-                pool.memory_gb,
-                pool.power_watts,
-                float(pool.green_share),
-                float(pool.pue),
-                in_force.floats,
-                pool.tariff_kwh,
-                pool.latency_ms,
-                pool.free_cards,
-                stale,
-                share,
-            )
-            if len(_built_pools) > 4 * len(held.pools) + 1000:
-                _built_pools.clear()
-            _built_pools[pool.id] = (pool, in_force, stale, share, snapshot)
-        snapshots.append(snapshot)
-    _built[:] = [_Built(held.generation, reliability, now, until, tuple(snapshots))]
-    return snapshots
+        if old.id != pool.id:
+            return None
+        by_pool[position], pool_until = _pool_snapshot(pool, now, fresh, stale_after, reliability)
+        until = min(until, pool_until)
+    snapshots = tuple(snapshot for snapshot in by_pool if snapshot is not None)
+    return _Built(held.generation, reliability, now, until, held.pools, tuple(by_pool), snapshots)
+
+
+def _pool_snapshot(
+    pool: Any, now: datetime, fresh: datetime, stale_after: timedelta, reliability: dict[Any, float]
+) -> tuple[PoolSnapshot | None, datetime]:
+    """The offers snapshot's pool as the dispatcher sees it at ``now`` (None when not offered:
+    inactive or without a price version in force), and the moment until which that holds (the
+    next price version, or its fresh heartbeat going stale)."""
+    if not pool.active:
+        return None, _NEVER
+    until = _NEVER
+    in_force = None
+    for version in pool.plans:
+        if version.effective_from > now:
+            until = version.effective_from
+            break
+        in_force = version
+    if in_force is None:
+        return None, until
+    heartbeat = pool.last_heartbeat_at
+    stale = heartbeat is None or heartbeat < fresh
+    if heartbeat is not None and not stale:
+        until = min(until, heartbeat + stale_after)
+    share = reliability.get(pool.provider_id, 1.0)
+    kept = _built_pools.get(pool.id)
+    if kept is not None and kept[0] is pool and kept[1] is in_force and kept[2] == stale and kept[3] == share:
+        return kept[4], until
+    snapshot = PoolSnapshot(
+        pool.id,
+        pool.provider_id,
+        pool.hub,
+        pool.region,
+        pool.gpu_model,
+        pool.memory_gb,
+        pool.power_watts,
+        float(pool.green_share),
+        float(pool.pue),
+        in_force.floats,
+        pool.tariff_kwh,
+        pool.latency_ms,
+        pool.free_cards,
+        stale,
+        share,
+    )
+    _built_pools[pool.id] = (pool, in_force, stale, share, snapshot)
+    return snapshot, until
 
 
 def reserved_discounts(*, pool_ids: Iterable[Any], at: datetime) -> dict[Any, Decimal]:

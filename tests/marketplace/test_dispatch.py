@@ -73,6 +73,9 @@ def realtime(**changes) -> Requirements:  # type: ignore[no-untyped-def]
         (pool("a", latency_ms={}), realtime(), "latency"),
         (pool("a", green_share=0.2), batch(min_green_share=0.5), "green_share"),
         (pool("a", hour_prices=flat(30.0)), batch(max_price=25.0), "price"),
+        # Too dear says more than too small: a pool short of cards is still priced under a price cap.
+        (pool("a", hour_prices=flat(30.0), free_cards=7), batch(max_price=25.0), "price"),
+        (pool("a", hour_prices=flat(20.0), free_cards=7), batch(max_price=25.0), "free_cards"),
         (pool("a", stale=True), batch(), "stale"),
     ],
 )
@@ -105,6 +108,25 @@ def test_the_cheapest_pool_over_the_run_ranks_first() -> None:
     result = dispatch(batch(), [pool("dear", hour_prices=flat(22.0)), pool("cheap", hour_prices=flat(18.0))], NOON)
 
     assert [p.allocations[0].pool_id for p in result.placements] == ["cheap", "dear"]
+
+
+def test_a_snapshot_made_again_is_priced_from_its_own_facts_not_the_last_ones_kept() -> None:
+    # What pricing a pool takes is kept per snapshot (dispatch._costs): a snapshot of the same pool
+    # with another price, power, PUE, green share or reliability, even one made after the last is
+    # gone (which may take its place in memory), is priced afresh.
+    for price in (20.0, 10.0, 30.0):
+        for power_watts, reliability in ((700, 1.0), (1400, 0.5)):
+            snapshot = pool("a", hour_prices=flat(price), power_watts=power_watts, reliability=reliability)
+
+            placement = dispatch(batch(), [snapshot], NOON).placements[0]
+
+            assert placement.estimated_cost == price * 4 * 8
+            assert placement.electricity_cost == pytest.approx(0.7 * power_watts / 1000 * 1.25 * 4 * 8)
+            weight = (1 - 0.05 * 0.3) * (1 + 2.0 * (1 - reliability))
+            assert placement.score == pytest.approx(
+                8 * (price * 4 * weight + 30.0 * 0.7 * 4 * power_watts / 1000 * 1.25)
+            )
+            del snapshot, placement
 
 
 def test_realtime_work_prefers_the_nearer_pool_at_equal_price() -> None:

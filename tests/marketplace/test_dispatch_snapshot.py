@@ -140,6 +140,58 @@ def test_a_heartbeat_going_stale_is_seen_with_the_clock_alone(market, frozen, se
 
 
 @COMMITTED
+def test_a_later_price_version_written_after_the_list_is_seen_when_it_takes_effect(market, frozen) -> None:
+    # The list is kept and only the pool written is looked at again: its new version must end the
+    # kept list at its start, though no other pool's does.
+    pool = market[0]
+    assert pool_snapshots(now=timezone.now()) == _read_from_the_rows(timezone.now())
+    starts = timezone.now() + timedelta(seconds=60)  # before any heartbeat goes stale, which would end it too
+    later = price_plan_create(pool=pool, by="test", price_per_card_hour=Decimal("3.33"), effective_from=starts)
+    expected = tuple(float(price) for price in later.hour_prices)
+    assert _snapshot_of(pool).hour_prices != expected  # type: ignore[union-attr]
+
+    frozen.shift(timedelta(seconds=61))  # no write: the clock alone
+
+    assert _snapshot_of(pool).hour_prices == expected  # type: ignore[union-attr]
+    assert pool_snapshots(now=timezone.now()) == _read_from_the_rows(timezone.now())
+
+
+@COMMITTED
+def test_after_one_pool_is_written_the_others_still_go_stale_with_the_clock(market, frozen, settings) -> None:
+    # The first heartbeat ends the kept list; a later write to another pool must not move that end.
+    first, second = market[0], market[1]
+    frozen.shift(timedelta(seconds=1))
+    pool_heartbeat(pool=first, healthy_cards=40, observed_at=timezone.now())
+    assert pool_snapshots(now=timezone.now()) == _read_from_the_rows(timezone.now())
+    frozen.shift(timedelta(seconds=30))
+    pool_heartbeat(pool=second, healthy_cards=4, observed_at=timezone.now())
+    assert _snapshot_of(second).stale is False  # type: ignore[union-attr]
+
+    frozen.shift(timedelta(seconds=settings.POOL_HEARTBEAT_STALE_SECONDS - 29))  # no write at all
+
+    assert _snapshot_of(first).stale is True  # type: ignore[union-attr]
+    assert _snapshot_of(second).stale is False  # type: ignore[union-attr]
+    assert pool_snapshots(now=timezone.now()) == _read_from_the_rows(timezone.now())
+    frozen.shift(timedelta(seconds=30))
+    assert _snapshot_of(second).stale is True  # type: ignore[union-attr]
+
+
+@COMMITTED
+def test_each_write_to_a_pool_is_seen_by_the_next_quote_and_the_list_stays_in_id_order(market) -> None:
+    pools = market[:4]
+    for cards, pool in enumerate(pools, start=1):
+        pool_reserve_cards(pool=pool, cards=cards)  # each its own transaction, one pool read again
+
+        now = timezone.now()
+        assert pool_snapshots(now=now) == _read_from_the_rows(now)
+    made = pool_factory(name="made after the list", cards=4)  # a pool the list did not hold
+
+    now = timezone.now()
+    assert pool_snapshots(now=now) == _read_from_the_rows(now)
+    assert _snapshot_of(made) is not None
+
+
+@COMMITTED
 def test_a_suspended_pool_leaves_at_once(market) -> None:
     pool = market[3]
     assert _snapshot_of(pool) is not None
