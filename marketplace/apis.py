@@ -161,7 +161,7 @@ def _let_go(response: Response) -> None:
     its response (the renderer's context names the view, the view its request and response, the
     request's parser context the view and the request itself), so that a quote or an order, and
     all it holds, is freed at once: left to the cyclic collector, each request's few hundred
-    objects add up to a young collection of the server's 50,000 objects (config/wsgi.py), tens of
+    objects bring the next young collection (every 5,000 objects, config/wsgi.py) sooner, a few
     ms on whichever request meets it (docs/benchmarks.md)."""
     context = getattr(response, "renderer_context", None) or {}
     view, request = context.get("view"), context.get("request")
