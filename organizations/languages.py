@@ -45,8 +45,10 @@ def member_language(user_id: int) -> str:
 
 def request_language(request: HttpRequest) -> str:
     """A signed-in member's language on the dashboards; ``Accept-Language`` on the API and the
-    sign-in page."""
+    sign-in page. The API's answers never read the session: they do not vary by ``Cookie``."""
+    if request.path.startswith("/api/"):
+        return api_language(request)
     user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated and not request.path.startswith("/api/"):
+    if user is not None and user.is_authenticated:
         return member_language(user.pk)
     return api_language(request)

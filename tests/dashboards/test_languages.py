@@ -173,6 +173,17 @@ def test_the_sign_in_page_follows_accept_language(grid) -> None:
     assert "Accept-Language" in chinese["Vary"]
 
 
+def test_the_api_follows_accept_language_and_never_reads_a_members_session(grid) -> None:
+    client = member(grid, grid.buyer, "zh-hans")  # signed in, Chinese chosen: the cookie goes along
+
+    english = client.get("/api/v1/invoices/")
+    chinese = client.get("/api/v1/invoices/", HTTP_ACCEPT_LANGUAGE="zh-CN,zh;q=0.9")
+
+    assert english.status_code == chinese.status_code == 401
+    assert english["Content-Language"] == "en" and chinese["Content-Language"] == "zh-hans"
+    assert "Accept-Language" in english["Vary"] and "Cookie" not in english["Vary"]
+
+
 def test_the_invoice_pdf_in_chinese_embeds_the_cjk_font_and_leaves_no_english_message(grid) -> None:
     grid.buyer.legal_name = "杭州视觉智能科技有限公司"
     grid.buyer.save()
