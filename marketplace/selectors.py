@@ -274,38 +274,67 @@ def order_list(*, organization: Organization) -> QuerySet[Order]:
     return orders.filter(buyer=organization)
 
 
+class QuotedUsage(NamedTuple):
+    """Usage a quote prices on one pool: its estimated cost in yuan, spread over [start_at, end_at)."""
+
+    pool_id: Any
+    estimated_cost: float
+    start_at: datetime
+    end_at: datetime
+
+
+def usage_voucher_credits(
+    *, buyer: Organization, workload: str, alternatives: Sequence[Sequence[QuotedUsage]], now: datetime
+) -> list[int]:
+    """What the buyer's vouchers would pay now of each alternative (a quote's placement: its usage on
+    each pool), in fen; nothing is reserved. Each usage is one charge line as billing offers a lease's
+    usage lines to vouchers (``billing.voucher_credits``): the pool's provider, hub and GPU model, and
+    the lease's ``workload``; its period the usage's own, since the usage is still to come."""
+    if not alternatives or not redeemable_vouchers(buyer=buyer, at=now).exists():
+        return [0] * len(alternatives)
+    pools = {
+        pool_id: (str(provider_id), hub, gpu_model)
+        for pool_id, provider_id, hub, gpu_model in ResourcePool.objects.filter(
+            pk__in={usage.pool_id for usages in alternatives for usage in usages}
+        ).values_list("pk", "provider_id", "hub_id", "gpu_model_id")
+    }
+    lines = [
+        [
+            ChargeLine(
+                line_ref=str(index),
+                amount=round_to_fen(Decimal(str(usage.estimated_cost))),
+                lease_id="",
+                pool_id=str(usage.pool_id),
+                provider_id=pools[usage.pool_id][0],
+                hub=pools[usage.pool_id][1],
+                gpu_model=pools[usage.pool_id][2],
+                workload=workload,
+                period_start=usage.start_at,
+                period_end=usage.end_at,
+            )
+            for index, usage in enumerate(usages)
+        ]
+        for usages in alternatives
+    ]
+    return voucher_estimates(buyer=buyer, alternatives=lines, at=now)
+
+
 def quote_voucher_credits(
     *, buyer: Organization, result: DispatchResult, requirements: Requirements, now: datetime
 ) -> list[int]:
     """What the buyer's vouchers would pay now of each placement of a quote, in fen; nothing is reserved."""
-    if not result.placements or not redeemable_vouchers(buyer=buyer, at=now).exists():
-        return [0] * len(result.placements)
-    pool_ids = {allocation.pool_id for placement in result.placements for allocation in placement.allocations}
-    pools = {
-        pool_id: (str(provider_id), hub, gpu_model)
-        for pool_id, provider_id, hub, gpu_model in ResourcePool.objects.filter(pk__in=pool_ids).values_list(
-            "pk", "provider_id", "hub_id", "gpu_model_id"
-        )
-    }
-    alternatives = [
-        [
-            ChargeLine(
-                line_ref=str(index),
-                amount=round_to_fen(Decimal(str(allocation.estimated_cost))),
-                lease_id="",
-                pool_id=str(allocation.pool_id),
-                provider_id=pools[allocation.pool_id][0],
-                hub=pools[allocation.pool_id][1],
-                gpu_model=pools[allocation.pool_id][2],
-                workload=requirements.workload,
-                period_start=placement.start_at,
-                period_end=placement.end_at,
-            )
-            for index, allocation in enumerate(placement.allocations)
-        ]
-        for placement in result.placements
-    ]
-    return voucher_estimates(buyer=buyer, alternatives=alternatives, at=now)
+    return usage_voucher_credits(
+        buyer=buyer,
+        workload=requirements.workload,
+        alternatives=[
+            [
+                QuotedUsage(allocation.pool_id, allocation.estimated_cost, placement.start_at, placement.end_at)
+                for allocation in placement.allocations
+            ]
+            for placement in result.placements
+        ],
+        now=now,
+    )
 
 
 def lowest_prices_now(*, now: datetime) -> dict[str, Decimal]:

@@ -19,7 +19,7 @@ from marketplace import token_services
 from marketplace.apis import IsBuyerOrOperator
 from marketplace.models import Order
 from marketplace.selectors import order_list
-from marketplace.token_selectors import token_offers
+from marketplace.token_selectors import token_offers, token_quote_voucher_credits
 from marketplace.token_serializers import (
     TokenOfferSerializer,
     TokenOrderSerializer,
@@ -72,7 +72,8 @@ class TokenOfferListApi(ListAPIView):
 
 
 class TokenQuoteApi(APIView):
-    """Rank the endpoints for token work, with the reason each other endpoint was turned down. Nothing is reserved."""
+    """Rank the endpoints for token work, with the reason each other endpoint was turned down, and the cost
+    of each after the buyer's vouchers. Nothing is reserved."""
 
     permission_classes = [KeyRoleAllows, IsBuyer]
 
@@ -81,8 +82,14 @@ class TokenQuoteApi(APIView):
         body = TokenRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         token_request = body.token_request()
-        result = token_services.token_quote(request=token_request, endpoint_id=body.validated_data.get("endpoint"))
-        return Response(render_token_quote(result, token_request))
+        now = timezone.now()
+        result = token_services.token_quote(
+            request=token_request, endpoint_id=body.validated_data.get("endpoint"), now=now
+        )
+        credits = token_quote_voucher_credits(
+            buyer=organization_of(request), result=result, request=token_request, now=now
+        )
+        return Response(render_token_quote(result, token_request, voucher_credits=credits))
 
 
 def _token_orders(request: Request) -> QuerySet[Order]:

@@ -97,6 +97,7 @@ class TokenRequest:
 @dataclass(frozen=True)
 class TokenPlacement:
     endpoint_id: Any
+    pool_id: Any  # the endpoint's pool: its provider, hub and GPU model are what vouchers look at
     hub: str
     region: str
     start_at: datetime
@@ -215,6 +216,7 @@ def _place(
     start_at = reference + timedelta(hours=start)
     return None, TokenPlacement(
         endpoint_id=endpoint.id,
+        pool_id=endpoint.pool_id,
         hub=endpoint.hub,
         region=endpoint.region,
         start_at=start_at,

@@ -1,4 +1,5 @@
-"""Reads of the token market: the endpoints as the token dispatcher sees them, token offers."""
+"""Reads of the token market: the endpoints as the token dispatcher sees them, token offers, and what
+a buyer's vouchers would pay of a token quote."""
 
 from datetime import datetime
 from decimal import Decimal
@@ -6,11 +7,16 @@ from typing import Any
 
 from django.db import connection
 
-from marketplace.selectors import _hub_facts, _hubs
-from marketplace.token_dispatch import EndpointSnapshot, curves
+from marketplace.models import Workload
+from marketplace.selectors import QuotedUsage, _hub_facts, _hubs, usage_voucher_credits
+from marketplace.token_dispatch import BATCH, REALTIME, EndpointSnapshot, TokenDispatchResult, TokenRequest, curves
+from organizations.models import Organization
 from pools.models import ModelEndpoint, PricePlan
 from pools.selectors import fresh_after
 from pools.tariffs import hour_bands, hour_prices, local_hour
+
+# The workload of a token order's lease: what its invoice lines offer vouchers (``billing.voucher_credits``).
+WORKLOADS = {REALTIME: Workload.REALTIME_INFERENCE, BATCH: Workload.BATCH_INFERENCE}
 
 # What does not change while an endpoint keeps its pool's price version and PUE, by
 # (endpoint, price plan, PUE): the snapshot but for ``stale``.
@@ -128,3 +134,20 @@ def token_offers(*, now: datetime, model: str | None, user_region: str | None, o
     else:
         offers.sort(key=lambda offer: (offer["input_price_now"] + offer["output_price_now"], str(offer["id"])))
     return offers
+
+
+def token_quote_voucher_credits(
+    *, buyer: Organization, result: TokenDispatchResult, request: TokenRequest, now: datetime
+) -> list[int]:
+    """What the buyer's vouchers would pay now of each placement of a token quote, in fen, as they pay
+    the token order's usage lines on its invoice (its endpoint's pool, its lease's workload); nothing
+    is reserved."""
+    return usage_voucher_credits(
+        buyer=buyer,
+        workload=WORKLOADS[request.workload],
+        alternatives=[
+            [QuotedUsage(placement.pool_id, placement.estimated_cost, placement.start_at, placement.end_at)]
+            for placement in result.placements
+        ],
+        now=now,
+    )

@@ -1,3 +1,4 @@
+from collections.abc import Sequence
 from datetime import UTC
 from decimal import Decimal
 from typing import Any
@@ -7,7 +8,7 @@ from rest_framework import serializers
 
 from core.serializers import PriceField, StrictSerializer
 from marketplace.models import Order
-from marketplace.serializers import _money
+from marketplace.serializers import _after_vouchers, _money
 from marketplace.token_dispatch import BATCH, REALTIME, TokenDispatchResult, TokenRequest
 from pools.models import MODEL_NAME
 from pools.reference_data import USER_REGIONS
@@ -54,8 +55,11 @@ def _iso(value: Any) -> str:
     return str(value.astimezone(UTC).isoformat().replace("+00:00", "Z"))
 
 
-def render_token_quote(result: TokenDispatchResult, request: TokenRequest) -> dict[str, Any]:
-    """The token dispatcher's answer, as card quotes show theirs."""
+def render_token_quote(
+    result: TokenDispatchResult, request: TokenRequest, *, voucher_credits: Sequence[int]
+) -> dict[str, Any]:
+    """The token dispatcher's answer, as card quotes show theirs; ``voucher_credits``: what the buyer's
+    vouchers would pay of each placement, in fen (``token_quote_voucher_credits``)."""
     millions = Decimal(request.tokens) / 1_000_000
     return {
         "placements": [
@@ -66,6 +70,7 @@ def render_token_quote(result: TokenDispatchResult, request: TokenRequest) -> di
                 "start_at": _iso(placement.start_at),
                 "end_at": _iso(placement.end_at),
                 "estimated_cost": _money(placement.estimated_cost),
+                "estimated_cost_after_vouchers": _after_vouchers(placement.estimated_cost, credit),
                 "average_price_per_million_tokens": _PRICE.to_representation(
                     Decimal(str(placement.estimated_cost)) / millions
                 ),
@@ -76,7 +81,7 @@ def render_token_quote(result: TokenDispatchResult, request: TokenRequest) -> di
                 "latency_ms": placement.latency_ms,
                 "currency": "CNY",
             }
-            for placement in result.placements
+            for placement, credit in zip(result.placements, voucher_credits, strict=True)
         ],
         "rejected": {
             "summary": result.summary(request),
@@ -95,6 +100,11 @@ class _TokenPlacementSerializer(serializers.Serializer):
     start_at = serializers.DateTimeField()
     end_at = serializers.DateTimeField()
     estimated_cost = serializers.DecimalField(max_digits=18, decimal_places=2)
+    estimated_cost_after_vouchers = serializers.DecimalField(
+        max_digits=18,
+        decimal_places=2,
+        help_text="Less what the calling buyer's vouchers would pay now, as they pay token usage on the invoice.",
+    )
     average_price_per_million_tokens = PriceField()
     estimated_electricity_cost = serializers.DecimalField(max_digits=18, decimal_places=2)
     electricity_cost_per_million_tokens = PriceField()

@@ -16,17 +16,16 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from core.exceptions import ApplicationError, ConflictError, NotFoundError, RuleViolation
-from marketplace.models import Lease, Order, Workload
+from marketplace.models import Lease, Order
 from marketplace.services import ESTIMATE_PLACES, lease_end, lease_start
-from marketplace.token_dispatch import BATCH, REALTIME, TokenDispatchResult, TokenRequest, token_dispatch
-from marketplace.token_selectors import endpoint_snapshots
+from marketplace.token_dispatch import BATCH, TokenDispatchResult, TokenRequest, token_dispatch
+from marketplace.token_selectors import WORKLOADS, endpoint_snapshots
 from organizations.models import Organization
 from pools.models import ModelEndpoint, PricePlan
 from pools.selectors import price_plans_in_force
 
 # A pay-as-you-go token account stays open this long unless the buyer ends it.
 TOKEN_ACCOUNT_DAYS = 365
-WORKLOADS = {REALTIME: Workload.REALTIME_INFERENCE, BATCH: Workload.BATCH_INFERENCE}
 
 
 def token_quote(

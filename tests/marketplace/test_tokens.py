@@ -1,7 +1,7 @@
 """The token market: endpoints, token offers and quotes, token orders billed per token."""
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
@@ -205,6 +205,44 @@ def test_token_usage_is_billed_per_million_with_the_band_price_and_the_voucher_s
     shown = invoice_view(invoice).shown_lines
     rates = [float(line.electricity_cost_per_million_tokens) for line in shown]
     assert rates == pytest.approx([4 * 0.7 * 1.2 * 1.12 / 4] * 2)
+
+
+def test_a_token_quote_takes_off_what_the_vouchers_then_pay_of_the_invoice(
+    buyer, provider, issuer, make_client
+) -> None:
+    # given a program for real-time inference on this provider's endpoint alone (its hub and GPU model)
+    with time_machine.travel(ORDERED - timedelta(minutes=1), tick=False):
+        served = endpoint(provider)
+    program = program_factory(
+        issuer,
+        coverage_share="0.2",
+        valid_until=datetime(2027, 1, 1, tzinfo=local_zone()),
+        hubs=[served.pool.hub_id],
+        gpu_models=[served.pool.gpu_model_id],
+        workloads=["realtime_inference"],
+        providers=[provider],
+    )
+    voucher_factory(program, buyer, face_value=10_000_000, now=ORDERED - timedelta(days=1))
+    body = {"model": MODEL, "input_tokens": 3_000_000, "output_tokens": 1_000_000, "workload": "realtime"}
+
+    # when the buyer is quoted, orders those tokens, uses them and is invoiced
+    with time_machine.travel(ORDERED, tick=False):
+        response = make_client(buyer).post("/api/v1/token-quotes/", {**body, "user_region": "beijing"}, format="json")
+        order = token_order_place(
+            buyer=buyer, request=realtime(input_tokens=3_000_000, output_tokens=1_000_000), by="test"
+        )
+    lease = order.leases.get()
+    hour = ORDERED + timedelta(hours=1)  # 11:00 Shanghai: peak in Beijing, as 10:00 is
+    ingest(lease, [tokens_event(lease, "t1", hour + timedelta(minutes=5))], hour + timedelta(minutes=30))
+    invoice = invoice_finalize(invoice_id=march_invoice(buyer).pk, now=APRIL_5)
+
+    # then the quote took off the program's 20%, and the invoice's token lines got it (to the fen of rounding)
+    quoted = response.json()["placements"][0]
+    cost = Decimal(quoted["estimated_cost"])
+    off = (cost * Decimal("0.2")).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    assert Decimal(quoted["estimated_cost_after_vouchers"]) == cost - off > 0
+    assert invoice.voucher_credit == sum(share(line.amount, Decimal("0.2"))[0] for line in invoice.lines.all()) > 0
+    assert abs(Decimal(invoice.voucher_credit) / 100 - off) <= Decimal("0.02")
 
 
 def test_the_same_token_event_twice_is_billed_once(token_lease) -> None:
